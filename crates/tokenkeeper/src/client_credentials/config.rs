@@ -1,0 +1,225 @@
+//! Client configuration.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use url::Url;
+
+use crate::error::ConfigError;
+use crate::protocol::client_auth::AuthMethod;
+use crate::protocol::token_request::RESERVED_PARAMS;
+use crate::protocol::types::{Resource, Scope};
+use crate::secret::ClientSecret;
+
+/// Where a client's token endpoint is.
+#[derive(Clone, Debug)]
+pub(crate) enum EndpointConfig {
+    TokenEndpoint(String),
+    Issuer(String),
+}
+
+/// The configuration of one client-credentials client.
+///
+/// Nothing is checked until the manager is built; then every problem is reported with the name of
+/// the field and of the client.
+///
+/// ```
+/// use tokenkeeper::{AuthMethod, ClientConfig};
+/// let config = ClientConfig::new("https://idp.example.com/token", "worker", "secret")
+///     .scope("orders.read orders.write")
+///     .resource("https://orders.example.com")
+///     .extra("tenant", "acme")
+///     .auth_method(AuthMethod::ClientSecretPost);
+/// # let _ = config;
+/// ```
+#[derive(Clone)]
+pub struct ClientConfig {
+    pub(crate) endpoint: EndpointConfig,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: Option<ClientSecret>,
+    pub(crate) auth_method: AuthMethod,
+    pub(crate) scope: Option<String>,
+    pub(crate) resources: Vec<String>,
+    pub(crate) extra: Vec<(String, String)>,
+}
+
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("endpoint", &self.endpoint)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret)
+            .field("auth_method", &self.auth_method)
+            .field("scope", &self.scope)
+            .field("resources", &self.resources)
+            .field("extra", &self.extra)
+            .finish()
+    }
+}
+
+impl ClientConfig {
+    /// A client of the token endpoint at `token_endpoint`, authenticating with
+    /// `client_secret_basic`.
+    pub fn new(
+        token_endpoint: impl Into<String>,
+        client_id: impl Into<String>,
+        client_secret: impl Into<ClientSecret>,
+    ) -> Self {
+        Self {
+            endpoint: EndpointConfig::TokenEndpoint(token_endpoint.into()),
+            client_id: client_id.into(),
+            client_secret: Some(client_secret.into()),
+            auth_method: AuthMethod::ClientSecretBasic,
+            scope: None,
+            resources: Vec::new(),
+            extra: Vec::new(),
+        }
+    }
+
+    /// A client of the issuer at `issuer`, whose token endpoint is found by discovery
+    /// (OpenID Connect Discovery or RFC 8414).
+    pub fn from_issuer(
+        issuer: impl Into<String>,
+        client_id: impl Into<String>,
+        client_secret: impl Into<ClientSecret>,
+    ) -> Self {
+        let mut config = Self::new(String::new(), client_id, client_secret);
+        config.endpoint = EndpointConfig::Issuer(issuer.into());
+        config
+    }
+
+    /// How the client authenticates (default `client_secret_basic`).
+    pub fn auth_method(mut self, method: AuthMethod) -> Self {
+        self.auth_method = method;
+        self
+    }
+
+    /// The scope to request, space-separated.
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = Some(scope.into());
+        self
+    }
+
+    /// A resource indicator to request (RFC 8707); call again for more.
+    pub fn resource(mut self, resource: impl Into<String>) -> Self {
+        self.resources.push(resource.into());
+        self
+    }
+
+    /// An extra form parameter sent with every token request.
+    pub fn extra(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.extra.push((name.into(), value.into()));
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<ValidatedClient, ConfigError> {
+        let endpoint = match &self.endpoint {
+            EndpointConfig::TokenEndpoint(raw) => {
+                ValidatedEndpoint::Url(parse_http_url(raw, "token_endpoint")?)
+            }
+            EndpointConfig::Issuer(raw) => {
+                parse_http_url(raw, "issuer")?;
+                ValidatedEndpoint::Issuer(raw.clone())
+            }
+        };
+        if self.client_id.trim().is_empty() {
+            return Err(ConfigError::new("client_id", "is empty"));
+        }
+        if self.client_id.chars().any(char::is_control) {
+            return Err(ConfigError::new("client_id", "has control characters"));
+        }
+        match (&self.client_secret, self.auth_method) {
+            (_, AuthMethod::None) => {}
+            (Some(secret), _) if !secret.is_empty() => {}
+            _ => {
+                return Err(ConfigError::new(
+                    "client_secret",
+                    format!("is empty, but {} needs one", self.auth_method.as_str()),
+                ))
+            }
+        }
+        let scope = match &self.scope {
+            Some(raw) => {
+                let scope = Scope::parse(raw);
+                scope.validate("scope")?;
+                Some(scope).filter(|s| !s.is_empty())
+            }
+            None => None,
+        };
+        let mut resources = self
+            .resources
+            .iter()
+            .map(|r| Resource::parse(r.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        resources.sort();
+        resources.dedup();
+        let extra = validate_extra(&self.extra, "extra")?;
+        Ok(ValidatedClient {
+            endpoint,
+            scope,
+            resources,
+            extra,
+        })
+    }
+}
+
+pub(crate) enum ValidatedEndpoint {
+    Url(Url),
+    Issuer(String),
+}
+
+pub(crate) struct ValidatedClient {
+    pub(crate) endpoint: ValidatedEndpoint,
+    pub(crate) scope: Option<Scope>,
+    pub(crate) resources: Vec<Resource>,
+    pub(crate) extra: BTreeMap<String, String>,
+}
+
+pub(crate) fn parse_http_url(raw: &str, field: &'static str) -> Result<Url, ConfigError> {
+    if raw.trim().is_empty() {
+        return Err(ConfigError::new(field, "is empty"));
+    }
+    let url = Url::parse(raw)
+        .map_err(|e| ConfigError::new(field, format!("{raw:?} is not a valid URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ConfigError::new(
+            field,
+            format!("{raw:?} must use https (or http for local development)"),
+        ));
+    }
+    if url.fragment().is_some() {
+        return Err(ConfigError::new(field, format!("{raw:?} must not have a fragment")));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ConfigError::new(
+            field,
+            "must not carry credentials in the URL; use the client secret",
+        ));
+    }
+    Ok(url)
+}
+
+pub(crate) fn validate_extra(
+    extra: &[(String, String)],
+    field: &'static str,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for (name, value) in extra {
+        if name.is_empty() {
+            return Err(ConfigError::new(field, "has a parameter with an empty name"));
+        }
+        if RESERVED_PARAMS.contains(&name.as_str()) {
+            return Err(ConfigError::new(
+                field,
+                format!("parameter {name:?} is set by tokenkeeper itself; use the dedicated setting"),
+            ));
+        }
+        if out.insert(name.clone(), value.clone()).is_some() {
+            return Err(ConfigError::new(
+                field,
+                format!("parameter {name:?} is given twice (servers refuse repeated parameters)"),
+            ));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,636 @@
+//! The client-credentials token manager.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::Instrument as _;
+
+use crate::cache::{CacheKey, CachedToken, InMemoryTokenCache, KeyWriter, SharedCache};
+use crate::clock::{Clock, TokioClock};
+use crate::error::{ConfigError, Error};
+use crate::http::{HttpOptions, ReqwestTransport, SharedTransport};
+use crate::metrics::ClientMetrics;
+use crate::protocol::client_auth::{AuthMethod, ClientAuthentication};
+use crate::protocol::discovery::{Discovery, DEFAULT_METADATA_LIFETIME};
+use crate::protocol::token_endpoint::TokenEndpoint;
+use crate::protocol::token_request::{Grant, TokenRequest};
+use crate::protocol::types::{ClientId, ClientName, Resource, Scope};
+
+use super::config::{validate_extra, ClientConfig, ValidatedEndpoint};
+use super::flight::{FlightMode, Flights, Joined};
+use super::params::TokenRequestParams;
+use super::policy::{BackoffPolicy, LifetimePolicy};
+
+/// Acquires, caches and refreshes client-credentials tokens for named clients.
+///
+/// Cheap to clone (an `Arc` inside); clones share clients, cache and in-flight fetches.
+///
+/// # Guarantees
+///
+/// - **Cache key**: every input that changes the token is in the key — client name, normalised
+///   scope, sorted resources, sorted extra parameters — so two parameter sets never share a token.
+/// - **Lifetime**: a token is handed out until `expires_in − skew` after it was received (see
+///   [`LifetimePolicy`]); without `expires_in`, for the default lifetime.
+/// - **Refresh ahead**: a hit in the last [`LifetimePolicy::refresh_ahead`] part of the lifetime
+///   returns the current token at once and starts exactly one background refresh.
+/// - **Single flight**: concurrent callers for one key share one token request; the request runs
+///   in its own task, so cancelling a caller does not cancel it.
+/// - **Failures**: every waiter gets the error; the key then backs off ([`BackoffPolicy`]) and,
+///   while it does, callers without a valid token get the error at once. A still-valid token
+///   keeps being served while refreshes fail.
+/// - **Cache failures** degrade to fetching without the cache, with a warning.
+///
+/// # Example
+///
+/// ```no_run
+/// # async fn run() -> Result<(), tokenkeeper::Error> {
+/// use tokenkeeper::{ClientConfig, ClientCredentialsTokenManager, TokenRequestParams};
+///
+/// let tokens = ClientCredentialsTokenManager::builder()
+///     .client(
+///         "catalog",
+///         ClientConfig::new("https://idp.example.com/token", "worker", "secret")
+///             .scope("catalog.read"),
+///     )
+///     .build()?;
+/// let token = tokens.get_token("catalog", &TokenRequestParams::default()).await?;
+/// println!("expires at {:?}", token.expires_at());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ClientCredentialsTokenManager {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    clients: HashMap<ClientName, Arc<RegisteredClient>>,
+    cache: SharedCache,
+    clock: Arc<dyn Clock>,
+    lifetime: LifetimePolicy,
+    backoff: BackoffPolicy,
+    flights: Flights,
+}
+
+/// A client, ready to use.
+pub(crate) struct RegisteredClient {
+    pub(crate) name: ClientName,
+    endpoint: TokenEndpoint,
+    scope: Option<Scope>,
+    resources: Vec<Resource>,
+    extra: BTreeMap<String, String>,
+    pub(crate) default_key: CacheKey,
+    metrics: ClientMetrics,
+}
+
+impl fmt::Debug for ClientCredentialsTokenManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<_> = self.inner.clients.keys().collect();
+        names.sort();
+        f.debug_struct("ClientCredentialsTokenManager")
+            .field("clients", &names)
+            .field("cache", &self.inner.cache)
+            .field("lifetime", &self.inner.lifetime)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`ClientCredentialsTokenManager`]; every configuration error surfaces in
+/// [`ClientCredentialsTokenManagerBuilder::build`].
+#[must_use]
+pub struct ClientCredentialsTokenManagerBuilder {
+    clients: Vec<(String, ClientConfig)>,
+    cache: Option<SharedCache>,
+    clock: Option<Arc<dyn Clock>>,
+    transport: Option<SharedTransport>,
+    http: HttpOptions,
+    lifetime: LifetimePolicy,
+    backoff: BackoffPolicy,
+    discovery_lifetime: Duration,
+}
+
+impl fmt::Debug for ClientCredentialsTokenManagerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientCredentialsTokenManagerBuilder")
+            .field("clients", &self.clients)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientCredentialsTokenManagerBuilder {
+    /// Registers a client under `name`.
+    pub fn client(mut self, name: impl Into<String>, config: ClientConfig) -> Self {
+        self.clients.push((name.into(), config));
+        self
+    }
+
+    /// Uses `cache` instead of a new [`InMemoryTokenCache`].
+    pub fn cache(mut self, cache: SharedCache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// Uses `clock` instead of [`TokioClock`].
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Sends requests to authorization servers through `transport` instead of a
+    /// [`ReqwestTransport`] built from [`Self::http_options`].
+    pub fn transport(mut self, transport: SharedTransport) -> Self {
+        self.transport = Some(transport);
+        self
+    }
+
+    /// Timeouts and body limit of the default transport.
+    pub fn http_options(mut self, options: HttpOptions) -> Self {
+        self.http = options;
+        self
+    }
+
+    /// Lifetime rules: skew, default lifetime, refresh-ahead window.
+    pub fn lifetime_policy(mut self, policy: LifetimePolicy) -> Self {
+        self.lifetime = policy;
+        self
+    }
+
+    /// Backoff after failures.
+    pub fn backoff_policy(mut self, policy: BackoffPolicy) -> Self {
+        self.backoff = policy;
+        self
+    }
+
+    /// How long discovery metadata is kept (default one hour).
+    pub fn discovery_lifetime(mut self, lifetime: Duration) -> Self {
+        self.discovery_lifetime = lifetime;
+        self
+    }
+
+    /// Checks the configuration and builds the manager.
+    pub fn build(self) -> Result<ClientCredentialsTokenManager, Error> {
+        self.lifetime.validate()?;
+        self.backoff.validate()?;
+        if self.clients.is_empty() {
+            return Err(ConfigError::new("clients", "no client is registered").into());
+        }
+        let clock = self.clock.unwrap_or_else(|| Arc::new(TokioClock::new()));
+        let transport: SharedTransport = match self.transport {
+            Some(t) => t,
+            None => Arc::new(ReqwestTransport::new(&self.http)?),
+        };
+        let cache = self
+            .cache
+            .unwrap_or_else(|| Arc::new(InMemoryTokenCache::with_clock(clock.clone())));
+        let mut discoveries: HashMap<String, Arc<Discovery>> = HashMap::new();
+        let mut clients = HashMap::new();
+        for (name, config) in self.clients {
+            if name.trim().is_empty() {
+                return Err(ConfigError::new("name", "a client name is empty").into());
+            }
+            let validated = config.validate().map_err(|e| e.for_client(&name))?;
+            let client_id = ClientId::new(config.client_id.clone());
+            let secret = config.client_secret.clone().unwrap_or_else(|| "".into());
+            let auth = match config.auth_method {
+                AuthMethod::ClientSecretBasic => ClientAuthentication::ClientSecretBasic {
+                    client_id,
+                    client_secret: secret,
+                },
+                AuthMethod::ClientSecretPost => ClientAuthentication::ClientSecretPost {
+                    client_id,
+                    client_secret: secret,
+                },
+                AuthMethod::None => ClientAuthentication::None { client_id },
+            };
+            let endpoint = match validated.endpoint {
+                ValidatedEndpoint::Url(url) => TokenEndpoint::new(url, auth, transport.clone()),
+                ValidatedEndpoint::Issuer(issuer) => {
+                    let discovery = match discoveries.get(&issuer) {
+                        Some(d) => d.clone(),
+                        None => {
+                            let d = Arc::new(
+                                Discovery::new(issuer.clone(), transport.clone(), clock.clone())
+                                    .map_err(|e| e.for_client(&name))?
+                                    .with_lifetime(self.discovery_lifetime),
+                            );
+                            discoveries.insert(issuer, d.clone());
+                            d
+                        }
+                    };
+                    TokenEndpoint::from_discovery(discovery, auth, transport.clone())
+                }
+            };
+            let client_name = ClientName::new(&name);
+            let default_key = cache_key(
+                &client_name,
+                validated.scope.as_ref(),
+                &validated.resources,
+                &validated.extra,
+            );
+            let client = RegisteredClient {
+                metrics: ClientMetrics::new(&name, "client_credentials"),
+                name: client_name.clone(),
+                endpoint,
+                scope: validated.scope,
+                resources: validated.resources,
+                extra: validated.extra,
+                default_key,
+            };
+            if clients.insert(client_name, Arc::new(client)).is_some() {
+                return Err(ConfigError::new(
+                    "name",
+                    format!("client {name:?} is registered twice"),
+                )
+                .into());
+            }
+        }
+        Ok(ClientCredentialsTokenManager {
+            inner: Arc::new(Inner {
+                clients,
+                cache,
+                clock,
+                lifetime: self.lifetime,
+                backoff: self.backoff,
+                flights: Flights::default(),
+            }),
+        })
+    }
+}
+
+/// The canonical cache key of a client-credentials token.
+fn cache_key(
+    client: &ClientName,
+    scope: Option<&Scope>,
+    resources: &[Resource],
+    extra: &BTreeMap<String, String>,
+) -> CacheKey {
+    let mut key = KeyWriter::new("cc");
+    key.field("client", client.as_str());
+    key.field("scope", &scope.map(ToString::to_string).unwrap_or_default());
+    for resource in resources {
+        key.field("resource", resource.as_str());
+    }
+    for (name, value) in extra {
+        key.field("x", name);
+        key.field("v", value);
+    }
+    key.finish()
+}
+
+/// A client plus the request and cache key of one parameter set.
+pub(crate) struct Resolved {
+    pub(crate) key: CacheKey,
+    request: TokenRequest,
+}
+
+impl RegisteredClient {
+    pub(crate) fn resolve(&self, params: &TokenRequestParams) -> Result<Resolved, Error> {
+        let scope = params.scope.as_ref().or(self.scope.as_ref());
+        if let Some(scope) = params.scope.as_ref() {
+            scope.validate("scope")?;
+        }
+        let mut resources;
+        let resources = if params.resources.is_empty() {
+            &self.resources
+        } else {
+            resources = params.resources.clone();
+            resources.sort();
+            resources.dedup();
+            &resources
+        };
+        let mut extra;
+        let extra = if params.extra.is_empty() {
+            &self.extra
+        } else {
+            extra = self.extra.clone();
+            extra.extend(validate_extra(&params.extra, "extra")?);
+            &extra
+        };
+        let key = if params.has_overrides() {
+            cache_key(&self.name, scope, resources, extra)
+        } else {
+            self.default_key.clone()
+        };
+        let mut request = TokenRequest::new(Grant::ClientCredentials);
+        if let Some(scope) = scope {
+            request = request.scope(scope.clone());
+        }
+        for resource in resources {
+            request = request.resource(resource.clone());
+        }
+        for (name, value) in extra {
+            request = request.extra(name.clone(), value.clone());
+        }
+        Ok(Resolved { key, request })
+    }
+}
+
+impl ClientCredentialsTokenManager {
+    /// A builder.
+    pub fn builder() -> ClientCredentialsTokenManagerBuilder {
+        ClientCredentialsTokenManagerBuilder {
+            clients: Vec::new(),
+            cache: None,
+            clock: None,
+            transport: None,
+            http: HttpOptions::default(),
+            lifetime: LifetimePolicy::default(),
+            backoff: BackoffPolicy::default(),
+            discovery_lifetime: DEFAULT_METADATA_LIFETIME,
+        }
+    }
+
+    /// The names of the registered clients.
+    pub fn client_names(&self) -> impl Iterator<Item = &str> {
+        self.inner.clients.keys().map(ClientName::as_str)
+    }
+
+    /// The cache in use.
+    pub fn cache(&self) -> &SharedCache {
+        &self.inner.cache
+    }
+
+    pub(crate) fn registered(&self, client: &str) -> Result<Arc<RegisteredClient>, Error> {
+        self.inner
+            .clients
+            .get(client)
+            .cloned()
+            .ok_or_else(|| Error::UnknownClient(client.to_owned()))
+    }
+
+    /// The cache key `get_token(client, params)` uses.
+    pub fn cache_key(&self, client: &str, params: &TokenRequestParams) -> Result<CacheKey, Error> {
+        Ok(self.registered(client)?.resolve(params)?.key)
+    }
+
+    /// A valid token for `client` and `params`: from the cache, or fetched now.
+    ///
+    /// A cache hit takes no lock and does no I/O with the in-memory cache.
+    #[inline]
+    pub async fn get_token(
+        &self,
+        client: &str,
+        params: &TokenRequestParams,
+    ) -> Result<Arc<CachedToken>, Error> {
+        let registered = self
+            .inner
+            .clients
+            .get(client)
+            .ok_or_else(|| Error::UnknownClient(client.to_owned()))?;
+        self.inner.get_token(registered, params).await
+    }
+
+    /// Removes `token` from the cache if it is still the one cached for `client` and `params`
+    /// (compare-and-remove): call it when an API rejected the token. Returns whether it was
+    /// removed. Concurrent rejections of the same token remove it once, and lead to one new fetch.
+    pub async fn invalidate(
+        &self,
+        client: &str,
+        params: &TokenRequestParams,
+        token: &CachedToken,
+    ) -> Result<bool, Error> {
+        let key = self.cache_key(client, params)?;
+        Ok(self.inner.invalidate(&key, token).await)
+    }
+}
+
+impl Inner {
+    /// The hit path, then the miss path.
+    #[inline]
+    pub(crate) async fn get_token(
+        self: &Arc<Self>,
+        client: &Arc<RegisteredClient>,
+        params: &TokenRequestParams,
+    ) -> Result<Arc<CachedToken>, Error> {
+        if params.is_default() {
+            if let Some(token) = self.try_hit(client, &client.default_key, params) {
+                return Ok(token);
+            }
+        }
+        self.get_token_slow(client, params).await
+    }
+
+    /// A key precomputed for `params` (the integrations keep one).
+    #[inline]
+    pub(crate) async fn get_token_with_key(
+        self: &Arc<Self>,
+        client: &Arc<RegisteredClient>,
+        key: &CacheKey,
+        params: &TokenRequestParams,
+    ) -> Result<Arc<CachedToken>, Error> {
+        if !params.force_renewal {
+            if let Some(token) = self.try_hit(client, key, params) {
+                return Ok(token);
+            }
+        }
+        self.get_token_slow(client, params).await
+    }
+
+    #[inline]
+    fn try_hit(
+        self: &Arc<Self>,
+        client: &Arc<RegisteredClient>,
+        key: &CacheKey,
+        params: &TokenRequestParams,
+    ) -> Option<Arc<CachedToken>> {
+        let token = self.cache.get_local(key)?;
+        let now = self.clock.now();
+        if !token.is_valid_at(now) {
+            return None;
+        }
+        if token.needs_refresh_at(now) {
+            self.refresh_ahead(client, key, &token, params, now);
+        }
+        client.metrics.hit();
+        Some(token)
+    }
+
+    #[cold]
+    fn refresh_ahead(
+        self: &Arc<Self>,
+        client: &Arc<RegisteredClient>,
+        key: &CacheKey,
+        token: &CachedToken,
+        params: &TokenRequestParams,
+        now: crate::clock::Timestamp,
+    ) {
+        if !token.try_claim_refresh(now, self.backoff.base) {
+            return;
+        }
+        let Ok(resolved) = client.resolve(params) else {
+            return;
+        };
+        debug_assert_eq!(&resolved.key, key);
+        client.metrics.refresh();
+        tracing::debug!(client = %client.name, "starting refresh-ahead");
+        // The flight runs in its own task; nobody waits for it here.
+        let _ = self.join_or_start(client, resolved, FlightMode::RefreshAhead, now);
+    }
+
+    #[inline(never)]
+    async fn get_token_slow(
+        self: &Arc<Self>,
+        client: &Arc<RegisteredClient>,
+        params: &TokenRequestParams,
+    ) -> Result<Arc<CachedToken>, Error> {
+        let resolved = client.resolve(params)?;
+        let mode = if params.force_renewal {
+            FlightMode::Force
+        } else {
+            // The local tier was checked on the hit path (for default parameters); look in every
+            // tier now.
+            match self.cache.get(&resolved.key).await {
+                Ok(Some(token)) => {
+                    let now = self.clock.now();
+                    if token.is_valid_at(now) {
+                        if token.needs_refresh_at(now) {
+                            self.refresh_ahead(client, &resolved.key, &token, params, now);
+                        }
+                        client.metrics.hit();
+                        return Ok(token);
+                    }
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    client.metrics.cache_error();
+                    tracing::warn!(client = %client.name, %error, "token cache lookup failed; fetching without the cache");
+                }
+            }
+            FlightMode::Miss
+        };
+        client.metrics.miss();
+        let now = self.clock.now();
+        match self.join_or_start(client, resolved, mode, now) {
+            Joined::Flight(flight) => flight.await,
+            Joined::BackingOff(error) => Err(error),
+        }
+    }
+
+    fn join_or_start(
+        self: &Arc<Self>,
+        client: &Arc<RegisteredClient>,
+        resolved: Resolved,
+        mode: FlightMode,
+        now: crate::clock::Timestamp,
+    ) -> Joined {
+        let key = resolved.key.clone();
+        self.flights.join_or_start(&key, mode, now, |id| {
+            let inner = self.clone();
+            let client = client.clone();
+            let span = tracing::debug_span!("tokenkeeper.fetch", client = %client.name, mode = ?mode);
+            async move { inner.fetch(id, client, resolved, mode).await }.instrument(span)
+        })
+    }
+
+    /// The body of one flight: re-read the cache, fetch, store, record the outcome.
+    async fn fetch(
+        self: Arc<Self>,
+        id: u64,
+        client: Arc<RegisteredClient>,
+        resolved: Resolved,
+        mode: FlightMode,
+    ) -> Result<Arc<CachedToken>, Error> {
+        let key = &resolved.key;
+        if mode != FlightMode::Force {
+            // Another flight may have filled the cache between our miss and this flight's start.
+            if let Ok(Some(token)) = self.cache.get(key).await {
+                let now = self.clock.now();
+                if mode.accepts(&token, now) {
+                    self.flights.finish(key, id, Ok(()), now, &self.backoff);
+                    return Ok(token);
+                }
+            }
+        }
+        let started = tokio::time::Instant::now();
+        let response = client.endpoint.request(&resolved.request).await;
+        client
+            .metrics
+            .token_request(started.elapsed(), response.is_ok());
+        let now = self.clock.now();
+        let result = response.and_then(|response| {
+            let (refresh_at, expires_at) = self.lifetime.times(now, response.expires_in);
+            CachedToken::new(
+                response.access_token,
+                response.token_type,
+                response.scope,
+                now,
+                refresh_at,
+                expires_at,
+            )
+            .map(Arc::new)
+            .map_err(Error::from)
+        });
+        match &result {
+            Ok(token) => {
+                if let Err(error) = self.cache.put(key, token.clone()).await {
+                    client.metrics.cache_error();
+                    tracing::warn!(client = %client.name, %error, "token cache write failed; the token is used without caching");
+                }
+                self.flights.finish(key, id, Ok(()), now, &self.backoff);
+            }
+            Err(error) => {
+                tracing::warn!(client = %client.name, %error, "token request failed");
+                self.flights.finish(key, id, Err(error), now, &self.backoff);
+                self.flights.prune(now);
+            }
+        }
+        result
+    }
+
+    pub(crate) async fn invalidate(&self, key: &CacheKey, token: &CachedToken) -> bool {
+        match self.cache.remove_if(key, token.access_token()).await {
+            Ok(removed) => removed,
+            Err(error) => {
+                tracing::warn!(%error, "token cache invalidation failed");
+                false
+            }
+        }
+    }
+}
+
+/// A manager bound to one client and parameter set, as the HTTP integrations use it.
+#[derive(Clone)]
+pub(crate) struct BoundClient {
+    inner: Arc<Inner>,
+    client: Arc<RegisteredClient>,
+    params: Arc<TokenRequestParams>,
+    key: CacheKey,
+}
+
+impl fmt::Debug for BoundClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BoundClient")
+            .field("client", &self.client.name)
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+impl BoundClient {
+    pub(crate) fn new(
+        manager: &ClientCredentialsTokenManager,
+        client: &str,
+        params: TokenRequestParams,
+    ) -> Result<Self, Error> {
+        let registered = manager.registered(client)?;
+        let key = registered.resolve(&params)?.key;
+        Ok(Self {
+            inner: manager.inner.clone(),
+            client: registered,
+            params: Arc::new(params),
+            key,
+        })
+    }
+
+    #[inline]
+    pub(crate) async fn token(&self) -> Result<Arc<CachedToken>, Error> {
+        self.inner
+            .get_token_with_key(&self.client, &self.key, &self.params)
+            .await
+    }
+
+    pub(crate) async fn invalidate(&self, token: &CachedToken) -> bool {
+        self.inner.invalidate(&self.key, token).await
+    }
+}

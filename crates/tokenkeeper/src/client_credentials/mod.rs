@@ -1,0 +1,13 @@
+//! Client-credentials tokens (RFC 6749 §4.4) for machine-to-machine calls.
+
+mod config;
+mod flight;
+mod manager;
+mod params;
+mod policy;
+
+pub use config::ClientConfig;
+pub(crate) use manager::BoundClient;
+pub use manager::{ClientCredentialsTokenManager, ClientCredentialsTokenManagerBuilder};
+pub use params::TokenRequestParams;
+pub use policy::{BackoffPolicy, LifetimePolicy};

@@ -1,0 +1,202 @@
+//! Error types.
+//!
+//! Every error is a value: [`Error`] is `Clone` so that one failed fetch can be handed to every
+//! caller waiting on it. No error message carries a secret, a token or a URL query string.
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while getting or using a token.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration is invalid; raised when a manager is built.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// No client is registered under this name.
+    #[error("no client named {0:?} is registered with this token manager")]
+    UnknownClient(String),
+    /// The authorization server answered with an OAuth error (RFC 6749 §5.2).
+    #[error(transparent)]
+    OAuth(#[from] OAuthError),
+    /// The request could not be sent or its response not read (connection, timeout, body).
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The server answered, but not with something we can accept.
+    #[error(transparent)]
+    InvalidResponse(#[from] InvalidResponse),
+    /// Discovery failed or returned metadata that must be refused.
+    #[error("discovery for issuer {issuer:?} failed: {reason}")]
+    Discovery {
+        /// The configured issuer.
+        issuer: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A token cache backend failed. The managers degrade to fetching without the cache, so a
+    /// caller normally sees this only from direct cache calls.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// A background task ended unexpectedly (it panicked or its runtime shut down).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The OAuth error code, when the server sent one.
+    pub fn oauth_error(&self) -> Option<&str> {
+        match self {
+            Error::OAuth(e) => Some(&e.error),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status of the response that caused the error, when there was one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::OAuth(e) => Some(e.status),
+            Error::InvalidResponse(e) => e.status,
+            Error::Transport(e) => e.status,
+            _ => None,
+        }
+    }
+}
+
+/// An invalid configuration value, naming the field (and the client, when there is one).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration{}: `{field}` {reason}", client.as_ref().map(|c| format!(" of client {c:?}")).unwrap_or_default())]
+pub struct ConfigError {
+    /// The client the field belongs to.
+    pub client: Option<String>,
+    /// The field, as named in the builder (`client_id`, `token_endpoint`, ...).
+    pub field: &'static str,
+    /// Why the value is refused.
+    pub reason: String,
+}
+
+impl ConfigError {
+    /// A configuration error for `field`.
+    pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            client: None,
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    /// Names the client the field belongs to.
+    pub fn for_client(mut self, client: impl Into<String>) -> Self {
+        self.client = Some(client.into());
+        self
+    }
+}
+
+/// An OAuth 2.0 error response (RFC 6749 §5.2).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("authorization server error {error:?} (HTTP {status}){}", description.as_ref().map(|d| format!(": {d}")).unwrap_or_default())]
+pub struct OAuthError {
+    /// HTTP status of the response.
+    pub status: u16,
+    /// The `error` code (`invalid_client`, `invalid_grant`, ...).
+    pub error: String,
+    /// `error_description`, when sent (truncated to 256 characters, control characters removed).
+    pub description: Option<String>,
+    /// `error_uri`, when sent.
+    pub uri: Option<String>,
+}
+
+/// What kind of transport failure happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransportErrorKind {
+    /// The connection could not be made.
+    Connect,
+    /// The connect or request timeout elapsed.
+    Timeout,
+    /// The connection failed while the request was sent or the response read.
+    Connection,
+    /// The response body was larger than the configured limit.
+    BodyTooLarge,
+    /// Anything else.
+    Other,
+}
+
+/// The request could not be completed at the HTTP level.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("HTTP transport error ({kind:?}): {message}")]
+pub struct TransportError {
+    /// What kind of failure.
+    pub kind: TransportErrorKind,
+    /// The HTTP status, when a response head was received.
+    pub status: Option<u16>,
+    /// A description, without the URL.
+    pub message: String,
+}
+
+impl TransportError {
+    /// A transport error of the given kind.
+    pub fn new(kind: TransportErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            status: None,
+            message: message.into(),
+        }
+    }
+
+    /// Records the HTTP status that was received before the failure.
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.status = Some(status);
+        self
+    }
+}
+
+/// The server answered with something that is not an acceptable response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid response{}: {reason}", status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
+pub struct InvalidResponse {
+    /// The HTTP status.
+    pub status: Option<u16>,
+    /// Why it was refused. Never contains the body itself.
+    pub reason: String,
+}
+
+impl InvalidResponse {
+    /// An invalid-response error.
+    pub fn new(status: Option<u16>, reason: impl Into<String>) -> Self {
+        Self {
+            status,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A cache backend failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("token cache error: {message}")]
+pub struct CacheError {
+    /// What went wrong.
+    pub message: String,
+}
+
+impl CacheError {
+    /// A cache error.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+/// Makes text from the network safe to put in an error message: no control characters, at most
+/// `max` characters.
+pub(crate) fn sanitize(text: &str, max: usize) -> String {
+    let mut out: String = text
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(max)
+        .collect();
+    if text.chars().count() > max {
+        out.push('…');
+    }
+    out
+}

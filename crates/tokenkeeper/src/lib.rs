@@ -1,0 +1,50 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+pub mod cache;
+pub mod client_credentials;
+pub mod clock;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod protocol;
+pub mod secret;
+
+#[cfg(feature = "reqwest-middleware")]
+pub mod middleware;
+#[cfg(feature = "tower")]
+pub mod tower;
+
+pub use cache::{CacheKey, CachedToken, InMemoryTokenCache, TokenCache};
+pub use client_credentials::{
+    BackoffPolicy, ClientConfig, ClientCredentialsTokenManager,
+    ClientCredentialsTokenManagerBuilder, LifetimePolicy, TokenRequestParams,
+};
+pub use clock::{Clock, Timestamp, TokioClock};
+pub use error::{
+    CacheError, ConfigError, Error, InvalidResponse, OAuthError, Result, TransportError,
+    TransportErrorKind,
+};
+pub use http::{HttpOptions, HttpRequest, HttpResponse, HttpTransport, ReqwestTransport};
+pub use protocol::client_auth::{AuthMethod, ClientAuthentication};
+pub use protocol::discovery::{Discovery, ProviderMetadata};
+pub use protocol::token_endpoint::TokenEndpoint;
+pub use protocol::token_request::{Grant, TokenRequest};
+pub use protocol::token_response::TokenResponse;
+pub use protocol::types::{ClientId, ClientName, Resource, Scope, TokenType};
+pub use secret::{AccessToken, ClientSecret, IdToken, RefreshToken};
+
+#[cfg(feature = "reqwest-middleware")]
+pub use middleware::TokenMiddleware;
+#[cfg(feature = "tower")]
+pub use tower::{Token, TokenLayer};
+
+/// What the HTTP integrations do when no token can be had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MissingToken {
+    /// Fail the request with the token error (the default).
+    #[default]
+    Fail,
+    /// Send the request without an `Authorization` header.
+    SendWithout,
+}

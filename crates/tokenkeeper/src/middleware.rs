@@ -1,0 +1,109 @@
+//! A [`reqwest_middleware::Middleware`] that attaches client-credentials tokens.
+
+use http::{header::AUTHORIZATION, Extensions, StatusCode};
+use reqwest_middleware::{Middleware, Next};
+
+use crate::client_credentials::{BoundClient, ClientCredentialsTokenManager, TokenRequestParams};
+use crate::error::Error;
+use crate::MissingToken;
+
+/// Attaches `Authorization: <type> <token>` to every request and retries once on a 401.
+///
+/// - The token comes from the manager's cache (a hit costs no I/O).
+/// - On a `401 Unauthorized`, the token is invalidated (only if it is still the cached one),
+///   a token is acquired again and the request is sent once more — if its body can be replayed
+///   (`reqwest::Request::try_clone`); a streaming body is not retried. A second 401 is returned
+///   to the caller.
+/// - When no token can be had, the request fails with the token error
+///   ([`reqwest_middleware::Error::Middleware`] holding a [`crate::Error`]), unless
+///   [`TokenMiddleware::on_missing_token`] says to send it without.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use tokenkeeper::{ClientConfig, ClientCredentialsTokenManager};
+/// let tokens = ClientCredentialsTokenManager::builder()
+///     .client("catalog", ClientConfig::new("https://idp.example.com/token", "worker", "secret"))
+///     .build()?;
+/// let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+///     .with(tokens.middleware("catalog")?)
+///     .build();
+/// let response = http.get("https://catalog.example.com/items").send().await?;
+/// # let _ = response; Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct TokenMiddleware {
+    bound: BoundClient,
+    missing: MissingToken,
+}
+
+impl TokenMiddleware {
+    /// What to do when no token can be had (default: fail the request).
+    pub fn on_missing_token(mut self, missing: MissingToken) -> Self {
+        self.missing = missing;
+        self
+    }
+}
+
+impl ClientCredentialsTokenManager {
+    /// A middleware attaching `client`'s token. Fails now if no such client is registered.
+    pub fn middleware(&self, client: &str) -> Result<TokenMiddleware, Error> {
+        self.middleware_with(client, TokenRequestParams::default())
+    }
+
+    /// A middleware attaching `client`'s token for `params` (scope, resource, extras).
+    pub fn middleware_with(
+        &self,
+        client: &str,
+        params: TokenRequestParams,
+    ) -> Result<TokenMiddleware, Error> {
+        Ok(TokenMiddleware {
+            bound: BoundClient::new(self, client, params)?,
+            missing: MissingToken::Fail,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Middleware for TokenMiddleware {
+    async fn handle(
+        &self,
+        mut req: reqwest::Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        let token = match self.bound.token().await {
+            Ok(token) => Some(token),
+            Err(error) if self.missing == MissingToken::SendWithout => {
+                tracing::warn!(%error, "no token; sending the request without one");
+                None
+            }
+            Err(error) => return Err(reqwest_middleware::Error::middleware(error)),
+        };
+        let Some(token) = token else {
+            return next.run(req, extensions).await;
+        };
+        let mut retry = req.try_clone();
+        req.headers_mut()
+            .insert(AUTHORIZATION, token.authorization_header().clone());
+        let response = next.clone().run(req, extensions).await?;
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return Ok(response);
+        }
+        self.bound.invalidate(&token).await;
+        let Some(mut retry) = retry.take() else {
+            // The body cannot be replayed: the caller gets the 401 (the next request will
+            // carry a new token).
+            return Ok(response);
+        };
+        drop(response);
+        let token = self
+            .bound
+            .token()
+            .await
+            .map_err(reqwest_middleware::Error::middleware)?;
+        retry
+            .headers_mut()
+            .insert(AUTHORIZATION, token.authorization_header().clone());
+        next.run(retry, extensions).await
+    }
+}

@@ -1,0 +1,8 @@
+//! The OAuth 2.0 protocol core: requests, responses, client authentication, discovery.
+
+pub mod client_auth;
+pub mod discovery;
+pub mod token_endpoint;
+pub mod token_request;
+pub mod token_response;
+pub mod types;
