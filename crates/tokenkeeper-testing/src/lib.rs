@@ -1,1 +1,18 @@
-//! placeholder
+//! An in-process OAuth 2.0 / OpenID Connect authorization server for tests, demos and your own
+//! integration tests.
+//!
+//! Start a [`TestServer`], point a tokenkeeper client at [`TestServer::token_endpoint`] (or at
+//! [`TestServer::issuer`] for discovery), then assert on what the server saw
+//! ([`TestServer::token_requests`], [`TestServer::last_token_request`]) or make it misbehave
+//! ([`TestServer::inject_fault`]). See [`TestServer`] for an example.
+
+mod faults;
+mod keys;
+mod server;
+mod transport;
+
+pub use faults::{Fault, Times};
+pub use server::{
+    ClientAuthMethod, RecordedRequest, TestClient, TestServer, TestServerBuilder,
+};
+pub use transport::InProcessTransport;

@@ -412,6 +412,7 @@ impl Inner {
     }
 
     /// A key precomputed for `params` (the integrations keep one).
+    #[cfg(any(feature = "reqwest-middleware", feature = "tower"))]
     #[inline]
     pub(crate) async fn get_token_with_key(
         self: &Arc<Self>,
@@ -590,6 +591,7 @@ impl Inner {
 }
 
 /// A manager bound to one client and parameter set, as the HTTP integrations use it.
+#[cfg(any(feature = "reqwest-middleware", feature = "tower"))]
 #[derive(Clone)]
 pub(crate) struct BoundClient {
     inner: Arc<Inner>,
@@ -598,6 +600,7 @@ pub(crate) struct BoundClient {
     key: CacheKey,
 }
 
+#[cfg(any(feature = "reqwest-middleware", feature = "tower"))]
 impl fmt::Debug for BoundClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BoundClient")
@@ -607,6 +610,7 @@ impl fmt::Debug for BoundClient {
     }
 }
 
+#[cfg(any(feature = "reqwest-middleware", feature = "tower"))]
 impl BoundClient {
     pub(crate) fn new(
         manager: &ClientCredentialsTokenManager,

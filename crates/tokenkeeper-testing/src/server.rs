@@ -1,0 +1,706 @@
+//! The server: state, routes, lifecycle.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde_json::{json, Map, Value};
+use tokenkeeper::{Clock, TokioClock};
+
+use crate::faults::{Fault, FaultRule, Times};
+use crate::keys::SigningKey;
+use crate::transport::InProcessTransport;
+
+/// How a test client authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuthMethod {
+    /// `client_secret_basic` only.
+    Basic,
+    /// `client_secret_post` only.
+    Post,
+    /// Either.
+    Any,
+}
+
+/// A client registered at the test server.
+#[derive(Debug, Clone)]
+pub struct TestClient {
+    /// `client_id`.
+    pub client_id: String,
+    /// The secret.
+    pub client_secret: String,
+    /// Accepted authentication.
+    pub auth_method: ClientAuthMethod,
+    /// Scopes the client may ask for; `None` allows any.
+    pub allowed_scopes: Option<Vec<String>>,
+}
+
+impl TestClient {
+    /// A client accepting either basic or post authentication, and any scope.
+    pub fn new(client_id: &str, client_secret: &str) -> Self {
+        Self {
+            client_id: client_id.to_owned(),
+            client_secret: client_secret.to_owned(),
+            auth_method: ClientAuthMethod::Any,
+            allowed_scopes: None,
+        }
+    }
+
+    /// Accepts only this authentication method.
+    pub fn auth_method(mut self, method: ClientAuthMethod) -> Self {
+        self.auth_method = method;
+        self
+    }
+
+    /// Accepts only these scopes.
+    pub fn allowed_scopes(mut self, scopes: &[&str]) -> Self {
+        self.allowed_scopes = Some(scopes.iter().map(|s| (*s).to_owned()).collect());
+        self
+    }
+}
+
+/// A token request as the server received it, for exact-wire assertions.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    /// The request headers.
+    pub headers: HeaderMap,
+    /// The form fields, in order.
+    pub form: Vec<(String, String)>,
+}
+
+impl RecordedRequest {
+    /// The values of form field `name`.
+    pub fn form_values(&self, name: &str) -> Vec<&str> {
+        self.form
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// The single value of form field `name`.
+    pub fn form_value(&self, name: &str) -> Option<&str> {
+        self.form_values(name).first().copied()
+    }
+}
+
+pub(crate) struct ServerState {
+    pub(crate) issuer: String,
+    advertised_issuer: Mutex<Option<String>>,
+    clients: Mutex<HashMap<String, TestClient>>,
+    expires_in: Mutex<Option<u64>>,
+    counters: Mutex<HashMap<String, u64>>,
+    faults: Mutex<Vec<FaultRule>>,
+    recorded: Mutex<Vec<RecordedRequest>>,
+    pub(crate) key: SigningKey,
+    clock: TokioClock,
+    seq: AtomicU64,
+}
+
+impl ServerState {
+    fn count(&self, what: &str) {
+        *lock(&self.counters).entry(what.to_owned()).or_default() += 1;
+    }
+
+    fn next_fault(&self) -> Option<Fault> {
+        let mut faults = lock(&self.faults);
+        let rule = faults.first_mut()?;
+        let fault = rule.fault.clone();
+        if let Some(remaining) = rule.remaining.as_mut() {
+            *remaining = remaining.saturating_sub(1);
+            if *remaining == 0 {
+                faults.remove(0);
+            }
+        }
+        Some(fault)
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Builds a [`TestServer`].
+#[derive(Debug)]
+#[must_use]
+pub struct TestServerBuilder {
+    clients: Vec<TestClient>,
+    expires_in: Option<u64>,
+}
+
+impl TestServerBuilder {
+    /// Registers a client.
+    pub fn client(mut self, client: TestClient) -> Self {
+        self.clients.push(client);
+        self
+    }
+
+    /// The `expires_in` of issued tokens; `None` omits it. Default 3600 s.
+    pub fn expires_in(mut self, expires_in: Option<u64>) -> Self {
+        self.expires_in = expires_in;
+        self
+    }
+
+    /// Binds a random loopback port and starts serving.
+    pub async fn start(self) -> TestServer {
+        let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+            Ok(l) => l,
+            Err(e) => panic!("tokenkeeper-testing: cannot bind a loopback port: {e}"),
+        };
+        let addr = match listener.local_addr() {
+            Ok(a) => a,
+            Err(e) => panic!("tokenkeeper-testing: no local address: {e}"),
+        };
+        let issuer = format!("http://{addr}");
+        let key = match SigningKey::generate("tk-test-1") {
+            Ok(k) => k,
+            Err(e) => panic!("tokenkeeper-testing: {e}"),
+        };
+        let state = Arc::new(ServerState {
+            issuer,
+            advertised_issuer: Mutex::new(None),
+            clients: Mutex::new(
+                self.clients
+                    .into_iter()
+                    .map(|c| (c.client_id.clone(), c))
+                    .collect(),
+            ),
+            expires_in: Mutex::new(self.expires_in),
+            counters: Mutex::new(HashMap::new()),
+            faults: Mutex::new(Vec::new()),
+            recorded: Mutex::new(Vec::new()),
+            key,
+            clock: TokioClock::new(),
+            seq: AtomicU64::new(0),
+        });
+        let router = router(state.clone());
+        let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+        let serve_router = router.clone();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, serve_router)
+                .with_graceful_shutdown(async move {
+                    let _ = shutdown_rx.await;
+                })
+                .await;
+        });
+        TestServer {
+            addr,
+            state,
+            router,
+            shutdown: Some(shutdown_tx),
+            task,
+        }
+    }
+}
+
+/// An in-process OAuth 2.0 / OpenID Connect authorization server for tests.
+///
+/// It listens on a random port of 127.0.0.1 and serves:
+///
+/// | path | what |
+/// |---|---|
+/// | `/.well-known/openid-configuration`, `/.well-known/oauth-authorization-server` | metadata |
+/// | `/jwks` | the ES256 public key |
+/// | `/token` | `client_credentials`, with `client_secret_basic` or `client_secret_post` |
+///
+/// It validates what it receives — form encoding, no repeated fields, exactly one client
+/// authentication method, the client's credentials and allowed scopes — so a client bug fails the
+/// test. Access tokens are ES256 JWTs (`iss`, `sub`, `client_id`, `aud` from `resource`, `scope`,
+/// `iat`, `exp`, `jti`). It counts requests per grant, records the last requests, and injects
+/// faults ([`Fault`]).
+///
+/// [`TestServer::transport`] gives an in-process transport that calls the same routes without a
+/// socket, for tests on `tokio::time::pause()`d time.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use tokenkeeper::{ClientConfig, ClientCredentialsTokenManager, TokenRequestParams};
+/// use tokenkeeper_testing::{TestClient, TestServer};
+///
+/// let server = TestServer::builder()
+///     .client(TestClient::new("worker", "secret"))
+///     .start()
+///     .await;
+/// let tokens = ClientCredentialsTokenManager::builder()
+///     .client("api", ClientConfig::new(server.token_endpoint(), "worker", "secret"))
+///     .build()?;
+/// tokens.get_token("api", &TokenRequestParams::default()).await?;
+/// tokens.get_token("api", &TokenRequestParams::default()).await?;
+/// assert_eq!(server.token_requests("client_credentials"), 1);
+/// # Ok(()) }
+/// ```
+pub struct TestServer {
+    addr: SocketAddr,
+    state: Arc<ServerState>,
+    router: Router,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for TestServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestServer")
+            .field("issuer", &self.state.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task.abort();
+    }
+}
+
+impl TestServer {
+    /// A builder.
+    pub fn builder() -> TestServerBuilder {
+        TestServerBuilder {
+            clients: Vec::new(),
+            expires_in: Some(3600),
+        }
+    }
+
+    /// A server with one client, `client` / `secret`.
+    pub async fn start() -> Self {
+        Self::builder()
+            .client(TestClient::new("client", "secret"))
+            .start()
+            .await
+    }
+
+    /// The socket address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The issuer, `http://127.0.0.1:PORT`.
+    pub fn issuer(&self) -> &str {
+        &self.state.issuer
+    }
+
+    /// The token endpoint URL.
+    pub fn token_endpoint(&self) -> String {
+        format!("{}/token", self.state.issuer)
+    }
+
+    /// The JWKS URL.
+    pub fn jwks_uri(&self) -> String {
+        format!("{}/jwks", self.state.issuer)
+    }
+
+    /// The router, for mounting elsewhere or calling in-process.
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// An in-process transport to this server (no socket; obeys paused time).
+    pub fn transport(&self) -> Arc<InProcessTransport> {
+        Arc::new(InProcessTransport::new(self.router.clone()))
+    }
+
+    /// Registers (or replaces) a client.
+    pub fn register_client(&self, client: TestClient) {
+        lock(&self.state.clients).insert(client.client_id.clone(), client);
+    }
+
+    /// Sets the `expires_in` of tokens issued from now on (`None` omits it).
+    pub fn set_expires_in(&self, expires_in: Option<u64>) {
+        *lock(&self.state.expires_in) = expires_in;
+    }
+
+    /// Makes the metadata claim another issuer (to test issuer checks).
+    pub fn set_advertised_issuer(&self, issuer: Option<&str>) {
+        *lock(&self.state.advertised_issuer) = issuer.map(str::to_owned);
+    }
+
+    /// Injects `fault` into the next token requests. Faults queue up: the first one applies until
+    /// used up.
+    pub fn inject_fault(&self, fault: Fault, times: Times) {
+        let remaining = match times {
+            Times::Next(n) => Some(n),
+            Times::Always => None,
+        };
+        if remaining == Some(0) {
+            return;
+        }
+        lock(&self.state.faults).push(FaultRule { fault, remaining });
+    }
+
+    /// Removes every pending fault.
+    pub fn clear_faults(&self) {
+        lock(&self.state.faults).clear();
+    }
+
+    /// Token requests received for `grant_type` (faulted ones included).
+    pub fn token_requests(&self, grant_type: &str) -> u64 {
+        self.counter(&format!("grant:{grant_type}"))
+    }
+
+    /// All token requests received.
+    pub fn total_token_requests(&self) -> u64 {
+        self.counter("token")
+    }
+
+    /// Metadata requests received.
+    pub fn discovery_requests(&self) -> u64 {
+        self.counter("discovery")
+    }
+
+    fn counter(&self, name: &str) -> u64 {
+        lock(&self.state.counters).get(name).copied().unwrap_or(0)
+    }
+
+    /// The last token requests received (at most 100), oldest first.
+    pub fn recorded_requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.state.recorded).clone()
+    }
+
+    /// The last token request received.
+    pub fn last_token_request(&self) -> Option<RecordedRequest> {
+        lock(&self.state.recorded).last().cloned()
+    }
+
+    /// Verifies an access token this server issued (signature, issuer, expiry) and returns its
+    /// claims.
+    pub fn verify_access_token(&self, token: &str) -> Result<Map<String, Value>, String> {
+        verify(&self.state, token)
+    }
+}
+
+pub(crate) fn verify(state: &ServerState, token: &str) -> Result<Map<String, Value>, String> {
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    validation.set_issuer(&[&state.issuer]);
+    validation.validate_aud = false;
+    validation.validate_exp = false;
+    let data = jsonwebtoken::decode::<Map<String, Value>>(token, &state.key.decoding, &validation)
+        .map_err(|e| format!("invalid token: {e}"))?;
+    let now = state.clock.now().as_millis() / 1000;
+    match data.claims.get("exp").and_then(Value::as_u64) {
+        Some(exp) if exp > now => Ok(data.claims),
+        Some(_) => Err("token expired".into()),
+        None => Err("token has no exp".into()),
+    }
+}
+
+fn router(state: Arc<ServerState>) -> Router {
+    Router::new()
+        .route("/.well-known/openid-configuration", get(metadata))
+        .route("/.well-known/oauth-authorization-server", get(metadata))
+        .route("/jwks", get(jwks))
+        .route("/token", post(token))
+        .with_state(state)
+}
+
+async fn metadata(State(state): State<Arc<ServerState>>) -> Response {
+    state.count("discovery");
+    let issuer = lock(&state.advertised_issuer)
+        .clone()
+        .unwrap_or_else(|| state.issuer.clone());
+    let base = &state.issuer;
+    Json(json!({
+        "issuer": issuer,
+        "token_endpoint": format!("{base}/token"),
+        "jwks_uri": format!("{base}/jwks"),
+        "grant_types_supported": ["client_credentials"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "id_token_signing_alg_values_supported": ["ES256"],
+    }))
+    .into_response()
+}
+
+async fn jwks(State(state): State<Arc<ServerState>>) -> Response {
+    state.count("jwks");
+    Json(json!({ "keys": [state.key.jwk.clone()] })).into_response()
+}
+
+pub(crate) fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    let mut response = (
+        status,
+        Json(json!({"error": error, "error_description": description})),
+    )
+        .into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"token\""));
+    }
+    response
+}
+
+async fn token(State(state): State<Arc<ServerState>>, headers: HeaderMap, body: Bytes) -> Response {
+    state.count("token");
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(&body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    {
+        let mut recorded = lock(&state.recorded);
+        recorded.push(RecordedRequest {
+            headers: headers.clone(),
+            form: form.clone(),
+        });
+        if recorded.len() > 100 {
+            recorded.remove(0);
+        }
+    }
+    if let Some(grant) = form.iter().find(|(k, _)| k == "grant_type") {
+        state.count(&format!("grant:{}", grant.1));
+    }
+    if let Some(fault) = state.next_fault() {
+        if let Some(response) = apply_fault(fault).await {
+            return response;
+        }
+    }
+    match handle_token(&state, &headers, &form) {
+        Ok(response) => response,
+        Err(response) => response,
+    }
+}
+
+async fn apply_fault(fault: Fault) -> Option<Response> {
+    match fault {
+        Fault::Latency(delay) => {
+            tokio::time::sleep(delay).await;
+            None
+        }
+        Fault::OAuthError {
+            status,
+            error,
+            description,
+        } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+            Some(oauth_error(status, &error, description.as_deref().unwrap_or("")))
+        }
+        Fault::HtmlBody { status } => Some(
+            (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+                [(header::CONTENT_TYPE, "text/html")],
+                "<html><body><h1>502 Bad Gateway</h1></body></html>",
+            )
+                .into_response(),
+        ),
+        Fault::MalformedJson => Some(
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                "{\"access_token\": \"abc\", \"token_type\": ",
+            )
+                .into_response(),
+        ),
+        Fault::OversizedBody { bytes } => {
+            let chunk = Bytes::from(vec![b' '; 8192]);
+            let chunks = bytes / 8192 + 1;
+            let stream = futures_util::stream::iter(
+                std::iter::once(Ok::<_, std::io::Error>(Bytes::from_static(
+                    b"{\"access_token\":\"a\",\"token_type\":\"Bearer\",\"pad\":\"",
+                )))
+                .chain(std::iter::repeat_n(chunk, chunks).map(Ok))
+                .chain(std::iter::once(Ok(Bytes::from_static(b"\"}")))),
+            );
+            Some(
+                (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    Body::from_stream(stream),
+                )
+                    .into_response(),
+            )
+        }
+        Fault::CloseConnection => {
+            let stream = futures_util::stream::iter(vec![
+                Ok(Bytes::from_static(b"{\"access_token\":\"abc\"")),
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "connection closed by fault injection",
+                )),
+            ]);
+            Some(
+                (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    Body::from_stream(stream),
+                )
+                    .into_response(),
+            )
+        }
+    }
+}
+
+struct Authenticated {
+    client: TestClient,
+}
+
+fn authenticate(
+    state: &ServerState,
+    headers: &HeaderMap,
+    form: &[(String, String)],
+) -> Result<Authenticated, Response> {
+    let basic = match headers.get(header::AUTHORIZATION) {
+        Some(value) => {
+            let value = value.to_str().unwrap_or_default();
+            let Some(encoded) = value.strip_prefix("Basic ") else {
+                return Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "unsupported Authorization scheme"));
+            };
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(encoded.trim())
+                .ok()
+                .and_then(|d| String::from_utf8(d).ok());
+            let Some((id, secret)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
+                return Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "malformed Basic credentials"));
+            };
+            // RFC 6749 §2.3.1: both parts are form-urlencoded.
+            let decode = |s: &str| -> String {
+                url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default()
+            };
+            Some((decode(id), decode(secret)))
+        }
+        None => None,
+    };
+    let post_secret = form.iter().find(|(k, _)| k == "client_secret").map(|(_, v)| v.clone());
+    let post_id = form.iter().find(|(k, _)| k == "client_id").map(|(_, v)| v.clone());
+    if basic.is_some() && post_secret.is_some() {
+        return Err(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "client authentication must use only one method",
+        ));
+    }
+    let (method, id, secret) = match (basic, post_id, post_secret) {
+        (Some((id, secret)), post_id, None) => {
+            if post_id.is_some_and(|p| p != id) {
+                return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "client_id does not match the credentials"));
+            }
+            (ClientAuthMethod::Basic, id, secret)
+        }
+        (None, Some(id), Some(secret)) => (ClientAuthMethod::Post, id, secret),
+        _ => {
+            return Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "no client authentication"));
+        }
+    };
+    let client = lock(&state.clients).get(&id).cloned();
+    let Some(client) = client else {
+        return Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "unknown client"));
+    };
+    if client.auth_method != ClientAuthMethod::Any && client.auth_method != method {
+        return Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "authentication method not allowed for this client"));
+    }
+    if client.client_secret.as_bytes() != secret.as_bytes() {
+        return Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed"));
+    }
+    Ok(Authenticated { client })
+}
+
+fn handle_token(
+    state: &ServerState,
+    headers: &HeaderMap,
+    form: &[(String, String)],
+) -> Result<Response, Response> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !content_type.starts_with("application/x-www-form-urlencoded") {
+        return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "the body must be application/x-www-form-urlencoded"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (name, _) in form {
+        if name != "resource" && !seen.insert(name.as_str()) {
+            return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &format!("parameter {name} is repeated")));
+        }
+    }
+    let auth = authenticate(state, headers, form)?;
+    let grant = form
+        .iter()
+        .find(|(k, _)| k == "grant_type")
+        .map(|(_, v)| v.as_str());
+    match grant {
+        Some("client_credentials") => client_credentials(state, &auth.client, form),
+        Some(_) => Err(oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "grant type not supported")),
+        None => Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "grant_type is missing")),
+    }
+}
+
+fn client_credentials(
+    state: &ServerState,
+    client: &TestClient,
+    form: &[(String, String)],
+) -> Result<Response, Response> {
+    let scope = form.iter().find(|(k, _)| k == "scope").map(|(_, v)| v.clone());
+    if let (Some(scope), Some(allowed)) = (&scope, &client.allowed_scopes) {
+        if let Some(bad) = scope.split(' ').find(|s| !allowed.iter().any(|a| a == s)) {
+            return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", &format!("scope {bad} is not allowed")));
+        }
+    }
+    let resources: Vec<&str> = form
+        .iter()
+        .filter(|(k, _)| k == "resource")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    for resource in &resources {
+        if url::Url::parse(resource).map(|u| u.fragment().is_some()).unwrap_or(true) {
+            return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_target", "resource must be an absolute URI without fragment"));
+        }
+    }
+    let expires_in = *lock(&state.expires_in);
+    let now = state.clock.now().as_millis() / 1000;
+    let lifetime = expires_in.unwrap_or(3600);
+    let seq = state.seq.fetch_add(1, Ordering::Relaxed);
+    let aud = match resources.len() {
+        0 => json!(format!("{}/api", state.issuer)),
+        1 => json!(resources[0]),
+        _ => json!(resources),
+    };
+    let mut claims = json!({
+        "iss": state.issuer,
+        "sub": client.client_id,
+        "client_id": client.client_id,
+        "aud": aud,
+        "iat": now,
+        "exp": now + lifetime,
+        "jti": format!("at-{seq}-{}", fastrand::u64(..)),
+    });
+    if let Some(scope) = &scope {
+        claims["scope"] = json!(scope);
+    }
+    let extras: Map<String, Value> = form
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "grant_type" | "scope" | "resource" | "client_id" | "client_secret"))
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    if !extras.is_empty() {
+        claims["ext"] = Value::Object(extras);
+    }
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some(state.key.kid.clone());
+    header.typ = Some("at+jwt".into());
+    let token = jsonwebtoken::encode(&header, &claims, &state.key.encoding).map_err(|e| {
+        oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &format!("signing failed: {e}"))
+    })?;
+    let mut body = json!({"access_token": token, "token_type": "Bearer"});
+    if let Some(expires_in) = expires_in {
+        body["expires_in"] = json!(expires_in);
+    }
+    if let Some(scope) = scope {
+        body["scope"] = json!(scope);
+    }
+    let mut response = Json(body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
