@@ -97,6 +97,7 @@ pub(crate) struct ServerState {
     advertised_issuer: Mutex<Option<String>>,
     clients: Mutex<HashMap<String, TestClient>>,
     expires_in: Mutex<Option<u64>>,
+    latency: Mutex<std::time::Duration>,
     counters: Mutex<HashMap<String, u64>>,
     faults: Mutex<Vec<FaultRule>>,
     recorded: Mutex<Vec<RecordedRequest>>,
@@ -174,6 +175,7 @@ impl TestServerBuilder {
                     .collect(),
             ),
             expires_in: Mutex::new(self.expires_in),
+            latency: Mutex::new(std::time::Duration::ZERO),
             counters: Mutex::new(HashMap::new()),
             faults: Mutex::new(Vec::new()),
             recorded: Mutex::new(Vec::new()),
@@ -320,6 +322,11 @@ impl TestServer {
         *lock(&self.state.expires_in) = expires_in;
     }
 
+    /// Delays every token response by `latency` (on tokio's clock), faults included.
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        *lock(&self.state.latency) = latency;
+    }
+
     /// Makes the metadata claim another issuer (to test issuer checks).
     pub fn set_advertised_issuer(&self, issuer: Option<&str>) {
         *lock(&self.state.advertised_issuer) = issuer.map(str::to_owned);
@@ -456,6 +463,10 @@ async fn token(State(state): State<Arc<ServerState>>, headers: HeaderMap, body: 
     }
     if let Some(grant) = form.iter().find(|(k, _)| k == "grant_type") {
         state.count(&format!("grant:{}", grant.1));
+    }
+    let latency = *lock(&state.latency);
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
     }
     if let Some(fault) = state.next_fault() {
         if let Some(response) = apply_fault(fault).await {

@@ -1,0 +1,101 @@
+//! TP-08: secrets and tokens never appear in `Debug`, `Display`, errors or logs.
+//!
+//! In its own test binary so that its log capture is the process's only subscriber.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use common::*;
+use tokenkeeper::{ClientConfig, ClientCredentialsTokenManager, Error};
+use tokenkeeper_testing::{Fault, Times};
+
+/// Captures every log line (all levels) written while it is installed.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
+    type Writer = LogBuffer;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn tp_08_secrets_and_tokens_never_in_debug_errors_or_logs() {
+    let logs = LogBuffer::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(logs.clone())
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+
+    let server = server().await;
+    let config = config(&server);
+    let tokens = ClientCredentialsTokenManager::builder()
+        .client("api", config.clone())
+        .build()
+        .unwrap();
+    let token = tokens.get_token("api", &default_params()).await.unwrap();
+    let access = token.access_token().secret().to_owned();
+
+    // Failures of every kind, to exercise error paths and their logging.
+    let mut errors: Vec<Error> = Vec::new();
+    for fault in [
+        Fault::oauth(401, "invalid_client"),
+        Fault::HtmlBody { status: 502 },
+        Fault::MalformedJson,
+        Fault::CloseConnection,
+        Fault::OversizedBody { bytes: 1 << 20 },
+    ] {
+        server.clear_faults();
+        server.inject_fault(fault, Times::Always);
+        let fresh = ClientCredentialsTokenManager::builder()
+            .client("api", config.clone())
+            .build()
+            .unwrap();
+        errors.push(fresh.get_token("api", &default_params()).await.unwrap_err());
+    }
+    let wrong = ClientCredentialsTokenManager::builder()
+        .client("api", ClientConfig::new(server.token_endpoint(), CLIENT_ID, "wrong-secret-XYZ"))
+        .build()
+        .unwrap();
+    server.clear_faults();
+    errors.push(wrong.get_token("api", &default_params()).await.unwrap_err());
+
+    let mut texts = vec![
+        format!("{config:?}"),
+        format!("{tokens:?}"),
+        format!("{token:?}"),
+        format!("{:?}", token.access_token()),
+        format!("{:?}", token.authorization_header()),
+        format!("{wrong:?}"),
+    ];
+    for e in &errors {
+        texts.push(format!("{e}"));
+        texts.push(format!("{e:?}"));
+    }
+    texts.push(String::from_utf8(logs.0.lock().unwrap().clone()).unwrap());
+    for text in &texts {
+        assert!(!text.contains(SECRET), "client secret leaked: {text}");
+        assert!(!text.contains("wrong-secret-XYZ"), "client secret leaked: {text}");
+        assert!(!text.contains(&access), "access token leaked: {text}");
+        // Basic credentials are base64 of the secret: that must not leak either.
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{SECRET}"));
+        assert!(!text.contains(&basic), "basic credentials leaked: {text}");
+    }
+    assert!(texts.last().unwrap().contains("token request failed"), "the failures were logged: {}", texts.last().unwrap());
+}
+
