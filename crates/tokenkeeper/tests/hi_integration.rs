@@ -1,0 +1,173 @@
+//! HTTP integration (HI-01 … HI-05): reqwest middleware and tower layer.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::rt::TokioExecutor;
+use tokenkeeper::tower::{BoxError, NonReplayable};
+use tokenkeeper::{ClientConfig, ClientCredentialsTokenManager, Error, MissingToken};
+use tokenkeeper_testing::{Fault, Times};
+use tower::{Service, ServiceBuilder, ServiceExt as _};
+
+const CC: &str = "client_credentials";
+
+fn reqwest_client(tokens: &ClientCredentialsTokenManager) -> reqwest_middleware::ClientWithMiddleware {
+    reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(tokens.middleware("api").unwrap())
+        .build()
+}
+
+type Hyper = HyperClient<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+fn hyper_client() -> Hyper {
+    HyperClient::builder(TokioExecutor::new()).build_http()
+}
+
+fn get(url: &str) -> http::Request<Full<Bytes>> {
+    http::Request::get(url).body(Full::new(Bytes::new())).unwrap()
+}
+
+#[tokio::test]
+async fn hi_01_middleware_and_layer_attach_bearer_token() {
+    let server = server().await;
+    let api = Api::start(server.clone()).await;
+    let tokens = networked(&server);
+
+    let response = reqwest_client(&tokens).get(&api.url).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+
+    let mut service = ServiceBuilder::new()
+        .layer(tokens.layer("api").unwrap())
+        .service(hyper_client());
+    let response = service.ready().await.unwrap().call(get(&api.url)).await.unwrap();
+    assert_eq!(response.status(), 200);
+
+    let token = tokens.get_token("api", &default_params()).await.unwrap();
+    let expected = format!("Bearer {}", token.access_token().secret());
+    assert_eq!(api.seen(), vec![Some(expected.clone()), Some(expected)]);
+    assert_eq!(server.token_requests(CC), 1);
+}
+
+#[tokio::test]
+async fn hi_02_401_invalidates_reacquires_and_retries_once() {
+    let server = server().await;
+    let api = Api::start(server.clone()).await;
+    let tokens = networked(&server);
+    let http = reqwest_client(&tokens);
+
+    api.reject_next(1);
+    let response = http.post(&api.url).body("payload").send().await.unwrap();
+    assert_eq!(response.status(), 200, "retried with a new token");
+    let seen = api.seen();
+    assert_eq!(seen.len(), 2);
+    assert_ne!(seen[0], seen[1], "the retry carries a new token");
+    assert_eq!(server.token_requests(CC), 2);
+
+    api.always_reject(true);
+    let response = http.get(&api.url).send().await.unwrap();
+    assert_eq!(response.status(), 401, "a second 401 reaches the caller");
+    assert_eq!(api.seen().len(), 4, "exactly one retry");
+
+    // The same through the tower layer.
+    api.always_reject(false);
+    api.reject_next(1);
+    let mut service = ServiceBuilder::new()
+        .layer(tokens.layer("api").unwrap())
+        .service(hyper_client());
+    let response = service.ready().await.unwrap().call(get(&api.url)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(api.seen().len(), 6);
+    api.always_reject(true);
+    let response = service.ready().await.unwrap().call(get(&api.url)).await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(api.seen().len(), 8);
+}
+
+#[tokio::test]
+async fn hi_03_non_replayable_bodies_are_not_retried() {
+    let server = server().await;
+    let api = Api::start(server.clone()).await;
+    let tokens = networked(&server);
+
+    api.reject_next(1);
+    let stream = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(b"streamed"))]);
+    let response = reqwest_client(&tokens)
+        .post(&api.url)
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(api.seen().len(), 1, "a streaming body is sent once");
+
+    api.reject_next(1);
+    let mut service = ServiceBuilder::new()
+        .layer(tokens.layer("api").unwrap())
+        .service(HyperClient::builder(TokioExecutor::new()).build_http::<NonReplayable<Full<Bytes>>>());
+    let request = http::Request::post(&api.url)
+        .body(NonReplayable(Full::new(Bytes::from_static(b"once"))))
+        .unwrap();
+    let response = service.ready().await.unwrap().call(request).await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(api.seen().len(), 2);
+    // The rejected token was still invalidated: the next request carries a new one.
+    let response = reqwest_client(&tokens).get(&api.url).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn hi_04_token_failure_fails_the_request() {
+    let server = server().await;
+    let api = Api::start(server.clone()).await;
+    server.inject_fault(Fault::oauth(401, "invalid_client"), Times::Always);
+    let tokens = networked(&server);
+
+    let err = reqwest_client(&tokens).get(&api.url).send().await.unwrap_err();
+    let reqwest_middleware::Error::Middleware(inner) = err else {
+        panic!("expected a middleware error");
+    };
+    let token_error = inner.downcast_ref::<Error>().unwrap();
+    assert_eq!(token_error.oauth_error(), Some("invalid_client"));
+
+    let mut service = ServiceBuilder::new()
+        .layer(tokens.layer("api").unwrap())
+        .service(hyper_client());
+    let err: BoxError = service.ready().await.unwrap().call(get(&api.url)).await.unwrap_err();
+    assert!(err.downcast_ref::<Error>().is_some(), "{err}");
+    assert!(api.seen().is_empty(), "no request went out without a token");
+
+    // Opting in to sending without a token.
+    let lenient = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(tokens.middleware("api").unwrap().on_missing_token(MissingToken::SendWithout))
+        .build();
+    let response = lenient.get(&api.url).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(api.seen(), vec![None]);
+}
+
+#[tokio::test]
+async fn hi_05_plain_hyper_client_through_the_layer() {
+    let server = server().await;
+    let api = Api::start(server.clone()).await;
+    let tokens = ClientCredentialsTokenManager::builder()
+        .client("api", ClientConfig::from_issuer(server.issuer(), CLIENT_ID, SECRET))
+        .build()
+        .unwrap();
+    let service = ServiceBuilder::new()
+        .layer(tokens.layer("api").unwrap())
+        .service(hyper_client());
+    let mut responses = Vec::new();
+    for _ in 0..5 {
+        let response = service.clone().oneshot(get(&api.url)).await.unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        responses.push((status, body));
+    }
+    assert!(responses.iter().all(|(s, b)| *s == 200 && b.as_ref() == b"ok"));
+    assert_eq!(server.token_requests(CC), 1);
+    assert!(api.seen().iter().all(|h| h.as_deref().is_some_and(|h| h.starts_with("Bearer "))));
+}
