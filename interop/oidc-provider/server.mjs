@@ -1,0 +1,97 @@
+// A real, third-party OpenID Provider (node oidc-provider) for tokenkeeper's interop tests.
+//
+// Settings come from the environment so each test starts the provider it needs:
+//   PORT                   port on 127.0.0.1 (required)
+//   TOKEN_TTL              access-token lifetime in seconds (default 300)
+//   ROTATE_REFRESH_TOKENS  "1" to rotate refresh tokens on every use (default off)
+//   DPOP_REQUIRE_NONCE     "1" to require DPoP nonces (default off)
+//   DEBUG_EVENTS           "1" to print the provider's error events (the real failure reasons)
+// When ready it prints one line: READY <issuer>
+import crypto from 'node:crypto';
+import Provider from 'oidc-provider';
+
+const port = Number(process.env.PORT);
+if (!Number.isInteger(port) || port <= 0) {
+  console.error('PORT must be set');
+  process.exit(2);
+}
+const issuer = `http://127.0.0.1:${port}`;
+const tokenTtl = Number(process.env.TOKEN_TTL || 300);
+const rotate = process.env.ROTATE_REFRESH_TOKENS === '1';
+
+function jwk(type, options, alg, kid) {
+  const { privateKey } = crypto.generateKeyPairSync(type, options);
+  return { ...privateKey.export({ format: 'jwk' }), alg, kid, use: 'sig' };
+}
+
+export const RESOURCE = 'urn:tokenkeeper:api';
+export const RESOURCE_SCOPES = 'api:read api:write';
+
+const configuration = {
+  clients: [
+    {
+      client_id: 'cc-basic',
+      client_secret: 'cc-basic-secret',
+      grant_types: ['client_credentials'],
+      response_types: [],
+      redirect_uris: [],
+      token_endpoint_auth_method: 'client_secret_basic',
+      scope: RESOURCE_SCOPES,
+    },
+    {
+      client_id: 'cc-post',
+      client_secret: 'cc-post-secret',
+      grant_types: ['client_credentials'],
+      response_types: [],
+      redirect_uris: [],
+      token_endpoint_auth_method: 'client_secret_post',
+      scope: RESOURCE_SCOPES,
+    },
+  ],
+  jwks: {
+    keys: [
+      jwk('rsa', { modulusLength: 2048 }, 'RS256', 'rs-1'),
+      jwk('ec', { namedCurve: 'P-256' }, 'ES256', 'es-1'),
+    ],
+  },
+  scopes: ['openid', 'offline_access', 'api:read', 'api:write'],
+  features: {
+    clientCredentials: { enabled: true },
+    introspection: { enabled: true },
+    revocation: { enabled: true },
+    devInteractions: { enabled: true },
+    rpInitiatedLogout: { enabled: true },
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: () => undefined,
+      useGrantedResource: () => true,
+      getResourceServerInfo: (ctx, resourceIndicator) => {
+        if (resourceIndicator !== RESOURCE) {
+          throw new Provider.errors.InvalidTarget();
+        }
+        return {
+          scope: RESOURCE_SCOPES,
+          audience: RESOURCE,
+          accessTokenTTL: tokenTtl,
+          accessTokenFormat: 'jwt',
+          jwt: { sign: { alg: 'ES256' } },
+        };
+      },
+    },
+  },
+  ttl: {
+    AccessToken: tokenTtl,
+    ClientCredentials: tokenTtl,
+  },
+  rotateRefreshToken: rotate,
+};
+
+const provider = new Provider(issuer, configuration);
+if (process.env.DEBUG_EVENTS === '1') {
+  for (const event of ['grant.error', 'server_error', 'introspection.error', 'revocation.error']) {
+    provider.on(event, (ctx, err) => console.error(event, err && (err.error_detail || err.message)));
+  }
+}
+provider.listen(port, '127.0.0.1', () => {
+  console.log(`READY ${issuer}`);
+});

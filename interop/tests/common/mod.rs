@@ -1,0 +1,78 @@
+//! Starts node `oidc-provider` (interop/oidc-provider, installed by `npm ci`) on a free port.
+#![allow(dead_code, clippy::unwrap_used, unreachable_pub)]
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use base64::Engine as _;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+pub const RESOURCE: &str = "urn:tokenkeeper:api";
+
+/// A running provider; killed when dropped.
+pub struct Provider {
+    pub issuer: String,
+    child: tokio::process::Child,
+}
+
+impl Provider {
+    /// Starts a provider with extra environment settings (see server.mjs).
+    pub async fn start(env: &[(&str, &str)]) -> Self {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("oidc-provider");
+        assert!(
+            dir.join("node_modules/oidc-provider").exists(),
+            "oidc-provider is not installed: run `npm ci --prefix interop/oidc-provider` \
+             (the README's test command does this)"
+        );
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let mut command = tokio::process::Command::new("node");
+        command
+            .arg("server.mjs")
+            .current_dir(&dir)
+            .env("PORT", port.to_string())
+            .env("DEBUG_EVENTS", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("node must be installed");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(issuer) = line.strip_prefix("READY ") {
+                    return issuer.to_owned();
+                }
+            }
+            panic!("oidc-provider exited before it was ready");
+        })
+        .await
+        .expect("oidc-provider did not start within 30 s");
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self {
+            issuer: ready,
+            child,
+        }
+    }
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// The claims of a JWT, without verifying it (the provider is trusted here).
+pub fn jwt_claims(token: &str) -> serde_json::Value {
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
