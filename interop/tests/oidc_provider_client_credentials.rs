@@ -20,15 +20,24 @@ async fn interop_client_secret_basic_with_resource_and_scope() {
         )
         .build()
         .unwrap();
-    let token = tokens.get_token("api", &TokenRequestParams::default()).await.unwrap();
+    let token = tokens
+        .get_token("api", &TokenRequestParams::default())
+        .await
+        .unwrap();
     let claims = jwt_claims(token.access_token().secret());
     assert_eq!(claims["aud"], RESOURCE);
     assert_eq!(claims["scope"], "api:read api:write");
     assert_eq!(claims["client_id"], "cc-basic");
     assert_eq!(claims["iss"], provider.issuer.as_str());
-    assert_eq!(token.scope().map(ToString::to_string).as_deref(), Some("api:read api:write"));
+    assert_eq!(
+        token.scope().map(ToString::to_string).as_deref(),
+        Some("api:read api:write")
+    );
     // Cached: the same token again.
-    let again = tokens.get_token("api", &TokenRequestParams::default()).await.unwrap();
+    let again = tokens
+        .get_token("api", &TokenRequestParams::default())
+        .await
+        .unwrap();
     assert!(std::sync::Arc::ptr_eq(&token, &again));
 }
 
@@ -55,7 +64,10 @@ async fn interop_client_secret_post_with_per_request_scope() {
         .scope("api:write")
         .resource(Resource::parse(RESOURCE).unwrap());
     let token = tokens.get_token("api", &write).await.unwrap();
-    assert_eq!(jwt_claims(token.access_token().secret())["scope"], "api:write");
+    assert_eq!(
+        jwt_claims(token.access_token().secret())["scope"],
+        "api:write"
+    );
 }
 
 #[tokio::test]
@@ -65,9 +77,13 @@ async fn interop_token_endpoint_url_and_errors() {
     let tokens = ClientCredentialsTokenManager::builder()
         .client(
             "good",
-            ClientConfig::new(format!("{}/token", provider.issuer), "cc-basic", "cc-basic-secret")
-                .resource(RESOURCE)
-                .scope("api:read"),
+            ClientConfig::new(
+                format!("{}/token", provider.issuer),
+                "cc-basic",
+                "cc-basic-secret",
+            )
+            .resource(RESOURCE)
+            .scope("api:read"),
         )
         .client(
             "bad",
@@ -75,9 +91,15 @@ async fn interop_token_endpoint_url_and_errors() {
         )
         .build()
         .unwrap();
-    let token = tokens.get_token("good", &TokenRequestParams::default()).await.unwrap();
+    let token = tokens
+        .get_token("good", &TokenRequestParams::default())
+        .await
+        .unwrap();
     assert_eq!(jwt_claims(token.access_token().secret())["aud"], RESOURCE);
-    let err = tokens.get_token("bad", &TokenRequestParams::default()).await.unwrap_err();
+    let err = tokens
+        .get_token("bad", &TokenRequestParams::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.oauth_error(), Some("invalid_client"));
     assert_eq!(err.status(), Some(401));
     // Without a resource the provider issues an opaque token and drops resource scopes.

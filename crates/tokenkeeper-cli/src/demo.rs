@@ -48,7 +48,10 @@ impl Report {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "tokenkeeper demo — client credentials through the reqwest middleware")?;
+        writeln!(
+            f,
+            "tokenkeeper demo — client credentials through the reqwest middleware"
+        )?;
         writeln!(
             f,
             "  workers: {}   duration: {:.1} s   token lifetime: {} s",
@@ -99,7 +102,10 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<Report> {
         args.duration.is_finite() && args.duration > 0.0 && args.duration <= 86_400.0,
         "--duration must be between 0 and 86400 seconds"
     );
-    anyhow::ensure!(args.token_lifetime > 0, "--token-lifetime must be at least 1");
+    anyhow::ensure!(
+        args.token_lifetime > 0,
+        "--token-lifetime must be at least 1"
+    );
     let server = Arc::new(
         TestServer::builder()
             .client(TestClient::new("demo-worker", "demo-secret"))
@@ -217,9 +223,21 @@ mod tests {
     #[tokio::test]
     async fn demo_refuses_bad_arguments() {
         for args in [
-            DemoArgs { workers: 0, duration: 1.0, token_lifetime: 1 },
-            DemoArgs { workers: 1, duration: -1.0, token_lifetime: 1 },
-            DemoArgs { workers: 1, duration: 1.0, token_lifetime: 0 },
+            DemoArgs {
+                workers: 0,
+                duration: 1.0,
+                token_lifetime: 1,
+            },
+            DemoArgs {
+                workers: 1,
+                duration: -1.0,
+                token_lifetime: 1,
+            },
+            DemoArgs {
+                workers: 1,
+                duration: 1.0,
+                token_lifetime: 0,
+            },
         ] {
             assert!(run(args).await.is_err());
         }

@@ -28,8 +28,8 @@ impl SigningKey {
         }
         let x = URL_SAFE_NO_PAD.encode(&public[1..33]);
         let y = URL_SAFE_NO_PAD.encode(&public[33..65]);
-        let decoding = DecodingKey::from_ec_components(&x, &y)
-            .map_err(|e| format!("decoding key: {e}"))?;
+        let decoding =
+            DecodingKey::from_ec_components(&x, &y).map_err(|e| format!("decoding key: {e}"))?;
         Ok(Self {
             kid: kid.to_owned(),
             encoding: EncodingKey::from_ec_der(pkcs8.as_ref()),

@@ -12,7 +12,5 @@ mod server;
 mod transport;
 
 pub use faults::{Fault, Times};
-pub use server::{
-    ClientAuthMethod, RecordedRequest, TestClient, TestServer, TestServerBuilder,
-};
+pub use server::{ClientAuthMethod, RecordedRequest, TestClient, TestServer, TestServerBuilder};
 pub use transport::InProcessTransport;

@@ -1,4 +1,5 @@
 //! The server: state, routes, lifecycle.
+#![allow(clippy::result_large_err)] // handlers answer early with a ready `Response`
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -439,9 +440,10 @@ pub(crate) fn oauth_error(status: StatusCode, error: &str, description: &str) ->
     )
         .into_response();
     if status == StatusCode::UNAUTHORIZED {
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"token\""));
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"token\""),
+        );
     }
     response
 }
@@ -491,7 +493,11 @@ async fn apply_fault(fault: Fault) -> Option<Response> {
             description,
         } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
-            Some(oauth_error(status, &error, description.as_deref().unwrap_or("")))
+            Some(oauth_error(
+                status,
+                &error,
+                description.as_deref().unwrap_or(""),
+            ))
         }
         Fault::HtmlBody { status } => Some(
             (
@@ -561,14 +567,22 @@ fn authenticate(
         Some(value) => {
             let value = value.to_str().unwrap_or_default();
             let Some(encoded) = value.strip_prefix("Basic ") else {
-                return Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "unsupported Authorization scheme"));
+                return Err(oauth_error(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_client",
+                    "unsupported Authorization scheme",
+                ));
             };
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(encoded.trim())
                 .ok()
                 .and_then(|d| String::from_utf8(d).ok());
             let Some((id, secret)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
-                return Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "malformed Basic credentials"));
+                return Err(oauth_error(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_client",
+                    "malformed Basic credentials",
+                ));
             };
             // RFC 6749 §2.3.1: both parts are form-urlencoded.
             let decode = |s: &str| -> String {
@@ -581,8 +595,14 @@ fn authenticate(
         }
         None => None,
     };
-    let post_secret = form.iter().find(|(k, _)| k == "client_secret").map(|(_, v)| v.clone());
-    let post_id = form.iter().find(|(k, _)| k == "client_id").map(|(_, v)| v.clone());
+    let post_secret = form
+        .iter()
+        .find(|(k, _)| k == "client_secret")
+        .map(|(_, v)| v.clone());
+    let post_id = form
+        .iter()
+        .find(|(k, _)| k == "client_id")
+        .map(|(_, v)| v.clone());
     if basic.is_some() && post_secret.is_some() {
         return Err(oauth_error(
             StatusCode::BAD_REQUEST,
@@ -593,24 +613,44 @@ fn authenticate(
     let (method, id, secret) = match (basic, post_id, post_secret) {
         (Some((id, secret)), post_id, None) => {
             if post_id.is_some_and(|p| p != id) {
-                return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "client_id does not match the credentials"));
+                return Err(oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "client_id does not match the credentials",
+                ));
             }
             (ClientAuthMethod::Basic, id, secret)
         }
         (None, Some(id), Some(secret)) => (ClientAuthMethod::Post, id, secret),
         _ => {
-            return Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "no client authentication"));
+            return Err(oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "no client authentication",
+            ));
         }
     };
     let client = lock(&state.clients).get(&id).cloned();
     let Some(client) = client else {
-        return Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "unknown client"));
+        return Err(oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "unknown client",
+        ));
     };
     if client.auth_method != ClientAuthMethod::Any && client.auth_method != method {
-        return Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "authentication method not allowed for this client"));
+        return Err(oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "authentication method not allowed for this client",
+        ));
     }
     if client.client_secret.as_bytes() != secret.as_bytes() {
-        return Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed"));
+        return Err(oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "client authentication failed",
+        ));
     }
     Ok(Authenticated { client })
 }
@@ -625,12 +665,20 @@ fn handle_token(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     if !content_type.starts_with("application/x-www-form-urlencoded") {
-        return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "the body must be application/x-www-form-urlencoded"));
+        return Err(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the body must be application/x-www-form-urlencoded",
+        ));
     }
     let mut seen = std::collections::HashSet::new();
     for (name, _) in form {
         if name != "resource" && !seen.insert(name.as_str()) {
-            return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &format!("parameter {name} is repeated")));
+            return Err(oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                &format!("parameter {name} is repeated"),
+            ));
         }
     }
     let auth = authenticate(state, headers, form)?;
@@ -640,8 +688,16 @@ fn handle_token(
         .map(|(_, v)| v.as_str());
     match grant {
         Some("client_credentials") => client_credentials(state, &auth.client, form),
-        Some(_) => Err(oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "grant type not supported")),
-        None => Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "grant_type is missing")),
+        Some(_) => Err(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "grant type not supported",
+        )),
+        None => Err(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "grant_type is missing",
+        )),
     }
 }
 
@@ -650,10 +706,17 @@ fn client_credentials(
     client: &TestClient,
     form: &[(String, String)],
 ) -> Result<Response, Response> {
-    let scope = form.iter().find(|(k, _)| k == "scope").map(|(_, v)| v.clone());
+    let scope = form
+        .iter()
+        .find(|(k, _)| k == "scope")
+        .map(|(_, v)| v.clone());
     if let (Some(scope), Some(allowed)) = (&scope, &client.allowed_scopes) {
         if let Some(bad) = scope.split(' ').find(|s| !allowed.iter().any(|a| a == s)) {
-            return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", &format!("scope {bad} is not allowed")));
+            return Err(oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_scope",
+                &format!("scope {bad} is not allowed"),
+            ));
         }
     }
     let resources: Vec<&str> = form
@@ -662,8 +725,15 @@ fn client_credentials(
         .map(|(_, v)| v.as_str())
         .collect();
     for resource in &resources {
-        if url::Url::parse(resource).map(|u| u.fragment().is_some()).unwrap_or(true) {
-            return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_target", "resource must be an absolute URI without fragment"));
+        if url::Url::parse(resource)
+            .map(|u| u.fragment().is_some())
+            .unwrap_or(true)
+        {
+            return Err(oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_target",
+                "resource must be an absolute URI without fragment",
+            ));
         }
     }
     let expires_in = *lock(&state.expires_in);
@@ -689,7 +759,12 @@ fn client_credentials(
     }
     let extras: Map<String, Value> = form
         .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "grant_type" | "scope" | "resource" | "client_id" | "client_secret"))
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "grant_type" | "scope" | "resource" | "client_id" | "client_secret"
+            )
+        })
         .map(|(k, v)| (k.clone(), json!(v)))
         .collect();
     if !extras.is_empty() {
@@ -699,7 +774,11 @@ fn client_credentials(
     header.kid = Some(state.key.kid.clone());
     header.typ = Some("at+jwt".into());
     let token = jsonwebtoken::encode(&header, &claims, &state.key.encoding).map_err(|e| {
-        oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &format!("signing failed: {e}"))
+        oauth_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            &format!("signing failed: {e}"),
+        )
     })?;
     let mut body = json!({"access_token": token, "token_type": "Bearer"});
     if let Some(expires_in) = expires_in {
@@ -714,4 +793,3 @@ fn client_credentials(
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }
-

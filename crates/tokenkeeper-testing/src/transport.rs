@@ -76,7 +76,9 @@ impl InProcessTransport {
             .collect()
             .await
             .map_err(|e| {
-                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
                     TransportError::new(
                         TransportErrorKind::BodyTooLarge,
                         format!("response body exceeds the limit of {} bytes", self.max_body),

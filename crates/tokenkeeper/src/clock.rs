@@ -25,6 +25,7 @@ impl Timestamp {
     }
 
     /// This timestamp plus `duration` (saturating).
+    #[inline]
     pub fn saturating_add(self, duration: Duration) -> Self {
         Self(self.0.saturating_add(duration_millis(duration)))
     }
@@ -50,8 +51,13 @@ impl fmt::Debug for Timestamp {
     }
 }
 
+#[inline]
 pub(crate) fn duration_millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+    // Cheaper than `as_millis()` (no 128-bit division) on the hit path.
+    duration
+        .as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from(duration.subsec_millis()))
 }
 
 /// A source of the current time.

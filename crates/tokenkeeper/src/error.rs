@@ -190,11 +190,7 @@ impl CacheError {
 /// Makes text from the network safe to put in an error message: no control characters, at most
 /// `max` characters.
 pub(crate) fn sanitize(text: &str, max: usize) -> String {
-    let mut out: String = text
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(max)
-        .collect();
+    let mut out: String = text.chars().filter(|c| !c.is_control()).take(max).collect();
     if text.chars().count() > max {
         out.push('…');
     }

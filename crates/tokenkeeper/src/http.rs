@@ -94,10 +94,16 @@ impl Default for HttpOptions {
 impl HttpOptions {
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         if self.connect_timeout.is_zero() {
-            return Err(ConfigError::new("connect_timeout", "must be greater than zero"));
+            return Err(ConfigError::new(
+                "connect_timeout",
+                "must be greater than zero",
+            ));
         }
         if self.request_timeout.is_zero() {
-            return Err(ConfigError::new("request_timeout", "must be greater than zero"));
+            return Err(ConfigError::new(
+                "request_timeout",
+                "must be greater than zero",
+            ));
         }
         if self.max_response_bytes == 0 {
             return Err(ConfigError::new(
@@ -162,7 +168,10 @@ impl ReqwestTransport {
         let status = response.status();
         let headers = std::mem::take(response.headers_mut());
         let limit = self.max_response_bytes;
-        if response.content_length().is_some_and(|len| len > limit as u64) {
+        if response
+            .content_length()
+            .is_some_and(|len| len > limit as u64)
+        {
             return Err(body_too_large(limit, status));
         }
         let mut body = BytesMut::new();

@@ -24,7 +24,9 @@ async fn cc_01_first_call_fetches_second_is_cached() {
     let second = tokens.get_token("api", &default_params()).await.unwrap();
     assert_eq!(server.token_requests(CC), 1);
     assert!(Arc::ptr_eq(&first, &second));
-    assert!(server.verify_access_token(first.access_token().secret()).is_ok());
+    assert!(server
+        .verify_access_token(first.access_token().secret())
+        .is_ok());
 }
 
 #[tokio::test]
@@ -60,11 +62,26 @@ async fn cc_02_per_request_parameters_override_and_are_distinct_entries() {
         }
     }
     let recorded = server.recorded_requests();
-    assert_eq!(recorded[1].form_value("scope"), Some("orders.read"), "scope replaced");
-    assert_eq!(recorded[1].form_values("resource"), vec!["https://default.example.com"]);
-    assert_eq!(recorded[2].form_values("resource"), vec!["https://orders.example.com"], "resource replaced");
+    assert_eq!(
+        recorded[1].form_value("scope"),
+        Some("orders.read"),
+        "scope replaced"
+    );
+    assert_eq!(
+        recorded[1].form_values("resource"),
+        vec!["https://default.example.com"]
+    );
+    assert_eq!(
+        recorded[2].form_values("resource"),
+        vec!["https://orders.example.com"],
+        "resource replaced"
+    );
     assert_eq!(recorded[2].form_value("scope"), Some("default.read"));
-    assert_eq!(recorded[3].form_value("tenant"), Some("acme"), "extra merged over the client's");
+    assert_eq!(
+        recorded[3].form_value("tenant"),
+        Some("acme"),
+        "extra merged over the client's"
+    );
     assert_eq!(server.token_requests(CC), 4);
     // Each set is its own cache entry: asking again costs nothing.
     for (params, token) in sets.iter().zip(&seen) {
@@ -81,10 +98,17 @@ async fn cc_03_cache_key_covers_scope_set_resources_and_sorted_extras() {
     let key = |p: TokenRequestParams| tokens.cache_key("api", &p).unwrap();
     let r = |s: &str| Resource::parse(s).unwrap();
     // Normalised: order and duplicates do not matter.
-    assert_eq!(key(TokenRequestParams::new().scope("a b")), key(TokenRequestParams::new().scope("b a a")));
     assert_eq!(
-        key(TokenRequestParams::new().resource(r("https://x")).resource(r("https://y"))),
-        key(TokenRequestParams::new().resource(r("https://y")).resource(r("https://x")))
+        key(TokenRequestParams::new().scope("a b")),
+        key(TokenRequestParams::new().scope("b a a"))
+    );
+    assert_eq!(
+        key(TokenRequestParams::new()
+            .resource(r("https://x"))
+            .resource(r("https://y"))),
+        key(TokenRequestParams::new()
+            .resource(r("https://y"))
+            .resource(r("https://x")))
     );
     assert_eq!(
         key(TokenRequestParams::new().extra("a", "1").extra("b", "2")),
@@ -99,7 +123,9 @@ async fn cc_03_cache_key_covers_scope_set_resources_and_sorted_extras() {
         key(TokenRequestParams::new().extra("tenant", "a")),
         key(TokenRequestParams::new().extra("tenant", "b")),
         key(TokenRequestParams::new().extra("tenant", "a&x=b")),
-        key(TokenRequestParams::new().extra("tenant", "a").extra("x", "b")),
+        key(TokenRequestParams::new()
+            .extra("tenant", "a")
+            .extra("x", "b")),
         key(TokenRequestParams::new().extra("tenant=a", "")),
     ];
     for (i, a) in distinct.iter().enumerate() {
@@ -108,10 +134,18 @@ async fn cc_03_cache_key_covers_scope_set_resources_and_sorted_extras() {
         }
     }
     // Two tenants never share a token.
-    let a = tokens.get_token("api", &TokenRequestParams::new().extra("tenant", "a")).await.unwrap();
-    let b = tokens.get_token("api", &TokenRequestParams::new().extra("tenant", "b")).await.unwrap();
+    let a = tokens
+        .get_token("api", &TokenRequestParams::new().extra("tenant", "a"))
+        .await
+        .unwrap();
+    let b = tokens
+        .get_token("api", &TokenRequestParams::new().extra("tenant", "b"))
+        .await
+        .unwrap();
     assert_ne!(a.access_token().secret(), b.access_token().secret());
-    let claims = server.verify_access_token(b.access_token().secret()).unwrap();
+    let claims = server
+        .verify_access_token(b.access_token().secret())
+        .unwrap();
     assert_eq!(claims["ext"]["tenant"], "b");
     // Two clients with identical settings never share an entry either.
     let two = ClientCredentialsTokenManager::builder()
@@ -119,14 +153,20 @@ async fn cc_03_cache_key_covers_scope_set_resources_and_sorted_extras() {
         .client("two", config(&server))
         .build()
         .unwrap();
-    assert_ne!(two.cache_key("one", &default_params()).unwrap(), two.cache_key("two", &default_params()).unwrap());
+    assert_ne!(
+        two.cache_key("one", &default_params()).unwrap(),
+        two.cache_key("two", &default_params()).unwrap()
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn cc_04_expired_entry_is_fetched_again() {
     let server = server().await;
     server.set_expires_in(Some(120));
-    let tokens = in_process(&server).lifetime_policy(no_refresh_ahead()).build().unwrap();
+    let tokens = in_process(&server)
+        .lifetime_policy(no_refresh_ahead())
+        .build()
+        .unwrap();
     let first = tokens.get_token("api", &default_params()).await.unwrap();
     tokio::time::advance(Duration::from_secs(89)).await;
     let same = tokens.get_token("api", &default_params()).await.unwrap();
@@ -135,7 +175,10 @@ async fn cc_04_expired_entry_is_fetched_again() {
     tokio::time::advance(Duration::from_secs(1)).await; // 90 s = 120 − 30 skew
     let renewed = tokens.get_token("api", &default_params()).await.unwrap();
     assert_eq!(server.token_requests(CC), 2);
-    assert_ne!(first.access_token().secret(), renewed.access_token().secret());
+    assert_ne!(
+        first.access_token().secret(),
+        renewed.access_token().secret()
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -145,13 +188,21 @@ async fn cc_05_refresh_ahead_returns_current_token_and_starts_one_refresh() {
     server.set_latency(Duration::from_millis(50));
     let tokens = in_process(&server).build().unwrap();
     let first = tokens.get_token("api", &default_params()).await.unwrap();
-    assert_eq!(first.refresh_at().saturating_duration_since(first.issued_at()), Duration::from_secs(80));
+    assert_eq!(
+        first
+            .refresh_at()
+            .saturating_duration_since(first.issued_at()),
+        Duration::from_secs(80)
+    );
     tokio::time::advance(Duration::from_secs(85)).await;
     let mut hits = Vec::new();
     for _ in 0..200 {
         hits.push(tokens.get_token("api", &default_params()).await.unwrap());
     }
-    assert!(hits.iter().all(|t| Arc::ptr_eq(t, &first)), "hits in the window return the current token");
+    assert!(
+        hits.iter().all(|t| Arc::ptr_eq(t, &first)),
+        "hits in the window return the current token"
+    );
     let server2 = server.clone();
     until(|| server2.token_requests(CC) == 2).await;
     tokio::time::advance(Duration::from_millis(60)).await;
@@ -165,8 +216,15 @@ async fn cc_05_refresh_ahead_returns_current_token_and_starts_one_refresh() {
         }
         tokio::task::yield_now().await;
     }
-    assert!(renewed.is_some(), "the background refresh replaced the token");
-    assert_eq!(server.token_requests(CC), 2, "exactly one background refresh");
+    assert!(
+        renewed.is_some(),
+        "the background refresh replaced the token"
+    );
+    assert_eq!(
+        server.token_requests(CC),
+        2,
+        "exactly one background refresh"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -179,7 +237,10 @@ async fn cc_06_lifetime_shorter_than_skew_does_not_storm() {
         tokio::time::advance(Duration::from_millis(10)).await; // 10 s in total
     }
     let requests = server.token_requests(CC);
-    assert!((2..=4).contains(&requests), "{requests} token requests for 1000 calls over 10 s");
+    assert!(
+        (2..=4).contains(&requests),
+        "{requests} token requests for 1000 calls over 10 s"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,7 +255,9 @@ async fn cc_07_concurrent_callers_share_one_request() {
         let barrier = barrier.clone();
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
-            tokens.get_token("api", &TokenRequestParams::default()).await
+            tokens
+                .get_token("api", &TokenRequestParams::default())
+                .await
         }));
     }
     let mut values = std::collections::HashSet::new();
@@ -212,18 +275,27 @@ async fn cc_08_different_keys_fetch_in_parallel() {
     server.set_latency(Duration::from_millis(300));
     let tokens = in_process(&server).build().unwrap();
     let started = tokio::time::Instant::now();
-    let params: Vec<_> = ["a", "b", "c"].iter().map(|s| TokenRequestParams::new().scope(*s)).collect();
+    let params: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|s| TokenRequestParams::new().scope(*s))
+        .collect();
     let mut tasks = Vec::new();
     for p in params.iter().cycle().take(30) {
         let tokens = tokens.clone();
         let p = p.clone();
-        tasks.push(tokio::spawn(async move { tokens.get_token("api", &p).await }));
+        tasks.push(tokio::spawn(
+            async move { tokens.get_token("api", &p).await },
+        ));
     }
     for t in tasks {
         t.await.unwrap().unwrap();
     }
     assert_eq!(server.token_requests(CC), 3, "one request per key");
-    assert!(started.elapsed() < Duration::from_millis(600), "the three fetches overlapped: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(600),
+        "the three fetches overlapped: {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -235,7 +307,11 @@ async fn cc_09_failure_reaches_all_waiters_then_backs_off() {
     let mut tasks = Vec::new();
     for _ in 0..50 {
         let tokens = tokens.clone();
-        tasks.push(tokio::spawn(async move { tokens.get_token("api", &TokenRequestParams::default()).await }));
+        tasks.push(tokio::spawn(async move {
+            tokens
+                .get_token("api", &TokenRequestParams::default())
+                .await
+        }));
     }
     for t in tasks {
         let err = t.await.unwrap().unwrap_err();
@@ -244,7 +320,10 @@ async fn cc_09_failure_reaches_all_waiters_then_backs_off() {
     assert_eq!(server.token_requests(CC), 1);
     // Inside the backoff the error comes back at once, without a request.
     let started = tokio::time::Instant::now();
-    let err = tokens.get_token("api", &default_params()).await.unwrap_err();
+    let err = tokens
+        .get_token("api", &default_params())
+        .await
+        .unwrap_err();
     assert_eq!(err.oauth_error(), Some("temporarily_unavailable"));
     assert_eq!(started.elapsed(), Duration::ZERO);
     assert_eq!(server.token_requests(CC), 1);
@@ -274,10 +353,16 @@ async fn cc_09_backoff_is_jittered_and_grows() {
             let _ = tokens.get_token("api", &default_params()).await;
         }
         let waited = start.elapsed();
-        assert!(waited >= Duration::from_millis(490) && waited <= Duration::from_millis(1020), "{waited:?}");
+        assert!(
+            waited >= Duration::from_millis(490) && waited <= Duration::from_millis(1020),
+            "{waited:?}"
+        );
         first_retry.insert(waited.as_millis() / 10);
     }
-    assert!(first_retry.len() > 1, "retries are jittered: {first_retry:?}");
+    assert!(
+        first_retry.len() > 1,
+        "retries are jittered: {first_retry:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -287,11 +372,19 @@ async fn cc_09_cancelling_a_waiter_does_not_cancel_the_fetch() {
     let tokens = in_process(&server).build().unwrap();
     let cancelled = {
         let tokens = tokens.clone();
-        tokio::spawn(async move { tokens.get_token("api", &TokenRequestParams::default()).await })
+        tokio::spawn(async move {
+            tokens
+                .get_token("api", &TokenRequestParams::default())
+                .await
+        })
     };
     let waiter = {
         let tokens = tokens.clone();
-        tokio::spawn(async move { tokens.get_token("api", &TokenRequestParams::default()).await })
+        tokio::spawn(async move {
+            tokens
+                .get_token("api", &TokenRequestParams::default())
+                .await
+        })
     };
     tokio::task::yield_now().await;
     cancelled.abort();
@@ -299,7 +392,11 @@ async fn cc_09_cancelling_a_waiter_does_not_cancel_the_fetch() {
     // A lone caller that gives up (timeout) still leaves the token cached for the next one.
     let lone = in_process(&server).build().unwrap();
     let before = server.token_requests(CC);
-    let gave_up = tokio::time::timeout(Duration::from_millis(10), lone.get_token("api", &default_params())).await;
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(10),
+        lone.get_token("api", &default_params()),
+    )
+    .await;
     assert!(gave_up.is_err());
     tokio::time::advance(Duration::from_millis(200)).await;
     lone.get_token("api", &default_params()).await.unwrap();
@@ -323,7 +420,10 @@ async fn cc_10_valid_token_served_while_endpoint_fails() {
     }
     assert!(server.token_requests(CC) > 1, "refreshes were attempted");
     tokio::time::advance(Duration::from_secs(6)).await; // past 100 s
-    let err = tokens.get_token("api", &default_params()).await.unwrap_err();
+    let err = tokens
+        .get_token("api", &default_params())
+        .await
+        .unwrap_err();
     assert_eq!(err.status(), Some(502));
 }
 
@@ -332,8 +432,14 @@ async fn cc_11_force_renewal_bypasses_cache_and_stores() {
     let server = server().await;
     let tokens = networked(&server);
     let first = tokens.get_token("api", &default_params()).await.unwrap();
-    let forced = tokens.get_token("api", &TokenRequestParams::new().force_renewal(true)).await.unwrap();
-    assert_ne!(first.access_token().secret(), forced.access_token().secret());
+    let forced = tokens
+        .get_token("api", &TokenRequestParams::new().force_renewal(true))
+        .await
+        .unwrap();
+    assert_ne!(
+        first.access_token().secret(),
+        forced.access_token().secret()
+    );
     let after = tokens.get_token("api", &default_params()).await.unwrap();
     assert!(Arc::ptr_eq(&after, &forced));
     assert_eq!(server.token_requests(CC), 2);
@@ -350,18 +456,31 @@ async fn cc_12_invalidate_removes_only_the_rejected_token() {
         let tokens = tokens.clone();
         let rejected = rejected.clone();
         tasks.push(tokio::spawn(async move {
-            tokens.invalidate("api", &TokenRequestParams::default(), &rejected).await.unwrap();
-            tokens.get_token("api", &TokenRequestParams::default()).await.unwrap()
+            tokens
+                .invalidate("api", &TokenRequestParams::default(), &rejected)
+                .await
+                .unwrap();
+            tokens
+                .get_token("api", &TokenRequestParams::default())
+                .await
+                .unwrap()
         }));
     }
     let mut fresh = std::collections::HashSet::new();
     for t in tasks {
         fresh.insert(t.await.unwrap().access_token().secret().to_owned());
     }
-    assert_eq!(server.token_requests(CC), 2, "50 concurrent rejections → one re-acquisition");
+    assert_eq!(
+        server.token_requests(CC),
+        2,
+        "50 concurrent rejections → one re-acquisition"
+    );
     assert_eq!(fresh.len(), 1);
     // A late rejection of the old token leaves the new one in place.
-    assert!(!tokens.invalidate("api", &default_params(), &rejected).await.unwrap());
+    assert!(!tokens
+        .invalidate("api", &default_params(), &rejected)
+        .await
+        .unwrap());
     let current = tokens.get_token("api", &default_params()).await.unwrap();
     assert!(fresh.contains(current.access_token().secret()));
     assert_eq!(server.token_requests(CC), 2);
@@ -371,13 +490,24 @@ async fn cc_12_invalidate_removes_only_the_rejected_token() {
 struct BrokenCache;
 
 impl TokenCache for BrokenCache {
-    fn get<'a>(&'a self, _: &'a CacheKey) -> BoxFuture<'a, Result<Option<Arc<CachedToken>>, CacheError>> {
+    fn get<'a>(
+        &'a self,
+        _: &'a CacheKey,
+    ) -> BoxFuture<'a, Result<Option<Arc<CachedToken>>, CacheError>> {
         Box::pin(async { Err(CacheError::new("backend down")) })
     }
-    fn put<'a>(&'a self, _: &'a CacheKey, _: Arc<CachedToken>) -> BoxFuture<'a, Result<(), CacheError>> {
+    fn put<'a>(
+        &'a self,
+        _: &'a CacheKey,
+        _: Arc<CachedToken>,
+    ) -> BoxFuture<'a, Result<(), CacheError>> {
         Box::pin(async { Err(CacheError::new("backend down")) })
     }
-    fn remove_if<'a>(&'a self, _: &'a CacheKey, _: &'a tokenkeeper::AccessToken) -> BoxFuture<'a, Result<bool, CacheError>> {
+    fn remove_if<'a>(
+        &'a self,
+        _: &'a CacheKey,
+        _: &'a tokenkeeper::AccessToken,
+    ) -> BoxFuture<'a, Result<bool, CacheError>> {
         Box::pin(async { Err(CacheError::new("backend down")) })
     }
 }
@@ -391,10 +521,19 @@ async fn cc_13_cache_errors_degrade_to_fetching() {
         .build()
         .unwrap();
     let token = tokens.get_token("api", &default_params()).await.unwrap();
-    assert!(server.verify_access_token(token.access_token().secret()).is_ok());
-    assert!(!tokens.invalidate("api", &default_params(), &token).await.unwrap());
+    assert!(server
+        .verify_access_token(token.access_token().secret())
+        .is_ok());
+    assert!(!tokens
+        .invalidate("api", &default_params(), &token)
+        .await
+        .unwrap());
     tokens.get_token("api", &default_params()).await.unwrap();
-    assert_eq!(server.token_requests(CC), 2, "without a cache every call fetches, and succeeds");
+    assert_eq!(
+        server.token_requests(CC),
+        2,
+        "without a cache every call fetches, and succeeds"
+    );
 }
 
 #[test]
@@ -402,8 +541,14 @@ fn lifetime_policy_times() {
     let policy = LifetimePolicy::default();
     let now = tokenkeeper::Timestamp::from_millis(1_000_000);
     let (refresh, expiry) = policy.times(now, Some(Duration::from_secs(3600)));
-    assert_eq!(expiry.saturating_duration_since(now), Duration::from_secs(3570));
-    assert_eq!(refresh.saturating_duration_since(now), Duration::from_secs(2856));
+    assert_eq!(
+        expiry.saturating_duration_since(now),
+        Duration::from_secs(3570)
+    );
+    assert_eq!(
+        refresh.saturating_duration_since(now),
+        Duration::from_secs(2856)
+    );
     let (_, short) = policy.times(now, Some(Duration::from_secs(10)));
     assert_eq!(short.saturating_duration_since(now), Duration::from_secs(5));
     let _ = ClientConfig::new("https://x/token", "a", "b");

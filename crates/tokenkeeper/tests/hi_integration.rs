@@ -15,7 +15,9 @@ use tower::{Service, ServiceBuilder, ServiceExt as _};
 
 const CC: &str = "client_credentials";
 
-fn reqwest_client(tokens: &ClientCredentialsTokenManager) -> reqwest_middleware::ClientWithMiddleware {
+fn reqwest_client(
+    tokens: &ClientCredentialsTokenManager,
+) -> reqwest_middleware::ClientWithMiddleware {
     reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
         .with(tokens.middleware("api").unwrap())
         .build()
@@ -28,7 +30,9 @@ fn hyper_client() -> Hyper {
 }
 
 fn get(url: &str) -> http::Request<Full<Bytes>> {
-    http::Request::get(url).body(Full::new(Bytes::new())).unwrap()
+    http::Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .unwrap()
 }
 
 #[tokio::test]
@@ -43,7 +47,13 @@ async fn hi_01_middleware_and_layer_attach_bearer_token() {
     let mut service = ServiceBuilder::new()
         .layer(tokens.layer("api").unwrap())
         .service(hyper_client());
-    let response = service.ready().await.unwrap().call(get(&api.url)).await.unwrap();
+    let response = service
+        .ready()
+        .await
+        .unwrap()
+        .call(get(&api.url))
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
 
     let token = tokens.get_token("api", &default_params()).await.unwrap();
@@ -78,11 +88,23 @@ async fn hi_02_401_invalidates_reacquires_and_retries_once() {
     let mut service = ServiceBuilder::new()
         .layer(tokens.layer("api").unwrap())
         .service(hyper_client());
-    let response = service.ready().await.unwrap().call(get(&api.url)).await.unwrap();
+    let response = service
+        .ready()
+        .await
+        .unwrap()
+        .call(get(&api.url))
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(api.seen().len(), 6);
     api.always_reject(true);
-    let response = service.ready().await.unwrap().call(get(&api.url)).await.unwrap();
+    let response = service
+        .ready()
+        .await
+        .unwrap()
+        .call(get(&api.url))
+        .await
+        .unwrap();
     assert_eq!(response.status(), 401);
     assert_eq!(api.seen().len(), 8);
 }
@@ -94,7 +116,9 @@ async fn hi_03_non_replayable_bodies_are_not_retried() {
     let tokens = networked(&server);
 
     api.reject_next(1);
-    let stream = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(b"streamed"))]);
+    let stream = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(
+        b"streamed",
+    ))]);
     let response = reqwest_client(&tokens)
         .post(&api.url)
         .body(reqwest::Body::wrap_stream(stream))
@@ -107,7 +131,9 @@ async fn hi_03_non_replayable_bodies_are_not_retried() {
     api.reject_next(1);
     let mut service = ServiceBuilder::new()
         .layer(tokens.layer("api").unwrap())
-        .service(HyperClient::builder(TokioExecutor::new()).build_http::<NonReplayable<Full<Bytes>>>());
+        .service(
+            HyperClient::builder(TokioExecutor::new()).build_http::<NonReplayable<Full<Bytes>>>(),
+        );
     let request = http::Request::post(&api.url)
         .body(NonReplayable(Full::new(Bytes::from_static(b"once"))))
         .unwrap();
@@ -126,7 +152,11 @@ async fn hi_04_token_failure_fails_the_request() {
     server.inject_fault(Fault::oauth(401, "invalid_client"), Times::Always);
     let tokens = networked(&server);
 
-    let err = reqwest_client(&tokens).get(&api.url).send().await.unwrap_err();
+    let err = reqwest_client(&tokens)
+        .get(&api.url)
+        .send()
+        .await
+        .unwrap_err();
     let reqwest_middleware::Error::Middleware(inner) = err else {
         panic!("expected a middleware error");
     };
@@ -136,13 +166,24 @@ async fn hi_04_token_failure_fails_the_request() {
     let mut service = ServiceBuilder::new()
         .layer(tokens.layer("api").unwrap())
         .service(hyper_client());
-    let err: BoxError = service.ready().await.unwrap().call(get(&api.url)).await.unwrap_err();
+    let err: BoxError = service
+        .ready()
+        .await
+        .unwrap()
+        .call(get(&api.url))
+        .await
+        .unwrap_err();
     assert!(err.downcast_ref::<Error>().is_some(), "{err}");
     assert!(api.seen().is_empty(), "no request went out without a token");
 
     // Opting in to sending without a token.
     let lenient = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(tokens.middleware("api").unwrap().on_missing_token(MissingToken::SendWithout))
+        .with(
+            tokens
+                .middleware("api")
+                .unwrap()
+                .on_missing_token(MissingToken::SendWithout),
+        )
         .build();
     let response = lenient.get(&api.url).send().await.unwrap();
     assert_eq!(response.status(), 401);
@@ -154,7 +195,10 @@ async fn hi_05_plain_hyper_client_through_the_layer() {
     let server = server().await;
     let api = Api::start(server.clone()).await;
     let tokens = ClientCredentialsTokenManager::builder()
-        .client("api", ClientConfig::from_issuer(server.issuer(), CLIENT_ID, SECRET))
+        .client(
+            "api",
+            ClientConfig::from_issuer(server.issuer(), CLIENT_ID, SECRET),
+        )
         .build()
         .unwrap();
     let service = ServiceBuilder::new()
@@ -167,7 +211,12 @@ async fn hi_05_plain_hyper_client_through_the_layer() {
         let body = response.into_body().collect().await.unwrap().to_bytes();
         responses.push((status, body));
     }
-    assert!(responses.iter().all(|(s, b)| *s == 200 && b.as_ref() == b"ok"));
+    assert!(responses
+        .iter()
+        .all(|(s, b)| *s == 200 && b.as_ref() == b"ok"));
     assert_eq!(server.token_requests(CC), 1);
-    assert!(api.seen().iter().all(|h| h.as_deref().is_some_and(|h| h.starts_with("Bearer "))));
+    assert!(api
+        .seen()
+        .iter()
+        .all(|h| h.as_deref().is_some_and(|h| h.starts_with("Bearer "))));
 }

@@ -69,7 +69,10 @@ async fn tp_08_secrets_and_tokens_never_in_debug_errors_or_logs() {
         errors.push(fresh.get_token("api", &default_params()).await.unwrap_err());
     }
     let wrong = ClientCredentialsTokenManager::builder()
-        .client("api", ClientConfig::new(server.token_endpoint(), CLIENT_ID, "wrong-secret-XYZ"))
+        .client(
+            "api",
+            ClientConfig::new(server.token_endpoint(), CLIENT_ID, "wrong-secret-XYZ"),
+        )
         .build()
         .unwrap();
     server.clear_faults();
@@ -90,12 +93,19 @@ async fn tp_08_secrets_and_tokens_never_in_debug_errors_or_logs() {
     texts.push(String::from_utf8(logs.0.lock().unwrap().clone()).unwrap());
     for text in &texts {
         assert!(!text.contains(SECRET), "client secret leaked: {text}");
-        assert!(!text.contains("wrong-secret-XYZ"), "client secret leaked: {text}");
+        assert!(
+            !text.contains("wrong-secret-XYZ"),
+            "client secret leaked: {text}"
+        );
         assert!(!text.contains(&access), "access token leaked: {text}");
         // Basic credentials are base64 of the secret: that must not leak either.
-        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{SECRET}"));
+        let basic =
+            base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{SECRET}"));
         assert!(!text.contains(&basic), "basic credentials leaked: {text}");
     }
-    assert!(texts.last().unwrap().contains("token request failed"), "the failures were logged: {}", texts.last().unwrap());
+    assert!(
+        texts.last().unwrap().contains("token request failed"),
+        "the failures were logged: {}",
+        texts.last().unwrap()
+    );
 }
-

@@ -34,7 +34,12 @@ async fn tp_01_client_secret_basic_is_form_urlencoded_and_secret_not_in_body() {
         .unwrap();
     tokens.get_token("api", &default_params()).await.unwrap();
     let request = server.last_token_request().unwrap();
-    let header = request.headers.get("authorization").unwrap().to_str().unwrap();
+    let header = request
+        .headers
+        .get("authorization")
+        .unwrap()
+        .to_str()
+        .unwrap();
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(header.strip_prefix("Basic ").unwrap())
         .unwrap();
@@ -44,7 +49,10 @@ async fn tp_01_client_secret_basic_is_form_urlencoded_and_secret_not_in_body() {
     );
     assert_eq!(request.form_value("grant_type"), Some("client_credentials"));
     assert_eq!(request.form_value("scope"), Some("a.write b.read"));
-    assert_eq!(request.form_values("resource"), vec!["https://api.example.com/orders"]);
+    assert_eq!(
+        request.form_values("resource"),
+        vec!["https://api.example.com/orders"]
+    );
     assert_eq!(request.form_value("tenant"), Some("acme"));
     assert_eq!(request.form_value("client_secret"), None);
     assert_eq!(request.form_value("client_id"), None);
@@ -96,7 +104,9 @@ async fn tp_04_expiry_from_expires_in_or_default_lifetime() {
     let tokens = in_process(&server).lifetime_policy(policy).build().unwrap();
     let token = tokens.get_token("api", &default_params()).await.unwrap();
     assert_eq!(
-        token.expires_at().saturating_duration_since(token.issued_at()),
+        token
+            .expires_at()
+            .saturating_duration_since(token.issued_at()),
         Duration::from_secs(570)
     );
 
@@ -107,7 +117,9 @@ async fn tp_04_expiry_from_expires_in_or_default_lifetime() {
             .await
             .unwrap();
         assert_eq!(
-            token.expires_at().saturating_duration_since(token.issued_at()),
+            token
+                .expires_at()
+                .saturating_duration_since(token.issued_at()),
             Duration::from_secs(90),
             "absent or zero expires_in uses the default lifetime minus skew"
         );
@@ -154,19 +166,34 @@ async fn server_with_fault(fault: Fault) -> Arc<TestServer> {
 #[tokio::test]
 async fn tp_06_oversized_malformed_and_broken_bodies_are_typed_errors() {
     // Over the network, through the default reqwest transport with its bounded read.
-    let server = server_with_fault(Fault::OversizedBody { bytes: 2 * 1024 * 1024 }).await;
-    let err = networked(&server).get_token("api", &default_params()).await.unwrap_err();
+    let server = server_with_fault(Fault::OversizedBody {
+        bytes: 2 * 1024 * 1024,
+    })
+    .await;
+    let err = networked(&server)
+        .get_token("api", &default_params())
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, Error::Transport(e) if e.kind == TransportErrorKind::BodyTooLarge),
         "{err:?}"
     );
 
     let server = server_with_fault(Fault::MalformedJson).await;
-    let err = networked(&server).get_token("api", &default_params()).await.unwrap_err();
-    assert!(matches!(&err, Error::InvalidResponse(e) if e.status == Some(200)), "{err:?}");
+    let err = networked(&server)
+        .get_token("api", &default_params())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidResponse(e) if e.status == Some(200)),
+        "{err:?}"
+    );
 
     let server = server_with_fault(Fault::CloseConnection).await;
-    let err = networked(&server).get_token("api", &default_params()).await.unwrap_err();
+    let err = networked(&server)
+        .get_token("api", &default_params())
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, Error::Transport(e) if e.kind == TransportErrorKind::Connection),
         "{err:?}"
@@ -182,7 +209,10 @@ async fn tp_06_oversized_malformed_and_broken_bodies_are_typed_errors() {
         })
         .build()
         .unwrap();
-    let err = tokens.get_token("api", &default_params()).await.unwrap_err();
+    let err = tokens
+        .get_token("api", &default_params())
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, Error::Transport(e) if e.kind == TransportErrorKind::Timeout),
         "{err:?}"
@@ -200,7 +230,10 @@ async fn tp_06_oversized_malformed_and_broken_bodies_are_typed_errors() {
         )
         .build()
         .unwrap();
-    let err = tokens.get_token("api", &default_params()).await.unwrap_err();
+    let err = tokens
+        .get_token("api", &default_params())
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, Error::Transport(e) if e.kind == TransportErrorKind::Connect),
         "{err:?}"
@@ -210,19 +243,38 @@ async fn tp_06_oversized_malformed_and_broken_bodies_are_typed_errors() {
 #[tokio::test(start_paused = true)]
 async fn tp_06_in_process_transport_bounds_bodies_and_times_out() {
     let server = server_with_fault(Fault::OversizedBody { bytes: 1024 * 1024 }).await;
-    let err = in_process(&server).build().unwrap().get_token("api", &default_params()).await.unwrap_err();
-    assert!(matches!(&err, Error::Transport(e) if e.kind == TransportErrorKind::BodyTooLarge), "{err:?}");
+    let err = in_process(&server)
+        .build()
+        .unwrap()
+        .get_token("api", &default_params())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Transport(e) if e.kind == TransportErrorKind::BodyTooLarge),
+        "{err:?}"
+    );
 
     let server = server_with_fault(Fault::Latency(Duration::from_secs(3600))).await;
-    let err = in_process(&server).build().unwrap().get_token("api", &default_params()).await.unwrap_err();
-    assert!(matches!(&err, Error::Transport(e) if e.kind == TransportErrorKind::Timeout), "{err:?}");
+    let err = in_process(&server)
+        .build()
+        .unwrap()
+        .get_token("api", &default_params())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Transport(e) if e.kind == TransportErrorKind::Timeout),
+        "{err:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn tp_07_discovery_checks_issuer_and_caches_metadata() {
     let server = server().await;
     let tokens = ClientCredentialsTokenManager::builder()
-        .client("api", ClientConfig::from_issuer(server.issuer(), CLIENT_ID, SECRET))
+        .client(
+            "api",
+            ClientConfig::from_issuer(server.issuer(), CLIENT_ID, SECRET),
+        )
         .transport(server.transport())
         .discovery_lifetime(Duration::from_secs(600))
         .lifetime_policy(no_refresh_ahead())
@@ -236,18 +288,31 @@ async fn tp_07_discovery_checks_issuer_and_caches_metadata() {
 
     tokio::time::advance(Duration::from_secs(601)).await;
     tokens.get_token("api", &force).await.unwrap();
-    assert_eq!(server.discovery_requests(), 2, "metadata is refreshed after its lifetime");
+    assert_eq!(
+        server.discovery_requests(),
+        2,
+        "metadata is refreshed after its lifetime"
+    );
 
     // A document naming another issuer is refused.
     let other = common::server().await;
     other.set_advertised_issuer(Some("http://127.0.0.1:1"));
     let tokens = ClientCredentialsTokenManager::builder()
-        .client("api", ClientConfig::from_issuer(other.issuer(), CLIENT_ID, SECRET))
+        .client(
+            "api",
+            ClientConfig::from_issuer(other.issuer(), CLIENT_ID, SECRET),
+        )
         .transport(other.transport())
         .build()
         .unwrap();
-    let err = tokens.get_token("api", &default_params()).await.unwrap_err();
-    assert!(matches!(&err, Error::Discovery { reason, .. } if reason.contains("not the configured issuer")), "{err:?}");
+    let err = tokens
+        .get_token("api", &default_params())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Discovery { reason, .. } if reason.contains("not the configured issuer")),
+        "{err:?}"
+    );
     assert_eq!(other.total_token_requests(), 0);
 }
 
@@ -264,17 +329,64 @@ async fn tp_09_configuration_errors_fail_at_build_naming_the_field() {
     };
     let (field, client, message) = field_of(build(ClientConfig::new("https://idp/token", "", "s")));
     assert_eq!((field, client.as_deref()), ("client_id", Some("orders")));
-    assert!(message.contains("client_id") && message.contains("orders"), "{message}");
-    assert_eq!(field_of(build(ClientConfig::new("", "id", "s"))).0, "token_endpoint");
-    assert_eq!(field_of(build(ClientConfig::new("not a url", "id", "s"))).0, "token_endpoint");
-    assert_eq!(field_of(build(ClientConfig::new("ftp://idp/token", "id", "s"))).0, "token_endpoint");
-    assert_eq!(field_of(build(ClientConfig::from_issuer("::", "id", "s"))).0, "issuer");
-    assert_eq!(field_of(build(ClientConfig::new("https://idp/token", "id", ""))).0, "client_secret");
-    assert_eq!(field_of(build(ClientConfig::new("https://idp/token", "id", "s").scope("bad\"scope"))).0, "scope");
-    assert_eq!(field_of(build(ClientConfig::new("https://idp/token", "id", "s").resource("relative/path"))).0, "resource");
-    assert_eq!(field_of(build(ClientConfig::new("https://idp/token", "id", "s").extra("scope", "x"))).0, "extra");
-    assert_eq!(field_of(build(ClientConfig::new("https://idp/token", "id", "s").extra("a", "1").extra("a", "2"))).0, "extra");
-    assert_eq!(field_of(ClientCredentialsTokenManager::builder().build()).0, "clients");
+    assert!(
+        message.contains("client_id") && message.contains("orders"),
+        "{message}"
+    );
+    assert_eq!(
+        field_of(build(ClientConfig::new("", "id", "s"))).0,
+        "token_endpoint"
+    );
+    assert_eq!(
+        field_of(build(ClientConfig::new("not a url", "id", "s"))).0,
+        "token_endpoint"
+    );
+    assert_eq!(
+        field_of(build(ClientConfig::new("ftp://idp/token", "id", "s"))).0,
+        "token_endpoint"
+    );
+    assert_eq!(
+        field_of(build(ClientConfig::from_issuer("::", "id", "s"))).0,
+        "issuer"
+    );
+    assert_eq!(
+        field_of(build(ClientConfig::new("https://idp/token", "id", ""))).0,
+        "client_secret"
+    );
+    assert_eq!(
+        field_of(build(
+            ClientConfig::new("https://idp/token", "id", "s").scope("bad\"scope")
+        ))
+        .0,
+        "scope"
+    );
+    assert_eq!(
+        field_of(build(
+            ClientConfig::new("https://idp/token", "id", "s").resource("relative/path")
+        ))
+        .0,
+        "resource"
+    );
+    assert_eq!(
+        field_of(build(
+            ClientConfig::new("https://idp/token", "id", "s").extra("scope", "x")
+        ))
+        .0,
+        "extra"
+    );
+    assert_eq!(
+        field_of(build(
+            ClientConfig::new("https://idp/token", "id", "s")
+                .extra("a", "1")
+                .extra("a", "2")
+        ))
+        .0,
+        "extra"
+    );
+    assert_eq!(
+        field_of(ClientCredentialsTokenManager::builder().build()).0,
+        "clients"
+    );
     assert_eq!(
         field_of(
             ClientCredentialsTokenManager::builder()
@@ -289,7 +401,10 @@ async fn tp_09_configuration_errors_fail_at_build_naming_the_field() {
         field_of(
             ClientCredentialsTokenManager::builder()
                 .client("a", ClientConfig::new("https://idp/token", "id", "s"))
-                .lifetime_policy(LifetimePolicy { refresh_ahead: 1.5, ..LifetimePolicy::default() })
+                .lifetime_policy(LifetimePolicy {
+                    refresh_ahead: 1.5,
+                    ..LifetimePolicy::default()
+                })
                 .build()
         )
         .0,
@@ -306,6 +421,8 @@ async fn tp_09_configuration_errors_fail_at_build_naming_the_field() {
     ));
     // A per-request parameter that is not allowed is a configuration error too.
     let bad = TokenRequestParams::new().extra("grant_type", "password");
-    assert!(matches!(tokens.get_token("orders", &bad).await, Err(Error::Config(e)) if e.field == "extra"));
+    assert!(
+        matches!(tokens.get_token("orders", &bad).await, Err(Error::Config(e)) if e.field == "extra")
+    );
     let _ = Resource::parse("https://ok").unwrap();
 }

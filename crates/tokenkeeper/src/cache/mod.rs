@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
-pub use key::{BuildKeyHasher, CacheKey, KeyHasher};
 pub(crate) use key::KeyWriter;
+pub use key::{BuildKeyHasher, CacheKey, KeyHasher};
 pub use memory::InMemoryTokenCache;
 pub use token::CachedToken;
 

@@ -188,7 +188,10 @@ pub(crate) fn parse_http_url(raw: &str, field: &'static str) -> Result<Url, Conf
         ));
     }
     if url.fragment().is_some() {
-        return Err(ConfigError::new(field, format!("{raw:?} must not have a fragment")));
+        return Err(ConfigError::new(
+            field,
+            format!("{raw:?} must not have a fragment"),
+        ));
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(ConfigError::new(
@@ -206,12 +209,17 @@ pub(crate) fn validate_extra(
     let mut out = BTreeMap::new();
     for (name, value) in extra {
         if name.is_empty() {
-            return Err(ConfigError::new(field, "has a parameter with an empty name"));
+            return Err(ConfigError::new(
+                field,
+                "has a parameter with an empty name",
+            ));
         }
         if RESERVED_PARAMS.contains(&name.as_str()) {
             return Err(ConfigError::new(
                 field,
-                format!("parameter {name:?} is set by tokenkeeper itself; use the dedicated setting"),
+                format!(
+                    "parameter {name:?} is set by tokenkeeper itself; use the dedicated setting"
+                ),
             ));
         }
         if out.insert(name.clone(), value.clone()).is_some() {

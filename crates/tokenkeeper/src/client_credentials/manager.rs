@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use tracing::Instrument as _;
 
-use crate::cache::{CacheKey, CachedToken, InMemoryTokenCache, KeyWriter, SharedCache};
+use crate::cache::{
+    BuildKeyHasher, CacheKey, CachedToken, InMemoryTokenCache, KeyWriter, SharedCache,
+};
 use crate::clock::{Clock, TokioClock};
 use crate::error::{ConfigError, Error};
 use crate::http::{HttpOptions, ReqwestTransport, SharedTransport};
@@ -65,7 +67,8 @@ pub struct ClientCredentialsTokenManager {
 }
 
 pub(crate) struct Inner {
-    clients: HashMap<ClientName, Arc<RegisteredClient>>,
+    /// Client names hash with FNV (names come from configuration, not from the network).
+    clients: HashMap<ClientName, Arc<RegisteredClient>, BuildKeyHasher>,
     cache: SharedCache,
     clock: Arc<dyn Clock>,
     lifetime: LifetimePolicy,
@@ -184,7 +187,7 @@ impl ClientCredentialsTokenManagerBuilder {
             .cache
             .unwrap_or_else(|| Arc::new(InMemoryTokenCache::with_clock(clock.clone())));
         let mut discoveries: HashMap<String, Arc<Discovery>> = HashMap::new();
-        let mut clients = HashMap::new();
+        let mut clients = HashMap::with_hasher(BuildKeyHasher::default());
         for (name, config) in self.clients {
             if name.trim().is_empty() {
                 return Err(ConfigError::new("name", "a client name is empty").into());
@@ -519,7 +522,8 @@ impl Inner {
         self.flights.join_or_start(&key, mode, now, |id| {
             let inner = self.clone();
             let client = client.clone();
-            let span = tracing::debug_span!("tokenkeeper.fetch", client = %client.name, mode = ?mode);
+            let span =
+                tracing::debug_span!("tokenkeeper.fetch", client = %client.name, mode = ?mode);
             async move { inner.fetch(id, client, resolved, mode).await }.instrument(span)
         })
     }

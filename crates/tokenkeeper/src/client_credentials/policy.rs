@@ -30,7 +30,10 @@ impl Default for LifetimePolicy {
 impl LifetimePolicy {
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         if self.default_lifetime.is_zero() {
-            return Err(ConfigError::new("default_lifetime", "must be greater than zero"));
+            return Err(ConfigError::new(
+                "default_lifetime",
+                "must be greater than zero",
+            ));
         }
         if !(0.0..1.0).contains(&self.refresh_ahead) {
             return Err(ConfigError::new(
@@ -56,7 +59,10 @@ impl LifetimePolicy {
             lifetime / 2
         };
         let refresh_after = usable.mul_f64(1.0 - self.refresh_ahead);
-        (now.saturating_add(refresh_after), now.saturating_add(usable))
+        (
+            now.saturating_add(refresh_after),
+            now.saturating_add(usable),
+        )
     }
 }
 

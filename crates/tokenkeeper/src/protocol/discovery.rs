@@ -193,9 +193,13 @@ impl Discovery {
             if !response.status.is_success() {
                 return Err(self.error(format!("HTTP {}", response.status.as_u16())));
             }
-            let metadata: ProviderMetadata = serde_json::from_slice(&response.body).map_err(|e| {
-                self.error(format!("invalid metadata: {}", sanitize(&e.to_string(), 160)))
-            })?;
+            let metadata: ProviderMetadata =
+                serde_json::from_slice(&response.body).map_err(|e| {
+                    self.error(format!(
+                        "invalid metadata: {}",
+                        sanitize(&e.to_string(), 160)
+                    ))
+                })?;
             if metadata.issuer != self.issuer {
                 return Err(self.error(format!(
                     "the metadata names issuer {:?}, which is not the configured issuer",

@@ -51,7 +51,9 @@ pub(crate) fn parse_token_response(response: &HttpResponse) -> Result<TokenRespo
         )
     })?;
     let Value::Object(mut object) = value else {
-        return Err(InvalidResponse::new(Some(status), "token response is not a JSON object").into());
+        return Err(
+            InvalidResponse::new(Some(status), "token response is not a JSON object").into(),
+        );
     };
     if object.contains_key("error") {
         // A 200 carrying an error: treat it as the error it is.
@@ -184,9 +186,15 @@ mod tests {
 
     #[test]
     fn tp_03_token_type_is_case_insensitive_and_required() {
-        let ok = parse_token_response(&response(200, r#"{"access_token":"a","token_type":"bEaReR"}"#));
+        let ok = parse_token_response(&response(
+            200,
+            r#"{"access_token":"a","token_type":"bEaReR"}"#,
+        ));
         assert!(matches!(ok.map(|r| r.token_type), Ok(TokenType::Bearer)));
-        let dpop = parse_token_response(&response(200, r#"{"access_token":"a","token_type":"dpop"}"#));
+        let dpop = parse_token_response(&response(
+            200,
+            r#"{"access_token":"a","token_type":"dpop"}"#,
+        ));
         assert!(matches!(dpop.map(|r| r.token_type), Ok(TokenType::DPoP)));
         let missing = parse_token_response(&response(200, r#"{"access_token":"a"}"#));
         assert!(matches!(missing, Err(Error::InvalidResponse(_))));
