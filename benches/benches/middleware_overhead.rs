@@ -1,1 +1,157 @@
-fn main() {}
+//! Middleware overhead: throughput through `TokenMiddleware` as a ratio to the same reqwest
+//! client sending a static `Authorization` header, to the same loopback API, in the same run.
+//!
+//! Run: `cargo bench -p tokenkeeper-benches --bench middleware_overhead`
+//!
+//! The machine is shared and noisy, so the variants run in short alternating slices (A B B A …)
+//! and each adjacent pair gives one ratio; the reported figure is the median of those ratios,
+//! with the interquartile range. A third variant — `ClientWithMiddleware` with no middleware and
+//! the static header — shows how much of the cost is reqwest-middleware's own.
+//! Environment: `TK_PAIRS` (default 60), `TK_SLICE_MS` (default 250), `TK_CONCURRENCY` (default 16).
+#![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokenkeeper::{ClientConfig, ClientCredentialsTokenManager, TokenRequestParams};
+use tokenkeeper_testing::{TestClient, TestServer};
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+#[derive(Clone)]
+enum Variant {
+    Static(reqwest::Client, reqwest::header::HeaderValue),
+    Middleware(reqwest_middleware::ClientWithMiddleware),
+    EmptyStack(reqwest_middleware::ClientWithMiddleware, reqwest::header::HeaderValue),
+}
+
+async fn run_for(variant: &Variant, url: &str, concurrency: u64, duration: Duration) -> f64 {
+    let count = Arc::new(AtomicU64::new(0));
+    let deadline = tokio::time::Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let variant = variant.clone();
+        let url = url.to_owned();
+        let count = count.clone();
+        tasks.push(tokio::spawn(async move {
+            while tokio::time::Instant::now() < deadline {
+                let response = match &variant {
+                    Variant::Static(client, header) => client
+                        .get(&url)
+                        .header(reqwest::header::AUTHORIZATION, header.clone())
+                        .send()
+                        .await
+                        .unwrap(),
+                    Variant::Middleware(client) => client.get(&url).send().await.unwrap(),
+                    Variant::EmptyStack(client, header) => client
+                        .get(&url)
+                        .header(reqwest::header::AUTHORIZATION, header.clone())
+                        .send()
+                        .await
+                        .unwrap(),
+                };
+                assert!(response.status().is_success());
+                let _ = response.bytes().await.unwrap();
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    count.load(Ordering::Relaxed) as f64 / duration.as_secs_f64()
+}
+
+fn median_iqr(values: &[f64]) -> (f64, f64, f64) {
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.25), at(0.75))
+}
+
+fn main() {
+    let pairs = env("TK_PAIRS", 60);
+    let slice = Duration::from_millis(env("TK_SLICE_MS", 250));
+    let concurrency = env("TK_CONCURRENCY", 16);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let server = TestServer::builder()
+            .client(TestClient::new("bench", "secret"))
+            .start()
+            .await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/items", listener.local_addr().unwrap());
+        let app = axum::Router::new().route("/items", axum::routing::get(|| async { "ok" }));
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+        let tokens = ClientCredentialsTokenManager::builder()
+            .client("api", ClientConfig::new(server.token_endpoint(), "bench", "secret"))
+            .build()
+            .unwrap();
+        let token = tokens.get_token("api", &TokenRequestParams::default()).await.unwrap();
+        let header = token.authorization_header().clone();
+        let client = reqwest::Client::new();
+        let baseline = Variant::Static(client.clone(), header.clone());
+        let middleware = Variant::Middleware(
+            reqwest_middleware::ClientBuilder::new(client.clone())
+                .with(tokens.middleware("api").unwrap())
+                .build(),
+        );
+        let empty = Variant::EmptyStack(
+            reqwest_middleware::ClientBuilder::new(client.clone()).build(),
+            header,
+        );
+        if let Ok(only) = std::env::var("TK_ONLY") {
+            let v = if only == "mw" { &middleware } else { &baseline };
+            let r = run_for(v, &url, concurrency, Duration::from_secs(8)).await;
+            println!("{only}: {r:.0} req/s");
+            return;
+        }
+        // Warm up connections and caches.
+        for v in [&baseline, &middleware, &empty] {
+            run_for(v, &url, concurrency, Duration::from_millis(500)).await;
+        }
+
+        let mut ratios = Vec::new();
+        let mut empty_ratios = Vec::new();
+        let (mut base_all, mut mw_all) = (Vec::new(), Vec::new());
+        for pair in 0..pairs {
+            // A B C, then C B A: each variant sits before and after the others equally often.
+            let order: [&Variant; 3] = if pair % 2 == 0 {
+                [&baseline, &empty, &middleware]
+            } else {
+                [&middleware, &empty, &baseline]
+            };
+            let mut results = [0.0; 3];
+            for (i, v) in order.iter().enumerate() {
+                results[i] = run_for(v, &url, concurrency, slice).await;
+            }
+            let (b, e, m) = if pair % 2 == 0 {
+                (results[0], results[1], results[2])
+            } else {
+                (results[2], results[1], results[0])
+            };
+            ratios.push(m / b);
+            empty_ratios.push(e / b);
+            base_all.push(b);
+            mw_all.push(m);
+        }
+        let (ratio, q1, q3) = median_iqr(&ratios);
+        let (empty_ratio, eq1, eq3) = median_iqr(&empty_ratios);
+        println!("| variant | median throughput (req/s) |");
+        println!("|---|---|");
+        println!("| reqwest + static `Authorization` header (baseline) | {:.0} |", median_iqr(&base_all).0);
+        println!("| reqwest-middleware + `TokenMiddleware` | {:.0} |", median_iqr(&mw_all).0);
+        println!();
+        println!("TokenMiddleware / baseline: median {ratio:.4} (IQR {q1:.4} – {q3:.4})");
+        println!("empty reqwest-middleware stack / baseline: median {empty_ratio:.4} (IQR {eq1:.4} – {eq3:.4})");
+        println!("{pairs} slice triples of {} ms, concurrency {concurrency}; token requests made: {}", slice.as_millis(), server.token_requests("client_credentials"));
+    });
+}

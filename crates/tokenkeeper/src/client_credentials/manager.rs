@@ -641,4 +641,13 @@ impl BoundClient {
     pub(crate) async fn invalidate(&self, token: &CachedToken) -> bool {
         self.inner.invalidate(&self.key, token).await
     }
+
+    /// The cached token, when a valid one is at hand without waiting (the hit path).
+    #[inline]
+    pub(crate) fn cached(&self) -> Option<Arc<CachedToken>> {
+        if self.params.force_renewal {
+            return None;
+        }
+        self.inner.try_hit(&self.client, &self.key, &self.params)
+    }
 }
