@@ -1,0 +1,87 @@
+//! Metrics (feature `metrics`): counters and the latency histogram are recorded per client.
+#![cfg(feature = "metrics")]
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use metrics::{Counter, CounterFn, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+use tokenkeeper::metrics::names;
+use tokenkeeper_testing::{Fault, Times};
+
+#[derive(Default)]
+struct Cell(AtomicU64);
+
+impl CounterFn for Cell {
+    fn increment(&self, value: u64) {
+        self.0.fetch_add(value, Ordering::Relaxed);
+    }
+    fn absolute(&self, value: u64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
+}
+
+impl HistogramFn for Cell {
+    fn record(&self, _value: f64) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(Default, Clone)]
+struct TestRecorder(Arc<Mutex<HashMap<String, Arc<Cell>>>>);
+
+impl TestRecorder {
+    fn cell(&self, key: &Key) -> Arc<Cell> {
+        let mut name = key.name().to_owned();
+        let mut labels: Vec<_> = key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+        labels.sort();
+        if !labels.is_empty() {
+            name = format!("{name}{{{}}}", labels.join(","));
+        }
+        self.0.lock().unwrap().entry(name).or_default().clone()
+    }
+    fn get(&self, name: &str) -> u64 {
+        self.0.lock().unwrap().get(name).map(|c| c.0.load(Ordering::Relaxed)).unwrap_or(0)
+    }
+}
+
+impl Recorder for TestRecorder {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        Counter::from_arc(self.cell(key))
+    }
+    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::noop()
+    }
+    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+        Histogram::from_arc(self.cell(key))
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_requests_hits_misses_failures_and_latency() {
+    let recorder = TestRecorder::default();
+    metrics::set_global_recorder(recorder.clone()).unwrap();
+    let server = server().await;
+    let tokens = networked(&server);
+    for _ in 0..3 {
+        tokens.get_token("api", &default_params()).await.unwrap();
+    }
+    let client = "{client=api}";
+    assert_eq!(recorder.get(&format!("{}{{client=api,grant=client_credentials}}", names::TOKEN_REQUESTS)), 1);
+    assert_eq!(recorder.get(&format!("{}{client}", names::CACHE_MISSES)), 1);
+    assert_eq!(recorder.get(&format!("{}{client}", names::CACHE_HITS)), 2);
+    assert_eq!(recorder.get(&format!("{}{client}", names::ENDPOINT_DURATION)), 1);
+
+    server.inject_fault(Fault::oauth(500, "server_error"), Times::Always);
+    let failing = networked(&server);
+    assert!(failing.get_token("api", &default_params()).await.is_err());
+    assert_eq!(recorder.get(&format!("{}{client}", names::FAILURES)), 1);
+    assert_eq!(recorder.get(&format!("{}{client}", names::ENDPOINT_DURATION)), 2);
+}
