@@ -14,8 +14,8 @@ use std::task::{Context, Poll, Waker};
 
 use divan::Bencher;
 use tokenkeeper::{
-    AccessToken, CachedToken, ClientConfig, ClientCredentialsTokenManager, Clock, TokenRequestParams,
-    TokenType, TokioClock,
+    AccessToken, CachedToken, ClientConfig, ClientCredentialsTokenManager, Clock,
+    TokenRequestParams, TokenType, TokioClock,
 };
 use tokenkeeper_testing::{TestClient, TestServer};
 
@@ -24,7 +24,8 @@ fn main() {
 }
 
 struct Fixture {
-    runtime: tokio::runtime::Runtime,
+    // Keeps the server (and the in-process transport) alive.
+    _runtime: tokio::runtime::Runtime,
     tokens: ClientCredentialsTokenManager,
     _server: TestServer,
 }
@@ -41,11 +42,17 @@ fn fixture(extra_keys: usize) -> Fixture {
             .start()
             .await;
         let tokens = ClientCredentialsTokenManager::builder()
-            .client("api", ClientConfig::new(server.token_endpoint(), "bench", "secret"))
+            .client(
+                "api",
+                ClientConfig::new(server.token_endpoint(), "bench", "secret"),
+            )
             .transport(server.transport())
             .build()
             .unwrap();
-        let token = tokens.get_token("api", &TokenRequestParams::default()).await.unwrap();
+        let token = tokens
+            .get_token("api", &TokenRequestParams::default())
+            .await
+            .unwrap();
         let clock = TokioClock::new();
         for i in 0..extra_keys {
             let params = TokenRequestParams::new().extra("tenant", i.to_string());
@@ -65,7 +72,7 @@ fn fixture(extra_keys: usize) -> Fixture {
         (tokens, server)
     });
     Fixture {
-        runtime,
+        _runtime: runtime,
         tokens,
         _server: server,
     }
@@ -78,7 +85,10 @@ static MANY: LazyLock<Fixture> = LazyLock::new(|| fixture(100_000));
 #[inline]
 fn ready<F: Future>(future: F) -> F::Output {
     let mut future = std::pin::pin!(future);
-    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
         Poll::Ready(output) => output,
         Poll::Pending => panic!("a cache hit must not wait"),
     }
@@ -88,7 +98,8 @@ fn ready<F: Future>(future: F) -> F::Output {
 // and the cached tokens live for an hour).
 fn bench_hit(bencher: Bencher<'_, '_>, fixture: &'static Fixture) {
     let params = TokenRequestParams::default();
-    bencher.bench_local(|| ready(fixture.tokens.get_token(divan::black_box("api"), &params)).unwrap());
+    bencher
+        .bench_local(|| ready(fixture.tokens.get_token(divan::black_box("api"), &params)).unwrap());
 }
 
 #[divan::bench(sample_count = 200, sample_size = 2000)]
@@ -98,7 +109,10 @@ fn hit_1_key(bencher: Bencher<'_, '_>) {
 
 #[divan::bench(sample_count = 200, sample_size = 2000)]
 fn hit_100k_keys(bencher: Bencher<'_, '_>) {
-    assert!(MANY.tokens.cache_key("api", &TokenRequestParams::default()).is_ok());
+    assert!(MANY
+        .tokens
+        .cache_key("api", &TokenRequestParams::default())
+        .is_ok());
     bench_hit(bencher, &MANY);
 }
 
@@ -123,4 +137,3 @@ fn hit_with_params(bencher: Bencher<'_, '_>) {
         }
     });
 }
-

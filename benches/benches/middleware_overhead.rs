@@ -18,14 +18,20 @@ use tokenkeeper::{ClientConfig, ClientCredentialsTokenManager, TokenRequestParam
 use tokenkeeper_testing::{TestClient, TestServer};
 
 fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 #[derive(Clone)]
 enum Variant {
     Static(reqwest::Client, reqwest::header::HeaderValue),
     Middleware(reqwest_middleware::ClientWithMiddleware),
-    EmptyStack(reqwest_middleware::ClientWithMiddleware, reqwest::header::HeaderValue),
+    EmptyStack(
+        reqwest_middleware::ClientWithMiddleware,
+        reqwest::header::HeaderValue,
+    ),
 }
 
 async fn run_for(variant: &Variant, url: &str, concurrency: u64, duration: Duration) -> f64 {

@@ -64,7 +64,9 @@ impl ClientCredentialsTokenManager {
 }
 
 type HandleFuture<'a> = std::pin::Pin<
-    Box<dyn std::future::Future<Output = reqwest_middleware::Result<reqwest::Response>> + Send + 'a>,
+    Box<
+        dyn std::future::Future<Output = reqwest_middleware::Result<reqwest::Response>> + Send + 'a,
+    >,
 >;
 
 // Written by hand rather than with `async_trait`: on a cache hit the header is attached before

@@ -9,7 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use common::*;
-use metrics::{Counter, CounterFn, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+use metrics::{
+    Counter, CounterFn, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
+    SharedString, Unit,
+};
 use tokenkeeper::metrics::names;
 use tokenkeeper_testing::{Fault, Times};
 
@@ -37,7 +40,10 @@ struct TestRecorder(Arc<Mutex<HashMap<String, Arc<Cell>>>>);
 impl TestRecorder {
     fn cell(&self, key: &Key) -> Arc<Cell> {
         let mut name = key.name().to_owned();
-        let mut labels: Vec<_> = key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+        let mut labels: Vec<_> = key
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
         labels.sort();
         if !labels.is_empty() {
             name = format!("{name}{{{}}}", labels.join(","));
@@ -45,7 +51,12 @@ impl TestRecorder {
         self.0.lock().unwrap().entry(name).or_default().clone()
     }
     fn get(&self, name: &str) -> u64 {
-        self.0.lock().unwrap().get(name).map(|c| c.0.load(Ordering::Relaxed)).unwrap_or(0)
+        self.0
+            .lock()
+            .unwrap()
+            .get(name)
+            .map(|c| c.0.load(Ordering::Relaxed))
+            .unwrap_or(0)
     }
 }
 
@@ -74,14 +85,26 @@ async fn metrics_count_requests_hits_misses_failures_and_latency() {
         tokens.get_token("api", &default_params()).await.unwrap();
     }
     let client = "{client=api}";
-    assert_eq!(recorder.get(&format!("{}{{client=api,grant=client_credentials}}", names::TOKEN_REQUESTS)), 1);
+    assert_eq!(
+        recorder.get(&format!(
+            "{}{{client=api,grant=client_credentials}}",
+            names::TOKEN_REQUESTS
+        )),
+        1
+    );
     assert_eq!(recorder.get(&format!("{}{client}", names::CACHE_MISSES)), 1);
     assert_eq!(recorder.get(&format!("{}{client}", names::CACHE_HITS)), 2);
-    assert_eq!(recorder.get(&format!("{}{client}", names::ENDPOINT_DURATION)), 1);
+    assert_eq!(
+        recorder.get(&format!("{}{client}", names::ENDPOINT_DURATION)),
+        1
+    );
 
     server.inject_fault(Fault::oauth(500, "server_error"), Times::Always);
     let failing = networked(&server);
     assert!(failing.get_token("api", &default_params()).await.is_err());
     assert_eq!(recorder.get(&format!("{}{client}", names::FAILURES)), 1);
-    assert_eq!(recorder.get(&format!("{}{client}", names::ENDPOINT_DURATION)), 2);
+    assert_eq!(
+        recorder.get(&format!("{}{client}", names::ENDPOINT_DURATION)),
+        2
+    );
 }
