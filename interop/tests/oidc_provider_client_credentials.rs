@@ -38,7 +38,7 @@ async fn interop_client_secret_basic_with_resource_and_scope() {
         .get_token("api", &TokenRequestParams::default())
         .await
         .unwrap();
-    assert!(std::sync::Arc::ptr_eq(&token, &again));
+    assert!(token.same_token(&again));
 }
 
 #[tokio::test]

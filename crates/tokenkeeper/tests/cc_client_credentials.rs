@@ -23,7 +23,7 @@ async fn cc_01_first_call_fetches_second_is_cached() {
     let first = tokens.get_token("api", &default_params()).await.unwrap();
     let second = tokens.get_token("api", &default_params()).await.unwrap();
     assert_eq!(server.token_requests(CC), 1);
-    assert!(Arc::ptr_eq(&first, &second));
+    assert!(first.same_token(&second));
     assert!(server
         .verify_access_token(first.access_token().secret())
         .is_ok());
@@ -170,7 +170,7 @@ async fn cc_04_expired_entry_is_fetched_again() {
     let first = tokens.get_token("api", &default_params()).await.unwrap();
     tokio::time::advance(Duration::from_secs(89)).await;
     let same = tokens.get_token("api", &default_params()).await.unwrap();
-    assert!(Arc::ptr_eq(&first, &same));
+    assert!(first.same_token(&same));
     assert_eq!(server.token_requests(CC), 1);
     tokio::time::advance(Duration::from_secs(1)).await; // 90 s = 120 − 30 skew
     let renewed = tokens.get_token("api", &default_params()).await.unwrap();
@@ -200,7 +200,7 @@ async fn cc_05_refresh_ahead_returns_current_token_and_starts_one_refresh() {
         hits.push(tokens.get_token("api", &default_params()).await.unwrap());
     }
     assert!(
-        hits.iter().all(|t| Arc::ptr_eq(t, &first)),
+        hits.iter().all(|t| t.same_token(&first)),
         "hits in the window return the current token"
     );
     let server2 = server.clone();
@@ -210,7 +210,7 @@ async fn cc_05_refresh_ahead_returns_current_token_and_starts_one_refresh() {
     let mut renewed = None;
     for _ in 0..100 {
         let t = tokens2.get_token("api", &default_params()).await.unwrap();
-        if !Arc::ptr_eq(&t, &first) {
+        if !t.same_token(&first) {
             renewed = Some(t);
             break;
         }
@@ -413,7 +413,7 @@ async fn cc_10_valid_token_served_while_endpoint_fails() {
     for _ in 0..19 {
         tokio::time::advance(Duration::from_secs(5)).await; // up to 95 s
         let served = tokens.get_token("api", &default_params()).await.unwrap();
-        assert!(Arc::ptr_eq(&served, &token));
+        assert!(served.same_token(&token));
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }
@@ -441,7 +441,7 @@ async fn cc_11_force_renewal_bypasses_cache_and_stores() {
         forced.access_token().secret()
     );
     let after = tokens.get_token("api", &default_params()).await.unwrap();
-    assert!(Arc::ptr_eq(&after, &forced));
+    assert!(after.same_token(&forced));
     assert_eq!(server.token_requests(CC), 2);
 }
 

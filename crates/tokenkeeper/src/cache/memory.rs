@@ -75,10 +75,11 @@ impl InMemoryTokenCache {
         self.map.is_empty()
     }
 
-    /// Looks up a token synchronously.
+    /// Looks up a token synchronously (the calling thread's handle to it; see
+    /// [`CachedToken::local_handle`]).
     #[inline]
     pub fn get_sync(&self, key: &CacheKey) -> Option<Arc<CachedToken>> {
-        self.map.pin().get(key).cloned()
+        self.map.pin().get(key).map(CachedToken::local_handle)
     }
 
     /// Stores a token synchronously.

@@ -1,7 +1,9 @@
 //! Cached tokens.
 
+use std::cell::Cell;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::HeaderValue;
@@ -18,9 +20,13 @@ use crate::secret::AccessToken;
 /// - `refresh_at`: from this instant on, a cache hit still returns the token but starts one
 ///   background refresh.
 ///
-/// The struct is aligned to a cache line so that, inside an `Arc`, the fields read on every hit
-/// never share a line with the reference count that every hit writes (two threads hitting one
-/// token would otherwise stall on each other).
+/// # Hits from many threads
+///
+/// Every hit hands out an `Arc`, and a reference count that several threads increment is a
+/// cache line they fight over. So [`CachedToken::local_handle`] gives each thread (four of
+/// them in turn) its own copy, made on first use, whose count no other
+/// thread touches; the struct is aligned to a cache line so that the fields read on every hit
+/// never share a line with a count. Copies compare equal by their access token, not by pointer.
 #[repr(align(64))]
 pub struct CachedToken {
     access_token: AccessToken,
@@ -32,6 +38,26 @@ pub struct CachedToken {
     authorization: HeaderValue,
     /// Millisecond timestamp before which no new refresh-ahead may start (a lock-free gate).
     refresh_gate: AtomicU64,
+    /// Per-thread copies (see the type's docs); empty in the copies themselves.
+    replicas: [OnceLock<Arc<CachedToken>>; REPLICAS],
+}
+
+/// How many per-thread copies of a hot token may be made (besides the token itself).
+const REPLICAS: usize = 3;
+
+fn thread_slot() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    SLOT.with(|slot| {
+        let mut value = slot.get();
+        if value == usize::MAX {
+            value = NEXT.fetch_add(1, Ordering::Relaxed) % (REPLICAS + 1);
+            slot.set(value);
+        }
+        value
+    })
 }
 
 impl CachedToken {
@@ -62,7 +88,40 @@ impl CachedToken {
             expires_at,
             authorization,
             refresh_gate: AtomicU64::new(0),
+            replicas: Default::default(),
         })
+    }
+
+    /// A handle to this token for the calling thread: the token itself, or this thread's copy of
+    /// it (made on first use), so that threads hitting one token do not share a reference count.
+    #[inline]
+    pub fn local_handle(self: &Arc<Self>) -> Arc<Self> {
+        match thread_slot() {
+            0 => self.clone(),
+            slot => self.replicas[slot - 1]
+                .get_or_init(|| Arc::new(self.replica()))
+                .clone(),
+        }
+    }
+
+    fn replica(&self) -> Self {
+        Self {
+            access_token: self.access_token.clone(),
+            token_type: self.token_type.clone(),
+            scope: self.scope.clone(),
+            issued_at: self.issued_at,
+            refresh_at: self.refresh_at,
+            expires_at: self.expires_at,
+            authorization: self.authorization.clone(),
+            refresh_gate: AtomicU64::new(self.refresh_gate.load(Ordering::Relaxed)),
+            replicas: Default::default(),
+        }
+    }
+
+    /// Whether both hold the same access token (copies made by [`CachedToken::local_handle`]
+    /// included).
+    pub fn same_token(&self, other: &CachedToken) -> bool {
+        self.access_token.ct_eq(&other.access_token)
     }
 
     /// The access token.
@@ -140,5 +199,43 @@ impl fmt::Debug for CachedToken {
             .field("refresh_at", &self.refresh_at)
             .field("expires_at", &self.expires_at)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::types::TokenType;
+
+    #[test]
+    fn threads_get_their_own_handle_to_the_same_token() {
+        let token = Arc::new(
+            CachedToken::new(
+                AccessToken::new("t"),
+                TokenType::Bearer,
+                None,
+                Timestamp::from_millis(0),
+                Timestamp::from_millis(1),
+                Timestamp::from_millis(2),
+            )
+            .unwrap_or_else(|e| panic!("{e}")),
+        );
+        let handles: Vec<Arc<CachedToken>> = (0..REPLICAS + 1)
+            .map(|_| {
+                let token = token.clone();
+                std::thread::spawn(move || token.local_handle())
+                    .join()
+                    .unwrap_or_else(|_| panic!("thread panicked"))
+            })
+            .collect();
+        for (i, a) in handles.iter().enumerate() {
+            assert!(a.same_token(&token));
+            assert_eq!(a.authorization_header(), token.authorization_header());
+            for b in &handles[i + 1..] {
+                assert!(!Arc::ptr_eq(a, b), "each thread has its own reference count");
+            }
+        }
+        // The same thread always gets the same handle.
+        assert!(Arc::ptr_eq(&token.local_handle(), &token.local_handle()));
     }
 }
