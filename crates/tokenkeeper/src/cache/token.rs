@@ -232,7 +232,10 @@ mod tests {
             assert!(a.same_token(&token));
             assert_eq!(a.authorization_header(), token.authorization_header());
             for b in &handles[i + 1..] {
-                assert!(!Arc::ptr_eq(a, b), "each thread has its own reference count");
+                assert!(
+                    !Arc::ptr_eq(a, b),
+                    "each thread has its own reference count"
+                );
             }
         }
         // The same thread always gets the same handle.
