@@ -7,7 +7,10 @@
 //! and each adjacent pair gives one ratio; the reported figure is the median of those ratios,
 //! with the interquartile range. A third variant — `ClientWithMiddleware` with no middleware and
 //! the static header — shows how much of the cost is reqwest-middleware's own.
-//! Environment: `TK_PAIRS` (default 60), `TK_SLICE_MS` (default 250), `TK_CONCURRENCY` (default 16).
+//! It runs twice: with 1 connection (sequential keep-alive requests: what one request pays) and
+//! with 16 concurrent connections (both cores saturated: what the machine's throughput pays).
+//! Environment: `TK_PAIRS` (default 60), `TK_SLICE_MS` (default 250), `TK_CONCURRENCY` (run only
+//! this concurrency).
 #![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -81,7 +84,13 @@ fn median_iqr(values: &[f64]) -> (f64, f64, f64) {
 fn main() {
     let pairs = env("TK_PAIRS", 60);
     let slice = Duration::from_millis(env("TK_SLICE_MS", 250));
-    let concurrency = env("TK_CONCURRENCY", 16);
+    let concurrencies = match std::env::var("TK_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        Some(c) => vec![c],
+        None => vec![1, 16],
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -114,50 +123,54 @@ fn main() {
             reqwest_middleware::ClientBuilder::new(client.clone()).build(),
             header,
         );
+        let concurrency = concurrencies[concurrencies.len() - 1];
         if let Ok(only) = std::env::var("TK_ONLY") {
             let v = if only == "mw" { &middleware } else { &baseline };
             let r = run_for(v, &url, concurrency, Duration::from_secs(8)).await;
             println!("{only}: {r:.0} req/s");
             return;
         }
-        // Warm up connections and caches.
-        for v in [&baseline, &middleware, &empty] {
-            run_for(v, &url, concurrency, Duration::from_millis(500)).await;
-        }
-
-        let mut ratios = Vec::new();
-        let mut empty_ratios = Vec::new();
-        let (mut base_all, mut mw_all) = (Vec::new(), Vec::new());
-        for pair in 0..pairs {
-            // A B C, then C B A: each variant sits before and after the others equally often.
-            let order: [&Variant; 3] = if pair % 2 == 0 {
-                [&baseline, &empty, &middleware]
-            } else {
-                [&middleware, &empty, &baseline]
-            };
-            let mut results = [0.0; 3];
-            for (i, v) in order.iter().enumerate() {
-                results[i] = run_for(v, &url, concurrency, slice).await;
+        for concurrency in concurrencies {
+            // Warm up connections and caches.
+            for v in [&baseline, &middleware, &empty] {
+                run_for(v, &url, concurrency, Duration::from_millis(500)).await;
             }
-            let (b, e, m) = if pair % 2 == 0 {
-                (results[0], results[1], results[2])
-            } else {
-                (results[2], results[1], results[0])
-            };
-            ratios.push(m / b);
-            empty_ratios.push(e / b);
-            base_all.push(b);
-            mw_all.push(m);
+
+            let mut ratios = Vec::new();
+            let mut empty_ratios = Vec::new();
+            let (mut base_all, mut mw_all) = (Vec::new(), Vec::new());
+            for pair in 0..pairs {
+                // A B C, then C B A: each variant sits before and after the others equally often.
+                let order: [&Variant; 3] = if pair % 2 == 0 {
+                    [&baseline, &empty, &middleware]
+                } else {
+                    [&middleware, &empty, &baseline]
+                };
+                let mut results = [0.0; 3];
+                for (i, v) in order.iter().enumerate() {
+                    results[i] = run_for(v, &url, concurrency, slice).await;
+                }
+                let (b, e, m) = if pair % 2 == 0 {
+                    (results[0], results[1], results[2])
+                } else {
+                    (results[2], results[1], results[0])
+                };
+                ratios.push(m / b);
+                empty_ratios.push(e / b);
+                base_all.push(b);
+                mw_all.push(m);
+            }
+            let (ratio, q1, q3) = median_iqr(&ratios);
+            let (empty_ratio, eq1, eq3) = median_iqr(&empty_ratios);
+            println!("| variant | median throughput (req/s) |");
+            println!("|---|---|");
+            println!("| reqwest + static `Authorization` header (baseline) | {:.0} |", median_iqr(&base_all).0);
+            println!("| reqwest-middleware + `TokenMiddleware` | {:.0} |", median_iqr(&mw_all).0);
+            println!();
+            println!("TokenMiddleware / baseline: median {ratio:.4} (IQR {q1:.4} – {q3:.4})");
+            println!("empty reqwest-middleware stack / baseline: median {empty_ratio:.4} (IQR {eq1:.4} – {eq3:.4})");
+            println!("{pairs} slice triples of {} ms, concurrency {concurrency}; token requests made: {}", slice.as_millis(), server.token_requests("client_credentials"));
+            println!();
         }
-        let (ratio, q1, q3) = median_iqr(&ratios);
-        let (empty_ratio, eq1, eq3) = median_iqr(&empty_ratios);
-        println!("| variant | median throughput (req/s) |");
-        println!("|---|---|");
-        println!("| reqwest + static `Authorization` header (baseline) | {:.0} |", median_iqr(&base_all).0);
-        println!("| reqwest-middleware + `TokenMiddleware` | {:.0} |", median_iqr(&mw_all).0);
-        println!();
-        println!("TokenMiddleware / baseline: median {ratio:.4} (IQR {q1:.4} – {q3:.4})");
-        println!("empty reqwest-middleware stack / baseline: median {empty_ratio:.4} (IQR {eq1:.4} – {eq3:.4})");
-        println!("{pairs} slice triples of {} ms, concurrency {concurrency}; token requests made: {}", slice.as_millis(), server.token_requests("client_credentials"));
     });
 }
