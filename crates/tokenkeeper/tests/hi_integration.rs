@@ -29,6 +29,21 @@ fn hyper_client() -> Hyper {
     HyperClient::builder(TokioExecutor::new()).build_http()
 }
 
+/// The hyper client behind the token layer.
+fn layered(tokens: &ClientCredentialsTokenManager) -> tokenkeeper::Token<Hyper> {
+    ServiceBuilder::new()
+        .layer(tokens.layer("api").unwrap())
+        .service(hyper_client())
+}
+
+/// Sends a GET through a tower service.
+async fn send_get(
+    service: &mut tokenkeeper::Token<Hyper>,
+    url: &str,
+) -> http::Response<hyper::body::Incoming> {
+    service.ready().await.unwrap().call(get(url)).await.unwrap()
+}
+
 fn get(url: &str) -> http::Request<Full<Bytes>> {
     http::Request::get(url)
         .body(Full::new(Bytes::new()))
@@ -44,16 +59,8 @@ async fn hi_01_middleware_and_layer_attach_bearer_token() {
     let response = reqwest_client(&tokens).get(&api.url).send().await.unwrap();
     assert_eq!(response.status(), 200);
 
-    let mut service = ServiceBuilder::new()
-        .layer(tokens.layer("api").unwrap())
-        .service(hyper_client());
-    let response = service
-        .ready()
-        .await
-        .unwrap()
-        .call(get(&api.url))
-        .await
-        .unwrap();
+    let mut service = layered(&tokens);
+    let response = send_get(&mut service, &api.url).await;
     assert_eq!(response.status(), 200);
 
     let token = tokens.get_token("api", &default_params()).await.unwrap();
@@ -85,26 +92,12 @@ async fn hi_02_401_invalidates_reacquires_and_retries_once() {
     // The same through the tower layer.
     api.always_reject(false);
     api.reject_next(1);
-    let mut service = ServiceBuilder::new()
-        .layer(tokens.layer("api").unwrap())
-        .service(hyper_client());
-    let response = service
-        .ready()
-        .await
-        .unwrap()
-        .call(get(&api.url))
-        .await
-        .unwrap();
+    let mut service = layered(&tokens);
+    let response = send_get(&mut service, &api.url).await;
     assert_eq!(response.status(), 200);
     assert_eq!(api.seen().len(), 6);
     api.always_reject(true);
-    let response = service
-        .ready()
-        .await
-        .unwrap()
-        .call(get(&api.url))
-        .await
-        .unwrap();
+    let response = send_get(&mut service, &api.url).await;
     assert_eq!(response.status(), 401);
     assert_eq!(api.seen().len(), 8);
 }
