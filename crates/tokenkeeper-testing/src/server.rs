@@ -96,6 +96,7 @@ impl RecordedRequest {
 pub(crate) struct ServerState {
     pub(crate) issuer: String,
     advertised_issuer: Mutex<Option<String>>,
+    oidc_discovery: std::sync::atomic::AtomicBool,
     clients: Mutex<HashMap<String, TestClient>>,
     expires_in: Mutex<Option<u64>>,
     latency: Mutex<std::time::Duration>,
@@ -169,6 +170,7 @@ impl TestServerBuilder {
         let state = Arc::new(ServerState {
             issuer,
             advertised_issuer: Mutex::new(None),
+            oidc_discovery: std::sync::atomic::AtomicBool::new(true),
             clients: Mutex::new(
                 self.clients
                     .into_iter()
@@ -328,6 +330,14 @@ impl TestServer {
         *lock(&self.state.latency) = latency;
     }
 
+    /// Serves (or not) `/.well-known/openid-configuration`; the RFC 8414
+    /// `/.well-known/oauth-authorization-server` document is always served.
+    pub fn set_oidc_discovery(&self, enabled: bool) {
+        self.state
+            .oidc_discovery
+            .store(enabled, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Makes the metadata claim another issuer (to test issuer checks).
     pub fn set_advertised_issuer(&self, issuer: Option<&str>) {
         *lock(&self.state.advertised_issuer) = issuer.map(str::to_owned);
@@ -404,11 +414,22 @@ pub(crate) fn verify(state: &ServerState, token: &str) -> Result<Map<String, Val
 
 fn router(state: Arc<ServerState>) -> Router {
     Router::new()
-        .route("/.well-known/openid-configuration", get(metadata))
+        .route("/.well-known/openid-configuration", get(oidc_metadata))
         .route("/.well-known/oauth-authorization-server", get(metadata))
         .route("/jwks", get(jwks))
         .route("/token", post(token))
         .with_state(state)
+}
+
+async fn oidc_metadata(State(state): State<Arc<ServerState>>) -> Response {
+    if !state
+        .oidc_discovery
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        state.count("discovery");
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    metadata(State(state)).await
 }
 
 async fn metadata(State(state): State<Arc<ServerState>>) -> Response {

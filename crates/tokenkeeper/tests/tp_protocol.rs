@@ -294,6 +294,24 @@ async fn tp_07_discovery_checks_issuer_and_caches_metadata() {
         "metadata is refreshed after its lifetime"
     );
 
+    // RFC 8414: without an OpenID Connect document, the authorization-server one is used.
+    let plain = common::server().await;
+    plain.set_oidc_discovery(false);
+    let tokens = ClientCredentialsTokenManager::builder()
+        .client(
+            "api",
+            ClientConfig::from_issuer(plain.issuer(), CLIENT_ID, SECRET),
+        )
+        .transport(plain.transport())
+        .build()
+        .unwrap();
+    tokens.get_token("api", &default_params()).await.unwrap();
+    assert_eq!(
+        plain.discovery_requests(),
+        2,
+        "OIDC path (404), then RFC 8414 path"
+    );
+
     // A document naming another issuer is refused.
     let other = common::server().await;
     other.set_advertised_issuer(Some("http://127.0.0.1:1"));
@@ -314,6 +332,30 @@ async fn tp_07_discovery_checks_issuer_and_caches_metadata() {
         "{err:?}"
     );
     assert_eq!(other.total_token_requests(), 0);
+}
+
+#[test]
+fn tp_07_well_known_urls_for_issuers_with_a_path() {
+    let transport =
+        std::sync::Arc::new(tokenkeeper::ReqwestTransport::new(&HttpOptions::default()).unwrap());
+    let discovery = tokenkeeper::Discovery::new(
+        "https://idp.example.com/tenant-a",
+        transport,
+        std::sync::Arc::new(tokenkeeper::TokioClock::new()),
+    )
+    .unwrap();
+    let urls: Vec<String> = discovery
+        .well_known_urls()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        urls,
+        vec![
+            "https://idp.example.com/tenant-a/.well-known/openid-configuration",
+            "https://idp.example.com/.well-known/oauth-authorization-server/tenant-a",
+        ]
+    );
 }
 
 #[tokio::test]
