@@ -74,6 +74,28 @@ async fn run_for(variant: &Variant, url: &str, concurrency: u64, duration: Durat
     count.load(Ordering::Relaxed) as f64 / duration.as_secs_f64()
 }
 
+async fn run_count(variant: &Variant, url: &str, count: u64) {
+    for _ in 0..count {
+        let response = match variant {
+            Variant::Static(client, header) => client
+                .get(url)
+                .header(reqwest::header::AUTHORIZATION, header.clone())
+                .send()
+                .await
+                .unwrap(),
+            Variant::Middleware(client) => client.get(url).send().await.unwrap(),
+            Variant::EmptyStack(client, header) => client
+                .get(url)
+                .header(reqwest::header::AUTHORIZATION, header.clone())
+                .send()
+                .await
+                .unwrap(),
+        };
+        assert!(response.status().is_success());
+        let _ = response.bytes().await.unwrap();
+    }
+}
+
 fn median_iqr(values: &[f64]) -> (f64, f64, f64) {
     let mut v = values.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));
@@ -91,11 +113,19 @@ fn main() {
         Some(c) => vec![c],
         None => vec![1, 16],
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    // Counting instructions (TK_COUNT) wants a deterministic schedule: one thread.
+    let runtime = if std::env::var_os("TK_COUNT").is_some() {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
     runtime.block_on(async {
         let server = TestServer::builder()
             .client(TestClient::new("bench", "secret"))
@@ -125,7 +155,18 @@ fn main() {
         );
         let concurrency = concurrencies[concurrencies.len() - 1];
         if let Ok(only) = std::env::var("TK_ONLY") {
-            let v = if only == "mw" { &middleware } else { &baseline };
+            let v = match only.as_str() {
+                "mw" => &middleware,
+                "empty" => &empty,
+                _ => &baseline,
+            };
+            if let Some(count) = std::env::var("TK_COUNT").ok().and_then(|c| c.parse::<u64>().ok()) {
+                // A fixed number of sequential requests (for instruction counts under callgrind).
+                run_count(v, &url, 20).await;
+                run_count(v, &url, count).await;
+                println!("{only}: {count} requests");
+                return;
+            }
             let r = run_for(v, &url, concurrency, Duration::from_secs(8)).await;
             println!("{only}: {r:.0} req/s");
             return;

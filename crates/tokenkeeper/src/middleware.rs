@@ -88,7 +88,7 @@ impl Middleware for TokenMiddleware {
         let Some(token) = self.bound.cached() else {
             return Box::pin(self.handle_slow(req, extensions, next));
         };
-        let retry = req.try_clone();
+        let retry = Replay::of(&req);
         req.headers_mut()
             .insert(AUTHORIZATION, token.authorization_header().clone());
         Box::pin(async move {
@@ -118,7 +118,7 @@ impl TokenMiddleware {
             }
             Err(error) => return Err(reqwest_middleware::Error::middleware(error)),
         };
-        let retry = req.try_clone();
+        let retry = Replay::of(&req);
         req.headers_mut()
             .insert(AUTHORIZATION, token.authorization_header().clone());
         let response = next.clone().run(req, extensions).await?;
@@ -132,7 +132,7 @@ impl TokenMiddleware {
         &self,
         response: reqwest::Response,
         token: std::sync::Arc<crate::CachedToken>,
-        retry: Option<reqwest::Request>,
+        retry: Option<Replay>,
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
@@ -140,9 +140,9 @@ impl TokenMiddleware {
             return Ok(response);
         }
         self.bound.invalidate(&token).await;
-        let Some(mut retry) = retry else {
-            // The body cannot be replayed: the caller gets the 401 (the next request will
-            // carry a new token).
+        let Some(mut retry) = retry.and_then(|r| r.into_request(response.url())) else {
+            // The body cannot be replayed (or the 401 came from where a redirect led): the
+            // caller gets the 401, and the next request will carry a new token.
             return Ok(response);
         };
         drop(response);
@@ -156,4 +156,66 @@ impl TokenMiddleware {
             .insert(AUTHORIZATION, token.authorization_header().clone());
         next.run(retry, extensions).await
     }
+}
+
+/// What a 401 retry needs, kept as cheaply as possible: a request without a body is rebuilt from
+/// its method, headers, version and timeout plus the URL that answered — only if that is the URL
+/// it was sent to (checked by hash, so a redirect elsewhere never receives a token); no
+/// allocation when it has no headers. A request with a body is copied whole, if its body can be.
+enum Replay {
+    Parts {
+        url_hash: u64,
+        method: http::Method,
+        headers: http::HeaderMap,
+        version: http::Version,
+        timeout: Option<std::time::Duration>,
+    },
+    Whole(reqwest::Request),
+}
+
+impl Replay {
+    #[inline]
+    fn of(req: &reqwest::Request) -> Option<Self> {
+        if req.body().is_some() {
+            return req.try_clone().map(Self::Whole);
+        }
+        Some(Self::Parts {
+            url_hash: url_hash(req.url()),
+            method: req.method().clone(),
+            headers: if req.headers().is_empty() {
+                http::HeaderMap::new()
+            } else {
+                req.headers().clone()
+            },
+            version: req.version(),
+            timeout: req.timeout().copied(),
+        })
+    }
+
+    /// The request to send again, if it may be.
+    fn into_request(self, answered: &url::Url) -> Option<reqwest::Request> {
+        match self {
+            Self::Whole(req) => Some(req),
+            Self::Parts { url_hash: hash, .. } if hash != url_hash(answered) => None,
+            Self::Parts {
+                url_hash: _,
+                method,
+                headers,
+                version,
+                timeout,
+            } => {
+                let mut req = reqwest::Request::new(method, answered.clone());
+                *req.headers_mut() = headers;
+                *req.version_mut() = version;
+                *req.timeout_mut() = timeout;
+                Some(req)
+            }
+        }
+    }
+}
+
+fn url_hash(url: &url::Url) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+        .hash_one(url.as_str())
 }

@@ -84,10 +84,25 @@ async fn hi_02_401_invalidates_reacquires_and_retries_once() {
     assert_ne!(seen[0], seen[1], "the retry carries a new token");
     assert_eq!(server.token_requests(CC), 2);
 
+    // A body-less request keeps its method, URL and headers on the retry.
+    api.reject_next(1);
+    let response = http
+        .get(format!("{}?page=2", api.url))
+        .header("x-tag", "kept")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        api.tags()[2..],
+        [Some("kept".to_owned()), Some("kept".to_owned())]
+    );
+    assert_eq!(server.token_requests(CC), 3);
+
     api.always_reject(true);
     let response = http.get(&api.url).send().await.unwrap();
     assert_eq!(response.status(), 401, "a second 401 reaches the caller");
-    assert_eq!(api.seen().len(), 4, "exactly one retry");
+    assert_eq!(api.seen().len(), 6, "exactly one retry");
 
     // The same through the tower layer.
     api.always_reject(false);
@@ -95,11 +110,11 @@ async fn hi_02_401_invalidates_reacquires_and_retries_once() {
     let mut service = layered(&tokens);
     let response = send_get(&mut service, &api.url).await;
     assert_eq!(response.status(), 200);
-    assert_eq!(api.seen().len(), 6);
+    assert_eq!(api.seen().len(), 8);
     api.always_reject(true);
     let response = send_get(&mut service, &api.url).await;
     assert_eq!(response.status(), 401);
-    assert_eq!(api.seen().len(), 8);
+    assert_eq!(api.seen().len(), 10);
 }
 
 #[tokio::test]
@@ -212,4 +227,28 @@ async fn hi_05_plain_hyper_client_through_the_layer() {
         .seen()
         .iter()
         .all(|h| h.as_deref().is_some_and(|h| h.starts_with("Bearer "))));
+}
+
+#[tokio::test]
+async fn hi_02_a_401_from_a_redirect_target_is_not_retried_there() {
+    let server = server().await;
+    let foreign = Api::start(server.clone()).await;
+    foreign.always_reject(true);
+    let target = foreign.url.clone();
+    let redirector = axum::Router::new().fallback(move || {
+        let target = target.clone();
+        async move { axum::response::Redirect::temporary(&target) }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/start", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, redirector).await });
+
+    let tokens = networked(&server);
+    let response = reqwest_client(&tokens).get(&url).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(
+        foreign.seen().len(),
+        1,
+        "no retry goes to where the redirect led"
+    );
 }

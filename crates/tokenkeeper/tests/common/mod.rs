@@ -65,6 +65,7 @@ pub struct Api {
 struct ApiState {
     server: Arc<TestServer>,
     seen: Mutex<Vec<Option<String>>>,
+    tags: Mutex<Vec<Option<String>>>,
     reject_next: AtomicU32,
     always_reject: AtomicBool,
 }
@@ -74,6 +75,7 @@ impl Api {
         let state = Arc::new(ApiState {
             server,
             seen: Mutex::new(Vec::new()),
+            tags: Mutex::new(Vec::new()),
             reject_next: AtomicU32::new(0),
             always_reject: AtomicBool::new(false),
         });
@@ -97,6 +99,11 @@ impl Api {
         self.state.seen.lock().unwrap().clone()
     }
 
+    /// The `x-tag` headers received, in order.
+    pub fn tags(&self) -> Vec<Option<String>> {
+        self.state.tags.lock().unwrap().clone()
+    }
+
     pub fn reject_next(&self, n: u32) {
         self.state.reject_next.store(n, Ordering::SeqCst);
     }
@@ -115,6 +122,11 @@ async fn handler(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     state.seen.lock().unwrap().push(auth.clone());
+    let tag = headers
+        .get("x-tag")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    state.tags.lock().unwrap().push(tag);
     if state.always_reject.load(Ordering::SeqCst) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
