@@ -13,7 +13,8 @@ use crate::MissingToken;
 /// - On a `401 Unauthorized`, the token is invalidated (only if it is still the cached one),
 ///   a token is acquired again and the request is sent once more — if its body can be replayed
 ///   (`reqwest::Request::try_clone`); a streaming body is not retried. A second 401 is returned
-///   to the caller.
+///   to the caller. A 401 that came from where a redirect led (another URL) is not retried there:
+///   tokens are only re-sent to the URL the caller asked for.
 /// - When no token can be had, the request fails with the token error
 ///   ([`reqwest_middleware::Error::Middleware`] holding a [`crate::Error`]), unless
 ///   [`TokenMiddleware::on_missing_token`] says to send it without.
