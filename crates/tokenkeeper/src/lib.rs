@@ -15,7 +15,9 @@ pub mod middleware;
 #[cfg(feature = "tower")]
 pub mod tower;
 
-pub use cache::{CacheKey, CachedToken, InMemoryTokenCache, TokenCache};
+pub use cache::{
+    CacheKey, CachedToken, InMemoryTokenCache, Lease, LeaseGuard, LeaseOptions, TokenCache,
+};
 pub use client_credentials::{
     BackoffPolicy, ClientConfig, ClientCredentialsTokenManager,
     ClientCredentialsTokenManagerBuilder, LifetimePolicy, TokenRequestParams,

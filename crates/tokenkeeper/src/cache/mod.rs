@@ -7,6 +7,7 @@
 //! fails, they log a warning, count it, and go on without the cache (CC-13).
 
 mod key;
+mod lease;
 mod memory;
 mod token;
 
@@ -17,6 +18,7 @@ use futures_util::future::BoxFuture;
 
 pub(crate) use key::KeyWriter;
 pub use key::{BuildKeyHasher, CacheKey, KeyHasher};
+pub use lease::{Lease, LeaseGuard, LeaseOptions};
 pub use memory::InMemoryTokenCache;
 pub use token::CachedToken;
 

@@ -8,8 +8,10 @@ use std::time::Duration;
 use tracing::Instrument as _;
 
 use crate::cache::{
-    BuildKeyHasher, CacheKey, CachedToken, InMemoryTokenCache, KeyWriter, SharedCache,
+    BuildKeyHasher, CacheKey, CachedToken, InMemoryTokenCache, KeyWriter, Lease, LeaseGuard,
+    LeaseOptions, SharedCache,
 };
+use crate::clock::Timestamp;
 use crate::clock::{Clock, TokioClock};
 use crate::error::{ConfigError, Error};
 use crate::http::{HttpOptions, ReqwestTransport, SharedTransport};
@@ -74,6 +76,9 @@ pub(crate) struct Inner {
     lifetime: LifetimePolicy,
     backoff: BackoffPolicy,
     flights: Flights,
+    lease: Option<(Arc<dyn Lease>, LeaseOptions)>,
+    /// When the last cache-error warning was logged (ms), to log one per minute, not per call.
+    last_cache_warning: std::sync::atomic::AtomicU64,
 }
 
 /// A client, ready to use.
@@ -111,6 +116,8 @@ pub struct ClientCredentialsTokenManagerBuilder {
     lifetime: LifetimePolicy,
     backoff: BackoffPolicy,
     discovery_lifetime: Duration,
+    lease: Option<Arc<dyn Lease>>,
+    lease_options: LeaseOptions,
 }
 
 impl fmt::Debug for ClientCredentialsTokenManagerBuilder {
@@ -165,6 +172,19 @@ impl ClientCredentialsTokenManagerBuilder {
         self
     }
 
+    /// Coordinates fetches across instances with a distributed lease (see [`Lease`]); use it with
+    /// a cache shared by the instances.
+    pub fn lease(mut self, lease: Arc<dyn Lease>) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
+    /// How the lease is used (TTL, wait, poll interval).
+    pub fn lease_options(mut self, options: LeaseOptions) -> Self {
+        self.lease_options = options;
+        self
+    }
+
     /// How long discovery metadata is kept (default one hour).
     pub fn discovery_lifetime(mut self, lifetime: Duration) -> Self {
         self.discovery_lifetime = lifetime;
@@ -175,6 +195,13 @@ impl ClientCredentialsTokenManagerBuilder {
     pub fn build(self) -> Result<ClientCredentialsTokenManager, Error> {
         self.lifetime.validate()?;
         self.backoff.validate()?;
+        if self.lease_options.ttl.is_zero() || self.lease_options.poll.is_zero() {
+            return Err(ConfigError::new(
+                "lease_options",
+                "`ttl` and `poll` must be greater than zero",
+            )
+            .into());
+        }
         if self.clients.is_empty() {
             return Err(ConfigError::new("clients", "no client is registered").into());
         }
@@ -256,6 +283,8 @@ impl ClientCredentialsTokenManagerBuilder {
                 lifetime: self.lifetime,
                 backoff: self.backoff,
                 flights: Flights::default(),
+                lease: self.lease.map(|l| (l, self.lease_options)),
+                last_cache_warning: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -341,6 +370,8 @@ impl ClientCredentialsTokenManager {
             lifetime: LifetimePolicy::default(),
             backoff: BackoffPolicy::default(),
             discovery_lifetime: DEFAULT_METADATA_LIFETIME,
+            lease: None,
+            lease_options: LeaseOptions::default(),
         }
     }
 
@@ -498,7 +529,11 @@ impl Inner {
                 Ok(None) => {}
                 Err(error) => {
                     client.metrics.cache_error();
-                    tracing::warn!(client = %client.name, %error, "token cache lookup failed; fetching without the cache");
+                    self.cache_warning(
+                        &client.name,
+                        &error,
+                        "token cache lookup failed; fetching without the cache",
+                    );
                 }
             }
             FlightMode::Miss
@@ -528,7 +563,88 @@ impl Inner {
         })
     }
 
-    /// The body of one flight: re-read the cache, fetch, store, record the outcome.
+    /// Logs a cache failure as a warning at most once a minute (debug otherwise): an outage of
+    /// the cache backend gives one warning, not one per request.
+    fn cache_warning(&self, client: &ClientName, error: &crate::error::CacheError, message: &str) {
+        let now = self.clock.now().as_millis();
+        let last = self
+            .last_cache_warning
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if now.saturating_sub(last) >= 60_000
+            && self
+                .last_cache_warning
+                .compare_exchange(
+                    last,
+                    now,
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            tracing::warn!(client = %client, %error, "{message}");
+        } else {
+            tracing::debug!(client = %client, %error, "{message}");
+        }
+    }
+
+    /// Whether a token found in the cache during a flight ends it.
+    fn settles(&self, mode: FlightMode, token: &CachedToken, started: Timestamp) -> bool {
+        let now = self.clock.now();
+        match mode {
+            // A forced renewal settles only for a token fetched after it began.
+            FlightMode::Force => token.is_valid_at(now) && token.issued_at() >= started,
+            _ => mode.accepts(token, now),
+        }
+    }
+
+    /// Takes the distributed lease, or waits for its holder's token. `Err(token)`: another
+    /// instance stored a token meanwhile. `Ok(None)`: no lease (none configured, backend down,
+    /// or waited too long): fetch locally.
+    async fn lease_or_token(
+        &self,
+        key: &CacheKey,
+        mode: FlightMode,
+        started: Timestamp,
+    ) -> Result<Option<LeaseGuard>, Arc<CachedToken>> {
+        let Some((lease, options)) = &self.lease else {
+            return Ok(None);
+        };
+        let deadline = tokio::time::Instant::now() + options.wait;
+        loop {
+            match lease.try_acquire(key, options.ttl).await {
+                Ok(Some(guard)) => {
+                    // The previous holder may have stored a token just before releasing.
+                    if let Ok(Some(token)) = self.cache.get(key).await {
+                        if self.settles(mode, &token, started) {
+                            guard.release().await;
+                            return Err(token);
+                        }
+                    }
+                    return Ok(Some(guard));
+                }
+                Ok(None) => {
+                    if let Ok(Some(token)) = self.cache.get(key).await {
+                        if self.settles(mode, &token, started) {
+                            return Err(token);
+                        }
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        tracing::warn!(key = %key, "waited too long for another instance's lease; fetching locally");
+                        return Ok(None);
+                    }
+                    let jitter = options.poll.mul_f64(fastrand::f64() * 0.5);
+                    tokio::time::sleep(options.poll + jitter).await;
+                }
+                Err(error) => {
+                    tracing::debug!(key = %key, %error, "lease unavailable; fetching locally");
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// The body of one flight: re-read the cache, take the lease, fetch, store, record the
+    /// outcome.
     async fn fetch(
         self: Arc<Self>,
         id: u64,
@@ -537,16 +653,46 @@ impl Inner {
         mode: FlightMode,
     ) -> Result<Arc<CachedToken>, Error> {
         let key = &resolved.key;
+        let started = self.clock.now();
         if mode != FlightMode::Force {
             // Another flight may have filled the cache between our miss and this flight's start.
             if let Ok(Some(token)) = self.cache.get(key).await {
-                let now = self.clock.now();
-                if mode.accepts(&token, now) {
-                    self.flights.finish(key, id, Ok(()), now, &self.backoff);
+                if mode.accepts(&token, started) {
+                    self.flights.finish(key, id, Ok(()), started, &self.backoff);
                     return Ok(token);
                 }
             }
         }
+        let guard = match self.lease_or_token(key, mode, started).await {
+            Ok(guard) => guard,
+            Err(token) => {
+                self.flights
+                    .finish(key, id, Ok(()), self.clock.now(), &self.backoff);
+                return Ok(token);
+            }
+        };
+        let result = self.fetch_and_store(&client, &resolved).await;
+        if let Some(guard) = guard {
+            guard.release().await;
+        }
+        let now = self.clock.now();
+        match &result {
+            Ok(_) => self.flights.finish(key, id, Ok(()), now, &self.backoff),
+            Err(error) => {
+                self.flights.finish(key, id, Err(error), now, &self.backoff);
+                self.flights.prune(now);
+            }
+        }
+        result
+    }
+
+    /// Requests a token and stores it.
+    async fn fetch_and_store(
+        &self,
+        client: &RegisteredClient,
+        resolved: &Resolved,
+    ) -> Result<Arc<CachedToken>, Error> {
+        let key = &resolved.key;
         let started = tokio::time::Instant::now();
         let response = client.endpoint.request(&resolved.request).await;
         client
@@ -570,14 +716,15 @@ impl Inner {
             Ok(token) => {
                 if let Err(error) = self.cache.put(key, token.clone()).await {
                     client.metrics.cache_error();
-                    tracing::warn!(client = %client.name, %error, "token cache write failed; the token is used without caching");
+                    self.cache_warning(
+                        &client.name,
+                        &error,
+                        "token cache write failed; the token is used without caching",
+                    );
                 }
-                self.flights.finish(key, id, Ok(()), now, &self.backoff);
             }
             Err(error) => {
                 tracing::warn!(client = %client.name, %error, "token request failed");
-                self.flights.finish(key, id, Err(error), now, &self.backoff);
-                self.flights.prune(now);
             }
         }
         result
