@@ -100,6 +100,11 @@ impl InMemoryTokenCache {
         )
     }
 
+    /// Removes every entry.
+    pub fn clear(&self) {
+        self.map.pin().clear();
+    }
+
     /// Removes every expired entry.
     pub fn sweep(&self) {
         let now = self.clock.now();

@@ -1,0 +1,322 @@
+//! The Redis token cache (the shared L2).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use futures_util::future::BoxFuture;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use sha2::{Digest, Sha256};
+use tokenkeeper::{AccessToken, CacheError, CacheKey, CachedToken, Clock, TokenCache, TokioClock};
+
+use crate::codec::{self, Unreadable};
+use crate::crypto::Encryption;
+use crate::outage::Outage;
+
+/// Settings of the Redis backends.
+#[derive(Debug)]
+pub struct RedisOptions {
+    /// Namespace of every key and channel. Default `tokenkeeper`.
+    pub prefix: String,
+    /// Time allowed for each Redis call. Default 250 ms.
+    pub timeout: Duration,
+    /// After a failed call, how long Redis is left alone before the next attempt. Default 1 s.
+    pub retry_pause: Duration,
+    /// Encryption at rest; `None` stores tokens in the clear (Redis is then as sensitive as the
+    /// tokens).
+    pub encryption: Option<Encryption>,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        Self {
+            prefix: "tokenkeeper".into(),
+            timeout: Duration::from_millis(250),
+            retry_pause: Duration::from_secs(1),
+            encryption: None,
+        }
+    }
+}
+
+/// Tokens in Redis, shared by every instance that uses the same Redis and prefix.
+///
+/// - **Keys**: `<prefix>:{<h>}:tok` where `<h>` is a hash of the [`CacheKey`]; the braces are a
+///   Redis Cluster hash tag, so a token and its lease (`<prefix>:{<h>}:lease`) sit in one slot.
+///   Each key is a hash: `v` (the entry) and `fp` (a SHA-256 fingerprint of the access token, for
+///   compare-and-delete).
+/// - **TTL**: each entry expires with the token (`PEXPIREAT` at its `expires_at`).
+/// - **Format**: versioned (`tk1:`/`tk1e:`); an entry of another version is a miss, not an
+///   error. With [`Encryption`], entries are sealed with AES-256-GCM; one that does not open is
+///   a miss and is deleted.
+/// - **Connection**: made on first use and re-made automatically (redis `ConnectionManager`).
+///   Every call has a timeout. While Redis is down, calls fail fast for
+///   [`RedisOptions::retry_pause`] after each failure, and each outage logs one warning.
+///
+/// Alone it is a shared cache with no in-process tier; [`crate::TwoTierTokenCache`] puts an
+/// in-memory tier in front.
+#[derive(Clone)]
+pub struct RedisTokenCache {
+    pub(crate) inner: Arc<RedisInner>,
+}
+
+pub(crate) struct RedisInner {
+    pub(crate) client: redis::Client,
+    conn: tokio::sync::OnceCell<ConnectionManager>,
+    pub(crate) prefix: String,
+    pub(crate) timeout: Duration,
+    encryption: Option<Encryption>,
+    pub(crate) outage: Outage,
+    clock: TokioClock,
+}
+
+impl fmt::Debug for RedisTokenCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisTokenCache")
+            .field("prefix", &self.inner.prefix)
+            .field("encrypted", &self.inner.encryption.is_some())
+            .field("down", &self.inner.outage.is_down())
+            .finish_non_exhaustive()
+    }
+}
+
+const PUT_SCRIPT: &str = r#"
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'fp', ARGV[2])
+redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+return 1
+"#;
+
+const REMOVE_IF_SCRIPT: &str = r#"
+if redis.call('HGET', KEYS[1], 'fp') == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
+/// The fingerprint stored next to an entry, for compare-and-delete.
+pub(crate) fn fingerprint(token: &AccessToken) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(Sha256::digest(token.secret().as_bytes()))
+}
+
+impl RedisTokenCache {
+    /// A cache on the Redis at `url` (`redis://host:port/db`). Nothing is connected until first
+    /// use, so an application starts even while Redis is down.
+    pub fn new(url: &str, options: RedisOptions) -> Result<Self, CacheError> {
+        let client = redis::Client::open(url)
+            .map_err(|e| CacheError::new(format!("invalid Redis URL: {}", e.category())))?;
+        if options.prefix.is_empty() || options.prefix.contains(['{', '}']) {
+            return Err(CacheError::new(
+                "the prefix must be non-empty and without braces",
+            ));
+        }
+        Ok(Self {
+            inner: Arc::new(RedisInner {
+                client,
+                conn: tokio::sync::OnceCell::new(),
+                prefix: options.prefix,
+                timeout: options.timeout,
+                encryption: options.encryption,
+                outage: Outage::new(options.retry_pause),
+                clock: TokioClock::new(),
+            }),
+        })
+    }
+
+    /// How many outages have been seen (each counted once, however long).
+    pub fn outages(&self) -> u64 {
+        self.inner.outage.count()
+    }
+
+    /// Whether Redis is currently considered down.
+    pub fn is_down(&self) -> bool {
+        self.inner.outage.is_down()
+    }
+
+    /// The Redis key holding the token for `key`.
+    pub fn redis_key(&self, key: &CacheKey) -> String {
+        self.inner.redis_key(key, "tok")
+    }
+
+    /// Reads a token from Redis (the L2 read of the two-tier cache).
+    pub(crate) async fn read(
+        &self,
+        key: &CacheKey,
+    ) -> Result<Option<Arc<CachedToken>>, CacheError> {
+        let redis_key = self.redis_key(key);
+        let value: Option<Vec<u8>> = self
+            .inner
+            .call(|mut c| {
+                let redis_key = redis_key.clone();
+                async move {
+                    redis::cmd("HGET")
+                        .arg(&redis_key)
+                        .arg("v")
+                        .query_async(&mut c)
+                        .await
+                }
+            })
+            .await?;
+        let Some(value) = value else {
+            return Ok(None);
+        };
+        match codec::decode(&value, redis_key.as_bytes(), self.inner.encryption.as_ref()) {
+            Ok(token) => Ok(Some(token)),
+            Err(Unreadable::OtherVersion) => Ok(None),
+            Err(Unreadable::Damaged) => {
+                tracing::warn!(key = %redis_key, "a cached token does not decrypt or parse; deleting it");
+                let _ = self
+                    .inner
+                    .call(|mut c| {
+                        let redis_key = redis_key.clone();
+                        async move {
+                            redis::cmd("DEL")
+                                .arg(&redis_key)
+                                .query_async::<i64>(&mut c)
+                                .await
+                        }
+                    })
+                    .await;
+                Ok(None)
+            }
+        }
+    }
+
+    pub(crate) async fn write(
+        &self,
+        key: &CacheKey,
+        token: &CachedToken,
+    ) -> Result<(), CacheError> {
+        let now = self.inner.clock.now();
+        if !token.is_valid_at(now) {
+            return Ok(());
+        }
+        let redis_key = self.redis_key(key);
+        let value = codec::encode(token, redis_key.as_bytes(), self.inner.encryption.as_ref())?;
+        let fp = fingerprint(token.access_token());
+        let expire_at = token.expires_at().as_millis();
+        self.inner
+            .call(|mut c| {
+                let (redis_key, value, fp) = (redis_key.clone(), value.clone(), fp.clone());
+                async move {
+                    redis::Script::new(PUT_SCRIPT)
+                        .key(&redis_key)
+                        .arg(value)
+                        .arg(fp)
+                        .arg(expire_at)
+                        .invoke_async::<i64>(&mut c)
+                        .await
+                }
+            })
+            .await
+            .map(|_| ())
+    }
+
+    pub(crate) async fn delete_if(
+        &self,
+        key: &CacheKey,
+        access_token: &AccessToken,
+    ) -> Result<bool, CacheError> {
+        let redis_key = self.redis_key(key);
+        let fp = fingerprint(access_token);
+        let removed: i64 = self
+            .inner
+            .call(|mut c| {
+                let (redis_key, fp) = (redis_key.clone(), fp.clone());
+                async move {
+                    redis::Script::new(REMOVE_IF_SCRIPT)
+                        .key(&redis_key)
+                        .arg(fp)
+                        .invoke_async(&mut c)
+                        .await
+                }
+            })
+            .await?;
+        Ok(removed > 0)
+    }
+}
+
+impl RedisInner {
+    pub(crate) fn redis_key(&self, key: &CacheKey, kind: &str) -> String {
+        let digest = Sha256::digest(key.as_str().as_bytes());
+        let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16]);
+        format!("{}:{{{tag}}}:{kind}", self.prefix)
+    }
+
+    pub(crate) fn channel(&self) -> String {
+        format!("{}:invalidate", self.prefix)
+    }
+
+    async fn connection(&self) -> Result<ConnectionManager, redis::RedisError> {
+        self.conn
+            .get_or_try_init(|| async {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.timeout))
+                    .set_response_timeout(Some(self.timeout))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_secs(1));
+                ConnectionManager::new_with_config(self.client.clone(), config).await
+            })
+            .await
+            .cloned()
+    }
+
+    /// Runs one Redis call with the timeout and outage tracking.
+    pub(crate) async fn call<T, F, Fut>(&self, f: F) -> Result<T, CacheError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        if !self.outage.should_try() {
+            return Err(CacheError::new(
+                "Redis is down (pausing before the next attempt)",
+            ));
+        }
+        let result = tokio::time::timeout(self.timeout, async {
+            let conn = self.connection().await?;
+            f(conn).await
+        })
+        .await;
+        match result {
+            Ok(Ok(value)) => {
+                self.outage.succeeded();
+                Ok(value)
+            }
+            Ok(Err(e)) => {
+                let message = format!("Redis error: {}", e.category());
+                self.outage.failed(&message);
+                Err(CacheError::new(message))
+            }
+            Err(_) => {
+                let message = format!("Redis did not answer within {:?}", self.timeout);
+                self.outage.failed(&message);
+                Err(CacheError::new(message))
+            }
+        }
+    }
+}
+
+impl TokenCache for RedisTokenCache {
+    fn get<'a>(
+        &'a self,
+        key: &'a CacheKey,
+    ) -> BoxFuture<'a, Result<Option<Arc<CachedToken>>, CacheError>> {
+        Box::pin(self.read(key))
+    }
+
+    fn put<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        token: Arc<CachedToken>,
+    ) -> BoxFuture<'a, Result<(), CacheError>> {
+        Box::pin(async move { self.write(key, &token).await })
+    }
+
+    fn remove_if<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        access_token: &'a AccessToken,
+    ) -> BoxFuture<'a, Result<bool, CacheError>> {
+        Box::pin(self.delete_if(key, access_token))
+    }
+}

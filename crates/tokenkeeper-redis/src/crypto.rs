@@ -1,0 +1,116 @@
+//! Encryption at rest: AES-256-GCM with key ids, so keys can rotate.
+
+use std::fmt;
+
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use tokenkeeper::CacheError;
+
+/// Keys for encrypting cached tokens (AES-256-GCM).
+///
+/// Entries are sealed with the current key and carry its id; any key added with
+/// [`Encryption::accept`] still opens older entries, so a key can be rotated without losing the
+/// cache. The Redis key of an entry is the AEAD's associated data: an entry copied under another
+/// key does not open. An entry that does not open is treated as a miss and deleted.
+///
+/// ```
+/// use tokenkeeper_redis::Encryption;
+/// let encryption = Encryption::new("2026-11", &[7u8; 32])?
+///     .accept("2026-05", &[6u8; 32])?;
+/// assert_eq!(encryption.current_key_id(), "2026-11");
+/// # Ok::<(), tokenkeeper::CacheError>(())
+/// ```
+pub struct Encryption {
+    current: usize,
+    keys: Vec<(String, LessSafeKey)>,
+    rng: SystemRandom,
+}
+
+impl fmt::Debug for Encryption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Encryption")
+            .field("current", &self.keys[self.current].0)
+            .field(
+                "key_ids",
+                &self.keys.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+fn key(id: &str, bytes: &[u8; 32]) -> Result<(String, LessSafeKey), CacheError> {
+    if id.is_empty() || id.len() > 64 || !id.is_ascii() {
+        return Err(CacheError::new(
+            "an encryption key id must be 1 to 64 ASCII characters",
+        ));
+    }
+    let unbound = UnboundKey::new(&AES_256_GCM, bytes)
+        .map_err(|_| CacheError::new("invalid AES-256-GCM key"))?;
+    Ok((id.to_owned(), LessSafeKey::new(unbound)))
+}
+
+impl Encryption {
+    /// Encrypts with the 32-byte key `bytes`, named `id`.
+    pub fn new(id: &str, bytes: &[u8; 32]) -> Result<Self, CacheError> {
+        Ok(Self {
+            current: 0,
+            keys: vec![key(id, bytes)?],
+            rng: SystemRandom::new(),
+        })
+    }
+
+    /// Also opens entries sealed with this (older) key.
+    pub fn accept(mut self, id: &str, bytes: &[u8; 32]) -> Result<Self, CacheError> {
+        let key = key(id, bytes)?;
+        if self.keys.iter().any(|(k, _)| *k == key.0) {
+            return Err(CacheError::new(format!(
+                "encryption key id {id:?} is given twice"
+            )));
+        }
+        self.keys.push(key);
+        Ok(self)
+    }
+
+    /// The id of the key new entries are sealed with.
+    pub fn current_key_id(&self) -> &str {
+        &self.keys[self.current].0
+    }
+
+    /// `id_len (1) | id | nonce (12) | ciphertext | tag`.
+    pub(crate) fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CacheError> {
+        let (id, key) = &self.keys[self.current];
+        let mut nonce = [0u8; NONCE_LEN];
+        self.rng
+            .fill(&mut nonce)
+            .map_err(|_| CacheError::new("no randomness for a nonce"))?;
+        let mut body = plaintext.to_vec();
+        key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            &mut body,
+        )
+        .map_err(|_| CacheError::new("encryption failed"))?;
+        let mut out = Vec::with_capacity(1 + id.len() + NONCE_LEN + body.len());
+        out.push(id.len() as u8);
+        out.extend_from_slice(id.as_bytes());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&body);
+        Ok(out)
+    }
+
+    /// Opens a sealed entry; `None` when it does not open (tampered, other key, unknown id).
+    pub(crate) fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+        let (&id_len, rest) = sealed.split_first()?;
+        let id_len = usize::from(id_len);
+        if rest.len() < id_len + NONCE_LEN {
+            return None;
+        }
+        let (id, rest) = rest.split_at(id_len);
+        let (nonce, body) = rest.split_at(NONCE_LEN);
+        let (_, key) = self.keys.iter().find(|(k, _)| k.as_bytes() == id)?;
+        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut body = body.to_vec();
+        let plain = key.open_in_place(nonce, Aad::from(aad), &mut body).ok()?;
+        Some(plain.to_vec())
+    }
+}
