@@ -1,0 +1,313 @@
+//! Against real Redis (`REDIS_URL`, default `redis://127.0.0.1:6379`): several instances, an
+//! outage, encryption.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokenkeeper::{
+    ClientConfig, ClientCredentialsTokenManager, LifetimePolicy, TokenCache, TokenRequestParams,
+};
+use tokenkeeper_redis::{Encryption, RedisLease, RedisOptions, RedisTokenCache, TwoTierTokenCache};
+use tokenkeeper_testing::{TestClient, TestServer};
+
+const CC: &str = "client_credentials";
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn options() -> RedisOptions {
+    RedisOptions {
+        prefix: format!("tktest-{:x}", fastrand::u64(..)),
+        ..RedisOptions::default()
+    }
+}
+
+async fn token_server() -> Arc<TestServer> {
+    Arc::new(
+        TestServer::builder()
+            .client(TestClient::new("worker", "secret"))
+            .start()
+            .await,
+    )
+}
+
+fn manager(
+    server: &TestServer,
+    cache: Arc<dyn TokenCache>,
+    lease: Option<RedisLease>,
+) -> ClientCredentialsTokenManager {
+    let mut builder = ClientCredentialsTokenManager::builder()
+        .client("api", ClientConfig::new(server.token_endpoint(), "worker", "secret"))
+        .cache(cache);
+    if let Some(lease) = lease {
+        builder = builder.lease(Arc::new(lease));
+    }
+    builder.build().unwrap()
+}
+
+async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rs_four_instances_with_500_callers_each_make_one_token_request() {
+    let server = token_server().await;
+    server.set_latency(Duration::from_millis(150));
+    let options = options();
+    let mut managers = Vec::new();
+    for _ in 0..4 {
+        // Each instance: its own connection, its own L1, its own flights.
+        let redis = RedisTokenCache::new(
+            &redis_url(),
+            RedisOptions {
+                prefix: options.prefix.clone(),
+                ..RedisOptions::default()
+            },
+        )
+        .unwrap();
+        let cache = Arc::new(TwoTierTokenCache::new(redis.clone()));
+        managers.push(manager(&server, cache, Some(RedisLease::new(&redis))));
+    }
+    let barrier = Arc::new(tokio::sync::Barrier::new(2000));
+    let mut tasks = Vec::new();
+    for tokens in &managers {
+        for _ in 0..500 {
+            let tokens = tokens.clone();
+            let barrier = barrier.clone();
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                tokens.get_token("api", &TokenRequestParams::default()).await
+            }));
+        }
+    }
+    let mut values = HashSet::new();
+    for task in tasks {
+        values.insert(task.await.unwrap().unwrap().access_token().secret().to_owned());
+    }
+    assert_eq!(server.token_requests(CC), 1, "one token request across four instances");
+    assert_eq!(values.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rs_two_tier_broadcasts_invalidations_to_other_instances() {
+    let server = token_server().await;
+    let options = options();
+    let a = TwoTierTokenCache::new(RedisTokenCache::new(&redis_url(), RedisOptions { prefix: options.prefix.clone(), ..RedisOptions::default() }).unwrap());
+    let b = TwoTierTokenCache::new(RedisTokenCache::new(&redis_url(), RedisOptions { prefix: options.prefix.clone(), ..RedisOptions::default() }).unwrap());
+    let ma = manager(&server, Arc::new(a.clone()), None);
+    let mb = manager(&server, Arc::new(b.clone()), None);
+    let key = ma.cache_key("api", &TokenRequestParams::default()).unwrap();
+    // Let both subscribers connect (a reconnect clears L1, so fill after that).
+    for cache in [&a, &b] {
+        let url = redis_url();
+        let mut conn = raw(&url).await;
+        for _ in 0..200 {
+            let n: Vec<(String, i64)> = redis::cmd("PUBSUB").arg("NUMSUB").arg(format!("{}:invalidate", options.prefix)).query_async(&mut conn).await.unwrap();
+            if n.first().is_some_and(|(_, c)| *c >= 2) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = cache;
+    }
+    let token = ma.get_token("api", &TokenRequestParams::default()).await.unwrap();
+    let from_b = mb.get_token("api", &TokenRequestParams::default()).await.unwrap();
+    assert!(from_b.same_token(&token), "B read A's token from Redis");
+    assert_eq!(server.token_requests(CC), 1);
+    assert!(b.l1().get_sync(&key).is_some());
+
+    assert!(ma.invalidate("api", &TokenRequestParams::default(), &token).await.unwrap());
+    let mut dropped = false;
+    for _ in 0..200 {
+        if b.l1().get_sync(&key).is_none() {
+            dropped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(dropped, "B dropped its L1 copy on A's broadcast");
+    let fresh = mb.get_token("api", &TokenRequestParams::default()).await.unwrap();
+    assert!(!fresh.same_token(&token));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rs_encryption_round_trips_and_tampered_entries_are_misses() {
+    let server = token_server().await;
+    let options = options();
+    let prefix = options.prefix.clone();
+    let sealed = |enc: Encryption| {
+        RedisTokenCache::new(&redis_url(), RedisOptions { prefix: prefix.clone(), encryption: Some(enc), ..RedisOptions::default() }).unwrap()
+    };
+    let cache = sealed(Encryption::new("k1", &[1; 32]).unwrap());
+    let tokens = manager(&server, Arc::new(cache.clone()), None);
+    let token = tokens.get_token("api", &TokenRequestParams::default()).await.unwrap();
+    let key = tokens.cache_key("api", &TokenRequestParams::default()).unwrap();
+    let redis_key = cache.redis_key(&key);
+
+    let mut conn = raw(&redis_url()).await;
+    let stored: Vec<u8> = redis::cmd("HGET").arg(&redis_key).arg("v").query_async(&mut conn).await.unwrap();
+    let secret = token.access_token().secret().as_bytes();
+    assert!(!stored.windows(secret.len()).any(|w| w == secret), "no token in the clear");
+    let ttl: i64 = redis::cmd("PTTL").arg(&redis_key).query_async(&mut conn).await.unwrap();
+    assert!(ttl > 0, "the entry expires with the token");
+
+    // Another instance with the same key reads it; after rotation the old key still opens it.
+    let other = manager(&server, Arc::new(sealed(Encryption::new("k1", &[1; 32]).unwrap())), None);
+    assert!(other.get_token("api", &TokenRequestParams::default()).await.unwrap().same_token(&token));
+    let rotated = sealed(Encryption::new("k2", &[2; 32]).unwrap().accept("k1", &[1; 32]).unwrap());
+    assert!(rotated.get(&key).await.unwrap().unwrap().same_token(&token));
+    assert_eq!(server.token_requests(CC), 1);
+
+    // Tamper with the entry: a miss, and the entry is deleted.
+    let mut tampered = stored.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0x01;
+    let _: i64 = redis::cmd("HSET").arg(&redis_key).arg("v").arg(tampered).query_async(&mut conn).await.unwrap();
+    assert!(cache.get(&key).await.unwrap().is_none());
+    let exists: i64 = redis::cmd("EXISTS").arg(&redis_key).query_async(&mut conn).await.unwrap();
+    assert_eq!(exists, 0, "a tampered entry is deleted");
+
+    // An entry of another format version is a miss, not an error.
+    let _: i64 = redis::cmd("HSET").arg(&redis_key).arg("v").arg("tk9:{}").query_async(&mut conn).await.unwrap();
+    assert!(cache.get(&key).await.unwrap().is_none());
+}
+
+/// A `redis-server` of our own on a free port, so the test can kill and restart it.
+struct OwnRedis {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    async fn start() -> Self {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let mut this = Self { port, child: None };
+        this.restart().await;
+        this
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn restart(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed");
+        self.child = Some(child);
+        let client = redis::Client::open(self.url()).unwrap();
+        for _ in 0..500 {
+            if let Ok(mut c) = client.get_multiplexed_async_connection().await {
+                if redis::cmd("PING").query_async::<String>(&mut c).await.is_ok() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("redis-server did not start");
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs `workers` loops of `get_token` for `duration`; returns (calls, failures).
+async fn load(tokens: &ClientCredentialsTokenManager, duration: Duration) -> (u64, u64) {
+    let calls = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(AtomicU64::new(0));
+    let deadline = tokio::time::Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (tokens, calls, failures) = (tokens.clone(), calls.clone(), failures.clone());
+        tasks.push(tokio::spawn(async move {
+            while tokio::time::Instant::now() < deadline {
+                calls.fetch_add(1, Ordering::Relaxed);
+                if tokens.get_token("api", &TokenRequestParams::default()).await.is_err() {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    (calls.load(Ordering::Relaxed), failures.load(Ordering::Relaxed))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rs_01_redis_outage_mid_run_loses_no_request_and_recovers() {
+    let mut redis = OwnRedis::start().await;
+    let server = token_server().await;
+    server.set_expires_in(Some(1)); // a new token every ~0.5 s: fills happen during the outage
+    let l2 = RedisTokenCache::new(
+        &redis.url(),
+        RedisOptions {
+            timeout: Duration::from_millis(100),
+            retry_pause: Duration::from_millis(200),
+            ..options()
+        },
+    )
+    .unwrap();
+    let cache = TwoTierTokenCache::new(l2.clone());
+    let tokens = ClientCredentialsTokenManager::builder()
+        .client("api", ClientConfig::new(server.token_endpoint(), "worker", "secret"))
+        .cache(Arc::new(cache.clone()))
+        .lease(Arc::new(RedisLease::new(&l2)))
+        .lifetime_policy(LifetimePolicy { skew: Duration::from_millis(100), ..LifetimePolicy::default() })
+        .build()
+        .unwrap();
+    let key = tokens.cache_key("api", &TokenRequestParams::default()).unwrap();
+
+    let (calls_before, failed_before) = load(&tokens, Duration::from_millis(800)).await;
+    assert!(!l2.is_down());
+    redis.kill();
+    let requests_before_outage = server.token_requests(CC);
+    let (calls_during, failed_during) = load(&tokens, Duration::from_millis(1500)).await;
+    assert!(server.token_requests(CC) > requests_before_outage, "tokens were fetched during the outage");
+    assert!(l2.is_down());
+    redis.restart().await;
+
+    // Redis is back: after the retry pause the shared cache is written again.
+    let mut conn = raw(&redis.url()).await;
+    let mut l2_in_use = false;
+    let mut calls_after = 0;
+    let mut failed_after = 0;
+    for _ in 0..40 {
+        let (c, f) = load(&tokens, Duration::from_millis(250)).await;
+        calls_after += c;
+        failed_after += f;
+        let exists: i64 = redis::cmd("EXISTS").arg(l2.redis_key(&key)).query_async(&mut conn).await.unwrap();
+        if exists == 1 && !l2.is_down() {
+            l2_in_use = true;
+            break;
+        }
+    }
+    assert!(calls_before > 0 && calls_during > 0 && calls_after > 0);
+    assert_eq!(failed_before + failed_during + failed_after, 0, "no request failed");
+    assert!(l2_in_use, "L2 is written again after the restart, without a restart of ours");
+    assert_eq!(l2.outages(), 1, "one outage, counted (and logged) once");
+}
