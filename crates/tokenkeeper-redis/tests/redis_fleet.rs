@@ -41,7 +41,10 @@ fn manager(
     lease: Option<RedisLease>,
 ) -> ClientCredentialsTokenManager {
     let mut builder = ClientCredentialsTokenManager::builder()
-        .client("api", ClientConfig::new(server.token_endpoint(), "worker", "secret"))
+        .client(
+            "api",
+            ClientConfig::new(server.token_endpoint(), "worker", "secret"),
+        )
         .cache(cache);
     if let Some(lease) = lease {
         builder = builder.lease(Arc::new(lease));
@@ -84,15 +87,28 @@ async fn rs_four_instances_with_500_callers_each_make_one_token_request() {
             let barrier = barrier.clone();
             tasks.push(tokio::spawn(async move {
                 barrier.wait().await;
-                tokens.get_token("api", &TokenRequestParams::default()).await
+                tokens
+                    .get_token("api", &TokenRequestParams::default())
+                    .await
             }));
         }
     }
     let mut values = HashSet::new();
     for task in tasks {
-        values.insert(task.await.unwrap().unwrap().access_token().secret().to_owned());
+        values.insert(
+            task.await
+                .unwrap()
+                .unwrap()
+                .access_token()
+                .secret()
+                .to_owned(),
+        );
     }
-    assert_eq!(server.token_requests(CC), 1, "one token request across four instances");
+    assert_eq!(
+        server.token_requests(CC),
+        1,
+        "one token request across four instances"
+    );
     assert_eq!(values.len(), 1);
 }
 
@@ -100,8 +116,26 @@ async fn rs_four_instances_with_500_callers_each_make_one_token_request() {
 async fn rs_two_tier_broadcasts_invalidations_to_other_instances() {
     let server = token_server().await;
     let options = options();
-    let a = TwoTierTokenCache::new(RedisTokenCache::new(&redis_url(), RedisOptions { prefix: options.prefix.clone(), ..RedisOptions::default() }).unwrap());
-    let b = TwoTierTokenCache::new(RedisTokenCache::new(&redis_url(), RedisOptions { prefix: options.prefix.clone(), ..RedisOptions::default() }).unwrap());
+    let a = TwoTierTokenCache::new(
+        RedisTokenCache::new(
+            &redis_url(),
+            RedisOptions {
+                prefix: options.prefix.clone(),
+                ..RedisOptions::default()
+            },
+        )
+        .unwrap(),
+    );
+    let b = TwoTierTokenCache::new(
+        RedisTokenCache::new(
+            &redis_url(),
+            RedisOptions {
+                prefix: options.prefix.clone(),
+                ..RedisOptions::default()
+            },
+        )
+        .unwrap(),
+    );
     let ma = manager(&server, Arc::new(a.clone()), None);
     let mb = manager(&server, Arc::new(b.clone()), None);
     let key = ma.cache_key("api", &TokenRequestParams::default()).unwrap();
@@ -110,7 +144,12 @@ async fn rs_two_tier_broadcasts_invalidations_to_other_instances() {
         let url = redis_url();
         let mut conn = raw(&url).await;
         for _ in 0..200 {
-            let n: Vec<(String, i64)> = redis::cmd("PUBSUB").arg("NUMSUB").arg(format!("{}:invalidate", options.prefix)).query_async(&mut conn).await.unwrap();
+            let n: Vec<(String, i64)> = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(format!("{}:invalidate", options.prefix))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
             if n.first().is_some_and(|(_, c)| *c >= 2) {
                 break;
             }
@@ -118,13 +157,22 @@ async fn rs_two_tier_broadcasts_invalidations_to_other_instances() {
         }
         let _ = cache;
     }
-    let token = ma.get_token("api", &TokenRequestParams::default()).await.unwrap();
-    let from_b = mb.get_token("api", &TokenRequestParams::default()).await.unwrap();
+    let token = ma
+        .get_token("api", &TokenRequestParams::default())
+        .await
+        .unwrap();
+    let from_b = mb
+        .get_token("api", &TokenRequestParams::default())
+        .await
+        .unwrap();
     assert!(from_b.same_token(&token), "B read A's token from Redis");
     assert_eq!(server.token_requests(CC), 1);
     assert!(b.l1().get_sync(&key).is_some());
 
-    assert!(ma.invalidate("api", &TokenRequestParams::default(), &token).await.unwrap());
+    assert!(ma
+        .invalidate("api", &TokenRequestParams::default(), &token)
+        .await
+        .unwrap());
     let mut dropped = false;
     for _ in 0..200 {
         if b.l1().get_sync(&key).is_none() {
@@ -134,7 +182,10 @@ async fn rs_two_tier_broadcasts_invalidations_to_other_instances() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(dropped, "B dropped its L1 copy on A's broadcast");
-    let fresh = mb.get_token("api", &TokenRequestParams::default()).await.unwrap();
+    let fresh = mb
+        .get_token("api", &TokenRequestParams::default())
+        .await
+        .unwrap();
     assert!(!fresh.same_token(&token));
 }
 
@@ -144,25 +195,63 @@ async fn rs_encryption_round_trips_and_tampered_entries_are_misses() {
     let options = options();
     let prefix = options.prefix.clone();
     let sealed = |enc: Encryption| {
-        RedisTokenCache::new(&redis_url(), RedisOptions { prefix: prefix.clone(), encryption: Some(enc), ..RedisOptions::default() }).unwrap()
+        RedisTokenCache::new(
+            &redis_url(),
+            RedisOptions {
+                prefix: prefix.clone(),
+                encryption: Some(enc),
+                ..RedisOptions::default()
+            },
+        )
+        .unwrap()
     };
     let cache = sealed(Encryption::new("k1", &[1; 32]).unwrap());
     let tokens = manager(&server, Arc::new(cache.clone()), None);
-    let token = tokens.get_token("api", &TokenRequestParams::default()).await.unwrap();
-    let key = tokens.cache_key("api", &TokenRequestParams::default()).unwrap();
+    let token = tokens
+        .get_token("api", &TokenRequestParams::default())
+        .await
+        .unwrap();
+    let key = tokens
+        .cache_key("api", &TokenRequestParams::default())
+        .unwrap();
     let redis_key = cache.redis_key(&key);
 
     let mut conn = raw(&redis_url()).await;
-    let stored: Vec<u8> = redis::cmd("HGET").arg(&redis_key).arg("v").query_async(&mut conn).await.unwrap();
+    let stored: Vec<u8> = redis::cmd("HGET")
+        .arg(&redis_key)
+        .arg("v")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     let secret = token.access_token().secret().as_bytes();
-    assert!(!stored.windows(secret.len()).any(|w| w == secret), "no token in the clear");
-    let ttl: i64 = redis::cmd("PTTL").arg(&redis_key).query_async(&mut conn).await.unwrap();
+    assert!(
+        !stored.windows(secret.len()).any(|w| w == secret),
+        "no token in the clear"
+    );
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&redis_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert!(ttl > 0, "the entry expires with the token");
 
     // Another instance with the same key reads it; after rotation the old key still opens it.
-    let other = manager(&server, Arc::new(sealed(Encryption::new("k1", &[1; 32]).unwrap())), None);
-    assert!(other.get_token("api", &TokenRequestParams::default()).await.unwrap().same_token(&token));
-    let rotated = sealed(Encryption::new("k2", &[2; 32]).unwrap().accept("k1", &[1; 32]).unwrap());
+    let other = manager(
+        &server,
+        Arc::new(sealed(Encryption::new("k1", &[1; 32]).unwrap())),
+        None,
+    );
+    assert!(other
+        .get_token("api", &TokenRequestParams::default())
+        .await
+        .unwrap()
+        .same_token(&token));
+    let rotated = sealed(
+        Encryption::new("k2", &[2; 32])
+            .unwrap()
+            .accept("k1", &[1; 32])
+            .unwrap(),
+    );
     assert!(rotated.get(&key).await.unwrap().unwrap().same_token(&token));
     assert_eq!(server.token_requests(CC), 1);
 
@@ -170,13 +259,29 @@ async fn rs_encryption_round_trips_and_tampered_entries_are_misses() {
     let mut tampered = stored.clone();
     let last = tampered.len() - 1;
     tampered[last] ^= 0x01;
-    let _: i64 = redis::cmd("HSET").arg(&redis_key).arg("v").arg(tampered).query_async(&mut conn).await.unwrap();
+    let _: i64 = redis::cmd("HSET")
+        .arg(&redis_key)
+        .arg("v")
+        .arg(tampered)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert!(cache.get(&key).await.unwrap().is_none());
-    let exists: i64 = redis::cmd("EXISTS").arg(&redis_key).query_async(&mut conn).await.unwrap();
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(&redis_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(exists, 0, "a tampered entry is deleted");
 
     // An entry of another format version is a miss, not an error.
-    let _: i64 = redis::cmd("HSET").arg(&redis_key).arg("v").arg("tk9:{}").query_async(&mut conn).await.unwrap();
+    let _: i64 = redis::cmd("HSET")
+        .arg(&redis_key)
+        .arg("v")
+        .arg("tk9:{}")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert!(cache.get(&key).await.unwrap().is_none());
 }
 
@@ -203,7 +308,16 @@ impl OwnRedis {
 
     async fn restart(&mut self) {
         let child = std::process::Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server must be installed");
@@ -211,7 +325,11 @@ impl OwnRedis {
         let client = redis::Client::open(self.url()).unwrap();
         for _ in 0..500 {
             if let Ok(mut c) = client.get_multiplexed_async_connection().await {
-                if redis::cmd("PING").query_async::<String>(&mut c).await.is_ok() {
+                if redis::cmd("PING")
+                    .query_async::<String>(&mut c)
+                    .await
+                    .is_ok()
+                {
                     return;
                 }
             }
@@ -245,7 +363,11 @@ async fn load(tokens: &ClientCredentialsTokenManager, duration: Duration) -> (u6
         tasks.push(tokio::spawn(async move {
             while tokio::time::Instant::now() < deadline {
                 calls.fetch_add(1, Ordering::Relaxed);
-                if tokens.get_token("api", &TokenRequestParams::default()).await.is_err() {
+                if tokens
+                    .get_token("api", &TokenRequestParams::default())
+                    .await
+                    .is_err()
+                {
                     failures.fetch_add(1, Ordering::Relaxed);
                 }
                 tokio::time::sleep(Duration::from_millis(2)).await;
@@ -255,7 +377,10 @@ async fn load(tokens: &ClientCredentialsTokenManager, duration: Duration) -> (u6
     for t in tasks {
         t.await.unwrap();
     }
-    (calls.load(Ordering::Relaxed), failures.load(Ordering::Relaxed))
+    (
+        calls.load(Ordering::Relaxed),
+        failures.load(Ordering::Relaxed),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,20 +399,31 @@ async fn rs_01_redis_outage_mid_run_loses_no_request_and_recovers() {
     .unwrap();
     let cache = TwoTierTokenCache::new(l2.clone());
     let tokens = ClientCredentialsTokenManager::builder()
-        .client("api", ClientConfig::new(server.token_endpoint(), "worker", "secret"))
+        .client(
+            "api",
+            ClientConfig::new(server.token_endpoint(), "worker", "secret"),
+        )
         .cache(Arc::new(cache.clone()))
         .lease(Arc::new(RedisLease::new(&l2)))
-        .lifetime_policy(LifetimePolicy { skew: Duration::from_millis(100), ..LifetimePolicy::default() })
+        .lifetime_policy(LifetimePolicy {
+            skew: Duration::from_millis(100),
+            ..LifetimePolicy::default()
+        })
         .build()
         .unwrap();
-    let key = tokens.cache_key("api", &TokenRequestParams::default()).unwrap();
+    let key = tokens
+        .cache_key("api", &TokenRequestParams::default())
+        .unwrap();
 
     let (calls_before, failed_before) = load(&tokens, Duration::from_millis(800)).await;
     assert!(!l2.is_down());
     redis.kill();
     let requests_before_outage = server.token_requests(CC);
     let (calls_during, failed_during) = load(&tokens, Duration::from_millis(1500)).await;
-    assert!(server.token_requests(CC) > requests_before_outage, "tokens were fetched during the outage");
+    assert!(
+        server.token_requests(CC) > requests_before_outage,
+        "tokens were fetched during the outage"
+    );
     assert!(l2.is_down());
     redis.restart().await;
 
@@ -300,14 +436,25 @@ async fn rs_01_redis_outage_mid_run_loses_no_request_and_recovers() {
         let (c, f) = load(&tokens, Duration::from_millis(250)).await;
         calls_after += c;
         failed_after += f;
-        let exists: i64 = redis::cmd("EXISTS").arg(l2.redis_key(&key)).query_async(&mut conn).await.unwrap();
+        let exists: i64 = redis::cmd("EXISTS")
+            .arg(l2.redis_key(&key))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
         if exists == 1 && !l2.is_down() {
             l2_in_use = true;
             break;
         }
     }
     assert!(calls_before > 0 && calls_during > 0 && calls_after > 0);
-    assert_eq!(failed_before + failed_during + failed_after, 0, "no request failed");
-    assert!(l2_in_use, "L2 is written again after the restart, without a restart of ours");
+    assert_eq!(
+        failed_before + failed_during + failed_after,
+        0,
+        "no request failed"
+    );
+    assert!(
+        l2_in_use,
+        "L2 is written again after the restart, without a restart of ours"
+    );
     assert_eq!(l2.outages(), 1, "one outage, counted (and logged) once");
 }
