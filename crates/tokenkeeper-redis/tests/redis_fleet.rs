@@ -317,6 +317,8 @@ impl OwnRedis {
                 "",
                 "--appendonly",
                 "no",
+                "--enable-debug-command",
+                "yes",
             ])
             .stdout(std::process::Stdio::null())
             .spawn()
@@ -417,6 +419,35 @@ async fn rs_01_redis_outage_mid_run_loses_no_request_and_recovers() {
 
     let (calls_before, failed_before) = load(&tokens, Duration::from_millis(800)).await;
     assert!(!l2.is_down());
+
+    // Slow Redis: the server stalls for a second; calls time out, requests carry on.
+    let url = redis.url();
+    let stall = tokio::spawn(async move {
+        let mut conn = raw(&url).await;
+        let r: redis::RedisResult<String> = redis::cmd("DEBUG")
+            .arg("SLEEP")
+            .arg("1")
+            .query_async(&mut conn)
+            .await;
+        // The client may give up before the server wakes up; a refusal would be a test bug.
+        if let Err(e) = &r {
+            assert!(e.is_timeout(), "DEBUG SLEEP: {e}");
+        }
+    });
+    let (calls_slow, failed_slow) = load(&tokens, Duration::from_millis(1200)).await;
+    stall.await.unwrap();
+    assert!(calls_slow > 0);
+    assert_eq!(failed_slow, 0, "a slow Redis fails no request");
+    assert_eq!(l2.outages(), 1, "the stall counted as one outage");
+    // Let the cache see Redis again before the next outage.
+    for _ in 0..40 {
+        load(&tokens, Duration::from_millis(100)).await;
+        if !l2.is_down() {
+            break;
+        }
+    }
+    assert!(!l2.is_down());
+
     redis.kill();
     let requests_before_outage = server.token_requests(CC);
     let (calls_during, failed_during) = load(&tokens, Duration::from_millis(1500)).await;
@@ -456,5 +487,135 @@ async fn rs_01_redis_outage_mid_run_loses_no_request_and_recovers() {
         l2_in_use,
         "L2 is written again after the restart, without a restart of ours"
     );
-    assert_eq!(l2.outages(), 1, "one outage, counted (and logged) once");
+    assert_eq!(
+        l2.outages(),
+        2,
+        "the stall and the outage, each counted (and logged) once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rs_lease_is_exclusive_renewed_and_released_only_by_its_owner() {
+    use tokenkeeper::{CacheKey, Lease};
+    let cache = RedisTokenCache::new(&redis_url(), options()).unwrap();
+    let lease = RedisLease::new(&cache);
+    let key = CacheKey::from_canonical("cc&client=lease-test");
+    let lease_key = cache.redis_key(&key).replace(":tok", ":lease");
+    let mut conn = raw(&redis_url()).await;
+
+    let ttl = Duration::from_millis(300);
+    let held = lease
+        .try_acquire(&key, ttl)
+        .await
+        .unwrap()
+        .expect("free lease");
+    assert!(
+        lease.try_acquire(&key, ttl).await.unwrap().is_none(),
+        "exclusive"
+    );
+
+    // Renewal: stretch the TTL by hand; the holder's renewal brings it back to `ttl`.
+    let _: i64 = redis::cmd("PEXPIRE")
+        .arg(&lease_key)
+        .arg(600_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut renewed = false;
+    for _ in 0..150 {
+        let pttl: i64 = redis::cmd("PTTL")
+            .arg(&lease_key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if (0..=300).contains(&pttl) {
+            renewed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(renewed, "the holder renews its lease while it runs");
+
+    held.release().await;
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(&lease_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(exists, 0, "released");
+
+    // A holder whose lease expired and was taken over does not release the new owner's lease.
+    let stale = lease
+        .try_acquire(&key, Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    let _: String = redis::cmd("SET")
+        .arg(&lease_key)
+        .arg("someone-else")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    stale.release().await;
+    let owner: Option<String> = redis::cmd("GET")
+        .arg(&lease_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(owner.as_deref(), Some("someone-else"));
+    let _: i64 = redis::cmd("DEL")
+        .arg(&lease_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rs_lease_held_by_a_dead_instance_falls_back_to_a_local_fill() {
+    let server = token_server().await;
+    let cache = RedisTokenCache::new(&redis_url(), options()).unwrap();
+    let tokens = ClientCredentialsTokenManager::builder()
+        .client(
+            "api",
+            ClientConfig::new(server.token_endpoint(), "worker", "secret"),
+        )
+        .cache(Arc::new(TwoTierTokenCache::new(cache.clone())))
+        .lease(Arc::new(RedisLease::new(&cache)))
+        .lease_options(tokenkeeper::LeaseOptions {
+            wait: Duration::from_millis(300),
+            ..tokenkeeper::LeaseOptions::default()
+        })
+        .build()
+        .unwrap();
+    let key = tokens
+        .cache_key("api", &TokenRequestParams::default())
+        .unwrap();
+    let lease_key = cache.redis_key(&key).replace(":tok", ":lease");
+    let mut conn = raw(&redis_url()).await;
+    // A lease left by an instance that died mid-fetch (it would expire after its TTL).
+    let _: String = redis::cmd("SET")
+        .arg(&lease_key)
+        .arg("dead-owner")
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let token = tokens
+        .get_token("api", &TokenRequestParams::default())
+        .await
+        .unwrap();
+    assert!(server
+        .verify_access_token(token.access_token().secret())
+        .is_ok());
+    assert_eq!(
+        server.token_requests(CC),
+        1,
+        "fetched locally after the wait"
+    );
+    let _: i64 = redis::cmd("DEL")
+        .arg(&lease_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
 }
