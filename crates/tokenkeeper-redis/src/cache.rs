@@ -53,8 +53,9 @@ impl Default for RedisOptions {
 ///   Every call has a timeout. While Redis is down, calls fail fast for
 ///   [`RedisOptions::retry_pause`] after each failure, and each outage logs one warning.
 ///
-/// Alone it is a shared cache with no in-process tier; [`crate::TwoTierTokenCache`] puts an
-/// in-memory tier in front.
+/// Alone it is a shared cache with no in-process tier, so every hit is a round trip and, while
+/// Redis is down, every call fetches a token; [`crate::TwoTierTokenCache`] puts an in-memory tier
+/// in front and is what a fleet should use.
 #[derive(Clone)]
 pub struct RedisTokenCache {
     pub(crate) inner: Arc<RedisInner>,
