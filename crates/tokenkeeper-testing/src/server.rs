@@ -722,6 +722,52 @@ fn handle_token(
     }
 }
 
+/// Signs an access token (ES256 JWT) for `sub`; returns it with the `expires_in` to announce.
+pub(crate) fn issue_access_token(
+    state: &ServerState,
+    sub: &str,
+    client_id: &str,
+    scope: Option<&str>,
+    resources: &[&str],
+    extras: Map<String, Value>,
+) -> Result<(String, Option<u64>), Response> {
+    let expires_in = *lock(&state.expires_in);
+    let now = state.clock.now().as_millis() / 1000;
+    let lifetime = expires_in.unwrap_or(3600);
+    let seq = state.seq.fetch_add(1, Ordering::Relaxed);
+    let aud = match resources.len() {
+        0 => json!(format!("{}/api", state.issuer)),
+        1 => json!(resources[0]),
+        _ => json!(resources),
+    };
+    let mut claims = json!({
+        "iss": state.issuer,
+        "sub": sub,
+        "client_id": client_id,
+        "aud": aud,
+        "iat": now,
+        "exp": now + lifetime,
+        "jti": format!("at-{seq}-{}", fastrand::u64(..)),
+    });
+    if let Some(scope) = scope {
+        claims["scope"] = json!(scope);
+    }
+    if !extras.is_empty() {
+        claims["ext"] = Value::Object(extras);
+    }
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some(state.key.kid.clone());
+    header.typ = Some("at+jwt".into());
+    let token = jsonwebtoken::encode(&header, &claims, &state.key.encoding).map_err(|e| {
+        oauth_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            &format!("signing failed: {e}"),
+        )
+    })?;
+    Ok((token, expires_in))
+}
+
 fn client_credentials(
     state: &ServerState,
     client: &TestClient,
@@ -757,27 +803,6 @@ fn client_credentials(
             ));
         }
     }
-    let expires_in = *lock(&state.expires_in);
-    let now = state.clock.now().as_millis() / 1000;
-    let lifetime = expires_in.unwrap_or(3600);
-    let seq = state.seq.fetch_add(1, Ordering::Relaxed);
-    let aud = match resources.len() {
-        0 => json!(format!("{}/api", state.issuer)),
-        1 => json!(resources[0]),
-        _ => json!(resources),
-    };
-    let mut claims = json!({
-        "iss": state.issuer,
-        "sub": client.client_id,
-        "client_id": client.client_id,
-        "aud": aud,
-        "iat": now,
-        "exp": now + lifetime,
-        "jti": format!("at-{seq}-{}", fastrand::u64(..)),
-    });
-    if let Some(scope) = &scope {
-        claims["scope"] = json!(scope);
-    }
     let extras: Map<String, Value> = form
         .iter()
         .filter(|(k, _)| {
@@ -788,19 +813,14 @@ fn client_credentials(
         })
         .map(|(k, v)| (k.clone(), json!(v)))
         .collect();
-    if !extras.is_empty() {
-        claims["ext"] = Value::Object(extras);
-    }
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-    header.kid = Some(state.key.kid.clone());
-    header.typ = Some("at+jwt".into());
-    let token = jsonwebtoken::encode(&header, &claims, &state.key.encoding).map_err(|e| {
-        oauth_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            &format!("signing failed: {e}"),
-        )
-    })?;
+    let (token, expires_in) = issue_access_token(
+        state,
+        &client.client_id,
+        &client.client_id,
+        scope.as_deref(),
+        &resources,
+        extras,
+    )?;
     let mut body = json!({"access_token": token, "token_type": "Bearer"});
     if let Some(expires_in) = expires_in {
         body["expires_in"] = json!(expires_in);
