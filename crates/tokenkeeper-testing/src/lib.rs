@@ -8,6 +8,7 @@
 
 mod faults;
 mod keys;
+mod refresh;
 mod server;
 mod transport;
 

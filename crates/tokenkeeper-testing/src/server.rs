@@ -104,7 +104,11 @@ pub(crate) struct ServerState {
     faults: Mutex<Vec<FaultRule>>,
     recorded: Mutex<Vec<RecordedRequest>>,
     pub(crate) key: SigningKey,
-    clock: TokioClock,
+    pub(crate) clock: TokioClock,
+    pub(crate) refresh: Mutex<crate::refresh::RefreshStore>,
+    pub(crate) rotate_refresh_tokens: std::sync::atomic::AtomicBool,
+    pub(crate) return_refresh_token: std::sync::atomic::AtomicBool,
+    pub(crate) revocations: Mutex<u64>,
     seq: AtomicU64,
 }
 
@@ -184,6 +188,10 @@ impl TestServerBuilder {
             recorded: Mutex::new(Vec::new()),
             key,
             clock: TokioClock::new(),
+            refresh: Mutex::new(crate::refresh::RefreshStore::default()),
+            rotate_refresh_tokens: std::sync::atomic::AtomicBool::new(false),
+            return_refresh_token: std::sync::atomic::AtomicBool::new(true),
+            revocations: Mutex::new(0),
             seq: AtomicU64::new(0),
         });
         let router = router(state.clone());
@@ -390,6 +398,47 @@ impl TestServer {
         lock(&self.state.recorded).last().cloned()
     }
 
+    /// Rotates refresh tokens on every use (default off). With rotation, reusing a consumed
+    /// refresh token is `invalid_grant` and revokes the whole grant, newest tokens included.
+    pub fn set_rotate_refresh_tokens(&self, rotate: bool) {
+        self.state
+            .rotate_refresh_tokens
+            .store(rotate, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Without rotation, whether a refresh response repeats the refresh token (default yes).
+    pub fn set_return_refresh_token(&self, yes: bool) {
+        self.state
+            .return_refresh_token
+            .store(yes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A programmable login: issues a refresh token for user `sub` of client `client_id`, as if
+    /// the user had just logged in and consented to `scope`.
+    pub fn issue_refresh_token(&self, client_id: &str, sub: &str, scope: Option<&str>) -> String {
+        lock(&self.state.refresh).issue(client_id, sub, scope, None)
+    }
+
+    /// Whether a refresh token is still usable (not consumed, revoked, or of a revoked grant).
+    pub fn is_refresh_token_active(&self, token: &str) -> bool {
+        lock(&self.state.refresh).is_active(token)
+    }
+
+    /// How many revocation requests named a token.
+    pub fn revocations(&self) -> u64 {
+        *lock(&self.state.revocations)
+    }
+
+    /// The revocation endpoint URL.
+    pub fn revocation_endpoint(&self) -> String {
+        format!("{}/revoke", self.state.issuer)
+    }
+
+    /// The introspection endpoint URL.
+    pub fn introspection_endpoint(&self) -> String {
+        format!("{}/introspect", self.state.issuer)
+    }
+
     /// Verifies an access token this server issued (signature, issuer, expiry) and returns its
     /// claims.
     pub fn verify_access_token(&self, token: &str) -> Result<Map<String, Value>, String> {
@@ -418,6 +467,8 @@ fn router(state: Arc<ServerState>) -> Router {
         .route("/.well-known/oauth-authorization-server", get(metadata))
         .route("/jwks", get(jwks))
         .route("/token", post(token))
+        .route("/revoke", post(crate::refresh::revoke))
+        .route("/introspect", post(crate::refresh::introspect))
         .with_state(state)
 }
 
@@ -442,7 +493,9 @@ async fn metadata(State(state): State<Arc<ServerState>>) -> Response {
         "issuer": issuer,
         "token_endpoint": format!("{base}/token"),
         "jwks_uri": format!("{base}/jwks"),
-        "grant_types_supported": ["client_credentials"],
+        "revocation_endpoint": format!("{base}/revoke"),
+        "introspection_endpoint": format!("{base}/introspect"),
+        "grant_types_supported": ["client_credentials", "refresh_token"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "id_token_signing_alg_values_supported": ["ES256"],
     }))
@@ -575,8 +628,17 @@ async fn apply_fault(fault: Fault) -> Option<Response> {
     }
 }
 
-struct Authenticated {
-    client: TestClient,
+pub(crate) struct Authenticated {
+    pub(crate) client: TestClient,
+}
+
+/// Authenticates the client of a request to any endpoint.
+pub(crate) fn authenticate_request(
+    state: &ServerState,
+    headers: &HeaderMap,
+    form: &[(String, String)],
+) -> Result<Authenticated, Response> {
+    authenticate(state, headers, form)
 }
 
 fn authenticate(
@@ -709,6 +771,7 @@ fn handle_token(
         .map(|(_, v)| v.as_str());
     match grant {
         Some("client_credentials") => client_credentials(state, &auth.client, form),
+        Some("refresh_token") => crate::refresh::refresh_token_grant(state, &auth.client, form),
         Some(_) => Err(oauth_error(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
