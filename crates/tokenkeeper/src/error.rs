@@ -37,6 +37,11 @@ pub enum Error {
     /// caller normally sees this only from direct cache calls.
     #[error(transparent)]
     Cache(#[from] CacheError),
+    /// The user must log in again: the session has no tokens, its refresh token was refused
+    /// (`invalid_grant`, and the session's tokens were cleared), or it has no refresh token and
+    /// its access token expired.
+    #[error("re-authentication required: {0}")]
+    ReauthenticationRequired(String),
     /// A background task ended unexpectedly (it panicked or its runtime shut down).
     #[error("internal error: {0}")]
     Internal(String),

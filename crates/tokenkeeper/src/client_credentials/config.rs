@@ -231,3 +231,59 @@ pub(crate) fn validate_extra(
     }
     Ok(out)
 }
+
+impl ClientConfig {
+    /// Validates the configuration and builds its token endpoint client (discovery included).
+    pub(crate) fn endpoint(
+        &self,
+        name: &str,
+        transport: &crate::http::SharedTransport,
+        clock: &std::sync::Arc<dyn crate::clock::Clock>,
+        discovery_lifetime: std::time::Duration,
+    ) -> Result<
+        (
+            crate::protocol::token_endpoint::TokenEndpoint,
+            ValidatedClient,
+        ),
+        ConfigError,
+    > {
+        use crate::protocol::client_auth::ClientAuthentication;
+        use crate::protocol::types::ClientId;
+        let validated = self.validate().map_err(|e| e.for_client(name))?;
+        let client_id = ClientId::new(self.client_id.clone());
+        let secret = self.client_secret.clone().unwrap_or_else(|| "".into());
+        let auth = match self.auth_method {
+            AuthMethod::ClientSecretBasic => ClientAuthentication::ClientSecretBasic {
+                client_id,
+                client_secret: secret,
+            },
+            AuthMethod::ClientSecretPost => ClientAuthentication::ClientSecretPost {
+                client_id,
+                client_secret: secret,
+            },
+            AuthMethod::None => ClientAuthentication::None { client_id },
+        };
+        let endpoint = match &validated.endpoint {
+            ValidatedEndpoint::Url(url) => crate::protocol::token_endpoint::TokenEndpoint::new(
+                url.clone(),
+                auth,
+                transport.clone(),
+            ),
+            ValidatedEndpoint::Issuer(issuer) => {
+                let discovery = crate::protocol::discovery::Discovery::new(
+                    issuer.clone(),
+                    transport.clone(),
+                    clock.clone(),
+                )
+                .map_err(|e| e.for_client(name))?
+                .with_lifetime(discovery_lifetime);
+                crate::protocol::token_endpoint::TokenEndpoint::from_discovery(
+                    std::sync::Arc::new(discovery),
+                    auth,
+                    transport.clone(),
+                )
+            }
+        };
+        Ok((endpoint, validated))
+    }
+}

@@ -1,7 +1,7 @@
 //! Client-credentials tokens (RFC 6749 §4.4) for machine-to-machine calls.
 
-mod config;
-mod flight;
+pub(crate) mod config;
+pub(crate) mod flight;
 mod manager;
 mod params;
 mod policy;

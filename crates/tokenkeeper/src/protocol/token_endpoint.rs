@@ -114,6 +114,52 @@ impl TokenEndpoint {
         result
     }
 
+    /// Revokes `token` at the revocation endpoint `url` (RFC 7009), authenticating as for the
+    /// token endpoint. A 200 means revoked (or unknown, which is the same to the caller).
+    #[tracing::instrument(name = "tokenkeeper.revoke", skip_all, fields(client_id = %self.auth.client_id()))]
+    pub async fn revoke(&self, url: Url, token: &str, token_type_hint: &str) -> Result<(), Error> {
+        let mut form = vec![
+            ("token".to_owned(), token.to_owned()),
+            ("token_type_hint".to_owned(), token_type_hint.to_owned()),
+        ];
+        let authorization = self.auth.apply(&mut form);
+        let body: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form.iter())
+            .finish();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        if let Some(authorization) = authorization {
+            headers.insert(header::AUTHORIZATION, authorization);
+        }
+        let response = self
+            .transport
+            .send(HttpRequest {
+                method: Method::POST,
+                url,
+                headers,
+                body: Bytes::from(body),
+            })
+            .await?;
+        if response.status.is_success() {
+            Ok(())
+        } else {
+            Err(crate::protocol::token_response::parse_error_response(
+                &response,
+            ))
+        }
+    }
+
+    /// The discovery in use, if the endpoint is found by discovery.
+    pub fn discovery(&self) -> Option<&Arc<Discovery>> {
+        match &self.location {
+            EndpointLocation::Discovery(d) => Some(d),
+            EndpointLocation::Url(_) => None,
+        }
+    }
+
     /// The exact HTTP request that [`TokenEndpoint::request`] sends to `url`.
     pub fn http_request(&self, url: Url, request: &TokenRequest) -> HttpRequest {
         let mut form = request.form();
