@@ -1,9 +1,13 @@
 //! Tokens on behalf of a user: per-session storage and refresh.
 
 mod manager;
+#[cfg(feature = "reqwest-middleware")]
+mod middleware;
 mod store;
 
 pub use manager::{UserTokenManager, UserTokenManagerBuilder, UserTokenParams};
+#[cfg(feature = "reqwest-middleware")]
+pub use middleware::UserTokenMiddleware;
 pub use store::{
     InMemoryUserTokenStore, SessionKey, StoreOutcome, UserTokenStore, UserTokens, Versioned,
 };
