@@ -238,6 +238,10 @@ impl RedisTokenCache {
 }
 
 impl RedisInner {
+    pub(crate) fn encryption(&self) -> Option<&Encryption> {
+        self.encryption.as_ref()
+    }
+
     pub(crate) fn redis_key(&self, key: &CacheKey, kind: &str) -> String {
         let digest = Sha256::digest(key.as_str().as_bytes());
         let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16]);

@@ -3,6 +3,7 @@
 //! - [`RedisTokenCache`]: tokens in Redis, versioned, optionally encrypted ([`Encryption`]).
 //! - [`TwoTierTokenCache`]: an in-memory L1 over the Redis L2, with invalidations broadcast.
 //! - [`RedisLease`]: one token fetch per key across instances.
+//! - [`RedisUserTokenStore`]: users' session tokens, shared by every instance.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -29,8 +30,10 @@ mod crypto;
 mod lease;
 mod outage;
 mod two_tier;
+mod user_store;
 
 pub use cache::{RedisOptions, RedisTokenCache};
 pub use crypto::Encryption;
 pub use lease::RedisLease;
 pub use two_tier::TwoTierTokenCache;
+pub use user_store::RedisUserTokenStore;
