@@ -1,0 +1,126 @@
+//! User tokens: the `get_access_token` hit path, and memory per stored session.
+//!
+//! Run: `cargo bench -p tokenkeeper-benches --bench user_tokens`
+//! (`TK_SESSIONS` sets the number of sessions of the memory figure; default 1,000,000).
+#![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
+
+use std::future::Future;
+use std::sync::{Arc, LazyLock};
+use std::task::{Context, Poll, Waker};
+
+use divan::Bencher;
+use tokenkeeper::user::{
+    InMemoryUserTokenStore, SessionKey, UserTokenManager, UserTokenParams, UserTokens,
+};
+use tokenkeeper::{AccessToken, CachedToken, ClientConfig, Clock, TokenType, TokioClock};
+
+fn main() {
+    memory_per_session();
+    divan::main();
+}
+
+fn ready<F: Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("a hit must not wait"),
+    }
+}
+
+/// A JWT-sized access token (~800 bytes) and a refresh token (43 bytes), distinct per session.
+fn session_tokens(i: usize, clock: &TokioClock) -> UserTokens {
+    let now = clock.now();
+    let access = format!("eyJ{:0>797}", i);
+    let mut tokens = UserTokens {
+        refresh_token: Some(format!("rt-{:0>40}", i).into()),
+        ..UserTokens::default()
+    };
+    tokens.access_tokens.insert(
+        String::new(),
+        Arc::new(
+            CachedToken::new(
+                AccessToken::new(access),
+                TokenType::Bearer,
+                None,
+                now,
+                now.saturating_add(std::time::Duration::from_secs(3000)),
+                now.saturating_add(std::time::Duration::from_secs(3570)),
+            )
+            .unwrap(),
+        ),
+    );
+    tokens
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+fn memory_per_session() {
+    let n: usize = std::env::var("TK_SESSIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let clock = TokioClock::new();
+    let store = InMemoryUserTokenStore::new();
+    // Build the values first, so the difference below is the store's own cost plus the values.
+    let before = rss_bytes();
+    for i in 0..n {
+        let key = SessionKey::new(format!("sub=user-{i}&sid=s"));
+        store.store_sync(&key, Arc::new(session_tokens(i, &clock)), None);
+    }
+    let after = rss_bytes();
+    let token_bytes = (800 + 43) as f64;
+    let key_bytes = format!("sub=user-{}&sid=s", n / 2).len() as f64;
+    let per_session = (after - before) as f64 / n as f64;
+    println!(
+        "memory: {n} sessions → {:.0} MiB RSS, {per_session:.0} bytes per session; \
+         token bytes {token_bytes:.0} + key bytes {key_bytes:.0}; overhead {:.0} bytes per session",
+        (after - before) as f64 / 1048576.0,
+        per_session - token_bytes - key_bytes
+    );
+    assert_eq!(store.len(), n);
+}
+
+struct Fixture {
+    users: UserTokenManager,
+    session: SessionKey,
+}
+
+static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let users = UserTokenManager::builder(ClientConfig::new(
+            "http://127.0.0.1:9/token",
+            "web",
+            "secret",
+        ))
+        .build()
+        .unwrap();
+        let session = SessionKey::from_sub_sid("alice", "s-1");
+        users
+            .replace(&session, session_tokens(1, &TokioClock::new()))
+            .await
+            .unwrap();
+        Fixture { users, session }
+    })
+});
+
+#[divan::bench(sample_count = 200, sample_size = 2000)]
+fn user_hit(bencher: Bencher<'_, '_>) {
+    let f = &*FIXTURE;
+    let params = UserTokenParams::default();
+    bencher.bench_local(|| ready(f.users.get_access_token(&f.session, &params)).unwrap());
+}
