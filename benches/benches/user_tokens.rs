@@ -39,7 +39,7 @@ fn session_tokens(i: usize, clock: &TokioClock) -> UserTokens {
         ..UserTokens::default()
     };
     tokens.access_tokens.insert(
-        String::new(),
+        "",
         Arc::new(
             CachedToken::new(
                 AccessToken::new(access),

@@ -81,7 +81,7 @@ pub(crate) fn encode_session(
         at: tokens
             .access_tokens
             .iter()
-            .map(|(k, v)| (k.clone(), stored(v)))
+            .map(|(k, v)| (k.to_owned(), stored(v)))
             .collect(),
     };
     let json = serde_json::to_vec(&session).map_err(|e| CacheError::new(format!("encode: {e}")))?;

@@ -84,16 +84,76 @@ secret_newtype!(
     fingerprint = false
 );
 
-secret_newtype!(
-    /// An OAuth 2.0 access token. `Debug` shows only a short SHA-256 fingerprint.
-    ///
-    /// ```
-    /// let token = tokenkeeper::AccessToken::new("eyJhbGciOi...");
-    /// assert!(!format!("{token:?}").contains("eyJ"));
-    /// ```
-    AccessToken,
-    fingerprint = true
-);
+/// An OAuth 2.0 access token. `Debug` shows only a short SHA-256 fingerprint.
+///
+/// Cheap to clone (a shared buffer). Inside a cached token it shares one buffer with the
+/// `Authorization` header value, so a stored token costs its bytes once.
+///
+/// ```
+/// let token = tokenkeeper::AccessToken::new("eyJhbGciOi...");
+/// assert!(!format!("{token:?}").contains("eyJ"));
+/// assert_eq!(token.secret(), "eyJhbGciOi...");
+/// ```
+#[derive(Clone)]
+pub struct AccessToken {
+    buf: std::sync::Arc<str>,
+    start: usize,
+}
+
+impl AccessToken {
+    /// Wraps a token.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self {
+            buf: std::sync::Arc::from(value.into()),
+            start: 0,
+        }
+    }
+
+    /// The token itself. Take care where it goes: never into a log line, an error message or a
+    /// URL.
+    #[inline]
+    pub fn secret(&self) -> &str {
+        &self.buf[self.start..]
+    }
+
+    /// Whether the token is empty.
+    pub fn is_empty(&self) -> bool {
+        self.secret().is_empty()
+    }
+
+    /// Compares two tokens in constant time (in the length of the shorter input).
+    pub fn ct_eq(&self, other: &Self) -> bool {
+        ct_eq(self.secret().as_bytes(), other.secret().as_bytes())
+    }
+
+    /// `"<scheme> <token>"` in one shared buffer, and the token as a view into it.
+    pub(crate) fn with_scheme(&self, scheme: &str) -> (std::sync::Arc<str>, AccessToken) {
+        let full: std::sync::Arc<str> = std::sync::Arc::from(format!("{scheme} {}", self.secret()));
+        let token = AccessToken {
+            buf: full.clone(),
+            start: scheme.len() + 1,
+        };
+        (full, token)
+    }
+}
+
+impl fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AccessToken(sha256:{})", fingerprint(self.secret()))
+    }
+}
+
+impl From<String> for AccessToken {
+    fn from(value: String) -> Self {
+        Self::new(value)
+    }
+}
+
+impl From<&str> for AccessToken {
+    fn from(value: &str) -> Self {
+        Self::new(value)
+    }
+}
 
 secret_newtype!(
     /// An OAuth 2.0 refresh token. `Debug` shows only a short SHA-256 fingerprint.

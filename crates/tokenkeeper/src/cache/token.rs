@@ -24,10 +24,8 @@ use crate::secret::AccessToken;
 ///
 /// Every hit hands out an `Arc`, and a reference count that several threads increment is a
 /// cache line they fight over. So [`CachedToken::local_handle`] gives each thread (four of
-/// them in turn) its own copy, made on first use, whose count no other
-/// thread touches; the struct is aligned to a cache line so that the fields read on every hit
-/// never share a line with a count. Copies compare equal by their access token, not by pointer.
-#[repr(align(64))]
+/// them in turn) its own copy, made on first use, whose count no other thread touches (a copy
+/// shares the token's buffer). Copies compare equal by their access token, not by pointer.
 pub struct CachedToken {
     access_token: AccessToken,
     token_type: TokenType,
@@ -40,6 +38,15 @@ pub struct CachedToken {
     refresh_gate: AtomicU64,
     /// Per-thread copies (see the type's docs); empty in the copies themselves.
     replicas: [OnceLock<Arc<CachedToken>>; REPLICAS],
+}
+
+/// An `Arc<str>` as the owner of a `Bytes`.
+struct SharedStr(Arc<str>);
+
+impl AsRef<[u8]> for SharedStr {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
 }
 
 /// How many per-thread copies of a hot token may be made (besides the token itself).
@@ -70,14 +77,17 @@ impl CachedToken {
         refresh_at: Timestamp,
         expires_at: Timestamp,
     ) -> Result<Self, InvalidResponse> {
-        let mut authorization =
-            HeaderValue::try_from(format!("{} {}", token_type.scheme(), access_token.secret()))
-                .map_err(|_| {
-                    InvalidResponse::new(
-                        None,
-                        "the access token has characters that cannot be sent in an HTTP header",
-                    )
-                })?;
+        // One buffer holds "<scheme> <token>": the header value and the token are views of it.
+        let (full, access_token) = access_token.with_scheme(token_type.scheme());
+        let mut authorization = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(
+            SharedStr(full),
+        ))
+        .map_err(|_| {
+            InvalidResponse::new(
+                None,
+                "the access token has characters that cannot be sent in an HTTP header",
+            )
+        })?;
         authorization.set_sensitive(true);
         Ok(Self {
             access_token,

@@ -271,7 +271,7 @@ impl UserTokenManager {
             ..UserTokens::default()
         };
         tokens.access_tokens.insert(
-            resource.map_or(String::new(), |r| r.as_str().to_owned()),
+            resource.map_or("", Resource::as_str),
             self.cached_token(response)?,
         );
         self.replace(session, tokens).await

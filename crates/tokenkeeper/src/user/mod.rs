@@ -9,5 +9,6 @@ pub use manager::{UserTokenManager, UserTokenManagerBuilder, UserTokenParams};
 #[cfg(feature = "reqwest-middleware")]
 pub use middleware::UserTokenMiddleware;
 pub use store::{
-    InMemoryUserTokenStore, SessionKey, StoreOutcome, UserTokenStore, UserTokens, Versioned,
+    AccessTokens, InMemoryUserTokenStore, SessionKey, StoreOutcome, UserTokenStore, UserTokens,
+    Versioned,
 };

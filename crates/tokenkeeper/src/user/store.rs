@@ -1,6 +1,5 @@
 //! Per-session token storage.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -50,13 +49,84 @@ impl fmt::Display for SessionKey {
     }
 }
 
+/// A session's access tokens by resource (`""` for the default, no-resource token).
+///
+/// A small sorted vector: sessions hold one or a few tokens, and millions of sessions may be
+/// stored, so it is smaller than a `BTreeMap` (whose first node alone is ~360 bytes).
+///
+/// ```
+/// use tokenkeeper::user::AccessTokens;
+/// let tokens = AccessTokens::default();
+/// assert!(tokens.get("https://api.example.com").is_none());
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct AccessTokens(Vec<(Box<str>, Arc<CachedToken>)>);
+
+impl AccessTokens {
+    fn position(&self, resource: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(r, _)| (**r).cmp(resource))
+    }
+
+    /// The token for `resource`.
+    pub fn get(&self, resource: &str) -> Option<&Arc<CachedToken>> {
+        self.position(resource).ok().map(|i| &self.0[i].1)
+    }
+
+    /// Sets the token for `resource`; returns the one it replaced.
+    pub fn insert(
+        &mut self,
+        resource: impl Into<Box<str>>,
+        token: Arc<CachedToken>,
+    ) -> Option<Arc<CachedToken>> {
+        let resource = resource.into();
+        match self.position(&resource) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, token)),
+            Err(i) => {
+                self.0.insert(i, (resource, token));
+                None
+            }
+        }
+    }
+
+    /// Removes the token for `resource`.
+    pub fn remove(&mut self, resource: &str) -> Option<Arc<CachedToken>> {
+        self.position(resource).ok().map(|i| self.0.remove(i).1)
+    }
+
+    /// How many tokens.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The tokens, by resource, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Arc<CachedToken>)> {
+        self.0.iter().map(|(r, t)| (&**r, t))
+    }
+}
+
+impl std::ops::Index<&str> for AccessTokens {
+    type Output = Arc<CachedToken>;
+
+    fn index(&self, resource: &str) -> &Self::Output {
+        match self.get(resource) {
+            Some(token) => token,
+            None => panic!("no access token for resource {resource:?}"),
+        }
+    }
+}
+
 /// The tokens of one session: one refresh token shared by access tokens per resource.
 #[derive(Clone, Debug, Default)]
 pub struct UserTokens {
     /// The refresh token, if the session has one.
     pub refresh_token: Option<RefreshToken>,
     /// Access tokens by resource (`""` for the default, no-resource token).
-    pub access_tokens: BTreeMap<String, Arc<CachedToken>>,
+    pub access_tokens: AccessTokens,
     /// The ID token from login, if kept.
     pub id_token: Option<IdToken>,
 }
