@@ -412,6 +412,21 @@ async fn ut_09_tokens_by_session_key_outside_any_request() {
         })
     };
     assert_eq!(job.await.unwrap(), vec![200, 200, 200]);
+    // The same through a tower layer bound to the session (a hyper client here).
+    let layered = {
+        use tower::ServiceExt as _;
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<http_body_util::Full<bytes::Bytes>>();
+        let service = tower::ServiceBuilder::new()
+            .layer(users.layer(session.clone(), UserTokenParams::default()))
+            .service(client);
+        let request = http::Request::get(&api.url)
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        tokio::spawn(async move { service.oneshot(request).await.unwrap().status().as_u16() })
+    };
+    assert_eq!(layered.await.unwrap(), 200);
     let seen = api.seen();
     let token = seen[0].as_deref().unwrap().strip_prefix("Bearer ").unwrap();
     assert_eq!(sub_of(&server, token), "alice");

@@ -9,14 +9,17 @@ use tower_service::Service;
 use super::body::ReplayBody;
 use super::future::ResponseFuture;
 use super::BoxError;
+use crate::cache::CachedToken;
 use crate::client_credentials::{BoundClient, ClientCredentialsTokenManager, TokenRequestParams};
 use crate::error::Error;
+use crate::user::{SessionKey, UserTokenManager, UserTokenParams};
 use crate::MissingToken;
+use std::sync::Arc;
 
 /// A layer that wraps services in [`Token`].
 #[derive(Debug, Clone)]
 pub struct TokenLayer {
-    bound: BoundClient,
+    source: Source,
     missing: MissingToken,
 }
 
@@ -34,7 +37,7 @@ impl<S> Layer<S> for TokenLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Token {
             inner,
-            bound: self.bound.clone(),
+            source: self.source.clone(),
             missing: self.missing,
         }
     }
@@ -53,7 +56,7 @@ impl ClientCredentialsTokenManager {
         params: TokenRequestParams,
     ) -> Result<TokenLayer, Error> {
         Ok(TokenLayer {
-            bound: BoundClient::new(self, client, params)?,
+            source: Source::Client(BoundClient::new(self, client, params)?),
             missing: MissingToken::Fail,
         })
     }
@@ -65,7 +68,7 @@ impl ClientCredentialsTokenManager {
 #[derive(Debug, Clone)]
 pub struct Token<S> {
     inner: S,
-    bound: BoundClient,
+    source: Source,
     missing: MissingToken,
 }
 
@@ -89,11 +92,11 @@ where
         // Take the service that was driven to readiness; leave a clone in its place.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let bound = self.bound.clone();
+        let source = self.source.clone();
         let missing = self.missing;
         ResponseFuture {
             inner: Box::pin(async move {
-                let token = match bound.token().await {
+                let token = match source.token().await {
                     Ok(token) => token,
                     Err(error) if missing == MissingToken::SendWithout => {
                         tracing::warn!(%error, "no token; sending the request without one");
@@ -109,12 +112,15 @@ where
                 if response.status() != StatusCode::UNAUTHORIZED {
                     return Ok(response);
                 }
-                bound.invalidate(&token).await;
                 let Some(mut retry) = retry else {
+                    source.rejected(&token).await;
                     return Ok(response);
                 };
                 drop(response);
-                let token = bound.token().await.map_err(|e| Box::new(e) as BoxError)?;
+                let token = source
+                    .replacement(&token)
+                    .await
+                    .map_err(|e| Box::new(e) as BoxError)?;
                 retry
                     .headers_mut()
                     .insert(AUTHORIZATION, token.authorization_header().clone());
@@ -123,6 +129,73 @@ where
                     .map_err(Into::into)?;
                 inner.call(retry).await.map_err(Into::into)
             }),
+        }
+    }
+}
+
+/// Where the layer's tokens come from.
+#[derive(Debug, Clone)]
+enum Source {
+    /// A client-credentials client.
+    Client(BoundClient),
+    /// A user's session.
+    User {
+        manager: UserTokenManager,
+        session: SessionKey,
+        params: UserTokenParams,
+    },
+}
+
+impl Source {
+    async fn token(&self) -> Result<Arc<CachedToken>, Error> {
+        match self {
+            Self::Client(bound) => bound.token().await,
+            Self::User {
+                manager,
+                session,
+                params,
+            } => manager.get_access_token(session, params).await,
+        }
+    }
+
+    /// The API refused `token` and the request will not be retried.
+    async fn rejected(&self, token: &CachedToken) {
+        if let Self::Client(bound) = self {
+            bound.invalidate(token).await;
+        }
+    }
+
+    /// The API refused `token`: a new one for the retry.
+    async fn replacement(&self, token: &CachedToken) -> Result<Arc<CachedToken>, Error> {
+        match self {
+            Self::Client(bound) => {
+                bound.invalidate(token).await;
+                bound.token().await
+            }
+            Self::User {
+                manager,
+                session,
+                params,
+            } => {
+                manager
+                    .get_access_token(session, &params.clone().force_renewal(true))
+                    .await
+            }
+        }
+    }
+}
+
+impl UserTokenManager {
+    /// A tower layer attaching the access token of `session` (for background jobs and
+    /// websocket handlers: no HTTP request needed). On a 401 it refreshes once and retries.
+    pub fn layer(&self, session: SessionKey, params: UserTokenParams) -> TokenLayer {
+        TokenLayer {
+            source: Source::User {
+                manager: self.clone(),
+                session,
+                params,
+            },
+            missing: MissingToken::Fail,
         }
     }
 }
