@@ -790,6 +790,7 @@ impl BoundClient {
     }
 
     /// The cached token, when a valid one is at hand without waiting (the hit path).
+    #[cfg(feature = "reqwest-middleware")]
     #[inline]
     pub(crate) fn cached(&self) -> Option<Arc<CachedToken>> {
         if self.params.force_renewal {
