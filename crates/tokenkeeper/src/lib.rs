@@ -29,6 +29,9 @@ pub use error::{
     TransportErrorKind,
 };
 pub use http::{HttpOptions, HttpRequest, HttpResponse, HttpTransport, ReqwestTransport};
+pub use protocol::authorization::{
+    random_token, AuthorizationRequest, AuthorizationRequestBuilder, Pkce,
+};
 pub use protocol::client_auth::{AuthMethod, ClientAuthentication};
 pub use protocol::discovery::{Discovery, ProviderMetadata};
 pub use protocol::token_endpoint::TokenEndpoint;

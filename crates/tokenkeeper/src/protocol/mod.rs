@@ -1,5 +1,6 @@
 //! The OAuth 2.0 protocol core: requests, responses, client authentication, discovery.
 
+pub mod authorization;
 pub mod client_auth;
 pub mod discovery;
 pub mod token_endpoint;
