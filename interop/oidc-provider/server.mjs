@@ -47,6 +47,15 @@ const configuration = {
       token_endpoint_auth_method: 'client_secret_post',
       scope: RESOURCE_SCOPES,
     },
+    {
+      client_id: 'web',
+      client_secret: 'web-secret',
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      redirect_uris: ['http://127.0.0.1:1/callback'],
+      token_endpoint_auth_method: 'client_secret_basic',
+      scope: `openid offline_access ${RESOURCE_SCOPES}`,
+    },
   ],
   jwks: {
     keys: [
@@ -84,6 +93,9 @@ const configuration = {
     ClientCredentials: tokenTtl,
   },
   rotateRefreshToken: rotate,
+  // Refresh tokens for our test client whenever offline_access was granted.
+  issueRefreshToken: async (ctx, client, code) => client.grantTypeAllowed('refresh_token') && code.scopes.has('offline_access'),
+  pkce: { required: () => true },
 };
 
 const provider = new Provider(issuer, configuration);

@@ -76,3 +76,75 @@ pub fn jwt_claims(token: &str) -> serde_json::Value {
         .unwrap();
     serde_json::from_slice(&bytes).unwrap()
 }
+
+/// Logs `user` in through the provider's own login and consent pages, without a browser:
+/// follows the redirects by hand with a cookie jar and posts the forms. Returns the callback URL
+/// (with `code`, `state`, `iss`).
+pub async fn scripted_login(
+    authorization_url: &url::Url,
+    redirect_uri: &str,
+    user: &str,
+) -> url::Url {
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut next = authorization_url.clone();
+    for _ in 0..20 {
+        if next.as_str().starts_with(redirect_uri) {
+            return next;
+        }
+        let response = browser.get(next.clone()).send().await.unwrap();
+        if response.status().is_redirection() {
+            next = location(&next, &response);
+            continue;
+        }
+        assert!(
+            response.status().is_success(),
+            "{} at {next}",
+            response.status()
+        );
+        let page = response.text().await.unwrap();
+        // The page's own form: its action and its hidden `prompt`.
+        let attribute = |after: &str, name: &str| -> Option<String> {
+            let rest = &page[page.find(after)?..];
+            let value = rest
+                .split(&format!("{name}=\""))
+                .nth(1)?
+                .split('"')
+                .next()?;
+            Some(value.replace("&amp;", "&"))
+        };
+        let action = attribute("<form", "action").expect("a form on the interaction page");
+        let prompt = attribute("name=\"prompt\"", "value").unwrap_or_else(|| "consent".into());
+        let form = if prompt == "login" {
+            vec![
+                ("prompt", "login".to_owned()),
+                ("login", user.to_owned()),
+                ("password", "any".to_owned()),
+            ]
+        } else {
+            vec![("prompt", prompt)]
+        };
+        let post = next.join(&action).unwrap();
+        let response = browser.post(post.clone()).form(&form).send().await.unwrap();
+        assert!(
+            response.status().is_redirection(),
+            "{} after posting to {post}",
+            response.status()
+        );
+        next = location(&post, &response);
+    }
+    panic!("the login did not come back to the redirect URI");
+}
+
+fn location(base: &url::Url, response: &reqwest::Response) -> url::Url {
+    let location = response
+        .headers()
+        .get("location")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    base.join(location).unwrap()
+}

@@ -592,7 +592,7 @@ impl Inner {
         let now = self.clock.now();
         match mode {
             // A forced renewal settles only for a token fetched after it began.
-            FlightMode::Force => token.is_valid_at(now) && token.issued_at() >= started,
+            FlightMode::Force => token.is_valid_at(now) && token.issued_at() > started,
             _ => mode.accepts(token, now),
         }
     }

@@ -213,7 +213,10 @@ mod tests {
         assert_eq!(query["state"], request.state);
         assert_eq!(query["nonce"], request.nonce);
         assert_eq!(query["code_challenge_method"], "S256");
-        assert_eq!(query["code_challenge"], Pkce::challenge_of(request.pkce.verifier()));
+        assert_eq!(
+            query["code_challenge"],
+            Pkce::challenge_of(request.pkce.verifier())
+        );
         assert!(request.state.len() >= 32 && request.nonce.len() >= 32);
         let other = AuthorizationRequestBuilder::new(request.url.clone(), "web", "x")
             .build()

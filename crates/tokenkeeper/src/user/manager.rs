@@ -475,7 +475,7 @@ impl UserTokenManager {
                 .access_tokens
                 .get(params.slot())
                 .filter(|t| match mode {
-                    FlightMode::Force => t.is_valid_at(now) && t.issued_at() >= started,
+                    FlightMode::Force => t.is_valid_at(now) && t.issued_at() > started,
                     _ => mode.accepts(t, now),
                 })
                 .cloned()
@@ -500,7 +500,7 @@ impl UserTokenManager {
         let existing = current.value.access_tokens.get(params.slot()).cloned();
         if let Some(token) = &existing {
             let settles = match mode {
-                FlightMode::Force => token.is_valid_at(now) && token.issued_at() >= started,
+                FlightMode::Force => token.is_valid_at(now) && token.issued_at() > started,
                 _ => mode.accepts(token, now),
             };
             if settles {
