@@ -212,3 +212,101 @@ async fn interop_ut_04_concurrent_requests_one_refresh_with_rotation() {
         false
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interop_ut_05_three_instances_sharing_redis_one_refresh_with_rotation() {
+    use tokenkeeper_redis::{RedisLease, RedisOptions, RedisTokenCache, RedisUserTokenStore};
+    let provider = Provider::start(&[("ROTATE_REFRESH_TOKENS", "1")]).await;
+    let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("tkinterop-{:x}", fastrand::u64(..));
+    let instances: Vec<UserTokenManager> = (0..3)
+        .map(|_| {
+            let redis = RedisTokenCache::new(
+                &redis_url,
+                RedisOptions {
+                    prefix: prefix.clone(),
+                    ..RedisOptions::default()
+                },
+            )
+            .unwrap();
+            UserTokenManager::builder(ClientConfig::from_issuer(
+                &provider.issuer,
+                "web",
+                "web-secret",
+            ))
+            .store(Arc::new(RedisUserTokenStore::new(&redis)))
+            .lease(Arc::new(RedisLease::new(&redis)))
+            .build()
+            .unwrap()
+        })
+        .collect();
+    let session = login(&provider, &instances[0], "carol").await;
+    let refresh = instances[0]
+        .store()
+        .get(&session)
+        .await
+        .unwrap()
+        .unwrap()
+        .value
+        .refresh_token
+        .clone()
+        .unwrap();
+    instances[0]
+        .replace(
+            &session,
+            UserTokens {
+                refresh_token: Some(refresh.clone()),
+                ..UserTokens::default()
+            },
+        )
+        .await
+        .unwrap();
+    let params = UserTokenParams::new().resource(Resource::parse(RESOURCE).unwrap());
+    let barrier = Arc::new(tokio::sync::Barrier::new(300));
+    let mut tasks = Vec::new();
+    for users in &instances {
+        for _ in 0..100 {
+            let (users, session, params, barrier) = (
+                users.clone(),
+                session.clone(),
+                params.clone(),
+                barrier.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                users.get_access_token(&session, &params).await
+            }));
+        }
+    }
+    let mut values = HashSet::new();
+    for task in tasks {
+        values.insert(
+            task.await
+                .unwrap()
+                .unwrap()
+                .access_token()
+                .secret()
+                .to_owned(),
+        );
+    }
+    assert_eq!(values.len(), 1, "one refresh across the three instances");
+    let rotated = instances[2]
+        .store()
+        .get(&session)
+        .await
+        .unwrap()
+        .unwrap()
+        .value
+        .refresh_token
+        .clone()
+        .unwrap();
+    assert_eq!(
+        introspect(&provider, rotated.secret()).await["active"],
+        true,
+        "no reuse: the grant is alive"
+    );
+    assert_eq!(
+        introspect(&provider, refresh.secret()).await["active"],
+        false
+    );
+}
