@@ -6,6 +6,7 @@
 //! ([`TestServer::token_requests`], [`TestServer::last_token_request`]) or make it misbehave
 //! ([`TestServer::inject_fault`]). See [`TestServer`] for an example.
 
+mod authorize;
 mod faults;
 mod keys;
 mod refresh;

@@ -42,6 +42,8 @@ pub struct TestClient {
     pub auth_method: ClientAuthMethod,
     /// Scopes the client may ask for; `None` allows any.
     pub allowed_scopes: Option<Vec<String>>,
+    /// Registered redirect URIs (for the authorization code flow).
+    pub redirect_uris: Vec<String>,
 }
 
 impl TestClient {
@@ -52,7 +54,14 @@ impl TestClient {
             client_secret: client_secret.to_owned(),
             auth_method: ClientAuthMethod::Any,
             allowed_scopes: None,
+            redirect_uris: Vec::new(),
         }
+    }
+
+    /// Registers a redirect URI.
+    pub fn redirect_uri(mut self, uri: &str) -> Self {
+        self.redirect_uris.push(uri.to_owned());
+        self
     }
 
     /// Accepts only this authentication method.
@@ -97,13 +106,16 @@ pub(crate) struct ServerState {
     pub(crate) issuer: String,
     advertised_issuer: Mutex<Option<String>>,
     oidc_discovery: std::sync::atomic::AtomicBool,
-    clients: Mutex<HashMap<String, TestClient>>,
+    pub(crate) clients: Mutex<HashMap<String, TestClient>>,
     expires_in: Mutex<Option<u64>>,
     latency: Mutex<std::time::Duration>,
     counters: Mutex<HashMap<String, u64>>,
     faults: Mutex<Vec<FaultRule>>,
     recorded: Mutex<Vec<RecordedRequest>>,
-    pub(crate) key: SigningKey,
+    pub(crate) keys: Mutex<Vec<Arc<SigningKey>>>,
+    pub(crate) login: Mutex<Option<String>>,
+    pub(crate) codes: Mutex<HashMap<String, crate::authorize::CodeRecord>>,
+    pub(crate) end_sessions: Mutex<u64>,
     pub(crate) clock: TokioClock,
     pub(crate) refresh: Mutex<crate::refresh::RefreshStore>,
     pub(crate) rotate_refresh_tokens: std::sync::atomic::AtomicBool,
@@ -113,6 +125,15 @@ pub(crate) struct ServerState {
 }
 
 impl ServerState {
+    pub(crate) fn current_key(&self) -> Arc<SigningKey> {
+        let keys = lock(&self.keys);
+        keys[keys.len() - 1].clone()
+    }
+
+    pub(crate) fn key_by_kid(&self, kid: &str) -> Option<Arc<SigningKey>> {
+        lock(&self.keys).iter().find(|k| k.kid == kid).cloned()
+    }
+
     fn count(&self, what: &str) {
         *lock(&self.counters).entry(what.to_owned()).or_default() += 1;
     }
@@ -186,7 +207,10 @@ impl TestServerBuilder {
             counters: Mutex::new(HashMap::new()),
             faults: Mutex::new(Vec::new()),
             recorded: Mutex::new(Vec::new()),
-            key,
+            keys: Mutex::new(vec![Arc::new(key)]),
+            login: Mutex::new(None),
+            codes: Mutex::new(HashMap::new()),
+            end_sessions: Mutex::new(0),
             clock: TokioClock::new(),
             refresh: Mutex::new(crate::refresh::RefreshStore::default()),
             rotate_refresh_tokens: std::sync::atomic::AtomicBool::new(false),
@@ -398,6 +422,33 @@ impl TestServer {
         lock(&self.state.recorded).last().cloned()
     }
 
+    /// Signs from now on with a new key; the JWKS serves it next to the previous ones, so
+    /// relying parties that follow rotation refetch the JWKS on the unknown `kid`.
+    pub fn rotate_signing_key(&self) {
+        let mut keys = lock(&self.state.keys);
+        let kid = format!("tk-test-{}", keys.len() + 1);
+        match SigningKey::generate(&kid) {
+            Ok(key) => keys.push(Arc::new(key)),
+            Err(e) => panic!("tokenkeeper-testing: {e}"),
+        }
+    }
+
+    /// The user who "logs in" at the authorization endpoint (a programmable login, no UI):
+    /// `None` (the default) answers `login_required`.
+    pub fn set_login(&self, sub: Option<&str>) {
+        *lock(&self.state.login) = sub.map(str::to_owned);
+    }
+
+    /// The authorization endpoint URL.
+    pub fn authorization_endpoint(&self) -> String {
+        format!("{}/authorize", self.state.issuer)
+    }
+
+    /// How many RP-initiated logouts reached the end-session endpoint.
+    pub fn end_sessions(&self) -> u64 {
+        *lock(&self.state.end_sessions)
+    }
+
     /// Rotates refresh tokens on every use (default off). With rotation, reusing a consumed
     /// refresh token is `invalid_grant` and revokes the whole grant, newest tokens included.
     pub fn set_rotate_refresh_tokens(&self, rotate: bool) {
@@ -451,7 +502,12 @@ pub(crate) fn verify(state: &ServerState, token: &str) -> Result<Map<String, Val
     validation.set_issuer(&[&state.issuer]);
     validation.validate_aud = false;
     validation.validate_exp = false;
-    let data = jsonwebtoken::decode::<Map<String, Value>>(token, &state.key.decoding, &validation)
+    let kid = jsonwebtoken::decode_header(token)
+        .map_err(|e| format!("invalid token: {e}"))?
+        .kid
+        .unwrap_or_default();
+    let key = state.key_by_kid(&kid).ok_or("unknown signing key")?;
+    let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.decoding, &validation)
         .map_err(|e| format!("invalid token: {e}"))?;
     let now = state.clock.now().as_millis() / 1000;
     match data.claims.get("exp").and_then(Value::as_u64) {
@@ -468,6 +524,8 @@ fn router(state: Arc<ServerState>) -> Router {
         .route("/jwks", get(jwks))
         .route("/token", post(token))
         .route("/revoke", post(crate::refresh::revoke))
+        .route("/authorize", get(crate::authorize::authorize))
+        .route("/end_session", get(crate::authorize::end_session))
         .route("/introspect", post(crate::refresh::introspect))
         .with_state(state)
 }
@@ -493,9 +551,15 @@ async fn metadata(State(state): State<Arc<ServerState>>) -> Response {
         "issuer": issuer,
         "token_endpoint": format!("{base}/token"),
         "jwks_uri": format!("{base}/jwks"),
+        "authorization_endpoint": format!("{base}/authorize"),
+        "end_session_endpoint": format!("{base}/end_session"),
+        "response_types_supported": ["code"],
+        "code_challenge_methods_supported": ["S256"],
+        "authorization_response_iss_parameter_supported": true,
+        "subject_types_supported": ["public"],
         "revocation_endpoint": format!("{base}/revoke"),
         "introspection_endpoint": format!("{base}/introspect"),
-        "grant_types_supported": ["client_credentials", "refresh_token"],
+        "grant_types_supported": ["client_credentials", "refresh_token", "authorization_code"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "id_token_signing_alg_values_supported": ["ES256"],
     }))
@@ -504,7 +568,8 @@ async fn metadata(State(state): State<Arc<ServerState>>) -> Response {
 
 async fn jwks(State(state): State<Arc<ServerState>>) -> Response {
     state.count("jwks");
-    Json(json!({ "keys": [state.key.jwk.clone()] })).into_response()
+    let keys: Vec<Value> = lock(&state.keys).iter().map(|k| k.jwk.clone()).collect();
+    Json(json!({ "keys": keys })).into_response()
 }
 
 pub(crate) fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
@@ -772,6 +837,9 @@ fn handle_token(
     match grant {
         Some("client_credentials") => client_credentials(state, &auth.client, form),
         Some("refresh_token") => crate::refresh::refresh_token_grant(state, &auth.client, form),
+        Some("authorization_code") => {
+            crate::authorize::authorization_code_grant(state, &auth.client, form)
+        }
         Some(_) => Err(oauth_error(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
@@ -818,10 +886,11 @@ pub(crate) fn issue_access_token(
     if !extras.is_empty() {
         claims["ext"] = Value::Object(extras);
     }
+    let key = state.current_key();
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-    header.kid = Some(state.key.kid.clone());
+    header.kid = Some(key.kid.clone());
     header.typ = Some("at+jwt".into());
-    let token = jsonwebtoken::encode(&header, &claims, &state.key.encoding).map_err(|e| {
+    let token = jsonwebtoken::encode(&header, &claims, &key.encoding).map_err(|e| {
         oauth_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "server_error",

@@ -37,6 +37,9 @@ pub enum Error {
     /// caller normally sees this only from direct cache calls.
     #[error(transparent)]
     Cache(#[from] CacheError),
+    /// An ID token was refused (signature, issuer, audience, expiry or nonce).
+    #[error("invalid ID token: {0}")]
+    InvalidIdToken(String),
     /// The user must log in again: the session has no tokens, its refresh token was refused
     /// (`invalid_grant`, and the session's tokens were cleared), or it has no refresh token and
     /// its access token expired.

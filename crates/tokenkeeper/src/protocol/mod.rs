@@ -3,6 +3,7 @@
 pub mod authorization;
 pub mod client_auth;
 pub mod discovery;
+pub mod id_token;
 pub mod token_endpoint;
 pub mod token_request;
 pub mod token_response;
