@@ -1,0 +1,23 @@
+//! OpenID Connect login for [axum](https://docs.rs/axum) with tokenkeeper.
+//!
+//! - `GET {prefix}/login?returnUrl=/path` — authorization code + PKCE S256 + `state` + `nonce`
+//!   (optional `prompt`, scopes, resources and extra parameters from [`OidcConfig`]).
+//! - `GET {prefix}/callback` — checks `state` and the RFC 9207 `iss`, exchanges the code,
+//!   validates the ID token against the issuer's JWKS (following key rotation), stores the
+//!   tokens for the session (a [`UserTokenManager`], in memory or Redis) and rotates the session
+//!   id.
+//! - `GET {prefix}/logout` — revokes the refresh token (RFC 7009), clears the session, then
+//!   redirects to the provider's `end_session_endpoint` (RP-initiated logout) when it has one.
+//! - Extractors: [`CurrentUser`], [`UserAccessToken`] (refreshed as needed), [`UserHttpClient`]
+//!   (a reqwest client attaching the user's token).
+//!
+//! Sessions come from [`tower_sessions`]; [`Oidc::session_layer`] configures their cookie
+//! (`HttpOnly`, `SameSite=Lax`, `Secure` unless [`OidcConfig::insecure_cookies`] for loopback
+//! development).
+
+mod extract;
+mod oidc;
+
+pub use extract::{CurrentUser, UserAccessToken, UserHttpClient};
+pub use oidc::{LoginError, Oidc, OidcConfig};
+pub use tokenkeeper::user::UserTokenManager;

@@ -1,0 +1,276 @@
+//! OpenID Connect login in axum against the test server (WL-01 … WL-03, UT-08 through the web).
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+use axum::routing::get;
+use axum::Router;
+use tokenkeeper_axum::{CurrentUser, Oidc, OidcConfig, UserAccessToken};
+use tokenkeeper_testing::{TestClient, TestServer};
+use tower_sessions::MemoryStore;
+
+#[derive(Clone)]
+struct AppState {
+    oidc: Oidc,
+}
+
+impl FromRef<AppState> for Oidc {
+    fn from_ref(state: &AppState) -> Oidc {
+        state.oidc.clone()
+    }
+}
+
+struct App {
+    url: String,
+    idp: Arc<TestServer>,
+    oidc: Oidc,
+}
+
+async fn app(insecure_cookies: bool) -> App {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let idp = Arc::new(
+        TestServer::builder()
+            .client(
+                TestClient::new("web", "web-secret").redirect_uri(&format!("{url}/auth/callback")),
+            )
+            .start()
+            .await,
+    );
+    idp.set_login(Some("alice"));
+    let mut config = OidcConfig::new(
+        idp.issuer(),
+        "web",
+        "web-secret",
+        format!("{url}/auth/callback"),
+    );
+    config.insecure_cookies = insecure_cookies;
+    config.post_logout_redirect_uri = Some(format!("{url}/"));
+    let users = Oidc::user_manager_for(&config).unwrap();
+    let oidc = Oidc::new(config, users).unwrap();
+    let router = Router::new()
+        .route("/", get(|| async { "home" }))
+        .route("/me", get(|user: CurrentUser| async move { user.sub }))
+        .route(
+            "/token",
+            get(|token: UserAccessToken| async move { token.0.access_token().secret().to_owned() }),
+        )
+        .merge(oidc.router())
+        .with_state(AppState { oidc: oidc.clone() })
+        .layer(oidc.session_layer(MemoryStore::default()));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    App { url, idp, oidc }
+}
+
+fn browser(follow: bool) -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(if follow {
+            reqwest::redirect::Policy::limited(10)
+        } else {
+            reqwest::redirect::Policy::none()
+        })
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wl_login_call_and_logout_through_the_web() {
+    let app = app(true).await;
+    let browser = browser(true);
+    assert_eq!(
+        browser
+            .get(format!("{}/me", app.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+
+    let page = browser
+        .get(format!("{}/auth/login?returnUrl=/me", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(
+        page.text().await.unwrap(),
+        "alice",
+        "logged in and sent back to returnUrl"
+    );
+
+    let token = browser
+        .get(format!("{}/token", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let claims = app.idp.verify_access_token(&token).unwrap();
+    assert_eq!(claims["sub"], "alice");
+
+    let home = browser
+        .get(format!("{}/auth/logout", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        home.text().await.unwrap(),
+        "home",
+        "RP-initiated logout came back to the app"
+    );
+    assert_eq!(app.idp.end_sessions(), 1);
+    assert_eq!(app.idp.revocations(), 1, "the refresh token was revoked");
+    assert_eq!(
+        browser
+            .get(format!("{}/me", app.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let _ = &app.oidc;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wl_01_login_redirect_carries_state_nonce_pkce_and_open_redirects_are_refused() {
+    let app = app(true).await;
+    let browser = browser(false);
+    let response = browser
+        .get(format!(
+            "{}/auth/login?returnUrl=https://evil.example.com/",
+            app.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_redirection());
+    let location: url::Url = response.headers()["location"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let query: std::collections::HashMap<String, String> =
+        location.query_pairs().into_owned().collect();
+    assert_eq!(query["response_type"], "code");
+    assert_eq!(query["code_challenge_method"], "S256");
+    assert!(
+        query.contains_key("state")
+            && query.contains_key("nonce")
+            && query.contains_key("code_challenge")
+    );
+    // Complete the login: the foreign returnUrl was replaced by "/".
+    let idp = browser.get(location).send().await.unwrap();
+    let callback = idp.headers()["location"].to_str().unwrap().to_owned();
+    let done = browser.get(&callback).send().await.unwrap();
+    assert_eq!(done.headers()["location"], "/");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wl_02_callback_refuses_bad_state_wrong_iss_and_replays() {
+    let app = app(true).await;
+    let browser = browser(false);
+    let start = |b: reqwest::Client, url: String| async move {
+        let response = b.get(format!("{url}/auth/login")).send().await.unwrap();
+        let to_idp = response.headers()["location"].to_str().unwrap().to_owned();
+        let idp = b.get(to_idp).send().await.unwrap();
+        url::Url::parse(idp.headers()["location"].to_str().unwrap()).unwrap()
+    };
+    let with = |url: &url::Url, key: &str, value: Option<&str>| {
+        let mut url = url.clone();
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .into_owned()
+            .filter(|(k, _)| k != key)
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+        if let Some(v) = value {
+            url.query_pairs_mut().append_pair(key, v);
+        }
+        url
+    };
+    // No login pending.
+    let callback = start(browser.clone(), app.url.clone()).await;
+    let fresh = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    assert_eq!(
+        fresh.get(callback.clone()).send().await.unwrap().status(),
+        400
+    );
+    // A wrong or missing state.
+    assert_eq!(
+        browser
+            .get(with(&callback, "state", Some("forged")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    let callback = start(browser.clone(), app.url.clone()).await;
+    assert_eq!(
+        browser
+            .get(with(&callback, "state", None))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    // A wrong or missing iss (RFC 9207).
+    let callback = start(browser.clone(), app.url.clone()).await;
+    assert_eq!(
+        browser
+            .get(with(&callback, "iss", Some("http://127.0.0.1:9")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    let callback = start(browser.clone(), app.url.clone()).await;
+    assert_eq!(
+        browser
+            .get(with(&callback, "iss", None))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    // A good callback works once; its replay is refused.
+    let callback = start(browser.clone(), app.url.clone()).await;
+    assert!(browser
+        .get(callback.clone())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .is_redirection());
+    assert_eq!(browser.get(callback).send().await.unwrap().status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wl_03_session_cookie_is_httponly_lax_and_secure_unless_disabled() {
+    for (insecure, secure_expected) in [(false, true), (true, false)] {
+        let app = app(insecure).await;
+        let response = browser(false)
+            .get(format!("{}/auth/login", app.url))
+            .send()
+            .await
+            .unwrap();
+        let cookie = response.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(cookie.contains("HttpOnly"), "{cookie}");
+        assert!(cookie.contains("SameSite=Lax"), "{cookie}");
+        assert_eq!(cookie.contains("Secure"), secure_expected, "{cookie}");
+    }
+}
