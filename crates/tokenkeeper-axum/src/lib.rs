@@ -17,7 +17,9 @@
 
 mod extract;
 mod oidc;
+mod store;
 
 pub use extract::{CurrentUser, UserAccessToken, UserHttpClient};
 pub use oidc::{LoginError, Oidc, OidcConfig};
+pub use store::SessionStoreUserTokenStore;
 pub use tokenkeeper::user::UserTokenManager;

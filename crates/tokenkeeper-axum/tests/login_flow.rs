@@ -6,7 +6,9 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 use axum::routing::get;
 use axum::Router;
-use tokenkeeper_axum::{CurrentUser, Oidc, OidcConfig, UserAccessToken};
+use tokenkeeper_axum::{
+    CurrentUser, Oidc, OidcConfig, SessionStoreUserTokenStore, UserAccessToken,
+};
 use tokenkeeper_testing::{TestClient, TestServer};
 use tower_sessions::MemoryStore;
 
@@ -47,7 +49,14 @@ async fn app(insecure_cookies: bool) -> App {
     );
     config.insecure_cookies = insecure_cookies;
     config.post_logout_redirect_uri = Some(format!("{url}/"));
-    let users = Oidc::user_manager_for(&config).unwrap();
+    // Tokens live in the same tower-sessions backend as the sessions.
+    let sessions = MemoryStore::default();
+    let users = tokenkeeper::user::UserTokenManager::builder(
+        tokenkeeper::ClientConfig::from_issuer(idp.issuer(), "web", "web-secret"),
+    )
+    .store(Arc::new(SessionStoreUserTokenStore::new(sessions.clone())))
+    .build()
+    .unwrap();
     let oidc = Oidc::new(config, users).unwrap();
     let router = Router::new()
         .route("/", get(|| async { "home" }))
@@ -58,7 +67,7 @@ async fn app(insecure_cookies: bool) -> App {
         )
         .merge(oidc.router())
         .with_state(AppState { oidc: oidc.clone() })
-        .layer(oidc.session_layer(MemoryStore::default()));
+        .layer(oidc.session_layer(sessions));
     tokio::spawn(async move { axum::serve(listener, router).await });
     App { url, idp, oidc }
 }
@@ -273,4 +282,36 @@ async fn wl_03_session_cookie_is_httponly_lax_and_secure_unless_disabled() {
         assert!(cookie.contains("SameSite=Lax"), "{cookie}");
         assert_eq!(cookie.contains("Secure"), secure_expected, "{cookie}");
     }
+}
+
+#[tokio::test]
+async fn session_store_backed_user_token_store_compares_versions() {
+    use tokenkeeper::user::{SessionKey, StoreOutcome, UserTokenStore, UserTokens};
+    let store = SessionStoreUserTokenStore::new(MemoryStore::default());
+    let key = SessionKey::new("session-1");
+    assert!(store.get(&key).await.unwrap().is_none());
+    let tokens = Arc::new(UserTokens {
+        refresh_token: Some("rt-1".into()),
+        ..UserTokens::default()
+    });
+    assert_eq!(
+        store.store(&key, tokens.clone(), None).await.unwrap(),
+        StoreOutcome::Stored(1)
+    );
+    assert_eq!(
+        store.store(&key, tokens.clone(), None).await.unwrap(),
+        StoreOutcome::Conflict
+    );
+    let stored = store.get(&key).await.unwrap().unwrap();
+    assert_eq!(stored.version, 1);
+    assert_eq!(
+        stored.value.refresh_token.as_ref().unwrap().secret(),
+        "rt-1"
+    );
+    assert_eq!(
+        store.store(&key, tokens, Some(1)).await.unwrap(),
+        StoreOutcome::Stored(2)
+    );
+    store.clear(&key).await.unwrap();
+    assert!(store.get(&key).await.unwrap().is_none());
 }

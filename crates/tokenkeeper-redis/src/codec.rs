@@ -33,58 +33,16 @@ pub(crate) enum Unreadable {
     Damaged,
 }
 
-/// A user session's tokens.
-#[derive(Serialize, Deserialize)]
-struct StoredSessionV1 {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    rt: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    id: Option<String>,
-    at: std::collections::BTreeMap<String, StoredV1>,
-}
-
 const PLAIN_SESSION: &[u8] = b"ut1:";
 const SEALED_SESSION: &[u8] = b"ut1e:";
-
-fn stored(token: &CachedToken) -> StoredV1 {
-    StoredV1 {
-        at: token.access_token().secret().to_owned(),
-        tt: token.token_type().to_string(),
-        sc: token.scope().map(ToString::to_string),
-        ia: token.issued_at().as_millis(),
-        ra: token.refresh_at().as_millis(),
-        ea: token.expires_at().as_millis(),
-    }
-}
-
-fn restored(stored: StoredV1) -> Option<Arc<CachedToken>> {
-    CachedToken::new(
-        AccessToken::new(stored.at),
-        TokenType::parse(&stored.tt),
-        stored.sc.as_deref().map(Scope::parse),
-        Timestamp::from_millis(stored.ia),
-        Timestamp::from_millis(stored.ra),
-        Timestamp::from_millis(stored.ea),
-    )
-    .ok()
-    .map(Arc::new)
-}
 
 pub(crate) fn encode_session(
     tokens: &tokenkeeper::user::UserTokens,
     aad: &[u8],
     encryption: Option<&Encryption>,
 ) -> Result<Vec<u8>, CacheError> {
-    let session = StoredSessionV1 {
-        rt: tokens.refresh_token.as_ref().map(|t| t.secret().to_owned()),
-        id: tokens.id_token.as_ref().map(|t| t.secret().to_owned()),
-        at: tokens
-            .access_tokens
-            .iter()
-            .map(|(k, v)| (k.to_owned(), stored(v)))
-            .collect(),
-    };
-    let json = serde_json::to_vec(&session).map_err(|e| CacheError::new(format!("encode: {e}")))?;
+    let json = serde_json::to_vec(&tokens.to_json())
+        .map_err(|e| CacheError::new(format!("encode: {e}")))?;
     Ok(match encryption {
         Some(encryption) => [SEALED_SESSION, &encryption.seal(aad, &json)?].concat(),
         None => [PLAIN_SESSION, &json].concat(),
@@ -109,19 +67,9 @@ pub(crate) fn decode_session(
     } else {
         return Err(Unreadable::OtherVersion);
     };
-    let session: StoredSessionV1 =
+    let value: serde_json::Value =
         serde_json::from_slice(&json).map_err(|_| Unreadable::Damaged)?;
-    let mut tokens = tokenkeeper::user::UserTokens {
-        refresh_token: session.rt.map(tokenkeeper::RefreshToken::new),
-        id_token: session.id.map(tokenkeeper::IdToken::new),
-        ..Default::default()
-    };
-    for (resource, token) in session.at {
-        tokens
-            .access_tokens
-            .insert(resource, restored(token).ok_or(Unreadable::Damaged)?);
-    }
-    Ok(tokens)
+    tokenkeeper::user::UserTokens::from_json(&value).ok_or(Unreadable::Damaged)
 }
 
 pub(crate) fn encode(

@@ -4,6 +4,7 @@ mod manager;
 #[cfg(feature = "reqwest-middleware")]
 mod middleware;
 mod store;
+mod stored;
 
 pub use manager::{UserTokenManager, UserTokenManagerBuilder, UserTokenParams};
 #[cfg(feature = "reqwest-middleware")]
