@@ -1,4 +1,4 @@
-//! Redis backends for [tokenkeeper](tokenkeeper): what a fleet of instances shares.
+//! Redis backends for [`tokenkeeper`]: what a fleet of instances shares.
 //!
 //! - [`RedisTokenCache`]: tokens in Redis, versioned, optionally encrypted ([`Encryption`]).
 //! - [`TwoTierTokenCache`]: an in-memory L1 over the Redis L2, with invalidations broadcast.
