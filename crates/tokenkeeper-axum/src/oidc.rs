@@ -369,6 +369,12 @@ async fn complete(
         _ => {}
     }
     if let Some(error) = query.error {
+        // Reflected from the query string: keep it short and printable.
+        let error: String = error
+            .chars()
+            .filter(|c| c.is_ascii_graphic())
+            .take(64)
+            .collect();
         return Err(LoginError::Provider(error));
     }
     let code = query
