@@ -30,7 +30,8 @@ fn ready<F: Future>(future: F) -> F::Output {
     }
 }
 
-/// A JWT-sized access token (~800 bytes) and a refresh token (43 bytes), distinct per session.
+/// A JWT-sized access token (~800 bytes) with a scope, and a refresh token (43 bytes), distinct
+/// per session.
 fn session_tokens(i: usize, clock: &TokioClock) -> UserTokens {
     let now = clock.now();
     let access = format!("eyJ{:0>797}", i);
@@ -44,7 +45,7 @@ fn session_tokens(i: usize, clock: &TokioClock) -> UserTokens {
             CachedToken::new(
                 AccessToken::new(access),
                 TokenType::Bearer,
-                None,
+                Some(tokenkeeper::Scope::parse("openid profile email api:read")),
                 now,
                 now.saturating_add(std::time::Duration::from_secs(3000)),
                 now.saturating_add(std::time::Duration::from_secs(3570)),
@@ -79,12 +80,12 @@ fn memory_per_session() {
         store.store_sync(&key, Arc::new(session_tokens(i, &clock)), None);
     }
     let after = rss_bytes();
-    let token_bytes = (800 + 43) as f64;
+    let token_bytes = (800 + 43 + "api:read email openid profile".len()) as f64;
     let key_bytes = format!("sub=user-{}&sid=s", n / 2).len() as f64;
     let per_session = (after - before) as f64 / n as f64;
     println!(
         "memory: {n} sessions → {:.0} MiB RSS, {per_session:.0} bytes per session; \
-         token bytes {token_bytes:.0} + key bytes {key_bytes:.0}; overhead {:.0} bytes per session",
+         token and scope bytes {token_bytes:.0} + key bytes {key_bytes:.0}; overhead {:.0} bytes per session",
         (after - before) as f64 / 1048576.0,
         per_session - token_bytes - key_bytes
     );

@@ -36,8 +36,9 @@ pub struct CachedToken {
     authorization: HeaderValue,
     /// Millisecond timestamp before which no new refresh-ahead may start (a lock-free gate).
     refresh_gate: AtomicU64,
-    /// Per-thread copies (see the type's docs); empty in the copies themselves.
-    replicas: [OnceLock<Arc<CachedToken>>; REPLICAS],
+    /// Per-thread copies (see the type's docs), allocated on the first hit from a second
+    /// thread; empty in the copies themselves.
+    replicas: OnceLock<Box<[OnceLock<Arc<CachedToken>>; REPLICAS]>>,
 }
 
 /// An `Arc<str>` as the owner of a `Bytes`.
@@ -108,7 +109,7 @@ impl CachedToken {
     pub fn local_handle(self: &Arc<Self>) -> Arc<Self> {
         match thread_slot() {
             0 => self.clone(),
-            slot => self.replicas[slot - 1]
+            slot => self.replicas.get_or_init(Default::default)[slot - 1]
                 .get_or_init(|| Arc::new(self.replica()))
                 .clone(),
         }

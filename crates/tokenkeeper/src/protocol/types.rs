@@ -97,19 +97,20 @@ impl From<String> for ClientId {
 /// assert_eq!(a, b);
 /// assert_eq!(a.to_string(), "read write");
 /// ```
+///
+/// It is kept as one normalised string (sorted tokens joined by single spaces): a scope is
+/// stored with every token, for every user session, so it must be small.
 #[derive(Clone, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
-pub struct Scope(BTreeSet<String>);
+pub struct Scope(Box<str>);
 
 impl Scope {
     /// Parses a space-separated scope string. Empty tokens are ignored.
     pub fn parse(scope: &str) -> Self {
-        Self(
-            scope
-                .split([' ', '\t', '\n', '\r'])
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect(),
-        )
+        let tokens: BTreeSet<&str> = scope
+            .split([' ', '\t', '\n', '\r'])
+            .filter(|s| !s.is_empty())
+            .collect();
+        Self(tokens.into_iter().collect::<Vec<_>>().join(" ").into_boxed_str())
     }
 
     /// Builds a scope from individual tokens.
@@ -134,17 +135,22 @@ impl Scope {
 
     /// Whether the scope contains `token`.
     pub fn contains(&self, token: &str) -> bool {
-        self.0.contains(token)
+        self.iter().any(|t| t == token)
     }
 
     /// The tokens, in sorted order.
     pub fn iter(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(String::as_str)
+        self.0.split(' ').filter(|s| !s.is_empty())
+    }
+
+    /// The normalised scope string.
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 
     /// Checks that every token uses only the characters RFC 6749 §3.3 allows.
     pub(crate) fn validate(&self, field: &'static str) -> Result<(), ConfigError> {
-        for token in &self.0 {
+        for token in self.iter() {
             let ok = token
                 .bytes()
                 .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
@@ -161,15 +167,7 @@ impl Scope {
 
 impl fmt::Display for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut first = true;
-        for token in &self.0 {
-            if !first {
-                f.write_str(" ")?;
-            }
-            f.write_str(token)?;
-            first = false;
-        }
-        Ok(())
+        f.write_str(&self.0)
     }
 }
 

@@ -259,6 +259,7 @@ impl UserTokenManager {
     }
 
     /// Stores the tokens of a login (the code exchange response) for `session`, replacing any.
+    /// The ID token is not kept (keep it in the web session if you need it for logout).
     pub async fn store_login(
         &self,
         session: &SessionKey,
@@ -267,7 +268,6 @@ impl UserTokenManager {
     ) -> Result<(), Error> {
         let mut tokens = UserTokens {
             refresh_token: response.refresh_token.clone(),
-            id_token: response.id_token.clone(),
             ..UserTokens::default()
         };
         tokens.access_tokens.insert(
@@ -545,9 +545,6 @@ impl UserTokenManager {
             let mut next = (*base).clone();
             if let Some(rotated) = &response.refresh_token {
                 next.refresh_token = Some(rotated.clone());
-            }
-            if response.id_token.is_some() {
-                next.id_token = response.id_token.clone();
             }
             next.access_tokens
                 .insert(params.slot().to_owned(), token.clone());
