@@ -110,7 +110,13 @@ impl Scope {
             .split([' ', '\t', '\n', '\r'])
             .filter(|s| !s.is_empty())
             .collect();
-        Self(tokens.into_iter().collect::<Vec<_>>().join(" ").into_boxed_str())
+        Self(
+            tokens
+                .into_iter()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .into_boxed_str(),
+        )
     }
 
     /// Builds a scope from individual tokens.
