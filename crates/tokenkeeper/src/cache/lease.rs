@@ -94,3 +94,56 @@ impl Default for LeaseOptions {
         }
     }
 }
+
+/// What [`lease_or_settled`] found.
+pub(crate) enum LeaseOutcome<T> {
+    /// The lease is held: do the work, then release it.
+    Held(LeaseGuard),
+    /// Another instance did the work: here is its result.
+    Settled(T),
+    /// No lease (the backend failed, or the wait ran out): do the work without it.
+    Unavailable,
+}
+
+/// The waiting protocol shared by the managers (see [`Lease`]): take the lease, or poll
+/// `settled` (a re-read of the shared store) until the holder's result shows up; re-read once
+/// more after taking the lease; give up after `options.wait`.
+pub(crate) async fn lease_or_settled<T, F, Fut>(
+    lease: &dyn Lease,
+    options: &LeaseOptions,
+    key: &CacheKey,
+    mut settled: F,
+) -> LeaseOutcome<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + options.wait;
+    loop {
+        match lease.try_acquire(key, options.ttl).await {
+            Ok(Some(guard)) => {
+                // The previous holder may have stored its result just before releasing.
+                if let Some(done) = settled().await {
+                    guard.release().await;
+                    return LeaseOutcome::Settled(done);
+                }
+                return LeaseOutcome::Held(guard);
+            }
+            Ok(None) => {
+                if let Some(done) = settled().await {
+                    return LeaseOutcome::Settled(done);
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::warn!(key = %key, "waited too long for another instance's lease; going on without it");
+                    return LeaseOutcome::Unavailable;
+                }
+                let jitter = options.poll.mul_f64(fastrand::f64() * 0.5);
+                tokio::time::sleep(options.poll + jitter).await;
+            }
+            Err(error) => {
+                tracing::debug!(key = %key, %error, "lease unavailable; going on without it");
+                return LeaseOutcome::Unavailable;
+            }
+        }
+    }
+}

@@ -18,6 +18,7 @@ use futures_util::future::BoxFuture;
 
 pub(crate) use key::KeyWriter;
 pub use key::{BuildKeyHasher, CacheKey, KeyHasher};
+pub(crate) use lease::{lease_or_settled, LeaseOutcome};
 pub use lease::{Lease, LeaseGuard, LeaseOptions};
 pub use memory::InMemoryTokenCache;
 pub use token::CachedToken;

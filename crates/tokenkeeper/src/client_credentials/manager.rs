@@ -8,8 +8,8 @@ use std::time::Duration;
 use tracing::Instrument as _;
 
 use crate::cache::{
-    BuildKeyHasher, CacheKey, CachedToken, InMemoryTokenCache, KeyWriter, Lease, LeaseGuard,
-    LeaseOptions, SharedCache,
+    lease_or_settled, BuildKeyHasher, CacheKey, CachedToken, InMemoryTokenCache, KeyWriter, Lease,
+    LeaseGuard, LeaseOptions, LeaseOutcome, SharedCache,
 };
 use crate::clock::Timestamp;
 use crate::clock::{Clock, TokioClock};
@@ -609,37 +609,16 @@ impl Inner {
         let Some((lease, options)) = &self.lease else {
             return Ok(None);
         };
-        let deadline = tokio::time::Instant::now() + options.wait;
-        loop {
-            match lease.try_acquire(key, options.ttl).await {
-                Ok(Some(guard)) => {
-                    // The previous holder may have stored a token just before releasing.
-                    if let Ok(Some(token)) = self.cache.get(key).await {
-                        if self.settles(mode, &token, started) {
-                            guard.release().await;
-                            return Err(token);
-                        }
-                    }
-                    return Ok(Some(guard));
-                }
-                Ok(None) => {
-                    if let Ok(Some(token)) = self.cache.get(key).await {
-                        if self.settles(mode, &token, started) {
-                            return Err(token);
-                        }
-                    }
-                    if tokio::time::Instant::now() >= deadline {
-                        tracing::warn!(key = %key, "waited too long for another instance's lease; fetching locally");
-                        return Ok(None);
-                    }
-                    let jitter = options.poll.mul_f64(fastrand::f64() * 0.5);
-                    tokio::time::sleep(options.poll + jitter).await;
-                }
-                Err(error) => {
-                    tracing::debug!(key = %key, %error, "lease unavailable; fetching locally");
-                    return Ok(None);
-                }
+        let settled = || async {
+            match self.cache.get(key).await {
+                Ok(Some(token)) if self.settles(mode, &token, started) => Some(token),
+                _ => None,
             }
+        };
+        match lease_or_settled(lease.as_ref(), options, key, settled).await {
+            LeaseOutcome::Held(guard) => Ok(Some(guard)),
+            LeaseOutcome::Settled(token) => Err(token),
+            LeaseOutcome::Unavailable => Ok(None),
         }
     }
 

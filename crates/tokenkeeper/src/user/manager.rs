@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use url::Url;
 
 use super::store::{InMemoryUserTokenStore, SessionKey, StoreOutcome, UserTokenStore, UserTokens};
-use crate::cache::{CacheKey, CachedToken, KeyWriter, Lease, LeaseOptions};
+use crate::cache::{
+    lease_or_settled, CacheKey, CachedToken, KeyWriter, Lease, LeaseOptions, LeaseOutcome,
+};
 use crate::client_credentials::flight::{FlightMode, Flights, Joined};
 use crate::client_credentials::{BackoffPolicy, ClientConfig, LifetimePolicy};
 use crate::clock::{Clock, Timestamp, TokioClock};
@@ -426,29 +428,17 @@ impl UserTokenManager {
         let lease_key = flight_key(session, "");
         let mut lease_guard = None;
         if let Some((lease, options)) = &inner.lease {
-            let deadline = tokio::time::Instant::now() + options.wait;
-            loop {
-                match lease.try_acquire(&lease_key, options.ttl).await {
-                    Ok(Some(guard)) => {
-                        lease_guard = Some(guard);
-                        break;
-                    }
-                    Ok(None) => {
-                        // Another instance is refreshing this session: its tokens will do.
-                        if let Some(token) = self.settled(session, params, mode, started).await? {
-                            return Ok(token);
-                        }
-                        if tokio::time::Instant::now() >= deadline {
-                            tracing::warn!(session = %session, "waited too long for another instance's refresh; refreshing here");
-                            break;
-                        }
-                        tokio::time::sleep(options.poll).await;
-                    }
-                    Err(error) => {
-                        tracing::debug!(%error, "lease unavailable; refreshing without it");
-                        break;
-                    }
-                }
+            // Another instance refreshing this session: its stored tokens will do.
+            let settled = || async {
+                self.settled(session, params, mode, started)
+                    .await
+                    .ok()
+                    .flatten()
+            };
+            match lease_or_settled(lease.as_ref(), options, &lease_key, settled).await {
+                LeaseOutcome::Held(guard) => lease_guard = Some(guard),
+                LeaseOutcome::Settled(token) => return Ok(token),
+                LeaseOutcome::Unavailable => {}
             }
         }
         let result = self
