@@ -90,8 +90,77 @@ async fn tp_08_secrets_and_tokens_never_in_debug_errors_or_logs() {
         texts.push(format!("{e}"));
         texts.push(format!("{e:?}"));
     }
+    // User tokens: login, refresh with rotation, a refused refresh, logout.
+    server.register_client(tokenkeeper_testing::TestClient::new("web", SECRET));
+    server.set_rotate_refresh_tokens(true);
+    let users = tokenkeeper::user::UserTokenManager::builder(ClientConfig::from_issuer(
+        server.issuer(),
+        "web",
+        SECRET,
+    ))
+    .build()
+    .unwrap();
+    let mut user_secrets = Vec::new();
+    for name in ["alice", "bob"] {
+        let session = tokenkeeper::user::SessionKey::from_sub_sid(name, "s");
+        let refresh = server.issue_refresh_token("web", name, Some("openid"));
+        user_secrets.push(refresh.clone());
+        users
+            .replace(
+                &session,
+                tokenkeeper::user::UserTokens {
+                    refresh_token: Some(refresh.as_str().into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let token = users
+            .get_access_token(&session, &Default::default())
+            .await
+            .unwrap();
+        user_secrets.push(token.access_token().secret().to_owned());
+        let stored = users.store().get(&session).await.unwrap().unwrap();
+        user_secrets.push(
+            stored
+                .value
+                .refresh_token
+                .clone()
+                .unwrap()
+                .secret()
+                .to_owned(),
+        );
+        texts.push(format!("{stored:?}"));
+        texts.push(format!("{users:?}"));
+        if name == "bob" {
+            // Reuse of the first refresh token: refused, and the session is cleared.
+            users
+                .replace(
+                    &session,
+                    tokenkeeper::user::UserTokens {
+                        refresh_token: Some(refresh.as_str().into()),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+            let err = users
+                .get_access_token(&session, &Default::default())
+                .await
+                .unwrap_err();
+            texts.push(format!("{err} {err:?}"));
+        } else {
+            users.logout(&session).await.unwrap();
+        }
+    }
     texts.push(String::from_utf8(logs.0.lock().unwrap().clone()).unwrap());
     for text in &texts {
+        for secret in &user_secrets {
+            assert!(
+                !text.contains(secret.as_str()),
+                "a user token leaked: {text}"
+            );
+        }
         assert!(!text.contains(SECRET), "client secret leaked: {text}");
         assert!(
             !text.contains("wrong-secret-XYZ"),
