@@ -9,6 +9,7 @@ pub mod http;
 pub mod metrics;
 pub mod protocol;
 pub mod secret;
+mod settings;
 pub mod user;
 
 #[cfg(feature = "reqwest-middleware")]

@@ -11,10 +11,9 @@ use crate::cache::{
     lease_or_settled, BuildKeyHasher, CacheKey, CachedToken, InMemoryTokenCache, KeyWriter, Lease,
     LeaseGuard, LeaseOptions, LeaseOutcome, SharedCache,
 };
+use crate::clock::Clock;
 use crate::clock::Timestamp;
-use crate::clock::{Clock, TokioClock};
 use crate::error::{ConfigError, Error};
-use crate::http::{HttpOptions, ReqwestTransport, SharedTransport};
 use crate::metrics::ClientMetrics;
 use crate::protocol::client_auth::{AuthMethod, ClientAuthentication};
 use crate::protocol::discovery::{Discovery, DEFAULT_METADATA_LIFETIME};
@@ -26,6 +25,7 @@ use super::config::{validate_extra, ClientConfig, ValidatedEndpoint};
 use super::flight::{FlightMode, Flights, Joined};
 use super::params::TokenRequestParams;
 use super::policy::{BackoffPolicy, LifetimePolicy};
+use crate::settings::{settings_setters, Settings};
 
 /// Acquires, caches and refreshes client-credentials tokens for named clients.
 ///
@@ -110,14 +110,8 @@ impl fmt::Debug for ClientCredentialsTokenManager {
 pub struct ClientCredentialsTokenManagerBuilder {
     clients: Vec<(String, ClientConfig)>,
     cache: Option<SharedCache>,
-    clock: Option<Arc<dyn Clock>>,
-    transport: Option<SharedTransport>,
-    http: HttpOptions,
-    lifetime: LifetimePolicy,
-    backoff: BackoffPolicy,
     discovery_lifetime: Duration,
-    lease: Option<Arc<dyn Lease>>,
-    lease_options: LeaseOptions,
+    settings: Settings,
 }
 
 impl fmt::Debug for ClientCredentialsTokenManagerBuilder {
@@ -141,49 +135,7 @@ impl ClientCredentialsTokenManagerBuilder {
         self
     }
 
-    /// Uses `clock` instead of [`TokioClock`].
-    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = Some(clock);
-        self
-    }
-
-    /// Sends requests to authorization servers through `transport` instead of a
-    /// [`ReqwestTransport`] built from [`Self::http_options`].
-    pub fn transport(mut self, transport: SharedTransport) -> Self {
-        self.transport = Some(transport);
-        self
-    }
-
-    /// Timeouts and body limit of the default transport.
-    pub fn http_options(mut self, options: HttpOptions) -> Self {
-        self.http = options;
-        self
-    }
-
-    /// Lifetime rules: skew, default lifetime, refresh-ahead window.
-    pub fn lifetime_policy(mut self, policy: LifetimePolicy) -> Self {
-        self.lifetime = policy;
-        self
-    }
-
-    /// Backoff after failures.
-    pub fn backoff_policy(mut self, policy: BackoffPolicy) -> Self {
-        self.backoff = policy;
-        self
-    }
-
-    /// Coordinates fetches across instances with a distributed lease (see [`Lease`]); use it with
-    /// a cache shared by the instances.
-    pub fn lease(mut self, lease: Arc<dyn Lease>) -> Self {
-        self.lease = Some(lease);
-        self
-    }
-
-    /// How the lease is used (TTL, wait, poll interval).
-    pub fn lease_options(mut self, options: LeaseOptions) -> Self {
-        self.lease_options = options;
-        self
-    }
+    settings_setters!();
 
     /// How long discovery metadata is kept (default one hour).
     pub fn discovery_lifetime(mut self, lifetime: Duration) -> Self {
@@ -193,23 +145,12 @@ impl ClientCredentialsTokenManagerBuilder {
 
     /// Checks the configuration and builds the manager.
     pub fn build(self) -> Result<ClientCredentialsTokenManager, Error> {
-        self.lifetime.validate()?;
-        self.backoff.validate()?;
-        if self.lease_options.ttl.is_zero() || self.lease_options.poll.is_zero() {
-            return Err(ConfigError::new(
-                "lease_options",
-                "`ttl` and `poll` must be greater than zero",
-            )
-            .into());
-        }
+        let settings = self.settings.resolve()?;
         if self.clients.is_empty() {
             return Err(ConfigError::new("clients", "no client is registered").into());
         }
-        let clock = self.clock.unwrap_or_else(|| Arc::new(TokioClock::new()));
-        let transport: SharedTransport = match self.transport {
-            Some(t) => t,
-            None => Arc::new(ReqwestTransport::new(&self.http)?),
-        };
+        let clock = settings.clock;
+        let transport = settings.transport;
         let cache = self
             .cache
             .unwrap_or_else(|| Arc::new(InMemoryTokenCache::with_clock(clock.clone())));
@@ -280,10 +221,10 @@ impl ClientCredentialsTokenManagerBuilder {
                 clients,
                 cache,
                 clock,
-                lifetime: self.lifetime,
-                backoff: self.backoff,
+                lifetime: settings.lifetime,
+                backoff: settings.backoff,
                 flights: Flights::default(),
-                lease: self.lease.map(|l| (l, self.lease_options)),
+                lease: settings.lease,
                 last_cache_warning: std::sync::atomic::AtomicU64::new(0),
             }),
         })
@@ -364,14 +305,8 @@ impl ClientCredentialsTokenManager {
         ClientCredentialsTokenManagerBuilder {
             clients: Vec::new(),
             cache: None,
-            clock: None,
-            transport: None,
-            http: HttpOptions::default(),
-            lifetime: LifetimePolicy::default(),
-            backoff: BackoffPolicy::default(),
             discovery_lifetime: DEFAULT_METADATA_LIFETIME,
-            lease: None,
-            lease_options: LeaseOptions::default(),
+            settings: Settings::default(),
         }
     }
 

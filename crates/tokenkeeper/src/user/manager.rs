@@ -12,14 +12,14 @@ use crate::cache::{
 };
 use crate::client_credentials::flight::{FlightMode, Flights, Joined};
 use crate::client_credentials::{BackoffPolicy, ClientConfig, LifetimePolicy};
-use crate::clock::{Clock, Timestamp, TokioClock};
+use crate::clock::{Clock, Timestamp};
 use crate::error::Error;
-use crate::http::{HttpOptions, ReqwestTransport, SharedTransport};
 use crate::protocol::discovery::DEFAULT_METADATA_LIFETIME;
 use crate::protocol::token_endpoint::TokenEndpoint;
 use crate::protocol::token_request::{Grant, TokenRequest};
 use crate::protocol::token_response::TokenResponse;
 use crate::protocol::types::{Resource, Scope};
+use crate::settings::{settings_setters, Settings};
 
 /// Parameters of one user-token request.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -108,14 +108,8 @@ impl fmt::Debug for UserTokenManager {
 pub struct UserTokenManagerBuilder {
     client: ClientConfig,
     store: Option<Arc<dyn UserTokenStore>>,
-    clock: Option<Arc<dyn Clock>>,
-    transport: Option<SharedTransport>,
-    http: HttpOptions,
-    lifetime: LifetimePolicy,
-    backoff: BackoffPolicy,
     revocation_endpoint: Option<String>,
-    lease: Option<Arc<dyn Lease>>,
-    lease_options: LeaseOptions,
+    settings: Settings,
 }
 
 impl fmt::Debug for UserTokenManagerBuilder {
@@ -133,29 +127,7 @@ impl UserTokenManagerBuilder {
         self
     }
 
-    /// Uses `clock` instead of [`TokioClock`].
-    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = Some(clock);
-        self
-    }
-
-    /// Sends requests through `transport`.
-    pub fn transport(mut self, transport: SharedTransport) -> Self {
-        self.transport = Some(transport);
-        self
-    }
-
-    /// Timeouts and body limit of the default transport.
-    pub fn http_options(mut self, options: HttpOptions) -> Self {
-        self.http = options;
-        self
-    }
-
-    /// Lifetime rules.
-    pub fn lifetime_policy(mut self, policy: LifetimePolicy) -> Self {
-        self.lifetime = policy;
-        self
-    }
+    settings_setters!();
 
     /// The RFC 7009 revocation endpoint (found by discovery when the client is configured with
     /// an issuer).
@@ -164,26 +136,10 @@ impl UserTokenManagerBuilder {
         self
     }
 
-    /// Serialises refreshes across instances (use with a shared store).
-    pub fn lease(mut self, lease: Arc<dyn Lease>) -> Self {
-        self.lease = Some(lease);
-        self
-    }
-
-    /// How the lease is used.
-    pub fn lease_options(mut self, options: LeaseOptions) -> Self {
-        self.lease_options = options;
-        self
-    }
-
     /// Checks the configuration and builds the manager.
     pub fn build(self) -> Result<UserTokenManager, Error> {
-        self.lifetime.validate()?;
-        let clock = self.clock.unwrap_or_else(|| Arc::new(TokioClock::new()));
-        let transport: SharedTransport = match self.transport {
-            Some(t) => t,
-            None => Arc::new(ReqwestTransport::new(&self.http)?),
-        };
+        let settings = self.settings.resolve()?;
+        let (clock, transport) = (settings.clock, settings.transport);
         let (endpoint, _) =
             self.client
                 .endpoint("user", &transport, &clock, DEFAULT_METADATA_LIFETIME)?;
@@ -202,11 +158,11 @@ impl UserTokenManagerBuilder {
                     .store
                     .unwrap_or_else(|| Arc::new(InMemoryUserTokenStore::new())),
                 clock,
-                lifetime: self.lifetime,
-                backoff: self.backoff,
+                lifetime: settings.lifetime,
+                backoff: settings.backoff,
                 flights: Flights::default(),
                 session_locks: Mutex::new(HashMap::new()),
-                lease: self.lease.map(|l| (l, self.lease_options)),
+                lease: settings.lease,
             }),
         })
     }
@@ -225,14 +181,8 @@ impl UserTokenManager {
         UserTokenManagerBuilder {
             client,
             store: None,
-            clock: None,
-            transport: None,
-            http: HttpOptions::default(),
-            lifetime: LifetimePolicy::default(),
-            backoff: BackoffPolicy::default(),
             revocation_endpoint: None,
-            lease: None,
-            lease_options: LeaseOptions::default(),
+            settings: Settings::default(),
         }
     }
 
