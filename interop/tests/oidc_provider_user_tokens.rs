@@ -67,6 +67,44 @@ async fn login(provider: &Provider, users: &UserTokenManager, user: &str) -> Ses
     session
 }
 
+/// `per_instance` callers on each of `instances`, released together; the distinct access
+/// tokens they got.
+async fn concurrent_tokens(
+    instances: &[UserTokenManager],
+    per_instance: usize,
+    session: &SessionKey,
+    params: &UserTokenParams,
+) -> HashSet<String> {
+    let barrier = Arc::new(tokio::sync::Barrier::new(instances.len() * per_instance));
+    let mut tasks = Vec::new();
+    for users in instances {
+        for _ in 0..per_instance {
+            let (users, session, params, barrier) = (
+                users.clone(),
+                session.clone(),
+                params.clone(),
+                barrier.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                users.get_access_token(&session, &params).await
+            }));
+        }
+    }
+    let mut values = HashSet::new();
+    for task in tasks {
+        values.insert(
+            task.await
+                .unwrap()
+                .unwrap()
+                .access_token()
+                .secret()
+                .to_owned(),
+        );
+    }
+    values
+}
+
 fn users(provider: &Provider) -> UserTokenManager {
     UserTokenManager::builder(ClientConfig::from_issuer(
         &provider.issuer,
@@ -166,31 +204,7 @@ async fn interop_ut_04_concurrent_requests_one_refresh_with_rotation() {
         .await
         .unwrap();
     let params = UserTokenParams::new().resource(Resource::parse(RESOURCE).unwrap());
-    let barrier = Arc::new(tokio::sync::Barrier::new(1000));
-    let mut tasks = Vec::new();
-    for _ in 0..1000 {
-        let (users, session, params, barrier) = (
-            users.clone(),
-            session.clone(),
-            params.clone(),
-            barrier.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            barrier.wait().await;
-            users.get_access_token(&session, &params).await
-        }));
-    }
-    let mut values = HashSet::new();
-    for task in tasks {
-        values.insert(
-            task.await
-                .unwrap()
-                .unwrap()
-                .access_token()
-                .secret()
-                .to_owned(),
-        );
-    }
+    let values = concurrent_tokens(std::slice::from_ref(&users), 1000, &session, &params).await;
     assert_eq!(values.len(), 1, "one refresh: every caller got its token");
     let rotated = users
         .store()
@@ -262,33 +276,7 @@ async fn interop_ut_05_three_instances_sharing_redis_one_refresh_with_rotation()
         .await
         .unwrap();
     let params = UserTokenParams::new().resource(Resource::parse(RESOURCE).unwrap());
-    let barrier = Arc::new(tokio::sync::Barrier::new(300));
-    let mut tasks = Vec::new();
-    for users in &instances {
-        for _ in 0..100 {
-            let (users, session, params, barrier) = (
-                users.clone(),
-                session.clone(),
-                params.clone(),
-                barrier.clone(),
-            );
-            tasks.push(tokio::spawn(async move {
-                barrier.wait().await;
-                users.get_access_token(&session, &params).await
-            }));
-        }
-    }
-    let mut values = HashSet::new();
-    for task in tasks {
-        values.insert(
-            task.await
-                .unwrap()
-                .unwrap()
-                .access_token()
-                .secret()
-                .to_owned(),
-        );
-    }
+    let values = concurrent_tokens(&instances, 100, &session, &params).await;
     assert_eq!(values.len(), 1, "one refresh across the three instances");
     let rotated = instances[2]
         .store()
