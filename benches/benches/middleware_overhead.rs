@@ -3,14 +3,22 @@
 //!
 //! Run: `cargo bench -p tokenkeeper-benches --bench middleware_overhead`
 //!
-//! The machine is shared and noisy, so the variants run in short alternating slices (A B B A …)
-//! and each adjacent pair gives one ratio; the reported figure is the median of those ratios,
-//! with the interquartile range. A third variant — `ClientWithMiddleware` with no middleware and
-//! the static header — shows how much of the cost is reqwest-middleware's own.
+//! The machine is shared and noisy, so the variants run in short alternating slices
+//! (A B C D, D C B A, …) and each round gives one ratio per variant against the baseline; the
+//! reported figure is the median of those ratios, with the interquartile range. Four variants,
+//! all on one `reqwest::Client`:
+//! - baseline: plain reqwest, static header;
+//! - a `reqwest_middleware::ClientWithMiddleware` with no middleware, static header;
+//! - the floor: the same with the cheapest possible header-attaching middleware (a static value,
+//!   no cache lookup, no look at the response) — what any reqwest middleware costs at least;
+//! - `TokenMiddleware` (token cached).
+//!
 //! It runs twice: with 1 connection (sequential keep-alive requests: what one request pays) and
 //! with 16 concurrent connections (both cores saturated: what the machine's throughput pays).
-//! Environment: `TK_PAIRS` (default 60), `TK_SLICE_MS` (default 250), `TK_CONCURRENCY` (run only
-//! this concurrency).
+//! Environment: `TK_PAIRS` (rounds, default 60), `TK_SLICE_MS` (default 250), `TK_CONCURRENCY`
+//! (run only this concurrency), `TK_ONLY=base|empty|floor|mw` (one variant alone for 8 s, for a
+//! profiler), with `TK_COUNT=N` (N sequential requests on one thread, for callgrind; see
+//! `benches/instructions.sh`).
 #![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +43,57 @@ enum Variant {
         reqwest_middleware::ClientWithMiddleware,
         reqwest::header::HeaderValue,
     ),
+    /// The floor for any reqwest middleware that attaches a header: `StaticHeader` below.
+    Floor(reqwest_middleware::ClientWithMiddleware),
+}
+
+/// The cheapest middleware that attaches an `Authorization` header: a static value, no cache
+/// lookup, no look at the response (so no 401 retry), no future of its own.
+struct StaticHeader(reqwest::header::HeaderValue);
+
+impl reqwest_middleware::Middleware for StaticHeader {
+    fn handle<'a, 'b, 'c, 'd>(
+        &'a self,
+        mut req: reqwest::Request,
+        extensions: &'b mut http::Extensions,
+        next: reqwest_middleware::Next<'c>,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = reqwest_middleware::Result<reqwest::Response>>
+                + Send
+                + 'd,
+        >,
+    >
+    where
+        'a: 'd,
+        'b: 'd,
+        'c: 'd,
+        Self: 'd,
+    {
+        req.headers_mut()
+            .insert(reqwest::header::AUTHORIZATION, self.0.clone());
+        next.run(req, extensions)
+    }
+}
+
+async fn send(variant: &Variant, url: &str) -> reqwest::Response {
+    match variant {
+        Variant::Static(client, header) => client
+            .get(url)
+            .header(reqwest::header::AUTHORIZATION, header.clone())
+            .send()
+            .await
+            .unwrap(),
+        Variant::Middleware(client) | Variant::Floor(client) => {
+            client.get(url).send().await.unwrap()
+        }
+        Variant::EmptyStack(client, header) => client
+            .get(url)
+            .header(reqwest::header::AUTHORIZATION, header.clone())
+            .send()
+            .await
+            .unwrap(),
+    }
 }
 
 async fn run_for(variant: &Variant, url: &str, concurrency: u64, duration: Duration) -> f64 {
@@ -47,21 +106,7 @@ async fn run_for(variant: &Variant, url: &str, concurrency: u64, duration: Durat
         let count = count.clone();
         tasks.push(tokio::spawn(async move {
             while tokio::time::Instant::now() < deadline {
-                let response = match &variant {
-                    Variant::Static(client, header) => client
-                        .get(&url)
-                        .header(reqwest::header::AUTHORIZATION, header.clone())
-                        .send()
-                        .await
-                        .unwrap(),
-                    Variant::Middleware(client) => client.get(&url).send().await.unwrap(),
-                    Variant::EmptyStack(client, header) => client
-                        .get(&url)
-                        .header(reqwest::header::AUTHORIZATION, header.clone())
-                        .send()
-                        .await
-                        .unwrap(),
-                };
+                let response = send(&variant, &url).await;
                 assert!(response.status().is_success());
                 let _ = response.bytes().await.unwrap();
                 count.fetch_add(1, Ordering::Relaxed);
@@ -76,21 +121,7 @@ async fn run_for(variant: &Variant, url: &str, concurrency: u64, duration: Durat
 
 async fn run_count(variant: &Variant, url: &str, count: u64) {
     for _ in 0..count {
-        let response = match variant {
-            Variant::Static(client, header) => client
-                .get(url)
-                .header(reqwest::header::AUTHORIZATION, header.clone())
-                .send()
-                .await
-                .unwrap(),
-            Variant::Middleware(client) => client.get(url).send().await.unwrap(),
-            Variant::EmptyStack(client, header) => client
-                .get(url)
-                .header(reqwest::header::AUTHORIZATION, header.clone())
-                .send()
-                .await
-                .unwrap(),
-        };
+        let response = send(variant, url).await;
         assert!(response.status().is_success());
         let _ = response.bytes().await.unwrap();
     }
@@ -151,13 +182,19 @@ fn main() {
         );
         let empty = Variant::EmptyStack(
             reqwest_middleware::ClientBuilder::new(client.clone()).build(),
-            header,
+            header.clone(),
+        );
+        let floor = Variant::Floor(
+            reqwest_middleware::ClientBuilder::new(client.clone())
+                .with(StaticHeader(header))
+                .build(),
         );
         let concurrency = concurrencies[concurrencies.len() - 1];
         if let Ok(only) = std::env::var("TK_ONLY") {
             let v = match only.as_str() {
                 "mw" => &middleware,
                 "empty" => &empty,
+                "floor" => &floor,
                 _ => &baseline,
             };
             if let Some(count) = std::env::var("TK_COUNT").ok().and_then(|c| c.parse::<u64>().ok()) {
@@ -171,46 +208,47 @@ fn main() {
             println!("{only}: {r:.0} req/s");
             return;
         }
+        // Baseline first; the others in the order they add cost.
+        let variants = [&baseline, &empty, &floor, &middleware];
+        let names = [
+            "reqwest + static `Authorization` header (baseline)",
+            "reqwest-middleware, no middleware, static header",
+            "reqwest-middleware + a static-header middleware (the floor)",
+            "reqwest-middleware + `TokenMiddleware`",
+        ];
         for concurrency in concurrencies {
             // Warm up connections and caches.
-            for v in [&baseline, &middleware, &empty] {
+            for v in variants {
                 run_for(v, &url, concurrency, Duration::from_millis(500)).await;
             }
-
-            let mut ratios = Vec::new();
-            let mut empty_ratios = Vec::new();
-            let (mut base_all, mut mw_all) = (Vec::new(), Vec::new());
-            for pair in 0..pairs {
-                // A B C, then C B A: each variant sits before and after the others equally often.
-                let order: [&Variant; 3] = if pair % 2 == 0 {
-                    [&baseline, &empty, &middleware]
+            let mut throughput = vec![Vec::new(); variants.len()];
+            let mut ratios = vec![Vec::new(); variants.len()];
+            for round in 0..pairs {
+                // A B C D, then D C B A: each variant sits before and after the others equally
+                // often, and each round gives one ratio per variant against the baseline.
+                let mut results = vec![0.0; variants.len()];
+                let order: Vec<usize> = if round % 2 == 0 {
+                    (0..variants.len()).collect()
                 } else {
-                    [&middleware, &empty, &baseline]
+                    (0..variants.len()).rev().collect()
                 };
-                let mut results = [0.0; 3];
-                for (i, v) in order.iter().enumerate() {
-                    results[i] = run_for(v, &url, concurrency, slice).await;
+                for i in order {
+                    results[i] = run_for(variants[i], &url, concurrency, slice).await;
                 }
-                let (b, e, m) = if pair % 2 == 0 {
-                    (results[0], results[1], results[2])
-                } else {
-                    (results[2], results[1], results[0])
-                };
-                ratios.push(m / b);
-                empty_ratios.push(e / b);
-                base_all.push(b);
-                mw_all.push(m);
+                for (i, r) in results.iter().enumerate() {
+                    throughput[i].push(*r);
+                    ratios[i].push(r / results[0]);
+                }
             }
-            let (ratio, q1, q3) = median_iqr(&ratios);
-            let (empty_ratio, eq1, eq3) = median_iqr(&empty_ratios);
-            println!("| variant | median throughput (req/s) |");
-            println!("|---|---|");
-            println!("| reqwest + static `Authorization` header (baseline) | {:.0} |", median_iqr(&base_all).0);
-            println!("| reqwest-middleware + `TokenMiddleware` | {:.0} |", median_iqr(&mw_all).0);
+            println!("concurrency {concurrency}: {pairs} rounds of {} ms slices; token requests made: {}", slice.as_millis(), server.token_requests("client_credentials"));
             println!();
-            println!("TokenMiddleware / baseline: median {ratio:.4} (IQR {q1:.4} – {q3:.4})");
-            println!("empty reqwest-middleware stack / baseline: median {empty_ratio:.4} (IQR {eq1:.4} – {eq3:.4})");
-            println!("{pairs} slice triples of {} ms, concurrency {concurrency}; token requests made: {}", slice.as_millis(), server.token_requests("client_credentials"));
+            println!("| variant | median req/s | ratio to baseline: median (IQR) |");
+            println!("|---|---|---|");
+            for i in 0..variants.len() {
+                let (t, _, _) = median_iqr(&throughput[i]);
+                let (r, q1, q3) = median_iqr(&ratios[i]);
+                println!("| {} | {t:.0} | {r:.4} ({q1:.4} – {q3:.4}) |", names[i]);
+            }
             println!();
         }
     });

@@ -161,33 +161,29 @@ impl TokenMiddleware {
 
 /// What a 401 retry needs, kept as cheaply as possible: a request without a body is rebuilt from
 /// its method, headers, version and timeout plus the URL that answered — only if that is the URL
-/// it was sent to (checked by hash, so a redirect elsewhere never receives a token); no
-/// allocation when it has no headers. A request with a body is copied whole, if its body can be.
+/// it was sent to (so a redirect elsewhere never receives a token); no allocation when it has no
+/// headers. A request with a body is copied whole, if its body can be.
 enum Replay {
     Parts {
-        url_hash: u64,
+        sent_to: SentTo,
         method: http::Method,
-        headers: http::HeaderMap,
+        headers: Option<Box<http::HeaderMap>>,
         version: http::Version,
         timeout: Option<std::time::Duration>,
     },
-    Whole(reqwest::Request),
+    Whole(Box<reqwest::Request>),
 }
 
 impl Replay {
     #[inline]
     fn of(req: &reqwest::Request) -> Option<Self> {
         if req.body().is_some() {
-            return req.try_clone().map(Self::Whole);
+            return req.try_clone().map(|req| Self::Whole(Box::new(req)));
         }
         Some(Self::Parts {
-            url_hash: url_hash(req.url()),
+            sent_to: SentTo::of(req.url()),
             method: req.method().clone(),
-            headers: if req.headers().is_empty() {
-                http::HeaderMap::new()
-            } else {
-                req.headers().clone()
-            },
+            headers: (!req.headers().is_empty()).then(|| Box::new(req.headers().clone())),
             version: req.version(),
             timeout: req.timeout().copied(),
         })
@@ -196,17 +192,19 @@ impl Replay {
     /// The request to send again, if it may be.
     fn into_request(self, answered: &url::Url) -> Option<reqwest::Request> {
         match self {
-            Self::Whole(req) => Some(req),
-            Self::Parts { url_hash: hash, .. } if hash != url_hash(answered) => None,
+            Self::Whole(req) => Some(*req),
+            Self::Parts { sent_to, .. } if !sent_to.is(answered) => None,
             Self::Parts {
-                url_hash: _,
+                sent_to: _,
                 method,
                 headers,
                 version,
                 timeout,
             } => {
                 let mut req = reqwest::Request::new(method, answered.clone());
-                *req.headers_mut() = headers;
+                if let Some(headers) = headers {
+                    *req.headers_mut() = *headers;
+                }
                 *req.version_mut() = version;
                 *req.timeout_mut() = timeout;
                 Some(req)
@@ -215,8 +213,74 @@ impl Replay {
     }
 }
 
-fn url_hash(url: &url::Url) -> u64 {
-    use std::hash::{BuildHasher, BuildHasherDefault};
-    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
-        .hash_one(url.as_str())
+/// URLs up to this many bytes are kept verbatim (no allocation, exact comparison).
+const SHORT_URL: usize = 128;
+
+/// The URL a request was sent to, to tell whether a response came from there: the bytes
+/// themselves when short (most URLs), else a hash keyed per process (so that nobody can choose a
+/// URL that collides with another).
+enum SentTo {
+    Short { len: u8, bytes: [u8; SHORT_URL] },
+    Long(u64),
+}
+
+impl SentTo {
+    #[inline]
+    fn of(url: &url::Url) -> Self {
+        let url = url.as_str().as_bytes();
+        match u8::try_from(url.len()) {
+            Ok(len) if url.len() <= SHORT_URL => {
+                let mut bytes = [0; SHORT_URL];
+                bytes[..url.len()].copy_from_slice(url);
+                Self::Short { len, bytes }
+            }
+            _ => Self::Long(url_hash(url)),
+        }
+    }
+
+    /// Whether `answered` is the URL the request was sent to.
+    fn is(&self, answered: &url::Url) -> bool {
+        let answered = answered.as_str().as_bytes();
+        match self {
+            Self::Short { len, bytes } => &bytes[..usize::from(*len)] == answered,
+            Self::Long(hash) => *hash == url_hash(answered),
+        }
+    }
+}
+
+fn url_hash(url: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    KEYS.get_or_init(Default::default).hash_one(url)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::SentTo;
+
+    fn url(s: &str) -> url::Url {
+        url::Url::parse(s).unwrap()
+    }
+
+    #[test]
+    fn sent_to_tells_the_url_apart_from_any_other() {
+        let long_path = "a".repeat(300);
+        for sent in [
+            "https://api.example.com/items?x=1".to_owned(),
+            format!("https://api.example.com/{long_path}"),
+        ] {
+            let check = SentTo::of(&url(&sent));
+            assert!(check.is(&url(&sent)));
+            for other in [
+                "https://evil.example.net/items?x=1".to_owned(),
+                "https://api.example.com/items?x=2".to_owned(),
+                format!("https://api.example.com/{long_path}b"),
+                format!("https://evil.example.net/{long_path}"),
+            ] {
+                assert!(!check.is(&url(&other)), "{sent} vs {other}");
+            }
+        }
+    }
 }
