@@ -8,6 +8,7 @@
 
 mod authorize;
 mod faults;
+pub mod fuzz;
 mod keys;
 mod refresh;
 mod server;
