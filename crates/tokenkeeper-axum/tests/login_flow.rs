@@ -315,3 +315,101 @@ async fn session_store_backed_user_token_store_compares_versions() {
     store.clear(&key).await.unwrap();
     assert!(store.get(&key).await.unwrap().is_none());
 }
+
+/// RS-03 at the web edge: mutated callbacks (query values, raw query bytes, session cookies) are
+/// refused with a 4xx — never a panic (a dropped connection) or a 5xx — and only the genuine,
+/// untouched callback logs in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rs_03_callback_survives_any_query_and_cookie() {
+    use tokenkeeper_testing::fuzz::{cases, Mutator};
+    let app = app(true).await;
+    let client = browser(false);
+    let mut mutator = Mutator::from_env();
+    let mut logged_in = 0;
+    for case in 0..cases(300) {
+        // A pending login: its session cookie and the provider's genuine callback.
+        let login = client
+            .get(format!("{}/auth/login", app.url))
+            .send()
+            .await
+            .unwrap();
+        let cookie = login.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        let to_idp = login.headers()["location"].to_str().unwrap().to_owned();
+        let idp = client.get(to_idp).send().await.unwrap();
+        let genuine = url::Url::parse(idp.headers()["location"].to_str().unwrap()).unwrap();
+
+        let mut callback = genuine.clone();
+        let mut cookie_sent = cookie.clone();
+        match mutator.rng().u8(..4) {
+            0 => {
+                // Mutate one parameter's value, drop one, or add a provider error.
+                let pairs: Vec<(String, String)> = genuine.query_pairs().into_owned().collect();
+                let at = mutator.rng().usize(..pairs.len());
+                let mut out = Vec::new();
+                for (i, (k, v)) in pairs.into_iter().enumerate() {
+                    if i != at {
+                        out.push((k, v));
+                    } else if mutator.rng().bool() {
+                        out.push((k, mutator.mutate_text(&[v])));
+                    }
+                }
+                if mutator.rng().u8(..4) == 0 {
+                    out.push((
+                        "error".into(),
+                        mutator.mutate_text(&["access_denied".into()]),
+                    ));
+                }
+                callback.query_pairs_mut().clear().extend_pairs(out);
+            }
+            1 => {
+                let raw = mutator.mutate_text(&[genuine.query().unwrap_or_default().to_owned()]);
+                callback.set_query(Some(&raw));
+            }
+            2 => cookie_sent = mutator.mutate_text(&[cookie.clone()]),
+            _ => {}
+        }
+        let untouched = callback == genuine && cookie_sent == cookie;
+        let mut request = client.get(callback.clone());
+        if let Ok(value) = reqwest::header::HeaderValue::from_str(&cookie_sent) {
+            request = request.header(reqwest::header::COOKIE, value);
+        }
+        let response = request.send().await.unwrap_or_else(|e| {
+            panic!(
+                "case {case} (TK_FUZZ_SEED={}): no response ({e}) for {callback}",
+                mutator.seed()
+            )
+        });
+        let status = response.status();
+        assert!(
+            status.is_redirection() || status.is_client_error(),
+            "case {case} (TK_FUZZ_SEED={}): HTTP {status} for {callback}",
+            mutator.seed()
+        );
+        if status.is_redirection() {
+            // Unknown parameters are ignored; the ones that matter must be the genuine ones.
+            let relevant = |url: &url::Url| -> Vec<(String, String)> {
+                url.query_pairs()
+                    .into_owned()
+                    .filter(|(k, _)| ["code", "state", "iss", "error"].contains(&k.as_str()))
+                    .collect()
+            };
+            assert!(
+                untouched || relevant(&callback) == relevant(&genuine),
+                "case {case}: a tampered callback logged in: {callback}"
+            );
+            logged_in += 1;
+        } else {
+            assert!(
+                !untouched,
+                "case {case}: the genuine callback was refused: HTTP {status}"
+            );
+        }
+    }
+    assert!(logged_in > 0, "genuine callbacks still log in");
+}

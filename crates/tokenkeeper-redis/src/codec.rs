@@ -187,4 +187,55 @@ mod tests {
             Some(Unreadable::Damaged)
         );
     }
+
+    /// RS-03 for what Redis hands back: mutated plain and sealed entries (tokens and sessions)
+    /// decode to a value or `Unreadable`, never a panic; a sealed entry that decodes is the one
+    /// that was written.
+    #[test]
+    fn rs_03_stored_entries_survive_any_bytes() {
+        use tokenkeeper_testing::fuzz::{cases, Mutator};
+        let enc = Encryption::new("k1", &[1; 32]).unwrap_or_else(|e| panic!("{e}"));
+        let mut session = tokenkeeper::user::UserTokens {
+            refresh_token: Some("rt-1".into()),
+            ..Default::default()
+        };
+        session.access_tokens.insert("", Arc::new(token()));
+        let seeds = vec![
+            encode(&token(), b"k", None).unwrap_or_default(),
+            encode(&token(), b"k", Some(&enc)).unwrap_or_default(),
+            encode_session(&session, b"k", None).unwrap_or_default(),
+            encode_session(&session, b"k", Some(&enc)).unwrap_or_default(),
+        ];
+        let mut mutator = Mutator::from_env();
+        let mut decoded = 0;
+        for case in 0..cases(5000) {
+            let input = mutator.mutate(&seeds);
+            let outcome = std::panic::catch_unwind(|| {
+                for encryption in [None, Some(&enc)] {
+                    if let Ok(token) = decode(&input, b"k", encryption) {
+                        if encryption.is_some() {
+                            assert!(token.same_token(&super::tests::token()), "a forged entry");
+                        }
+                        return true;
+                    }
+                    if let Ok(tokens) = decode_session(&input, b"k", encryption) {
+                        if encryption.is_some() {
+                            assert_eq!(tokens.to_json(), session.to_json(), "a forged session");
+                        }
+                        return true;
+                    }
+                }
+                false
+            });
+            match outcome {
+                Ok(ok) => decoded += usize::from(ok),
+                Err(_) => panic!(
+                    "case {case} (TK_FUZZ_SEED={}) panicked on {:?}",
+                    mutator.seed(),
+                    String::from_utf8_lossy(&input)
+                ),
+            }
+        }
+        assert!(decoded > 0, "valid entries still decode");
+    }
 }
