@@ -371,7 +371,7 @@ async fn rs_03_callback_survives_any_query_and_cookie() {
                 let raw = mutator.mutate_text(&[genuine.query().unwrap_or_default().to_owned()]);
                 callback.set_query(Some(&raw));
             }
-            2 => cookie_sent = mutator.mutate_text(&[cookie.clone()]),
+            2 => cookie_sent = mutator.mutate_text(std::slice::from_ref(&cookie)),
             _ => {}
         }
         let untouched = callback == genuine && cookie_sent == cookie;
