@@ -554,3 +554,152 @@ fn lifetime_policy_times() {
     let _ = ClientConfig::new("https://x/token", "a", "b");
     let _ = Error::Internal(String::new());
 }
+
+/// CC-03 as a property: over random parameter sets drawn from separator-heavy alphabets, two
+/// sets get the same cache key exactly when they mean the same request (same scope set, same
+/// resource set, same final extras) — order, duplicates and whitespace never split a key, and no
+/// value can smuggle a separator to make two different requests share one.
+#[test]
+fn cc_03_cache_key_is_canonical_and_injective_for_random_parameters() {
+    use std::collections::{BTreeMap, BTreeSet};
+    use tokenkeeper_testing::fuzz::{cases, Mutator};
+
+    const SCOPE_CHARS: &[char] = &['a', 'b', ':', '&', '=', '%', '+', '|', '/', ',', ';', '!'];
+    const TEXT_CHARS: &[char] = &[
+        'a', 'b', '&', '=', '%', '+', ' ', '\n', '|', ';', 'é', '\u{0}',
+    ];
+    const RESOURCES: [&str; 4] = [
+        "https://api.example",
+        "https://api.example/v2",
+        "urn:example:a&b=c",
+        "https://api.example/?a=b&c=d",
+    ];
+    type Model = (BTreeSet<String>, BTreeSet<String>, BTreeMap<String, String>);
+    let tokens = ClientCredentialsTokenManager::builder()
+        .client(
+            "api",
+            ClientConfig::new("https://idp.example/token", "id", "secret"),
+        )
+        .build()
+        .unwrap();
+    let mut mutator = Mutator::from_env();
+    let mut text = |rng: &mut Mutator, chars: &[char], max: usize| -> String {
+        let len = rng.rng().usize(..=max);
+        (0..len)
+            .map(|_| chars[rng.rng().usize(..chars.len())])
+            .collect()
+    };
+    let mut draw = |rng: &mut Mutator| -> (TokenRequestParams, Model) {
+        let mut params = TokenRequestParams::new();
+        let mut model: Model = Default::default();
+        let scope_tokens: Vec<String> = (0..rng.rng().usize(..4))
+            .map(|_| {
+                let t = text(rng, SCOPE_CHARS, 3);
+                if t.is_empty() {
+                    "a".to_owned()
+                } else {
+                    t
+                }
+            })
+            .collect();
+        if !scope_tokens.is_empty() {
+            // Random order, a duplicate, and extra whitespace: all normalised away.
+            let mut written = scope_tokens.clone();
+            written.push(scope_tokens[0].clone());
+            rng.rng().shuffle(&mut written);
+            params = params.scope(written.join(if rng.rng().bool() { " " } else { "  \t" }));
+            model.0 = scope_tokens.into_iter().collect();
+        }
+        for _ in 0..rng.rng().usize(..3) {
+            let resource = RESOURCES[rng.rng().usize(..RESOURCES.len())];
+            params = params.resource(Resource::parse(resource).unwrap());
+            model.1.insert(resource.to_owned());
+        }
+        for _ in 0..rng.rng().usize(..4) {
+            // Names are never empty (an empty name is a configuration error).
+            let name = format!("n{}", text(rng, TEXT_CHARS, 3));
+            let value = text(rng, TEXT_CHARS, 4);
+            // A repeated name is a configuration error: draw each name once.
+            if !model.2.contains_key(&name) {
+                params = params.extra(name.clone(), value.clone());
+                model.2.insert(name, value);
+            }
+        }
+        (params, model)
+    };
+    let mut seen: std::collections::HashMap<String, Model> = Default::default();
+    let mut met_again = 0;
+    for case in 0..cases(20_000) {
+        let (params, model) = draw(&mut mutator);
+        let key = tokens
+            .cache_key("api", &params)
+            .unwrap()
+            .as_str()
+            .to_owned();
+        if let Some(earlier) = seen.insert(key.clone(), model.clone()) {
+            met_again += usize::from(!model.0.is_empty() || !model.2.is_empty());
+            assert_eq!(
+                earlier,
+                model,
+                "case {case} (TK_FUZZ_SEED={}): two different requests share the key {key:?}",
+                mutator.seed()
+            );
+        }
+    }
+    // Equal meanings did meet (the alphabets are small), so canonicalisation was exercised: every
+    // model maps to exactly one key.
+    assert!(
+        met_again > 100,
+        "too few repeated requests to test canonicalisation"
+    );
+    let mut keys_per_model: std::collections::HashMap<Model, BTreeSet<String>> = Default::default();
+    for (key, model) in seen {
+        keys_per_model.entry(model).or_default().insert(key);
+    }
+    for (model, keys) in &keys_per_model {
+        assert_eq!(
+            keys.len(),
+            1,
+            "one request, several keys: {model:?} → {keys:?}"
+        );
+    }
+
+    // Smuggling, aimed: a value spelling out the key's own separators never yields the key of
+    // the request it spells.
+    let key = |p: &TokenRequestParams| tokens.cache_key("api", p).unwrap();
+    for _ in 0..cases(20_000) / 10 {
+        let (v1, v2, v3) = (
+            text(&mut mutator, TEXT_CHARS, 3),
+            text(&mut mutator, TEXT_CHARS, 3),
+            text(&mut mutator, SCOPE_CHARS, 3),
+        );
+        let resource = RESOURCES[mutator.rng().usize(..RESOURCES.len())];
+        let pairs = [
+            (
+                TokenRequestParams::new().extra("n1", format!("{v1}&x=n2&v={v2}")),
+                TokenRequestParams::new()
+                    .extra("n1", v1.clone())
+                    .extra("n2", v2.clone()),
+            ),
+            (
+                TokenRequestParams::new().extra("n1", format!("{v1}&resource={resource}")),
+                TokenRequestParams::new()
+                    .extra("n1", v1.clone())
+                    .resource(Resource::parse(resource).unwrap()),
+            ),
+            (
+                TokenRequestParams::new().scope(format!("a{v3}&x=n1&v={v3}")),
+                TokenRequestParams::new()
+                    .scope(format!("a{v3}"))
+                    .extra("n1", v3.clone()),
+            ),
+        ];
+        for (smuggled, spelled) in pairs {
+            assert_ne!(
+                key(&smuggled),
+                key(&spelled),
+                "{smuggled:?} and {spelled:?}"
+            );
+        }
+    }
+}

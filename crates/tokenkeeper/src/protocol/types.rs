@@ -189,6 +189,12 @@ impl From<&str> for Scope {
     }
 }
 
+impl From<String> for Scope {
+    fn from(value: String) -> Self {
+        Self::parse(&value)
+    }
+}
+
 /// A resource indicator (RFC 8707): an absolute URI without a fragment naming the API a token is
 /// for.
 ///
