@@ -583,13 +583,13 @@ fn cc_03_cache_key_is_canonical_and_injective_for_random_parameters() {
         .build()
         .unwrap();
     let mut mutator = Mutator::from_env();
-    let mut text = |rng: &mut Mutator, chars: &[char], max: usize| -> String {
+    let text = |rng: &mut Mutator, chars: &[char], max: usize| -> String {
         let len = rng.rng().usize(..=max);
         (0..len)
             .map(|_| chars[rng.rng().usize(..chars.len())])
             .collect()
     };
-    let mut draw = |rng: &mut Mutator| -> (TokenRequestParams, Model) {
+    let draw = |rng: &mut Mutator| -> (TokenRequestParams, Model) {
         let mut params = TokenRequestParams::new();
         let mut model: Model = Default::default();
         let scope_tokens: Vec<String> = (0..rng.rng().usize(..4))
@@ -620,9 +620,9 @@ fn cc_03_cache_key_is_canonical_and_injective_for_random_parameters() {
             let name = format!("n{}", text(rng, TEXT_CHARS, 3));
             let value = text(rng, TEXT_CHARS, 4);
             // A repeated name is a configuration error: draw each name once.
-            if !model.2.contains_key(&name) {
-                params = params.extra(name.clone(), value.clone());
-                model.2.insert(name, value);
+            if let std::collections::btree_map::Entry::Vacant(entry) = model.2.entry(name) {
+                params = params.extra(entry.key().clone(), value.clone());
+                entry.insert(value);
             }
         }
         (params, model)
