@@ -5,7 +5,8 @@
 //! - `hit_1_key`: one cached token;
 //! - `hit_100k_keys`: the same lookup with 100,000 other tokens cached;
 //! - `hit_hot_key` with 1 and 2 threads: both threads hit one key at once;
-//! - `hit_with_params`: a hit for per-request parameters (the key is built per call).
+//! - `hit_with_params`: a hit for per-request parameters (the key is built per call);
+//! - first, printed: memory per cached token (`TK_TOKENS`, default 1,000,000).
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::future::Future;
@@ -20,7 +21,58 @@ use tokenkeeper::{
 use tokenkeeper_testing::{TestClient, TestServer};
 
 fn main() {
+    memory_per_token();
     divan::main();
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// Memory per cached token: `TK_TOKENS` (default 1,000,000) JWT-sized tokens (800 bytes), each
+/// under its own key, in an `InMemoryTokenCache`; RSS growth per token, less the token and key
+/// bytes.
+fn memory_per_token() {
+    let n: usize = std::env::var("TK_TOKENS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let clock = TokioClock::new();
+    let now = clock.now();
+    let cache = tokenkeeper::InMemoryTokenCache::new();
+    let key = |i: usize| format!("cc&client=api&scope=&x=tenant&v={i:0>7}");
+    let before = rss_bytes();
+    for i in 0..n {
+        let token = CachedToken::new(
+            AccessToken::new(format!("eyJ{i:0>797}")),
+            TokenType::Bearer,
+            None,
+            now,
+            now.saturating_add(std::time::Duration::from_secs(3000)),
+            now.saturating_add(std::time::Duration::from_secs(3570)),
+        )
+        .unwrap();
+        cache.put_sync(
+            &tokenkeeper::CacheKey::from_canonical(key(i)),
+            Arc::new(token),
+        );
+    }
+    let after = rss_bytes();
+    let per_token = (after - before) as f64 / n as f64;
+    let payload = (800 + key(0).len()) as f64;
+    println!(
+        "memory: {n} cached tokens → {per_token:.0} bytes per token; token bytes 800 + key bytes {}; \
+         overhead {:.0} bytes per token",
+        key(0).len(),
+        per_token - payload
+    );
+    assert_eq!(cache.len(), n);
 }
 
 struct Fixture {
