@@ -34,6 +34,12 @@ impl CacheKey {
     pub fn as_str(&self) -> &str {
         &self.text
     }
+
+    /// The hash computed when the key was made.
+    #[inline]
+    pub(crate) fn hash_value(&self) -> u64 {
+        self.hash
+    }
 }
 
 impl PartialEq for CacheKey {
