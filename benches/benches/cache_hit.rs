@@ -7,7 +7,7 @@
 //! - `hit_hot_key` with 1 and 2 threads: both threads hit one key at once;
 //! - `hit_with_params`: a hit for per-request parameters (the key is built per call);
 //! - first, printed: memory per cached token (`TK_TOKENS`, default 1,000,000).
-#![allow(missing_docs, clippy::unwrap_used)]
+#![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
 
 use std::future::Future;
 use std::sync::{Arc, LazyLock};
