@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Instructions per request for the middleware-overhead variants, counted by callgrind: unlike
-# throughput on a shared machine, the count barely moves between runs (±0.5 %).
+# throughput on a shared machine, the count moves little between runs (up to ±0.8 %).
 #   bash benches/instructions.sh            # 3 runs of each variant (RUNS=7 for BENCHMARKS.md), medians
 # Per request = (instructions for 1,200 requests − instructions for 200) / 1,000, on a
 # current-thread runtime (client, API and token server in one thread).
