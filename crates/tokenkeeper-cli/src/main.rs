@@ -1,9 +1,13 @@
 //! `tokenkeeper`: the command-line front door.
 //!
 //! - `tokenkeeper demo` — machine-to-machine tokens end to end, in one process.
+//! - `tokenkeeper token` — fetch a client-credentials token and print it.
+//! - `tokenkeeper dev-idp` — a development identity provider (the test server, standalone).
 #![allow(clippy::print_stdout)]
 
 mod demo;
+mod dev_idp;
+mod token;
 
 use clap::{Parser, Subcommand};
 
@@ -20,6 +24,12 @@ enum Command {
     /// Run the client-credentials demo: a test authorization server, a protected API and
     /// concurrent workers calling it through the token middleware while tokens expire.
     Demo(demo::DemoArgs),
+    /// Fetch a client-credentials token and print it (e.g. for
+    /// `curl -H "Authorization: Bearer $(tokenkeeper token ...)"`).
+    Token(token::TokenArgs),
+    /// Run a development identity provider: discovery, JWKS, client credentials, authorization
+    /// code with PKCE (logging in a fixed user), refresh, revocation, introspection.
+    DevIdp(dev_idp::DevIdpArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -34,7 +44,9 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    // Logs go to stderr: stdout is the command's output (`$(tokenkeeper token ...)`).
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
@@ -46,6 +58,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(args) => runtime.block_on(demo::run(args)).map(|report| {
             println!("{report}");
+        }),
+        Command::Token(args) => runtime.block_on(token::run(args)).map(|out| {
+            println!("{out}");
+        }),
+        Command::DevIdp(args) => runtime.block_on(async {
+            let (server, banner) = dev_idp::start(&args).await?;
+            println!("{banner}");
+            use std::io::Write as _;
+            std::io::stdout().flush()?;
+            tokio::signal::ctrl_c().await?;
+            drop(server);
+            Ok(())
         }),
     }
 }

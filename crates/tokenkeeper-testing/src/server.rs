@@ -162,6 +162,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct TestServerBuilder {
     clients: Vec<TestClient>,
     expires_in: Option<u64>,
+    bind: SocketAddr,
 }
 
 impl TestServerBuilder {
@@ -177,21 +178,35 @@ impl TestServerBuilder {
         self
     }
 
-    /// Binds a random loopback port and starts serving.
+    /// The address to listen on (default `127.0.0.1:0`: a random loopback port). The issuer is
+    /// `http://` plus the bound address.
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.bind = addr;
+        self
+    }
+
+    /// Binds the address (a random loopback port by default) and starts serving.
+    ///
+    /// # Panics
+    /// When the address cannot be bound; see [`TestServerBuilder::try_start`].
     pub async fn start(self) -> TestServer {
-        let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
-            Ok(l) => l,
-            Err(e) => panic!("tokenkeeper-testing: cannot bind a loopback port: {e}"),
-        };
-        let addr = match listener.local_addr() {
-            Ok(a) => a,
-            Err(e) => panic!("tokenkeeper-testing: no local address: {e}"),
-        };
-        let issuer = format!("http://{addr}");
-        let key = match SigningKey::generate("tk-test-1") {
-            Ok(k) => k,
+        match self.try_start().await {
+            Ok(server) => server,
             Err(e) => panic!("tokenkeeper-testing: {e}"),
-        };
+        }
+    }
+
+    /// Like [`TestServerBuilder::start`], with an error instead of a panic when the address
+    /// cannot be bound.
+    pub async fn try_start(self) -> std::io::Result<TestServer> {
+        let listener = tokio::net::TcpListener::bind(self.bind)
+            .await
+            .map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot bind {}: {e}", self.bind))
+            })?;
+        let addr = listener.local_addr()?;
+        let issuer = format!("http://{addr}");
+        let key = SigningKey::generate("tk-test-1").map_err(std::io::Error::other)?;
         let state = Arc::new(ServerState {
             issuer,
             advertised_issuer: Mutex::new(None),
@@ -228,13 +243,13 @@ impl TestServerBuilder {
                 })
                 .await;
         });
-        TestServer {
+        Ok(TestServer {
             addr,
             state,
             router,
             shutdown: Some(shutdown_tx),
             task,
-        }
+        })
     }
 }
 
@@ -306,6 +321,7 @@ impl TestServer {
         TestServerBuilder {
             clients: Vec::new(),
             expires_in: Some(3600),
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
         }
     }
 

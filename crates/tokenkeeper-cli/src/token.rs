@@ -1,0 +1,88 @@
+//! `tokenkeeper token`: fetch a client-credentials token and print it.
+
+use anyhow::Context as _;
+use tokenkeeper::{AuthMethod, ClientConfig, ClientCredentialsTokenManager, TokenRequestParams};
+
+/// How the client authenticates at the token endpoint.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum Auth {
+    /// `client_secret_basic`: HTTP Basic.
+    Basic,
+    /// `client_secret_post`: the secret in the form body.
+    Post,
+}
+
+/// Options of `tokenkeeper token`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct TokenArgs {
+    /// The issuer: the token endpoint is found by discovery.
+    #[arg(
+        long,
+        required_unless_present = "token_endpoint",
+        conflicts_with = "token_endpoint"
+    )]
+    pub(crate) issuer: Option<String>,
+    /// The token endpoint URL (instead of --issuer).
+    #[arg(long)]
+    pub(crate) token_endpoint: Option<String>,
+    /// The client id.
+    #[arg(long)]
+    pub(crate) client_id: String,
+    /// The environment variable that holds the client secret. The secret is not taken on the
+    /// command line, where shell history and `ps` would keep it.
+    #[arg(long, default_value = "TOKENKEEPER_CLIENT_SECRET")]
+    pub(crate) client_secret_env: String,
+    /// The scope to ask for (space-separated).
+    #[arg(long)]
+    pub(crate) scope: Option<String>,
+    /// A resource indicator (RFC 8707); repeatable.
+    #[arg(long = "resource")]
+    pub(crate) resources: Vec<String>,
+    /// Client authentication.
+    #[arg(long, value_enum, default_value = "basic")]
+    pub(crate) auth: Auth,
+    /// Print JSON (`access_token`, `token_type`, `scope`, `expires_at`) instead of the bare token.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// Fetches the token; returns what to print.
+pub(crate) async fn run(args: TokenArgs) -> anyhow::Result<String> {
+    let secret = std::env::var(&args.client_secret_env).with_context(|| {
+        format!(
+            "the client secret is read from the environment variable {} (see --client-secret-env)",
+            args.client_secret_env
+        )
+    })?;
+    let mut config = match (&args.issuer, &args.token_endpoint) {
+        (Some(issuer), _) => ClientConfig::from_issuer(issuer.as_str(), &args.client_id, secret),
+        (None, Some(endpoint)) => ClientConfig::new(endpoint.as_str(), &args.client_id, secret),
+        (None, None) => anyhow::bail!("give --issuer or --token-endpoint"),
+    };
+    config = config.auth_method(match args.auth {
+        Auth::Basic => AuthMethod::ClientSecretBasic,
+        Auth::Post => AuthMethod::ClientSecretPost,
+    });
+    if let Some(scope) = &args.scope {
+        config = config.scope(scope.as_str());
+    }
+    for resource in &args.resources {
+        config = config.resource(resource.as_str());
+    }
+    let tokens = ClientCredentialsTokenManager::builder()
+        .client("cli", config)
+        .build()?;
+    let token = tokens
+        .get_token("cli", &TokenRequestParams::default())
+        .await?;
+    if !args.json {
+        return Ok(token.access_token().secret().to_owned());
+    }
+    let json = serde_json::json!({
+        "access_token": token.access_token().secret(),
+        "token_type": token.token_type().to_string(),
+        "scope": token.scope().map(ToString::to_string),
+        "expires_at": token.expires_at().as_millis() / 1000,
+    });
+    Ok(serde_json::to_string_pretty(&json)?)
+}

@@ -1,0 +1,178 @@
+//! The `tokenkeeper token` and `tokenkeeper dev-idp` commands, run as processes.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use tokenkeeper_testing::{ClientAuthMethod, TestClient, TestServer};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tokenkeeper");
+
+/// Runs the binary off the runtime's threads (the test server keeps serving meanwhile).
+async fn tokenkeeper(args: Vec<String>, secret: Option<&str>) -> std::process::Output {
+    let secret = secret.map(str::to_owned);
+    tokio::task::spawn_blocking(move || {
+        let mut command = Command::new(BIN);
+        command.args(args).env_remove("TOKENKEEPER_CLIENT_SECRET");
+        if let Some(secret) = secret {
+            command.env("TOKENKEEPER_CLIENT_SECRET", secret);
+        }
+        command.output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_prints_a_token_the_server_issued() {
+    let server = TestServer::builder()
+        .client(TestClient::new("svc", "svc-secret"))
+        .client(TestClient::new("poster", "post-secret").auth_method(ClientAuthMethod::Post))
+        .start()
+        .await;
+
+    // By discovery, bare token on stdout.
+    let out = tokenkeeper(
+        args(&[
+            "token",
+            "--issuer",
+            server.issuer(),
+            "--client-id",
+            "svc",
+            "--scope",
+            "api",
+        ]),
+        Some("svc-secret"),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let claims = server.verify_access_token(&token).unwrap();
+    assert_eq!(claims["client_id"], "svc");
+
+    // client_secret_post, JSON.
+    let endpoint = server.token_endpoint();
+    let out = tokenkeeper(
+        args(&[
+            "token",
+            "--token-endpoint",
+            &endpoint,
+            "--client-id",
+            "poster",
+            "--auth",
+            "post",
+            "--json",
+        ]),
+        Some("post-secret"),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["token_type"], "Bearer");
+    assert!(server
+        .verify_access_token(json["access_token"].as_str().unwrap())
+        .is_ok());
+    assert!(json["expires_at"].as_u64().unwrap() > 1_700_000_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_fails_clearly_without_leaking_the_secret() {
+    let server = TestServer::builder()
+        .client(TestClient::new("svc", "svc-secret"))
+        .start()
+        .await;
+    let endpoint = server.token_endpoint();
+    let call = [
+        "token",
+        "--token-endpoint",
+        endpoint.as_str(),
+        "--client-id",
+        "svc",
+    ];
+
+    let out = tokenkeeper(args(&call), Some("wrong-s3cret")).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("invalid_client"), "{stderr}");
+    assert!(!stderr.contains("wrong-s3cret"), "{stderr}");
+    assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+
+    let out = tokenkeeper(args(&call), None).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("TOKENKEEPER_CLIENT_SECRET"), "{stderr}");
+
+    let out = tokenkeeper(args(&["token", "--client-id", "svc"]), Some("x")).await;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "usage error: --issuer or --token-endpoint"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_idp_serves_discovery_and_tokens_until_stopped() {
+    let mut child = Command::new(BIN)
+        .args([
+            "dev-idp",
+            "--bind",
+            "127.0.0.1:0",
+            "--client",
+            "svc:dev-secret",
+            "--client",
+            "web:web-secret:http://127.0.0.1:1/cb",
+            "--token-lifetime",
+            "120",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let issuer = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        line.trim().strip_prefix("issuer: ").unwrap().to_owned()
+    })
+    .await
+    .unwrap();
+
+    let tokens = tokenkeeper::ClientCredentialsTokenManager::builder()
+        .client(
+            "api",
+            tokenkeeper::ClientConfig::from_issuer(issuer.as_str(), "svc", "dev-secret"),
+        )
+        .build()
+        .unwrap();
+    let token = tokens
+        .get_token("api", &tokenkeeper::TokenRequestParams::default())
+        .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let token = token.unwrap();
+    let lifetime = token.expires_at().as_millis() - token.issued_at().as_millis();
+    assert!(
+        lifetime <= 120_000,
+        "the configured lifetime: {lifetime} ms"
+    );
+
+    // A bad --client is a usage error, not a panic.
+    let out = Command::new(BIN)
+        .args(["dev-idp", "--bind", "127.0.0.1:0", "--client", "no-secret"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ID:SECRET"));
+}
