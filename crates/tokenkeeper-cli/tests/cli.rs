@@ -107,7 +107,11 @@ async fn token_fails_clearly_without_leaking_the_secret() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr.contains("invalid_client"), "{stderr}");
     assert!(!stderr.contains("wrong-s3cret"), "{stderr}");
-    assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 
     let out = tokenkeeper(args(&call), None).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
