@@ -231,21 +231,26 @@ mod tests {
             )
             .unwrap_or_else(|e| panic!("{e}")),
         );
-        let handles: Vec<Arc<CachedToken>> = (0..REPLICAS + 1)
+        // Slots are handed out by a process-wide counter that other tests' threads advance
+        // too, so each thread reports its slot along with its handle.
+        let handles: Vec<(usize, Arc<CachedToken>)> = (0..2 * (REPLICAS + 1))
             .map(|_| {
                 let token = token.clone();
-                std::thread::spawn(move || token.local_handle())
+                std::thread::spawn(move || (thread_slot(), token.local_handle()))
                     .join()
                     .unwrap_or_else(|_| panic!("thread panicked"))
             })
             .collect();
-        for (i, a) in handles.iter().enumerate() {
+        let slots: std::collections::BTreeSet<usize> = handles.iter().map(|(s, _)| *s).collect();
+        assert!(slots.len() > 1, "threads were spread over slots: {slots:?}");
+        for (i, (slot_a, a)) in handles.iter().enumerate() {
             assert!(a.same_token(&token));
             assert_eq!(a.authorization_header(), token.authorization_header());
-            for b in &handles[i + 1..] {
-                assert!(
-                    !Arc::ptr_eq(a, b),
-                    "each thread has its own reference count"
+            for (slot_b, b) in &handles[i + 1..] {
+                assert_eq!(
+                    slot_a == slot_b,
+                    Arc::ptr_eq(a, b),
+                    "threads share a handle exactly when they share a slot"
                 );
             }
         }
