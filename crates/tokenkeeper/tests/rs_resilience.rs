@@ -90,6 +90,29 @@ fn scripted(body: Vec<u8>, mutator: &mut Mutator) -> Arc<ScriptedTransport> {
     Arc::new(ScriptedTransport::new(move |_| Ok(response.clone())))
 }
 
+/// Runs `cases` cases: each answers every request with one mutated response (status, headers,
+/// body from `seeds`) and runs `call` with that transport and the body; fails on a panic, an
+/// internal error or a leaked secret, and unless some case succeeded (so valid input still
+/// passes and the harness is not refusing everything).
+async fn each_response<F, Fut>(cases: usize, seeds: &[Vec<u8>], call: F)
+where
+    F: Fn(Arc<ScriptedTransport>, Vec<u8>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), Error>> + Send + 'static,
+{
+    let mut mutator = Mutator::from_env();
+    let mut accepted = 0;
+    for case in 0..cases {
+        let body = mutator.mutate(seeds);
+        let transport = scripted(body.clone(), &mut mutator);
+        let outcome = isolated(call(transport, body.clone())).await;
+        accepted += usize::from(check(&mutator, case, &body, outcome));
+    }
+    assert!(
+        accepted > 0,
+        "no case was accepted: the harness never reached success"
+    );
+}
+
 fn basic() -> ClientAuthentication {
     ClientAuthentication::ClientSecretBasic {
         client_id: "fuzz".into(),
@@ -99,8 +122,6 @@ fn basic() -> ClientAuthentication {
 
 #[tokio::test]
 async fn rs_03_token_endpoint_survives_any_response() {
-    let mut mutator = Mutator::from_env();
-    let mut accepted = 0;
     let seeds = token_response_seeds();
     let grants = [
         Grant::ClientCredentials,
@@ -113,11 +134,12 @@ async fn rs_03_token_endpoint_survives_any_response() {
             code_verifier: Some("verifier".into()),
         },
     ];
-    for case in 0..cases(3000) {
-        let body = mutator.mutate(&seeds);
-        let transport = scripted(body.clone(), &mut mutator);
-        let grant = grants[case % grants.len()].clone();
-        let outcome = isolated(async move {
+    let case = std::cell::Cell::new(0);
+    each_response(cases(3000), &seeds, |transport, _body| {
+        // Each grant in turn.
+        case.set(case.get() + 1);
+        let grant = grants[case.get() % grants.len()].clone();
+        async move {
             let endpoint = TokenEndpoint::new(
                 "https://idp.example/token".parse().unwrap(),
                 basic(),
@@ -129,57 +151,37 @@ async fn rs_03_token_endpoint_survives_any_response() {
                 "an empty token was accepted"
             );
             Ok(())
-        })
-        .await;
-        accepted += usize::from(check(&mutator, case, &body, outcome));
-    }
-    assert!(
-        accepted > 0,
-        "no case was accepted: the harness never reached success"
-    );
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn rs_03_revocation_survives_any_response() {
-    let mut mutator = Mutator::from_env();
-    let mut accepted = 0;
     let seeds = token_response_seeds();
-    for case in 0..cases(1000) {
-        let body = mutator.mutate(&seeds);
-        let transport = scripted(body.clone(), &mut mutator);
-        let outcome = isolated(async move {
-            let endpoint = TokenEndpoint::new(
-                "https://idp.example/token".parse().unwrap(),
-                basic(),
-                transport,
-            );
-            let token = format!("rt-{SECRET_MARK}");
-            endpoint
-                .revoke(
-                    "https://idp.example/revoke".parse().unwrap(),
-                    &token,
-                    "refresh_token",
-                )
-                .await
-        })
-        .await;
-        accepted += usize::from(check(&mutator, case, &body, outcome));
-    }
-    assert!(
-        accepted > 0,
-        "no case was accepted: the harness never reached success"
-    );
+    each_response(cases(1000), &seeds, |transport, _body| async move {
+        let endpoint = TokenEndpoint::new(
+            "https://idp.example/token".parse().unwrap(),
+            basic(),
+            transport,
+        );
+        let token = format!("rt-{SECRET_MARK}");
+        endpoint
+            .revoke(
+                "https://idp.example/revoke".parse().unwrap(),
+                &token,
+                "refresh_token",
+            )
+            .await
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn rs_03_client_credentials_manager_survives_any_response() {
-    let mut mutator = Mutator::from_env();
-    let mut accepted = 0;
     let seeds = token_response_seeds();
-    for case in 0..cases(2000) {
-        let body = mutator.mutate(&seeds);
-        let transport = scripted(body.clone(), &mut mutator);
-        let outcome = isolated(async move {
+    each_response(cases(2000), &seeds, |transport, _body| {
+        async move {
             let tokens = ClientCredentialsTokenManager::builder()
                 .client(
                     "api",
@@ -199,28 +201,19 @@ async fn rs_03_client_credentials_manager_survives_any_response() {
             assert!(token.refresh_at() <= token.expires_at());
             assert!(token.expires_at() >= now);
             Ok(())
-        })
-        .await;
-        accepted += usize::from(check(&mutator, case, &body, outcome));
-    }
-    assert!(
-        accepted > 0,
-        "no case was accepted: the harness never reached success"
-    );
+        }
+    })
+    .await;
 }
 
 /// What a session holds after a refresh answered by an arbitrary response: its refresh token,
 /// unless the server said `invalid_grant` — nothing else may lose it.
 #[tokio::test]
 async fn rs_03_user_refresh_keeps_the_session_unless_the_grant_is_invalid() {
-    let mut mutator = Mutator::from_env();
-    let mut accepted = 0;
     let seeds = token_response_seeds();
-    for case in 0..cases(1500) {
-        let body = mutator.mutate(&seeds);
+    each_response(cases(1500), &seeds, |transport, body| {
         let says_invalid_grant = String::from_utf8_lossy(&body).contains("invalid_grant");
-        let transport = scripted(body.clone(), &mut mutator);
-        let outcome = isolated(async move {
+        async move {
             let users = UserTokenManager::builder(ClientConfig::new(
                 "https://idp.example/token",
                 "web",
@@ -266,14 +259,9 @@ async fn rs_03_user_refresh_keeps_the_session_unless_the_grant_is_invalid() {
                 ),
             }
             result.map(|_| ())
-        })
-        .await;
-        accepted += usize::from(check(&mutator, case, &body, outcome));
-    }
-    assert!(
-        accepted > 0,
-        "no case was accepted: the harness never reached success"
-    );
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -287,14 +275,10 @@ async fn rs_03_discovery_survives_any_document_and_checks_the_issuer() {
         .await
         .unwrap()
         .to_vec();
-    let mut mutator = Mutator::from_env();
-    let mut accepted = 0;
     let seeds = vec![document];
-    for case in 0..cases(2000) {
-        let body = mutator.mutate(&seeds);
-        let transport = scripted(body.clone(), &mut mutator);
+    each_response(cases(2000), &seeds, |transport, _body| {
         let issuer = issuer.clone();
-        let outcome = isolated(async move {
+        async move {
             let discovery = Discovery::new(issuer.clone(), transport, Arc::new(TokioClock::new()))?;
             let metadata = discovery.metadata().await?;
             assert_eq!(
@@ -302,14 +286,9 @@ async fn rs_03_discovery_survives_any_document_and_checks_the_issuer() {
                 "metadata for another issuer was accepted"
             );
             Ok(())
-        })
-        .await;
-        accepted += usize::from(check(&mutator, case, &body, outcome));
-    }
-    assert!(
-        accepted > 0,
-        "no case was accepted: the harness never reached success"
-    );
+        }
+    })
+    .await;
 }
 
 /// Logs `alice` in at the test server; returns a valid ID token and its nonce.
