@@ -9,6 +9,9 @@
 //! - first, printed: memory per cached token (`TK_TOKENS`, default 1,000,000).
 #![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
 
+mod support;
+use support::rss_bytes;
+
 use std::future::Future;
 use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll, Waker};
@@ -23,16 +26,6 @@ use tokenkeeper_testing::{TestClient, TestServer};
 fn main() {
     memory_per_token();
     divan::main();
-}
-
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
 }
 
 /// Memory per cached token: `TK_TOKENS` (default 1,000,000) JWT-sized tokens (800 bytes), each

@@ -4,6 +4,9 @@
 //! (`TK_SESSIONS` sets the number of sessions of the memory figure; default 1,000,000).
 #![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
 
+mod support;
+use support::rss_bytes;
+
 use std::future::Future;
 use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll, Waker};
@@ -54,16 +57,6 @@ fn session_tokens(i: usize, clock: &TokioClock) -> UserTokens {
         ),
     );
     tokens
-}
-
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
 }
 
 fn memory_per_session() {
