@@ -54,6 +54,14 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
     }
 }
 
+/// The parameters of the user's token: the configured resource, if any.
+fn token_params(oidc: &Oidc) -> UserTokenParams {
+    match &oidc.inner.config.resource {
+        Some(r) => UserTokenParams::new().resource(r.clone()),
+        None => UserTokenParams::new(),
+    }
+}
+
 /// A current access token of the logged-in user (refreshed when needed). 401 when there is no
 /// user, or when the user must log in again (the session is then cleared).
 #[derive(Debug, Clone)]
@@ -69,10 +77,7 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let oidc = Oidc::from_ref(state);
         let (session, user) = session_user(parts).await?;
-        let params = match &oidc.inner.config.resource {
-            Some(r) => UserTokenParams::new().resource(r.clone()),
-            None => UserTokenParams::new(),
-        };
+        let params = token_params(&oidc);
         match oidc
             .inner
             .users
@@ -108,10 +113,7 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let oidc = Oidc::from_ref(state);
         let (_, user) = session_user(parts).await?;
-        let params = match &oidc.inner.config.resource {
-            Some(r) => UserTokenParams::new().resource(r.clone()),
-            None => UserTokenParams::new(),
-        };
+        let params = token_params(&oidc);
         static POOL: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
         let pool = POOL.get_or_init(reqwest::Client::new).clone();
         Ok(Self(
