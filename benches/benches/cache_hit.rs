@@ -83,6 +83,7 @@ fn fixture(extra_keys: usize) -> Fixture {
         .unwrap();
     let (tokens, server) = runtime.block_on(async {
         let server = TestServer::builder()
+            .fixed_signing_key()
             .client(TestClient::new("bench", "secret"))
             .start()
             .await;

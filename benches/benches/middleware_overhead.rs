@@ -159,6 +159,7 @@ fn main() {
     };
     runtime.block_on(async {
         let server = TestServer::builder()
+            .fixed_signing_key()
             .client(TestClient::new("bench", "secret"))
             .start()
             .await;

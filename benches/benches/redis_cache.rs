@@ -41,6 +41,7 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
         .unwrap();
     let (in_memory, two_tier, l2, l2_sealed, server) = runtime.block_on(async {
         let server = TestServer::builder()
+            .fixed_signing_key()
             .client(TestClient::new("bench", "secret"))
             .start()
             .await;

@@ -163,6 +163,7 @@ pub struct TestServerBuilder {
     clients: Vec<TestClient>,
     expires_in: Option<u64>,
     bind: SocketAddr,
+    fixed_key: bool,
 }
 
 impl TestServerBuilder {
@@ -175,6 +176,13 @@ impl TestServerBuilder {
     /// The `expires_in` of issued tokens; `None` omits it. Default 3600 s.
     pub fn expires_in(mut self, expires_in: Option<u64>) -> Self {
         self.expires_in = expires_in;
+        self
+    }
+
+    /// Signs with a fixed key, the same in every process, instead of one generated at start:
+    /// for benchmarks, whose figures must not move with the key. Never for anything else.
+    pub fn fixed_signing_key(mut self) -> Self {
+        self.fixed_key = true;
         self
     }
 
@@ -206,7 +214,12 @@ impl TestServerBuilder {
             })?;
         let addr = listener.local_addr()?;
         let issuer = format!("http://{addr}");
-        let key = SigningKey::generate("tk-test-1").map_err(std::io::Error::other)?;
+        let key = if self.fixed_key {
+            SigningKey::fixed("tk-test-1")
+        } else {
+            SigningKey::generate("tk-test-1")
+        }
+        .map_err(std::io::Error::other)?;
         let state = Arc::new(ServerState {
             issuer,
             advertised_issuer: Mutex::new(None),
@@ -322,6 +335,7 @@ impl TestServer {
             clients: Vec::new(),
             expires_in: Some(3600),
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            fixed_key: false,
         }
     }
 

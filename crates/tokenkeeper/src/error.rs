@@ -45,6 +45,14 @@ pub enum Error {
     /// its access token expired.
     #[error("re-authentication required: {0}")]
     ReauthenticationRequired(String),
+    /// The client's tokens may not be sent to this origin (see
+    /// [`ClientConfig::destination`](crate::ClientConfig::destination)); the request was not
+    /// sent.
+    #[error("tokens of this client may not be sent to {origin}")]
+    DestinationNotAllowed {
+        /// The refused origin (scheme, host, port).
+        origin: String,
+    },
     /// A background task ended unexpectedly (it panicked or its runtime shut down).
     #[error("internal error: {0}")]
     Internal(String),
@@ -57,6 +65,30 @@ impl Error {
             Error::OAuth(e) => Some(&e.error),
             _ => None,
         }
+    }
+
+    /// The token error inside a failure of the reqwest middleware, if that is what it is: one
+    /// call from `reqwest_middleware::Error` (or from the tower layer's boxed error) to the
+    /// typed [`Error`].
+    ///
+    /// ```
+    /// use tokenkeeper::Error;
+    /// let failure = reqwest_middleware::Error::middleware(Error::ReauthenticationRequired("no tokens".into()));
+    /// assert!(matches!(Error::from_middleware(&failure), Some(Error::ReauthenticationRequired(_))));
+    /// ```
+    #[cfg(feature = "reqwest-middleware")]
+    pub fn from_middleware(error: &reqwest_middleware::Error) -> Option<&Error> {
+        match error {
+            reqwest_middleware::Error::Middleware(e) => e.downcast_ref::<Error>(),
+            reqwest_middleware::Error::Reqwest(_) => None,
+        }
+    }
+
+    /// The token error inside a boxed error (as the tower layer returns), if that is what it is.
+    pub fn from_boxed<'a>(
+        error: &'a (dyn std::error::Error + Send + Sync + 'static),
+    ) -> Option<&'a Error> {
+        error.downcast_ref::<Error>()
     }
 
     /// The HTTP status of the response that caused the error, when there was one.

@@ -4,12 +4,14 @@
 pub mod cache;
 pub mod client_credentials;
 pub mod clock;
+mod destinations;
 pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod protocol;
 pub mod secret;
 mod settings;
+pub mod source;
 pub mod user;
 
 #[cfg(feature = "reqwest-middleware")]
@@ -25,6 +27,7 @@ pub use client_credentials::{
     ClientCredentialsTokenManagerBuilder, LifetimePolicy, TokenRequestParams,
 };
 pub use clock::{Clock, Timestamp, TokioClock};
+pub use destinations::Destinations;
 pub use error::{
     CacheError, ConfigError, Error, InvalidResponse, OAuthError, Result, TransportError,
     TransportErrorKind,
@@ -41,9 +44,10 @@ pub use protocol::token_request::{Grant, TokenRequest};
 pub use protocol::token_response::TokenResponse;
 pub use protocol::types::{ClientId, ClientName, Resource, Scope, TokenType};
 pub use secret::{AccessToken, ClientSecret, IdToken, RefreshToken};
+pub use source::{ClientTokenSource, TokenSource, UserTokenSource};
 
 #[cfg(feature = "reqwest-middleware")]
-pub use middleware::TokenMiddleware;
+pub use middleware::{TokenMiddleware, UserTokenMiddleware};
 #[cfg(feature = "tower")]
 pub use tower::{Token, TokenLayer};
 

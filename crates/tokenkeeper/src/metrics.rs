@@ -9,6 +9,7 @@
 //! | `tokenkeeper_token_failures_total` | counter | `client` |
 //! | `tokenkeeper_cache_errors_total` | counter | `client` |
 //! | `tokenkeeper_token_endpoint_duration_seconds` | histogram | `client` |
+//! | `tokenkeeper_revocation_failures_total` | counter | `client` (refresh tokens not revoked at logout) |
 //!
 //! Handles are registered once per client when the manager is built, so the hit path pays one
 //! relaxed atomic add per counter when a recorder is installed, and nothing else. Without the
@@ -34,6 +35,8 @@ pub mod names {
     pub const CACHE_ERRORS: &str = "tokenkeeper_cache_errors_total";
     /// Token endpoint latency.
     pub const ENDPOINT_DURATION: &str = "tokenkeeper_token_endpoint_duration_seconds";
+    /// Refresh tokens that could not be revoked at logout.
+    pub const REVOCATION_FAILURES: &str = "tokenkeeper_revocation_failures_total";
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +55,7 @@ struct Handles {
     failures: metrics::Counter,
     cache_errors: metrics::Counter,
     duration: metrics::Histogram,
+    revocation_failures: metrics::Counter,
 }
 
 impl ClientMetrics {
@@ -68,7 +72,8 @@ impl ClientMetrics {
                     refreshes: metrics::counter!(names::REFRESHES, "client" => client.clone()),
                     failures: metrics::counter!(names::FAILURES, "client" => client.clone()),
                     cache_errors: metrics::counter!(names::CACHE_ERRORS, "client" => client.clone()),
-                    duration: metrics::histogram!(names::ENDPOINT_DURATION, "client" => client),
+                    duration: metrics::histogram!(names::ENDPOINT_DURATION, "client" => client.clone()),
+                    revocation_failures: metrics::counter!(names::REVOCATION_FAILURES, "client" => client),
                 }),
             }
         }
@@ -98,6 +103,12 @@ impl ClientMetrics {
     pub(crate) fn cache_error(&self) {
         #[cfg(feature = "metrics")]
         self.inner.cache_errors.increment(1);
+    }
+
+    #[inline]
+    pub(crate) fn revocation_failed(&self) {
+        #[cfg(feature = "metrics")]
+        self.inner.revocation_failures.increment(1);
     }
 
     #[allow(unused_variables)]

@@ -1,23 +1,33 @@
-//! A [`reqwest_middleware::Middleware`] that attaches client-credentials tokens.
+//! The [`reqwest_middleware::Middleware`] that attaches tokens: one middleware for every
+//! [`TokenSource`] (a client-credentials client, a user's session).
 
-use http::{header::AUTHORIZATION, Extensions, StatusCode};
+use std::sync::Arc;
+
+use http::{Extensions, StatusCode};
 use reqwest_middleware::{Middleware, Next};
 
-use crate::client_credentials::{BoundClient, ClientCredentialsTokenManager, TokenRequestParams};
+use crate::cache::CachedToken;
+use crate::client_credentials::{ClientCredentialsTokenManager, TokenRequestParams};
 use crate::error::Error;
+use crate::source::{present, ClientTokenSource, Integration, TokenSource, UserTokenSource};
+use crate::user::{SessionKey, UserTokenManager, UserTokenParams};
 use crate::MissingToken;
 
 /// Attaches `Authorization: <type> <token>` to every request and retries once on a 401.
 ///
-/// - The token comes from the manager's cache (a hit costs no I/O).
-/// - On a `401 Unauthorized`, the token is invalidated (only if it is still the cached one),
-///   a token is acquired again and the request is sent once more — if its body can be replayed
-///   (`reqwest::Request::try_clone`); a streaming body is not retried. A second 401 is returned
-///   to the caller. A 401 that came from where a redirect led (another URL) is not retried there:
+/// - The token comes from the source's cache (a hit costs no I/O).
+/// - When the client names its [destinations](crate::ClientConfig::destination), a request
+///   for any other origin fails with [`Error::DestinationNotAllowed`] and is not sent.
+/// - On a `401 Unauthorized` from the URL the request was sent to, the token is renewed (at
+///   most once per token, and through the renewal backoff: a 401 for a token that a 401 renewed
+///   moments ago is handed to the caller as it is) and the request is sent once more — if its
+///   body can be replayed (`reqwest::Request::try_clone`). A second 401 is returned to the
+///   caller. A 401 from where a redirect led (another URL) renews nothing and is not retried:
 ///   tokens are only re-sent to the URL the caller asked for.
 /// - When no token can be had, the request fails with the token error
-///   ([`reqwest_middleware::Error::Middleware`] holding a [`crate::Error`]), unless
-///   [`TokenMiddleware::on_missing_token`] says to send it without.
+///   ([`reqwest_middleware::Error::Middleware`] holding a [`crate::Error`]; get it back with
+///   [`Error::from_middleware`]), unless [`TokenMiddleware::on_missing_token`] says to send it
+///   without.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -32,18 +42,32 @@ use crate::MissingToken;
 /// # let _ = response; Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
-pub struct TokenMiddleware {
-    bound: BoundClient,
-    missing: MissingToken,
+pub struct TokenMiddleware<S = ClientTokenSource> {
+    integration: Integration<S>,
 }
 
-impl TokenMiddleware {
+impl<S: TokenSource> TokenMiddleware<S> {
+    /// A middleware attaching the tokens of `source`.
+    pub fn new(source: S) -> Self {
+        Self {
+            integration: Integration::new(source),
+        }
+    }
+
     /// What to do when no token can be had (default: fail the request).
     pub fn on_missing_token(mut self, missing: MissingToken) -> Self {
-        self.missing = missing;
+        self.integration.missing = missing;
         self
     }
+
+    /// The token source.
+    pub fn source(&self) -> &S {
+        &self.integration.source
+    }
 }
+
+/// The middleware attaching the tokens of a user's session.
+pub type UserTokenMiddleware = TokenMiddleware<UserTokenSource>;
 
 impl ClientCredentialsTokenManager {
     /// A middleware attaching `client`'s token. Fails now if no such client is registered.
@@ -57,10 +81,28 @@ impl ClientCredentialsTokenManager {
         client: &str,
         params: TokenRequestParams,
     ) -> Result<TokenMiddleware, Error> {
-        Ok(TokenMiddleware {
-            bound: BoundClient::new(self, client, params)?,
-            missing: MissingToken::Fail,
-        })
+        Ok(TokenMiddleware::new(ClientTokenSource::new(
+            self, client, params,
+        )?))
+    }
+}
+
+impl UserTokenManager {
+    /// A middleware attaching the access token of `session` (for background jobs and websocket
+    /// handlers: no HTTP request needed). Fails the request with the token error (for instance
+    /// [`crate::Error::ReauthenticationRequired`]) when no token can be had.
+    ///
+    /// ```no_run
+    /// # fn run(users: tokenkeeper::user::UserTokenManager) {
+    /// use tokenkeeper::user::{SessionKey, UserTokenParams};
+    /// let session = SessionKey::from_sub_sid("alice", "s-1");
+    /// let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+    ///     .with(users.middleware(session, UserTokenParams::default()))
+    ///     .build();
+    /// # let _ = http; }
+    /// ```
+    pub fn middleware(&self, session: SessionKey, params: UserTokenParams) -> UserTokenMiddleware {
+        TokenMiddleware::new(UserTokenSource::new(self, session, params))
     }
 }
 
@@ -72,8 +114,8 @@ type HandleFuture<'a> = std::pin::Pin<
 
 // Written by hand rather than with `async_trait`: on a cache hit the header is attached before
 // any future is built, and the one boxed future holds only what the 401 retry needs. This keeps
-// the middleware's cost within a few percent of a static header (see BENCHMARKS.md).
-impl Middleware for TokenMiddleware {
+// the middleware's cost within about 1 % of a static-header middleware (see BENCHMARKS.md).
+impl<S: TokenSource> Middleware for TokenMiddleware<S> {
     fn handle<'a, 'b, 'c, 'd>(
         &'a self,
         mut req: reqwest::Request,
@@ -86,15 +128,20 @@ impl Middleware for TokenMiddleware {
         'c: 'd,
         Self: 'd,
     {
-        let Some(token) = self.bound.cached() else {
+        if let Err(error) = self.integration.check_url(req.url()) {
+            return Box::pin(std::future::ready(Err(
+                reqwest_middleware::Error::middleware(error),
+            )));
+        }
+        let Some(token) = self.integration.source.cached() else {
             return Box::pin(self.handle_slow(req, extensions, next));
         };
         let retry = Replay::of(&req);
-        req.headers_mut()
-            .insert(AUTHORIZATION, token.authorization_header().clone());
+        present(&token, req.headers_mut());
         Box::pin(async move {
             let response = next.clone().run(req, extensions).await?;
             if response.status() != StatusCode::UNAUTHORIZED {
+                token.accepted();
                 return Ok(response);
             }
             // Rare: boxed, so that its state does not bloat every request's future.
@@ -103,7 +150,7 @@ impl Middleware for TokenMiddleware {
     }
 }
 
-impl TokenMiddleware {
+impl<S: TokenSource> TokenMiddleware<S> {
     /// No cached token: acquire one (or not), then send.
     async fn handle_slow(
         &self,
@@ -111,61 +158,75 @@ impl TokenMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
-        let token = match self.bound.token().await {
-            Ok(token) => token,
-            Err(error) if self.missing == MissingToken::SendWithout => {
-                tracing::warn!(%error, "no token; sending the request without one");
-                return next.run(req, extensions).await;
-            }
-            Err(error) => return Err(reqwest_middleware::Error::middleware(error)),
+        let Some(token) = self
+            .integration
+            .token()
+            .await
+            .map_err(reqwest_middleware::Error::middleware)?
+        else {
+            return next.run(req, extensions).await;
         };
         let retry = Replay::of(&req);
-        req.headers_mut()
-            .insert(AUTHORIZATION, token.authorization_header().clone());
+        present(&token, req.headers_mut());
         let response = next.clone().run(req, extensions).await?;
         self.after_response(response, token, retry, extensions, next)
             .await
     }
 
-    /// On a 401: invalidate the token and, when the request can be replayed, retry once with a
-    /// new one.
+    /// On a 401 from the URL the request was sent to: renew the token and, when the request
+    /// can be replayed, retry once with the new one.
     async fn after_response(
         &self,
         response: reqwest::Response,
-        token: std::sync::Arc<crate::CachedToken>,
-        retry: Option<Replay>,
+        token: Arc<CachedToken>,
+        retry: Replay,
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
         if response.status() != StatusCode::UNAUTHORIZED {
+            token.accepted();
             return Ok(response);
         }
-        self.bound.invalidate(&token).await;
-        let Some(mut retry) = retry.and_then(|r| r.into_request(response.url())) else {
-            // The body cannot be replayed (or the 401 came from where a redirect led): the
-            // caller gets the 401, and the next request will carry a new token.
+        if !retry.sent_to.is(response.url()) {
+            // A 401 from where a redirect led says nothing about our token there.
+            return Ok(response);
+        }
+        let Some(mut again) = retry.into_request(response.url()) else {
+            // The body cannot be replayed: the caller gets the 401, and the next request will
+            // carry a new token.
+            let _ = self.integration.after_unauthorized(&token, false).await;
+            return Ok(response);
+        };
+        let Some(token) = self
+            .integration
+            .after_unauthorized(&token, true)
+            .await
+            .map_err(reqwest_middleware::Error::middleware)?
+        else {
+            // Backing off: this token was itself a renewal moments ago.
             return Ok(response);
         };
         drop(response);
-        let token = self
-            .bound
-            .token()
-            .await
-            .map_err(reqwest_middleware::Error::middleware)?;
-        retry
-            .headers_mut()
-            .insert(AUTHORIZATION, token.authorization_header().clone());
-        next.run(retry, extensions).await
+        present(&token, again.headers_mut());
+        let response = next.run(again, extensions).await?;
+        if response.status() != StatusCode::UNAUTHORIZED {
+            token.accepted();
+        }
+        Ok(response)
     }
 }
 
-/// What a 401 retry needs, kept as cheaply as possible: a request without a body is rebuilt from
-/// its method, headers, version and timeout plus the URL that answered — only if that is the URL
-/// it was sent to (so a redirect elsewhere never receives a token); no allocation when it has no
-/// headers. A request with a body is copied whole, if its body can be.
-enum Replay {
+/// What a 401 retry needs, kept as cheaply as possible: the URL the request was sent to (so
+/// that a 401 from where a redirect led renews nothing and a token is never re-sent there),
+/// and the request itself — rebuilt from its method, headers, version and timeout when it has
+/// no body (no allocation when it has no headers), copied whole when its body can be.
+struct Replay {
+    sent_to: SentTo,
+    request: Option<Again>,
+}
+
+enum Again {
     Parts {
-        sent_to: SentTo,
         method: http::Method,
         headers: Option<Box<http::HeaderMap>>,
         version: http::Version,
@@ -176,26 +237,28 @@ enum Replay {
 
 impl Replay {
     #[inline]
-    fn of(req: &reqwest::Request) -> Option<Self> {
-        if req.body().is_some() {
-            return req.try_clone().map(|req| Self::Whole(Box::new(req)));
-        }
-        Some(Self::Parts {
+    fn of(req: &reqwest::Request) -> Self {
+        let request = if req.body().is_some() {
+            req.try_clone().map(|req| Again::Whole(Box::new(req)))
+        } else {
+            Some(Again::Parts {
+                method: req.method().clone(),
+                headers: (!req.headers().is_empty()).then(|| Box::new(req.headers().clone())),
+                version: req.version(),
+                timeout: req.timeout().copied(),
+            })
+        };
+        Self {
             sent_to: SentTo::of(req.url()),
-            method: req.method().clone(),
-            headers: (!req.headers().is_empty()).then(|| Box::new(req.headers().clone())),
-            version: req.version(),
-            timeout: req.timeout().copied(),
-        })
+            request,
+        }
     }
 
-    /// The request to send again, if it may be.
+    /// The request to send again (to `answered`, which is the URL it was sent to), if it can be.
     fn into_request(self, answered: &url::Url) -> Option<reqwest::Request> {
-        match self {
-            Self::Whole(req) => Some(*req),
-            Self::Parts { sent_to, .. } if !sent_to.is(answered) => None,
-            Self::Parts {
-                sent_to: _,
+        match self.request? {
+            Again::Whole(req) => Some(*req),
+            Again::Parts {
                 method,
                 headers,
                 version,

@@ -168,11 +168,12 @@ async fn cc_04_expired_entry_is_fetched_again() {
         .build()
         .unwrap();
     let first = tokens.get_token("api", &default_params()).await.unwrap();
-    tokio::time::advance(Duration::from_secs(89)).await;
+    tokio::time::advance(Duration::from_secs(107)).await;
     let same = tokens.get_token("api", &default_params()).await.unwrap();
     assert!(first.same_token(&same));
     assert_eq!(server.token_requests(CC), 1);
-    tokio::time::advance(Duration::from_secs(1)).await; // 90 s = 120 − 30 skew
+    // 108 s = 120 − 12: under ten times the 30 s skew, the skew is a tenth of the lifetime.
+    tokio::time::advance(Duration::from_secs(1)).await;
     let renewed = tokens.get_token("api", &default_params()).await.unwrap();
     assert_eq!(server.token_requests(CC), 2);
     assert_ne!(
@@ -184,7 +185,7 @@ async fn cc_04_expired_entry_is_fetched_again() {
 #[tokio::test(start_paused = true)]
 async fn cc_05_refresh_ahead_returns_current_token_and_starts_one_refresh() {
     let server = server().await;
-    server.set_expires_in(Some(130)); // usable 100 s, refresh window = last 20 s
+    server.set_expires_in(Some(1000)); // usable 970 s, refresh window = last 20 %
     server.set_latency(Duration::from_millis(50));
     let tokens = in_process(&server).build().unwrap();
     let first = tokens.get_token("api", &default_params()).await.unwrap();
@@ -192,9 +193,9 @@ async fn cc_05_refresh_ahead_returns_current_token_and_starts_one_refresh() {
         first
             .refresh_at()
             .saturating_duration_since(first.issued_at()),
-        Duration::from_secs(80)
+        Duration::from_secs(776)
     );
-    tokio::time::advance(Duration::from_secs(85)).await;
+    tokio::time::advance(Duration::from_secs(800)).await;
     let mut hits = Vec::new();
     for _ in 0..200 {
         hits.push(tokens.get_token("api", &default_params()).await.unwrap());
@@ -406,12 +407,13 @@ async fn cc_09_cancelling_a_waiter_does_not_cancel_the_fetch() {
 #[tokio::test(start_paused = true)]
 async fn cc_10_valid_token_served_while_endpoint_fails() {
     let server = server().await;
-    server.set_expires_in(Some(130)); // usable 100 s, refresh from 80 s
+    server.set_expires_in(Some(1000)); // usable 970 s, refresh from 776 s
     let tokens = in_process(&server).build().unwrap();
     let token = tokens.get_token("api", &default_params()).await.unwrap();
     server.inject_fault(Fault::HtmlBody { status: 502 }, Times::Always);
+    tokio::time::advance(Duration::from_secs(870)).await;
     for _ in 0..19 {
-        tokio::time::advance(Duration::from_secs(5)).await; // up to 95 s
+        tokio::time::advance(Duration::from_secs(5)).await; // up to 965 s
         let served = tokens.get_token("api", &default_params()).await.unwrap();
         assert!(served.same_token(&token));
         for _ in 0..10 {
@@ -419,7 +421,7 @@ async fn cc_10_valid_token_served_while_endpoint_fails() {
         }
     }
     assert!(server.token_requests(CC) > 1, "refreshes were attempted");
-    tokio::time::advance(Duration::from_secs(6)).await; // past 100 s
+    tokio::time::advance(Duration::from_secs(6)).await; // past 970 s
     let err = tokens
         .get_token("api", &default_params())
         .await
@@ -549,8 +551,14 @@ fn lifetime_policy_times() {
         refresh.saturating_duration_since(now),
         Duration::from_secs(2856)
     );
-    let (_, short) = policy.times(now, Some(Duration::from_secs(10)));
-    assert_eq!(short.saturating_duration_since(now), Duration::from_secs(5));
+    // Under ten times the skew, the skew is a tenth of the lifetime, and the refresh ahead
+    // starts no earlier than three quarters of it (CC-15).
+    let (refresh, short) = policy.times(now, Some(Duration::from_secs(10)));
+    assert_eq!(short.saturating_duration_since(now), Duration::from_secs(9));
+    assert_eq!(
+        refresh.saturating_duration_since(now),
+        Duration::from_millis(7500)
+    );
     let _ = ClientConfig::new("https://x/token", "a", "b");
     let _ = Error::Internal(String::new());
 }
@@ -702,4 +710,185 @@ fn cc_03_cache_key_is_canonical_and_injective_for_random_parameters() {
             );
         }
     }
+}
+
+/// An API that rejects every token: 20 callers through the tower layer for 3 s (paused time).
+/// Renewals driven by 401s go through the renewal backoff, so the token requests stay a
+/// handful instead of one per call (57 before the fix).
+#[tokio::test(start_paused = true)]
+async fn cc_14_an_api_that_rejects_every_token_cannot_drive_a_token_storm() {
+    use tower::{Service as _, ServiceExt as _};
+    let server = server().await;
+    let tokens = in_process(&server).build().unwrap();
+    let api_calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let calls = api_calls.clone();
+    let api = tower::service_fn(move |_request: http::Request<String>| {
+        calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        async move {
+            Ok::<_, std::convert::Infallible>(
+                http::Response::builder().status(401).body(()).unwrap(),
+            )
+        }
+    });
+    let layer = tokens.layer("api").unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let mut service = tower::Layer::layer(&layer, api.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut unauthorized = 0;
+            while tokio::time::Instant::now() < deadline {
+                let request = http::Request::get("http://api.example/items")
+                    .body(String::new())
+                    .unwrap();
+                let response = service.ready().await.unwrap().call(request).await.unwrap();
+                assert_eq!(response.status(), 401, "the caller gets the API's 401");
+                unauthorized += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            unauthorized
+        }));
+    }
+    let mut answered = 0;
+    for task in tasks {
+        answered += task.await.unwrap();
+    }
+    let requests = server.token_requests(CC);
+    assert!(answered > 1000, "{answered} calls made");
+    // One token, then renewals after 0, ~0.5–1 s and ~1.5–3 s (backoff 1 s, doubling, jitter).
+    assert!(
+        (2..=4).contains(&requests),
+        "{requests} token requests for {answered} rejected calls"
+    );
+}
+
+/// CC-14 through the reqwest middleware: at most one renewal per rejected token (with a long
+/// backoff, exactly one), and a 401 from where a redirect led renews nothing.
+#[tokio::test]
+async fn cc_14_middleware_renews_once_per_token_and_ignores_redirected_401s() {
+    let server = server().await;
+    let api = Api::start(server.clone()).await;
+    let tokens = ClientCredentialsTokenManager::builder()
+        .client("api", config(&server))
+        .backoff_policy(tokenkeeper::BackoffPolicy {
+            base: Duration::from_secs(3600),
+            max: Duration::from_secs(3600),
+        })
+        .build()
+        .unwrap();
+    let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(tokens.middleware("api").unwrap())
+        .build();
+    api.always_reject(true);
+    let mut calls = Vec::new();
+    for _ in 0..20 {
+        let http = http.clone();
+        let url = api.url.clone();
+        calls.push(tokio::spawn(async move {
+            for _ in 0..5 {
+                let response = http.get(&url).send().await.unwrap();
+                assert_eq!(response.status(), 401);
+            }
+        }));
+    }
+    for call in calls {
+        call.await.unwrap();
+    }
+    assert_eq!(
+        server.token_requests(CC),
+        2,
+        "the first token and one renewal, for 100 rejected calls"
+    );
+
+    // A redirect to a URL that answers 401: nothing is renewed there, and no retry is sent.
+    let redirecting = Api::start(server.clone()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let target = redirecting.url.clone();
+    let app = axum::Router::new().route(
+        "/moved",
+        axum::routing::get(move || async move { axum::response::Redirect::temporary(&target) }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    redirecting.always_reject(true);
+    let fresh = ClientCredentialsTokenManager::builder()
+        .client("api", config(&server))
+        .build()
+        .unwrap();
+    let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(fresh.middleware("api").unwrap())
+        .build();
+    let before = server.token_requests(CC);
+    let first = fresh.get_token("api", &default_params()).await.unwrap();
+    let response = http.get(format!("{base}/moved")).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(
+        redirecting.seen().len(),
+        1,
+        "no retry to where the redirect led"
+    );
+    let still = fresh.get_token("api", &default_params()).await.unwrap();
+    assert!(still.same_token(&first), "nothing was invalidated");
+    assert_eq!(server.token_requests(CC), before + 1);
+}
+
+/// CC-15: a 5 s token, 300 callers over 30 s. Each token is used for at least 3.75 s, replaced
+/// in the background before it expires, and never handed out in its last tenth; a lifetime
+/// below the skew logs one warning per client.
+#[tokio::test(start_paused = true)]
+async fn cc_15_short_lived_tokens_are_used_for_most_of_their_life() {
+    let logs = LogBuffer::default();
+    let _guard = logs.install();
+    let server = server().await;
+    server.set_expires_in(Some(5));
+    let clock = Arc::new(tokenkeeper::TokioClock::new());
+    let tokens = in_process(&server).clock(clock.clone()).build().unwrap();
+    let lifetime = Duration::from_secs(5);
+    let mut seen: Vec<Arc<tokenkeeper::CachedToken>> = Vec::new();
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        let mut calls = Vec::new();
+        for _ in 0..300 {
+            let tokens = tokens.clone();
+            calls.push(tokio::spawn(async move {
+                tokens.get_token("api", &default_params()).await.unwrap()
+            }));
+        }
+        let now = tokenkeeper::Clock::now(&*clock);
+        for call in calls {
+            let token = call.await.unwrap();
+            let age = now.saturating_duration_since(token.issued_at());
+            assert!(
+                age < lifetime.mul_f64(0.9),
+                "handed out at {age:?}, in the last tenth of its life"
+            );
+            if !seen.iter().any(|t| t.same_token(&token)) {
+                seen.push(token);
+            }
+        }
+        tokio::time::advance(Duration::from_millis(100)).await;
+    }
+    for pair in seen.windows(2) {
+        let used = pair[1]
+            .issued_at()
+            .saturating_duration_since(pair[0].issued_at());
+        assert!(
+            used >= lifetime.mul_f64(0.75),
+            "a token was replaced after {used:?}"
+        );
+        assert!(
+            pair[1].issued_at() < pair[0].expires_at(),
+            "replaced in the background before it expired"
+        );
+    }
+    let requests = server.token_requests(CC);
+    assert!(
+        (7..=9).contains(&requests),
+        "{requests} token requests in 30 s"
+    );
+    let warnings = logs
+        .text()
+        .matches("shorter than the configured skew")
+        .count();
+    assert_eq!(warnings, 1, "one warning per client:\n{}", logs.text());
 }

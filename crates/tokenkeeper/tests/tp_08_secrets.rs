@@ -5,33 +5,10 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-
 use base64::Engine as _;
 use common::*;
 use tokenkeeper::{ClientConfig, ClientCredentialsTokenManager, Error};
 use tokenkeeper_testing::{Fault, Times};
-
-/// Captures every log line (all levels) written while it is installed.
-#[derive(Clone, Default)]
-struct LogBuffer(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogBuffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
-    type Writer = LogBuffer;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 #[tokio::test]
 async fn tp_08_secrets_and_tokens_never_in_debug_errors_or_logs() {

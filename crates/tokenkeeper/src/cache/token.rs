@@ -36,9 +36,28 @@ pub struct CachedToken {
     authorization: HeaderValue,
     /// Millisecond timestamp before which no new refresh-ahead may start (a lock-free gate).
     refresh_gate: AtomicU64,
+    /// Set when a chain of 401s led to this token (shared with the per-thread copies).
+    renewal: Option<Arc<Renewal>>,
     /// Per-thread copies (see the type's docs), allocated on the first hit from a second
     /// thread; empty in the copies themselves.
     replicas: OnceLock<Box<[OnceLock<Arc<CachedToken>>; REPLICAS]>>,
+}
+
+/// How a token that a 401 led to may itself be renewed.
+struct Renewal {
+    /// How many renewals in a row, each driven by a 401, led to the token.
+    renewals: u8,
+    /// Before this instant a 401 for the token does not renew it (the renewal backoff).
+    renew_after: Timestamp,
+    /// An API accepted the token: the chain of rejections is over.
+    accepted: std::sync::atomic::AtomicBool,
+}
+
+impl Renewal {
+    fn pending(this: &Option<Arc<Self>>) -> Option<&Self> {
+        this.as_deref()
+            .filter(|r| !r.accepted.load(Ordering::Relaxed))
+    }
 }
 
 /// An `Arc<str>` as the owner of a `Bytes`.
@@ -99,8 +118,46 @@ impl CachedToken {
             expires_at,
             authorization,
             refresh_gate: AtomicU64::new(0),
+            renewal: None,
             replicas: Default::default(),
         })
+    }
+
+    /// Marks the token as the result of the `renewals`-th renewal in a row driven by a 401, which
+    /// must not itself be renewed before `renew_after`.
+    pub(crate) fn renewed_after_rejection(mut self, renewals: u8, renew_after: Timestamp) -> Self {
+        self.renewal = Some(Arc::new(Renewal {
+            renewals,
+            renew_after,
+            accepted: std::sync::atomic::AtomicBool::new(false),
+        }));
+        self
+    }
+
+    /// How many renewals in a row, each driven by an API's `401`, led to this token and have not
+    /// been followed by an API accepting it: 0 for a token fetched on a miss, at expiry or ahead
+    /// of it, or accepted since.
+    pub fn renewals(&self) -> u8 {
+        Renewal::pending(&self.renewal).map_or(0, |r| r.renewals)
+    }
+
+    /// Whether a `401` for this token may renew it at `now`: always, unless a 401 led to this
+    /// token, no API has accepted it since, and the renewal backoff has not run out — so that an
+    /// API that rejects every token cannot drive a token request per call (CC-14).
+    pub fn may_renew_at(&self, now: Timestamp) -> bool {
+        Renewal::pending(&self.renewal).is_none_or(|r| now >= r.renew_after)
+    }
+
+    /// An API accepted the token: a chain of 401-driven renewals that led to it is over.
+    #[inline]
+    #[cfg_attr(
+        not(any(feature = "tower", feature = "reqwest-middleware")),
+        allow(dead_code)
+    )]
+    pub(crate) fn accepted(&self) {
+        if let Some(renewal) = &self.renewal {
+            renewal.accepted.store(true, Ordering::Relaxed);
+        }
     }
 
     /// A handle to this token for the calling thread: the token itself, or this thread's copy of
@@ -125,6 +182,7 @@ impl CachedToken {
             expires_at: self.expires_at,
             authorization: self.authorization.clone(),
             refresh_gate: AtomicU64::new(self.refresh_gate.load(Ordering::Relaxed)),
+            renewal: self.renewal.clone(),
             replicas: Default::default(),
         }
     }

@@ -41,6 +41,8 @@ pub struct ClientConfig {
     pub(crate) scope: Option<String>,
     pub(crate) resources: Vec<String>,
     pub(crate) extra: Vec<(String, String)>,
+    pub(crate) destinations: Vec<String>,
+    pub(crate) allow_insecure_http: bool,
 }
 
 impl fmt::Debug for ClientConfig {
@@ -53,6 +55,8 @@ impl fmt::Debug for ClientConfig {
             .field("scope", &self.scope)
             .field("resources", &self.resources)
             .field("extra", &self.extra)
+            .field("destinations", &self.destinations)
+            .field("allow_insecure_http", &self.allow_insecure_http)
             .finish()
     }
 }
@@ -73,6 +77,8 @@ impl ClientConfig {
             scope: None,
             resources: Vec::new(),
             extra: Vec::new(),
+            destinations: Vec::new(),
+            allow_insecure_http: false,
         }
     }
 
@@ -112,13 +118,32 @@ impl ClientConfig {
         self
     }
 
+    /// An origin (`https://api.example.com`) this client's tokens may be sent to; call again
+    /// for more. Once one is named, the HTTP integrations refuse to attach the token to a
+    /// request for any other origin ([`crate::Error::DestinationNotAllowed`]). Without any,
+    /// every origin is allowed.
+    pub fn destination(mut self, origin: impl Into<String>) -> Self {
+        self.destinations.push(origin.into());
+        self
+    }
+
+    /// Accepts plain `http://` endpoints on hosts other than loopback (`127.0.0.0/8`, `::1`,
+    /// `localhost`), where tokens and secrets then travel unencrypted. Off by default: only for
+    /// a private network you trust (SEC-10).
+    pub fn allow_insecure_http(mut self, allow: bool) -> Self {
+        self.allow_insecure_http = allow;
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<ValidatedClient, ConfigError> {
         let endpoint = match &self.endpoint {
-            EndpointConfig::TokenEndpoint(raw) => {
-                ValidatedEndpoint::Url(parse_http_url(raw, "token_endpoint")?)
-            }
+            EndpointConfig::TokenEndpoint(raw) => ValidatedEndpoint::Url(parse_endpoint_url(
+                raw,
+                "token_endpoint",
+                self.allow_insecure_http,
+            )?),
             EndpointConfig::Issuer(raw) => {
-                parse_http_url(raw, "issuer")?;
+                parse_endpoint_url(raw, "issuer", self.allow_insecure_http)?;
                 ValidatedEndpoint::Issuer(raw.clone())
             }
         };
@@ -154,11 +179,19 @@ impl ClientConfig {
         resources.sort();
         resources.dedup();
         let extra = validate_extra(&self.extra, "extra")?;
+        let destinations = if self.destinations.is_empty() {
+            None
+        } else {
+            Some(crate::destinations::Destinations::parse(
+                &self.destinations,
+            )?)
+        };
         Ok(ValidatedClient {
             endpoint,
             scope,
             resources,
             extra,
+            destinations,
         })
     }
 }
@@ -173,6 +206,38 @@ pub(crate) struct ValidatedClient {
     pub(crate) scope: Option<Scope>,
     pub(crate) resources: Vec<Resource>,
     pub(crate) extra: BTreeMap<String, String>,
+    pub(crate) destinations: Option<crate::destinations::Destinations>,
+}
+
+/// Whether `url`'s host is a loopback host, where plain http never leaves the machine.
+pub(crate) fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(host)) => {
+            host.eq_ignore_ascii_case("localhost")
+                || host.to_ascii_lowercase().ends_with(".localhost")
+        }
+        None => false,
+    }
+}
+
+/// An http(s) URL; plain `http` only on a loopback host unless `allow_insecure_http` (SEC-10).
+pub(crate) fn parse_endpoint_url(
+    raw: &str,
+    field: &'static str,
+    allow_insecure_http: bool,
+) -> Result<Url, ConfigError> {
+    let url = parse_http_url(raw, field)?;
+    if url.scheme() == "http" && !allow_insecure_http && !is_loopback(&url) {
+        return Err(ConfigError::new(
+            field,
+            format!(
+                "{raw:?} is plain http on a host that is not loopback; use https, or opt in with `allow_insecure_http(true)`"
+            ),
+        ));
+    }
+    Ok(url)
 }
 
 pub(crate) fn parse_http_url(raw: &str, field: &'static str) -> Result<Url, ConfigError> {

@@ -29,6 +29,13 @@ pub(crate) enum FlightMode {
     RefreshAhead,
     /// `force_renewal`: always fetch.
     Force,
+    /// An API answered 401 for the cached token: the token that replaces it is the
+    /// `renewals`-th renewal in a row driven by a 401. Any valid token other than the rejected
+    /// one will do.
+    Renewal {
+        /// The depth of the renewal chain (1 for the first 401).
+        renewals: u8,
+    },
 }
 
 impl FlightMode {
@@ -36,7 +43,26 @@ impl FlightMode {
         match self {
             Self::Miss => token.is_valid_at(now),
             Self::RefreshAhead => token.is_valid_at(now) && !token.needs_refresh_at(now),
-            Self::Force => false,
+            Self::Force | Self::Renewal { .. } => false,
+        }
+    }
+
+    /// Whether a token found in a store during a flight that began at `started` ends it;
+    /// `rejected` is the token a renewal replaces.
+    pub(crate) fn settles(
+        self,
+        token: &CachedToken,
+        now: Timestamp,
+        started: Timestamp,
+        rejected: Option<&CachedToken>,
+    ) -> bool {
+        match self {
+            // A forced renewal settles only for a token fetched after it began.
+            Self::Force => token.is_valid_at(now) && token.issued_at() > started,
+            Self::Renewal { .. } => {
+                token.is_valid_at(now) && !rejected.is_some_and(|r| r.same_token(token))
+            }
+            _ => self.accepts(token, now),
         }
     }
 }

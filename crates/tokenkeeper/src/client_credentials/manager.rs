@@ -90,6 +90,10 @@ pub(crate) struct RegisteredClient {
     extra: BTreeMap<String, String>,
     pub(crate) default_key: CacheKey,
     metrics: ClientMetrics,
+    /// The origins its tokens may be sent to (`None`: any).
+    pub(crate) destinations: Option<crate::destinations::Destinations>,
+    /// Whether the "lifetime shorter than the skew" warning was logged (once per client).
+    short_lifetime_warned: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for ClientCredentialsTokenManager {
@@ -207,6 +211,8 @@ impl ClientCredentialsTokenManagerBuilder {
                 resources: validated.resources,
                 extra: validated.extra,
                 default_key,
+                destinations: validated.destinations,
+                short_lifetime_warned: std::sync::atomic::AtomicBool::new(false),
             };
             if clients.insert(client_name, Arc::new(client)).is_some() {
                 return Err(ConfigError::new(
@@ -381,7 +387,6 @@ impl Inner {
     }
 
     /// A key precomputed for `params` (the integrations keep one).
-    #[cfg(any(feature = "reqwest-middleware", feature = "tower"))]
     #[inline]
     pub(crate) async fn get_token_with_key(
         self: &Arc<Self>,
@@ -398,7 +403,7 @@ impl Inner {
     }
 
     #[inline]
-    fn try_hit(
+    pub(crate) fn try_hit(
         self: &Arc<Self>,
         client: &Arc<RegisteredClient>,
         key: &CacheKey,
@@ -435,7 +440,7 @@ impl Inner {
         client.metrics.refresh();
         tracing::debug!(client = %client.name, "starting refresh-ahead");
         // The flight runs in its own task; nobody waits for it here.
-        let _ = self.join_or_start(client, resolved, FlightMode::RefreshAhead, now);
+        let _ = self.join_or_start(client, resolved, FlightMode::RefreshAhead, now, None);
     }
 
     #[inline(never)]
@@ -475,8 +480,33 @@ impl Inner {
         };
         client.metrics.miss();
         let now = self.clock.now();
-        match self.join_or_start(client, resolved, mode, now) {
+        match self.join_or_start(client, resolved, mode, now, None) {
             Joined::Flight(flight) => flight.await,
+            Joined::BackingOff(error) => Err(error),
+        }
+    }
+
+    /// An API answered 401 for `rejected` (the token cached under `key`): renews it, at most
+    /// once per token and with the key's backoff (CC-14). `Ok(None)`: a 401 already renewed the
+    /// token that `rejected` replaced, too recently — back off, do not retry.
+    pub(crate) async fn renew_rejected(
+        self: &Arc<Self>,
+        client: &Arc<RegisteredClient>,
+        params: &TokenRequestParams,
+        rejected: &Arc<CachedToken>,
+    ) -> Result<Option<Arc<CachedToken>>, Error> {
+        let now = self.clock.now();
+        if !rejected.may_renew_at(now) {
+            tracing::debug!(client = %client.name, renewals = rejected.renewals(), "the API rejected a token that a 401 renewed moments ago; backing off");
+            return Ok(None);
+        }
+        let resolved = client.resolve(&params.clone().force_renewal(false))?;
+        let mode = FlightMode::Renewal {
+            renewals: rejected.renewals().saturating_add(1),
+        };
+        client.metrics.miss();
+        match self.join_or_start(client, resolved, mode, now, Some(rejected.clone())) {
+            Joined::Flight(flight) => flight.await.map(Some),
             Joined::BackingOff(error) => Err(error),
         }
     }
@@ -487,6 +517,7 @@ impl Inner {
         resolved: Resolved,
         mode: FlightMode,
         now: crate::clock::Timestamp,
+        rejected: Option<Arc<CachedToken>>,
     ) -> Joined {
         let key = resolved.key.clone();
         self.flights.join_or_start(&key, mode, now, |id| {
@@ -494,7 +525,7 @@ impl Inner {
             let client = client.clone();
             let span =
                 tracing::debug_span!("tokenkeeper.fetch", client = %client.name, mode = ?mode);
-            async move { inner.fetch(id, client, resolved, mode).await }.instrument(span)
+            async move { inner.fetch(id, client, resolved, mode, rejected).await }.instrument(span)
         })
     }
 
@@ -522,16 +553,6 @@ impl Inner {
         }
     }
 
-    /// Whether a token found in the cache during a flight ends it.
-    fn settles(&self, mode: FlightMode, token: &CachedToken, started: Timestamp) -> bool {
-        let now = self.clock.now();
-        match mode {
-            // A forced renewal settles only for a token fetched after it began.
-            FlightMode::Force => token.is_valid_at(now) && token.issued_at() > started,
-            _ => mode.accepts(token, now),
-        }
-    }
-
     /// Takes the distributed lease, or waits for its holder's token. `Err(token)`: another
     /// instance stored a token meanwhile. `Ok(None)`: no lease (none configured, backend down,
     /// or waited too long): fetch locally.
@@ -540,13 +561,16 @@ impl Inner {
         key: &CacheKey,
         mode: FlightMode,
         started: Timestamp,
+        rejected: Option<&CachedToken>,
     ) -> Result<Option<LeaseGuard>, Arc<CachedToken>> {
         let Some((lease, options)) = &self.lease else {
             return Ok(None);
         };
         let settled = || async {
             match self.cache.get(key).await {
-                Ok(Some(token)) if self.settles(mode, &token, started) => Some(token),
+                Ok(Some(token)) if mode.settles(&token, self.clock.now(), started, rejected) => {
+                    Some(token)
+                }
                 _ => None,
             }
         };
@@ -565,19 +589,27 @@ impl Inner {
         client: Arc<RegisteredClient>,
         resolved: Resolved,
         mode: FlightMode,
+        rejected: Option<Arc<CachedToken>>,
     ) -> Result<Arc<CachedToken>, Error> {
         let key = &resolved.key;
         let started = self.clock.now();
+        if let Some(rejected) = &rejected {
+            // Compare-and-remove: only the rejected token goes, never a newer one.
+            self.invalidate(key, rejected).await;
+        }
         if mode != FlightMode::Force {
             // Another flight may have filled the cache between our miss and this flight's start.
             if let Ok(Some(token)) = self.cache.get(key).await {
-                if mode.accepts(&token, started) {
+                if mode.settles(&token, started, started, rejected.as_deref()) {
                     self.flights.finish(key, id, Ok(()), started, &self.backoff);
                     return Ok(token);
                 }
             }
         }
-        let guard = match self.lease_or_token(key, mode, started).await {
+        let guard = match self
+            .lease_or_token(key, mode, started, rejected.as_deref())
+            .await
+        {
             Ok(guard) => guard,
             Err(token) => {
                 self.flights
@@ -585,7 +617,7 @@ impl Inner {
                 return Ok(token);
             }
         };
-        let result = self.fetch_and_store(&client, &resolved).await;
+        let result = self.fetch_and_store(&client, &resolved, mode).await;
         if let Some(guard) = guard {
             guard.release().await;
         }
@@ -605,6 +637,7 @@ impl Inner {
         &self,
         client: &RegisteredClient,
         resolved: &Resolved,
+        mode: FlightMode,
     ) -> Result<Arc<CachedToken>, Error> {
         let key = &resolved.key;
         let started = tokio::time::Instant::now();
@@ -614,17 +647,23 @@ impl Inner {
             .token_request(started.elapsed(), response.is_ok());
         let now = self.clock.now();
         let result = response.and_then(|response| {
+            self.warn_if_short(client, response.expires_in);
             let (refresh_at, expires_at) = self.lifetime.times(now, response.expires_in);
-            CachedToken::new(
+            let token = CachedToken::new(
                 response.access_token,
                 response.token_type,
                 response.scope,
                 now,
                 refresh_at,
                 expires_at,
-            )
-            .map(Arc::new)
-            .map_err(Error::from)
+            )?;
+            Ok(Arc::new(match mode {
+                FlightMode::Renewal { renewals } => token.renewed_after_rejection(
+                    renewals,
+                    now.saturating_add(self.backoff.jittered(u32::from(renewals))),
+                ),
+                _ => token,
+            }))
         });
         match &result {
             Ok(token) => {
@@ -644,6 +683,22 @@ impl Inner {
         result
     }
 
+    /// Logs once per client that the server's tokens live shorter than the configured skew.
+    fn warn_if_short(&self, client: &RegisteredClient, expires_in: Option<Duration>) {
+        if self.lifetime.is_shorter_than_skew(expires_in)
+            && !client
+                .short_lifetime_warned
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                client = %client.name,
+                expires_in = ?expires_in,
+                skew = ?self.lifetime.skew,
+                "the server's tokens live shorter than the configured skew; a tenth of their lifetime is used as the skew instead"
+            );
+        }
+    }
+
     pub(crate) async fn invalidate(&self, key: &CacheKey, token: &CachedToken) -> bool {
         match self.cache.remove_if(key, token.access_token()).await {
             Ok(removed) => removed,
@@ -652,64 +707,5 @@ impl Inner {
                 false
             }
         }
-    }
-}
-
-/// A manager bound to one client and parameter set, as the HTTP integrations use it.
-#[cfg(any(feature = "reqwest-middleware", feature = "tower"))]
-#[derive(Clone)]
-pub(crate) struct BoundClient {
-    inner: Arc<Inner>,
-    client: Arc<RegisteredClient>,
-    params: Arc<TokenRequestParams>,
-    key: CacheKey,
-}
-
-#[cfg(any(feature = "reqwest-middleware", feature = "tower"))]
-impl fmt::Debug for BoundClient {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BoundClient")
-            .field("client", &self.client.name)
-            .field("key", &self.key)
-            .finish()
-    }
-}
-
-#[cfg(any(feature = "reqwest-middleware", feature = "tower"))]
-impl BoundClient {
-    pub(crate) fn new(
-        manager: &ClientCredentialsTokenManager,
-        client: &str,
-        params: TokenRequestParams,
-    ) -> Result<Self, Error> {
-        let registered = manager.registered(client)?;
-        let key = registered.resolve(&params)?.key;
-        Ok(Self {
-            inner: manager.inner.clone(),
-            client: registered,
-            params: Arc::new(params),
-            key,
-        })
-    }
-
-    #[inline]
-    pub(crate) async fn token(&self) -> Result<Arc<CachedToken>, Error> {
-        self.inner
-            .get_token_with_key(&self.client, &self.key, &self.params)
-            .await
-    }
-
-    pub(crate) async fn invalidate(&self, token: &CachedToken) -> bool {
-        self.inner.invalidate(&self.key, token).await
-    }
-
-    /// The cached token, when a valid one is at hand without waiting (the hit path).
-    #[cfg(feature = "reqwest-middleware")]
-    #[inline]
-    pub(crate) fn cached(&self) -> Option<Arc<CachedToken>> {
-        if self.params.force_renewal {
-            return None;
-        }
-        self.inner.try_hit(&self.client, &self.key, &self.params)
     }
 }

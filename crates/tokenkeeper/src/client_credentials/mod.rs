@@ -7,8 +7,7 @@ mod params;
 mod policy;
 
 pub use config::ClientConfig;
-#[cfg(any(feature = "reqwest-middleware", feature = "tower"))]
-pub(crate) use manager::BoundClient;
+pub(crate) use manager::RegisteredClient;
 pub use manager::{ClientCredentialsTokenManager, ClientCredentialsTokenManagerBuilder};
 pub use params::TokenRequestParams;
 pub use policy::{BackoffPolicy, LifetimePolicy};

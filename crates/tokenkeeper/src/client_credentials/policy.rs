@@ -46,23 +46,36 @@ impl LifetimePolicy {
 
     /// `(refresh_at, expires_at)` for a token received at `now` with `expires_in`.
     ///
-    /// The usable lifetime is `expires_in − skew`; when the lifetime is not more than twice the
-    /// skew, half the lifetime is used instead, so that a token shorter than the skew is still
-    /// cached for a while rather than fetched on every call (CC-06).
+    /// - The token is handed out until `expires_in − skew`. For a lifetime `L` under ten times
+    ///   the skew, the skew used is `L / 10` instead, so a short-lived token is used for 90 % of
+    ///   its life and never in its last tenth (CC-15, CC-06).
+    /// - A hit in the last [`LifetimePolicy::refresh_ahead`] part of that usable lifetime starts
+    ///   a background refresh, but never before `0.75 · L`: however short the token, it is used
+    ///   for at least three quarters of its life and replaced before it expires.
     pub fn times(&self, now: Timestamp, expires_in: Option<Duration>) -> (Timestamp, Timestamp) {
-        let lifetime = expires_in
-            .filter(|d| !d.is_zero())
-            .unwrap_or(self.default_lifetime);
-        let usable = if lifetime > self.skew * 2 {
-            lifetime - self.skew
-        } else {
-            lifetime / 2
-        };
-        let refresh_after = usable.mul_f64(1.0 - self.refresh_ahead);
+        let lifetime = self.lifetime(expires_in);
+        let usable = lifetime - self.skew.min(lifetime / 10);
+        let refresh_after = usable
+            .mul_f64(1.0 - self.refresh_ahead)
+            .max(lifetime.mul_f64(0.75))
+            .min(usable);
         (
             now.saturating_add(refresh_after),
             now.saturating_add(usable),
         )
+    }
+
+    /// The lifetime a token is taken to have: `expires_in`, or the default when absent or 0.
+    fn lifetime(&self, expires_in: Option<Duration>) -> Duration {
+        expires_in
+            .filter(|d| !d.is_zero())
+            .unwrap_or(self.default_lifetime)
+    }
+
+    /// Whether the server's lifetime is shorter than the configured skew (worth one warning per
+    /// client: the skew is then scaled down).
+    pub(crate) fn is_shorter_than_skew(&self, expires_in: Option<Duration>) -> bool {
+        self.lifetime(expires_in) < self.skew
     }
 }
 

@@ -1,44 +1,48 @@
-//! [`TokenLayer`] and the [`Token`] service.
+//! [`TokenLayer`] and the [`Token`] service: one layer for every [`TokenSource`].
 
 use std::task::{Context, Poll};
 
-use http::{header::AUTHORIZATION, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use tower_layer::Layer;
 use tower_service::Service;
 
 use super::body::ReplayBody;
 use super::future::ResponseFuture;
 use super::BoxError;
-use crate::cache::CachedToken;
-use crate::client_credentials::{BoundClient, ClientCredentialsTokenManager, TokenRequestParams};
+use crate::client_credentials::{ClientCredentialsTokenManager, TokenRequestParams};
 use crate::error::Error;
+use crate::source::{present, ClientTokenSource, Integration, TokenSource, UserTokenSource};
 use crate::user::{SessionKey, UserTokenManager, UserTokenParams};
 use crate::MissingToken;
-use std::sync::Arc;
 
 /// A layer that wraps services in [`Token`].
 #[derive(Debug, Clone)]
-pub struct TokenLayer {
-    source: Source,
-    missing: MissingToken,
+pub struct TokenLayer<Src = ClientTokenSource> {
+    integration: Integration<Src>,
 }
 
-impl TokenLayer {
+impl<Src: TokenSource> TokenLayer<Src> {
+    /// A layer attaching the tokens of `source`.
+    pub fn new(source: Src) -> Self {
+        Self {
+            integration: Integration::new(source),
+        }
+    }
+
     /// What to do when no token can be had (default: fail the request).
     pub fn on_missing_token(mut self, missing: MissingToken) -> Self {
-        self.missing = missing;
+        self.integration.missing = missing;
         self
     }
 }
 
-impl<S> Layer<S> for TokenLayer {
-    type Service = Token<S>;
+impl<S, Src: TokenSource> Layer<S> for TokenLayer<Src> {
+    type Service = Token<S, Src>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Token {
             inner,
-            source: self.source.clone(),
-            missing: self.missing,
+            integration: self.integration.clone(),
         }
     }
 }
@@ -55,28 +59,40 @@ impl ClientCredentialsTokenManager {
         client: &str,
         params: TokenRequestParams,
     ) -> Result<TokenLayer, Error> {
-        Ok(TokenLayer {
-            source: Source::Client(BoundClient::new(self, client, params)?),
-            missing: MissingToken::Fail,
-        })
+        Ok(TokenLayer::new(ClientTokenSource::new(
+            self, client, params,
+        )?))
+    }
+}
+
+impl UserTokenManager {
+    /// A tower layer attaching the access token of `session` (for background jobs and
+    /// websocket handlers: no HTTP request needed). On a 401 it refreshes once and retries.
+    pub fn layer(
+        &self,
+        session: SessionKey,
+        params: UserTokenParams,
+    ) -> TokenLayer<UserTokenSource> {
+        TokenLayer::new(UserTokenSource::new(self, session, params))
     }
 }
 
 /// A service that attaches a token to each request, and retries once on a 401 when the body can
-/// be replayed (see [`ReplayBody`]). Errors are boxed: either the inner service's error or a
-/// [`crate::Error`] when no token could be had.
+/// be replayed (see [`ReplayBody`]); the same rules as [`crate::TokenMiddleware`] (destinations,
+/// one renewal per token with backoff, missing-token policy). Errors are boxed: either the
+/// inner service's error or a [`crate::Error`] (get it with [`Error::from_boxed`]).
 #[derive(Debug, Clone)]
-pub struct Token<S> {
+pub struct Token<S, Src = ClientTokenSource> {
     inner: S,
-    source: Source,
-    missing: MissingToken,
+    integration: Integration<Src>,
 }
 
-impl<S, B, RB> Service<Request<B>> for Token<S>
+impl<S, Src, B, RB> Service<Request<B>> for Token<S, Src>
 where
     S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
+    Src: TokenSource,
     B: ReplayBody + Send + 'static,
     RB: Send + 'static,
 {
@@ -92,110 +108,42 @@ where
         // Take the service that was driven to readiness; leave a clone in its place.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let source = self.source.clone();
-        let missing = self.missing;
+        let integration = self.integration.clone();
         ResponseFuture {
             inner: Box::pin(async move {
-                let token = match source.token().await {
-                    Ok(token) => token,
-                    Err(error) if missing == MissingToken::SendWithout => {
-                        tracing::warn!(%error, "no token; sending the request without one");
-                        return inner.call(request).await.map_err(Into::into);
-                    }
-                    Err(error) => return Err(Box::new(error) as BoxError),
+                integration.check_uri(request.uri())?;
+                let token = match integration.source.cached() {
+                    Some(token) => token,
+                    None => match integration.token().await? {
+                        Some(token) => token,
+                        None => return inner.call(request).await.map_err(Into::into),
+                    },
                 };
                 let retry = replay(&request);
-                request
-                    .headers_mut()
-                    .insert(AUTHORIZATION, token.authorization_header().clone());
+                present(&token, request.headers_mut());
                 let response = inner.call(request).await.map_err(Into::into)?;
                 if response.status() != StatusCode::UNAUTHORIZED {
+                    token.accepted();
                     return Ok(response);
                 }
                 let Some(mut retry) = retry else {
-                    source.rejected(&token).await;
+                    integration.after_unauthorized(&token, false).await?;
+                    return Ok(response);
+                };
+                let Some(token) = integration.after_unauthorized(&token, true).await? else {
                     return Ok(response);
                 };
                 drop(response);
-                let token = source
-                    .replacement(&token)
-                    .await
-                    .map_err(|e| Box::new(e) as BoxError)?;
-                retry
-                    .headers_mut()
-                    .insert(AUTHORIZATION, token.authorization_header().clone());
+                present(&token, retry.headers_mut());
                 std::future::poll_fn(|cx| inner.poll_ready(cx))
                     .await
                     .map_err(Into::into)?;
-                inner.call(retry).await.map_err(Into::into)
+                let response = inner.call(retry).await.map_err(Into::into)?;
+                if response.status() != StatusCode::UNAUTHORIZED {
+                    token.accepted();
+                }
+                Ok(response)
             }),
-        }
-    }
-}
-
-/// Where the layer's tokens come from.
-#[derive(Debug, Clone)]
-enum Source {
-    /// A client-credentials client.
-    Client(BoundClient),
-    /// A user's session.
-    User {
-        manager: UserTokenManager,
-        session: SessionKey,
-        params: UserTokenParams,
-    },
-}
-
-impl Source {
-    async fn token(&self) -> Result<Arc<CachedToken>, Error> {
-        match self {
-            Self::Client(bound) => bound.token().await,
-            Self::User {
-                manager,
-                session,
-                params,
-            } => manager.get_access_token(session, params).await,
-        }
-    }
-
-    /// The API refused `token` and the request will not be retried.
-    async fn rejected(&self, token: &CachedToken) {
-        if let Self::Client(bound) = self {
-            bound.invalidate(token).await;
-        }
-    }
-
-    /// The API refused `token`: a new one for the retry.
-    async fn replacement(&self, token: &CachedToken) -> Result<Arc<CachedToken>, Error> {
-        match self {
-            Self::Client(bound) => {
-                bound.invalidate(token).await;
-                bound.token().await
-            }
-            Self::User {
-                manager,
-                session,
-                params,
-            } => {
-                manager
-                    .get_access_token(session, &params.clone().force_renewal(true))
-                    .await
-            }
-        }
-    }
-}
-
-impl UserTokenManager {
-    /// A tower layer attaching the access token of `session` (for background jobs and
-    /// websocket handlers: no HTTP request needed). On a 401 it refreshes once and retries.
-    pub fn layer(&self, session: SessionKey, params: UserTokenParams) -> TokenLayer {
-        TokenLayer {
-            source: Source::User {
-                manager: self.clone(),
-                session,
-                params,
-            },
-            missing: MissingToken::Fail,
         }
     }
 }

@@ -13,15 +13,24 @@ use crate::cache::{
 use crate::client_credentials::flight::{FlightMode, Flights, Joined};
 use crate::client_credentials::{BackoffPolicy, ClientConfig, LifetimePolicy};
 use crate::clock::{Clock, Timestamp};
-use crate::error::Error;
+use crate::destinations::Destinations;
+use crate::error::{ConfigError, Error};
+use crate::metrics::ClientMetrics;
 use crate::protocol::discovery::DEFAULT_METADATA_LIFETIME;
 use crate::protocol::token_endpoint::TokenEndpoint;
 use crate::protocol::token_request::{Grant, TokenRequest};
 use crate::protocol::token_response::TokenResponse;
 use crate::protocol::types::{Resource, Scope};
 use crate::settings::{settings_setters, Settings};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Parameters of one user-token request.
+///
+/// The default asks for the session's default token: the one the login stored, for the
+/// client's configured resource (if any). A resource or a scope given here asks for a token of
+/// its own: every distinct (resource, scope) is its own entry in the session, refreshed with the
+/// session's one refresh token, and never returned for, nor written over, another (UT-06,
+/// UT-11).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UserTokenParams {
     resource: Option<Resource>,
@@ -30,7 +39,7 @@ pub struct UserTokenParams {
 }
 
 impl UserTokenParams {
-    /// The default token (no resource).
+    /// The default token.
     pub fn new() -> Self {
         Self::default()
     }
@@ -42,7 +51,8 @@ impl UserTokenParams {
         self
     }
 
-    /// A narrower scope for the refreshed token.
+    /// A token for exactly this (narrower) scope, obtained with the refresh token and kept as
+    /// an entry of its own.
     pub fn scope(mut self, scope: impl Into<Scope>) -> Self {
         self.scope = Some(scope.into());
         self
@@ -53,9 +63,31 @@ impl UserTokenParams {
         self.force_renewal = force;
         self
     }
+}
 
-    fn slot(&self) -> &str {
-        self.resource.as_ref().map_or("", Resource::as_str)
+/// What the client's configuration adds to every request: its resource and scope are the
+/// defaults of [`UserTokenParams`], its extra parameters go with every refresh.
+#[derive(Debug, Default)]
+struct Defaults {
+    resource: Option<Resource>,
+    scope: Option<Scope>,
+    extra: Vec<(String, String)>,
+}
+
+impl Defaults {
+    fn resource<'a>(&'a self, params: &'a UserTokenParams) -> Option<&'a Resource> {
+        params.resource.as_ref().or(self.resource.as_ref())
+    }
+
+    /// The entry of the session that `params` name: the resource, and the scope when one is
+    /// asked for (a resource is an absolute URI without spaces, so " scope=" cannot be part of
+    /// it: distinct parameters never share an entry).
+    fn slot<'a>(&'a self, params: &'a UserTokenParams) -> std::borrow::Cow<'a, str> {
+        let resource = self.resource(params).map_or("", Resource::as_str);
+        match &params.scope {
+            None => std::borrow::Cow::Borrowed(resource),
+            Some(scope) => std::borrow::Cow::Owned(format!("{resource} scope={scope}")),
+        }
     }
 }
 
@@ -73,8 +105,9 @@ impl UserTokenParams {
 /// - **`invalid_grant`** clears the session's tokens and returns
 ///   [`Error::ReauthenticationRequired`], with no retry. Any other failure keeps the stored tokens
 ///   (and the key backs off like client-credentials fetches).
-/// - **Per-resource tokens** are distinct entries sharing the refresh token; a refresh for one
-///   resource never returns another's token.
+/// - **Per-resource and per-scope tokens** are distinct entries sharing the refresh token; a
+///   refresh for one never returns, nor overwrites, another's token (UT-06, UT-11).
+/// - **401s** renew a token at most once, then back off (see [`crate::source`]).
 /// - Usable anywhere: everything is keyed by [`SessionKey`], so background jobs and websocket
 ///   handlers use it as well as request handlers.
 #[derive(Clone)]
@@ -84,6 +117,10 @@ pub struct UserTokenManager {
 
 struct Inner {
     endpoint: TokenEndpoint,
+    defaults: Defaults,
+    destinations: Option<Destinations>,
+    metrics: ClientMetrics,
+    short_lifetime_warned: AtomicBool,
     revocation_endpoint: Option<Url>,
     store: Arc<dyn UserTokenStore>,
     clock: Arc<dyn Clock>,
@@ -140,19 +177,37 @@ impl UserTokenManagerBuilder {
     pub fn build(self) -> Result<UserTokenManager, Error> {
         let settings = self.settings.resolve()?;
         let (clock, transport) = (settings.clock, settings.transport);
-        let (endpoint, _) =
+        let (endpoint, validated) =
             self.client
                 .endpoint("user", &transport, &clock, DEFAULT_METADATA_LIFETIME)?;
+        if validated.resources.len() > 1 {
+            return Err(ConfigError::new(
+                "resource",
+                "a user token manager takes one default resource (ask for others per call with `UserTokenParams::resource`)",
+            )
+            .for_client("user")
+            .into());
+        }
+        let defaults = Defaults {
+            resource: validated.resources.into_iter().next(),
+            scope: validated.scope,
+            extra: validated.extra.into_iter().collect(),
+        };
         let revocation_endpoint = match self.revocation_endpoint {
-            Some(raw) => Some(crate::client_credentials::config::parse_http_url(
+            Some(raw) => Some(crate::client_credentials::config::parse_endpoint_url(
                 &raw,
                 "revocation_endpoint",
+                self.client.allow_insecure_http,
             )?),
             None => None,
         };
         Ok(UserTokenManager {
             inner: Arc::new(Inner {
                 endpoint,
+                defaults,
+                destinations: validated.destinations,
+                metrics: ClientMetrics::new("user", "refresh_token"),
+                short_lifetime_warned: AtomicBool::new(false),
                 revocation_endpoint,
                 store: self
                     .store
@@ -165,6 +220,27 @@ impl UserTokenManagerBuilder {
                 lease: settings.lease,
             }),
         })
+    }
+}
+
+/// What happened to a session's refresh token at logout.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Revocation {
+    /// The authorization server revoked it (RFC 7009).
+    Revoked,
+    /// The session had no refresh token: nothing to revoke.
+    NoRefreshToken,
+    /// No revocation endpoint is known: the refresh token was only forgotten.
+    NoEndpoint,
+    /// The revocation request failed: the refresh token may still be valid at the server.
+    Failed(Error),
+}
+
+impl Revocation {
+    /// Whether no refresh token is left valid at the server (revoked, or there was none).
+    pub fn succeeded(&self) -> bool {
+        matches!(self, Self::Revoked | Self::NoRefreshToken)
     }
 }
 
@@ -198,20 +274,41 @@ impl UserTokenManager {
 
     /// A cached token made from a token response received now.
     pub fn cached_token(&self, response: &TokenResponse) -> Result<Arc<CachedToken>, Error> {
+        Ok(Arc::new(self.new_token(response)?))
+    }
+
+    fn new_token(&self, response: &TokenResponse) -> Result<CachedToken, Error> {
         let now = self.inner.clock.now();
+        if self
+            .inner
+            .lifetime
+            .is_shorter_than_skew(response.expires_in)
+            && !self
+                .inner
+                .short_lifetime_warned
+                .swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                expires_in = ?response.expires_in,
+                skew = ?self.inner.lifetime.skew,
+                "the server's user tokens live shorter than the configured skew; a tenth of their lifetime is used as the skew instead"
+            );
+        }
         let (refresh_at, expires_at) = self.inner.lifetime.times(now, response.expires_in);
-        Ok(Arc::new(CachedToken::new(
+        Ok(CachedToken::new(
             response.access_token.clone(),
             response.token_type.clone(),
             response.scope.clone(),
             now,
             refresh_at,
             expires_at,
-        )?))
+        )?)
     }
 
-    /// Stores the tokens of a login (the code exchange response) for `session`, replacing any.
-    /// The ID token is not kept (keep it in the web session if you need it for logout).
+    /// Stores the tokens of a login (the code exchange response) for `session`, replacing any:
+    /// the access token becomes the session's token for `resource` (default: the client's
+    /// configured resource). The ID token is not kept (keep it in the web session if you need
+    /// it for logout).
     pub async fn store_login(
         &self,
         session: &SessionKey,
@@ -222,11 +319,20 @@ impl UserTokenManager {
             refresh_token: response.refresh_token.clone(),
             ..UserTokens::default()
         };
+        let params = UserTokenParams {
+            resource: resource.cloned(),
+            ..UserTokenParams::default()
+        };
         tokens.access_tokens.insert(
-            resource.map_or("", Resource::as_str),
+            &*self.inner.defaults.slot(&params),
             self.cached_token(response)?,
         );
         self.replace(session, tokens).await
+    }
+
+    /// The origins the tokens may be sent to (see [`crate::ClientConfig::destination`]).
+    pub fn destinations(&self) -> Option<&Destinations> {
+        self.inner.destinations.as_ref()
     }
 
     /// Replaces the session's tokens.
@@ -255,6 +361,11 @@ impl UserTokenManager {
         session: &SessionKey,
         params: &UserTokenParams,
     ) -> Result<Arc<CachedToken>, Error> {
+        if !params.force_renewal {
+            if let Some(token) = self.cached(session, params) {
+                return Ok(token);
+            }
+        }
         let inner = &self.inner;
         let stored =
             inner.store.get(session).await?.ok_or_else(|| {
@@ -262,17 +373,8 @@ impl UserTokenManager {
             })?;
         let now = inner.clock.now();
         if !params.force_renewal {
-            if let Some(token) = stored.value.access_tokens.get(params.slot()) {
-                if token.is_valid_at(now) {
-                    if token.needs_refresh_at(now)
-                        && stored.value.refresh_token.is_some()
-                        && token.try_claim_refresh(now, inner.backoff.base)
-                    {
-                        // Refresh ahead in the background; this caller keeps the current token.
-                        let _ = self.start(session, params, FlightMode::RefreshAhead, now);
-                    }
-                    return Ok(token.clone());
-                }
+            if let Some(token) = self.hit(session, params, &stored.value, now) {
+                return Ok(token);
             }
         }
         let mode = if params.force_renewal {
@@ -280,8 +382,69 @@ impl UserTokenManager {
         } else {
             FlightMode::Miss
         };
-        match self.start(session, params, mode, now) {
+        match self.start(session, params, mode, now, None) {
             Joined::Flight(flight) => flight.await,
+            Joined::BackingOff(error) => Err(error),
+        }
+    }
+
+    /// The session's valid token for `params` from the store's in-process tier, without
+    /// waiting (the hit path); starts a background refresh inside the refresh window.
+    pub(crate) fn cached(
+        &self,
+        session: &SessionKey,
+        params: &UserTokenParams,
+    ) -> Option<Arc<CachedToken>> {
+        let stored = self.inner.store.get_local(session)?;
+        self.hit(session, params, &stored.value, self.inner.clock.now())
+    }
+
+    fn hit(
+        &self,
+        session: &SessionKey,
+        params: &UserTokenParams,
+        tokens: &UserTokens,
+        now: Timestamp,
+    ) -> Option<Arc<CachedToken>> {
+        let inner = &self.inner;
+        let token = tokens.access_tokens.get(&inner.defaults.slot(params))?;
+        if !token.is_valid_at(now) {
+            return None;
+        }
+        if token.needs_refresh_at(now)
+            && tokens.refresh_token.is_some()
+            && token.try_claim_refresh(now, inner.backoff.base)
+        {
+            // Refresh ahead in the background; this caller keeps the current token.
+            inner.metrics.refresh();
+            let _ = self.start(session, params, FlightMode::RefreshAhead, now, None);
+        }
+        inner.metrics.hit();
+        Some(token.clone())
+    }
+
+    /// An API answered 401 for `rejected`: refreshes it, at most once per token and with the
+    /// renewal backoff (CC-14). `Ok(None)`: backing off, do not retry.
+    pub(crate) async fn renew_rejected(
+        &self,
+        session: &SessionKey,
+        params: &UserTokenParams,
+        rejected: &Arc<CachedToken>,
+    ) -> Result<Option<Arc<CachedToken>>, Error> {
+        let now = self.inner.clock.now();
+        if !rejected.may_renew_at(now) {
+            tracing::debug!(
+                renewals = rejected.renewals(),
+                "the API rejected a user token that a 401 renewed moments ago; backing off"
+            );
+            return Ok(None);
+        }
+        let mode = FlightMode::Renewal {
+            renewals: rejected.renewals().saturating_add(1),
+        };
+        let params = params.clone().force_renewal(false);
+        match self.start(session, &params, mode, now, Some(rejected.clone())) {
+            Joined::Flight(flight) => flight.await.map(Some),
             Joined::BackingOff(error) => Err(error),
         }
     }
@@ -292,15 +455,18 @@ impl UserTokenManager {
         params: &UserTokenParams,
         mode: FlightMode,
         now: Timestamp,
+        rejected: Option<Arc<CachedToken>>,
     ) -> Joined {
-        let key = flight_key(session, params.slot());
+        let key = flight_key(session, &self.inner.defaults.slot(params));
         let this = self.clone();
         let (session, params) = (session.clone(), params.clone());
         let flight_key = key.clone();
         self.inner
             .flights
             .join_or_start(&key, mode, now, move |id| async move {
-                let result = this.refresh(&session, &params, mode).await;
+                let result = this
+                    .refresh(&session, &params, mode, rejected.as_deref())
+                    .await;
                 let now = this.inner.clock.now();
                 match &result {
                     Ok(_) => {
@@ -358,10 +524,13 @@ impl UserTokenManager {
         session: &SessionKey,
         params: &UserTokenParams,
         mode: FlightMode,
+        rejected: Option<&CachedToken>,
     ) -> Result<Arc<CachedToken>, Error> {
         let started = self.inner.clock.now();
         let guard = self.session_lock(session).await;
-        let result = self.refresh_locked(session, params, mode, started).await;
+        let result = self
+            .refresh_locked(session, params, mode, started, rejected)
+            .await;
         drop(guard);
         self.forget_lock(session);
         result
@@ -373,6 +542,7 @@ impl UserTokenManager {
         params: &UserTokenParams,
         mode: FlightMode,
         started: Timestamp,
+        rejected: Option<&CachedToken>,
     ) -> Result<Arc<CachedToken>, Error> {
         let inner = &self.inner;
         let lease_key = flight_key(session, "");
@@ -380,7 +550,7 @@ impl UserTokenManager {
         if let Some((lease, options)) = &inner.lease {
             // Another instance refreshing this session: its stored tokens will do.
             let settled = || async {
-                self.settled(session, params, mode, started)
+                self.settled(session, params, mode, started, rejected)
                     .await
                     .ok()
                     .flatten()
@@ -392,7 +562,7 @@ impl UserTokenManager {
             }
         }
         let result = self
-            .refresh_with_lock_held(session, params, mode, started)
+            .refresh_with_lock_held(session, params, mode, started, rejected)
             .await;
         if let Some(guard) = lease_guard {
             guard.release().await;
@@ -407,17 +577,15 @@ impl UserTokenManager {
         params: &UserTokenParams,
         mode: FlightMode,
         started: Timestamp,
+        rejected: Option<&CachedToken>,
     ) -> Result<Option<Arc<CachedToken>>, Error> {
         let now = self.inner.clock.now();
         let stored = self.inner.store.get(session).await?;
         Ok(stored.and_then(|s| {
             s.value
                 .access_tokens
-                .get(params.slot())
-                .filter(|t| match mode {
-                    FlightMode::Force => t.is_valid_at(now) && t.issued_at() > started,
-                    _ => mode.accepts(t, now),
-                })
+                .get(&self.inner.defaults.slot(params))
+                .filter(|t| mode.settles(t, now, started, rejected))
                 .cloned()
         }))
     }
@@ -428,8 +596,10 @@ impl UserTokenManager {
         params: &UserTokenParams,
         mode: FlightMode,
         started: Timestamp,
+        rejected: Option<&CachedToken>,
     ) -> Result<Arc<CachedToken>, Error> {
         let inner = &self.inner;
+        let slot = inner.defaults.slot(params);
         // Re-read: the previous holder may have refreshed (and rotated the refresh token).
         let Some(current) = inner.store.get(session).await? else {
             return Err(Error::ReauthenticationRequired(
@@ -437,13 +607,9 @@ impl UserTokenManager {
             ));
         };
         let now = inner.clock.now();
-        let existing = current.value.access_tokens.get(params.slot()).cloned();
+        let existing = current.value.access_tokens.get(&slot).cloned();
         if let Some(token) = &existing {
-            let settles = match mode {
-                FlightMode::Force => token.is_valid_at(now) && token.issued_at() > started,
-                _ => mode.accepts(token, now),
-            };
-            if settles {
+            if mode.settles(token, now, started, rejected) {
                 return Ok(token.clone());
             }
         }
@@ -458,27 +624,42 @@ impl UserTokenManager {
         let mut request = TokenRequest::new(Grant::RefreshToken {
             refresh_token: refresh_token.clone(),
         });
-        if let Some(scope) = &params.scope {
+        if let Some(scope) = params.scope.as_ref().or(inner.defaults.scope.as_ref()) {
             request = request.scope(scope.clone());
         }
-        if let Some(resource) = &params.resource {
+        if let Some(resource) = inner.defaults.resource(params) {
             request = request.resource(resource.clone());
         }
-        let response = match inner.endpoint.request(&request).await {
+        for (name, value) in &inner.defaults.extra {
+            request = request.extra(name.clone(), value.clone());
+        }
+        let requested = tokio::time::Instant::now();
+        let response = inner.endpoint.request(&request).await;
+        inner
+            .metrics
+            .token_request(requested.elapsed(), response.is_ok());
+        let response = match response {
             Ok(response) => response,
             Err(error) if error.oauth_error() == Some("invalid_grant") => {
-                tracing::info!(session = %session, "refresh token refused (invalid_grant); the session must log in again");
+                tracing::info!(session = %session.log_id(), "refresh token refused (invalid_grant); the session must log in again");
                 inner.store.clear(session).await?;
                 return Err(Error::ReauthenticationRequired(format!(
                     "the refresh token was refused: {error}"
                 )));
             }
             Err(error) => {
-                tracing::warn!(session = %session, %error, "refresh failed; the stored tokens are kept");
+                tracing::warn!(session = %session.log_id(), %error, "refresh failed; the stored tokens are kept");
                 return Err(error);
             }
         };
-        let token = self.cached_token(&response)?;
+        let token = self.new_token(&response)?;
+        let token = Arc::new(match mode {
+            FlightMode::Renewal { renewals } => token.renewed_after_rejection(
+                renewals,
+                now.saturating_add(inner.backoff.jittered(u32::from(renewals))),
+            ),
+            _ => token,
+        });
         let mut version = current.version;
         let mut base = current.value;
         for _ in 0..8 {
@@ -486,8 +667,7 @@ impl UserTokenManager {
             if let Some(rotated) = &response.refresh_token {
                 next.refresh_token = Some(rotated.clone());
             }
-            next.access_tokens
-                .insert(params.slot().to_owned(), token.clone());
+            next.access_tokens.insert(&*slot, token.clone());
             match inner
                 .store
                 .store(session, Arc::new(next), Some(version))
@@ -512,28 +692,70 @@ impl UserTokenManager {
     }
 
     /// Logs the session out: revokes its refresh token (RFC 7009, `token_type_hint=refresh_token`)
-    /// and clears its tokens. A revocation failure is logged; the tokens are cleared anyway.
-    pub async fn logout(&self, session: &SessionKey) -> Result<(), Error> {
+    /// and clears its tokens. A revocation failure is logged (warning) and counted
+    /// (`tokenkeeper_revocation_failures_total`); the tokens are cleared anyway, and the
+    /// returned [`Revocation`] tells the caller what happened to the refresh token.
+    pub async fn logout(&self, session: &SessionKey) -> Result<Revocation, Error> {
         let stored = self.inner.store.get(session).await?;
-        if let Some(refresh_token) = stored.and_then(|s| s.value.refresh_token.clone()) {
-            match self.revocation_url().await {
-                Some(url) => {
-                    if let Err(error) = self
-                        .inner
-                        .endpoint
-                        .revoke(url, refresh_token.secret(), "refresh_token")
-                        .await
-                    {
-                        tracing::warn!(session = %session, %error, "refresh token revocation failed; logging out anyway");
+        let outcome = match stored.and_then(|s| s.value.refresh_token.clone()) {
+            None => Revocation::NoRefreshToken,
+            Some(refresh_token) => match self.revocation_url().await {
+                Some(url) => match self
+                    .inner
+                    .endpoint
+                    .revoke(url, refresh_token.secret(), "refresh_token")
+                    .await
+                {
+                    Ok(()) => Revocation::Revoked,
+                    Err(error) => {
+                        self.inner.metrics.revocation_failed();
+                        tracing::warn!(session = %session.log_id(), %error, "refresh token revocation failed; logging out anyway");
+                        Revocation::Failed(error)
                     }
-                }
+                },
                 None => {
-                    tracing::warn!(session = %session, "no revocation endpoint; the refresh token is only forgotten")
+                    self.inner.metrics.revocation_failed();
+                    tracing::warn!(session = %session.log_id(), "no revocation endpoint; the refresh token is only forgotten");
+                    Revocation::NoEndpoint
+                }
+            },
+        };
+        self.inner.store.clear(session).await?;
+        Ok(outcome)
+    }
+
+    /// Revokes the refresh and access tokens of a token response that will not be used (a login
+    /// refused after the code exchange: SEC-03). Failures are logged and counted.
+    pub async fn revoke_response(&self, response: &TokenResponse) -> Revocation {
+        let Some(url) = self.revocation_url().await else {
+            self.inner.metrics.revocation_failed();
+            tracing::warn!(
+                "no revocation endpoint; the tokens of a refused login are only forgotten"
+            );
+            return Revocation::NoEndpoint;
+        };
+        let mut outcome = Revocation::Revoked;
+        let tokens = response
+            .refresh_token
+            .as_ref()
+            .map(|t| (t.secret(), "refresh_token"))
+            .into_iter()
+            .chain(std::iter::once((
+                response.access_token.secret(),
+                "access_token",
+            )));
+        for (token, hint) in tokens {
+            if let Err(error) = self.inner.endpoint.revoke(url.clone(), token, hint).await {
+                // A JWT access token may be refused (`unsupported_token_type`): it expires.
+                if hint == "refresh_token" || error.oauth_error() != Some("unsupported_token_type")
+                {
+                    self.inner.metrics.revocation_failed();
+                    tracing::warn!(%error, hint, "revoking a refused login's token failed");
+                    outcome = Revocation::Failed(error);
                 }
             }
         }
-        self.inner.store.clear(session).await?;
-        Ok(())
+        outcome
     }
 
     async fn revocation_url(&self) -> Option<Url> {

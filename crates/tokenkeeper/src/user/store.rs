@@ -35,11 +35,20 @@ impl SessionKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A short, stable identifier of the session for logs: a hash of the key, so that `sub` and
+    /// `sid` never appear in log lines (SEC-06) while one session's lines can still be matched.
+    pub fn log_id(&self) -> String {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(self.0.as_bytes());
+        digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+    }
 }
 
 impl fmt::Debug for SessionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SessionKey({})", self.0)
+        // `sub` and `sid` identify a person: only the hash (SEC-06).
+        write!(f, "SessionKey({})", self.log_id())
     }
 }
 
@@ -154,6 +163,15 @@ pub enum StoreOutcome {
 /// `store` is a compare-and-set on the version, so that two writers never silently overwrite
 /// each other (a rotated refresh token must not be lost).
 pub trait UserTokenStore: Send + Sync + fmt::Debug + 'static {
+    /// A synchronous lookup in an in-process tier, for the hit path: `None` when there is no
+    /// such tier or no entry there (the manager then calls [`UserTokenStore::get`]). An entry
+    /// returned here must never be older than one another instance has replaced.
+    #[inline]
+    fn get_local(&self, key: &SessionKey) -> Option<Versioned<Arc<UserTokens>>> {
+        let _ = key;
+        None
+    }
+
     /// The session's tokens.
     fn get<'a>(
         &'a self,
@@ -242,6 +260,11 @@ impl InMemoryUserTokenStore {
 }
 
 impl UserTokenStore for InMemoryUserTokenStore {
+    #[inline]
+    fn get_local(&self, key: &SessionKey) -> Option<Versioned<Arc<UserTokens>>> {
+        self.get_sync(key)
+    }
+
     fn get<'a>(
         &'a self,
         key: &'a SessionKey,
