@@ -20,6 +20,6 @@ mod oidc;
 mod store;
 
 pub use extract::{CurrentUser, UserAccessToken, UserHttpClient};
-pub use oidc::{LoginError, Oidc, OidcConfig};
+pub use oidc::{local_return_url, LoginError, Oidc, OidcConfig, MAX_RETURN_URL};
 pub use store::SessionStoreUserTokenStore;
 pub use tokenkeeper::user::UserTokenManager;

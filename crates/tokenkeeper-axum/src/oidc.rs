@@ -8,7 +8,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
 use serde::{Deserialize, Serialize};
-use tokenkeeper::user::{SessionKey, UserTokenManager};
+use tokenkeeper::user::{
+    InMemoryPendingLoginStore, PendingLoginStore, SessionKey, UserTokenManager,
+};
 use tokenkeeper::{
     AuthorizationRequestBuilder, ClientConfig, Error, Grant, HttpOptions, IdTokenValidator,
     ReqwestTransport, Resource, Scope, TokenRequest, TokioClock,
@@ -16,8 +18,9 @@ use tokenkeeper::{
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Session, SessionManagerLayer, SessionStore};
 
+use crate::extract::CurrentUser;
+
 /// Session keys used by this crate.
-pub(crate) const PENDING: &str = "tokenkeeper.pending_login";
 pub(crate) const USER: &str = "tokenkeeper.user";
 
 /// How the application logs users in.
@@ -43,8 +46,11 @@ pub struct OidcConfig {
     pub post_logout_redirect_uri: Option<String>,
     /// Path prefix of the routes (default `/auth`).
     pub prefix: String,
-    /// Session cookies without `Secure`: only for plain-http loopback development.
+    /// Session cookies without `Secure` (and so without the `__Host-` prefix): only for
+    /// plain-http loopback development.
     pub insecure_cookies: bool,
+    /// How long a login may take between `/login` and its callback (default 10 min).
+    pub pending_login_ttl: std::time::Duration,
 }
 
 impl OidcConfig {
@@ -67,17 +73,25 @@ impl OidcConfig {
             post_logout_redirect_uri: None,
             prefix: "/auth".into(),
             insecure_cookies: false,
+            pending_login_ttl: std::time::Duration::from_secs(600),
         }
     }
 }
 
-/// What a login kept in the session between `/login` and `/callback`.
+/// What a login keeps in the [`PendingLoginStore`] between `/login` and `/callback`, under a
+/// hash of its `state`; the browser holds the `state` itself in a short-lived cookie.
 #[derive(Serialize, Deserialize)]
 struct PendingLogin {
-    state: String,
     nonce: String,
     verifier: String,
     return_url: String,
+}
+
+/// The store key of the pending login with this `state`.
+fn pending_key(state: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(state.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The logged-in user, as kept in the session.
@@ -95,15 +109,19 @@ impl SessionUser {
     }
 }
 
-/// Why a callback was refused.
+/// Why a login or a callback was refused. The browser gets a short, generic message; the
+/// details go to the log (SEC-06).
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum LoginError {
-    /// No login was started in this session (or it was already completed).
+    /// No login is pending for this `state` (already completed, expired, or never started).
     NoPendingLogin,
-    /// `state` is missing or does not match.
+    /// `state` is missing or does not match the one this browser started with.
     StateMismatch,
     /// The `iss` of the response is missing or not the issuer (RFC 9207).
     IssuerMismatch,
+    /// The `returnUrl` is not a local path (SEC-01).
+    InvalidReturnUrl,
     /// The provider answered with an error.
     Provider(String),
     /// The code exchange or the ID token failed.
@@ -115,9 +133,10 @@ pub enum LoginError {
 impl std::fmt::Display for LoginError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::NoPendingLogin => f.write_str("no login is pending in this session"),
+            Self::NoPendingLogin => f.write_str("no login is pending for this state"),
             Self::StateMismatch => f.write_str("the state does not match the login's"),
             Self::IssuerMismatch => f.write_str("the response's iss is not the issuer (RFC 9207)"),
+            Self::InvalidReturnUrl => f.write_str("the returnUrl is not a local path"),
             Self::Provider(e) => write!(f, "the provider refused the login: {e}"),
             Self::Token(e) => write!(f, "{e}"),
             Self::Session(e) => write!(f, "session store: {e}"),
@@ -129,12 +148,24 @@ impl std::error::Error for LoginError {}
 
 impl IntoResponse for LoginError {
     fn into_response(self) -> Response {
-        tracing::warn!(error = %self, "login refused");
-        let status = match self {
-            Self::Session(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            _ => StatusCode::BAD_REQUEST,
+        let (status, message) = match &self {
+            Self::Session(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Login is unavailable right now.",
+            ),
+            Self::Token(Error::Discovery { .. } | Error::Transport(_)) => {
+                (StatusCode::BAD_GATEWAY, "Login is unavailable right now.")
+            }
+            Self::InvalidReturnUrl => (StatusCode::BAD_REQUEST, "Invalid returnUrl."),
+            _ => (StatusCode::BAD_REQUEST, "Login failed. Please try again."),
         };
-        (status, self.to_string()).into_response()
+        tracing::warn!(error = %self, status = status.as_u16(), "login refused");
+        (
+            status,
+            [(axum::http::header::CACHE_CONTROL, "no-store")],
+            message,
+        )
+            .into_response()
     }
 }
 
@@ -147,6 +178,7 @@ pub struct Oidc {
 pub(crate) struct Inner {
     pub(crate) config: OidcConfig,
     pub(crate) users: UserTokenManager,
+    pending: Arc<dyn PendingLoginStore>,
     validator: tokio::sync::OnceCell<IdTokenValidator>,
     transport: tokenkeeper::http::SharedTransport,
 }
@@ -161,26 +193,94 @@ impl std::fmt::Debug for Oidc {
 }
 
 impl Oidc {
-    /// Builds the login for `config`, keeping session tokens in `users`' store. `users` must be
-    /// built for the same client (see [`Oidc::user_manager_for`]).
+    /// Builds the login for `config`, keeping session tokens in `users`' store, and pending
+    /// logins in memory (see [`Oidc::with_pending_logins`] for a fleet).
+    ///
+    /// Fails, naming the field, when the configuration cannot work: a relative `redirect_uri`,
+    /// or a `users` manager not built for this client from this issuer (see
+    /// [`Oidc::user_manager_for`]) — at construction, not at the first login.
     pub fn new(config: OidcConfig, users: UserTokenManager) -> Result<Self, Error> {
+        let field = |field: &'static str, reason: String| {
+            Error::Config(tokenkeeper::ConfigError::new(field, reason))
+        };
         tokenkeeper::protocol::authorization::random_token(1)?;
-        url::Url::parse(&config.redirect_uri).map_err(|e| {
-            Error::Config(tokenkeeper::ConfigError::new(
-                "redirect_uri",
-                format!("is not an absolute URL: {e}"),
-            ))
-        })?;
+        url::Url::parse(&config.redirect_uri)
+            .map_err(|e| field("redirect_uri", format!("is not an absolute URL: {e}")))?;
+        match users.endpoint().discovery() {
+            None => {
+                return Err(field(
+                    "users",
+                    "the user token manager must be built from the issuer (ClientConfig::from_issuer), so that login can find the provider's endpoints".into(),
+                ))
+            }
+            Some(discovery) if discovery.issuer() != config.issuer => {
+                return Err(field(
+                    "issuer",
+                    format!(
+                        "is {:?}, but the user token manager is built for issuer {:?}",
+                        config.issuer,
+                        discovery.issuer()
+                    ),
+                ))
+            }
+            Some(_) => {}
+        }
+        let manager_client = users.endpoint().authentication().client_id().as_str();
+        if manager_client != config.client_id {
+            return Err(field(
+                "client_id",
+                format!(
+                    "is {:?}, but the user token manager is built for client {manager_client:?}",
+                    config.client_id
+                ),
+            ));
+        }
+        if config.pending_login_ttl.is_zero() {
+            return Err(field(
+                "pending_login_ttl",
+                "must be greater than zero".into(),
+            ));
+        }
         let transport: tokenkeeper::http::SharedTransport =
             Arc::new(ReqwestTransport::new(&HttpOptions::default())?);
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
                 users,
+                pending: Arc::new(InMemoryPendingLoginStore::new()),
                 validator: tokio::sync::OnceCell::new(),
                 transport,
             }),
         })
+    }
+
+    /// Keeps pending logins in `store` instead of this process's memory: with a store shared by
+    /// the instances (`tokenkeeper_redis::RedisPendingLoginStore`), a login started on one
+    /// instance completes on any, and its callback is still consumed exactly once.
+    pub fn with_pending_logins(self, store: Arc<dyn PendingLoginStore>) -> Self {
+        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
+            config: shared.config.clone(),
+            users: shared.users.clone(),
+            pending: shared.pending.clone(),
+            validator: tokio::sync::OnceCell::new(),
+            transport: shared.transport.clone(),
+        });
+        Self {
+            inner: Arc::new(Inner {
+                pending: store,
+                ..inner
+            }),
+        }
+    }
+
+    /// The URL that logs `user` out: `{prefix}/logout?sid=…`. Logout needs the session's `sid`
+    /// so that a link or form on another site cannot log the user out (SEC-04).
+    pub fn logout_url(&self, user: &CurrentUser) -> String {
+        let sid: String = url::form_urlencoded::byte_serialize(user.sid.as_bytes()).collect();
+        format!(
+            "{}/logout?sid={sid}",
+            self.inner.config.prefix.trim_end_matches('/')
+        )
     }
 
     /// A user token manager (in-memory store) for `config`'s client.
@@ -198,14 +298,58 @@ impl Oidc {
         &self.inner.users
     }
 
-    /// A session layer with this crate's cookie policy: `HttpOnly`, `SameSite=Lax`, `Secure`
-    /// unless `insecure_cookies`.
+    /// A session layer with this crate's cookie policy: `HttpOnly`, `SameSite=Lax`, path `/`,
+    /// `Secure` and named `__Host-tk.sid` (the prefix pins it to this host, SEC-07) unless
+    /// `insecure_cookies` (then `tk.sid`).
+    ///
+    /// Anonymous requests never write the session: a login keeps its state in a cookie of its
+    /// own and in the bounded [`PendingLoginStore`], so the session store only grows with users
+    /// who logged in.
     pub fn session_layer<S: SessionStore + Clone>(&self, store: S) -> SessionManagerLayer<S> {
+        let insecure = self.inner.config.insecure_cookies;
         SessionManagerLayer::new(store)
             .with_http_only(true)
             .with_same_site(SameSite::Lax)
-            .with_secure(!self.inner.config.insecure_cookies)
-            .with_name("tk.sid")
+            .with_secure(!insecure)
+            .with_path("/")
+            .with_name(if insecure { "tk.sid" } else { "__Host-tk.sid" })
+    }
+
+    /// The name of the cookie holding a pending login's `state`.
+    fn login_cookie_name(&self) -> &'static str {
+        if self.inner.config.insecure_cookies {
+            "tk.login"
+        } else {
+            "__Host-tk.login"
+        }
+    }
+
+    /// `Set-Cookie` for the login cookie: `value` for `max_age` seconds (0 deletes it).
+    fn login_cookie(&self, value: &str, max_age: u64) -> axum::http::HeaderValue {
+        let secure = if self.inner.config.insecure_cookies {
+            ""
+        } else {
+            "; Secure"
+        };
+        let cookie = format!(
+            "{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}",
+            self.login_cookie_name()
+        );
+        axum::http::HeaderValue::from_str(&cookie)
+            .unwrap_or_else(|_| axum::http::HeaderValue::from_static("tk.login=; Max-Age=0"))
+    }
+
+    /// The login cookie's value in `headers`, if any.
+    fn login_cookie_value(&self, headers: &axum::http::HeaderMap) -> Option<String> {
+        let name = self.login_cookie_name();
+        headers
+            .get_all(axum::http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_owned())
     }
 
     /// The routes `{prefix}/login`, `{prefix}/callback`, `{prefix}/logout`. Put a session layer
@@ -262,28 +406,20 @@ struct LoginQuery {
     return_url: Option<String>,
 }
 
-/// Only local paths: `/x`, not `//host` or `http://…` (no open redirects).
-pub(crate) fn local_url(url: Option<&str>) -> String {
-    match url {
-        Some(u) if u.starts_with('/') && !u.starts_with("//") && !u.starts_with("/\\") => {
-            u.to_owned()
-        }
-        _ => "/".to_owned(),
-    }
-}
-
 async fn login(
     State(oidc): State<Oidc>,
-    session: Session,
     Query(query): Query<LoginQuery>,
-) -> Response {
-    let config = &oidc.inner.config;
-    let metadata = match oidc.metadata().await {
-        Ok(m) => m,
-        Err(e) => return LoginError::Token(e).into_response(),
+) -> Result<Response, LoginError> {
+    let return_url = match query.return_url.as_deref() {
+        None => "/".to_owned(),
+        Some(raw) => local_return_url(raw)
+            .ok_or(LoginError::InvalidReturnUrl)?
+            .to_owned(),
     };
+    let config = &oidc.inner.config;
+    let metadata = oidc.metadata().await.map_err(LoginError::Token)?;
     let Some(endpoint) = metadata.authorization_endpoint.clone() else {
-        return LoginError::Provider("no authorization_endpoint".into()).into_response();
+        return Err(LoginError::Provider("no authorization_endpoint".into()));
     };
     let mut builder = AuthorizationRequestBuilder::new(
         endpoint,
@@ -300,20 +436,28 @@ async fn login(
     for (k, v) in &config.extra {
         builder = builder.extra(k.clone(), v.clone());
     }
-    let request = match builder.build() {
-        Ok(r) => r,
-        Err(e) => return LoginError::Token(e).into_response(),
-    };
+    let request = builder.build().map_err(LoginError::Token)?;
     let pending = PendingLogin {
-        state: request.state.clone(),
         nonce: request.nonce.clone(),
         verifier: request.pkce.verifier().to_owned(),
-        return_url: local_url(query.return_url.as_deref()),
+        return_url,
     };
-    if let Err(e) = session.insert(PENDING, pending).await {
-        return LoginError::Session(e.to_string()).into_response();
-    }
-    Redirect::to(request.url.as_str()).into_response()
+    let value = serde_json::to_vec(&pending).map_err(|e| LoginError::Session(e.to_string()))?;
+    oidc.inner
+        .pending
+        .put(
+            &pending_key(&request.state),
+            value,
+            config.pending_login_ttl,
+        )
+        .await
+        .map_err(|e| LoginError::Session(e.to_string()))?;
+    let mut response = Redirect::to(request.url.as_str()).into_response();
+    response.headers_mut().append(
+        axum::http::header::SET_COOKIE,
+        oidc.login_cookie(&request.state, config.pending_login_ttl.as_secs().max(1)),
+    );
+    Ok(response)
 }
 
 #[derive(Deserialize)]
@@ -327,36 +471,49 @@ struct CallbackQuery {
 async fn callback(
     State(oidc): State<Oidc>,
     session: Session,
+    headers: axum::http::HeaderMap,
     Query(query): Query<CallbackQuery>,
 ) -> Response {
-    match complete(&oidc, &session, query).await {
+    let clear = oidc.login_cookie("", 0);
+    let mut response = match complete(&oidc, &session, &headers, query).await {
         Ok(return_url) => Redirect::to(&return_url).into_response(),
         Err(e) => e.into_response(),
-    }
+    };
+    response
+        .headers_mut()
+        .append(axum::http::header::SET_COOKIE, clear);
+    response
 }
 
 async fn complete(
     oidc: &Oidc,
     session: &Session,
+    headers: &axum::http::HeaderMap,
     query: CallbackQuery,
 ) -> Result<String, LoginError> {
     let config = &oidc.inner.config;
-    // One use: the pending login is removed whatever happens next.
-    let pending: PendingLogin = session
-        .remove(PENDING)
-        .await
-        .map_err(|e| LoginError::Session(e.to_string()))?
+    // `state` is checked against this browser's login cookie before anything is consumed, so
+    // a forged callback cannot cancel a login in progress.
+    let expected = oidc
+        .login_cookie_value(headers)
         .ok_or(LoginError::NoPendingLogin)?;
-    let state_ok = query.state.as_deref().is_some_and(|s| {
-        s.len() == pending.state.len()
-            && s.bytes()
-                .zip(pending.state.bytes())
-                .fold(0, |a, (x, y)| a | (x ^ y))
-                == 0
-    });
+    let state_ok = query
+        .state
+        .as_deref()
+        .is_some_and(|s| ct_eq(s.as_bytes(), expected.as_bytes()));
     if !state_ok {
         return Err(LoginError::StateMismatch);
     }
+    // One use: the pending login is taken atomically; a second callback finds nothing.
+    let pending = oidc
+        .inner
+        .pending
+        .take(&pending_key(&expected))
+        .await
+        .map_err(|e| LoginError::Session(e.to_string()))?
+        .ok_or(LoginError::NoPendingLogin)?;
+    let pending: PendingLogin =
+        serde_json::from_slice(&pending).map_err(|_| LoginError::NoPendingLogin)?;
     let metadata = oidc.metadata().await.map_err(LoginError::Token)?;
     let iss_supported = metadata
         .extra
@@ -394,23 +551,33 @@ async fn complete(
         .request(&request)
         .await
         .map_err(LoginError::Token)?;
-    let id_token = response
-        .id_token
-        .clone()
-        .ok_or_else(|| LoginError::Provider("no id_token in the token response".into()))?;
-    let validator = oidc.validator().await.map_err(LoginError::Token)?;
-    let claims = validator
-        .validate(id_token.secret(), Some(&pending.nonce))
-        .await
-        .map_err(LoginError::Token)?;
+    let claims = match oidc.check_id_token(&response, &pending.nonce).await {
+        Ok(claims) => claims,
+        Err(refused) => {
+            // The tokens were issued, but the login is refused: revoke them (SEC-03).
+            let revocation = users.revoke_response(&response).await;
+            tracing::debug!(
+                revoked = revocation.succeeded(),
+                "tokens of a refused login revoked"
+            );
+            return Err(refused);
+        }
+    };
+    let sid = match claims.sid.clone() {
+        Some(sid) => sid,
+        // No `sid` from the provider: a random one of ours (never the session id, which is
+        // the cookie's secret and would end up in logout URLs).
+        None => tokenkeeper::random_token(16).map_err(LoginError::Token)?,
+    };
     let user = SessionUser {
-        sid: claims
-            .sid
-            .clone()
-            .unwrap_or_else(|| session.id().map(|i| i.to_string()).unwrap_or_default()),
+        sid,
         sub: claims.sub.clone(),
         claims: claims.all,
-        id_token: id_token.secret().to_owned(),
+        id_token: response
+            .id_token
+            .as_ref()
+            .map(|t| t.secret().to_owned())
+            .unwrap_or_default(),
     };
     users
         .store_login(&user.key(), &response, config.resource.as_ref())
@@ -425,17 +592,130 @@ async fn complete(
         .insert(USER, &user)
         .await
         .map_err(|e| LoginError::Session(e.to_string()))?;
+    tracing::debug!(session = %user.key().log_id(), "login completed");
     Ok(pending.return_url)
 }
 
-async fn logout(State(oidc): State<Oidc>, session: Session) -> Response {
+impl Oidc {
+    /// Validates the ID token of a code exchange response.
+    async fn check_id_token(
+        &self,
+        response: &tokenkeeper::TokenResponse,
+        nonce: &str,
+    ) -> Result<tokenkeeper::IdTokenClaims, LoginError> {
+        let id_token = response
+            .id_token
+            .as_ref()
+            .ok_or_else(|| LoginError::Provider("no id_token in the token response".into()))?;
+        let validator = self.validator().await.map_err(LoginError::Token)?;
+        validator
+            .validate(id_token.secret(), Some(nonce))
+            .await
+            .map_err(LoginError::Token)
+    }
+}
+
+/// `raw` if a browser would resolve it to a path on this origin, else `None` (SEC-01).
+///
+/// Browsers strip tabs and newlines from URLs, treat a backslash like `/`, and a path that
+/// starts with `//` is another host. So a return URL must start with a single `/` and, as sent
+/// and after decoding percent-encodings (repeatedly), contain no control character, no
+/// whitespace, no backslash, no `//` at its start; and it is at most [`MAX_RETURN_URL`] bytes.
+/// A scheme or an authority cannot follow a leading single `/`.
+///
+/// ```
+/// # use tokenkeeper_axum::local_return_url;
+/// assert_eq!(local_return_url("/orders?page=2#top"), Some("/orders?page=2#top"));
+/// for bad in ["//evil.example", "/\\evil.example", "/%2F%2Fevil.example", "/\t/evil.example",
+///             "https://evil.example", "evil.example", "/%5Cevil", "/%250a"] {
+///     assert_eq!(local_return_url(bad), None, "{bad}");
+/// }
+/// ```
+pub fn local_return_url(raw: &str) -> Option<&str> {
+    if raw.len() > MAX_RETURN_URL || !raw.starts_with('/') {
+        return None;
+    }
+    let mut text = std::borrow::Cow::Borrowed(raw);
+    // Each round decodes one layer of percent-encoding; a URL still encoded after a few
+    // rounds is refused rather than trusted.
+    for _ in 0..4 {
+        let bad_char = text
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == '\\');
+        if bad_char || text.starts_with("//") {
+            return None;
+        }
+        let next = percent_decode(&text);
+        if next == text {
+            return Some(raw);
+        }
+        text = std::borrow::Cow::Owned(next);
+    }
+    None
+}
+
+/// The longest return URL accepted, in bytes.
+pub const MAX_RETURN_URL: usize = 2048;
+
+/// Decodes `%XX` sequences (invalid UTF-8 becomes U+FFFD, which cannot form `/` or a
+/// backslash).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[derive(Deserialize)]
+struct LogoutQuery {
+    sid: Option<String>,
+}
+
+/// `GET {prefix}/logout?sid=…`: the `sid` must be the session's (SEC-04), so another site
+/// cannot log the user out with a link; anonymous callers are sent home (logout is idempotent).
+async fn logout(
+    State(oidc): State<Oidc>,
+    session: Session,
+    Query(query): Query<LogoutQuery>,
+) -> Response {
     let user: Option<SessionUser> = session.get(USER).await.ok().flatten();
-    let _ = session.flush().await;
     let Some(user) = user else {
         return Redirect::to("/").into_response();
     };
-    if let Err(error) = oidc.inner.users.logout(&user.key()).await {
-        tracing::warn!(%error, "logout: the session's tokens could not be cleared");
+    let sid_ok = query
+        .sid
+        .as_deref()
+        .is_some_and(|sid| ct_eq(sid.as_bytes(), user.sid.as_bytes()));
+    if !sid_ok {
+        tracing::warn!("logout refused: the sid is missing or not the session's");
+        return (
+            StatusCode::BAD_REQUEST,
+            [(axum::http::header::CACHE_CONTROL, "no-store")],
+            "Invalid logout request.",
+        )
+            .into_response();
+    }
+    let _ = session.flush().await;
+    match oidc.inner.users.logout(&user.key()).await {
+        Ok(revocation) if !revocation.succeeded() => {
+            tracing::warn!(?revocation, "logout: the refresh token was not revoked");
+        }
+        Ok(_) => {}
+        Err(error) => {
+            tracing::warn!(%error, "logout: the session's tokens could not be cleared");
+        }
     }
     match oidc
         .metadata()
@@ -456,4 +736,9 @@ async fn logout(State(oidc): State<Oidc>, session: Session) -> Response {
         }
         None => Redirect::to("/").into_response(),
     }
+}
+
+/// Constant-time equality of two byte strings.
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -62,6 +62,14 @@ async fn app(insecure_cookies: bool) -> App {
         .route("/", get(|| async { "home" }))
         .route("/me", get(|user: CurrentUser| async move { user.sub }))
         .route(
+            "/logout-url",
+            get(
+                |axum::extract::State(state): axum::extract::State<AppState>, user: CurrentUser| async move {
+                    state.oidc.logout_url(&user)
+                },
+            ),
+        )
+        .route(
             "/token",
             get(|token: UserAccessToken| async move { token.0.access_token().secret().to_owned() }),
         )
@@ -121,8 +129,17 @@ async fn wl_login_call_and_logout_through_the_web() {
     let claims = app.idp.verify_access_token(&token).unwrap();
     assert_eq!(claims["sub"], "alice");
 
+    let logout_url = browser
+        .get(format!("{}/logout-url", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(logout_url.starts_with("/auth/logout?sid="), "{logout_url}");
     let home = browser
-        .get(format!("{}/auth/logout", app.url))
+        .get(format!("{}{logout_url}", app.url))
         .send()
         .await
         .unwrap();
@@ -149,9 +166,18 @@ async fn wl_login_call_and_logout_through_the_web() {
 async fn wl_01_login_redirect_carries_state_nonce_pkce_and_open_redirects_are_refused() {
     let app = app(true).await;
     let browser = browser(false);
-    let response = browser
+    let evil = browser
         .get(format!(
             "{}/auth/login?returnUrl=https://evil.example.com/",
+            app.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(evil.status(), 400, "a foreign returnUrl is refused");
+    let response = browser
+        .get(format!(
+            "{}/auth/login?returnUrl=/orders%3Fpage%3D2",
             app.url
         ))
         .send()
@@ -172,11 +198,11 @@ async fn wl_01_login_redirect_carries_state_nonce_pkce_and_open_redirects_are_re
             && query.contains_key("nonce")
             && query.contains_key("code_challenge")
     );
-    // Complete the login: the foreign returnUrl was replaced by "/".
+    // Complete the login: back to the local returnUrl.
     let idp = browser.get(location).send().await.unwrap();
     let callback = idp.headers()["location"].to_str().unwrap().to_owned();
     let done = browser.get(&callback).send().await.unwrap();
-    assert_eq!(done.headers()["location"], "/");
+    assert_eq!(done.headers()["location"], "/orders?page=2");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -269,18 +295,56 @@ async fn wl_02_callback_refuses_bad_state_wrong_iss_and_replays() {
 async fn wl_03_session_cookie_is_httponly_lax_and_secure_unless_disabled() {
     for (insecure, secure_expected) in [(false, true), (true, false)] {
         let app = app(insecure).await;
-        let response = browser(false)
+        let browser = browser(false);
+        let response = browser
             .get(format!("{}/auth/login", app.url))
             .send()
             .await
             .unwrap();
-        let cookie = response.headers()["set-cookie"]
+        let login_cookie = response.headers()["set-cookie"]
             .to_str()
             .unwrap()
             .to_owned();
-        assert!(cookie.contains("HttpOnly"), "{cookie}");
-        assert!(cookie.contains("SameSite=Lax"), "{cookie}");
-        assert_eq!(cookie.contains("Secure"), secure_expected, "{cookie}");
+        // The login's own cookie; the browser's cookie jar will not send a Secure cookie over
+        // plain http, so complete the login by hand.
+        let state = login_cookie
+            .split(';')
+            .next()
+            .unwrap()
+            .split_once('=')
+            .unwrap()
+            .1
+            .to_owned();
+        let to_idp = response.headers()["location"].to_str().unwrap().to_owned();
+        let idp = browser.get(to_idp).send().await.unwrap();
+        let callback = idp.headers()["location"].to_str().unwrap().to_owned();
+        let name = if insecure {
+            "tk.login"
+        } else {
+            "__Host-tk.login"
+        };
+        let done = browser
+            .get(&callback)
+            .header("cookie", format!("{name}={state}"))
+            .send()
+            .await
+            .unwrap();
+        assert!(done.status().is_redirection(), "{}", done.status());
+        let session_cookie = done
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .find(|c| c.contains("tk.sid="))
+            .unwrap();
+        for cookie in [&login_cookie, &session_cookie] {
+            assert!(cookie.contains("HttpOnly"), "{cookie}");
+            assert!(cookie.contains("SameSite=Lax"), "{cookie}");
+            assert!(cookie.contains("Path=/"), "{cookie}");
+            assert_eq!(cookie.contains("Secure"), secure_expected, "{cookie}");
+            // SEC-07: a Secure cookie is pinned to this host by the __Host- prefix.
+            assert_eq!(cookie.starts_with("__Host-"), secure_expected, "{cookie}");
+        }
     }
 }
 

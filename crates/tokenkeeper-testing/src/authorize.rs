@@ -193,6 +193,17 @@ fn id_token(state: &ServerState, record: &CodeRecord, client_id: &str) -> Result
     if let Some(nonce) = &record.nonce {
         claims["nonce"] = json!(nonce);
     }
+    // Test overrides: a value replaces the claim, `null` removes it.
+    for (name, value) in lock(&state.id_token_overrides).iter() {
+        match value {
+            serde_json::Value::Null => {
+                if let Some(map) = claims.as_object_mut() {
+                    map.remove(name);
+                }
+            }
+            value => claims[name.as_str()] = value.clone(),
+        }
+    }
     let key = state.current_key();
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
     header.kid = Some(key.kid.clone());

@@ -121,6 +121,7 @@ pub(crate) struct ServerState {
     pub(crate) rotate_refresh_tokens: std::sync::atomic::AtomicBool,
     pub(crate) return_refresh_token: std::sync::atomic::AtomicBool,
     pub(crate) revocations: Mutex<u64>,
+    pub(crate) id_token_overrides: Mutex<Map<String, Value>>,
     seq: AtomicU64,
 }
 
@@ -244,6 +245,7 @@ impl TestServerBuilder {
             rotate_refresh_tokens: std::sync::atomic::AtomicBool::new(false),
             return_refresh_token: std::sync::atomic::AtomicBool::new(true),
             revocations: Mutex::new(0),
+            id_token_overrides: Mutex::new(Map::new()),
             seq: AtomicU64::new(0),
         });
         let router = router(state.clone());
@@ -472,6 +474,12 @@ impl TestServer {
     /// The authorization endpoint URL.
     pub fn authorization_endpoint(&self) -> String {
         format!("{}/authorize", self.state.issuer)
+    }
+
+    /// Changes the claims of the ID tokens issued from now on: each entry replaces the claim
+    /// (`null` removes it). For tests of ID-token checks (`nonce`, `iss`, `azp`, `iat`, ...).
+    pub fn set_id_token_claims(&self, overrides: Map<String, Value>) {
+        *lock(&self.state.id_token_overrides) = overrides;
     }
 
     /// How many RP-initiated logouts reached the end-session endpoint.
