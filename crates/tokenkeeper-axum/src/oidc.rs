@@ -474,14 +474,17 @@ async fn callback(
     headers: axum::http::HeaderMap,
     Query(query): Query<CallbackQuery>,
 ) -> Response {
-    let clear = oidc.login_cookie("", 0);
-    let mut response = match complete(&oidc, &session, &headers, query).await {
-        Ok(return_url) => Redirect::to(&return_url).into_response(),
-        Err(e) => e.into_response(),
+    let (mut response, clear) = match complete(&oidc, &session, &headers, query).await {
+        Ok(return_url) => (Redirect::to(&return_url).into_response(), true),
+        // A forged callback (wrong state) leaves the login in progress alone.
+        Err(e @ LoginError::StateMismatch) => (e.into_response(), false),
+        Err(e) => (e.into_response(), true),
     };
-    response
-        .headers_mut()
-        .append(axum::http::header::SET_COOKIE, clear);
+    if clear {
+        response
+            .headers_mut()
+            .append(axum::http::header::SET_COOKIE, oidc.login_cookie("", 0));
+    }
     response
 }
 
@@ -641,7 +644,7 @@ pub fn local_return_url(raw: &str) -> Option<&str> {
     for _ in 0..4 {
         let bad_char = text
             .chars()
-            .any(|c| c.is_control() || c.is_whitespace() || c == '\\');
+            .any(|c| c.is_control() || c.is_whitespace() || c == '\\' || is_invisible(c));
         if bad_char || text.starts_with("//") {
             return None;
         }
@@ -652,6 +655,12 @@ pub fn local_return_url(raw: &str) -> Option<&str> {
         text = std::borrow::Cow::Owned(next);
     }
     None
+}
+
+/// Zero-width and bidirectional formatting characters: invisible in an address bar, so never
+/// part of a URL we send a browser to.
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
 }
 
 /// The longest return URL accepted, in bytes.

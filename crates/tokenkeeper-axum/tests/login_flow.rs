@@ -1,96 +1,13 @@
 //! OpenID Connect login in axum against the test server (WL-01 … WL-03, UT-08 through the web).
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Arc;
 
-use axum::extract::FromRef;
-use axum::routing::get;
-use axum::Router;
-use tokenkeeper_axum::{
-    CurrentUser, Oidc, OidcConfig, SessionStoreUserTokenStore, UserAccessToken,
-};
-use tokenkeeper_testing::{TestClient, TestServer};
+use common::*;
+use tokenkeeper_axum::SessionStoreUserTokenStore;
 use tower_sessions::MemoryStore;
-
-#[derive(Clone)]
-struct AppState {
-    oidc: Oidc,
-}
-
-impl FromRef<AppState> for Oidc {
-    fn from_ref(state: &AppState) -> Oidc {
-        state.oidc.clone()
-    }
-}
-
-struct App {
-    url: String,
-    idp: Arc<TestServer>,
-    oidc: Oidc,
-}
-
-async fn app(insecure_cookies: bool) -> App {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let idp = Arc::new(
-        TestServer::builder()
-            .client(
-                TestClient::new("web", "web-secret").redirect_uri(&format!("{url}/auth/callback")),
-            )
-            .start()
-            .await,
-    );
-    idp.set_login(Some("alice"));
-    let mut config = OidcConfig::new(
-        idp.issuer(),
-        "web",
-        "web-secret",
-        format!("{url}/auth/callback"),
-    );
-    config.insecure_cookies = insecure_cookies;
-    config.post_logout_redirect_uri = Some(format!("{url}/"));
-    // Tokens live in the same tower-sessions backend as the sessions.
-    let sessions = MemoryStore::default();
-    let users = tokenkeeper::user::UserTokenManager::builder(
-        tokenkeeper::ClientConfig::from_issuer(idp.issuer(), "web", "web-secret"),
-    )
-    .store(Arc::new(SessionStoreUserTokenStore::new(sessions.clone())))
-    .build()
-    .unwrap();
-    let oidc = Oidc::new(config, users).unwrap();
-    let router = Router::new()
-        .route("/", get(|| async { "home" }))
-        .route("/me", get(|user: CurrentUser| async move { user.sub }))
-        .route(
-            "/logout-url",
-            get(
-                |axum::extract::State(state): axum::extract::State<AppState>, user: CurrentUser| async move {
-                    state.oidc.logout_url(&user)
-                },
-            ),
-        )
-        .route(
-            "/token",
-            get(|token: UserAccessToken| async move { token.0.access_token().secret().to_owned() }),
-        )
-        .merge(oidc.router())
-        .with_state(AppState { oidc: oidc.clone() })
-        .layer(oidc.session_layer(sessions));
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    App { url, idp, oidc }
-}
-
-fn browser(follow: bool) -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(if follow {
-            reqwest::redirect::Policy::limited(10)
-        } else {
-            reqwest::redirect::Policy::none()
-        })
-        .build()
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wl_login_call_and_logout_through_the_web() {

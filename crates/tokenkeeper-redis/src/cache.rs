@@ -11,8 +11,8 @@ use sha2::{Digest, Sha256};
 use tokenkeeper::{AccessToken, CacheError, CacheKey, CachedToken, Clock, TokenCache, TokioClock};
 
 use crate::codec::{self, Unreadable};
-use crate::crypto::Encryption;
 use crate::outage::Outage;
+use tokenkeeper::Encryption;
 
 /// Settings of the Redis backends.
 #[derive(Debug)]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokenkeeper::{AccessToken, CacheError, CachedToken, Scope, Timestamp, TokenType};
 
-use crate::crypto::Encryption;
+use tokenkeeper::Encryption;
 
 /// Plain entries start with this; a change of format changes the tag, and entries of another
 /// tag are read as misses, never as errors.

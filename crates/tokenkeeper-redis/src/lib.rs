@@ -4,6 +4,7 @@
 //! - [`TwoTierTokenCache`]: an in-memory L1 over the Redis L2, with invalidations broadcast.
 //! - [`RedisLease`]: one token fetch per key across instances.
 //! - [`RedisUserTokenStore`]: users' session tokens, shared by every instance.
+//! - [`RedisPendingLoginStore`]: pending logins, each callback consumed once across the fleet.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -26,14 +27,15 @@
 
 mod cache;
 mod codec;
-mod crypto;
 mod lease;
 mod outage;
+mod pending;
 mod two_tier;
 mod user_store;
 
 pub use cache::{RedisOptions, RedisTokenCache};
-pub use crypto::Encryption;
 pub use lease::RedisLease;
+pub use pending::RedisPendingLoginStore;
+pub use tokenkeeper::Encryption;
 pub use two_tier::TwoTierTokenCache;
 pub use user_store::RedisUserTokenStore;

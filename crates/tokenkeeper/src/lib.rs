@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod client_credentials;
 pub mod clock;
+mod crypto;
 mod destinations;
 pub mod error;
 pub mod http;
@@ -27,6 +28,7 @@ pub use client_credentials::{
     ClientCredentialsTokenManagerBuilder, LifetimePolicy, TokenRequestParams,
 };
 pub use clock::{Clock, Timestamp, TokioClock};
+pub use crypto::Encryption;
 pub use destinations::Destinations;
 pub use error::{
     CacheError, ConfigError, Error, InvalidResponse, OAuthError, Result, TransportError,

@@ -244,9 +244,14 @@ impl Revocation {
     }
 }
 
+/// The key of a session's refresh flight (and of its lease): a digest of the session key, so
+/// that `sub` and `sid` never appear in a log line that names the key (SEC-06).
 fn flight_key(session: &SessionKey, slot: &str) -> CacheKey {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(session.as_str().as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     let mut key = KeyWriter::new("ut");
-    key.field("session", session.as_str());
+    key.field("session", &hex);
     key.field("resource", slot);
     key.finish()
 }

@@ -2,19 +2,22 @@
 
 use std::fmt;
 
+use crate::error::CacheError;
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
-use tokenkeeper::CacheError;
 
-/// Keys for encrypting cached tokens (AES-256-GCM).
+/// Keys for encrypting stored tokens at rest (AES-256-GCM): used by the Redis backends
+/// (`tokenkeeper-redis`) and the tower-sessions user token store (`tokenkeeper-axum`).
 ///
 /// Entries are sealed with the current key and carry its id; any key added with
 /// [`Encryption::accept`] still opens older entries, so a key can be rotated without losing the
-/// cache. The Redis key of an entry is the AEAD's associated data: an entry copied under another
-/// key does not open. An entry that does not open is treated as a miss and deleted.
+/// cache. The stores bind what identifies an entry (its key, and for versioned entries its
+/// version) into the AEAD's associated data: an entry copied under another key, or put back in
+/// place of a newer version, does not open. An entry that does not open is treated as a miss and
+/// deleted.
 ///
 /// ```
-/// use tokenkeeper_redis::Encryption;
+/// use tokenkeeper::Encryption;
 /// let encryption = Encryption::new("2026-11", &[7u8; 32])?
 ///     .accept("2026-05", &[6u8; 32])?;
 /// assert_eq!(encryption.current_key_id(), "2026-11");
@@ -76,8 +79,9 @@ impl Encryption {
         &self.keys[self.current].0
     }
 
+    /// Seals `plaintext`, authenticating `aad` with it:
     /// `id_len (1) | id | nonce (12) | ciphertext | tag`.
-    pub(crate) fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CacheError> {
+    pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CacheError> {
         let (id, key) = &self.keys[self.current];
         let mut nonce = [0u8; NONCE_LEN];
         self.rng
@@ -98,8 +102,9 @@ impl Encryption {
         Ok(out)
     }
 
-    /// Opens a sealed entry; `None` when it does not open (tampered, other key, unknown id).
-    pub(crate) fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+    /// Opens a sealed entry with the same `aad`; `None` when it does not open (tampered, other
+    /// associated data, unknown key id).
+    pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
         let (&id_len, rest) = sealed.split_first()?;
         let id_len = usize::from(id_len);
         if rest.len() < id_len + NONCE_LEN {
