@@ -122,6 +122,8 @@ pub(crate) struct ServerState {
     pub(crate) return_refresh_token: std::sync::atomic::AtomicBool,
     pub(crate) revocations: Mutex<u64>,
     pub(crate) id_token_overrides: Mutex<Map<String, Value>>,
+    jwk_parameters: Mutex<Map<String, Value>>,
+    jwks_cache_control: Mutex<Option<String>>,
     seq: AtomicU64,
 }
 
@@ -246,6 +248,8 @@ impl TestServerBuilder {
             return_refresh_token: std::sync::atomic::AtomicBool::new(true),
             revocations: Mutex::new(0),
             id_token_overrides: Mutex::new(Map::new()),
+            jwk_parameters: Mutex::new(Map::new()),
+            jwks_cache_control: Mutex::new(None),
             seq: AtomicU64::new(0),
         });
         let router = router(state.clone());
@@ -458,7 +462,11 @@ impl TestServer {
     /// relying parties that follow rotation refetch the JWKS on the unknown `kid`.
     pub fn rotate_signing_key(&self) {
         let mut keys = lock(&self.state.keys);
-        let kid = format!("tk-test-{}", keys.len() + 1);
+        let kid = format!(
+            "tk-test-{}-{}",
+            keys.len() + 1,
+            self.state.seq.fetch_add(1, Ordering::Relaxed)
+        );
         match SigningKey::generate(&kid) {
             Ok(key) => keys.push(Arc::new(key)),
             Err(e) => panic!("tokenkeeper-testing: {e}"),
@@ -480,6 +488,30 @@ impl TestServer {
     /// (`null` removes it). For tests of ID-token checks (`nonce`, `iss`, `azp`, `iat`, ...).
     pub fn set_id_token_claims(&self, overrides: Map<String, Value>) {
         *lock(&self.state.id_token_overrides) = overrides;
+    }
+
+    /// Changes the parameters of every published JWK: each entry replaces the parameter (`null`
+    /// removes it), e.g. `"use": "enc"` or `"alg": "RS256"`.
+    pub fn set_jwk_parameters(&self, parameters: Map<String, Value>) {
+        *lock(&self.state.jwk_parameters) = parameters;
+    }
+
+    /// The `Cache-Control` header of the JWKS response (none by default).
+    pub fn set_jwks_cache_control(&self, value: Option<&str>) {
+        *lock(&self.state.jwks_cache_control) = value.map(str::to_owned);
+    }
+
+    /// Stops publishing every signing key but the current one (after
+    /// [`TestServer::rotate_signing_key`]: the old key is withdrawn).
+    pub fn retire_old_signing_keys(&self) {
+        let mut keys = lock(&self.state.keys);
+        let current = keys.len() - 1;
+        keys.drain(..current);
+    }
+
+    /// How many times the JWKS was fetched.
+    pub fn jwks_requests(&self) -> u64 {
+        self.counter("jwks")
     }
 
     /// How many RP-initiated logouts reached the end-session endpoint.
@@ -606,8 +638,32 @@ async fn metadata(State(state): State<Arc<ServerState>>) -> Response {
 
 async fn jwks(State(state): State<Arc<ServerState>>) -> Response {
     state.count("jwks");
-    let keys: Vec<Value> = lock(&state.keys).iter().map(|k| k.jwk.clone()).collect();
-    Json(json!({ "keys": keys })).into_response()
+    let extra = lock(&state.jwk_parameters).clone();
+    let keys: Vec<Value> = lock(&state.keys)
+        .iter()
+        .map(|k| {
+            let mut jwk = k.jwk.clone();
+            for (name, value) in &extra {
+                match value {
+                    Value::Null => {
+                        if let Some(map) = jwk.as_object_mut() {
+                            map.remove(name);
+                        }
+                    }
+                    value => jwk[name.as_str()] = value.clone(),
+                }
+            }
+            jwk
+        })
+        .collect();
+    let mut response = Json(json!({ "keys": keys })).into_response();
+    if let Some(value) = lock(&state.jwks_cache_control)
+        .as_deref()
+        .and_then(|v| HeaderValue::from_str(v).ok())
+    {
+        response.headers_mut().insert(header::CACHE_CONTROL, value);
+    }
+    response
 }
 
 pub(crate) fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {

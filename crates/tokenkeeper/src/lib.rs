@@ -40,7 +40,7 @@ pub use protocol::authorization::{
 };
 pub use protocol::client_auth::{AuthMethod, ClientAuthentication};
 pub use protocol::discovery::{Discovery, ProviderMetadata};
-pub use protocol::id_token::{IdTokenClaims, IdTokenValidator};
+pub use protocol::id_token::{IdTokenClaims, IdTokenValidator, JwksLifetime};
 pub use protocol::token_endpoint::TokenEndpoint;
 pub use protocol::token_request::{Grant, TokenRequest};
 pub use protocol::token_response::TokenResponse;

@@ -341,7 +341,8 @@ impl ClientConfig {
                     clock.clone(),
                 )
                 .map_err(|e| e.for_client(name))?
-                .with_lifetime(discovery_lifetime);
+                .with_lifetime(discovery_lifetime)
+                .allow_insecure_http(self.allow_insecure_http);
                 crate::protocol::token_endpoint::TokenEndpoint::from_discovery(
                     std::sync::Arc::new(discovery),
                     auth,

@@ -158,7 +158,7 @@ impl ClientCredentialsTokenManagerBuilder {
         let cache = self
             .cache
             .unwrap_or_else(|| Arc::new(InMemoryTokenCache::with_clock(clock.clone())));
-        let mut discoveries: HashMap<String, Arc<Discovery>> = HashMap::new();
+        let mut discoveries: HashMap<(String, bool), Arc<Discovery>> = HashMap::new();
         let mut clients = HashMap::with_hasher(BuildKeyHasher::default());
         for (name, config) in self.clients {
             if name.trim().is_empty() {
@@ -181,15 +181,17 @@ impl ClientCredentialsTokenManagerBuilder {
             let endpoint = match validated.endpoint {
                 ValidatedEndpoint::Url(url) => TokenEndpoint::new(url, auth, transport.clone()),
                 ValidatedEndpoint::Issuer(issuer) => {
-                    let discovery = match discoveries.get(&issuer) {
+                    let issuer_key = (issuer.clone(), config.allow_insecure_http);
+                    let discovery = match discoveries.get(&issuer_key) {
                         Some(d) => d.clone(),
                         None => {
                             let d = Arc::new(
                                 Discovery::new(issuer.clone(), transport.clone(), clock.clone())
                                     .map_err(|e| e.for_client(&name))?
-                                    .with_lifetime(self.discovery_lifetime),
+                                    .with_lifetime(self.discovery_lifetime)
+                                    .allow_insecure_http(config.allow_insecure_http),
                             );
-                            discoveries.insert(issuer, d.clone());
+                            discoveries.insert(issuer_key, d.clone());
                             d
                         }
                     };

@@ -1,7 +1,7 @@
 //! Authorization server metadata: OpenID Connect Discovery 1.0 and RFC 8414.
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,9 +9,10 @@ use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use serde::Deserialize;
 use url::Url;
 
-use crate::clock::{Clock, Timestamp};
+use crate::clock::Clock;
 use crate::error::{sanitize, Error};
 use crate::http::{HttpRequest, SharedTransport};
+use crate::protocol::refreshing::{Refreshing, Want};
 
 /// The metadata of an authorization server (the fields tokenkeeper uses; the rest is in
 /// [`ProviderMetadata::extra`]).
@@ -50,26 +51,37 @@ pub struct ProviderMetadata {
 
 /// Fetches and caches an issuer's metadata.
 ///
-/// The metadata is fetched on first use, kept for `lifetime` (default one hour) and then fetched
-/// again; concurrent callers share one fetch. If a refetch fails while stale metadata is at hand,
-/// the stale metadata keeps being used (and the failure is logged) until a fetch succeeds.
-/// `/.well-known/openid-configuration` is tried first, then the RFC 8414
-/// `/.well-known/oauth-authorization-server` form. The `issuer` of the document must equal the
-/// configured issuer exactly (OIDC Discovery §4.3, RFC 8414 §3.3), else it is refused.
+/// - The metadata is fetched on first use, kept for `lifetime` (default one hour) and then
+///   fetched again; concurrent callers share one fetch (they wait on the same request, not in
+///   turn).
+/// - A failed fetch is remembered with a backoff (1 s, doubling, up to 1 min, jittered): until
+///   it runs out, callers get the stale metadata if there is any — else the error — at once,
+///   and the failure is logged.
+/// - `/.well-known/openid-configuration` is tried first, then the RFC 8414
+///   `/.well-known/oauth-authorization-server` form.
+/// - The `issuer` of the document must equal the configured issuer exactly (OIDC Discovery
+///   §4.3, RFC 8414 §3.3), else it is refused.
+/// - Plain `http` (SEC-10): an `https` issuer's metadata must name only `https` endpoints; an
+///   `http` issuer and its endpoints are accepted on loopback hosts only, unless
+///   [`Discovery::allow_insecure_http`].
 pub struct Discovery {
+    source: Arc<Source>,
+    lifetime: Duration,
+    cache: Refreshing<ProviderMetadata>,
+}
+
+/// Where and how the metadata is fetched (owned, so that a shared fetch can outlive a caller).
+struct Source {
     issuer: String,
     issuer_url: Url,
     transport: SharedTransport,
-    clock: Arc<dyn Clock>,
-    lifetime: Duration,
-    cached: Mutex<Option<(Arc<ProviderMetadata>, Timestamp)>>,
-    fetch_lock: tokio::sync::Mutex<()>,
+    allow_insecure_http: bool,
 }
 
 impl fmt::Debug for Discovery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Discovery")
-            .field("issuer", &self.issuer)
+            .field("issuer", &self.source.issuer)
             .field("lifetime", &self.lifetime)
             .finish_non_exhaustive()
     }
@@ -77,6 +89,13 @@ impl fmt::Debug for Discovery {
 
 /// The default time metadata is kept before it is fetched again.
 pub const DEFAULT_METADATA_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// Backoff after a failed metadata or key-set fetch.
+pub(crate) const FETCH_BACKOFF: crate::client_credentials::BackoffPolicy =
+    crate::client_credentials::BackoffPolicy {
+        base: Duration::from_secs(1),
+        max: Duration::from_secs(60),
+    };
 
 impl Discovery {
     /// Discovery for `issuer`. Fails when `issuer` is not an http(s) URL without query or
@@ -100,13 +119,14 @@ impl Discovery {
             ));
         }
         Ok(Self {
-            issuer,
-            issuer_url,
-            transport,
-            clock,
+            source: Arc::new(Source {
+                issuer,
+                issuer_url,
+                transport,
+                allow_insecure_http: false,
+            }),
             lifetime: DEFAULT_METADATA_LIFETIME,
-            cached: Mutex::new(None),
-            fetch_lock: tokio::sync::Mutex::new(()),
+            cache: Refreshing::new(clock, FETCH_BACKOFF, "discovery metadata"),
         })
     }
 
@@ -116,52 +136,39 @@ impl Discovery {
         self
     }
 
+    /// Accepts a plain-`http` issuer and endpoints on hosts other than loopback (off by
+    /// default: only for a private network you trust).
+    pub fn allow_insecure_http(mut self, allow: bool) -> Self {
+        if let Some(source) = Arc::get_mut(&mut self.source) {
+            source.allow_insecure_http = allow;
+        }
+        self
+    }
+
     /// The configured issuer.
     pub fn issuer(&self) -> &str {
-        &self.issuer
-    }
-
-    fn fresh(&self, now: Timestamp) -> Option<Arc<ProviderMetadata>> {
-        let cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
-        cached
-            .as_ref()
-            .filter(|(_, fetched)| now < fetched.saturating_add(self.lifetime))
-            .map(|(m, _)| m.clone())
-    }
-
-    fn stale(&self) -> Option<Arc<ProviderMetadata>> {
-        let cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
-        cached.as_ref().map(|(m, _)| m.clone())
+        &self.source.issuer
     }
 
     /// The metadata: cached, or fetched now.
     pub async fn metadata(&self) -> Result<Arc<ProviderMetadata>, Error> {
-        if let Some(m) = self.fresh(self.clock.now()) {
-            return Ok(m);
-        }
-        let _guard = self.fetch_lock.lock().await;
-        if let Some(m) = self.fresh(self.clock.now()) {
-            return Ok(m);
-        }
-        match self.fetch().await {
-            Ok(metadata) => {
-                let metadata = Arc::new(metadata);
-                *self.cached.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some((metadata.clone(), self.clock.now()));
-                Ok(metadata)
-            }
-            Err(error) => match self.stale() {
-                Some(stale) => {
-                    tracing::warn!(issuer = %self.issuer, %error, "discovery refresh failed; using the metadata fetched before");
-                    Ok(stale)
-                }
-                None => Err(error),
-            },
-        }
+        self.cache
+            .get(Want::Fresh, || {
+                let source = self.source.clone();
+                let lifetime = self.lifetime;
+                Box::pin(async move { source.fetch().await.map(|m| (m, lifetime)) })
+            })
+            .await
     }
 
     /// The well-known URLs tried, in order.
     pub fn well_known_urls(&self) -> Vec<Url> {
+        self.source.well_known_urls()
+    }
+}
+
+impl Source {
+    fn well_known_urls(&self) -> Vec<Url> {
         let base = self.issuer_url.clone();
         let path = base.path().trim_end_matches('/').to_owned();
         let mut oidc = base.clone();
@@ -206,9 +213,51 @@ impl Discovery {
                     sanitize(&metadata.issuer, 200)
                 )));
             }
+            self.check_schemes(&metadata)?;
             return Ok(metadata);
         }
         Err(last_error.unwrap_or_else(|| self.error("no metadata".into())))
+    }
+
+    /// SEC-10: no plain-http endpoint for an https issuer; plain http only on loopback hosts
+    /// unless allowed.
+    fn check_schemes(&self, metadata: &ProviderMetadata) -> Result<(), Error> {
+        let https_issuer = self.issuer_url.scheme() == "https";
+        if !https_issuer
+            && !self.allow_insecure_http
+            && !crate::client_credentials::config::is_loopback(&self.issuer_url)
+        {
+            return Err(self.error(
+                "the issuer is plain http on a host that is not loopback (allow it explicitly with `allow_insecure_http`)".into(),
+            ));
+        }
+        let endpoints = [
+            ("token_endpoint", Some(&metadata.token_endpoint)),
+            ("authorization_endpoint", metadata.authorization_endpoint.as_ref()),
+            ("jwks_uri", metadata.jwks_uri.as_ref()),
+            ("revocation_endpoint", metadata.revocation_endpoint.as_ref()),
+            ("introspection_endpoint", metadata.introspection_endpoint.as_ref()),
+            ("userinfo_endpoint", metadata.userinfo_endpoint.as_ref()),
+            ("end_session_endpoint", metadata.end_session_endpoint.as_ref()),
+        ];
+        for (name, url) in endpoints {
+            let Some(url) = url else { continue };
+            let ok = match url.scheme() {
+                "https" => true,
+                "http" if https_issuer => false,
+                "http" => {
+                    self.allow_insecure_http || crate::client_credentials::config::is_loopback(url)
+                }
+                _ => false,
+            };
+            if !ok {
+                return Err(self.error(format!(
+                    "the metadata's {name} is {}, which this issuer may not use (SEC-10)",
+                    crate::http::redact_url(url)
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn error(&self, reason: String) -> Error {

@@ -2,7 +2,7 @@
 //! rotation.
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,27 +12,91 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 use url::Url;
 
-use crate::clock::{Clock, Timestamp};
+use crate::clock::Clock;
 use crate::error::{sanitize, Error};
 use crate::http::{HttpRequest, SharedTransport};
+use crate::protocol::discovery::FETCH_BACKOFF;
+use crate::protocol::refreshing::{Refreshing, Want};
 use crate::secret::ct_eq;
 
 /// Validates ID tokens of one issuer for one client.
 ///
-/// Checks the signature against the issuer's JWKS (asymmetric algorithms only: `none` and HMAC
-/// are refused), `iss`, `aud` (and `azp` when several audiences), `exp` and `iat` with a leeway
-/// (default 60 s) on the injected clock, and the `nonce` of the login. An unknown `kid` makes it
+/// Checks (SEC-08):
+///
+/// - the signature against the issuer's JWKS (asymmetric algorithms only: `none` and HMAC are
+///   refused), with a key whose `use` (when present) is `sig` and whose `alg` (when present) is
+///   the token's;
+/// - `iss`: one string, exactly the issuer;
+/// - `aud` contains this client; `azp`, when present, is this client (and is required when
+///   there are several audiences);
+/// - `exp` and `iat` (both required) with a leeway (default 60 s) on the injected clock;
+/// - the `nonce` of the login. An unknown `kid` makes it
 /// fetch the JWKS again (at most every 10 s), so keys can rotate at the provider.
 pub struct IdTokenValidator {
     issuer: String,
     client_id: String,
-    jwks_uri: Url,
-    transport: SharedTransport,
-    clock: Arc<dyn Clock>,
+    jwks: Arc<JwksSource>,
     leeway: Duration,
-    keys: Mutex<Option<(Arc<JwkSet>, Timestamp)>>,
-    fetch: tokio::sync::Mutex<()>,
-    last_forced: Mutex<Option<Timestamp>>,
+    clock: Arc<dyn Clock>,
+    keys: Refreshing<JwkSet>,
+}
+
+/// Where the keys are fetched from (owned, so that a shared fetch can outlive a caller).
+struct JwksSource {
+    uri: Url,
+    transport: SharedTransport,
+    lifetime: JwksLifetime,
+}
+
+/// How long a fetched JWKS is trusted: the response's `Cache-Control: max-age` within bounds,
+/// or the default (SEC-09).
+#[derive(Debug, Clone, Copy)]
+pub struct JwksLifetime {
+    /// Without `max-age`. Default 10 min.
+    pub default: Duration,
+    /// The shortest lifetime (`no-store`, `no-cache` and small `max-age` become this). Default
+    /// 30 s: a JWKS is not fetched for every token.
+    pub min: Duration,
+    /// The longest lifetime, whatever `max-age` says. Default 24 h: a key the provider removed
+    /// stops being trusted within a day at most.
+    pub max: Duration,
+}
+
+impl Default for JwksLifetime {
+    fn default() -> Self {
+        Self {
+            default: Duration::from_secs(600),
+            min: Duration::from_secs(30),
+            max: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl JwksLifetime {
+    /// The lifetime for a response with these headers.
+    fn of(&self, headers: &HeaderMap) -> Duration {
+        let directives: Vec<String> = headers
+            .get_all(header::CACHE_CONTROL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|d| d.trim().to_ascii_lowercase())
+            .collect();
+        if directives
+            .iter()
+            .any(|d| d == "no-store" || d == "no-cache")
+        {
+            return self.min;
+        }
+        let max_age = directives
+            .iter()
+            .filter_map(|d| d.strip_prefix("max-age="))
+            .find_map(|v| v.trim_matches('"').parse::<u64>().ok());
+        match max_age {
+            Some(seconds) => Duration::from_secs(seconds).clamp(self.min, self.max),
+            None => self.default,
+        }
+    }
 }
 
 impl fmt::Debug for IdTokenValidator {
@@ -55,6 +119,65 @@ pub struct IdTokenClaims {
     pub all: Map<String, Value>,
 }
 
+impl JwksSource {
+    async fn fetch(&self) -> Result<(JwkSet, Duration), Error> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        let response = self
+            .transport
+            .send(HttpRequest {
+                method: Method::GET,
+                url: self.uri.clone(),
+                headers,
+                body: Bytes::new(),
+            })
+            .await?;
+        if !response.status.is_success() {
+            return Err(IdTokenValidator::invalid(format!(
+                "the JWKS answered HTTP {}",
+                response.status.as_u16()
+            )));
+        }
+        let keys: JwkSet = serde_json::from_slice(&response.body).map_err(|e| {
+            IdTokenValidator::invalid(format!(
+                "the JWKS is not valid: {}",
+                sanitize(&e.to_string(), 120)
+            ))
+        })?;
+        Ok((keys, self.lifetime.of(&response.headers)))
+    }
+}
+
+/// Whether `jwk` may verify a token signed with `alg`: its `use`, when present, is `sig`, and
+/// its `alg`, when present, is `alg`.
+fn key_allows(jwk: &jsonwebtoken::jwk::Jwk, alg: Algorithm) -> bool {
+    use jsonwebtoken::jwk::{KeyAlgorithm, PublicKeyUse};
+    let use_ok = matches!(
+        jwk.common.public_key_use,
+        None | Some(PublicKeyUse::Signature)
+    );
+    let alg_ok = match jwk.common.key_algorithm {
+        None => true,
+        Some(key_alg) => {
+            let matching = match alg {
+                Algorithm::RS256 => KeyAlgorithm::RS256,
+                Algorithm::RS384 => KeyAlgorithm::RS384,
+                Algorithm::RS512 => KeyAlgorithm::RS512,
+                Algorithm::PS256 => KeyAlgorithm::PS256,
+                Algorithm::PS384 => KeyAlgorithm::PS384,
+                Algorithm::PS512 => KeyAlgorithm::PS512,
+                Algorithm::ES256 => KeyAlgorithm::ES256,
+                Algorithm::ES384 => KeyAlgorithm::ES384,
+                Algorithm::EdDSA => KeyAlgorithm::EdDSA,
+                _ => return false,
+            };
+            key_alg == matching
+        }
+    };
+    use_ok && alg_ok
+}
+
+/// An unknown `kid` makes the validator fetch the keys again, but not more often than this.
 const REFETCH_AFTER: Duration = Duration::from_secs(10);
 
 impl IdTokenValidator {
@@ -69,13 +192,14 @@ impl IdTokenValidator {
         Self {
             issuer: issuer.into(),
             client_id: client_id.into(),
-            jwks_uri,
-            transport,
-            clock,
+            jwks: Arc::new(JwksSource {
+                uri: jwks_uri,
+                transport,
+                lifetime: JwksLifetime::default(),
+            }),
             leeway: Duration::from_secs(60),
-            keys: Mutex::new(None),
-            fetch: tokio::sync::Mutex::new(()),
-            last_forced: Mutex::new(None),
+            keys: Refreshing::new(clock.clone(), FETCH_BACKOFF, "JWKS"),
+            clock,
         }
     }
 
@@ -85,61 +209,27 @@ impl IdTokenValidator {
         self
     }
 
+    /// How long fetched keys are trusted (see [`JwksLifetime`]).
+    pub fn with_jwks_lifetime(mut self, lifetime: JwksLifetime) -> Self {
+        if let Some(source) = Arc::get_mut(&mut self.jwks) {
+            source.lifetime = lifetime;
+        }
+        self
+    }
+
     fn invalid(reason: impl Into<String>) -> Error {
         Error::InvalidIdToken(reason.into())
     }
 
-    fn cached(&self) -> Option<(Arc<JwkSet>, Timestamp)> {
-        self.keys.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    async fn fetch_keys(&self, unless_newer_than: Option<Timestamp>) -> Result<Arc<JwkSet>, Error> {
-        let _guard = self.fetch.lock().await;
-        if let Some((keys, fetched)) = self.cached() {
-            match unless_newer_than {
-                // First use: another task fetched meanwhile.
-                None => return Ok(keys),
-                // Another task refetched since this one looked.
-                Some(seen) if fetched > seen => return Ok(keys),
-                Some(_) => {
-                    // An unknown kid: refetch, but at most every REFETCH_AFTER, so that tokens
-                    // with made-up kids cannot make us hammer the JWKS.
-                    let now = self.clock.now();
-                    let mut last = self.last_forced.lock().unwrap_or_else(|e| e.into_inner());
-                    if last.is_some_and(|l| now < l.saturating_add(REFETCH_AFTER)) {
-                        return Ok(keys);
-                    }
-                    *last = Some(now);
-                }
-            }
-        }
-        let mut headers = HeaderMap::new();
-        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
-        let response = self
-            .transport
-            .send(HttpRequest {
-                method: Method::GET,
-                url: self.jwks_uri.clone(),
-                headers,
-                body: Bytes::new(),
+    /// The keys: within their lifetime, or fetched again (one fetch shared by concurrent
+    /// callers; failures back off).
+    async fn fetch_keys(&self, want: Want) -> Result<Arc<JwkSet>, Error> {
+        self.keys
+            .get(want, || {
+                let source = self.jwks.clone();
+                Box::pin(async move { source.fetch().await })
             })
-            .await?;
-        if !response.status.is_success() {
-            return Err(Self::invalid(format!(
-                "the JWKS answered HTTP {}",
-                response.status.as_u16()
-            )));
-        }
-        let keys: JwkSet = serde_json::from_slice(&response.body).map_err(|e| {
-            Self::invalid(format!(
-                "the JWKS is not valid: {}",
-                sanitize(&e.to_string(), 120)
-            ))
-        })?;
-        let keys = Arc::new(keys);
-        *self.keys.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((keys.clone(), self.clock.now()));
-        Ok(keys)
+            .await
     }
 
     /// Validates `id_token`; `expected_nonce` is the nonce sent in the authorization request.
@@ -168,24 +258,26 @@ impl IdTokenValidator {
             )));
         }
         let kid = header.kid.clone();
+        let alg = header.alg;
+        // A key whose `use` or `alg` (when present) rules out this token is never a candidate
+        // (SEC-08).
         let find = |keys: &JwkSet| match &kid {
-            Some(kid) => keys.find(kid).cloned(),
-            None if keys.keys.len() == 1 => keys.keys.first().cloned(),
-            None => None,
+            Some(kid) => keys.find(kid).filter(|k| key_allows(k, alg)).cloned(),
+            None => {
+                let mut usable = keys.keys.iter().filter(|k| key_allows(k, alg));
+                match (usable.next(), usable.next()) {
+                    (Some(only), None) => Some(only.clone()),
+                    _ => None,
+                }
+            }
         };
-        let (keys, fetched) = match self.cached() {
-            Some((keys, fetched)) => (keys, Some(fetched)),
-            None => (self.fetch_keys(None).await?, None),
-        };
+        let keys = self.fetch_keys(Want::Fresh).await?;
         let jwk = match find(&keys) {
             Some(jwk) => jwk,
-            // An unknown key: the provider may have rotated. Fetch again (rate-limited).
-            None => find(
-                &*self
-                    .fetch_keys(fetched.or(Some(Timestamp::default())))
-                    .await?,
-            )
-            .ok_or_else(|| Self::invalid("signed with a key the issuer does not publish"))?,
+            // An unknown key: the provider may have rotated. Fetch again, at most once per
+            // REFETCH_AFTER (so made-up kids cannot make us hammer the JWKS).
+            None => find(&*self.fetch_keys(Want::Refetch(REFETCH_AFTER)).await?)
+                .ok_or_else(|| Self::invalid("signed with a key the issuer does not publish"))?,
         };
         let key =
             DecodingKey::from_jwk(&jwk).map_err(|e| Self::invalid(format!("unusable key: {e}")))?;
@@ -201,6 +293,10 @@ impl IdTokenValidator {
         let data = jsonwebtoken::decode::<Map<String, Value>>(id_token, &key, &validation)
             .map_err(|e| Self::invalid(e.to_string()))?;
         let claims = data.claims;
+        // `iss` is one string, exactly the issuer (not an array that contains it).
+        if claims.get("iss").and_then(Value::as_str) != Some(self.issuer.as_str()) {
+            return Err(Self::invalid("iss is not exactly the issuer"));
+        }
         let now = self.clock.now().as_millis() / 1000;
         let leeway = self.leeway.as_secs();
         match claims.get("exp").and_then(Value::as_u64) {
@@ -208,20 +304,23 @@ impl IdTokenValidator {
             Some(_) => return Err(Self::invalid("expired")),
             None => return Err(Self::invalid("no exp")),
         }
-        if claims
-            .get("iat")
-            .and_then(Value::as_u64)
-            .is_some_and(|iat| iat > now + leeway)
-        {
-            return Err(Self::invalid("issued in the future"));
+        match claims.get("iat").and_then(Value::as_u64) {
+            Some(iat) if iat > now + leeway => return Err(Self::invalid("issued in the future")),
+            Some(_) => {}
+            None => return Err(Self::invalid("no iat")),
         }
-        if let Some(Value::Array(audiences)) = claims.get("aud") {
-            if audiences.len() > 1
-                && claims.get("azp").and_then(Value::as_str) != Some(self.client_id.as_str())
-            {
-                return Err(Self::invalid(
-                    "several audiences and azp is not this client",
-                ));
+        match claims.get("azp") {
+            // When present, `azp` must be this client, whatever the audiences.
+            Some(azp) if azp.as_str() != Some(self.client_id.as_str()) => {
+                return Err(Self::invalid("azp is not this client"));
+            }
+            Some(_) => {}
+            None => {
+                if let Some(Value::Array(audiences)) = claims.get("aud") {
+                    if audiences.len() > 1 {
+                        return Err(Self::invalid("several audiences and no azp"));
+                    }
+                }
             }
         }
         if let Some(expected) = expected_nonce {

@@ -4,6 +4,7 @@ pub mod authorization;
 pub mod client_auth;
 pub mod discovery;
 pub mod id_token;
+pub(crate) mod refreshing;
 pub mod token_endpoint;
 pub mod token_request;
 pub mod token_response;
