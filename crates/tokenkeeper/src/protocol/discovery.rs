@@ -233,12 +233,21 @@ impl Source {
         }
         let endpoints = [
             ("token_endpoint", Some(&metadata.token_endpoint)),
-            ("authorization_endpoint", metadata.authorization_endpoint.as_ref()),
+            (
+                "authorization_endpoint",
+                metadata.authorization_endpoint.as_ref(),
+            ),
             ("jwks_uri", metadata.jwks_uri.as_ref()),
             ("revocation_endpoint", metadata.revocation_endpoint.as_ref()),
-            ("introspection_endpoint", metadata.introspection_endpoint.as_ref()),
+            (
+                "introspection_endpoint",
+                metadata.introspection_endpoint.as_ref(),
+            ),
             ("userinfo_endpoint", metadata.userinfo_endpoint.as_ref()),
-            ("end_session_endpoint", metadata.end_session_endpoint.as_ref()),
+            (
+                "end_session_endpoint",
+                metadata.end_session_endpoint.as_ref(),
+            ),
         ];
         for (name, url) in endpoints {
             let Some(url) = url else { continue };
