@@ -30,8 +30,12 @@ use crate::secret::ct_eq;
 /// - `aud` contains this client; `azp`, when present, is this client (and is required when
 ///   there are several audiences);
 /// - `exp` and `iat` (both required) with a leeway (default 60 s) on the injected clock;
-/// - the `nonce` of the login. An unknown `kid` makes it
-/// fetch the JWKS again (at most every 10 s), so keys can rotate at the provider.
+/// - the `nonce` of the login.
+///
+/// Keys (SEC-09): the JWKS is kept for the lifetime its `Cache-Control: max-age` gives, within
+/// bounds ([`JwksLifetime`]), then read again, so a key the provider removed stops being
+/// trusted; concurrent callers share one fetch, and a failed fetch backs off. An unknown `kid`
+/// makes it fetch the JWKS again (at most every 10 s), so keys can rotate at the provider.
 pub struct IdTokenValidator {
     issuer: String,
     client_id: String,
