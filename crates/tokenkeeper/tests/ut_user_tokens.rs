@@ -470,3 +470,97 @@ async fn ut_10_distinct_users_never_see_each_others_tokens() {
     let distinct: HashSet<_> = api.seen().into_iter().collect();
     assert_eq!(distinct.len(), 4);
 }
+
+fn scope_of(server: &TestServer, token: &tokenkeeper::CachedToken) -> String {
+    server.verify_access_token(token.access_token().secret()).unwrap()["scope"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ut_11_scope_narrowed_tokens_are_their_own_entries() {
+    let server = server().await;
+    server.set_rotate_refresh_tokens(true);
+    server.set_latency(Duration::from_millis(20));
+    let users = manager(&server, false);
+
+    // Concurrent callers with different scopes, on a session without access tokens: one
+    // refresh per scope, and each gets a token of exactly its scope.
+    let session = login(&server, &users, "alice", false).await;
+    let narrowed = UserTokenParams::new().scope("api");
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let (users, session) = (users.clone(), session.clone());
+        let params = if i % 2 == 0 {
+            UserTokenParams::default()
+        } else {
+            narrowed.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            (i % 2, users.get_access_token(&session, &params).await.unwrap())
+        }));
+    }
+    let mut default_token = None;
+    for task in tasks {
+        let (which, token) = task.await.unwrap();
+        let scope = scope_of(&server, &token);
+        if which == 0 {
+            assert_eq!(scope, "openid api", "the default token is never the narrowed one");
+            default_token = Some(token);
+        } else {
+            assert_eq!(scope, "api", "exactly the scope asked for");
+        }
+    }
+    assert_eq!(server.token_requests(RT), 2, "one refresh per scope");
+    let stored = users.store().get(&session).await.unwrap().unwrap().value;
+    assert_eq!(stored.access_tokens.len(), 2);
+    assert!(server.is_refresh_token_active(stored.refresh_token.clone().unwrap().secret()));
+
+    // A narrowed refresh never overwrites the default token.
+    let default_token = default_token.unwrap();
+    let fresh = users
+        .get_access_token(&session, &narrowed.clone().force_renewal(true))
+        .await
+        .unwrap();
+    assert_eq!(scope_of(&server, &fresh), "api");
+    let again = users
+        .get_access_token(&session, &UserTokenParams::default())
+        .await
+        .unwrap();
+    assert!(again.same_token(&default_token));
+}
+
+#[tokio::test]
+async fn ut_11_the_client_scope_and_resource_are_the_defaults() {
+    let server = server().await;
+    let users = UserTokenManager::builder(
+        ClientConfig::from_issuer(server.issuer(), "web", "web-secret")
+            .scope("api")
+            .resource("https://a.example.com"),
+    )
+    .build()
+    .unwrap();
+    let session = login(&server, &users, "alice", false).await;
+    let token = users
+        .get_access_token(&session, &UserTokenParams::default())
+        .await
+        .unwrap();
+    let claims = server
+        .verify_access_token(token.access_token().secret())
+        .unwrap();
+    assert_eq!(claims["scope"], "api");
+    assert_eq!(claims["aud"], "https://a.example.com");
+    let sent = server.last_token_request().unwrap();
+    assert_eq!(sent.form_value("scope"), Some("api"));
+    assert_eq!(sent.form_value("resource"), Some("https://a.example.com"));
+
+    let two = UserTokenManager::builder(
+        ClientConfig::from_issuer(server.issuer(), "web", "web-secret")
+            .resource("https://a.example.com")
+            .resource("https://b.example.com"),
+    )
+    .build()
+    .unwrap_err();
+    assert!(matches!(&two, Error::Config(c) if c.field == "resource"), "{two}");
+}
