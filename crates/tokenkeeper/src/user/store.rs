@@ -190,33 +190,80 @@ pub trait UserTokenStore: Send + Sync + fmt::Debug + 'static {
     fn clear<'a>(&'a self, key: &'a SessionKey) -> BoxFuture<'a, Result<(), CacheError>>;
 }
 
-/// Session tokens in this process's memory.
+/// Session tokens in this process's memory, bounded (SEC-12).
+///
+/// - **Capacity** (default 100,000 sessions): a write that would go past it first drops the
+///   sessions nobody used for longest, down to 90 % of the capacity.
+/// - **Idle expiry** (default 24 h): a session nobody read or wrote for that long is gone (it
+///   reads as absent at once, and is swept on a later write).
+///
+/// A dropped session's refresh token is forgotten, not revoked (the store does not talk to the
+/// authorization server): its user logs in again. Size the capacity for your sessions, or use a
+/// shared store (Redis) that keeps them.
 ///
 /// ```
+/// use std::time::Duration;
 /// use tokenkeeper::user::InMemoryUserTokenStore;
-/// let store = InMemoryUserTokenStore::new();
+/// let store = InMemoryUserTokenStore::new()
+///     .with_capacity(10_000)
+///     .with_idle_timeout(Duration::from_secs(8 * 3600));
 /// assert_eq!(store.len(), 0);
 /// ```
-#[derive(Default)]
 pub struct InMemoryUserTokenStore {
-    map: papaya::HashMap<SessionKey, Versioned<Arc<UserTokens>>>,
+    map: papaya::HashMap<SessionKey, Slot>,
+    capacity: usize,
+    idle: std::time::Duration,
+    clock: crate::clock::TokioClock,
+    writes: std::sync::atomic::AtomicUsize,
+}
+
+/// A stored session and when it was last used (milliseconds).
+struct Slot {
+    value: Versioned<Arc<UserTokens>>,
+    last_used: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for InMemoryUserTokenStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("InMemoryUserTokenStore")
             .field("sessions", &self.map.len())
+            .field("capacity", &self.capacity)
+            .field("idle", &self.idle)
             .finish()
     }
 }
 
+impl Default for InMemoryUserTokenStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl InMemoryUserTokenStore {
-    /// An empty store.
+    /// An empty store (100,000 sessions at most, 24 h idle expiry).
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            map: papaya::HashMap::new(),
+            capacity: 100_000,
+            idle: std::time::Duration::from_secs(24 * 3600),
+            clock: crate::clock::TokioClock::new(),
+            writes: std::sync::atomic::AtomicUsize::new(0),
+        }
     }
 
-    /// The number of sessions.
+    /// At most `capacity` sessions (at least 1).
+    pub fn with_capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(1);
+        self
+    }
+
+    /// Sessions nobody used for `idle` are dropped.
+    pub fn with_idle_timeout(mut self, idle: std::time::Duration) -> Self {
+        self.idle = idle;
+        self
+    }
+
+    /// The number of sessions held (idle ones included until they are swept).
     pub fn len(&self) -> usize {
         self.map.len()
     }
@@ -226,9 +273,25 @@ impl InMemoryUserTokenStore {
         self.map.is_empty()
     }
 
-    /// The session's tokens, synchronously.
+    fn now_ms(&self) -> u64 {
+        crate::clock::Clock::now(&self.clock).as_millis()
+    }
+
+    fn idle_ms(&self) -> u64 {
+        u64::try_from(self.idle.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The session's tokens, synchronously (a read counts as a use).
     pub fn get_sync(&self, key: &SessionKey) -> Option<Versioned<Arc<UserTokens>>> {
-        self.map.pin().get(key).cloned()
+        use std::sync::atomic::Ordering;
+        let map = self.map.pin();
+        let slot = map.get(key)?;
+        let now = self.now_ms();
+        if now.saturating_sub(slot.last_used.load(Ordering::Relaxed)) >= self.idle_ms() {
+            return None;
+        }
+        slot.last_used.store(now, Ordering::Relaxed);
+        Some(slot.value.clone())
     }
 
     /// Compare-and-set, synchronously.
@@ -239,22 +302,67 @@ impl InMemoryUserTokenStore {
         expected: Option<u64>,
     ) -> StoreOutcome {
         use papaya::{Compute, Operation};
+        use std::sync::atomic::Ordering;
+        let now = self.now_ms();
+        let idle = self.idle_ms();
         let map = self.map.pin();
         let result = map.compute(key.clone(), |current| {
-            let current_version = current.map(|(_, v)| v.version);
+            // An idle session is gone: it counts as absent.
+            let live = current.filter(|(_, slot)| {
+                now.saturating_sub(slot.last_used.load(Ordering::Relaxed)) < idle
+            });
+            let current_version = live.map(|(_, slot)| slot.value.version);
             if current_version != expected {
                 return Operation::Abort(());
             }
-            Operation::Insert(Versioned {
-                value: tokens.clone(),
-                version: current_version.map_or(1, |v| v + 1),
+            let version = current
+                .map(|(_, slot)| slot.value.version)
+                .map_or(1, |v| v + 1);
+            Operation::Insert(Slot {
+                value: Versioned {
+                    value: tokens.clone(),
+                    version,
+                },
+                last_used: std::sync::atomic::AtomicU64::new(now),
             })
         });
-        match result {
-            Compute::Inserted(_, v) | Compute::Updated { new: (_, v), .. } => {
-                StoreOutcome::Stored(v.version)
+        let outcome = match result {
+            Compute::Inserted(_, slot) | Compute::Updated { new: (_, slot), .. } => {
+                StoreOutcome::Stored(slot.value.version)
             }
             _ => StoreOutcome::Conflict,
+        };
+        drop(map);
+        if matches!(outcome, StoreOutcome::Stored(_)) {
+            self.bound(now);
+        }
+        outcome
+    }
+
+    /// Sweeps idle sessions every 1,024 writes, and drops the least recently used when over
+    /// capacity.
+    fn bound(&self, now: u64) {
+        use std::sync::atomic::Ordering;
+        let writes = self.writes.fetch_add(1, Ordering::Relaxed);
+        let over = self.map.len() > self.capacity;
+        if !over && writes % 1024 != 0 {
+            return;
+        }
+        let idle = self.idle_ms();
+        let map = self.map.pin();
+        map.retain(|_, slot| now.saturating_sub(slot.last_used.load(Ordering::Relaxed)) < idle);
+        if map.len() <= self.capacity {
+            return;
+        }
+        let target = self.capacity - self.capacity / 10;
+        let mut by_use: Vec<(u64, SessionKey)> = map
+            .iter()
+            .map(|(k, slot)| (slot.last_used.load(Ordering::Relaxed), k.clone()))
+            .collect();
+        by_use.sort_unstable_by_key(|(used, _)| *used);
+        let excess = by_use.len().saturating_sub(target);
+        for (_, key) in by_use.into_iter().take(excess) {
+            map.remove(&key);
         }
     }
 }
@@ -286,5 +394,55 @@ impl UserTokenStore for InMemoryUserTokenStore {
     fn clear<'a>(&'a self, key: &'a SessionKey) -> BoxFuture<'a, Result<(), CacheError>> {
         self.map.pin().remove(key);
         Box::pin(async { Ok(()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::time::Duration;
+
+    fn tokens(rt: &str) -> Arc<UserTokens> {
+        Arc::new(UserTokens {
+            refresh_token: Some(rt.into()),
+            ..UserTokens::default()
+        })
+    }
+
+    /// SEC-12: the in-memory store is bounded by a capacity (least recently used go first)
+    /// and by an idle time.
+    #[tokio::test(start_paused = true)]
+    async fn sec_12_the_in_memory_store_is_bounded() {
+        let store = InMemoryUserTokenStore::new()
+            .with_capacity(10)
+            .with_idle_timeout(Duration::from_secs(3600));
+        let key = |i: usize| SessionKey::new(format!("s-{i}"));
+        for i in 0..10 {
+            store.store_sync(&key(i), tokens("rt"), None);
+            tokio::time::advance(Duration::from_millis(10)).await;
+        }
+        // Session 0 is used again: the least recently used is now 1.
+        assert!(store.get_sync(&key(0)).is_some());
+        for i in 10..1000 {
+            store.store_sync(&key(i), tokens("rt"), None);
+            assert!(store.len() <= 10, "bounded: {}", store.len());
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+        assert!(store.get_sync(&key(1)).is_none(), "least recently used: dropped");
+        assert!(store.get_sync(&key(999)).is_some());
+
+        // Idle for more than an hour: gone at once, swept on a later write.
+        tokio::time::advance(Duration::from_secs(3601)).await;
+        assert!(store.get_sync(&key(999)).is_none());
+        assert_eq!(
+            store.store_sync(&key(999), tokens("rt-2"), None),
+            StoreOutcome::Stored(2),
+            "an idle session counts as absent; its version keeps increasing"
+        );
+        for i in 0..1024 {
+            store.store_sync(&SessionKey::new(format!("fresh-{i}")), tokens("rt"), None);
+        }
+        assert!(store.len() <= 10);
     }
 }
