@@ -287,13 +287,14 @@ impl RedisInner {
                 self.outage.succeeded();
                 Ok(value)
             }
-            Ok(Err(e)) => {
+            // The connection's own timeouts fire as errors: they are timeouts all the same.
+            Ok(Err(e)) if !e.is_timeout() => {
                 let message = format!("Redis error: {}", e.category());
                 self.outage.failed(&message);
                 Err(CacheError::new(message))
             }
-            Err(_) => {
-                let message = format!("Redis did not answer within {:?}", self.timeout);
+            Ok(Err(_)) | Err(_) => {
+                let message = format!("Redis did not answer within {:?} (timeout)", self.timeout);
                 self.outage.failed(&message);
                 Err(CacheError::new(message))
             }

@@ -619,3 +619,50 @@ async fn rs_lease_held_by_a_dead_instance_falls_back_to_a_local_fill() {
         .await
         .unwrap();
 }
+
+/// A Redis that does not answer in time is reported (and logged) as a timeout, not as an I/O
+/// error: whether it never answers at all, or stalls on a connection already open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_that_does_not_answer_is_reported_as_a_timeout() {
+    let options = || RedisOptions {
+        retry_pause: Duration::ZERO,
+        timeout: Duration::from_millis(200),
+        ..RedisOptions::default()
+    };
+    let key = tokenkeeper::CacheKey::from_canonical("cc&client=silent");
+    let is_timeout = |error: tokenkeeper::CacheError| {
+        let message = error.to_string();
+        assert!(message.contains("timeout"), "{message}");
+        assert!(!message.contains("io error"), "{message}");
+    };
+
+    // Accepts connections, reads what is sent, never writes back.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let silent = RedisTokenCache::new(&format!("redis://127.0.0.1:{port}"), options()).unwrap();
+    is_timeout(silent.get(&key).await.unwrap_err());
+
+    // A connected Redis that stalls (DEBUG SLEEP) past the timeout.
+    let redis = OwnRedis::start().await;
+    let cache = RedisTokenCache::new(&redis.url(), options()).unwrap();
+    assert!(cache.get(&key).await.unwrap().is_none(), "connected");
+    let url = redis.url();
+    let sleeper = tokio::spawn(async move {
+        let client = redis::Client::open(url).unwrap();
+        let mut c = client.get_multiplexed_async_connection().await.unwrap();
+        let _: redis::RedisResult<String> = redis::cmd("DEBUG")
+            .arg("SLEEP")
+            .arg("1")
+            .query_async(&mut c)
+            .await;
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    is_timeout(cache.get(&key).await.unwrap_err());
+    sleeper.await.unwrap();
+}

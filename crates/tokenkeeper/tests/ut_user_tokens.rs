@@ -472,7 +472,9 @@ async fn ut_10_distinct_users_never_see_each_others_tokens() {
 }
 
 fn scope_of(server: &TestServer, token: &tokenkeeper::CachedToken) -> String {
-    server.verify_access_token(token.access_token().secret()).unwrap()["scope"]
+    server
+        .verify_access_token(token.access_token().secret())
+        .unwrap()["scope"]
         .as_str()
         .unwrap_or_default()
         .to_owned()
@@ -498,7 +500,10 @@ async fn ut_11_scope_narrowed_tokens_are_their_own_entries() {
             narrowed.clone()
         };
         tasks.push(tokio::spawn(async move {
-            (i % 2, users.get_access_token(&session, &params).await.unwrap())
+            (
+                i % 2,
+                users.get_access_token(&session, &params).await.unwrap(),
+            )
         }));
     }
     let mut default_token = None;
@@ -506,7 +511,10 @@ async fn ut_11_scope_narrowed_tokens_are_their_own_entries() {
         let (which, token) = task.await.unwrap();
         let scope = scope_of(&server, &token);
         if which == 0 {
-            assert_eq!(scope, "openid api", "the default token is never the narrowed one");
+            assert_eq!(
+                scope, "openid api",
+                "the default token is never the narrowed one"
+            );
             default_token = Some(token);
         } else {
             assert_eq!(scope, "api", "exactly the scope asked for");
@@ -562,5 +570,8 @@ async fn ut_11_the_client_scope_and_resource_are_the_defaults() {
     )
     .build()
     .unwrap_err();
-    assert!(matches!(&two, Error::Config(c) if c.field == "resource"), "{two}");
+    assert!(
+        matches!(&two, Error::Config(c) if c.field == "resource"),
+        "{two}"
+    );
 }

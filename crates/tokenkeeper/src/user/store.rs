@@ -429,7 +429,10 @@ mod tests {
             assert!(store.len() <= 10, "bounded: {}", store.len());
             tokio::time::advance(Duration::from_millis(1)).await;
         }
-        assert!(store.get_sync(&key(1)).is_none(), "least recently used: dropped");
+        assert!(
+            store.get_sync(&key(1)).is_none(),
+            "least recently used: dropped"
+        );
         assert!(store.get_sync(&key(999)).is_some());
 
         // Idle for more than an hour: gone at once, swept on a later write.
