@@ -1,39 +1,187 @@
-//! User session tokens in Redis.
+//! User session tokens in Redis, with an in-memory tier in front.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use futures_util::StreamExt as _;
 use tokenkeeper::user::{SessionKey, StoreOutcome, UserTokenStore, UserTokens, Versioned};
 use tokenkeeper::{CacheError, CacheKey};
 
 use crate::cache::RedisTokenCache;
 use crate::codec::{self, Unreadable};
 
+/// Compare-and-set on `ver` (the new version, proposed by the writer, must be greater), then
+/// tell every instance (`PUBLISH`) that this session changed.
 const STORE_SCRIPT: &str = r#"
 local current = redis.call('HGET', KEYS[1], 'ver')
 if (current == false and ARGV[1] == '') or current == ARGV[1] then
-  local next = (current and tonumber(current) or 0) + 1
-  redis.call('HSET', KEYS[1], 'ver', next, 'v', ARGV[2])
+  local next = tonumber(ARGV[4])
+  if current and next <= tonumber(current) then
+    return -1
+  end
+  redis.call('HSET', KEYS[1], 'ver', ARGV[4], 'v', ARGV[2])
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  redis.call('PUBLISH', ARGV[5], KEYS[1] .. ' ' .. ARGV[4])
   return next
 end
 return 0
 "#;
 
-/// Users' session tokens in Redis, shared by every instance.
+/// Deletes the session only if it still holds the unreadable value, and tells every instance.
+const DELETE_IF_SCRIPT: &str = r#"
+if redis.call('HGET', KEYS[1], 'v') == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[2], KEYS[1] .. ' 0')
+  return 1
+end
+return 0
+"#;
+
+const CLEAR_SCRIPT: &str = r#"
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[1], KEYS[1] .. ' 0')
+return 1
+"#;
+
+/// Users' session tokens in Redis, shared by every instance, read from memory on a hit.
 ///
-/// Each session is a hash at `<prefix>:{<h>}:ut` holding `ver` and `v` (the tokens, versioned
-/// format, sealed with the cache's [`crate::Encryption`] if any). `store` is a Lua
-/// compare-and-set on `ver`, so two instances never overwrite each other's rotated refresh
-/// token. Sessions expire `session_ttl` after their last write (default 14 days). Use with a
-/// [`crate::RedisLease`] on the user token manager so that refreshes are serialised across
-/// instances.
+/// - **Layout**: each session is a hash at `<prefix>:{<h>}:ut` holding `ver` and `v` (the
+///   tokens, versioned format, sealed with the cache's [`crate::Encryption`] if any). `<h>` is
+///   a hash of the [`SessionKey`]: neither `sub` nor `sid` appears in Redis.
+/// - **Compare-and-set**: `store` is a Lua compare-and-set on `ver`, so two instances never
+///   overwrite each other's rotated refresh token. Use with a [`crate::RedisLease`] on the user
+///   token manager so that refreshes are serialised across instances.
+/// - **In-memory tier (UT-12)**: every session read or written is kept in this process too, so
+///   a hit on a valid token costs no round trip. Each write is published on
+///   `<prefix>:ut-invalidate` in the same script, and every instance drops its copy when the
+///   message arrives; a subscriber that (re)connects drops them all (it may have missed
+///   messages). The manager takes a token from this tier only well before the token's refresh
+///   window — and a refresh at expiry or ahead of it, on any instance, happens only inside
+///   that window — so the tier never hands out a token another instance replaced by such a
+///   refresh (instances' clocks must agree to within a second). A *forced* renewal (a 401,
+///   `force_renewal`) on another instance reaches this one with the broadcast; in between,
+///   the old token may be sent once more, and its 401 brings this instance the new one.
+/// - **Sealed entries cannot be rolled back (SEC-11)**: with encryption, what is sealed is
+///   bound to the Redis key *and* the version, so an older sealed value cannot be put under a
+///   newer version, nor moved to another session. A whole older (version, value) pair put back
+///   by someone who can write to Redis is refused while this instance remembers a newer
+///   version. An entry that does not open is deleted, so that the next login for that session
+///   works.
+/// - Sessions expire `session_ttl` after their last write (default 14 days).
 #[derive(Clone)]
 pub struct RedisUserTokenStore {
     cache: RedisTokenCache,
     session_ttl: Duration,
+    local: Arc<Local>,
+}
+
+/// The in-memory tier.
+struct Local {
+    /// Sessions by key, with their Redis key (for invalidations by Redis key).
+    sessions: papaya::HashMap<SessionKey, (Versioned<Arc<UserTokens>>, Arc<str>)>,
+    /// Redis key → session key, for invalidation messages.
+    by_redis_key: papaya::HashMap<Arc<str>, SessionKey>,
+    /// The highest version seen per Redis key (kept when the tokens are dropped), to refuse a
+    /// rolled-back entry.
+    seen: papaya::HashMap<Arc<str>, u64>,
+    capacity: usize,
+    subscriber: OnceLock<SubscriberHandle>,
+}
+
+struct SubscriberHandle(tokio::task::JoinHandle<()>);
+
+impl Drop for SubscriberHandle {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Local {
+    fn new(capacity: usize) -> Self {
+        Self {
+            sessions: papaya::HashMap::new(),
+            by_redis_key: papaya::HashMap::new(),
+            seen: papaya::HashMap::new(),
+            capacity,
+            subscriber: OnceLock::new(),
+        }
+    }
+
+    /// Keeps `value` unless a newer version is held or was announced.
+    fn put(&self, session: &SessionKey, redis_key: &Arc<str>, value: Versioned<Arc<UserTokens>>) {
+        if self
+            .seen(redis_key)
+            .is_some_and(|seen| seen > value.version)
+        {
+            // Another instance wrote a newer version meanwhile: its message got here first.
+            return;
+        }
+        if self.sessions.len() >= self.capacity {
+            // A cache: when full, start over rather than track use.
+            self.sessions.pin().clear();
+            self.by_redis_key.pin().clear();
+        }
+        if self.seen.len() >= self.capacity.saturating_mul(4) {
+            self.seen.pin().clear();
+        }
+        let version = value.version;
+        let sessions = self.sessions.pin();
+        sessions.update_or_insert_with(
+            session.clone(),
+            |(current, key)| {
+                if current.version >= version {
+                    (current.clone(), key.clone())
+                } else {
+                    (value.clone(), key.clone())
+                }
+            },
+            || (value.clone(), redis_key.clone()),
+        );
+        self.by_redis_key
+            .pin()
+            .insert(redis_key.clone(), session.clone());
+        self.saw(redis_key, version);
+    }
+
+    fn saw(&self, redis_key: &Arc<str>, version: u64) {
+        self.seen
+            .pin()
+            .update_or_insert(redis_key.clone(), |v| (*v).max(version), version);
+    }
+
+    fn seen(&self, redis_key: &str) -> Option<u64> {
+        self.seen.pin().get(redis_key).copied()
+    }
+
+    /// An instance changed the session at `redis_key` to `version` (or deleted it: 0). The copy
+    /// here goes unless it is that version already (this instance's own write).
+    fn invalidate(&self, redis_key: &str, version: u64) {
+        let by_key = self.by_redis_key.pin();
+        if let Some(session) = by_key.get(redis_key) {
+            let sessions = self.sessions.pin();
+            let current = sessions.get(session).map(|(v, _)| v.version);
+            if version == 0 || current.is_none_or(|held| held < version) {
+                sessions.remove(session);
+                by_key.remove(redis_key);
+            }
+        }
+        if version > 0 {
+            let key: Arc<str> = Arc::from(redis_key);
+            self.saw(&key, version);
+        }
+    }
+
+    fn forget(&self, session: &SessionKey, redis_key: &str) {
+        self.sessions.pin().remove(session);
+        self.by_redis_key.pin().remove(redis_key);
+    }
+
+    fn clear(&self) {
+        self.sessions.pin().clear();
+        self.by_redis_key.pin().clear();
+    }
 }
 
 impl fmt::Debug for RedisUserTokenStore {
@@ -41,16 +189,20 @@ impl fmt::Debug for RedisUserTokenStore {
         f.debug_struct("RedisUserTokenStore")
             .field("cache", &self.cache)
             .field("session_ttl", &self.session_ttl)
+            .field("local_sessions", &self.local.sessions.len())
             .finish()
     }
 }
 
 impl RedisUserTokenStore {
-    /// A store on the same Redis, prefix, encryption and connection as `cache`.
+    /// A store on the same Redis, prefix, encryption and connection as `cache`, with an
+    /// in-memory tier of up to 100,000 sessions. Needs no runtime to be built: the invalidation
+    /// subscriber starts on first use.
     pub fn new(cache: &RedisTokenCache) -> Self {
         Self {
             cache: cache.clone(),
             session_ttl: Duration::from_secs(14 * 24 * 3600),
+            local: Arc::new(Local::new(100_000)),
         }
     }
 
@@ -60,51 +212,168 @@ impl RedisUserTokenStore {
         self
     }
 
+    /// At most `capacity` sessions in the in-memory tier (0 turns the tier off).
+    pub fn with_local_capacity(mut self, capacity: usize) -> Self {
+        self.local = Arc::new(Local::new(capacity));
+        self
+    }
+
     fn key(&self, session: &SessionKey) -> String {
         self.cache.inner.redis_key(
             &CacheKey::from_canonical(format!("ut&session={}", session.as_str())),
             "ut",
         )
     }
+
+    fn channel(&self) -> String {
+        format!("{}:ut-invalidate", self.cache.inner.prefix)
+    }
+
+    /// What the encryption binds to a sealed session: its Redis key and version (SEC-11).
+    fn aad(key: &str, version: u64) -> Vec<u8> {
+        format!("{key}#{version}").into_bytes()
+    }
+
+    /// Starts the invalidation subscriber (once, inside a runtime).
+    fn subscribe(&self) {
+        if self.local.capacity == 0 {
+            return;
+        }
+        self.local.subscriber.get_or_init(|| {
+            SubscriberHandle(tokio::spawn(subscribe(
+                Arc::downgrade(&self.local),
+                self.cache.clone(),
+                self.channel(),
+            )))
+        });
+    }
+
+    async fn read(
+        &self,
+        session: &SessionKey,
+    ) -> Result<Option<Versioned<Arc<UserTokens>>>, CacheError> {
+        self.subscribe();
+        let key = self.key(session);
+        let (version, value): (Option<u64>, Option<Vec<u8>>) = self
+            .cache
+            .inner
+            .call(|mut c| {
+                let key = key.clone();
+                async move {
+                    redis::cmd("HMGET")
+                        .arg(&key)
+                        .arg("ver")
+                        .arg("v")
+                        .query_async(&mut c)
+                        .await
+                }
+            })
+            .await?;
+        let redis_key: Arc<str> = Arc::from(key.as_str());
+        let (Some(version), Some(value)) = (version, value) else {
+            self.local.forget(session, &key);
+            return Ok(None);
+        };
+        let decoded = match self.local.seen(&key) {
+            // A version older than one already seen here: put back by someone else.
+            Some(seen) if version < seen => Err(Unreadable::Damaged),
+            _ => codec::decode_session(
+                &value,
+                &Self::aad(&key, version),
+                self.cache.inner.encryption(),
+            ),
+        };
+        match decoded {
+            Ok(tokens) => {
+                let versioned = Versioned {
+                    value: Arc::new(tokens),
+                    version,
+                };
+                if self.local.capacity > 0 {
+                    self.local.put(session, &redis_key, versioned.clone());
+                }
+                Ok(Some(versioned))
+            }
+            Err(Unreadable::OtherVersion) => {
+                // Written by another format version: no tokens for us, but its version is
+                // kept so that the next login can replace it.
+                Ok(Some(Versioned {
+                    value: Arc::new(UserTokens::default()),
+                    version,
+                }))
+            }
+            Err(Unreadable::Damaged) => {
+                tracing::warn!(key = %key, "a stored session does not open, or is older than one seen here; deleting it");
+                self.local.forget(session, &key);
+                let channel = self.channel();
+                let _ = self
+                    .cache
+                    .inner
+                    .call(|mut c| async move {
+                        redis::Script::new(DELETE_IF_SCRIPT)
+                            .key(&key)
+                            .arg(value)
+                            .arg(channel)
+                            .invoke_async::<i64>(&mut c)
+                            .await
+                    })
+                    .await;
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Listens for invalidations until the store is dropped; drops the in-memory tier on every
+/// (re)connect.
+async fn subscribe(local: Weak<Local>, cache: RedisTokenCache, channel: String) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        if local.strong_count() == 0 {
+            return;
+        }
+        let connected = async {
+            let mut pubsub = cache.inner.client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        if let Ok(Ok(mut pubsub)) = tokio::time::timeout(Duration::from_secs(2), connected).await {
+            delay = Duration::from_millis(100);
+            match local.upgrade() {
+                Some(local) => local.clear(),
+                None => return,
+            }
+            let mut messages = pubsub.on_message();
+            while let Some(message) = messages.next().await {
+                let Some(local) = local.upgrade() else { return };
+                let Ok(payload) = message.get_payload::<String>() else {
+                    continue;
+                };
+                if let Some((key, version)) = payload.rsplit_once(' ') {
+                    local.invalidate(key, version.parse().unwrap_or(0));
+                }
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
 }
 
 impl UserTokenStore for RedisUserTokenStore {
+    #[inline]
+    fn get_local(&self, session: &SessionKey) -> Option<Versioned<Arc<UserTokens>>> {
+        self.local
+            .sessions
+            .pin()
+            .get(session)
+            .map(|(value, _)| value.clone())
+    }
+
     fn get<'a>(
         &'a self,
         session: &'a SessionKey,
     ) -> BoxFuture<'a, Result<Option<Versioned<Arc<UserTokens>>>, CacheError>> {
-        Box::pin(async move {
-            let key = self.key(session);
-            let (version, value): (Option<u64>, Option<Vec<u8>>) = self
-                .cache
-                .inner
-                .call(|mut c| {
-                    let key = key.clone();
-                    async move {
-                        redis::cmd("HMGET")
-                            .arg(&key)
-                            .arg("ver")
-                            .arg("v")
-                            .query_async(&mut c)
-                            .await
-                    }
-                })
-                .await?;
-            let (Some(version), Some(value)) = (version, value) else {
-                return Ok(None);
-            };
-            match codec::decode_session(&value, key.as_bytes(), self.cache.inner.encryption()) {
-                Ok(tokens) => Ok(Some(Versioned {
-                    value: Arc::new(tokens),
-                    version,
-                })),
-                Err(Unreadable::OtherVersion) => Ok(None),
-                Err(Unreadable::Damaged) => {
-                    tracing::warn!(key = %key, "a stored session does not decrypt or parse; treating it as logged out");
-                    Ok(None)
-                }
-            }
-        })
+        Box::pin(self.read(session))
     }
 
     fn store<'a>(
@@ -114,44 +383,84 @@ impl UserTokenStore for RedisUserTokenStore {
         expected: Option<u64>,
     ) -> BoxFuture<'a, Result<StoreOutcome, CacheError>> {
         Box::pin(async move {
+            self.subscribe();
             let key = self.key(session);
-            let value =
-                codec::encode_session(&tokens, key.as_bytes(), self.cache.inner.encryption())?;
-            let expected = expected.map(|v| v.to_string()).unwrap_or_default();
+            // Versions grow with time, not only by one: a session deleted and written again
+            // gets a version above any it had, so an older entry can always be told apart.
+            let now_ms = u64::try_from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_millis(),
+            )
+            .unwrap_or(u64::MAX);
+            let next = expected.map_or(now_ms, |v| (v + 1).max(now_ms));
+            let value = codec::encode_session(
+                &tokens,
+                &Self::aad(&key, next),
+                self.cache.inner.encryption(),
+            )?;
+            let expected_arg = expected.map(|v| v.to_string()).unwrap_or_default();
             let ttl_ms = u64::try_from(self.session_ttl.as_millis())
                 .unwrap_or(u64::MAX)
                 .max(1);
-            let version: u64 = self
+            let channel = self.channel();
+            let version: i64 = self
                 .cache
                 .inner
                 .call(|mut c| {
-                    let (key, value, expected) = (key.clone(), value.clone(), expected.clone());
+                    let (key, value, expected_arg, channel) = (
+                        key.clone(),
+                        value.clone(),
+                        expected_arg.clone(),
+                        channel.clone(),
+                    );
                     async move {
                         redis::Script::new(STORE_SCRIPT)
                             .key(&key)
-                            .arg(expected)
+                            .arg(expected_arg)
                             .arg(value)
                             .arg(ttl_ms)
+                            .arg(next)
+                            .arg(channel)
                             .invoke_async(&mut c)
                             .await
                     }
                 })
                 .await?;
-            Ok(if version == 0 {
-                StoreOutcome::Conflict
-            } else {
-                StoreOutcome::Stored(version)
-            })
+            match u64::try_from(version) {
+                Ok(stored) if stored > 0 => {
+                    if self.local.capacity > 0 {
+                        let redis_key: Arc<str> = Arc::from(key.as_str());
+                        self.local.put(
+                            session,
+                            &redis_key,
+                            Versioned {
+                                value: tokens,
+                                version: stored,
+                            },
+                        );
+                    }
+                    Ok(StoreOutcome::Stored(stored))
+                }
+                _ => Ok(StoreOutcome::Conflict),
+            }
         })
     }
 
     fn clear<'a>(&'a self, session: &'a SessionKey) -> BoxFuture<'a, Result<(), CacheError>> {
         Box::pin(async move {
             let key = self.key(session);
+            self.local.forget(session, &key);
+            let channel = self.channel();
             self.cache
                 .inner
                 .call(|mut c| async move {
-                    redis::cmd("DEL").arg(&key).query_async::<i64>(&mut c).await
+                    redis::Script::new(CLEAR_SCRIPT)
+                        .key(&key)
+                        .arg(channel)
+                        .invoke_async::<i64>(&mut c)
+                        .await
                 })
                 .await
                 .map(|_| ())

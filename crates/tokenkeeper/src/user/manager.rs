@@ -223,6 +223,10 @@ impl UserTokenManagerBuilder {
     }
 }
 
+/// How long before a token's refresh window the in-process tier of a store stops answering
+/// for it (instances' clocks may differ by this much).
+const LOCAL_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What happened to a session's refresh token at logout.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -372,10 +376,26 @@ impl UserTokenManager {
             }
         }
         let inner = &self.inner;
-        let stored =
-            inner.store.get(session).await?.ok_or_else(|| {
-                Error::ReauthenticationRequired("the session has no tokens".into())
-            })?;
+        let stored = match inner.store.get(session).await {
+            Ok(stored) => stored,
+            Err(error) => {
+                // The store is down: a valid token from its in-process tier still serves
+                // (RS-01); without one, the caller gets the store's error.
+                let local = inner.store.get_local(session).and_then(|local| {
+                    let token = local
+                        .value
+                        .access_tokens
+                        .get(&inner.defaults.slot(params))?;
+                    token.is_valid_at(inner.clock.now()).then(|| token.clone())
+                });
+                if let Some(token) = local.filter(|_| !params.force_renewal) {
+                    tracing::debug!(%error, "token store unavailable; serving the in-process copy");
+                    return Ok(token);
+                }
+                return Err(error.into());
+            }
+        }
+        .ok_or_else(|| Error::ReauthenticationRequired("the session has no tokens".into()))?;
         let now = inner.clock.now();
         if !params.force_renewal {
             if let Some(token) = self.hit(session, params, &stored.value, now) {
@@ -394,14 +414,28 @@ impl UserTokenManager {
     }
 
     /// The session's valid token for `params` from the store's in-process tier, without
-    /// waiting (the hit path); starts a background refresh inside the refresh window.
+    /// waiting (the hit path).
+    ///
+    /// The in-process tier answers only until [`LOCAL_MARGIN`] before the token's refresh
+    /// window: a refresh at expiry or ahead of it, on any instance, happens inside that window,
+    /// so a token taken from memory is never one another instance has already replaced that
+    /// way (UT-12). Inside the window the store itself is read.
     pub(crate) fn cached(
         &self,
         session: &SessionKey,
         params: &UserTokenParams,
     ) -> Option<Arc<CachedToken>> {
         let stored = self.inner.store.get_local(session)?;
-        self.hit(session, params, &stored.value, self.inner.clock.now())
+        let token = stored
+            .value
+            .access_tokens
+            .get(&self.inner.defaults.slot(params))?;
+        let now = self.inner.clock.now();
+        if now.saturating_add(LOCAL_MARGIN) >= token.refresh_at() || !token.is_valid_at(now) {
+            return None;
+        }
+        self.inner.metrics.hit();
+        Some(token.clone())
     }
 
     fn hit(

@@ -345,7 +345,7 @@ impl InMemoryUserTokenStore {
         use std::sync::atomic::Ordering;
         let writes = self.writes.fetch_add(1, Ordering::Relaxed);
         let over = self.map.len() > self.capacity;
-        if !over && writes % 1024 != 0 {
+        if !over && !writes.is_multiple_of(1024) {
             return;
         }
         let idle = self.idle_ms();
