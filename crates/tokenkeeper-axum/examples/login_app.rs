@@ -34,13 +34,22 @@ impl FromRef<AppState> for Oidc {
 async fn home() -> Html<&'static str> {
     Html(
         r#"<h1>tokenkeeper login demo</h1>
-<p><a href="/auth/login?returnUrl=/me">Log in</a> · <a href="/me">Who am I?</a> ·
-<a href="/orders">Call the API as me</a> · <a href="/auth/logout">Log out</a></p>"#,
+<p><a href="/auth/login?returnUrl=/me">Log in</a> · <a href="/me">Who am I? (and log out)</a> ·
+<a href="/orders">Call the API as me</a></p>"#,
     )
 }
 
-async fn me(user: CurrentUser) -> String {
-    format!("logged in as {} (session {})", user.sub, user.sid)
+/// Logout needs the session's `sid` (so that another site cannot log the user out with a
+/// link): the page carries the link `Oidc::logout_url` makes.
+async fn me(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    user: CurrentUser,
+) -> Html<String> {
+    Html(format!(
+        "logged in as {} · <a href=\"{}\">Log out</a>",
+        user.sub,
+        state.oidc.logout_url(&user)
+    ))
 }
 
 async fn orders(
@@ -130,23 +139,22 @@ async fn main() {
             .cookie_store(true)
             .build()
             .unwrap();
-        for path in [
-            "/auth/login?returnUrl=/me",
-            "/orders",
-            "/auth/logout",
-            "/me",
-        ] {
+        let mut logout = String::new();
+        for path in ["/auth/login?returnUrl=/me", "/orders", "logout", "/me"] {
+            let path = if path == "logout" {
+                logout.clone()
+            } else {
+                path.to_owned()
+            };
             let response = browser.get(format!("{url}{path}")).send().await.unwrap();
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            if let Some(link) = body.split("href=\"").nth(1).and_then(|l| l.split('"').next()) {
+                logout = link.replace("&amp;", "&");
+            }
             println!(
-                "GET {path} → {} {}",
-                response.status(),
-                response
-                    .text()
-                    .await
-                    .unwrap_or_default()
-                    .lines()
-                    .next()
-                    .unwrap_or("")
+                "GET {path} → {status} {}",
+                body.lines().next().unwrap_or("")
             );
         }
         return;
