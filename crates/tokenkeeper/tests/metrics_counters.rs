@@ -75,10 +75,19 @@ impl Recorder for TestRecorder {
     }
 }
 
+/// The process's recorder, installed by whichever test comes first.
+fn recorder() -> &'static TestRecorder {
+    static RECORDER: std::sync::OnceLock<TestRecorder> = std::sync::OnceLock::new();
+    RECORDER.get_or_init(|| {
+        let recorder = TestRecorder::default();
+        metrics::set_global_recorder(recorder.clone()).unwrap();
+        recorder
+    })
+}
+
 #[tokio::test]
 async fn metrics_count_requests_hits_misses_failures_and_latency() {
-    let recorder = TestRecorder::default();
-    metrics::set_global_recorder(recorder.clone()).unwrap();
+    let recorder = recorder();
     let server = server().await;
     let tokens = networked(&server);
     for _ in 0..3 {
@@ -107,4 +116,52 @@ async fn metrics_count_requests_hits_misses_failures_and_latency() {
         recorder.get(&format!("{}{client}", names::ENDPOINT_DURATION)),
         2
     );
+}
+
+/// SEC-04 (the library side): a refresh token that cannot be revoked at logout is logged,
+/// counted, and reported to the caller; the session's tokens are cleared anyway.
+#[tokio::test]
+async fn sec_04_revocation_failures_are_counted_and_visible() {
+    use tokenkeeper::user::{Revocation, SessionKey, UserTokenManager, UserTokens};
+    let recorder = recorder();
+    let server = server().await;
+    let failures = format!("{}{{client=user}}", names::REVOCATION_FAILURES);
+    let before = recorder.get(&failures);
+    let session = SessionKey::from_sub_sid("alice", "s-1");
+    let tokens = || UserTokens {
+        refresh_token: Some("rt-1".into()),
+        ..UserTokens::default()
+    };
+
+    let unreachable = UserTokenManager::builder(tokenkeeper::ClientConfig::new(
+        server.token_endpoint(),
+        CLIENT_ID,
+        SECRET,
+    ))
+    .revocation_endpoint("http://127.0.0.1:9/revoke")
+    .build()
+    .unwrap();
+    unreachable.replace(&session, tokens()).await.unwrap();
+    let outcome = unreachable.logout(&session).await.unwrap();
+    assert!(matches!(outcome, Revocation::Failed(_)), "{outcome:?}");
+    assert!(!outcome.succeeded());
+    assert_eq!(recorder.get(&failures), before + 1, "counted");
+    assert!(unreachable.store().get(&session).await.unwrap().is_none(), "cleared anyway");
+
+    let working = UserTokenManager::builder(tokenkeeper::ClientConfig::new(
+        server.token_endpoint(),
+        CLIENT_ID,
+        SECRET,
+    ))
+    .revocation_endpoint(server.revocation_endpoint())
+    .build()
+    .unwrap();
+    working.replace(&session, tokens()).await.unwrap();
+    let outcome = working.logout(&session).await.unwrap();
+    assert!(matches!(outcome, Revocation::Revoked), "{outcome:?}");
+    assert_eq!(recorder.get(&failures), before + 1);
+    assert!(matches!(
+        working.logout(&session).await.unwrap(),
+        Revocation::NoRefreshToken
+    ));
 }
