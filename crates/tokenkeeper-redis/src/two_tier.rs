@@ -40,7 +40,8 @@ pub struct TwoTierTokenCache {
     l1: Arc<InMemoryTokenCache>,
     l2: RedisTokenCache,
     clock: TokioClock,
-    _subscriber: Arc<SubscriberHandle>,
+    /// The invalidation subscriber, started on first use (so `new` needs no runtime).
+    subscriber: Arc<std::sync::OnceLock<SubscriberHandle>>,
 }
 
 struct SubscriberHandle(tokio::task::JoinHandle<()>);
@@ -61,17 +62,26 @@ impl fmt::Debug for TwoTierTokenCache {
 }
 
 impl TwoTierTokenCache {
-    /// Puts an in-memory tier in front of `l2` and subscribes to invalidations. Must be called
-    /// inside a tokio runtime (it spawns the subscriber).
+    /// Puts an in-memory tier in front of `l2`. Needs no runtime: the subscription to
+    /// invalidations starts on first use (the first lookup or write, always inside the runtime
+    /// that uses the cache), before anything is put in the in-memory tier.
     pub fn new(l2: RedisTokenCache) -> Self {
-        let l1 = Arc::new(InMemoryTokenCache::new());
-        let task = tokio::spawn(subscribe(Arc::downgrade(&l1), l2.clone()));
         Self {
-            l1,
+            l1: Arc::new(InMemoryTokenCache::new()),
             l2,
             clock: TokioClock::new(),
-            _subscriber: Arc::new(SubscriberHandle(task)),
+            subscriber: Arc::new(std::sync::OnceLock::new()),
         }
+    }
+
+    /// Starts the invalidation subscriber, once.
+    fn subscribe(&self) {
+        self.subscriber.get_or_init(|| {
+            SubscriberHandle(tokio::spawn(subscribe(
+                Arc::downgrade(&self.l1),
+                self.l2.clone(),
+            )))
+        });
     }
 
     /// The Redis tier.
@@ -85,6 +95,7 @@ impl TwoTierTokenCache {
     }
 
     async fn get_inner(&self, key: &CacheKey) -> Result<Option<Arc<CachedToken>>, CacheError> {
+        self.subscribe();
         let local = self.l1.get_sync(key);
         let now = self.clock.now();
         if let Some(token) = &local {
@@ -110,6 +121,7 @@ impl TwoTierTokenCache {
     }
 
     async fn put_inner(&self, key: &CacheKey, token: Arc<CachedToken>) -> Result<(), CacheError> {
+        self.subscribe();
         let _ = self.l2.write(key, &token).await;
         self.l1.put_sync(key, token);
         Ok(())
@@ -120,6 +132,7 @@ impl TwoTierTokenCache {
         key: &CacheKey,
         access_token: &AccessToken,
     ) -> Result<bool, CacheError> {
+        self.subscribe();
         let local = self.l1.remove_if_sync(key, access_token);
         let shared = self.l2.delete_if(key, access_token).await.unwrap_or(false);
         let message = format!("{} {}", fingerprint(access_token), key.as_str());

@@ -600,3 +600,14 @@ async fn redis_that_does_not_answer_is_reported_as_a_timeout() {
     is_timeout(cache.get(&key).await.unwrap_err());
     sleeper.await.unwrap();
 }
+
+/// The caches and stores can be built outside a tokio runtime (at program start, in a
+/// `LazyLock`): nothing is spawned until first use.
+#[test]
+fn caches_and_stores_are_built_without_a_runtime() {
+    let redis = RedisTokenCache::new("redis://127.0.0.1:6379", RedisOptions::default()).unwrap();
+    let _cache = TwoTierTokenCache::new(redis.clone());
+    let _users = tokenkeeper_redis::RedisUserTokenStore::new(&redis);
+    let _lease = RedisLease::new(&redis);
+    let _pending = tokenkeeper_redis::RedisPendingLoginStore::new(&redis);
+}
