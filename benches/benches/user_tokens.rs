@@ -1,7 +1,9 @@
-//! User tokens: the `get_access_token` hit path, and memory per stored session.
+//! User tokens: the `get_access_token` hit path — with the in-memory store and with the Redis
+//! store (served from its in-memory tier), in the same run — and memory per stored session.
 //!
 //! Run: `cargo bench -p tokenkeeper-benches --bench user_tokens`
-//! (`TK_SESSIONS` sets the number of sessions of the memory figure; default 1,000,000).
+//! (`TK_SESSIONS` sets the number of sessions of the memory figure; default 1,000,000;
+//! `REDIS_URL` the Redis of the Redis-store figure, default `redis://127.0.0.1:6379`).
 #![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
 
 mod support;
@@ -88,33 +90,75 @@ fn memory_per_session() {
 struct Fixture {
     users: UserTokenManager,
     session: SessionKey,
+    /// Keeps the Redis store's connection and subscriber alive.
+    _runtime: Option<tokio::runtime::Runtime>,
 }
 
-static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+fn fixture(store: Option<Arc<dyn tokenkeeper::user::UserTokenStore>>) -> Fixture {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(async {
-        let users = UserTokenManager::builder(ClientConfig::new(
+    let (users, session) = runtime.block_on(async {
+        let builder = UserTokenManager::builder(ClientConfig::new(
             "http://127.0.0.1:9/token",
             "web",
             "secret",
-        ))
-        .build()
-        .unwrap();
+        ));
+        let builder = match store {
+            Some(store) => builder.store(store),
+            None => builder,
+        };
+        let users = builder.build().unwrap();
         let session = SessionKey::from_sub_sid("alice", "s-1");
         users
             .replace(&session, session_tokens(1, &TokioClock::new()))
             .await
             .unwrap();
-        Fixture { users, session }
-    })
+        // The first read fills the Redis store's in-memory tier.
+        users
+            .get_access_token(&session, &UserTokenParams::default())
+            .await
+            .unwrap();
+        (users, session)
+    });
+    Fixture {
+        users,
+        session,
+        _runtime: Some(runtime),
+    }
+}
+
+static IN_MEMORY: LazyLock<Fixture> = LazyLock::new(|| fixture(None));
+
+static REDIS: LazyLock<Fixture> = LazyLock::new(|| {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let redis = tokenkeeper_redis::RedisTokenCache::new(
+        &url,
+        tokenkeeper_redis::RedisOptions {
+            prefix: format!("tk-bench-{}", std::process::id()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    fixture(Some(Arc::new(tokenkeeper_redis::RedisUserTokenStore::new(
+        &redis,
+    ))))
 });
 
+/// A hit with the in-memory store.
 #[divan::bench(sample_count = 200, sample_size = 2000)]
 fn user_hit(bencher: Bencher<'_, '_>) {
-    let f = &*FIXTURE;
+    let f = &*IN_MEMORY;
+    let params = UserTokenParams::default();
+    bencher.bench_local(|| ready(f.users.get_access_token(&f.session, &params)).unwrap());
+}
+
+/// A hit with the Redis store: served from its in-memory tier (UT-12).
+#[divan::bench(sample_count = 200, sample_size = 2000)]
+fn user_hit_redis_store(bencher: Bencher<'_, '_>) {
+    let f = &*REDIS;
     let params = UserTokenParams::default();
     bencher.bench_local(|| ready(f.users.get_access_token(&f.session, &params)).unwrap());
 }

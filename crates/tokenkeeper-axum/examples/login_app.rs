@@ -149,7 +149,11 @@ async fn main() {
             let response = browser.get(format!("{url}{path}")).send().await.unwrap();
             let status = response.status();
             let body = response.text().await.unwrap_or_default();
-            if let Some(link) = body.split("href=\"").nth(1).and_then(|l| l.split('"').next()) {
+            if let Some(link) = body
+                .split("href=\"")
+                .nth(1)
+                .and_then(|l| l.split('"').next())
+            {
                 logout = link.replace("&amp;", "&");
             }
             println!(

@@ -9,12 +9,9 @@ use axum::routing::get;
 use axum::Router;
 use serde::{Deserialize, Serialize};
 use tokenkeeper::user::{
-    InMemoryPendingLoginStore, PendingLoginStore, SessionKey, UserTokenManager,
+    InMemoryPendingLoginStore, LoginRequest, PendingLoginStore, SessionKey, UserTokenManager,
 };
-use tokenkeeper::{
-    AuthorizationRequestBuilder, ClientConfig, Error, Grant, HttpOptions, IdTokenValidator,
-    ReqwestTransport, Resource, Scope, TokenRequest, TokioClock,
-};
+use tokenkeeper::{AuthorizationRequestBuilder, ClientConfig, Error, Resource, Scope};
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Session, SessionManagerLayer, SessionStore};
 
@@ -179,8 +176,6 @@ pub(crate) struct Inner {
     pub(crate) config: OidcConfig,
     pub(crate) users: UserTokenManager,
     pending: Arc<dyn PendingLoginStore>,
-    validator: tokio::sync::OnceCell<IdTokenValidator>,
-    transport: tokenkeeper::http::SharedTransport,
 }
 
 impl std::fmt::Debug for Oidc {
@@ -241,15 +236,11 @@ impl Oidc {
                 "must be greater than zero".into(),
             ));
         }
-        let transport: tokenkeeper::http::SharedTransport =
-            Arc::new(ReqwestTransport::new(&HttpOptions::default())?);
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
                 users,
                 pending: Arc::new(InMemoryPendingLoginStore::new()),
-                validator: tokio::sync::OnceCell::new(),
-                transport,
             }),
         })
     }
@@ -262,8 +253,6 @@ impl Oidc {
             config: shared.config.clone(),
             users: shared.users.clone(),
             pending: shared.pending.clone(),
-            validator: tokio::sync::OnceCell::new(),
-            transport: shared.transport.clone(),
         });
         Self {
             inner: Arc::new(Inner {
@@ -361,26 +350,6 @@ impl Oidc {
             .route(&format!("{prefix}/callback"), get(callback))
             .route(&format!("{prefix}/logout"), get(logout))
             .with_state(self.clone())
-    }
-
-    async fn validator(&self) -> Result<&IdTokenValidator, Error> {
-        self.inner
-            .validator
-            .get_or_try_init(|| async {
-                let metadata = self.metadata().await?;
-                let jwks_uri = metadata.jwks_uri.clone().ok_or_else(|| Error::Discovery {
-                    issuer: self.inner.config.issuer.clone(),
-                    reason: "no jwks_uri".into(),
-                })?;
-                Ok::<_, Error>(IdTokenValidator::new(
-                    self.inner.config.issuer.clone(),
-                    self.inner.config.client_id.clone(),
-                    jwks_uri,
-                    self.inner.transport.clone(),
-                    Arc::new(TokioClock::new()),
-                ))
-            })
-            .await
     }
 
     async fn metadata(&self) -> Result<Arc<tokenkeeper::ProviderMetadata>, Error> {
@@ -540,52 +509,26 @@ async fn complete(
     let code = query
         .code
         .ok_or_else(|| LoginError::Provider("no code".into()))?;
-    let mut request = TokenRequest::new(Grant::AuthorizationCode {
-        code,
-        redirect_uri: config.redirect_uri.clone(),
-        code_verifier: Some(pending.verifier),
-    });
-    if let Some(resource) = &config.resource {
-        request = request.resource(resource.clone());
-    }
-    let users = &oidc.inner.users;
-    let response = users
-        .endpoint()
-        .request(&request)
+    // The code exchange, the ID token check (the tokens of a refused login are revoked) and
+    // the session's tokens stored: one implementation, in the user token manager.
+    let login = oidc
+        .inner
+        .users
+        .complete_login(&LoginRequest {
+            code: &code,
+            code_verifier: &pending.verifier,
+            redirect_uri: &config.redirect_uri,
+            nonce: &pending.nonce,
+            resource: config.resource.as_ref(),
+        })
         .await
         .map_err(LoginError::Token)?;
-    let claims = match oidc.check_id_token(&response, &pending.nonce).await {
-        Ok(claims) => claims,
-        Err(refused) => {
-            // The tokens were issued, but the login is refused: revoke them (SEC-03).
-            let revocation = users.revoke_response(&response).await;
-            tracing::debug!(
-                revoked = revocation.succeeded(),
-                "tokens of a refused login revoked"
-            );
-            return Err(refused);
-        }
-    };
-    let sid = match claims.sid.clone() {
-        Some(sid) => sid,
-        // No `sid` from the provider: a random one of ours (never the session id, which is
-        // the cookie's secret and would end up in logout URLs).
-        None => tokenkeeper::random_token(16).map_err(LoginError::Token)?,
-    };
     let user = SessionUser {
-        sid,
-        sub: claims.sub.clone(),
-        claims: claims.all,
-        id_token: response
-            .id_token
-            .as_ref()
-            .map(|t| t.secret().to_owned())
-            .unwrap_or_default(),
+        sid: login.sid,
+        sub: login.sub,
+        claims: login.claims.all,
+        id_token: login.id_token.secret().to_owned(),
     };
-    users
-        .store_login(&user.key(), &response, config.resource.as_ref())
-        .await
-        .map_err(LoginError::Token)?;
     // A new session id after login: no session fixation.
     session
         .cycle_id()
@@ -597,25 +540,6 @@ async fn complete(
         .map_err(|e| LoginError::Session(e.to_string()))?;
     tracing::debug!(session = %user.key().log_id(), "login completed");
     Ok(pending.return_url)
-}
-
-impl Oidc {
-    /// Validates the ID token of a code exchange response.
-    async fn check_id_token(
-        &self,
-        response: &tokenkeeper::TokenResponse,
-        nonce: &str,
-    ) -> Result<tokenkeeper::IdTokenClaims, LoginError> {
-        let id_token = response
-            .id_token
-            .as_ref()
-            .ok_or_else(|| LoginError::Provider("no id_token in the token response".into()))?;
-        let validator = self.validator().await.map_err(LoginError::Token)?;
-        validator
-            .validate(id_token.secret(), Some(nonce))
-            .await
-            .map_err(LoginError::Token)
-    }
 }
 
 /// `raw` if a browser would resolve it to a path on this origin, else `None` (SEC-01).

@@ -146,7 +146,10 @@ async fn sec_04_revocation_failures_are_counted_and_visible() {
     assert!(matches!(outcome, Revocation::Failed(_)), "{outcome:?}");
     assert!(!outcome.succeeded());
     assert_eq!(recorder.get(&failures), before + 1, "counted");
-    assert!(unreachable.store().get(&session).await.unwrap().is_none(), "cleared anyway");
+    assert!(
+        unreachable.store().get(&session).await.unwrap().is_none(),
+        "cleared anyway"
+    );
 
     let working = UserTokenManager::builder(tokenkeeper::ClientConfig::new(
         server.token_endpoint(),

@@ -129,6 +129,8 @@ struct Inner {
     flights: Flights,
     session_locks: Mutex<HashMap<SessionKey, Arc<tokio::sync::Mutex<()>>>>,
     lease: Option<(Arc<dyn Lease>, LeaseOptions)>,
+    transport: crate::http::SharedTransport,
+    validator: tokio::sync::OnceCell<Arc<crate::protocol::id_token::IdTokenValidator>>,
 }
 
 impl fmt::Debug for UserTokenManager {
@@ -218,6 +220,8 @@ impl UserTokenManagerBuilder {
                 flights: Flights::default(),
                 session_locks: Mutex::new(HashMap::new()),
                 lease: settings.lease,
+                transport: transport.clone(),
+                validator: tokio::sync::OnceCell::new(),
             }),
         })
     }
@@ -279,6 +283,20 @@ impl UserTokenManager {
     /// The token endpoint client (for the code exchange at login).
     pub fn endpoint(&self) -> &TokenEndpoint {
         &self.inner.endpoint
+    }
+
+    pub(crate) fn transport(&self) -> &crate::http::SharedTransport {
+        &self.inner.transport
+    }
+
+    pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    pub(crate) fn validator_cell(
+        &self,
+    ) -> &tokio::sync::OnceCell<Arc<crate::protocol::id_token::IdTokenValidator>> {
+        &self.inner.validator
     }
 
     /// A cached token made from a token response received now.

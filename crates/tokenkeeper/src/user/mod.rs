@@ -1,5 +1,6 @@
 //! Tokens on behalf of a user: per-session storage and refresh.
 
+mod login;
 mod manager;
 mod pending;
 mod store;
@@ -7,6 +8,7 @@ mod stored;
 
 #[cfg(feature = "reqwest-middleware")]
 pub use crate::middleware::UserTokenMiddleware;
+pub use login::{Login, LoginRequest};
 pub use manager::{Revocation, UserTokenManager, UserTokenManagerBuilder, UserTokenParams};
 pub use pending::{InMemoryPendingLoginStore, PendingLoginStore};
 pub use store::{

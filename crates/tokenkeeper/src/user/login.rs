@@ -1,0 +1,136 @@
+//! Completing a login: the code exchange, the ID token check and storing the session's tokens,
+//! in one call.
+
+use std::sync::Arc;
+
+use crate::error::{ConfigError, Error};
+use crate::protocol::id_token::{IdTokenClaims, IdTokenValidator};
+use crate::protocol::token_request::{Grant, TokenRequest};
+use crate::protocol::token_response::TokenResponse;
+use crate::protocol::types::Resource;
+use crate::secret::IdToken;
+
+use super::manager::UserTokenManager;
+use super::store::SessionKey;
+
+/// What the application kept from the authorization request, to complete the login on the
+/// callback (`state` is checked by the caller before this is used).
+#[derive(Debug, Clone)]
+pub struct LoginRequest<'a> {
+    /// The `code` of the callback.
+    pub code: &'a str,
+    /// The PKCE verifier of the authorization request.
+    pub code_verifier: &'a str,
+    /// The redirect URI of the authorization request.
+    pub redirect_uri: &'a str,
+    /// The `nonce` of the authorization request.
+    pub nonce: &'a str,
+    /// The resource asked for at login, if any (repeated at the code exchange).
+    pub resource: Option<&'a Resource>,
+}
+
+/// A completed login.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Login {
+    /// The key of the session's tokens: `sub` and `sid`.
+    pub session: SessionKey,
+    /// `sub`.
+    pub sub: String,
+    /// The provider's `sid`, or — when it sends none — a random one of ours (never the web
+    /// session's id, which is a cookie's secret and would end up in logout URLs).
+    pub sid: String,
+    /// The validated ID token's claims.
+    pub claims: IdTokenClaims,
+    /// The ID token (for RP-initiated logout's `id_token_hint`).
+    pub id_token: IdToken,
+}
+
+impl UserTokenManager {
+    /// Completes a login: exchanges the code (with the PKCE verifier), validates the ID token
+    /// (signature against the issuer's JWKS, `iss`, `aud`, `azp`, `exp`, `iat`, `nonce`:
+    /// see [`IdTokenValidator`]), and stores the tokens under the session's key. If the ID token
+    /// is refused after the code exchange succeeded, the tokens received are revoked (SEC-03)
+    /// and the error is returned.
+    ///
+    /// The manager must be built from the issuer ([`crate::ClientConfig::from_issuer`]): the
+    /// JWKS is found by discovery. The caller checks `state` (and RFC 9207 `iss`) on the
+    /// callback first; `tokenkeeper-axum` does all of it.
+    pub async fn complete_login(&self, request: &LoginRequest<'_>) -> Result<Login, Error> {
+        let mut token_request = TokenRequest::new(Grant::AuthorizationCode {
+            code: request.code.to_owned(),
+            redirect_uri: request.redirect_uri.to_owned(),
+            code_verifier: Some(request.code_verifier.to_owned()),
+        });
+        if let Some(resource) = request.resource {
+            token_request = token_request.resource(resource.clone());
+        }
+        let response = self.endpoint().request(&token_request).await?;
+        let checked = match self.check_id_token(&response, request.nonce).await {
+            Ok(checked) => checked,
+            Err(refused) => {
+                let revocation = self.revoke_response(&response).await;
+                tracing::debug!(
+                    revoked = revocation.succeeded(),
+                    "the tokens of a refused login were revoked"
+                );
+                return Err(refused);
+            }
+        };
+        let (claims, id_token) = checked;
+        let sid = match claims.sid.clone() {
+            Some(sid) => sid,
+            None => crate::protocol::authorization::random_token(16)?,
+        };
+        let session = SessionKey::from_sub_sid(&claims.sub, &sid);
+        self.store_login(&session, &response, request.resource)
+            .await?;
+        Ok(Login {
+            session,
+            sub: claims.sub.clone(),
+            sid,
+            claims,
+            id_token,
+        })
+    }
+
+    async fn check_id_token(
+        &self,
+        response: &TokenResponse,
+        nonce: &str,
+    ) -> Result<(IdTokenClaims, IdToken), Error> {
+        let id_token = response
+            .id_token
+            .clone()
+            .ok_or_else(|| Error::InvalidIdToken("no id_token in the token response".into()))?;
+        let validator = self.id_token_validator().await?;
+        let claims = validator.validate(id_token.secret(), Some(nonce)).await?;
+        Ok((claims, id_token))
+    }
+
+    /// The validator of this client's ID tokens (keys from the issuer's `jwks_uri`).
+    pub async fn id_token_validator(&self) -> Result<&Arc<IdTokenValidator>, Error> {
+        let discovery = self.endpoint().discovery().cloned().ok_or_else(|| {
+            Error::Config(ConfigError::new(
+                "client",
+                "validating ID tokens needs a manager built from the issuer (ClientConfig::from_issuer)",
+            ))
+        })?;
+        self.validator_cell()
+            .get_or_try_init(|| async {
+                let metadata = discovery.metadata().await?;
+                let jwks_uri = metadata.jwks_uri.clone().ok_or_else(|| Error::Discovery {
+                    issuer: discovery.issuer().to_owned(),
+                    reason: "no jwks_uri".into(),
+                })?;
+                Ok::<_, Error>(Arc::new(IdTokenValidator::new(
+                    discovery.issuer(),
+                    self.endpoint().authentication().client_id().as_str(),
+                    jwks_uri,
+                    self.transport().clone(),
+                    self.clock().clone(),
+                )))
+            })
+            .await
+    }
+}
