@@ -754,6 +754,7 @@ async fn cc_14_an_api_that_rejects_every_token_cannot_drive_a_token_storm() {
         answered += task.await.unwrap();
     }
     let requests = server.token_requests(CC);
+    eprintln!("CC-14: {requests} token requests for {answered} rejected calls");
     assert!(answered > 1000, "{answered} calls made");
     // One token, then renewals after 0, ~0.5–1 s and ~1.5–3 s (backoff 1 s, doubling, jitter).
     assert!(
@@ -882,6 +883,7 @@ async fn cc_15_short_lived_tokens_are_used_for_most_of_their_life() {
         );
     }
     let requests = server.token_requests(CC);
+    eprintln!("CC-15: {requests} token requests in 30 s for a 5 s token");
     assert!(
         (7..=9).contains(&requests),
         "{requests} token requests in 30 s"
