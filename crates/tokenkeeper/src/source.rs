@@ -9,12 +9,12 @@
 //! Everything the integrations decide lives here, in one place for both stacks:
 //!
 //! - **destinations**: a client that names the origins its tokens may go to gets
-//!   [`Error::DestinationNotAllowed`] for any other ([`Integration::check_url`]);
+//!   [`Error::DestinationNotAllowed`] for any other;
 //! - **a missing token**: fail, or send without one ([`MissingToken`]);
 //! - **a 401**: the rejected token is renewed at most once, through the key's backoff (a 401
 //!   for a token that a 401 renewed moments ago is handed to the caller without a retry), so an
 //!   API that rejects every token cannot drive a token request per call (CC-14);
-//! - **presentation**: how the token goes on the request ([`present`]).
+//! - **presentation**: how the token goes on the request (`Authorization: <scheme> <token>`).
 
 // Parts are used by one integration each; with one feature off, they are not all used.
 #![cfg_attr(
