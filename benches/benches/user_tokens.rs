@@ -67,7 +67,7 @@ fn memory_per_session() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
     let clock = TokioClock::new();
-    let store = InMemoryUserTokenStore::new();
+    let store = InMemoryUserTokenStore::new().with_capacity(n);
     // Build the values first, so the difference below is the store's own cost plus the values.
     let before = rss_bytes();
     for i in 0..n {
