@@ -1,7 +1,8 @@
 //! Every Rust snippet of the repository's README.md, verbatim, in code that compiles: the
 //! `readme_snippets` test checks that each README snippet appears here unchanged, and the
 //! README's test command builds this example. The snippets are compiled, not run (they talk to
-//! hosts that do not exist here).
+//! hosts that do not exist here). rustfmt leaves the functions alone, so that they stay the
+//! README's text.
 #![allow(clippy::unwrap_used, unused_variables, dead_code)]
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ type Result<T = (), E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
 fn main() {}
 
 /// Quick start: machine-to-machine.
+#[rustfmt::skip]
 async fn machine_to_machine() -> Result {
     use tokenkeeper::{ClientConfig, ClientCredentialsTokenManager};
 
@@ -38,32 +40,26 @@ async fn machine_to_machine() -> Result {
 }
 
 /// Quick start: a fleet sharing Redis.
+#[rustfmt::skip]
 async fn fleet(issuer: &str, key_bytes: [u8; 32]) -> Result {
     use std::sync::Arc;
-    use tokenkeeper_redis::{
-        Encryption, RedisLease, RedisOptions, RedisTokenCache, TwoTierTokenCache,
-    };
+    use tokenkeeper_redis::{Encryption, RedisLease, RedisOptions, RedisTokenCache, TwoTierTokenCache};
 
-    let redis = RedisTokenCache::new(
-        "redis://127.0.0.1:6379",
-        RedisOptions {
-            prefix: "orders-service".into(),
-            encryption: Some(Encryption::new("2026-11", &key_bytes)?), // optional; rotate with .accept(old_id, &old_key)
-            ..RedisOptions::default()
-        },
-    )?;
+    let redis = RedisTokenCache::new("redis://127.0.0.1:6379", RedisOptions {
+        prefix: "orders-service".into(),
+        encryption: Some(Encryption::new("2026-11", &key_bytes)?), // optional; rotate with .accept(old_id, &old_key)
+        ..RedisOptions::default()
+    })?;
     let tokens = ClientCredentialsTokenManager::builder()
-        .client(
-            "catalog",
-            ClientConfig::from_issuer(issuer, "worker", "secret"),
-        )
+        .client("catalog", ClientConfig::from_issuer(issuer, "worker", "secret"))
         .cache(Arc::new(TwoTierTokenCache::new(redis.clone()))) // in-memory L1 over Redis L2
-        .lease(Arc::new(RedisLease::new(&redis))) // one fetch per key across instances
+        .lease(Arc::new(RedisLease::new(&redis)))              // one fetch per key across instances
         .build()?;
     Ok(())
 }
 
 /// Quick start: tokens on behalf of a user.
+#[rustfmt::skip]
 async fn user_tokens(
     issuer: &str,
     redis: tokenkeeper_redis::RedisTokenCache,
@@ -75,24 +71,16 @@ async fn user_tokens(
 
     let users = UserTokenManager::builder(ClientConfig::from_issuer(issuer, "web", "web-secret"))
         .store(Arc::new(RedisUserTokenStore::new(&redis))) // default: in memory
-        .lease(Arc::new(RedisLease::new(&redis))) // refreshes serialised across instances
+        .lease(Arc::new(RedisLease::new(&redis)))          // refreshes serialised across instances
         .build()?;
 
     // Login: send the browser to `request.url`; keep state, nonce and verifier until the callback.
-    let metadata = users
-        .endpoint()
-        .discovery()
-        .ok_or("built from an issuer")?
-        .metadata()
-        .await?;
-    let authorize = metadata
-        .authorization_endpoint
-        .clone()
-        .ok_or("no authorization endpoint")?;
+    let metadata = users.endpoint().discovery().ok_or("built from an issuer")?.metadata().await?;
+    let authorize = metadata.authorization_endpoint.clone().ok_or("no authorization endpoint")?;
     let request = AuthorizationRequestBuilder::new(authorize, "web", redirect_uri)
-        .scope("openid offline_access")
-        .prompt("consent") // some providers issue a refresh token only with consent
-        .build()?;
+    .scope("openid offline_access")
+    .prompt("consent") // some providers issue a refresh token only with consent
+    .build()?;
 
     // Callback: check `state` against the one kept, then complete the login.
     assert_eq!(callback_state, request.state);
@@ -108,9 +96,7 @@ async fn user_tokens(
     let session: SessionKey = login.session; // sub + sid; keep it in your web session
 
     // Anywhere, with only the session key (handlers, websocket tasks, background jobs):
-    let token = users
-        .get_access_token(&session, &UserTokenParams::default())
-        .await?;
+    let token = users.get_access_token(&session, &UserTokenParams::default()).await?;
     let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
         .with(users.middleware(session.clone(), UserTokenParams::default()))
         .build();
@@ -122,58 +108,36 @@ async fn user_tokens(
 }
 
 /// Quick start: OpenID Connect login in axum.
+#[rustfmt::skip]
 async fn axum_login(issuer: &str, redis: tokenkeeper_redis::RedisTokenCache) -> Result {
     use tokenkeeper_axum::{CurrentUser, Oidc, OidcConfig, UserAccessToken, UserHttpClient};
 
-    let config = OidcConfig::new(
-        issuer,
-        "web",
-        "web-secret",
-        "https://app.example.com/auth/callback",
-    );
+    let config = OidcConfig::new(issuer, "web", "web-secret", "https://app.example.com/auth/callback");
     let oidc = Oidc::new(config.clone(), Oidc::user_manager_for(&config)?)? // fails here, naming the field
         .with_pending_logins(Arc::new(RedisPendingLoginStore::new(&redis))); // for a fleet; default: memory
-    let app =
-        Router::new()
-            .route("/me", get(|user: CurrentUser| async move { user.sub }))
-            .route(
-                "/token",
-                get(|token: UserAccessToken| async move {
-                    token.0.expires_at().as_millis().to_string()
-                }),
-            )
-            .route(
-                "/orders",
-                get(|UserHttpClient(http): UserHttpClient| async move {
-                    // `http` attaches the user's token to every request
-                    http.get("https://orders.example.com/mine")
-                        .send()
-                        .await
-                        .map(|r| r.status().to_string())
-                        .unwrap_or_default()
-                }),
-            )
-            .route(
-                "/logout-link",
-                get(|State(oidc): State<Oidc>, user: CurrentUser| async move {
-                    oidc.logout_url(&user) // "/auth/logout?sid=…": logout needs the session's sid
-                }),
-            )
-            .merge(oidc.router()) // /auth/login, /auth/callback, /auth/logout
-            .with_state(oidc.clone())
-            .layer(oidc.session_layer(MemoryStore::default())); // __Host-tk.sid: HttpOnly, Secure, SameSite=Lax
+    let app = Router::new()
+        .route("/me", get(|user: CurrentUser| async move { user.sub }))
+        .route("/token", get(|token: UserAccessToken| async move { token.0.expires_at().as_millis().to_string() }))
+        .route("/orders", get(|UserHttpClient(http): UserHttpClient| async move {
+            // `http` attaches the user's token to every request
+            http.get("https://orders.example.com/mine").send().await.map(|r| r.status().to_string()).unwrap_or_default()
+        }))
+        .route("/logout-link", get(|State(oidc): State<Oidc>, user: CurrentUser| async move {
+            oidc.logout_url(&user) // "/auth/logout?sid=…": logout needs the session's sid
+        }))
+        .merge(oidc.router())                               // /auth/login, /auth/callback, /auth/logout
+        .with_state(oidc.clone())
+        .layer(oidc.session_layer(MemoryStore::default())); // __Host-tk.sid: HttpOnly, Secure, SameSite=Lax
     let _: Router = app;
     Ok(())
 }
 
 /// Quick start: testing with the in-process authorization server.
+#[rustfmt::skip]
 async fn testing() -> Result {
     use tokenkeeper_testing::{Fault, TestClient, TestServer, Times};
 
-    let server = TestServer::builder()
-        .client(TestClient::new("worker", "secret"))
-        .start()
-        .await;
+    let server = TestServer::builder().client(TestClient::new("worker", "secret")).start().await;
     // point your client at server.token_endpoint() or server.issuer() ...
     server.inject_fault(Fault::oauth(503, "temporarily_unavailable"), Times::Next(1));
     assert_eq!(server.token_requests("client_credentials"), 0);

@@ -47,8 +47,11 @@ impl Default for RedisOptions {
 ///   compare-and-delete).
 /// - **TTL**: each entry expires with the token (`PEXPIREAT` at its `expires_at`).
 /// - **Format**: versioned (`tk1:`/`tk1e:`); an entry of another version is a miss, not an
-///   error. With [`Encryption`], entries are sealed with AES-256-GCM; one that does not open is
-///   a miss and is deleted.
+///   error. With [`Encryption`], entries are sealed with AES-256-GCM, bound to their Redis key;
+///   one that does not open is a miss and is deleted.
+/// - **No rollback (SEC-11)**: the cache remembers the newest token (by when it was issued,
+///   which is sealed with it) seen under each key; an older one found there — put back by
+///   someone who can write to Redis — is a miss and is deleted.
 /// - **Connection**: made on first use and re-made automatically (redis `ConnectionManager`).
 ///   Every call has a timeout. While Redis is down, calls fail fast for
 ///   [`RedisOptions::retry_pause`] after each failure, and each outage logs one warning.
@@ -69,6 +72,9 @@ pub(crate) struct RedisInner {
     encryption: Option<Encryption>,
     pub(crate) outage: Outage,
     clock: TokioClock,
+    /// The newest `issued_at` seen per Redis key (SEC-11): an older token put back by someone
+    /// who can write to Redis is refused. Bounded: cleared when it holds 100,000 keys.
+    seen: papaya::HashMap<String, u64>,
 }
 
 impl fmt::Debug for RedisTokenCache {
@@ -120,6 +126,7 @@ impl RedisTokenCache {
                 encryption: options.encryption,
                 outage: Outage::new(options.retry_pause),
                 clock: TokioClock::new(),
+                seen: papaya::HashMap::new(),
             }),
         })
     }
@@ -161,8 +168,19 @@ impl RedisTokenCache {
         let Some(value) = value else {
             return Ok(None);
         };
-        match codec::decode(&value, redis_key.as_bytes(), self.inner.encryption.as_ref()) {
-            Ok(token) => Ok(Some(token)),
+        let decoded = codec::decode(&value, redis_key.as_bytes(), self.inner.encryption.as_ref());
+        match decoded {
+            Ok(token) if self.inner.is_older_than_seen(&redis_key, &token) => {
+                // Sealed, so genuine — but older than a token already seen under this key: put
+                // back by someone who can write to Redis (SEC-11). Remove exactly that entry.
+                tracing::warn!(key = %redis_key, "a cached token is older than one seen before; deleting it");
+                let _ = self.delete_if(key, token.access_token()).await;
+                Ok(None)
+            }
+            Ok(token) => {
+                self.inner.saw(&redis_key, &token);
+                Ok(Some(token))
+            }
             Err(Unreadable::OtherVersion) => Ok(None),
             Err(Unreadable::Damaged) => {
                 tracing::warn!(key = %redis_key, "a cached token does not decrypt or parse; deleting it");
@@ -193,6 +211,7 @@ impl RedisTokenCache {
             return Ok(());
         }
         let redis_key = self.redis_key(key);
+        self.inner.saw(&redis_key, token);
         let value = codec::encode(token, redis_key.as_bytes(), self.inner.encryption.as_ref())?;
         let fp = fingerprint(token.access_token());
         let expire_at = token.expires_at().as_millis();
@@ -238,6 +257,25 @@ impl RedisTokenCache {
 }
 
 impl RedisInner {
+    /// Remembers `token` as the newest seen under `redis_key`, if it is.
+    fn saw(&self, redis_key: &str, token: &CachedToken) {
+        if self.seen.len() >= 100_000 {
+            self.seen.pin().clear();
+        }
+        let issued = token.issued_at().as_millis();
+        self.seen
+            .pin()
+            .update_or_insert(redis_key.to_owned(), |seen| (*seen).max(issued), issued);
+    }
+
+    /// Whether a newer token than `token` was seen under `redis_key`.
+    fn is_older_than_seen(&self, redis_key: &str, token: &CachedToken) -> bool {
+        self.seen
+            .pin()
+            .get(redis_key)
+            .is_some_and(|seen| *seen > token.issued_at().as_millis())
+    }
+
     pub(crate) fn encryption(&self) -> Option<&Encryption> {
         self.encryption.as_ref()
     }

@@ -611,3 +611,68 @@ fn caches_and_stores_are_built_without_a_runtime() {
     let _lease = RedisLease::new(&redis);
     let _pending = tokenkeeper_redis::RedisPendingLoginStore::new(&redis);
 }
+
+/// SEC-11 for cached tokens: an older sealed token put back in Redis (by someone who can write
+/// to it but holds no key) is refused and deleted by an instance that saw a newer one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sec_11_an_older_sealed_token_cannot_be_put_back() {
+    let redis_url =
+        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let cache = RedisTokenCache::new(
+        &redis_url,
+        RedisOptions {
+            prefix: format!("tktest-sec11t-{:x}", fastrand::u64(..)),
+            encryption: Some(Encryption::new("k1", &[5; 32]).unwrap()),
+            ..RedisOptions::default()
+        },
+    )
+    .unwrap();
+    let key = tokenkeeper::CacheKey::from_canonical("cc&client=rollback");
+    let now = tokenkeeper::Clock::now(&tokenkeeper::TokioClock::new());
+    let token = |secret: &str, issued_ms: u64| {
+        Arc::new(
+            tokenkeeper::CachedToken::new(
+                tokenkeeper::AccessToken::new(secret),
+                tokenkeeper::TokenType::Bearer,
+                None,
+                tokenkeeper::Timestamp::from_millis(now.as_millis() - issued_ms),
+                now.saturating_add(Duration::from_secs(600)),
+                now.saturating_add(Duration::from_secs(900)),
+            )
+            .unwrap(),
+        )
+    };
+    let redis_key = cache.redis_key(&key);
+    let raw = redis::Client::open(redis_url).unwrap();
+    let mut raw = raw.get_multiplexed_async_connection().await.unwrap();
+
+    cache.put(&key, token("old-token", 2000)).await.unwrap();
+    let (old_v, old_fp): (Vec<u8>, String) = redis::cmd("HMGET")
+        .arg(&redis_key)
+        .arg("v")
+        .arg("fp")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    cache.put(&key, token("new-token", 1000)).await.unwrap();
+    let read = cache.get(&key).await.unwrap().unwrap();
+    assert_eq!(read.access_token().secret(), "new-token");
+
+    // Put the older sealed entry back.
+    let _: () = redis::cmd("HSET")
+        .arg(&redis_key)
+        .arg("v")
+        .arg(&old_v)
+        .arg("fp")
+        .arg(&old_fp)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(cache.get(&key).await.unwrap().is_none(), "refused");
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(&redis_key)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(!exists, "and deleted");
+}
