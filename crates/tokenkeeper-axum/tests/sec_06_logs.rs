@@ -5,39 +5,13 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-
 use common::*;
-
-#[derive(Clone, Default)]
-struct LogBuffer(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogBuffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
-    type Writer = LogBuffer;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
+use tokenkeeper_testing::LogBuffer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sec_06_generic_browser_errors_and_no_sub_or_sid_in_logs() {
     let logs = LogBuffer::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer(logs.clone())
-        .finish();
-    tracing::subscriber::set_global_default(subscriber).unwrap();
+    logs.install_global(tracing::Level::INFO);
 
     let app = app(true).await;
     app.idp.set_login(Some("alice-3f9c2e"));
@@ -103,7 +77,7 @@ async fn sec_06_generic_browser_errors_and_no_sub_or_sid_in_logs() {
         .unwrap();
     assert!(home.status().is_success());
 
-    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let text = logs.text();
     assert!(
         text.contains("login refused"),
         "the details are logged:\n{text}"

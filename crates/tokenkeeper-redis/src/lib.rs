@@ -30,6 +30,7 @@ mod codec;
 mod lease;
 mod outage;
 mod pending;
+mod subscription;
 mod two_tier;
 mod user_store;
 

@@ -2,10 +2,8 @@
 
 use std::fmt;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use futures_util::StreamExt as _;
 use tokenkeeper::{
     AccessToken, CacheError, CacheKey, CachedToken, Clock, InMemoryTokenCache, TokenCache,
     TokioClock,
@@ -155,45 +153,28 @@ impl TwoTierTokenCache {
 /// Listens for invalidations until the cache is dropped; clears L1 on every (re)connect.
 async fn subscribe(l1: Weak<InMemoryTokenCache>, l2: RedisTokenCache) {
     let channel = l2.inner.channel();
-    let mut delay = Duration::from_millis(100);
-    loop {
-        if l1.strong_count() == 0 {
-            return;
-        }
-        let connected = async {
-            let mut pubsub = l2.inner.client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        };
-        if let Ok(Ok(mut pubsub)) = tokio::time::timeout(Duration::from_secs(2), connected).await {
-            {
-                delay = Duration::from_millis(100);
-                // Messages may have been missed while disconnected.
-                match l1.upgrade() {
-                    Some(l1) => l1.clear(),
-                    None => return,
-                }
-                tracing::debug!(%channel, "subscribed to token invalidations");
-                let mut messages = pubsub.on_message();
-                while let Some(message) = messages.next().await {
-                    let Some(l1) = l1.upgrade() else { return };
-                    let Ok(payload) = message.get_payload::<String>() else {
-                        continue;
-                    };
-                    if let Some((fp, key)) = payload.split_once(' ') {
-                        let key = CacheKey::from_canonical(key);
-                        if let Some(token) = l1.get_sync(&key) {
-                            if fingerprint(token.access_token()) == fp {
-                                l1.remove_if_sync(&key, token.access_token());
-                            }
-                        }
+    let (alive, reset_l1) = (l1.clone(), l1.clone());
+    crate::subscription::follow(
+        l2,
+        channel,
+        move || alive.strong_count() > 0,
+        move || reset_l1.upgrade().map(|l1| l1.clear()).is_some(),
+        move |payload| {
+            let Some(l1) = l1.upgrade() else {
+                return false;
+            };
+            if let Some((fp, key)) = payload.split_once(' ') {
+                let key = CacheKey::from_canonical(key);
+                if let Some(token) = l1.get_sync(&key) {
+                    if fingerprint(token.access_token()) == fp {
+                        l1.remove_if_sync(&key, token.access_token());
                     }
                 }
             }
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
-    }
+            true
+        },
+    )
+    .await;
 }
 
 impl TokenCache for TwoTierTokenCache {

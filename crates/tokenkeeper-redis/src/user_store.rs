@@ -5,7 +5,6 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use futures_util::StreamExt as _;
 use tokenkeeper::user::{SessionKey, StoreOutcome, UserTokenStore, UserTokens, Versioned};
 use tokenkeeper::{CacheError, CacheKey};
 
@@ -327,36 +326,23 @@ impl RedisUserTokenStore {
 /// Listens for invalidations until the store is dropped; drops the in-memory tier on every
 /// (re)connect.
 async fn subscribe(local: Weak<Local>, cache: RedisTokenCache, channel: String) {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        if local.strong_count() == 0 {
-            return;
-        }
-        let connected = async {
-            let mut pubsub = cache.inner.client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        };
-        if let Ok(Ok(mut pubsub)) = tokio::time::timeout(Duration::from_secs(2), connected).await {
-            delay = Duration::from_millis(100);
-            match local.upgrade() {
-                Some(local) => local.clear(),
-                None => return,
+    let (alive, reset_local) = (local.clone(), local.clone());
+    crate::subscription::follow(
+        cache,
+        channel,
+        move || alive.strong_count() > 0,
+        move || reset_local.upgrade().map(|local| local.clear()).is_some(),
+        move |payload| {
+            let Some(local) = local.upgrade() else {
+                return false;
+            };
+            if let Some((key, version)) = payload.rsplit_once(' ') {
+                local.invalidate(key, version.parse().unwrap_or(0));
             }
-            let mut messages = pubsub.on_message();
-            while let Some(message) = messages.next().await {
-                let Some(local) = local.upgrade() else { return };
-                let Ok(payload) = message.get_payload::<String>() else {
-                    continue;
-                };
-                if let Some((key, version)) = payload.rsplit_once(' ') {
-                    local.invalidate(key, version.parse().unwrap_or(0));
-                }
-            }
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
-    }
+            true
+        },
+    )
+    .await;
 }
 
 impl UserTokenStore for RedisUserTokenStore {

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::{
@@ -47,38 +47,12 @@ impl Recorder for Outages {
     }
 }
 
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
-    type Writer = Logs;
-    fn make_writer(&'a self) -> Logs {
-        self.clone()
-    }
-}
-
 #[tokio::test]
 async fn rs_one_outage_one_warning_one_count() {
     let outages = Outages::default();
     metrics::set_global_recorder(outages.clone()).unwrap();
-    let logs = Logs::default();
-    tracing::subscriber::set_global_default(
-        tracing_subscriber::fmt()
-            .with_writer(logs.clone())
-            .with_max_level(tracing::Level::WARN)
-            .finish(),
-    )
-    .unwrap();
+    let logs = tokenkeeper_testing::LogBuffer::default();
+    logs.install_global(tracing::Level::WARN);
 
     // Nothing listens on this port: Redis is "down" for the whole test.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -101,7 +75,7 @@ async fn rs_one_outage_one_warning_one_count() {
     }
     assert_eq!(cache.outages(), 1);
     assert_eq!(outages.0 .0.load(Ordering::Relaxed), 1, "one count");
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     assert_eq!(
         text.matches("Redis is unreachable").count(),
         1,

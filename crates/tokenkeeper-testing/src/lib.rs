@@ -10,10 +10,12 @@ mod authorize;
 mod faults;
 pub mod fuzz;
 mod keys;
+mod logs;
 mod refresh;
 mod server;
 mod transport;
 
 pub use faults::{Fault, Times};
+pub use logs::LogBuffer;
 pub use server::{ClientAuthMethod, RecordedRequest, TestClient, TestServer, TestServerBuilder};
 pub use transport::InProcessTransport;

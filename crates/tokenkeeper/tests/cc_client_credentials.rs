@@ -838,8 +838,8 @@ async fn cc_14_middleware_renews_once_per_token_and_ignores_redirected_401s() {
 /// below the skew logs one warning per client.
 #[tokio::test(start_paused = true)]
 async fn cc_15_short_lived_tokens_are_used_for_most_of_their_life() {
-    let logs = LogBuffer::default();
-    let _guard = logs.install();
+    let logs = tokenkeeper_testing::LogBuffer::default();
+    let _guard = logs.install(tracing::Level::TRACE);
     let server = server().await;
     server.set_expires_in(Some(5));
     let clock = Arc::new(tokenkeeper::TokioClock::new());

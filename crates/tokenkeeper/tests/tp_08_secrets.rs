@@ -12,12 +12,8 @@ use tokenkeeper_testing::{Fault, Times};
 
 #[tokio::test]
 async fn tp_08_secrets_and_tokens_never_in_debug_errors_or_logs() {
-    let logs = LogBuffer::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(logs.clone())
-        .finish();
-    tracing::subscriber::set_global_default(subscriber).unwrap();
+    let logs = tokenkeeper_testing::LogBuffer::default();
+    logs.install_global(tracing::Level::TRACE);
 
     let server = server().await;
     let config = config(&server);
@@ -130,7 +126,7 @@ async fn tp_08_secrets_and_tokens_never_in_debug_errors_or_logs() {
             users.logout(&session).await.unwrap();
         }
     }
-    texts.push(String::from_utf8(logs.0.lock().unwrap().clone()).unwrap());
+    texts.push(logs.text());
     for text in &texts {
         for secret in &user_secrets {
             assert!(
