@@ -8,15 +8,17 @@
 //! with the printed `TK_FUZZ_SEED`; `TK_FUZZ_CASES` sets the number of cases.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokenkeeper::user::{SessionKey, UserTokenManager, UserTokenParams, UserTokens};
 use tokenkeeper::{
-    AuthorizationRequestBuilder, ClientAuthentication, ClientConfig, ClientCredentialsTokenManager,
-    Clock, Discovery, Error, Grant, HttpResponse, IdTokenValidator, TokenEndpoint, TokenRequest,
-    TokenRequestParams, TokioClock, TransportErrorKind,
+    ClientAuthentication, ClientConfig, ClientCredentialsTokenManager, Clock, Discovery, Error,
+    Grant, HttpResponse, IdTokenValidator, TokenEndpoint, TokenRequest, TokenRequestParams,
+    TokioClock, TransportErrorKind,
 };
 use tokenkeeper_testing::fuzz::{cases, Mutator, ScriptedTransport};
 use tokenkeeper_testing::{TestClient, TestServer};
@@ -291,60 +293,13 @@ async fn rs_03_discovery_survives_any_document_and_checks_the_issuer() {
     .await;
 }
 
-/// Logs `alice` in at the test server; returns a valid ID token and its nonce.
-async fn id_token(server: &TestServer) -> (String, String) {
-    server.set_login(Some("alice"));
-    let request = AuthorizationRequestBuilder::new(
-        server.authorization_endpoint().parse().unwrap(),
-        "web",
-        REDIRECT,
-    )
-    .scope("openid")
-    .build()
-    .unwrap();
-    let browser = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let response = browser.get(request.url.clone()).send().await.unwrap();
-    let location: url::Url = response.headers()["location"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let code = location
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .unwrap()
-        .1
-        .into_owned();
-    let endpoint = TokenEndpoint::new(
-        server.token_endpoint().parse().unwrap(),
-        ClientAuthentication::ClientSecretBasic {
-            client_id: "web".into(),
-            client_secret: "web-secret".into(),
-        },
-        server.transport(),
-    );
-    let response = endpoint
-        .request(&TokenRequest::new(Grant::AuthorizationCode {
-            code,
-            redirect_uri: REDIRECT.into(),
-            code_verifier: Some(request.pkce.verifier().to_owned()),
-        }))
-        .await
-        .unwrap();
-    let id_token = response.id_token.unwrap().secret().to_owned();
-    (id_token, request.nonce)
-}
-
 #[tokio::test]
 async fn rs_03_id_token_validation_survives_any_token_and_jwks() {
     let server = TestServer::builder()
         .client(TestClient::new("web", "web-secret").redirect_uri(REDIRECT))
         .start()
         .await;
-    let (valid, nonce) = id_token(&server).await;
+    let (valid, nonce) = common::id_token(&server, REDIRECT).await;
     let jwks_uri: url::Url = format!("{}/jwks", server.issuer()).parse().unwrap();
     let jwks = reqwest::get(jwks_uri.clone())
         .await

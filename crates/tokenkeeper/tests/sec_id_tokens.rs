@@ -1,15 +1,17 @@
 //! ID tokens, keys and metadata (SEC-08, SEC-09, SEC-10).
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 use tokenkeeper::{
-    AuthorizationRequestBuilder, ClientConfig, ClientCredentialsTokenManager, Clock, Discovery,
-    Error, Grant, HttpOptions, HttpRequest, HttpResponse, HttpTransport, IdTokenValidator,
-    ReqwestTransport, Timestamp, TokenEndpoint, TokenRequest, TokioClock, TransportError,
+    ClientConfig, ClientCredentialsTokenManager, Clock, Discovery, Error, HttpOptions, HttpRequest,
+    HttpResponse, HttpTransport, IdTokenValidator, ReqwestTransport, Timestamp, TokioClock,
+    TransportError,
 };
 use tokenkeeper_testing::{TestClient, TestServer};
 
@@ -44,54 +46,6 @@ async fn server() -> TestServer {
         .await;
     server.set_login(Some("alice"));
     server
-}
-
-/// A fresh ID token (with its nonce) from the test server's code flow.
-async fn id_token(server: &TestServer) -> (String, String) {
-    let request = AuthorizationRequestBuilder::new(
-        server.authorization_endpoint().parse().unwrap(),
-        "web",
-        REDIRECT,
-    )
-    .scope("openid")
-    .build()
-    .unwrap();
-    let browser = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let response = browser.get(request.url.clone()).send().await.unwrap();
-    let location: url::Url = response.headers()["location"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let code = location
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .unwrap()
-        .1
-        .into_owned();
-    let endpoint = TokenEndpoint::new(
-        server.token_endpoint().parse().unwrap(),
-        tokenkeeper::ClientAuthentication::ClientSecretBasic {
-            client_id: "web".into(),
-            client_secret: "web-secret".into(),
-        },
-        transport(),
-    );
-    let response = endpoint
-        .request(&TokenRequest::new(Grant::AuthorizationCode {
-            code,
-            redirect_uri: REDIRECT.into(),
-            code_verifier: Some(request.pkce.verifier().to_owned()),
-        }))
-        .await
-        .unwrap();
-    (
-        response.id_token.unwrap().secret().to_owned(),
-        request.nonce,
-    )
 }
 
 fn transport() -> tokenkeeper::http::SharedTransport {
@@ -138,7 +92,7 @@ async fn sec_08_strict_id_token_claims_and_key_parameters() {
     ];
     for (overrides, what) in refused {
         server.set_id_token_claims(overrides);
-        let (token, nonce) = id_token(&server).await;
+        let (token, nonce) = common::id_token(&server, REDIRECT).await;
         let result = validator(&server, clock.clone())
             .validate(&token, Some(&nonce))
             .await;
@@ -155,7 +109,7 @@ async fn sec_08_strict_id_token_claims_and_key_parameters() {
         ),
     ] {
         server.set_id_token_claims(overrides);
-        let (token, nonce) = id_token(&server).await;
+        let (token, nonce) = common::id_token(&server, REDIRECT).await;
         let result = validator(&server, clock.clone())
             .validate(&token, Some(&nonce))
             .await;
@@ -175,7 +129,7 @@ async fn sec_08_strict_id_token_claims_and_key_parameters() {
         (claims(&[("use", Value::Null), ("alg", Value::Null)]), true),
     ] {
         server.set_jwk_parameters(parameters.clone());
-        let (token, nonce) = id_token(&server).await;
+        let (token, nonce) = common::id_token(&server, REDIRECT).await;
         let result = validator(&server, clock.clone())
             .validate(&token, Some(&nonce))
             .await;
@@ -189,7 +143,7 @@ async fn sec_09_the_jwks_ages_out_and_a_removed_key_stops_being_trusted() {
     server.set_jwks_cache_control(Some("public, max-age=120"));
     let clock = Arc::new(ManualClock::default());
     let v = validator(&server, clock.clone());
-    let (old_token, old_nonce) = id_token(&server).await;
+    let (old_token, old_nonce) = common::id_token(&server, REDIRECT).await;
     v.validate(&old_token, Some(&old_nonce)).await.unwrap();
     assert_eq!(server.jwks_requests(), 1);
 
@@ -219,7 +173,7 @@ async fn sec_09_the_jwks_ages_out_and_a_removed_key_stops_being_trusted() {
         3,
         "unknown key ids are rate-limited"
     );
-    let (new_token, new_nonce) = id_token(&server).await;
+    let (new_token, new_nonce) = common::id_token(&server, REDIRECT).await;
     v.validate(&new_token, Some(&new_nonce)).await.unwrap();
 
     // max-age is bounded: a tiny one is raised to the minimum (30 s).

@@ -156,3 +156,53 @@ pub async fn until(mut cond: impl FnMut() -> bool) {
     }
     panic!("condition not reached");
 }
+
+/// Logs `alice` in at the test server through the code flow (its client `web` / `web-secret`
+/// registered with `redirect`); returns a valid ID token and its nonce.
+pub async fn id_token(server: &TestServer, redirect: &str) -> (String, String) {
+    server.set_login(Some("alice"));
+    let request = tokenkeeper::AuthorizationRequestBuilder::new(
+        server.authorization_endpoint().parse().unwrap(),
+        "web",
+        redirect,
+    )
+    .scope("openid")
+    .build()
+    .unwrap();
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let response = browser.get(request.url.clone()).send().await.unwrap();
+    let location: url::Url = response.headers()["location"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let code = location
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    let endpoint = tokenkeeper::TokenEndpoint::new(
+        server.token_endpoint().parse().unwrap(),
+        tokenkeeper::ClientAuthentication::ClientSecretBasic {
+            client_id: "web".into(),
+            client_secret: "web-secret".into(),
+        },
+        server.transport(),
+    );
+    let response = endpoint
+        .request(&tokenkeeper::TokenRequest::new(
+            tokenkeeper::Grant::AuthorizationCode {
+                code,
+                redirect_uri: redirect.into(),
+                code_verifier: Some(request.pkce.verifier().to_owned()),
+            },
+        ))
+        .await
+        .unwrap();
+    let id_token = response.id_token.unwrap().secret().to_owned();
+    (id_token, request.nonce)
+}
