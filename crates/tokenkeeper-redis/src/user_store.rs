@@ -68,7 +68,8 @@ return 1
 ///   by someone who can write to Redis is refused while this instance remembers a newer
 ///   version. An entry that does not open is deleted, so that the next login for that session
 ///   works.
-/// - Sessions expire `session_ttl` after their last write (default 14 days).
+/// - Sessions expire `session_ttl` after their last write (default 14 days), or when their
+///   refresh token and access tokens have all expired, if the server said when.
 #[derive(Clone)]
 pub struct RedisUserTokenStore {
     cache: RedisTokenCache,
@@ -387,8 +388,14 @@ impl UserTokenStore for RedisUserTokenStore {
                 self.cache.inner.encryption(),
             )?;
             let expected_arg = expected.map(|v| v.to_string()).unwrap_or_default();
-            let ttl_ms = u64::try_from(self.session_ttl.as_millis())
-                .unwrap_or(u64::MAX)
+            // A session outlives neither its TTL nor, when known, its refresh token (and its
+            // last access token).
+            let session_ttl_ms = u64::try_from(self.session_ttl.as_millis()).unwrap_or(u64::MAX);
+            let ttl_ms = tokens
+                .spent_at()
+                .map_or(session_ttl_ms, |at| {
+                    at.as_millis().saturating_sub(now_ms).min(session_ttl_ms)
+                })
                 .max(1);
             let channel = self.channel();
             let version: i64 = self

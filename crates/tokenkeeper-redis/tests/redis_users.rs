@@ -399,3 +399,41 @@ async fn sec_11_sealed_sessions_cannot_be_rolled_back() {
         "rt-again"
     );
 }
+
+/// SEC-12 for Redis: a session whose refresh token's expiry is known expires with it (and its
+/// access tokens), not after the 14-day session TTL.
+#[tokio::test]
+async fn sec_12_redis_sessions_expire_with_their_refresh_token() {
+    let prefix = format!("tktest-sec12-{:x}", fastrand::u64(..));
+    let cache = cache_on(&redis_url(), &prefix);
+    let store = RedisUserTokenStore::new(&cache);
+    let session = SessionKey::from_sub_sid("alice", "s-1");
+    let now = tokenkeeper::Clock::now(&tokenkeeper::TokioClock::new());
+    let tokens = UserTokens {
+        refresh_token: Some("rt".into()),
+        refresh_expires_at: Some(now.saturating_add(Duration::from_secs(120))),
+        ..UserTokens::default()
+    };
+    store.store(&session, Arc::new(tokens), None).await.unwrap();
+    let raw = redis::Client::open(redis_url()).unwrap();
+    let mut raw = raw.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*:ut"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&keys[0])
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(
+        (1..=120_000).contains(&ttl),
+        "expires with the refresh token: {ttl} ms"
+    );
+    let back = store.get(&session).await.unwrap().unwrap();
+    assert_eq!(
+        back.value.refresh_expires_at,
+        Some(now.saturating_add(Duration::from_secs(120)))
+    );
+}

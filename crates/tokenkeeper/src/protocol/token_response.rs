@@ -30,6 +30,23 @@ pub struct TokenResponse {
     pub extra: Map<String, Value>,
 }
 
+impl TokenResponse {
+    /// How long the refresh token lives, when the server says: `refresh_expires_in` (Keycloak)
+    /// or `refresh_token_expires_in` (others), in seconds; neither is standard, so an unusable
+    /// value is ignored rather than refused.
+    pub fn refresh_expires_in(&self) -> Option<Duration> {
+        ["refresh_expires_in", "refresh_token_expires_in"]
+            .iter()
+            .find_map(|name| match self.extra.get(*name)? {
+                Value::Number(n) => n.as_u64(),
+                Value::String(s) => s.trim().parse().ok(),
+                _ => None,
+            })
+            .filter(|secs| *secs > 0)
+            .map(|secs| Duration::from_secs(secs.min(MAX_EXPIRES_IN)))
+    }
+}
+
 /// The longest `expires_in` accepted (ten years); larger values are clamped.
 const MAX_EXPIRES_IN: u64 = 10 * 365 * 24 * 3600;
 
@@ -200,6 +217,31 @@ mod tests {
         assert!(matches!(missing, Err(Error::InvalidResponse(_))));
         let no_token = parse_token_response(&response(200, r#"{"token_type":"Bearer"}"#));
         assert!(matches!(no_token, Err(Error::InvalidResponse(_))));
+    }
+
+    #[test]
+    fn refresh_token_lifetime_when_the_server_says() {
+        let parse = |body: &str| {
+            parse_token_response(&response(200, body))
+                .ok()
+                .and_then(|r| r.refresh_expires_in())
+        };
+        assert_eq!(
+            parse(r#"{"access_token":"a","token_type":"Bearer","refresh_expires_in":1800}"#),
+            Some(Duration::from_secs(1800))
+        );
+        assert_eq!(
+            parse(r#"{"access_token":"a","token_type":"Bearer","refresh_token_expires_in":"60"}"#),
+            Some(Duration::from_secs(60))
+        );
+        for none in [
+            r#"{"access_token":"a","token_type":"Bearer"}"#,
+            r#"{"access_token":"a","token_type":"Bearer","refresh_expires_in":0}"#,
+            r#"{"access_token":"a","token_type":"Bearer","refresh_expires_in":"soon"}"#,
+            r#"{"access_token":"a","token_type":"Bearer","refresh_expires_in":-5}"#,
+        ] {
+            assert_eq!(parse(none), None, "{none}");
+        }
     }
 
     #[test]

@@ -342,8 +342,12 @@ impl UserTokenManager {
         response: &TokenResponse,
         resource: Option<&Resource>,
     ) -> Result<(), Error> {
+        let now = self.inner.clock.now();
         let mut tokens = UserTokens {
             refresh_token: response.refresh_token.clone(),
+            refresh_expires_at: response
+                .refresh_expires_in()
+                .map(|lifetime| now.saturating_add(lifetime)),
             ..UserTokens::default()
         };
         let params = UserTokenParams {
@@ -723,6 +727,9 @@ impl UserTokenManager {
             let mut next = (*base).clone();
             if let Some(rotated) = &response.refresh_token {
                 next.refresh_token = Some(rotated.clone());
+                next.refresh_expires_at = response
+                    .refresh_expires_in()
+                    .map(|lifetime| now.saturating_add(lifetime));
             }
             next.access_tokens.insert(&*slot, token.clone());
             match inner

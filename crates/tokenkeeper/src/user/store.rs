@@ -138,6 +138,29 @@ pub struct UserTokens {
     pub access_tokens: AccessTokens,
     /// The ID token from login, if kept.
     pub id_token: Option<IdToken>,
+    /// When the refresh token expires, when the server said (`refresh_expires_in`).
+    pub refresh_expires_at: Option<crate::clock::Timestamp>,
+}
+
+impl UserTokens {
+    /// Whether the session is of no more use at `now`: its refresh token has expired (when its
+    /// expiry is known) and none of its access tokens is still valid.
+    pub fn is_spent_at(&self, now: crate::clock::Timestamp) -> bool {
+        self.refresh_expires_at.is_some_and(|at| now >= at)
+            && self.access_tokens.iter().all(|(_, t)| !t.is_valid_at(now))
+    }
+
+    /// When the session is of no more use, if that is known: the later of the refresh token's
+    /// expiry and the last access token's.
+    pub fn spent_at(&self) -> Option<crate::clock::Timestamp> {
+        let refresh = self.refresh_expires_at?;
+        Some(
+            self.access_tokens
+                .iter()
+                .map(|(_, t)| t.expires_at())
+                .fold(refresh, std::cmp::max),
+        )
+    }
 }
 
 /// A stored value with the version a compare-and-set must name.
@@ -196,6 +219,8 @@ pub trait UserTokenStore: Send + Sync + fmt::Debug + 'static {
 ///   sessions nobody used for longest, down to 90 % of the capacity.
 /// - **Idle expiry** (default 24 h): a session nobody read or wrote for that long is gone (it
 ///   reads as absent at once, and is swept on a later write).
+/// - **Refresh-token expiry**, when the server said it: a session whose refresh token and
+///   access tokens have all expired is gone the same way.
 ///
 /// A dropped session's refresh token is forgotten, not revoked (the store does not talk to the
 /// authorization server): its user logs in again. Size the capacity for your sessions, or use a
@@ -281,13 +306,23 @@ impl InMemoryUserTokenStore {
         u64::try_from(self.idle.as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// Whether `slot` is neither idle nor spent at `now` (ms).
+    fn is_live(&self, slot: &Slot, now: u64) -> bool {
+        use std::sync::atomic::Ordering;
+        now.saturating_sub(slot.last_used.load(Ordering::Relaxed)) < self.idle_ms()
+            && !slot
+                .value
+                .value
+                .is_spent_at(crate::clock::Timestamp::from_millis(now))
+    }
+
     /// The session's tokens, synchronously (a read counts as a use).
     pub fn get_sync(&self, key: &SessionKey) -> Option<Versioned<Arc<UserTokens>>> {
         use std::sync::atomic::Ordering;
         let map = self.map.pin();
         let slot = map.get(key)?;
         let now = self.now_ms();
-        if now.saturating_sub(slot.last_used.load(Ordering::Relaxed)) >= self.idle_ms() {
+        if !self.is_live(slot, now) {
             return None;
         }
         slot.last_used.store(now, Ordering::Relaxed);
@@ -302,15 +337,11 @@ impl InMemoryUserTokenStore {
         expected: Option<u64>,
     ) -> StoreOutcome {
         use papaya::{Compute, Operation};
-        use std::sync::atomic::Ordering;
         let now = self.now_ms();
-        let idle = self.idle_ms();
         let map = self.map.pin();
         let result = map.compute(key.clone(), |current| {
-            // An idle session is gone: it counts as absent.
-            let live = current.filter(|(_, slot)| {
-                now.saturating_sub(slot.last_used.load(Ordering::Relaxed)) < idle
-            });
+            // An idle or spent session is gone: it counts as absent.
+            let live = current.filter(|(_, slot)| self.is_live(slot, now));
             let current_version = live.map(|(_, slot)| slot.value.version);
             if current_version != expected {
                 return Operation::Abort(());
@@ -348,9 +379,8 @@ impl InMemoryUserTokenStore {
         if !over && !writes.is_multiple_of(1024) {
             return;
         }
-        let idle = self.idle_ms();
         let map = self.map.pin();
-        map.retain(|_, slot| now.saturating_sub(slot.last_used.load(Ordering::Relaxed)) < idle);
+        map.retain(|_, slot| self.is_live(slot, now));
         if map.len() <= self.capacity {
             return;
         }
@@ -447,5 +477,36 @@ mod tests {
             store.store_sync(&SessionKey::new(format!("fresh-{i}")), tokens("rt"), None);
         }
         assert!(store.len() <= 10);
+
+        // A session whose refresh token expired (when the server said when), and whose access
+        // tokens did too, is gone.
+        let now = crate::clock::Clock::now(&store.clock);
+        let mut spent = UserTokens {
+            refresh_token: Some("rt".into()),
+            refresh_expires_at: Some(now.saturating_add(Duration::from_secs(60))),
+            ..UserTokens::default()
+        };
+        spent.access_tokens.insert(
+            "",
+            Arc::new(
+                crate::cache::CachedToken::new(
+                    "at".into(),
+                    crate::protocol::types::TokenType::Bearer,
+                    None,
+                    now,
+                    now.saturating_add(Duration::from_secs(60)),
+                    now.saturating_add(Duration::from_secs(90)),
+                )
+                .unwrap(),
+            ),
+        );
+        store.store_sync(&key(5000), Arc::new(spent), None);
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(
+            store.get_sync(&key(5000)).is_some(),
+            "its access token is still valid"
+        );
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert!(store.get_sync(&key(5000)).is_none(), "spent");
     }
 }

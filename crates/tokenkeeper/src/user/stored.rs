@@ -28,6 +28,9 @@ struct StoredSession {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     id: Option<String>,
     at: Vec<(String, StoredToken)>,
+    /// When the refresh token expires (ms), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rx: Option<u64>,
 }
 
 impl UserTokens {
@@ -54,6 +57,7 @@ impl UserTokens {
                     )
                 })
                 .collect(),
+            rx: self.refresh_expires_at.map(Timestamp::as_millis),
         };
         serde_json::to_value(stored).unwrap_or(serde_json::Value::Null)
     }
@@ -64,6 +68,7 @@ impl UserTokens {
         let mut tokens = UserTokens {
             refresh_token: stored.rt.map(RefreshToken::new),
             id_token: stored.id.map(IdToken::new),
+            refresh_expires_at: stored.rx.map(Timestamp::from_millis),
             ..UserTokens::default()
         };
         for (resource, t) in stored.at {
