@@ -6,6 +6,7 @@ pub mod client_credentials;
 pub mod clock;
 mod crypto;
 mod destinations;
+pub mod dpop;
 pub mod error;
 pub mod http;
 pub mod metrics;

@@ -1,0 +1,14 @@
+//! DPoP (RFC 9449): proof-of-possession keys and proofs.
+//!
+//! - [`DpopKey`]: generated, or loaded from PEM (PKCS#8) or a private JWK; ES256 (default),
+//!   ES384, EdDSA, PS256, RS256; its public JWK and RFC 7638 thumbprint.
+//! - [`DpopKey::proof`]: a proof for one request (`typ=dpop+jwt`, the public `jwk`, a fresh
+//!   `jti`, `htm`, the normalised [`htu`], `iat`, and `ath` and `nonce` when they apply).
+//! - [`challenge`]: `WWW-Authenticate` challenges (RFC 9110 §11.6.1), for `use_dpop_nonce`.
+
+pub mod challenge;
+mod key;
+mod proof;
+
+pub use key::{DpopAlgorithm, DpopKey};
+pub use proof::{ath, htu, ProofRequest};
