@@ -4,11 +4,15 @@
 //!   ES384, EdDSA, PS256, RS256; its public JWK and RFC 7638 thumbprint.
 //! - [`DpopKey::proof`]: a proof for one request (`typ=dpop+jwt`, the public `jwk`, a fresh
 //!   `jti`, `htm`, the normalised [`htu`], `iat`, and `ath` and `nonce` when they apply).
-//! - [`challenge`]: `WWW-Authenticate` challenges (RFC 9110 §11.6.1), for `use_dpop_nonce`.
+//! - [`challenge`]: `WWW-Authenticate` challenges (RFC 9110 §11.6.1), for `use_dpop_nonce`,
+//!   and the `DPoP-Nonce` header.
+//! - [`NonceStore`]: the latest nonce per origin, bounded.
 
 pub mod challenge;
 mod key;
+mod nonce;
 mod proof;
 
 pub use key::{DpopAlgorithm, DpopKey};
+pub use nonce::NonceStore;
 pub use proof::{ath, htu, ProofRequest};
