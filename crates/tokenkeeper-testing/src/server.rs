@@ -27,8 +27,13 @@ pub enum ClientAuthMethod {
     Basic,
     /// `client_secret_post` only.
     Post,
-    /// Either.
+    /// `client_secret_basic` or `client_secret_post`.
     Any,
+    /// `private_key_jwt` only, with the client's registered public key
+    /// ([`TestClient::private_key_jwt`]).
+    PrivateKeyJwt,
+    /// `client_secret_jwt` only (HS256 with the client secret).
+    ClientSecretJwt,
 }
 
 /// A client registered at the test server.
@@ -44,6 +49,8 @@ pub struct TestClient {
     pub allowed_scopes: Option<Vec<String>>,
     /// Registered redirect URIs (for the authorization code flow).
     pub redirect_uris: Vec<String>,
+    /// The public JWK that verifies this client's `private_key_jwt` assertions.
+    pub assertion_key: Option<Value>,
 }
 
 impl TestClient {
@@ -55,7 +62,15 @@ impl TestClient {
             auth_method: ClientAuthMethod::Any,
             allowed_scopes: None,
             redirect_uris: Vec::new(),
+            assertion_key: None,
         }
+    }
+
+    /// Authenticates only with `private_key_jwt`, verified with this public JWK.
+    pub fn private_key_jwt(mut self, public_jwk: Value) -> Self {
+        self.auth_method = ClientAuthMethod::PrivateKeyJwt;
+        self.assertion_key = Some(public_jwk);
+        self
     }
 
     /// Registers a redirect URI.
@@ -122,6 +137,8 @@ pub(crate) struct ServerState {
     pub(crate) return_refresh_token: std::sync::atomic::AtomicBool,
     pub(crate) revocations: Mutex<u64>,
     pub(crate) id_token_overrides: Mutex<Map<String, Value>>,
+    /// The `jti`s of client assertions already used (each is accepted once).
+    assertion_jtis: Mutex<std::collections::HashSet<String>>,
     jwk_parameters: Mutex<Map<String, Value>>,
     jwks_cache_control: Mutex<Option<String>>,
     seq: AtomicU64,
@@ -248,6 +265,7 @@ impl TestServerBuilder {
             return_refresh_token: std::sync::atomic::AtomicBool::new(true),
             revocations: Mutex::new(0),
             id_token_overrides: Mutex::new(Map::new()),
+            assertion_jtis: Mutex::new(std::collections::HashSet::new()),
             jwk_parameters: Mutex::new(Map::new()),
             jwks_cache_control: Mutex::new(None),
             seq: AtomicU64::new(0),
@@ -507,6 +525,11 @@ impl TestServer {
         let mut keys = lock(&self.state.keys);
         let current = keys.len() - 1;
         keys.drain(..current);
+    }
+
+    /// How many client assertions were accepted.
+    pub fn client_assertions(&self) -> u64 {
+        self.counter("client_assertions")
     }
 
     /// How many times the JWKS was fetched.
@@ -805,6 +828,18 @@ fn authenticate(
     headers: &HeaderMap,
     form: &[(String, String)],
 ) -> Result<Authenticated, Response> {
+    if form.iter().any(|(k, _)| k == "client_assertion_type") {
+        if headers.contains_key(header::AUTHORIZATION)
+            || form.iter().any(|(k, _)| k == "client_secret")
+        {
+            return Err(oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "client authentication must use only one method",
+            ));
+        }
+        return authenticate_assertion(state, form);
+    }
     let basic = match headers.get(header::AUTHORIZATION) {
         Some(value) => {
             let value = value.to_str().unwrap_or_default();
@@ -894,6 +929,99 @@ fn authenticate(
             "client authentication failed",
         ));
     }
+    Ok(Authenticated { client })
+}
+
+/// Validates a client assertion (RFC 7523 §3): the type, the signature (the client's
+/// registered key, or HS256 with its secret), `iss` = `sub` = the client, `aud` (the token
+/// endpoint or the issuer), `exp` (present, not past, at most 10 minutes ahead) and `jti`
+/// (present, each once).
+fn authenticate_assertion(
+    state: &ServerState,
+    form: &[(String, String)],
+) -> Result<Authenticated, Response> {
+    let refuse = |why: &str| oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", why);
+    let value = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    if value("client_assertion_type")
+        != Some(tokenkeeper::protocol::client_assertion::JWT_BEARER_ASSERTION)
+    {
+        return Err(refuse("unsupported client_assertion_type"));
+    }
+    let assertion = value("client_assertion").ok_or_else(|| refuse("no client_assertion"))?;
+    let header =
+        jsonwebtoken::decode_header(assertion).map_err(|_| refuse("malformed client_assertion"))?;
+    let unverified: Map<String, Value> = assertion
+        .split('.')
+        .nth(1)
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .ok()
+        })
+        .and_then(|p| serde_json::from_slice(&p).ok())
+        .ok_or_else(|| refuse("malformed client_assertion"))?;
+    let iss = unverified
+        .get("iss")
+        .and_then(Value::as_str)
+        .ok_or_else(|| refuse("no iss"))?
+        .to_owned();
+    if value("client_id").is_some_and(|id| id != iss) {
+        return Err(refuse("client_id is not the assertion's iss"));
+    }
+    let client = lock(&state.clients)
+        .get(&iss)
+        .cloned()
+        .ok_or_else(|| refuse("unknown client"))?;
+    let key = match (client.auth_method, header.alg) {
+        (ClientAuthMethod::ClientSecretJwt, jsonwebtoken::Algorithm::HS256) => {
+            jsonwebtoken::DecodingKey::from_secret(client.client_secret.as_bytes())
+        }
+        (ClientAuthMethod::PrivateKeyJwt, alg)
+            if !matches!(
+                alg,
+                jsonwebtoken::Algorithm::HS256
+                    | jsonwebtoken::Algorithm::HS384
+                    | jsonwebtoken::Algorithm::HS512
+            ) =>
+        {
+            let jwk: jsonwebtoken::jwk::Jwk = client
+                .assertion_key
+                .clone()
+                .and_then(|k| serde_json::from_value(k).ok())
+                .ok_or_else(|| refuse("the client has no usable key"))?;
+            jsonwebtoken::DecodingKey::from_jwk(&jwk).map_err(|_| refuse("unusable client key"))?
+        }
+        _ => return Err(refuse("authentication method not allowed for this client")),
+    };
+    let mut validation = jsonwebtoken::Validation::new(header.alg);
+    validation.validate_exp = false; // checked below, on the server's clock
+    validation.required_spec_claims.clear();
+    let token_endpoint = format!("{}/token", state.issuer);
+    validation.set_audience(&[token_endpoint.as_str(), state.issuer.as_str()]);
+    let claims = jsonwebtoken::decode::<Map<String, Value>>(assertion, &key, &validation)
+        .map_err(|_| refuse("client assertion refused"))?
+        .claims;
+    if claims.get("sub").and_then(Value::as_str) != Some(iss.as_str()) {
+        return Err(refuse("sub is not the client"));
+    }
+    let now = state.clock.now().as_millis() / 1000;
+    match claims.get("exp").and_then(Value::as_u64) {
+        Some(exp) if exp + 15 >= now && exp <= now + 600 => {}
+        Some(_) => return Err(refuse("the assertion expired or lives too long")),
+        None => return Err(refuse("no exp")),
+    }
+    let jti = claims
+        .get("jti")
+        .and_then(Value::as_str)
+        .ok_or_else(|| refuse("no jti"))?;
+    if !lock(&state.assertion_jtis).insert(jti.to_owned()) {
+        return Err(refuse("the assertion's jti was used before"));
+    }
+    state.count("client_assertions");
     Ok(Authenticated { client })
 }
 

@@ -43,6 +43,8 @@ pub struct ClientConfig {
     pub(crate) extra: Vec<(String, String)>,
     pub(crate) destinations: Vec<String>,
     pub(crate) allow_insecure_http: bool,
+    pub(crate) assertions:
+        Option<std::sync::Arc<dyn crate::protocol::client_assertion::ClientAssertionProvider>>,
 }
 
 impl fmt::Debug for ClientConfig {
@@ -57,6 +59,7 @@ impl fmt::Debug for ClientConfig {
             .field("extra", &self.extra)
             .field("destinations", &self.destinations)
             .field("allow_insecure_http", &self.allow_insecure_http)
+            .field("assertions", &self.assertions)
             .finish()
     }
 }
@@ -79,6 +82,7 @@ impl ClientConfig {
             extra: Vec::new(),
             destinations: Vec::new(),
             allow_insecure_http: false,
+            assertions: None,
         }
     }
 
@@ -94,10 +98,63 @@ impl ClientConfig {
         config
     }
 
-    /// How the client authenticates (default `client_secret_basic`).
+    /// How the client authenticates (default `client_secret_basic`). For `private_key_jwt` use
+    /// [`ClientConfig::private_key_jwt`]; `client_secret_jwt` signs with the client secret.
     pub fn auth_method(mut self, method: AuthMethod) -> Self {
         self.auth_method = method;
         self
+    }
+
+    /// Authenticates with `private_key_jwt` (RFC 7523): `provider` makes a fresh signed
+    /// assertion for every request (token requests and their retries, revocation). No secret
+    /// is needed (pass `""` to the constructor).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tokenkeeper::dpop::{DpopAlgorithm, DpopKey};
+    /// use tokenkeeper::{ClientConfig, PrivateKeyJwt};
+    /// let signer = PrivateKeyJwt::new(DpopKey::generate(DpopAlgorithm::ES256)?);
+    /// let config = ClientConfig::new("https://idp.example.com/token", "worker", "")
+    ///     .private_key_jwt(Arc::new(signer));
+    /// # let _ = config; Ok::<(), tokenkeeper::Error>(())
+    /// ```
+    pub fn private_key_jwt(
+        mut self,
+        provider: std::sync::Arc<dyn crate::protocol::client_assertion::ClientAssertionProvider>,
+    ) -> Self {
+        self.auth_method = AuthMethod::PrivateKeyJwt;
+        self.assertions = Some(provider);
+        self
+    }
+
+    /// The client authentication this configuration describes (checked by `validate`).
+    pub(crate) fn authentication(&self) -> crate::protocol::client_auth::ClientAuthentication {
+        use crate::protocol::client_auth::ClientAuthentication;
+        use crate::protocol::types::ClientId;
+        let client_id = ClientId::new(self.client_id.clone());
+        let secret = self.client_secret.clone().unwrap_or_else(|| "".into());
+        match (self.auth_method, &self.assertions) {
+            (AuthMethod::ClientSecretPost, _) => ClientAuthentication::ClientSecretPost {
+                client_id,
+                client_secret: secret,
+            },
+            (AuthMethod::None, _) => ClientAuthentication::None { client_id },
+            (AuthMethod::ClientSecretJwt, _) => ClientAuthentication::ClientSecretJwt {
+                client_id,
+                client_secret: secret,
+            },
+            (AuthMethod::PrivateKeyJwt, Some(provider)) => ClientAuthentication::PrivateKeyJwt {
+                client_id,
+                provider: provider.clone(),
+            },
+            // `validate` refuses private_key_jwt without a provider.
+            (AuthMethod::ClientSecretBasic | AuthMethod::PrivateKeyJwt, _) => {
+                ClientAuthentication::ClientSecretBasic {
+                    client_id,
+                    client_secret: secret,
+                }
+            }
+        }
     }
 
     /// The scope to request, space-separated.
@@ -155,6 +212,14 @@ impl ClientConfig {
         }
         match (&self.client_secret, self.auth_method) {
             (_, AuthMethod::None) => {}
+            (_, AuthMethod::PrivateKeyJwt) => {
+                if self.assertions.is_none() {
+                    return Err(ConfigError::new(
+                        "auth_method",
+                        "private_key_jwt needs an assertion provider: use `ClientConfig::private_key_jwt`",
+                    ));
+                }
+            }
             (Some(secret), _) if !secret.is_empty() => {}
             _ => {
                 return Err(ConfigError::new(
@@ -312,22 +377,8 @@ impl ClientConfig {
         ),
         ConfigError,
     > {
-        use crate::protocol::client_auth::ClientAuthentication;
-        use crate::protocol::types::ClientId;
         let validated = self.validate().map_err(|e| e.for_client(name))?;
-        let client_id = ClientId::new(self.client_id.clone());
-        let secret = self.client_secret.clone().unwrap_or_else(|| "".into());
-        let auth = match self.auth_method {
-            AuthMethod::ClientSecretBasic => ClientAuthentication::ClientSecretBasic {
-                client_id,
-                client_secret: secret,
-            },
-            AuthMethod::ClientSecretPost => ClientAuthentication::ClientSecretPost {
-                client_id,
-                client_secret: secret,
-            },
-            AuthMethod::None => ClientAuthentication::None { client_id },
-        };
+        let auth = self.authentication();
         let endpoint = match &validated.endpoint {
             ValidatedEndpoint::Url(url) => crate::protocol::token_endpoint::TokenEndpoint::new(
                 url.clone(),

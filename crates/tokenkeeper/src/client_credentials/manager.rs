@@ -15,11 +15,10 @@ use crate::clock::Clock;
 use crate::clock::Timestamp;
 use crate::error::{ConfigError, Error};
 use crate::metrics::ClientMetrics;
-use crate::protocol::client_auth::{AuthMethod, ClientAuthentication};
 use crate::protocol::discovery::{Discovery, DEFAULT_METADATA_LIFETIME};
 use crate::protocol::token_endpoint::TokenEndpoint;
 use crate::protocol::token_request::{Grant, TokenRequest};
-use crate::protocol::types::{ClientId, ClientName, Resource, Scope};
+use crate::protocol::types::{ClientName, Resource, Scope};
 
 use super::config::{validate_extra, ClientConfig, ValidatedEndpoint};
 use super::flight::{FlightMode, Flights, Joined};
@@ -165,19 +164,7 @@ impl ClientCredentialsTokenManagerBuilder {
                 return Err(ConfigError::new("name", "a client name is empty").into());
             }
             let validated = config.validate().map_err(|e| e.for_client(&name))?;
-            let client_id = ClientId::new(config.client_id.clone());
-            let secret = config.client_secret.clone().unwrap_or_else(|| "".into());
-            let auth = match config.auth_method {
-                AuthMethod::ClientSecretBasic => ClientAuthentication::ClientSecretBasic {
-                    client_id,
-                    client_secret: secret,
-                },
-                AuthMethod::ClientSecretPost => ClientAuthentication::ClientSecretPost {
-                    client_id,
-                    client_secret: secret,
-                },
-                AuthMethod::None => ClientAuthentication::None { client_id },
-            };
+            let auth = config.authentication();
             let endpoint = match validated.endpoint {
                 ValidatedEndpoint::Url(url) => TokenEndpoint::new(url, auth, transport.clone()),
                 ValidatedEndpoint::Issuer(issuer) => {

@@ -1,8 +1,14 @@
 //! Client authentication at the token endpoint (RFC 6749 §2.3).
 
+use std::sync::Arc;
+
 use base64::Engine as _;
 use http::HeaderValue;
 
+use crate::error::Error;
+use crate::protocol::client_assertion::{
+    client_secret_jwt, AssertionContext, ClientAssertionProvider, JWT_BEARER_ASSERTION,
+};
 use crate::protocol::types::ClientId;
 use crate::secret::ClientSecret;
 
@@ -30,6 +36,22 @@ pub enum ClientAuthentication {
         /// The client id.
         client_id: ClientId,
     },
+    /// `private_key_jwt` (RFC 7523): a fresh signed assertion from the provider for every
+    /// request.
+    PrivateKeyJwt {
+        /// The client id.
+        client_id: ClientId,
+        /// Signs the assertions.
+        provider: Arc<dyn ClientAssertionProvider>,
+    },
+    /// `client_secret_jwt`: a fresh HS256 assertion with the secret for every request; the
+    /// secret itself is never sent.
+    ClientSecretJwt {
+        /// The client id.
+        client_id: ClientId,
+        /// The client secret (the HMAC key).
+        client_secret: ClientSecret,
+    },
 }
 
 /// The authentication method names of RFC 8414 / OIDC Discovery.
@@ -43,6 +65,10 @@ pub enum AuthMethod {
     ClientSecretPost,
     /// `none`.
     None,
+    /// `private_key_jwt`.
+    PrivateKeyJwt,
+    /// `client_secret_jwt`.
+    ClientSecretJwt,
 }
 
 impl AuthMethod {
@@ -52,6 +78,8 @@ impl AuthMethod {
             Self::ClientSecretBasic => "client_secret_basic",
             Self::ClientSecretPost => "client_secret_post",
             Self::None => "none",
+            Self::PrivateKeyJwt => "private_key_jwt",
+            Self::ClientSecretJwt => "client_secret_jwt",
         }
     }
 }
@@ -62,7 +90,9 @@ impl ClientAuthentication {
         match self {
             Self::ClientSecretBasic { client_id, .. }
             | Self::ClientSecretPost { client_id, .. }
-            | Self::None { client_id } => client_id,
+            | Self::None { client_id }
+            | Self::PrivateKeyJwt { client_id, .. }
+            | Self::ClientSecretJwt { client_id, .. } => client_id,
         }
     }
 
@@ -72,30 +102,71 @@ impl ClientAuthentication {
             Self::ClientSecretBasic { .. } => AuthMethod::ClientSecretBasic,
             Self::ClientSecretPost { .. } => AuthMethod::ClientSecretPost,
             Self::None { .. } => AuthMethod::None,
+            Self::PrivateKeyJwt { .. } => AuthMethod::PrivateKeyJwt,
+            Self::ClientSecretJwt { .. } => AuthMethod::ClientSecretJwt,
         }
     }
 
-    /// Applies the authentication to a form (`form`) and returns the `Authorization` header to
-    /// send, if any.
-    pub(crate) fn apply(&self, form: &mut Vec<(String, String)>) -> Option<HeaderValue> {
-        match self {
+    /// Authenticates a request to the authorization server at `audience` (its token endpoint
+    /// URL): adds to `form` what the method puts in the body, and returns the `Authorization`
+    /// header to send, if any. Assertions are made fresh, here, for every request (PK-06,
+    /// PK-13).
+    pub(crate) async fn authenticate(
+        &self,
+        form: &mut Vec<(String, String)>,
+        audience: &str,
+    ) -> Result<Option<HeaderValue>, Error> {
+        let assertion = match self {
             Self::ClientSecretBasic {
                 client_id,
                 client_secret,
-            } => Some(basic_header(client_id.as_str(), client_secret.secret())),
+            } => {
+                return Ok(Some(basic_header(
+                    client_id.as_str(),
+                    client_secret.secret(),
+                )))
+            }
             Self::ClientSecretPost {
                 client_id,
                 client_secret,
             } => {
                 form.push(("client_id".into(), client_id.as_str().into()));
                 form.push(("client_secret".into(), client_secret.secret().into()));
-                None
+                return Ok(None);
             }
             Self::None { client_id } => {
                 form.push(("client_id".into(), client_id.as_str().into()));
-                None
+                return Ok(None);
             }
-        }
+            Self::PrivateKeyJwt {
+                client_id,
+                provider,
+            } => {
+                let context = AssertionContext {
+                    client_id: client_id.as_str(),
+                    audience,
+                };
+                provider.assertion(&context).await?
+            }
+            Self::ClientSecretJwt {
+                client_id,
+                client_secret,
+            } => {
+                let context = AssertionContext {
+                    client_id: client_id.as_str(),
+                    audience,
+                };
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs();
+                client_secret_jwt(client_secret, &context, now)?
+            }
+        };
+        form.push(("client_id".into(), self.client_id().as_str().into()));
+        form.push(("client_assertion_type".into(), JWT_BEARER_ASSERTION.into()));
+        form.push(("client_assertion".into(), assertion));
+        Ok(None)
     }
 }
 

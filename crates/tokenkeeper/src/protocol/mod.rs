@@ -1,6 +1,7 @@
 //! The OAuth 2.0 protocol core: requests, responses, client authentication, discovery.
 
 pub mod authorization;
+pub mod client_assertion;
 pub mod client_auth;
 pub mod discovery;
 pub mod id_token;

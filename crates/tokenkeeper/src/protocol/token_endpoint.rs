@@ -105,7 +105,7 @@ impl TokenEndpoint {
     #[tracing::instrument(name = "tokenkeeper.token_request", skip_all, fields(grant = request.grant().grant_type(), client_id = %self.auth.client_id()))]
     pub async fn request(&self, request: &TokenRequest) -> Result<TokenResponse, Error> {
         let url = self.url().await?;
-        let http_request = self.http_request(url, request);
+        let http_request = self.http_request(url, request).await?;
         let response = self.transport.send(http_request).await?;
         let result = parse_token_response(&response);
         if let Err(e) = &result {
@@ -115,14 +115,16 @@ impl TokenEndpoint {
     }
 
     /// Revokes `token` at the revocation endpoint `url` (RFC 7009), authenticating as for the
-    /// token endpoint. A 200 means revoked (or unknown, which is the same to the caller).
+    /// token endpoint (with a fresh assertion for the assertion methods). A 200 means revoked
+    /// (or unknown, which is the same to the caller).
     #[tracing::instrument(name = "tokenkeeper.revoke", skip_all, fields(client_id = %self.auth.client_id()))]
     pub async fn revoke(&self, url: Url, token: &str, token_type_hint: &str) -> Result<(), Error> {
         let mut form = vec![
             ("token".to_owned(), token.to_owned()),
             ("token_type_hint".to_owned(), token_type_hint.to_owned()),
         ];
-        let authorization = self.auth.apply(&mut form);
+        let audience = self.url().await?;
+        let authorization = self.auth.authenticate(&mut form, audience.as_str()).await?;
         let body: String = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form.iter())
             .finish();
@@ -160,10 +162,15 @@ impl TokenEndpoint {
         }
     }
 
-    /// The exact HTTP request that [`TokenEndpoint::request`] sends to `url`.
-    pub fn http_request(&self, url: Url, request: &TokenRequest) -> HttpRequest {
+    /// The exact HTTP request that [`TokenEndpoint::request`] sends to `url` (with a fresh
+    /// client assertion, for the assertion methods).
+    pub async fn http_request(
+        &self,
+        url: Url,
+        request: &TokenRequest,
+    ) -> Result<HttpRequest, Error> {
         let mut form = request.form();
-        let authorization = self.auth.apply(&mut form);
+        let authorization = self.auth.authenticate(&mut form, url.as_str()).await?;
         let body: String = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form.iter())
             .finish();
@@ -176,11 +183,11 @@ impl TokenEndpoint {
         if let Some(authorization) = authorization {
             headers.insert(header::AUTHORIZATION, authorization);
         }
-        HttpRequest {
+        Ok(HttpRequest {
             method: Method::POST,
             url,
             headers,
             body: Bytes::from(body),
-        }
+        })
     }
 }
