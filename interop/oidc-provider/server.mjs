@@ -6,6 +6,7 @@
 //   ROTATE_REFRESH_TOKENS  "1" to rotate refresh tokens on every use (default off)
 //   DPOP_REQUIRE_NONCE     "1" to require DPoP nonces (default off)
 //   DEBUG_EVENTS           "1" to print the provider's error events (the real failure reasons)
+//   CLIENT_JWKS            a JWKS (JSON): registers client `cc-pkjwt` (private_key_jwt) with it
 // When ready it prints one line: READY <issuer>
 import crypto from 'node:crypto';
 import Provider from 'oidc-provider';
@@ -27,8 +28,22 @@ function jwk(type, options, alg, kid) {
 export const RESOURCE = 'urn:tokenkeeper:api';
 export const RESOURCE_SCOPES = 'api:read api:write';
 
+const extraClients = [];
+if (process.env.CLIENT_JWKS) {
+  extraClients.push({
+    client_id: 'cc-pkjwt',
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+    token_endpoint_auth_method: 'private_key_jwt',
+    jwks: JSON.parse(process.env.CLIENT_JWKS),
+    scope: RESOURCE_SCOPES,
+  });
+}
+
 const configuration = {
   clients: [
+    ...extraClients,
     {
       client_id: 'cc-basic',
       client_secret: 'cc-basic-secret',

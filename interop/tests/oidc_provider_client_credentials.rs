@@ -115,3 +115,43 @@ async fn interop_token_endpoint_url_and_errors() {
         .unwrap();
     assert_eq!(opaque.access_token().secret().split('.').count(), 1);
 }
+
+/// PK-06 against oidc-provider: private_key_jwt with an EC key and with an RSA key (both RSA
+/// signature schemes), a fresh assertion for every request.
+#[tokio::test]
+async fn interop_private_key_jwt_with_ec_and_rsa_keys() {
+    use std::sync::Arc;
+    use tokenkeeper::dpop::{DpopAlgorithm, DpopKey};
+    use tokenkeeper::PrivateKeyJwt;
+    for alg in [
+        DpopAlgorithm::ES256,
+        DpopAlgorithm::PS256,
+        DpopAlgorithm::RS256,
+    ] {
+        let signer = PrivateKeyJwt::new(DpopKey::generate(alg).unwrap()).with_kid("client-key");
+        let jwks = serde_json::json!({ "keys": [signer.public_jwk()] }).to_string();
+        let provider = Provider::start(&[("CLIENT_JWKS", jwks.as_str())]).await;
+        let tokens = ClientCredentialsTokenManager::builder()
+            .client(
+                "api",
+                ClientConfig::from_issuer(&provider.issuer, "cc-pkjwt", "")
+                    .private_key_jwt(Arc::new(signer))
+                    .scope("api:read")
+                    .resource(RESOURCE),
+            )
+            .build()
+            .unwrap();
+        let token = tokens
+            .get_token("api", &TokenRequestParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("{alg:?}: {e}"));
+        let claims = jwt_claims(token.access_token().secret());
+        assert_eq!(claims["client_id"], "cc-pkjwt");
+        // A second request: a new assertion (oidc-provider accepts each jti once).
+        let again = tokens
+            .get_token("api", &TokenRequestParams::new().force_renewal(true))
+            .await
+            .unwrap_or_else(|e| panic!("{alg:?}, second request: {e}"));
+        assert!(!again.same_token(&token));
+    }
+}
