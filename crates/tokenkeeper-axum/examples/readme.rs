@@ -39,6 +39,26 @@ async fn machine_to_machine() -> Result {
     Ok(())
 }
 
+/// Quick start: private_key_jwt.
+#[rustfmt::skip]
+#[allow(clippy::print_stdout)]
+async fn private_key_jwt() -> Result {
+    use std::sync::Arc;
+    use tokenkeeper::dpop::{DpopAlgorithm, DpopKey};
+    use tokenkeeper::{ClientConfig, ClientCredentialsTokenManager, PrivateKeyJwt};
+
+    let key = DpopKey::from_pem(&std::fs::read_to_string("client-key.pem")?, DpopAlgorithm::ES256)?;
+    let signer = PrivateKeyJwt::new(key).with_kid("client-key-2026");
+    println!("register this public key: {}", signer.public_jwk()); // the private key never leaves
+    let tokens = ClientCredentialsTokenManager::builder()
+        .client(
+            "catalog",
+            ClientConfig::from_issuer("https://idp.example.com", "worker", "").private_key_jwt(Arc::new(signer)),
+        )
+        .build()?;
+    Ok(())
+}
+
 /// Quick start: a fleet sharing Redis.
 #[rustfmt::skip]
 async fn fleet(issuer: &str, key_bytes: [u8; 32]) -> Result {
