@@ -3,10 +3,12 @@
 //! - `tokenkeeper demo` — machine-to-machine tokens end to end, in one process.
 //! - `tokenkeeper token` — fetch a client-credentials token and print it.
 //! - `tokenkeeper dev-idp` — a development identity provider (the test server, standalone).
+//! - `tokenkeeper dpop keygen|proof` — DPoP keys and proofs (also the private_key_jwt key).
 #![allow(clippy::print_stdout)]
 
 mod demo;
 mod dev_idp;
+mod dpop;
 mod token;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +32,10 @@ enum Command {
     /// Run a development identity provider: discovery, JWKS, client credentials, authorization
     /// code with PKCE (logging in a fixed user), refresh, revocation, introspection.
     DevIdp(dev_idp::DevIdpArgs),
+    /// DPoP keys and proofs: `keygen` writes a key (also usable for private_key_jwt with
+    /// `token --client-key`), `proof` prints a proof for curl.
+    #[command(subcommand)]
+    Dpop(dpop::DpopCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -60,6 +66,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{report}");
         }),
         Command::Token(args) => runtime.block_on(token::run(args)).map(|out| {
+            println!("{out}");
+        }),
+        Command::Dpop(command) => dpop::run(command).map(|out| {
             println!("{out}");
         }),
         Command::DevIdp(args) => runtime.block_on(async {

@@ -44,25 +44,44 @@ pub(crate) struct TokenArgs {
     /// Print JSON (`access_token`, `token_type`, `scope`, `expires_at`) instead of the bare token.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Authenticate with private_key_jwt, signing with this key file (from `dpop keygen`); no
+    /// secret is needed then.
+    #[arg(long)]
+    pub(crate) client_key: Option<std::path::PathBuf>,
+    /// The algorithm of --client-key.
+    #[arg(long, default_value = "ES256")]
+    pub(crate) client_key_alg: String,
+    /// Print the token's claims (a JWT's payload, not verified) instead of the token.
+    #[arg(long, conflicts_with = "json")]
+    pub(crate) decode: bool,
 }
 
 /// Fetches the token; returns what to print.
 pub(crate) async fn run(args: TokenArgs) -> anyhow::Result<String> {
-    let secret = std::env::var(&args.client_secret_env).with_context(|| {
-        format!(
-            "the client secret is read from the environment variable {} (see --client-secret-env)",
-            args.client_secret_env
-        )
-    })?;
+    let secret = match &args.client_key {
+        Some(_) => String::new(),
+        None => std::env::var(&args.client_secret_env).with_context(|| {
+            format!(
+                "the client secret is read from the environment variable {} (see --client-secret-env)",
+                args.client_secret_env
+            )
+        })?,
+    };
     let mut config = match (&args.issuer, &args.token_endpoint) {
         (Some(issuer), _) => ClientConfig::from_issuer(issuer.as_str(), &args.client_id, secret),
         (None, Some(endpoint)) => ClientConfig::new(endpoint.as_str(), &args.client_id, secret),
         (None, None) => anyhow::bail!("give --issuer or --token-endpoint"),
     };
-    config = config.auth_method(match args.auth {
-        Auth::Basic => AuthMethod::ClientSecretBasic,
-        Auth::Post => AuthMethod::ClientSecretPost,
-    });
+    config = match &args.client_key {
+        Some(path) => {
+            let key = crate::dpop::read_key(path, &args.client_key_alg)?;
+            config.private_key_jwt(std::sync::Arc::new(tokenkeeper::PrivateKeyJwt::new(key)))
+        }
+        None => config.auth_method(match args.auth {
+            Auth::Basic => AuthMethod::ClientSecretBasic,
+            Auth::Post => AuthMethod::ClientSecretPost,
+        }),
+    };
     if let Some(scope) = &args.scope {
         config = config.scope(scope.as_str());
     }
@@ -75,6 +94,21 @@ pub(crate) async fn run(args: TokenArgs) -> anyhow::Result<String> {
     let token = tokens
         .get_token("cli", &TokenRequestParams::default())
         .await?;
+    if args.decode {
+        let payload = token
+            .access_token()
+            .secret()
+            .split('.')
+            .nth(1)
+            .context("the token is not a JWT: nothing to decode")?;
+        use base64::Engine as _;
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .context("the token's payload is not base64url")?;
+        let claims: serde_json::Value =
+            serde_json::from_slice(&json).context("the token's payload is not JSON")?;
+        return Ok(serde_json::to_string_pretty(&claims)?);
+    }
     if !args.json {
         return Ok(token.access_token().secret().to_owned());
     }

@@ -180,3 +180,98 @@ async fn dev_idp_serves_discovery_and_tokens_until_stopped() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ID:SECRET"));
 }
+
+/// `dpop keygen` writes a key (not over an existing file), `dpop proof` prints a proof signed
+/// with it, and `token --client-key` authenticates with private_key_jwt using the same key;
+/// `--decode` prints the token's claims.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dpop_keygen_proof_and_private_key_jwt_token() {
+    let dir = std::env::temp_dir().join(format!("tk-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("key.pem");
+    let _ = std::fs::remove_file(&key);
+    let key_arg = key.to_str().unwrap();
+
+    let out = tokenkeeper(args(&["dpop", "keygen", "--out", key_arg]), None).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["alg"], "ES256");
+    assert_eq!(printed["jkt"].as_str().unwrap().len(), 43);
+    assert!(std::fs::read_to_string(&key)
+        .unwrap()
+        .contains("BEGIN PRIVATE KEY"));
+    let again = tokenkeeper(args(&["dpop", "keygen", "--out", key_arg]), None).await;
+    assert!(
+        !again.status.success(),
+        "an existing key file is not overwritten"
+    );
+
+    let out = tokenkeeper(
+        args(&[
+            "dpop",
+            "proof",
+            "--key",
+            key_arg,
+            "--htm",
+            "get",
+            "--htu",
+            "https://API.example.com/items?page=2",
+            "--token",
+            "tok",
+        ]),
+        None,
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let proof = String::from_utf8(out.stdout).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            proof.trim().split('.').nth(1).unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["htm"], "GET");
+    assert_eq!(claims["htu"], "https://api.example.com/items");
+    assert!(claims["ath"].is_string());
+
+    // The same key as a private_key_jwt client key.
+    let mut jwk = printed["jwk"].clone();
+    jwk["alg"] = "ES256".into();
+    let server = TestServer::builder()
+        .client(TestClient::new("keyed", "unused").private_key_jwt(jwk))
+        .start()
+        .await;
+    let out = tokenkeeper(
+        args(&[
+            "token",
+            "--token-endpoint",
+            &server.token_endpoint(),
+            "--client-id",
+            "keyed",
+            "--client-key",
+            key_arg,
+            "--decode",
+        ]),
+        None,
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let decoded: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(decoded["client_id"], "keyed");
+    assert_eq!(server.client_assertions(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
