@@ -168,7 +168,29 @@ impl RedisTokenCache {
         let Some(value) = value else {
             return Ok(None);
         };
-        let decoded = codec::decode(&value, redis_key.as_bytes(), self.inner.encryption.as_ref());
+        let mut decoded =
+            codec::decode(&value, redis_key.as_bytes(), self.inner.encryption.as_ref());
+        if matches!(&decoded, Ok(token) if self.inner.is_older_than_seen(&redis_key, token)) {
+            // This read may have crossed our own newer write: read once more before calling it
+            // a rollback.
+            let again: Option<Vec<u8>> = self
+                .inner
+                .call(|mut c| {
+                    let redis_key = redis_key.clone();
+                    async move {
+                        redis::cmd("HGET")
+                            .arg(&redis_key)
+                            .arg("v")
+                            .query_async(&mut c)
+                            .await
+                    }
+                })
+                .await?;
+            let Some(again) = again else {
+                return Ok(None);
+            };
+            decoded = codec::decode(&again, redis_key.as_bytes(), self.inner.encryption.as_ref());
+        }
         match decoded {
             Ok(token) if self.inner.is_older_than_seen(&redis_key, &token) => {
                 // Sealed, so genuine — but older than a token already seen under this key: put

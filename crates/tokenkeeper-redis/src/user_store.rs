@@ -254,21 +254,16 @@ impl RedisUserTokenStore {
     ) -> Result<Option<Versioned<Arc<UserTokens>>>, CacheError> {
         self.subscribe();
         let key = self.key(session);
-        let (version, value): (Option<u64>, Option<Vec<u8>>) = self
-            .cache
-            .inner
-            .call(|mut c| {
-                let key = key.clone();
-                async move {
-                    redis::cmd("HMGET")
-                        .arg(&key)
-                        .arg("ver")
-                        .arg("v")
-                        .query_async(&mut c)
-                        .await
-                }
-            })
-            .await?;
+        let mut read = self.read_raw(&key).await?;
+        if let (Some(version), Some(seen)) = (read.0, self.local.seen(&key)) {
+            if version < seen {
+                // Older than a version announced here: either this read crossed a write whose
+                // message came first, or someone put an older entry back. A read issued now
+                // comes after that write; only if it is still older is it a rollback.
+                read = self.read_raw(&key).await?;
+            }
+        }
+        let (version, value) = read;
         let redis_key: Arc<str> = Arc::from(key.as_str());
         let (Some(version), Some(value)) = (version, value) else {
             self.local.forget(session, &key);
@@ -321,6 +316,23 @@ impl RedisUserTokenStore {
                 Ok(None)
             }
         }
+    }
+}
+
+impl RedisUserTokenStore {
+    /// `ver` and `v` of the session at `key`.
+    async fn read_raw(&self, key: &str) -> Result<(Option<u64>, Option<Vec<u8>>), CacheError> {
+        self.cache
+            .inner
+            .call(|mut c| async move {
+                redis::cmd("HMGET")
+                    .arg(key)
+                    .arg("ver")
+                    .arg("v")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await
     }
 }
 
