@@ -88,6 +88,8 @@ struct Local {
     seen: papaya::HashMap<Arc<str>, u64>,
     capacity: usize,
     subscriber: OnceLock<SubscriberHandle>,
+    /// Whether the invalidation subscriber has connected (at least once).
+    listening: std::sync::atomic::AtomicBool,
 }
 
 struct SubscriberHandle(tokio::task::JoinHandle<()>);
@@ -106,6 +108,7 @@ impl Local {
             seen: papaya::HashMap::new(),
             capacity,
             subscriber: OnceLock::new(),
+            listening: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -182,6 +185,13 @@ impl Local {
         self.sessions.pin().clear();
         self.by_redis_key.pin().clear();
     }
+
+    /// The subscriber (re)connected: what is held may have missed messages.
+    fn subscribed(&self) {
+        self.clear();
+        self.listening
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
 }
 
 impl fmt::Debug for RedisUserTokenStore {
@@ -210,6 +220,15 @@ impl RedisUserTokenStore {
     pub fn with_session_ttl(mut self, ttl: Duration) -> Self {
         self.session_ttl = ttl;
         self
+    }
+
+    /// Whether the invalidation subscriber has connected (at least once). Until it has, the
+    /// in-memory tier is dropped when it does (messages may have been missed), so hits may
+    /// still go to Redis.
+    pub fn listening(&self) -> bool {
+        self.local
+            .listening
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// At most `capacity` sessions in the in-memory tier (0 turns the tier off).
@@ -344,7 +363,12 @@ async fn subscribe(local: Weak<Local>, cache: RedisTokenCache, channel: String) 
         cache,
         channel,
         move || alive.strong_count() > 0,
-        move || reset_local.upgrade().map(|local| local.clear()).is_some(),
+        move || {
+            reset_local
+                .upgrade()
+                .map(|local| local.subscribed())
+                .is_some()
+        },
         move |payload| {
             let Some(local) = local.upgrade() else {
                 return false;

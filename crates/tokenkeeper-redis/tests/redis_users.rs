@@ -194,7 +194,7 @@ async fn ut_12_hits_are_served_from_memory_and_never_stale() {
     let mut redis = OwnRedis::start().await;
     let prefix = format!("tktest-ut12-{:x}", fastrand::u64(..));
     let clock = Arc::new(ManualClock::default());
-    let (a, _) = instance_on(&server, &cache_on(&redis.url(), &prefix), clock.clone());
+    let (a, a_store) = instance_on(&server, &cache_on(&redis.url(), &prefix), clock.clone());
     let (b, b_store) = instance_on(&server, &cache_on(&redis.url(), &prefix), clock.clone());
     let session = SessionKey::from_sub_sid("alice", "s-1");
     let refresh = server.issue_refresh_token("web", "alice", Some("openid api"));
@@ -216,6 +216,12 @@ async fn ut_12_hits_are_served_from_memory_and_never_stale() {
         .await
         .unwrap();
     assert!(on_b.same_token(&first));
+    // The in-memory tiers start to count once their subscribers listen (they drop what they
+    // held when they connect); then a read fills them.
+    eventually(|| a_store.listening() && b_store.listening()).await;
+    for users in [&a, &b] {
+        users.store().get(&session).await.unwrap().unwrap();
+    }
 
     // Served from memory: Redis is gone, and the hits still answer.
     redis.kill();
