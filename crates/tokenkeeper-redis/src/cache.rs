@@ -146,26 +146,26 @@ impl RedisTokenCache {
         self.inner.redis_key(key, "tok")
     }
 
+    /// The stored entry (`v`) at `redis_key`.
+    async fn read_entry(&self, redis_key: &str) -> Result<Option<Vec<u8>>, CacheError> {
+        self.inner
+            .call(|mut c| async move {
+                redis::cmd("HGET")
+                    .arg(redis_key)
+                    .arg("v")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await
+    }
+
     /// Reads a token from Redis (the L2 read of the two-tier cache).
     pub(crate) async fn read(
         &self,
         key: &CacheKey,
     ) -> Result<Option<Arc<CachedToken>>, CacheError> {
         let redis_key = self.redis_key(key);
-        let value: Option<Vec<u8>> = self
-            .inner
-            .call(|mut c| {
-                let redis_key = redis_key.clone();
-                async move {
-                    redis::cmd("HGET")
-                        .arg(&redis_key)
-                        .arg("v")
-                        .query_async(&mut c)
-                        .await
-                }
-            })
-            .await?;
-        let Some(value) = value else {
+        let Some(value) = self.read_entry(&redis_key).await? else {
             return Ok(None);
         };
         let mut decoded =
@@ -173,20 +173,7 @@ impl RedisTokenCache {
         if matches!(&decoded, Ok(token) if self.inner.is_older_than_seen(&redis_key, token)) {
             // This read may have crossed our own newer write: read once more before calling it
             // a rollback.
-            let again: Option<Vec<u8>> = self
-                .inner
-                .call(|mut c| {
-                    let redis_key = redis_key.clone();
-                    async move {
-                        redis::cmd("HGET")
-                            .arg(&redis_key)
-                            .arg("v")
-                            .query_async(&mut c)
-                            .await
-                    }
-                })
-                .await?;
-            let Some(again) = again else {
+            let Some(again) = self.read_entry(&redis_key).await? else {
                 return Ok(None);
             };
             decoded = codec::decode(&again, redis_key.as_bytes(), self.inner.encryption.as_ref());
