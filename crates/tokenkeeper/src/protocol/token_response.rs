@@ -31,6 +31,13 @@ pub struct TokenResponse {
 }
 
 impl TokenResponse {
+    /// Reads a token endpoint's response: a validated [`TokenResponse`] for a success, a typed
+    /// error otherwise (an OAuth error, or an invalid or non-JSON body with its status). Never
+    /// panics, whatever the bytes (RS-03; fuzzed).
+    pub fn from_http(response: &HttpResponse) -> Result<Self, Error> {
+        parse_token_response(response)
+    }
+
     /// How long the refresh token lives, when the server says: `refresh_expires_in` (Keycloak)
     /// or `refresh_token_expires_in` (others), in seconds; neither is standard, so an unusable
     /// value is ignored rather than refused.
