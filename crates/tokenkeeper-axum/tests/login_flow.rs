@@ -35,25 +35,11 @@ async fn wl_login_call_and_logout_through_the_web() {
         "logged in and sent back to returnUrl"
     );
 
-    let token = browser
-        .get(format!("{}/token", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let token = get_text(&browser, format!("{}/token", app.url)).await;
     let claims = app.idp.verify_access_token(&token).unwrap();
     assert_eq!(claims["sub"], "alice");
 
-    let logout_url = browser
-        .get(format!("{}/logout-url", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let logout_url = get_text(&browser, format!("{}/logout-url", app.url)).await;
     assert!(logout_url.starts_with("/auth/logout?sid="), "{logout_url}");
     let home = browser
         .get(format!("{}{logout_url}", app.url))

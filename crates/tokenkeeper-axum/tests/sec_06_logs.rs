@@ -22,14 +22,7 @@ async fn sec_06_generic_browser_errors_and_no_sub_or_sid_in_logs() {
         .await
         .unwrap();
     assert_eq!(me.text().await.unwrap(), "alice-3f9c2e");
-    let logout_url = browser
-        .get(format!("{}/logout-url", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let logout_url = get_text(&browser, format!("{}/logout-url", app.url)).await;
     let sid = logout_url.split("sid=").nth(1).unwrap().to_owned();
     assert!(sid.len() >= 8, "{sid}");
 

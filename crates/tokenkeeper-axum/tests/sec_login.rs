@@ -253,14 +253,7 @@ async fn sec_04_logout_cannot_be_forged_cross_site() {
     assert_eq!(still.status(), 200, "still logged in");
     assert_eq!(app.idp.revocations(), 0);
 
-    let logout_url = browser
-        .get(format!("{}/logout-url", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let logout_url = get_text(&browser, format!("{}/logout-url", app.url)).await;
     let home = browser
         .get(format!("{}{logout_url}", app.url))
         .send()

@@ -21,6 +21,16 @@ fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// A test server with the `web` client.
+async fn web_server() -> Arc<TestServer> {
+    Arc::new(
+        TestServer::builder()
+            .client(TestClient::new("web", "web-secret"))
+            .start()
+            .await,
+    )
+}
+
 fn instance(server: &TestServer, prefix: &str) -> UserTokenManager {
     // Each instance: its own connection, lock table and flights.
     let redis = RedisTokenCache::new(
@@ -45,12 +55,7 @@ fn instance(server: &TestServer, prefix: &str) -> UserTokenManager {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ut_05_three_instances_sharing_redis_make_one_refresh() {
-    let server = Arc::new(
-        TestServer::builder()
-            .client(TestClient::new("web", "web-secret"))
-            .start()
-            .await,
-    );
+    let server = web_server().await;
     server.set_rotate_refresh_tokens(true);
     server.set_latency(Duration::from_millis(100));
     let prefix = format!("tktest-ut-{:x}", fastrand::u64(..));
@@ -183,12 +188,7 @@ async fn eventually(mut cond: impl FnMut() -> bool) {
 /// in-memory tier never returns a token that another instance has already replaced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ut_12_hits_are_served_from_memory_and_never_stale() {
-    let server = Arc::new(
-        TestServer::builder()
-            .client(TestClient::new("web", "web-secret"))
-            .start()
-            .await,
-    );
+    let server = web_server().await;
     server.set_rotate_refresh_tokens(true);
     server.set_expires_in(Some(100)); // usable 90 s, refreshed ahead from 75 s
     let mut redis = OwnRedis::start().await;
@@ -304,12 +304,7 @@ async fn ut_12_hits_are_served_from_memory_and_never_stale() {
 /// session; an entry that does not open is deleted, so the next login works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sec_11_sealed_sessions_cannot_be_rolled_back() {
-    let server = Arc::new(
-        TestServer::builder()
-            .client(TestClient::new("web", "web-secret"))
-            .start()
-            .await,
-    );
+    let server = web_server().await;
     let prefix = format!("tktest-sec11-{:x}", fastrand::u64(..));
     let clock = Arc::new(ManualClock::default());
     let (a, a_store) = instance_on(&server, &cache_on(&redis_url(), &prefix), clock.clone());

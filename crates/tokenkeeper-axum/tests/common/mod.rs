@@ -157,3 +157,8 @@ pub fn browser(follow: bool) -> reqwest::Client {
         .build()
         .unwrap()
 }
+
+/// The body of a GET of `url`, as text.
+pub async fn get_text(browser: &reqwest::Client, url: String) -> String {
+    browser.get(url).send().await.unwrap().text().await.unwrap()
+}
