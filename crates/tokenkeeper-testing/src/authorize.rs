@@ -28,6 +28,8 @@ pub(crate) struct CodeRecord {
     resource: Option<String>,
     used: bool,
     refresh_token: Option<String>,
+    /// `dpop_jkt` of the authorization request: the code exchange must prove this key.
+    dpop_jkt: Option<String>,
 }
 
 fn redirect_with(redirect_uri: &str, params: &[(&str, &str)]) -> Response {
@@ -99,6 +101,7 @@ pub(crate) async fn authorize(
             resource: get("resource").map(str::to_owned),
             used: false,
             refresh_token,
+            dpop_jkt: get("dpop_jkt").map(str::to_owned),
         },
     );
     redirect_with(
@@ -112,6 +115,7 @@ pub(crate) fn authorization_code_grant(
     state: &ServerState,
     client: &TestClient,
     form: &[(String, String)],
+    jkt: Option<&str>,
 ) -> Result<Response, Response> {
     let value = |name: &str| {
         form.iter()
@@ -150,6 +154,17 @@ pub(crate) fn authorization_code_grant(
     if challenge != record.challenge {
         return Err(invalid_grant("PKCE verification failed"));
     }
+    if record.dpop_jkt.is_some() && record.dpop_jkt.as_deref() != jkt {
+        // RFC 9449 §10: the code is bound to the key named at the authorization request.
+        return Err(invalid_grant(
+            "the proof's key is not the dpop_jkt of the authorization request",
+        ));
+    }
+    if let (Some(rt), Some(jkt)) = (&record.refresh_token, jkt) {
+        if let Some(r) = lock(&state.refresh).tokens.get_mut(rt) {
+            r.jkt = Some(jkt.to_owned());
+        }
+    }
     let resources: Vec<&str> = record.resource.iter().map(String::as_str).collect();
     let (access_token, expires_in) = issue_access_token(
         state,
@@ -158,11 +173,12 @@ pub(crate) fn authorization_code_grant(
         Some(&record.scope),
         &resources,
         Map::new(),
+        jkt,
     )?;
     let id_token = id_token(state, &record, &client.client_id)?;
     let mut body = json!({
         "access_token": access_token,
-        "token_type": "Bearer",
+        "token_type": crate::server::token_type(jkt),
         "id_token": id_token,
         "scope": record.scope,
     });

@@ -6,7 +6,9 @@
 //! ([`TestServer::token_requests`], [`TestServer::last_token_request`]) or make it misbehave
 //! ([`TestServer::inject_fault`]). See [`TestServer`] for an example.
 
+mod api;
 mod authorize;
+mod dpop;
 mod faults;
 pub mod fuzz;
 mod keys;
@@ -15,6 +17,7 @@ mod refresh;
 mod server;
 mod transport;
 
+pub use api::TestApi;
 pub use faults::{Fault, Times};
 pub use logs::LogBuffer;
 pub use server::{ClientAuthMethod, RecordedRequest, TestClient, TestServer, TestServerBuilder};

@@ -24,6 +24,8 @@ pub(crate) struct RefreshRecord {
     pub(crate) family: u64,
     pub(crate) consumed: bool,
     pub(crate) revoked: bool,
+    /// The DPoP key the token is bound to (RFC 9449 §5: refreshes must prove it).
+    pub(crate) jkt: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -55,6 +57,7 @@ impl RefreshStore {
                 family,
                 consumed: false,
                 revoked: false,
+                jkt: None,
             },
         );
         token
@@ -76,6 +79,7 @@ pub(crate) fn refresh_token_grant(
     state: &ServerState,
     client: &TestClient,
     form: &[(String, String)],
+    jkt: Option<&str>,
 ) -> Result<Response, Response> {
     let value = |name: &str| {
         form.iter()
@@ -101,6 +105,11 @@ pub(crate) fn refresh_token_grant(
     }
     if record.revoked || store.revoked_families.contains(&record.family) {
         return Err(invalid_grant("the refresh token is revoked"));
+    }
+    if record.jkt.is_some() && record.jkt.as_deref() != jkt {
+        return Err(invalid_grant(
+            "the refresh token is bound to another DPoP key",
+        ));
     }
     if record.consumed {
         // Reuse of a rotated token: revoke the whole family, newest tokens included.
@@ -136,24 +145,30 @@ pub(crate) fn refresh_token_grant(
         scope.as_deref(),
         &resources,
         Map::new(),
+        jkt,
     )?;
     let refresh_token = if rotate {
         if let Some(r) = store.tokens.get_mut(presented) {
             r.consumed = true;
         }
-        Some(store.issue(
+        let token = store.issue(
             &record.client_id,
             &record.sub,
             record.scope.as_deref(),
             Some(record.family),
-        ))
+        );
+        if let Some(r) = store.tokens.get_mut(&token) {
+            r.jkt = record.jkt.clone();
+        }
+        Some(token)
     } else if state.return_refresh_token.load(Ordering::Relaxed) {
         Some(presented.to_owned())
     } else {
         None
     };
     drop(store);
-    let mut body = json!({"access_token": access_token, "token_type": "Bearer"});
+    let mut body =
+        json!({"access_token": access_token, "token_type": crate::server::token_type(jkt)});
     if let Some(expires_in) = expires_in {
         body["expires_in"] = json!(expires_in);
     }

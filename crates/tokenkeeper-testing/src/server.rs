@@ -51,6 +51,8 @@ pub struct TestClient {
     pub redirect_uris: Vec<String>,
     /// The public JWK that verifies this client's `private_key_jwt` assertions.
     pub assertion_key: Option<Value>,
+    /// Token requests without a DPoP proof are refused.
+    pub dpop_required: bool,
 }
 
 impl TestClient {
@@ -63,7 +65,14 @@ impl TestClient {
             allowed_scopes: None,
             redirect_uris: Vec::new(),
             assertion_key: None,
+            dpop_required: false,
         }
+    }
+
+    /// Refuses token requests without a DPoP proof (`400 invalid_dpop_proof`).
+    pub fn require_dpop(mut self) -> Self {
+        self.dpop_required = true;
+        self
     }
 
     /// Authenticates only with `private_key_jwt`, verified with this public JWK.
@@ -142,6 +151,10 @@ pub(crate) struct ServerState {
     jwk_parameters: Mutex<Map<String, Value>>,
     jwks_cache_control: Mutex<Option<String>>,
     seq: AtomicU64,
+    /// DPoP at the token endpoint.
+    pub(crate) dpop: crate::dpop::DpopState,
+    /// Ignore DPoP proofs and issue Bearer tokens (a server without DPoP support).
+    dpop_ignored: std::sync::atomic::AtomicBool,
 }
 
 impl ServerState {
@@ -269,6 +282,8 @@ impl TestServerBuilder {
             jwk_parameters: Mutex::new(Map::new()),
             jwks_cache_control: Mutex::new(None),
             seq: AtomicU64::new(0),
+            dpop: crate::dpop::DpopState::new(),
+            dpop_ignored: std::sync::atomic::AtomicBool::new(false),
         });
         let router = router(state.clone());
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
@@ -583,6 +598,41 @@ impl TestServer {
         format!("{}/introspect", self.state.issuer)
     }
 
+    /// Demands a DPoP nonce in token requests' proofs (`400 use_dpop_nonce` without the current
+    /// one); every token endpoint response then carries `DPoP-Nonce`.
+    pub fn set_dpop_nonce_required(&self, required: bool) {
+        self.state
+            .dpop
+            .nonce_required
+            .store(required, Ordering::Relaxed);
+    }
+
+    /// Replaces the token endpoint's DPoP nonce; returns the new one.
+    pub fn rotate_dpop_nonce(&self) -> String {
+        self.state.dpop.rotate_nonce()
+    }
+
+    /// Behaves like a server without DPoP support: proofs are checked but ignored, and tokens
+    /// are `Bearer`.
+    pub fn set_dpop_ignored(&self, ignored: bool) {
+        self.state.dpop_ignored.store(ignored, Ordering::Relaxed);
+    }
+
+    /// How many DPoP proofs the token endpoint accepted.
+    pub fn dpop_proofs_accepted(&self) -> u64 {
+        self.state.dpop.accepted.load(Ordering::Relaxed)
+    }
+
+    /// How many DPoP proofs the token endpoint refused (a missing nonce included).
+    pub fn dpop_proofs_refused(&self) -> u64 {
+        self.state.dpop.refused.load(Ordering::Relaxed)
+    }
+
+    /// Starts the protected test API (its own port, so its own origin); see [`TestApi`].
+    pub async fn start_api(&self) -> crate::api::TestApi {
+        crate::api::TestApi::start(self.state.clone()).await
+    }
+
     /// Verifies an access token this server issued (signature, issuer, expiry) and returns its
     /// claims.
     pub fn verify_access_token(&self, token: &str) -> Result<Map<String, Value>, String> {
@@ -726,15 +776,23 @@ async fn token(State(state): State<Arc<ServerState>>, headers: HeaderMap, body: 
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    if let Some(fault) = state.next_fault() {
-        if let Some(response) = apply_fault(fault).await {
-            return response;
+    let fault = match state.next_fault() {
+        Some(fault) => apply_fault(fault).await,
+        None => None,
+    };
+    let mut response = match fault {
+        Some(response) => response,
+        None => match handle_token(&state, &headers, &form) {
+            Ok(response) => response,
+            Err(response) => response,
+        },
+    };
+    if let Some(nonce) = state.dpop.current_nonce() {
+        if let Ok(value) = HeaderValue::try_from(nonce) {
+            response.headers_mut().insert("dpop-nonce", value);
         }
     }
-    match handle_token(&state, &headers, &form) {
-        Ok(response) => response,
-        Err(response) => response,
-    }
+    response
 }
 
 async fn apply_fault(fault: Fault) -> Option<Response> {
@@ -1052,15 +1110,19 @@ fn handle_token(
         }
     }
     let auth = authenticate(state, headers, form)?;
+    let jkt = token_request_proof(state, headers, &auth.client)?;
+    let jkt = jkt.as_deref();
     let grant = form
         .iter()
         .find(|(k, _)| k == "grant_type")
         .map(|(_, v)| v.as_str());
     match grant {
-        Some("client_credentials") => client_credentials(state, &auth.client, form),
-        Some("refresh_token") => crate::refresh::refresh_token_grant(state, &auth.client, form),
+        Some("client_credentials") => client_credentials(state, &auth.client, form, jkt),
+        Some("refresh_token") => {
+            crate::refresh::refresh_token_grant(state, &auth.client, form, jkt)
+        }
         Some("authorization_code") => {
-            crate::authorize::authorization_code_grant(state, &auth.client, form)
+            crate::authorize::authorization_code_grant(state, &auth.client, form, jkt)
         }
         Some(_) => Err(oauth_error(
             StatusCode::BAD_REQUEST,
@@ -1075,6 +1137,54 @@ fn handle_token(
     }
 }
 
+/// Checks a token request's DPoP proof (after client authentication, so that a nonce retry
+/// needs a fresh client assertion); the thumbprint to bind tokens to, if any.
+fn token_request_proof(
+    state: &ServerState,
+    headers: &HeaderMap,
+    client: &TestClient,
+) -> Result<Option<String>, Response> {
+    let now = state.clock.now().as_millis() / 1000;
+    let htu = format!("{}/token", state.issuer);
+    let jkt = match state.dpop.verify(headers, "POST", &htu, None, now) {
+        Ok(jkt) => jkt,
+        Err(crate::dpop::ProofError::UseNonce) => {
+            return Err(oauth_error(
+                StatusCode::BAD_REQUEST,
+                "use_dpop_nonce",
+                "Authorization server requires nonce in DPoP proof",
+            ))
+        }
+        Err(crate::dpop::ProofError::Invalid(why)) => {
+            return Err(oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_dpop_proof",
+                &why,
+            ))
+        }
+    };
+    if jkt.is_none() && client.dpop_required {
+        return Err(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_dpop_proof",
+            "this client must send a DPoP proof",
+        ));
+    }
+    if state.dpop_ignored.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
+    Ok(jkt)
+}
+
+/// `Bearer`, or `DPoP` for a token bound to a key.
+pub(crate) fn token_type(jkt: Option<&str>) -> &'static str {
+    if jkt.is_some() {
+        "DPoP"
+    } else {
+        "Bearer"
+    }
+}
+
 /// Signs an access token (ES256 JWT) for `sub`; returns it with the `expires_in` to announce.
 pub(crate) fn issue_access_token(
     state: &ServerState,
@@ -1083,6 +1193,7 @@ pub(crate) fn issue_access_token(
     scope: Option<&str>,
     resources: &[&str],
     extras: Map<String, Value>,
+    jkt: Option<&str>,
 ) -> Result<(String, Option<u64>), Response> {
     let expires_in = *lock(&state.expires_in);
     let now = state.clock.now().as_millis() / 1000;
@@ -1108,6 +1219,9 @@ pub(crate) fn issue_access_token(
     if !extras.is_empty() {
         claims["ext"] = Value::Object(extras);
     }
+    if let Some(jkt) = jkt {
+        claims["cnf"] = json!({ "jkt": jkt });
+    }
     let key = state.current_key();
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
     header.kid = Some(key.kid.clone());
@@ -1126,6 +1240,7 @@ fn client_credentials(
     state: &ServerState,
     client: &TestClient,
     form: &[(String, String)],
+    jkt: Option<&str>,
 ) -> Result<Response, Response> {
     let scope = form
         .iter()
@@ -1174,8 +1289,9 @@ fn client_credentials(
         scope.as_deref(),
         &resources,
         extras,
+        jkt,
     )?;
-    let mut body = json!({"access_token": token, "token_type": "Bearer"});
+    let mut body = json!({"access_token": token, "token_type": token_type(jkt)});
     if let Some(expires_in) = expires_in {
         body["expires_in"] = json!(expires_in);
     }

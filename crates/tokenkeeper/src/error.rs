@@ -53,6 +53,15 @@ pub enum Error {
         /// The refused origin (scheme, host, port).
         origin: String,
     },
+    /// The server answered a DPoP token request with a token that is not DPoP-bound, and the
+    /// client requires DPoP ([`ClientConfig::require_dpop`](crate::ClientConfig::require_dpop)).
+    #[error(
+        "the server issued a {token_type:?} token, but this client requires DPoP-bound tokens"
+    )]
+    DpopRequired {
+        /// The `token_type` the server answered.
+        token_type: String,
+    },
     /// A background task ended unexpectedly (it panicked or its runtime shut down).
     #[error("internal error: {0}")]
     Internal(String),

@@ -10,6 +10,7 @@
 //! | `tokenkeeper_cache_errors_total` | counter | `client` |
 //! | `tokenkeeper_token_endpoint_duration_seconds` | histogram | `client` |
 //! | `tokenkeeper_revocation_failures_total` | counter | `client` (refresh tokens not revoked at logout) |
+//! | `tokenkeeper_dpop_downgrades_total` | counter | `client_id` (Bearer tokens answered to DPoP requests) |
 //!
 //! Handles are registered once per client when the manager is built, so the hit path pays one
 //! relaxed atomic add per counter when a recorder is installed, and nothing else. Without the
@@ -37,6 +38,15 @@ pub mod names {
     pub const ENDPOINT_DURATION: &str = "tokenkeeper_token_endpoint_duration_seconds";
     /// Refresh tokens that could not be revoked at logout.
     pub const REVOCATION_FAILURES: &str = "tokenkeeper_revocation_failures_total";
+    /// Token requests with a DPoP proof answered with a token that is not DPoP-bound.
+    pub const DPOP_DOWNGRADES: &str = "tokenkeeper_dpop_downgrades_total";
+}
+
+/// A server answered a DPoP token request of `client_id` with a Bearer token (rare: no handle).
+#[allow(unused_variables)]
+pub(crate) fn dpop_downgrade(client_id: &str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(names::DPOP_DOWNGRADES, "client_id" => client_id.to_owned()).increment(1);
 }
 
 #[derive(Debug, Clone)]

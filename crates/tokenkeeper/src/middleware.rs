@@ -8,13 +8,21 @@ use reqwest_middleware::{Middleware, Next};
 
 use crate::cache::CachedToken;
 use crate::client_credentials::{ClientCredentialsTokenManager, TokenRequestParams};
+use crate::dpop::NonceChallenge;
 use crate::error::Error;
-use crate::source::{present, ClientTokenSource, Integration, TokenSource, UserTokenSource};
+use crate::source::{
+    present, ClientTokenSource, Integration, Presented, TokenSource, UserTokenSource,
+};
 use crate::user::{SessionKey, UserTokenManager, UserTokenParams};
 use crate::MissingToken;
 
 /// Attaches `Authorization: <type> <token>` to every request and retries once on a 401.
 ///
+/// - A DPoP-bound token (the client has a [DPoP key](crate::ClientConfig::dpop)) goes with the
+///   `DPoP` scheme and a fresh proof for each request (`htm`, `htu`, `ath`, and the API's latest
+///   nonce). A `401` with a `DPoP error="use_dpop_nonce"` challenge and a new nonce is sent
+///   once more, with the same token and a new proof; nonces are kept per API origin, from
+///   every response (PK-03, PK-09, PK-10).
 /// - The token comes from the source's cache (a hit costs no I/O).
 /// - When the client names its [destinations](crate::ClientConfig::destination), a request
 ///   for any other origin fails with [`Error::DestinationNotAllowed`] and is not sent.
@@ -136,6 +144,10 @@ impl<S: TokenSource> Middleware for TokenMiddleware<S> {
         let Some(token) = self.integration.source.cached() else {
             return Box::pin(self.handle_slow(req, extensions, next));
         };
+        if token.is_dpop() {
+            // A proof per request: signing costs far more than the boxing saved below.
+            return Box::pin(self.send(req, token, extensions, next));
+        }
         let retry = Replay::of(&req);
         present(&token, req.headers_mut());
         Box::pin(async move {
@@ -150,25 +162,77 @@ impl<S: TokenSource> Middleware for TokenMiddleware<S> {
     }
 }
 
+fn token_error(error: Error) -> reqwest_middleware::Error {
+    reqwest_middleware::Error::middleware(error)
+}
+
 impl<S: TokenSource> TokenMiddleware<S> {
     /// No cached token: acquire one (or not), then send.
     async fn handle_slow(
         &self,
-        mut req: reqwest::Request,
+        req: reqwest::Request,
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
-        let Some(token) = self
-            .integration
-            .token()
-            .await
-            .map_err(reqwest_middleware::Error::middleware)?
-        else {
+        let Some(token) = self.integration.token().await.map_err(token_error)? else {
             return next.run(req, extensions).await;
         };
+        self.send(req, token, extensions, next).await
+    }
+
+    /// Puts `token` on `req` (with a proof when it is DPoP-bound).
+    fn attach(
+        &self,
+        token: &CachedToken,
+        req: &mut reqwest::Request,
+    ) -> reqwest_middleware::Result<Presented> {
+        if !token.is_dpop() {
+            present(token, req.headers_mut());
+            return Ok(Presented::Bearer);
+        }
+        let method = req.method().clone();
+        let url = req.url().clone();
+        self.integration
+            .attach(token, &method, Some(&url), req.headers_mut())
+            .map_err(token_error)
+    }
+
+    /// Sends `req` with `token` (and a DPoP proof when the token is bound), then handles a
+    /// `use_dpop_nonce` challenge (one retry with a new proof) or a 401 (one renewal).
+    async fn send(
+        &self,
+        mut req: reqwest::Request,
+        token: Arc<CachedToken>,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
         let retry = Replay::of(&req);
-        present(&token, req.headers_mut());
+        let presented = self.attach(&token, &mut req)?;
         let response = next.clone().run(req, extensions).await?;
+        let challenge = self.integration.nonce_challenge(
+            &presented,
+            response.url(),
+            response.status(),
+            response.headers(),
+        );
+        if challenge == NonceChallenge::Unchanged {
+            return Ok(response);
+        }
+        if challenge == NonceChallenge::Retry && retry.sent_to.is(response.url()) {
+            let Some(mut again) = retry.into_request(response.url()) else {
+                // The body cannot be replayed: the caller gets the 401; the nonce is kept.
+                return Ok(response);
+            };
+            drop(response);
+            let presented = self.attach(&token, &mut again)?;
+            let response = next.run(again, extensions).await?;
+            self.integration
+                .observe(&presented, response.url(), response.headers());
+            if response.status() != StatusCode::UNAUTHORIZED {
+                token.accepted();
+            }
+            return Ok(response);
+        }
         self.after_response(response, token, retry, extensions, next)
             .await
     }
@@ -201,14 +265,16 @@ impl<S: TokenSource> TokenMiddleware<S> {
             .integration
             .after_unauthorized(&token, true)
             .await
-            .map_err(reqwest_middleware::Error::middleware)?
+            .map_err(token_error)?
         else {
             // Backing off: this token was itself a renewal moments ago.
             return Ok(response);
         };
         drop(response);
-        present(&token, again.headers_mut());
+        let presented = self.attach(&token, &mut again)?;
         let response = next.run(again, extensions).await?;
+        self.integration
+            .observe(&presented, response.url(), response.headers());
         if response.status() != StatusCode::UNAUTHORIZED {
             token.accepted();
         }

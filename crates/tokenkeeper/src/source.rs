@@ -33,6 +33,7 @@ use crate::client_credentials::{
     ClientCredentialsTokenManager, RegisteredClient, TokenRequestParams,
 };
 use crate::destinations::Destinations;
+use crate::dpop::{NonceChallenge, Presenter};
 use crate::error::Error;
 use crate::user::{SessionKey, UserTokenManager, UserTokenParams};
 use crate::MissingToken;
@@ -59,6 +60,9 @@ pub trait TokenSource: sealed::Sealed + Clone + Send + Sync + std::fmt::Debug + 
 
     /// The origins the tokens may be sent to (`None`: any).
     fn destinations(&self) -> Option<&Destinations>;
+
+    /// How DPoP-bound tokens are presented, when the source has a DPoP key.
+    fn dpop(&self) -> Option<&Presenter>;
 }
 
 /// The token of one client-credentials client and parameter set.
@@ -130,6 +134,10 @@ impl TokenSource for ClientTokenSource {
     fn destinations(&self) -> Option<&Destinations> {
         self.client.destinations.as_ref()
     }
+
+    fn dpop(&self) -> Option<&Presenter> {
+        self.client.dpop.as_ref()
+    }
 }
 
 /// The access token of one user session.
@@ -180,6 +188,10 @@ impl TokenSource for UserTokenSource {
     fn destinations(&self) -> Option<&Destinations> {
         self.manager.destinations()
     }
+
+    fn dpop(&self) -> Option<&Presenter> {
+        self.manager.dpop_presenter()
+    }
 }
 
 /// Puts `token` on a request: `Authorization: <scheme> <token>` (the header is built once per
@@ -187,6 +199,13 @@ impl TokenSource for UserTokenSource {
 #[inline]
 pub(crate) fn present(token: &CachedToken, headers: &mut HeaderMap) {
     headers.insert(AUTHORIZATION, token.authorization_header().clone());
+}
+
+/// How a token went on a request: as Bearer, or with a DPoP proof that carried `nonce`.
+#[derive(Debug)]
+pub(crate) enum Presented {
+    Bearer,
+    Dpop { nonce: Option<String> },
 }
 
 /// What both HTTP integrations hold: a source and the missing-token policy.
@@ -219,6 +238,54 @@ impl<S: TokenSource> Integration<S> {
         match self.source.destinations() {
             Some(destinations) => destinations.check_uri(uri),
             None => Ok(()),
+        }
+    }
+
+    /// Puts `token` on a request for `method url`: the `Authorization` header, and for a
+    /// DPoP-bound token a fresh proof (`url` is needed then, and only then).
+    pub(crate) fn attach(
+        &self,
+        token: &CachedToken,
+        method: &http::Method,
+        url: Option<&url::Url>,
+        headers: &mut HeaderMap,
+    ) -> Result<Presented, Error> {
+        if !token.is_dpop() {
+            present(token, headers);
+            return Ok(Presented::Bearer);
+        }
+        let (Some(presenter), Some(url)) = (self.source.dpop(), url) else {
+            return Err(Error::Internal(
+                "a DPoP-bound token, but no DPoP key or no absolute URL to prove it for".into(),
+            ));
+        };
+        let nonce = presenter.present(token, method.as_str(), url, headers)?;
+        Ok(Presented::Dpop { nonce })
+    }
+
+    /// Reads the response to a request that carried a token as `presented`: keeps the API's
+    /// DPoP nonce, and says whether to send the request once more, with the same token and a
+    /// new proof (a `use_dpop_nonce` challenge with a new nonce; PK-03, PK-10), or to hand
+    /// the 401 over as it is (the same nonce again).
+    pub(crate) fn nonce_challenge(
+        &self,
+        presented: &Presented,
+        url: &url::Url,
+        status: http::StatusCode,
+        headers: &HeaderMap,
+    ) -> NonceChallenge {
+        match (presented, self.source.dpop()) {
+            (Presented::Dpop { nonce }, Some(presenter)) => {
+                presenter.after_response(url, status, headers, nonce.as_deref())
+            }
+            _ => NonceChallenge::None,
+        }
+    }
+
+    /// Keeps the API's DPoP nonce from a response (to a retry) of a DPoP request.
+    pub(crate) fn observe(&self, presented: &Presented, url: &url::Url, headers: &HeaderMap) {
+        if let (Presented::Dpop { .. }, Some(presenter)) = (presented, self.source.dpop()) {
+            presenter.nonces().update(url, headers);
         }
     }
 

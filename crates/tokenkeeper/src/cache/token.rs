@@ -203,6 +203,12 @@ impl CachedToken {
         &self.token_type
     }
 
+    /// Whether the token is DPoP-bound (`token_type` `DPoP`): it is presented with a proof.
+    #[inline]
+    pub fn is_dpop(&self) -> bool {
+        matches!(self.token_type, TokenType::DPoP)
+    }
+
     /// The scope the server says it granted, when it said.
     pub fn scope(&self) -> Option<&Scope> {
         self.scope.as_ref()
@@ -235,7 +241,7 @@ impl CachedToken {
         now >= self.refresh_at
     }
 
-    /// The `Authorization` header value (`Bearer <token>`), marked sensitive.
+    /// The `Authorization` header value (`Bearer <token>`, `DPoP <token>`), marked sensitive.
     #[inline]
     pub fn authorization_header(&self) -> &HeaderValue {
         &self.authorization

@@ -45,6 +45,8 @@ pub struct ClientConfig {
     pub(crate) allow_insecure_http: bool,
     pub(crate) assertions:
         Option<std::sync::Arc<dyn crate::protocol::client_assertion::ClientAssertionProvider>>,
+    pub(crate) dpop: Option<std::sync::Arc<crate::dpop::DpopKey>>,
+    pub(crate) require_dpop: bool,
 }
 
 impl fmt::Debug for ClientConfig {
@@ -60,6 +62,8 @@ impl fmt::Debug for ClientConfig {
             .field("destinations", &self.destinations)
             .field("allow_insecure_http", &self.allow_insecure_http)
             .field("assertions", &self.assertions)
+            .field("dpop", &self.dpop)
+            .field("require_dpop", &self.require_dpop)
             .finish()
     }
 }
@@ -83,6 +87,8 @@ impl ClientConfig {
             destinations: Vec::new(),
             allow_insecure_http: false,
             assertions: None,
+            dpop: None,
+            require_dpop: false,
         }
     }
 
@@ -124,6 +130,39 @@ impl ClientConfig {
     ) -> Self {
         self.auth_method = AuthMethod::PrivateKeyJwt;
         self.assertions = Some(provider);
+        self
+    }
+
+    /// Asks for DPoP-bound tokens (RFC 9449), proving possession of `key`: every token request
+    /// carries a proof, and the middleware and tower layer send each request with the `DPoP`
+    /// scheme and a fresh proof. Give several clients the same `Arc` to share one key; the
+    /// key's thumbprint is part of the cache key, so tokens bound to different keys never mix.
+    ///
+    /// A server that ignores the proof and answers a Bearer token gets a warning and a count
+    /// (`tokenkeeper_dpop_downgrades_total`) and the token is sent as Bearer, unless
+    /// [`ClientConfig::require_dpop`] makes that an error.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tokenkeeper::dpop::{DpopAlgorithm, DpopKey};
+    /// use tokenkeeper::ClientConfig;
+    /// let key = Arc::new(DpopKey::generate(DpopAlgorithm::ES256)?);
+    /// let config = ClientConfig::new("https://idp.example.com/token", "worker", "secret")
+    ///     .dpop(key)
+    ///     .require_dpop(true);
+    /// # let _ = config; Ok::<(), tokenkeeper::Error>(())
+    /// ```
+    pub fn dpop(mut self, key: std::sync::Arc<crate::dpop::DpopKey>) -> Self {
+        self.dpop = Some(key);
+        self
+    }
+
+    /// With DPoP: refuse a token that the server did not bind to the key
+    /// ([`Error::DpopRequired`](crate::Error::DpopRequired)) instead of using it as a Bearer
+    /// token (default `false`: warn and count). Set it when the API accepts only DPoP, or when
+    /// a Bearer token must not exist for this client.
+    pub fn require_dpop(mut self, require: bool) -> Self {
+        self.require_dpop = require;
         self
     }
 
@@ -204,6 +243,12 @@ impl ClientConfig {
                 ValidatedEndpoint::Issuer(raw.clone())
             }
         };
+        if self.require_dpop && self.dpop.is_none() {
+            return Err(ConfigError::new(
+                "require_dpop",
+                "is set, but the client has no DPoP key: use `ClientConfig::dpop`",
+            ));
+        }
         if self.client_id.trim().is_empty() {
             return Err(ConfigError::new("client_id", "is empty"));
         }
@@ -379,12 +424,17 @@ impl ClientConfig {
     > {
         let validated = self.validate().map_err(|e| e.for_client(name))?;
         let auth = self.authentication();
+        let dpop = |endpoint: crate::protocol::token_endpoint::TokenEndpoint| {
+            self.with_dpop(endpoint, clock, None)
+        };
         let endpoint = match &validated.endpoint {
-            ValidatedEndpoint::Url(url) => crate::protocol::token_endpoint::TokenEndpoint::new(
-                url.clone(),
-                auth,
-                transport.clone(),
-            ),
+            ValidatedEndpoint::Url(url) => {
+                dpop(crate::protocol::token_endpoint::TokenEndpoint::new(
+                    url.clone(),
+                    auth,
+                    transport.clone(),
+                ))
+            }
             ValidatedEndpoint::Issuer(issuer) => {
                 let discovery = crate::protocol::discovery::Discovery::new(
                     issuer.clone(),
@@ -394,13 +444,35 @@ impl ClientConfig {
                 .map_err(|e| e.for_client(name))?
                 .with_lifetime(discovery_lifetime)
                 .allow_insecure_http(self.allow_insecure_http);
-                crate::protocol::token_endpoint::TokenEndpoint::from_discovery(
-                    std::sync::Arc::new(discovery),
-                    auth,
-                    transport.clone(),
+                dpop(
+                    crate::protocol::token_endpoint::TokenEndpoint::from_discovery(
+                        std::sync::Arc::new(discovery),
+                        auth,
+                        transport.clone(),
+                    ),
                 )
             }
         };
         Ok((endpoint, validated))
+    }
+
+    /// `endpoint` with this client's DPoP settings and `clock` (and `nonces`, the store shared
+    /// by the endpoints of one manager, when given).
+    pub(crate) fn with_dpop(
+        &self,
+        endpoint: crate::protocol::token_endpoint::TokenEndpoint,
+        clock: &std::sync::Arc<dyn crate::clock::Clock>,
+        nonces: Option<&std::sync::Arc<crate::dpop::NonceStore>>,
+    ) -> crate::protocol::token_endpoint::TokenEndpoint {
+        let mut endpoint = endpoint
+            .with_clock(clock.clone())
+            .require_dpop(self.require_dpop);
+        if let Some(nonces) = nonces {
+            endpoint = endpoint.with_nonce_store(nonces.clone());
+        }
+        match &self.dpop {
+            Some(key) => endpoint.dpop(key.clone()),
+            None => endpoint,
+        }
     }
 }

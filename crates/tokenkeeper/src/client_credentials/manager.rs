@@ -88,6 +88,8 @@ pub(crate) struct RegisteredClient {
     resources: Vec<Resource>,
     extra: BTreeMap<String, String>,
     pub(crate) default_key: CacheKey,
+    /// How its DPoP-bound tokens are presented (with DPoP).
+    pub(crate) dpop: Option<crate::dpop::Presenter>,
     metrics: ClientMetrics,
     /// The origins its tokens may be sent to (`None`: any).
     pub(crate) destinations: Option<crate::destinations::Destinations>,
@@ -158,6 +160,9 @@ impl ClientCredentialsTokenManagerBuilder {
             .cache
             .unwrap_or_else(|| Arc::new(InMemoryTokenCache::with_clock(clock.clone())));
         let mut discoveries: HashMap<(String, bool), Arc<Discovery>> = HashMap::new();
+        // One store of authorization-server nonces, one of API nonces, for all clients.
+        let server_nonces = Arc::new(crate::dpop::NonceStore::new(64));
+        let api_nonces = Arc::new(crate::dpop::NonceStore::new(crate::dpop::API_NONCE_ORIGINS));
         let mut clients = HashMap::with_hasher(BuildKeyHasher::default());
         for (name, config) in self.clients {
             if name.trim().is_empty() {
@@ -185,12 +190,17 @@ impl ClientCredentialsTokenManagerBuilder {
                     TokenEndpoint::from_discovery(discovery, auth, transport.clone())
                 }
             };
+            let endpoint = config.with_dpop(endpoint, &clock, Some(&server_nonces));
+            let dpop = config.dpop.as_ref().map(|key| {
+                crate::dpop::Presenter::new(key.clone(), api_nonces.clone(), clock.clone())
+            });
             let client_name = ClientName::new(&name);
             let default_key = cache_key(
                 &client_name,
                 validated.scope.as_ref(),
                 &validated.resources,
                 &validated.extra,
+                dpop.as_ref(),
             );
             let client = RegisteredClient {
                 metrics: ClientMetrics::new(&name, "client_credentials"),
@@ -200,6 +210,7 @@ impl ClientCredentialsTokenManagerBuilder {
                 resources: validated.resources,
                 extra: validated.extra,
                 default_key,
+                dpop,
                 destinations: validated.destinations,
                 short_lifetime_warned: std::sync::atomic::AtomicBool::new(false),
             };
@@ -232,6 +243,7 @@ fn cache_key(
     scope: Option<&Scope>,
     resources: &[Resource],
     extra: &BTreeMap<String, String>,
+    dpop: Option<&crate::dpop::Presenter>,
 ) -> CacheKey {
     let mut key = KeyWriter::new("cc");
     key.field("client", client.as_str());
@@ -242,6 +254,11 @@ fn cache_key(
     for (name, value) in extra {
         key.field("x", name);
         key.field("v", value);
+    }
+    if let Some(dpop) = dpop {
+        // Tokens bound to one key are useless with another (PK-05, PK-07: the thumbprint, never
+        // the key).
+        key.field("jkt", dpop.key().thumbprint());
     }
     key.finish()
 }
@@ -276,7 +293,7 @@ impl RegisteredClient {
             &extra
         };
         let key = if params.has_overrides() {
-            cache_key(&self.name, scope, resources, extra)
+            cache_key(&self.name, scope, resources, extra, self.dpop.as_ref())
         } else {
             self.default_key.clone()
         };

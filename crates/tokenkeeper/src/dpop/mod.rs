@@ -7,12 +7,17 @@
 //! - [`challenge`]: `WWW-Authenticate` challenges (RFC 9110 §11.6.1), for `use_dpop_nonce`,
 //!   and the `DPoP-Nonce` header.
 //! - [`NonceStore`]: the latest nonce per origin, bounded.
+//! - [`Presenter`]: how the HTTP integrations present DPoP-bound tokens (a proof per request,
+//!   the API nonce retry).
 
 pub mod challenge;
 mod key;
 mod nonce;
+mod presenter;
 mod proof;
 
 pub use key::{DpopAlgorithm, DpopKey};
 pub use nonce::NonceStore;
+pub use presenter::Presenter;
+pub(crate) use presenter::{NonceChallenge, API_NONCE_ORIGINS};
 pub use proof::{ath, htu, ProofRequest};

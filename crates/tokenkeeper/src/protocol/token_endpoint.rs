@@ -7,12 +7,41 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method};
 use url::Url;
 
+use crate::clock::{Clock, TokioClock};
+use crate::dpop::{DpopKey, NonceStore, ProofRequest};
 use crate::error::Error;
-use crate::http::{redact_url, HttpRequest, SharedTransport};
+use crate::http::{redact_url, HttpRequest, HttpResponse, SharedTransport};
 use crate::protocol::client_auth::ClientAuthentication;
 use crate::protocol::discovery::Discovery;
 use crate::protocol::token_request::TokenRequest;
 use crate::protocol::token_response::{parse_token_response, TokenResponse};
+use crate::protocol::types::TokenType;
+
+/// The `DPoP` request header.
+pub(crate) const DPOP: http::HeaderName = http::HeaderName::from_static("dpop");
+
+/// How many servers' nonces one endpoint's default store keeps.
+const AS_NONCE_ORIGINS: usize = 16;
+
+/// Whether a failed DPoP token request should be retried: the server said `use_dpop_nonce` (or
+/// `invalid_dpop_proof`) and gave a nonce other than the one sent (PK-02, PK-10).
+fn asks_for_new_nonce(
+    result: &Result<TokenResponse, Error>,
+    response: &HttpResponse,
+    sent: Option<&str>,
+) -> bool {
+    let Err(error) = result else { return false };
+    if !matches!(
+        error.oauth_error(),
+        Some("use_dpop_nonce" | "invalid_dpop_proof")
+    ) {
+        return false;
+    }
+    match crate::dpop::challenge::dpop_nonce(&response.headers) {
+        Some(new) => Some(new) != sent,
+        None => false,
+    }
+}
 
 /// Where the token endpoint is: a fixed URL, or found through discovery.
 #[derive(Clone, Debug)]
@@ -42,11 +71,25 @@ pub enum EndpointLocation {
 /// let response = endpoint.request(&TokenRequest::new(Grant::ClientCredentials)).await?;
 /// # let _ = response; Ok(()) }
 /// ```
+///
+/// # DPoP
+///
+/// With a key ([`TokenEndpoint::dpop`], or per request with [`TokenEndpoint::request_with`])
+/// every request carries a proof (RFC 9449 §5). The server's nonce is kept in a
+/// [`NonceStore`] (fed from every response); a `400 use_dpop_nonce` (or `invalid_dpop_proof`)
+/// that brings a new nonce is retried exactly once, with a fresh proof and a fresh client
+/// assertion (PK-02). A server that answers a DPoP request with a Bearer token is logged and
+/// counted (`tokenkeeper_dpop_downgrades_total`), or refused with [`Error::DpopRequired`] when
+/// [`TokenEndpoint::require_dpop`] is set (PK-12).
 #[derive(Clone)]
 pub struct TokenEndpoint {
     location: EndpointLocation,
     auth: ClientAuthentication,
     transport: SharedTransport,
+    dpop: Option<Arc<DpopKey>>,
+    require_dpop: bool,
+    nonces: Arc<NonceStore>,
+    clock: Arc<dyn Clock>,
 }
 
 impl fmt::Debug for TokenEndpoint {
@@ -59,6 +102,7 @@ impl fmt::Debug for TokenEndpoint {
             .field("location", &location)
             .field("auth", &self.auth.method())
             .field("client_id", self.auth.client_id())
+            .field("dpop", &self.dpop.as_ref().map(|k| k.thumbprint()))
             .finish()
     }
 }
@@ -70,7 +114,43 @@ impl TokenEndpoint {
             location: EndpointLocation::Url(url),
             auth,
             transport,
+            dpop: None,
+            require_dpop: false,
+            nonces: Arc::new(NonceStore::new(AS_NONCE_ORIGINS)),
+            clock: Arc::new(TokioClock::new()),
         }
+    }
+
+    /// Sends a DPoP proof made with `key` on every request (unless [`TokenEndpoint::request_with`]
+    /// names another key).
+    pub fn dpop(mut self, key: Arc<DpopKey>) -> Self {
+        self.dpop = Some(key);
+        self
+    }
+
+    /// Refuses a non-DPoP token answered to a DPoP request ([`Error::DpopRequired`]) instead of
+    /// logging a warning and using it as a Bearer token.
+    pub fn require_dpop(mut self, require: bool) -> Self {
+        self.require_dpop = require;
+        self
+    }
+
+    /// Keeps the server's DPoP nonces in `nonces` (to share one store between the endpoints of
+    /// one server).
+    pub fn with_nonce_store(mut self, nonces: Arc<NonceStore>) -> Self {
+        self.nonces = nonces;
+        self
+    }
+
+    /// Dates proofs with `clock` (default [`TokioClock`]).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The DPoP key of every request, if one is set.
+    pub fn dpop_key(&self) -> Option<&Arc<DpopKey>> {
+        self.dpop.as_ref()
     }
 
     /// A client of the token endpoint named by the issuer's discovery metadata.
@@ -81,8 +161,11 @@ impl TokenEndpoint {
     ) -> Self {
         Self {
             location: EndpointLocation::Discovery(discovery),
-            auth,
-            transport,
+            ..Self::new(
+                Url::parse("http://discovery.invalid/").unwrap_or_else(|_| unreachable!()),
+                auth,
+                transport,
+            )
         }
     }
 
@@ -101,17 +184,85 @@ impl TokenEndpoint {
         }
     }
 
-    /// Sends `request` and returns the validated response.
-    #[tracing::instrument(name = "tokenkeeper.token_request", skip_all, fields(grant = request.grant().grant_type(), client_id = %self.auth.client_id()))]
+    /// Sends `request` and returns the validated response (with a DPoP proof when the endpoint
+    /// has a key).
     pub async fn request(&self, request: &TokenRequest) -> Result<TokenResponse, Error> {
+        self.request_with(request, self.dpop.as_deref()).await
+    }
+
+    /// Sends `request` with a proof made with `dpop` (none: no proof), and returns the
+    /// validated response.
+    #[tracing::instrument(name = "tokenkeeper.token_request", skip_all, fields(grant = request.grant().grant_type(), client_id = %self.auth.client_id(), dpop = dpop.is_some()))]
+    pub async fn request_with(
+        &self,
+        request: &TokenRequest,
+        dpop: Option<&DpopKey>,
+    ) -> Result<TokenResponse, Error> {
         let url = self.url().await?;
-        let http_request = self.http_request(url, request).await?;
-        let response = self.transport.send(http_request).await?;
-        let result = parse_token_response(&response);
-        if let Err(e) = &result {
-            tracing::debug!(error = %e, "token request failed");
+        let mut retried = false;
+        let result = loop {
+            let mut http_request = self.http_request(url.clone(), request).await?;
+            let sent_nonce = match dpop {
+                Some(key) => Some(self.add_proof(key, &mut http_request)?),
+                None => None,
+            };
+            let response = self.transport.send(http_request).await?;
+            self.nonces.update(&url, &response.headers);
+            let result = parse_token_response(&response);
+            if let (Some(sent), false) = (&sent_nonce, retried) {
+                if asks_for_new_nonce(&result, &response, sent.as_deref()) {
+                    tracing::debug!("the server asks for a new DPoP nonce; retrying once");
+                    retried = true;
+                    continue;
+                }
+            }
+            break result;
+        };
+        match result {
+            Ok(response) if dpop.is_some() => self.check_binding(response),
+            Ok(response) => Ok(response),
+            Err(e) => {
+                tracing::debug!(error = %e, "token request failed");
+                Err(e)
+            }
         }
-        result
+    }
+
+    /// Adds a proof to a request for the token endpoint; returns the nonce it carries.
+    fn add_proof(&self, key: &DpopKey, request: &mut HttpRequest) -> Result<Option<String>, Error> {
+        let nonce = self.nonces.get(&request.url);
+        let proof = key.proof(
+            &ProofRequest {
+                method: "POST",
+                url: &request.url,
+                access_token: None,
+                nonce: nonce.as_deref(),
+            },
+            self.clock.now(),
+        )?;
+        let value = HeaderValue::try_from(proof)
+            .map_err(|_| Error::Internal("a DPoP proof is not a header value".into()))?;
+        request.headers.insert(DPOP, value);
+        Ok(nonce)
+    }
+
+    /// PK-12: what to do with a non-DPoP token answered to a DPoP request.
+    fn check_binding(&self, response: TokenResponse) -> Result<TokenResponse, Error> {
+        if response.token_type == TokenType::DPoP {
+            return Ok(response);
+        }
+        if self.require_dpop {
+            return Err(Error::DpopRequired {
+                token_type: crate::error::sanitize(response.token_type.scheme(), 40),
+            });
+        }
+        crate::metrics::dpop_downgrade(self.auth.client_id().as_str());
+        tracing::warn!(
+            client_id = %self.auth.client_id(),
+            token_type = %crate::error::sanitize(response.token_type.scheme(), 40),
+            "the server answered a DPoP token request with a token that is not DPoP-bound; it is sent as a Bearer token"
+        );
+        Ok(response)
     }
 
     /// Revokes `token` at the revocation endpoint `url` (RFC 7009), authenticating as for the

@@ -9,9 +9,13 @@ use tower_service::Service;
 use super::body::ReplayBody;
 use super::future::ResponseFuture;
 use super::BoxError;
+use crate::cache::CachedToken;
 use crate::client_credentials::{ClientCredentialsTokenManager, TokenRequestParams};
+use crate::dpop::NonceChallenge;
 use crate::error::Error;
-use crate::source::{present, ClientTokenSource, Integration, TokenSource, UserTokenSource};
+use crate::source::{
+    present, ClientTokenSource, Integration, Presented, TokenSource, UserTokenSource,
+};
 use crate::user::{SessionKey, UserTokenManager, UserTokenParams};
 use crate::MissingToken;
 
@@ -120,25 +124,50 @@ where
                     },
                 };
                 let retry = replay(&request);
-                present(&token, request.headers_mut());
+                let uri = token.is_dpop().then(|| request.uri().clone());
+                let presented = attach(&integration, &token, &mut request)?;
                 let response = inner.call(request).await.map_err(Into::into)?;
                 if response.status() != StatusCode::UNAUTHORIZED {
                     token.accepted();
+                    if let Some(uri) = &uri {
+                        integration.observe(&presented, &url_of(uri)?, response.headers());
+                    }
                     return Ok(response);
                 }
                 let Some(mut retry) = retry else {
+                    if let Some(uri) = &uri {
+                        // Keep the nonce; the body cannot be replayed, so no retry.
+                        integration.observe(&presented, &url_of(uri)?, response.headers());
+                    }
                     integration.after_unauthorized(&token, false).await?;
                     return Ok(response);
                 };
-                let Some(token) = integration.after_unauthorized(&token, true).await? else {
+                let mut token = token;
+                let challenge = integration.nonce_challenge(
+                    &presented,
+                    &url_of(retry.uri())?,
+                    response.status(),
+                    response.headers(),
+                );
+                if challenge == NonceChallenge::Unchanged {
                     return Ok(response);
-                };
+                }
+                if challenge == NonceChallenge::None {
+                    let Some(renewed) = integration.after_unauthorized(&token, true).await? else {
+                        return Ok(response);
+                    };
+                    token = renewed;
+                }
                 drop(response);
-                present(&token, retry.headers_mut());
+                let presented = attach(&integration, &token, &mut retry)?;
+                let url = retry.uri().clone();
                 std::future::poll_fn(|cx| inner.poll_ready(cx))
                     .await
                     .map_err(Into::into)?;
                 let response = inner.call(retry).await.map_err(Into::into)?;
+                if let Presented::Dpop { .. } = presented {
+                    integration.observe(&presented, &url_of(&url)?, response.headers());
+                }
                 if response.status() != StatusCode::UNAUTHORIZED {
                     token.accepted();
                 }
@@ -146,6 +175,28 @@ where
             }),
         }
     }
+}
+
+/// The absolute URL of a request (for a DPoP proof's `htu` and the nonce store).
+fn url_of(uri: &http::Uri) -> Result<url::Url, Error> {
+    url::Url::parse(&uri.to_string()).map_err(|_| {
+        Error::Internal("a DPoP-bound token needs a request with an absolute URI".into())
+    })
+}
+
+/// Puts `token` on `request` (with a proof when it is DPoP-bound).
+fn attach<Src: TokenSource, B>(
+    integration: &Integration<Src>,
+    token: &CachedToken,
+    request: &mut Request<B>,
+) -> Result<Presented, Error> {
+    if !token.is_dpop() {
+        present(token, request.headers_mut());
+        return Ok(Presented::Bearer);
+    }
+    let url = url_of(request.uri())?;
+    let method = request.method().clone();
+    integration.attach(token, &method, Some(&url), request.headers_mut())
 }
 
 fn replay<B: ReplayBody>(request: &Request<B>) -> Option<Request<B>> {

@@ -366,6 +366,11 @@ impl UserTokenManager {
         self.inner.destinations.as_ref()
     }
 
+    /// How the sessions' DPoP-bound tokens are presented (with a client-wide DPoP key).
+    pub(crate) fn dpop_presenter(&self) -> Option<&crate::dpop::Presenter> {
+        None
+    }
+
     /// Replaces the session's tokens.
     pub async fn replace(&self, session: &SessionKey, tokens: UserTokens) -> Result<(), Error> {
         let tokens = Arc::new(tokens);
