@@ -181,7 +181,7 @@ impl<S: TokenSource> TokenMiddleware<S> {
     }
 
     /// Puts `token` on `req` (with a proof when it is DPoP-bound).
-    fn attach(
+    async fn attach(
         &self,
         token: &CachedToken,
         req: &mut reqwest::Request,
@@ -193,7 +193,8 @@ impl<S: TokenSource> TokenMiddleware<S> {
         let method = req.method().clone();
         let url = req.url().clone();
         self.integration
-            .attach(token, &method, Some(&url), req.headers_mut())
+            .attach(token, &method, &url, req.headers_mut())
+            .await
             .map_err(token_error)
     }
 
@@ -207,7 +208,7 @@ impl<S: TokenSource> TokenMiddleware<S> {
         next: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
         let retry = Replay::of(&req);
-        let presented = self.attach(&token, &mut req)?;
+        let presented = self.attach(&token, &mut req).await?;
         let response = next.clone().run(req, extensions).await?;
         let challenge = self.integration.nonce_challenge(
             &presented,
@@ -224,7 +225,7 @@ impl<S: TokenSource> TokenMiddleware<S> {
                 return Ok(response);
             };
             drop(response);
-            let presented = self.attach(&token, &mut again)?;
+            let presented = self.attach(&token, &mut again).await?;
             let response = next.run(again, extensions).await?;
             self.integration
                 .observe(&presented, response.url(), response.headers());
@@ -271,7 +272,7 @@ impl<S: TokenSource> TokenMiddleware<S> {
             return Ok(response);
         };
         drop(response);
-        let presented = self.attach(&token, &mut again)?;
+        let presented = self.attach(&token, &mut again).await?;
         let response = next.run(again, extensions).await?;
         self.integration
             .observe(&presented, response.url(), response.headers());

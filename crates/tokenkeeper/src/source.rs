@@ -61,8 +61,9 @@ pub trait TokenSource: sealed::Sealed + Clone + Send + Sync + std::fmt::Debug + 
     /// The origins the tokens may be sent to (`None`: any).
     fn destinations(&self) -> Option<&Destinations>;
 
-    /// How DPoP-bound tokens are presented, when the source has a DPoP key.
-    fn dpop(&self) -> Option<&Presenter>;
+    /// How DPoP-bound tokens are presented, when the source has a DPoP key (a client's key, or
+    /// the session's from the key store).
+    fn dpop(&self) -> impl Future<Output = Result<Option<Presenter>, Error>> + Send + '_;
 }
 
 /// The token of one client-credentials client and parameter set.
@@ -135,8 +136,8 @@ impl TokenSource for ClientTokenSource {
         self.client.destinations.as_ref()
     }
 
-    fn dpop(&self) -> Option<&Presenter> {
-        self.client.dpop.as_ref()
+    fn dpop(&self) -> impl Future<Output = Result<Option<Presenter>, Error>> + Send + '_ {
+        std::future::ready(Ok(self.client.dpop.clone()))
     }
 }
 
@@ -189,8 +190,8 @@ impl TokenSource for UserTokenSource {
         self.manager.destinations()
     }
 
-    fn dpop(&self) -> Option<&Presenter> {
-        self.manager.dpop_presenter()
+    fn dpop(&self) -> impl Future<Output = Result<Option<Presenter>, Error>> + Send + '_ {
+        self.manager.presenter(&self.session)
     }
 }
 
@@ -205,7 +206,10 @@ pub(crate) fn present(token: &CachedToken, headers: &mut HeaderMap) {
 #[derive(Debug)]
 pub(crate) enum Presented {
     Bearer,
-    Dpop { nonce: Option<String> },
+    Dpop {
+        presenter: Presenter,
+        nonce: Option<String>,
+    },
 }
 
 /// What both HTTP integrations hold: a source and the missing-token policy.
@@ -242,25 +246,25 @@ impl<S: TokenSource> Integration<S> {
     }
 
     /// Puts `token` on a request for `method url`: the `Authorization` header, and for a
-    /// DPoP-bound token a fresh proof (`url` is needed then, and only then).
-    pub(crate) fn attach(
+    /// DPoP-bound token a fresh proof.
+    pub(crate) async fn attach(
         &self,
         token: &CachedToken,
         method: &http::Method,
-        url: Option<&url::Url>,
+        url: &url::Url,
         headers: &mut HeaderMap,
     ) -> Result<Presented, Error> {
         if !token.is_dpop() {
             present(token, headers);
             return Ok(Presented::Bearer);
         }
-        let (Some(presenter), Some(url)) = (self.source.dpop(), url) else {
-            return Err(Error::Internal(
-                "a DPoP-bound token, but no DPoP key or no absolute URL to prove it for".into(),
+        let Some(presenter) = self.source.dpop().await? else {
+            return Err(Error::ReauthenticationRequired(
+                "the token is DPoP-bound, but its key is gone".into(),
             ));
         };
         let nonce = presenter.present(token, method.as_str(), url, headers)?;
-        Ok(Presented::Dpop { nonce })
+        Ok(Presented::Dpop { presenter, nonce })
     }
 
     /// Reads the response to a request that carried a token as `presented`: keeps the API's
@@ -274,17 +278,17 @@ impl<S: TokenSource> Integration<S> {
         status: http::StatusCode,
         headers: &HeaderMap,
     ) -> NonceChallenge {
-        match (presented, self.source.dpop()) {
-            (Presented::Dpop { nonce }, Some(presenter)) => {
+        match presented {
+            Presented::Dpop { presenter, nonce } => {
                 presenter.after_response(url, status, headers, nonce.as_deref())
             }
-            _ => NonceChallenge::None,
+            Presented::Bearer => NonceChallenge::None,
         }
     }
 
     /// Keeps the API's DPoP nonce from a response (to a retry) of a DPoP request.
     pub(crate) fn observe(&self, presented: &Presented, url: &url::Url, headers: &HeaderMap) {
-        if let (Presented::Dpop { .. }, Some(presenter)) = (presented, self.source.dpop()) {
+        if let Presented::Dpop { presenter, .. } = presented {
             presenter.nonces().update(url, headers);
         }
     }

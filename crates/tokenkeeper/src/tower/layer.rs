@@ -125,7 +125,7 @@ where
                 };
                 let retry = replay(&request);
                 let uri = token.is_dpop().then(|| request.uri().clone());
-                let presented = attach(&integration, &token, &mut request)?;
+                let presented = attach(&integration, &token, &mut request).await?;
                 let response = inner.call(request).await.map_err(Into::into)?;
                 if response.status() != StatusCode::UNAUTHORIZED {
                     token.accepted();
@@ -159,7 +159,7 @@ where
                     token = renewed;
                 }
                 drop(response);
-                let presented = attach(&integration, &token, &mut retry)?;
+                let presented = attach(&integration, &token, &mut retry).await?;
                 let url = retry.uri().clone();
                 std::future::poll_fn(|cx| inner.poll_ready(cx))
                     .await
@@ -185,7 +185,7 @@ fn url_of(uri: &http::Uri) -> Result<url::Url, Error> {
 }
 
 /// Puts `token` on `request` (with a proof when it is DPoP-bound).
-fn attach<Src: TokenSource, B>(
+async fn attach<Src: TokenSource, B>(
     integration: &Integration<Src>,
     token: &CachedToken,
     request: &mut Request<B>,
@@ -196,7 +196,9 @@ fn attach<Src: TokenSource, B>(
     }
     let url = url_of(request.uri())?;
     let method = request.method().clone();
-    integration.attach(token, &method, Some(&url), request.headers_mut())
+    integration
+        .attach(token, &method, &url, request.headers_mut())
+        .await
 }
 
 fn replay<B: ReplayBody>(request: &Request<B>) -> Option<Request<B>> {

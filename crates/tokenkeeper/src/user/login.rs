@@ -27,6 +27,11 @@ pub struct LoginRequest<'a> {
     pub nonce: &'a str,
     /// The resource asked for at login, if any (repeated at the code exchange).
     pub resource: Option<&'a Resource>,
+    /// The session's own DPoP key made for this login
+    /// ([`LoginDpop::session_key`](super::LoginDpop::session_key)), with per-session DPoP: the
+    /// code exchange proves it, and it enters the key store when the login completes. (With
+    /// the client's key, or without DPoP: `None`.)
+    pub dpop_key: Option<Arc<crate::dpop::DpopKey>>,
 }
 
 /// A completed login.
@@ -65,7 +70,13 @@ impl UserTokenManager {
         if let Some(resource) = request.resource {
             token_request = token_request.resource(resource.clone());
         }
-        let response = self.endpoint().request(&token_request).await?;
+        let key = self.login_key(request.dpop_key.as_ref());
+        let response = self
+            .endpoint()
+            .request_with(&token_request, key.as_deref())
+            .await?;
+        // The key the session's tokens are bound to (none when the server issued Bearer tokens).
+        let bound = key.filter(|_| response.token_type == crate::protocol::types::TokenType::DPoP);
         let checked = match self.check_id_token(&response, request.nonce).await {
             Ok(checked) => checked,
             Err(refused) => {
@@ -83,7 +94,11 @@ impl UserTokenManager {
             None => crate::protocol::authorization::random_token(16)?,
         };
         let session = SessionKey::from_sub_sid(&claims.sub, &sid);
-        self.store_login(&session, &response, request.resource)
+        if let Some(key) = &bound {
+            self.keep_session_key(key).await?;
+        }
+        let jkt = bound.map(|key| key.thumbprint().to_owned());
+        self.store_login_bound(&session, &response, request.resource, jkt)
             .await?;
         Ok(Login {
             session,

@@ -14,6 +14,7 @@ use crate::client_credentials::flight::{FlightMode, Flights, Joined};
 use crate::client_credentials::{BackoffPolicy, ClientConfig, LifetimePolicy};
 use crate::clock::{Clock, Timestamp};
 use crate::destinations::Destinations;
+use crate::dpop::{DpopAlgorithm, DpopKey, DpopKeyStore, NonceStore, Presenter};
 use crate::error::{ConfigError, Error};
 use crate::metrics::ClientMetrics;
 use crate::protocol::discovery::DEFAULT_METADATA_LIFETIME;
@@ -131,7 +132,49 @@ struct Inner {
     lease: Option<(Arc<dyn Lease>, LeaseOptions)>,
     transport: crate::http::SharedTransport,
     validator: tokio::sync::OnceCell<Arc<crate::protocol::id_token::IdTokenValidator>>,
+    dpop: Option<UserDpop>,
 }
+
+/// How the sessions' tokens are bound to DPoP keys.
+enum UserDpop {
+    /// One key for the client ([`ClientConfig::dpop`]).
+    Client(Presenter),
+    /// A key per session, made at login, kept in a key store, dropped at logout.
+    PerSession {
+        keys: Arc<dyn DpopKeyStore>,
+        algorithm: DpopAlgorithm,
+        nonces: Arc<NonceStore>,
+        /// Keys read from the store, so that presenting a token costs no store round trip.
+        local: Mutex<HashMap<String, Arc<DpopKey>>>,
+    },
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The DPoP key of a new login ([`UserTokenManager::new_login_dpop`]).
+#[derive(Debug, Clone)]
+pub struct LoginDpop {
+    key: Arc<DpopKey>,
+    per_session: bool,
+}
+
+impl LoginDpop {
+    /// The key's thumbprint: the authorization request's `dpop_jkt`.
+    pub fn jkt(&self) -> &str {
+        self.key.thumbprint()
+    }
+
+    /// The session's own new key (per-session DPoP), to keep server-side with the pending login
+    /// until its callback; `None` when the client's key is used.
+    pub fn session_key(&self) -> Option<&Arc<DpopKey>> {
+        self.per_session.then_some(&self.key)
+    }
+}
+
+/// How many keys a manager keeps at hand from a per-session key store.
+const LOCAL_KEYS: usize = 10_000;
 
 impl fmt::Debug for UserTokenManager {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -149,6 +192,7 @@ pub struct UserTokenManagerBuilder {
     store: Option<Arc<dyn UserTokenStore>>,
     revocation_endpoint: Option<String>,
     settings: Settings,
+    per_session_dpop: Option<(DpopAlgorithm, Option<Arc<dyn DpopKeyStore>>)>,
 }
 
 impl fmt::Debug for UserTokenManagerBuilder {
@@ -175,10 +219,57 @@ impl UserTokenManagerBuilder {
         self
     }
 
+    /// Binds each session's tokens to a DPoP key of its own (PK-08): made at login (its
+    /// thumbprint goes on the authorization request as `dpop_jkt`), used for the code exchange,
+    /// every refresh and every API call, and removed at logout. Keys live in an
+    /// [`InMemoryDpopKeyStore`](crate::dpop::InMemoryDpopKeyStore) unless
+    /// [`UserTokenManagerBuilder::dpop_key_store`] names another (for a fleet,
+    /// `tokenkeeper_redis::RedisDpopKeyStore`, which seals them). For one key shared by every
+    /// session, give the client a key instead ([`ClientConfig::dpop`]).
+    pub fn per_session_dpop(mut self, algorithm: DpopAlgorithm) -> Self {
+        let store = self.per_session_dpop.and_then(|(_, store)| store);
+        self.per_session_dpop = Some((algorithm, store));
+        self
+    }
+
+    /// Keeps per-session DPoP keys in `store` (implies [`UserTokenManagerBuilder::per_session_dpop`]
+    /// with ES256 unless an algorithm was set).
+    pub fn dpop_key_store(mut self, store: Arc<dyn DpopKeyStore>) -> Self {
+        let algorithm = self
+            .per_session_dpop
+            .map(|(alg, _)| alg)
+            .unwrap_or_default();
+        self.per_session_dpop = Some((algorithm, Some(store)));
+        self
+    }
+
     /// Checks the configuration and builds the manager.
     pub fn build(self) -> Result<UserTokenManager, Error> {
         let settings = self.settings.resolve()?;
         let (clock, transport) = (settings.clock, settings.transport);
+        let nonces = Arc::new(NonceStore::new(crate::dpop::API_NONCE_ORIGINS));
+        let dpop = match (&self.client.dpop, self.per_session_dpop) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    "dpop",
+                    "the client has a DPoP key and per-session keys are asked for: choose one",
+                )
+                .for_client("user")
+                .into())
+            }
+            (Some(key), None) => Some(UserDpop::Client(Presenter::new(
+                key.clone(),
+                nonces,
+                clock.clone(),
+            ))),
+            (None, Some((algorithm, keys))) => Some(UserDpop::PerSession {
+                keys: keys.unwrap_or_else(|| Arc::new(crate::dpop::InMemoryDpopKeyStore::new())),
+                algorithm,
+                nonces,
+                local: Mutex::new(HashMap::new()),
+            }),
+            (None, None) => None,
+        };
         let (endpoint, validated) =
             self.client
                 .endpoint("user", &transport, &clock, DEFAULT_METADATA_LIFETIME)?;
@@ -222,6 +313,7 @@ impl UserTokenManagerBuilder {
                 lease: settings.lease,
                 transport: transport.clone(),
                 validator: tokio::sync::OnceCell::new(),
+                dpop,
             }),
         })
     }
@@ -272,6 +364,7 @@ impl UserTokenManager {
             store: None,
             revocation_endpoint: None,
             settings: Settings::default(),
+            per_session_dpop: None,
         }
     }
 
@@ -342,8 +435,21 @@ impl UserTokenManager {
         response: &TokenResponse,
         resource: Option<&Resource>,
     ) -> Result<(), Error> {
+        self.store_login_bound(session, response, resource, None)
+            .await
+    }
+
+    /// [`UserTokenManager::store_login`], for tokens bound to the DPoP key `dpop_jkt`.
+    pub(crate) async fn store_login_bound(
+        &self,
+        session: &SessionKey,
+        response: &TokenResponse,
+        resource: Option<&Resource>,
+        dpop_jkt: Option<String>,
+    ) -> Result<(), Error> {
         let now = self.inner.clock.now();
         let mut tokens = UserTokens {
+            dpop_jkt,
             refresh_token: response.refresh_token.clone(),
             refresh_expires_at: response
                 .refresh_expires_in()
@@ -366,9 +472,110 @@ impl UserTokenManager {
         self.inner.destinations.as_ref()
     }
 
-    /// How the sessions' DPoP-bound tokens are presented (with a client-wide DPoP key).
-    pub(crate) fn dpop_presenter(&self) -> Option<&crate::dpop::Presenter> {
-        None
+    /// How `session`'s DPoP-bound tokens are presented: the client's key, or the session's own
+    /// (from the store's in-process tier and the manager's key cache when they have it).
+    pub(crate) async fn presenter(&self, session: &SessionKey) -> Result<Option<Presenter>, Error> {
+        match &self.inner.dpop {
+            None => Ok(None),
+            Some(UserDpop::Client(presenter)) => Ok(Some(presenter.clone())),
+            Some(UserDpop::PerSession { nonces, .. }) => {
+                let jkt = match self.inner.store.get_local(session) {
+                    Some(stored) => stored.value.dpop_jkt.clone(),
+                    None => self
+                        .inner
+                        .store
+                        .get(session)
+                        .await?
+                        .and_then(|s| s.value.dpop_jkt.clone()),
+                };
+                let Some(key) = self.dpop_key(jkt.as_deref()).await? else {
+                    return Ok(None);
+                };
+                Ok(Some(Presenter::new(
+                    key,
+                    nonces.clone(),
+                    self.inner.clock.clone(),
+                )))
+            }
+        }
+    }
+
+    /// The DPoP key of tokens bound to `jkt`: the client's key, or the session's from the key
+    /// store. A session whose key is gone must log in again.
+    pub(crate) async fn dpop_key(&self, jkt: Option<&str>) -> Result<Option<Arc<DpopKey>>, Error> {
+        match &self.inner.dpop {
+            None => Ok(None),
+            Some(UserDpop::Client(presenter)) => Ok(Some(presenter.key().clone())),
+            Some(UserDpop::PerSession { keys, local, .. }) => {
+                let Some(jkt) = jkt else { return Ok(None) };
+                if let Some(key) = lock(local).get(jkt) {
+                    return Ok(Some(key.clone()));
+                }
+                let key = keys.get(jkt).await?.ok_or_else(|| {
+                    Error::ReauthenticationRequired("the session's DPoP key is gone".into())
+                })?;
+                let mut local = lock(local);
+                if local.len() >= LOCAL_KEYS {
+                    local.clear();
+                }
+                local.insert(jkt.to_owned(), key.clone());
+                Ok(Some(key))
+            }
+        }
+    }
+
+    /// What a new login needs for DPoP (PK-08), `None` without DPoP: the key whose thumbprint
+    /// goes on the authorization request as `dpop_jkt` — the client's key, or a new one for the
+    /// session. A new session key is not stored anywhere yet: keep it server-side with the
+    /// pending login ([`LoginDpop::session_key`]; never in a cookie) and hand it back in
+    /// [`LoginRequest::dpop_key`](super::LoginRequest::dpop_key); it enters the key store only
+    /// when the login completes, so that abandoned logins cannot fill the store.
+    pub fn new_login_dpop(&self) -> Result<Option<LoginDpop>, Error> {
+        match &self.inner.dpop {
+            None => Ok(None),
+            Some(UserDpop::Client(presenter)) => Ok(Some(LoginDpop {
+                key: presenter.key().clone(),
+                per_session: false,
+            })),
+            Some(UserDpop::PerSession { algorithm, .. }) => Ok(Some(LoginDpop {
+                key: Arc::new(DpopKey::generate(*algorithm)?),
+                per_session: true,
+            })),
+        }
+    }
+
+    /// The key a login's code exchange proves: the client's, or the session's new one.
+    pub(crate) fn login_key(&self, session_key: Option<&Arc<DpopKey>>) -> Option<Arc<DpopKey>> {
+        match &self.inner.dpop {
+            None => None,
+            Some(UserDpop::Client(presenter)) => Some(presenter.key().clone()),
+            Some(UserDpop::PerSession { .. }) => session_key.cloned(),
+        }
+    }
+
+    /// Keeps a completed login's session key in the key store.
+    pub(crate) async fn keep_session_key(&self, key: &Arc<DpopKey>) -> Result<(), Error> {
+        if let Some(UserDpop::PerSession { keys, local, .. }) = &self.inner.dpop {
+            keys.put(key.clone()).await?;
+            let mut local = lock(local);
+            if local.len() >= LOCAL_KEYS {
+                local.clear();
+            }
+            local.insert(key.thumbprint().to_owned(), key.clone());
+        }
+        Ok(())
+    }
+
+    /// Forgets a per-session key (at logout, or when its login fails).
+    pub(crate) async fn drop_dpop_key(&self, jkt: Option<&str>) {
+        let (Some(UserDpop::PerSession { keys, local, .. }), Some(jkt)) = (&self.inner.dpop, jkt)
+        else {
+            return;
+        };
+        lock(local).remove(jkt);
+        if let Err(error) = keys.remove(jkt).await {
+            tracing::warn!(%error, "a DPoP key could not be removed from the key store");
+        }
     }
 
     /// Replaces the session's tokens.
@@ -699,8 +906,9 @@ impl UserTokenManager {
         for (name, value) in &inner.defaults.extra {
             request = request.extra(name.clone(), value.clone());
         }
+        let key = self.dpop_key(current.value.dpop_jkt.as_deref()).await?;
         let requested = tokio::time::Instant::now();
-        let response = inner.endpoint.request(&request).await;
+        let response = inner.endpoint.request_with(&request, key.as_deref()).await;
         inner
             .metrics
             .token_request(requested.elapsed(), response.is_ok());
@@ -766,6 +974,7 @@ impl UserTokenManager {
     /// returned [`Revocation`] tells the caller what happened to the refresh token.
     pub async fn logout(&self, session: &SessionKey) -> Result<Revocation, Error> {
         let stored = self.inner.store.get(session).await?;
+        let jkt = stored.as_ref().and_then(|s| s.value.dpop_jkt.clone());
         let outcome = match stored.and_then(|s| s.value.refresh_token.clone()) {
             None => Revocation::NoRefreshToken,
             Some(refresh_token) => match self.revocation_url().await {
@@ -790,6 +999,7 @@ impl UserTokenManager {
             },
         };
         self.inner.store.clear(session).await?;
+        self.drop_dpop_key(jkt.as_deref()).await;
         Ok(outcome)
     }
 

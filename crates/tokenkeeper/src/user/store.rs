@@ -140,6 +140,9 @@ pub struct UserTokens {
     pub id_token: Option<IdToken>,
     /// When the refresh token expires, when the server said (`refresh_expires_in`).
     pub refresh_expires_at: Option<crate::clock::Timestamp>,
+    /// The RFC 7638 thumbprint of the DPoP key the tokens are bound to, when they are (the key
+    /// itself lives in a [`DpopKeyStore`](crate::dpop::DpopKeyStore), never here).
+    pub dpop_jkt: Option<String>,
 }
 
 impl UserTokens {

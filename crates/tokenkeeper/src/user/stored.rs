@@ -31,6 +31,9 @@ struct StoredSession {
     /// When the refresh token expires (ms), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     rx: Option<u64>,
+    /// The DPoP key's thumbprint (never the key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    jk: Option<String>,
 }
 
 impl UserTokens {
@@ -58,6 +61,7 @@ impl UserTokens {
                 })
                 .collect(),
             rx: self.refresh_expires_at.map(Timestamp::as_millis),
+            jk: self.dpop_jkt.clone(),
         };
         serde_json::to_value(stored).unwrap_or(serde_json::Value::Null)
     }
@@ -69,6 +73,7 @@ impl UserTokens {
             refresh_token: stored.rt.map(RefreshToken::new),
             id_token: stored.id.map(IdToken::new),
             refresh_expires_at: stored.rx.map(Timestamp::from_millis),
+            dpop_jkt: stored.jk,
             ..UserTokens::default()
         };
         for (resource, t) in stored.at {

@@ -1,0 +1,138 @@
+//! Where per-session DPoP keys live (PK-07): a [`DpopKeyStore`], keyed by the key's RFC 7638
+//! thumbprint. Sessions and pending logins hold the thumbprint only; the private key stays in
+//! the store — in this process's memory by default, sealed in Redis for a fleet
+//! (`tokenkeeper_redis::RedisDpopKeyStore`) — and is removed at logout.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use futures_util::future::BoxFuture;
+
+use super::DpopKey;
+use crate::error::CacheError;
+
+/// Keeps DPoP private keys by thumbprint. Implementations must never write a private key in
+/// plaintext anywhere shared (encrypt it, as the Redis form does) and must check that a key read
+/// back has the thumbprint it was asked for.
+pub trait DpopKeyStore: Send + Sync + fmt::Debug + 'static {
+    /// The key with thumbprint `jkt`, if it is kept.
+    fn get<'a>(&'a self, jkt: &'a str) -> BoxFuture<'a, Result<Option<Arc<DpopKey>>, CacheError>>;
+
+    /// Keeps `key` (under its thumbprint).
+    fn put(&self, key: Arc<DpopKey>) -> BoxFuture<'_, Result<(), CacheError>>;
+
+    /// Forgets the key with thumbprint `jkt`.
+    fn remove<'a>(&'a self, jkt: &'a str) -> BoxFuture<'a, Result<(), CacheError>>;
+}
+
+/// DPoP keys in this process's memory, bounded (default 100,000 keys; when full, the key kept
+/// longest goes first — a session whose key is gone must log in again).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use tokenkeeper::dpop::{DpopAlgorithm, DpopKey, DpopKeyStore, InMemoryDpopKeyStore};
+/// let store = InMemoryDpopKeyStore::new();
+/// let key = Arc::new(DpopKey::generate(DpopAlgorithm::ES256)?);
+/// store.put(key.clone()).await?;
+/// assert!(store.get(key.thumbprint()).await?.is_some());
+/// store.remove(key.thumbprint()).await?;
+/// assert!(store.get(key.thumbprint()).await?.is_none());
+/// # Ok(()) }
+/// ```
+pub struct InMemoryDpopKeyStore {
+    keys: Mutex<Keys>,
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct Keys {
+    by_jkt: HashMap<String, (Arc<DpopKey>, u64)>,
+    /// Insertion order, for eviction in O(log n).
+    order: std::collections::BTreeMap<u64, String>,
+    next: u64,
+}
+
+impl fmt::Debug for InMemoryDpopKeyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InMemoryDpopKeyStore")
+            .field("len", &self.len())
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+impl Default for InMemoryDpopKeyStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl InMemoryDpopKeyStore {
+    /// An empty store of at most 100,000 keys.
+    pub fn new() -> Self {
+        Self {
+            keys: Mutex::new(Keys::default()),
+            capacity: 100_000,
+        }
+    }
+
+    /// At most `capacity` keys (at least 1).
+    pub fn with_capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(1);
+        self
+    }
+
+    /// How many keys are kept.
+    pub fn len(&self) -> usize {
+        self.lock().by_jkt.len()
+    }
+
+    /// Whether no key is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Keys> {
+        self.keys.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The key with thumbprint `jkt`, without waiting.
+    pub fn get_now(&self, jkt: &str) -> Option<Arc<DpopKey>> {
+        self.lock().by_jkt.get(jkt).map(|(k, _)| k.clone())
+    }
+}
+
+impl DpopKeyStore for InMemoryDpopKeyStore {
+    fn get<'a>(&'a self, jkt: &'a str) -> BoxFuture<'a, Result<Option<Arc<DpopKey>>, CacheError>> {
+        Box::pin(std::future::ready(Ok(self.get_now(jkt))))
+    }
+
+    fn put(&self, key: Arc<DpopKey>) -> BoxFuture<'_, Result<(), CacheError>> {
+        let mut keys = self.lock();
+        if let Some((_, n)) = keys.by_jkt.remove(key.thumbprint()) {
+            keys.order.remove(&n);
+        }
+        while keys.by_jkt.len() >= self.capacity {
+            let Some((_, oldest)) = keys.order.pop_first() else {
+                break;
+            };
+            keys.by_jkt.remove(&oldest);
+        }
+        keys.next += 1;
+        let n = keys.next;
+        keys.order.insert(n, key.thumbprint().to_owned());
+        keys.by_jkt.insert(key.thumbprint().to_owned(), (key, n));
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn remove<'a>(&'a self, jkt: &'a str) -> BoxFuture<'a, Result<(), CacheError>> {
+        let mut keys = self.lock();
+        if let Some((_, n)) = keys.by_jkt.remove(jkt) {
+            keys.order.remove(&n);
+        }
+        drop(keys);
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
