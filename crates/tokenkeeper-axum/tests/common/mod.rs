@@ -39,6 +39,16 @@ pub struct Setup {
     pub fleet_of: Option<(Arc<TestServer>, String)>,
     /// A shared pending-login store.
     pub pending: Option<Arc<dyn tokenkeeper::user::PendingLoginStore>>,
+    /// DPoP for the user tokens.
+    pub dpop: Option<Dpop>,
+}
+
+/// How user tokens are bound to DPoP keys.
+pub enum Dpop {
+    /// One key for the client.
+    Client(Arc<tokenkeeper::dpop::DpopKey>),
+    /// A key per session, in this store.
+    PerSession(Arc<tokenkeeper::dpop::InMemoryDpopKeyStore>),
 }
 
 pub async fn app(insecure_cookies: bool) -> App {
@@ -71,12 +81,16 @@ pub async fn app_with(setup: Setup) -> App {
     config.post_logout_redirect_uri = Some(format!("{url}/"));
     // Tokens live in the same tower-sessions backend as the sessions.
     let sessions = CountingStore::default();
-    let users = tokenkeeper::user::UserTokenManager::builder(
-        tokenkeeper::ClientConfig::from_issuer(idp.issuer(), "web", "web-secret"),
-    )
-    .store(Arc::new(SessionStoreUserTokenStore::new(sessions.clone())))
-    .build()
-    .unwrap();
+    let mut client = tokenkeeper::ClientConfig::from_issuer(idp.issuer(), "web", "web-secret");
+    if let Some(Dpop::Client(key)) = &setup.dpop {
+        client = client.dpop(key.clone());
+    }
+    let mut users = tokenkeeper::user::UserTokenManager::builder(client)
+        .store(Arc::new(SessionStoreUserTokenStore::new(sessions.clone())));
+    if let Some(Dpop::PerSession(keys)) = &setup.dpop {
+        users = users.dpop_key_store(keys.clone());
+    }
+    let users = users.build().unwrap();
     let mut oidc = Oidc::new(config, users).unwrap();
     if let Some(pending) = setup.pending {
         oidc = oidc.with_pending_logins(pending);
@@ -95,6 +109,31 @@ pub async fn app_with(setup: Setup) -> App {
         .route(
             "/token",
             get(|token: UserAccessToken| async move { token.0.access_token().secret().to_owned() }),
+        )
+        .route(
+            "/refresh",
+            get(
+                |axum::extract::State(state): axum::extract::State<AppState>, user: CurrentUser| async move {
+                    let session = tokenkeeper::user::SessionKey::from_sub_sid(&user.sub, &user.sid);
+                    let params = tokenkeeper::user::UserTokenParams::default().force_renewal(true);
+                    match state.oidc.users().get_access_token(&session, &params).await {
+                        Ok(token) => token.access_token().secret().to_owned(),
+                        Err(error) => format!("error {error}"),
+                    }
+                },
+            ),
+        )
+        .route(
+            "/call",
+            get(
+                |client: tokenkeeper_axum::UserHttpClient,
+                 axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>| async move {
+                    match client.0.get(&q["url"]).send().await {
+                        Ok(response) => format!("{} {}", response.status().as_u16(), response.text().await.unwrap_or_default()),
+                        Err(error) => format!("error {error}"),
+                    }
+                },
+            ),
         )
         .merge(oidc.router())
         .with_state(AppState { oidc: oidc.clone() })
