@@ -111,7 +111,7 @@ async fn user_tokens(
             redirect_uri,
             nonce: &request.nonce,
             resource: None,
-            dpop_key: None,
+            dpop_jkt: None,
         })
         .await?;
     let session: SessionKey = login.session; // sub + sid; keep it in your web session

@@ -82,10 +82,10 @@ struct PendingLogin {
     nonce: String,
     verifier: String,
     return_url: String,
-    /// With per-session DPoP: the session's new key (PKCS#8 PEM) and its algorithm, kept
-    /// server-side with the pending login — sealed when the store is Redis — never in a cookie.
+    /// With DPoP: the thumbprint of the key the login binds tokens to (the key itself stays
+    /// in the key store).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    dpop_key: Option<(String, String)>,
+    dpop_jkt: Option<String>,
 }
 
 /// The store key of the pending login with this `state`.
@@ -409,25 +409,21 @@ async fn login(
     for (k, v) in &config.extra {
         builder = builder.extra(k.clone(), v.clone());
     }
-    let dpop = oidc
+    let dpop_jkt = oidc
         .inner
         .users
-        .new_login_dpop()
+        .new_login_dpop(config.pending_login_ttl)
+        .await
         .map_err(LoginError::Token)?;
-    let mut dpop_key = None;
-    if let Some(dpop) = &dpop {
-        builder = builder.extra("dpop_jkt", dpop.jkt());
-        if let Some(key) = dpop.session_key() {
-            let pem = key.to_pkcs8_pem().map_err(LoginError::Token)?;
-            dpop_key = Some((key.algorithm().as_str().to_owned(), pem));
-        }
+    if let Some(jkt) = &dpop_jkt {
+        builder = builder.extra("dpop_jkt", jkt.clone());
     }
     let request = builder.build().map_err(LoginError::Token)?;
     let pending = PendingLogin {
         nonce: request.nonce.clone(),
         verifier: request.pkce.verifier().to_owned(),
         return_url,
-        dpop_key,
+        dpop_jkt,
     };
     let value = serde_json::to_vec(&pending).map_err(|e| LoginError::Session(e.to_string()))?;
     oidc.inner
@@ -527,16 +523,6 @@ async fn complete(
     let code = query
         .code
         .ok_or_else(|| LoginError::Provider("no code".into()))?;
-    let dpop_key = match &pending.dpop_key {
-        Some((alg, pem)) => Some(std::sync::Arc::new(
-            tokenkeeper::dpop::DpopAlgorithm::parse(alg)
-                .map_err(|e| LoginError::Token(e.into()))
-                .and_then(|alg| {
-                    tokenkeeper::dpop::DpopKey::from_pem(pem, alg).map_err(LoginError::Token)
-                })?,
-        )),
-        None => None,
-    };
     // The code exchange, the ID token check (the tokens of a refused login are revoked) and
     // the session's tokens stored: one implementation, in the user token manager.
     let login = oidc
@@ -548,7 +534,7 @@ async fn complete(
             redirect_uri: &config.redirect_uri,
             nonce: &pending.nonce,
             resource: config.resource.as_ref(),
-            dpop_key,
+            dpop_jkt: pending.dpop_jkt.as_deref(),
         })
         .await
         .map_err(LoginError::Token)?;

@@ -110,7 +110,17 @@ async fn pk_08_user_tokens_with_dpop_per_session_and_per_client_keys() {
         assert_eq!(get_text(&browser, format!("{}/me", app.url)).await, "alice");
         if per_session {
             assert_eq!(keys.len(), 1, "the session's key is in the key store");
+            assert_eq!(keys.pending_len(), 0, "no longer a pending login's key");
             assert!(keys.get_now(&jkt).is_some());
+            // Abandoned logins hold keys apart (expiring), never in the sessions' part.
+            for _ in 0..3 {
+                common::browser(false)
+                    .get(format!("{}/auth/login", app.url))
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            assert_eq!((keys.len(), keys.pending_len()), (1, 3));
         } else {
             assert_eq!(jkt, client_key.thumbprint());
             assert!(keys.is_empty());

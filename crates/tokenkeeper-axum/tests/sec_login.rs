@@ -166,6 +166,7 @@ async fn sec_02_one_code_exchange_across_instances_sharing_redis() {
         insecure_cookies: true,
         pending: Some(pending),
         fleet_of: Some((first.idp.clone(), redirect_uri)),
+        ..Setup::default()
     })
     .await;
 

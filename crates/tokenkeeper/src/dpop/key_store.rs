@@ -10,7 +10,12 @@ use std::sync::{Arc, Mutex};
 use futures_util::future::BoxFuture;
 
 use super::DpopKey;
+use crate::clock::{Clock as _, Timestamp, TokioClock};
 use crate::error::CacheError;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Keeps DPoP private keys by thumbprint. Implementations must never write a private key in
 /// plaintext anywhere shared (encrypt it, as the Redis form does) and must check that a key read
@@ -19,15 +24,23 @@ pub trait DpopKeyStore: Send + Sync + fmt::Debug + 'static {
     /// The key with thumbprint `jkt`, if it is kept.
     fn get<'a>(&'a self, jkt: &'a str) -> BoxFuture<'a, Result<Option<Arc<DpopKey>>, CacheError>>;
 
-    /// Keeps `key` (under its thumbprint).
-    fn put(&self, key: Arc<DpopKey>) -> BoxFuture<'_, Result<(), CacheError>>;
+    /// Keeps `key` (under its thumbprint): for `ttl` when given (the key of a login not yet
+    /// completed), else until removed (a session's key). Putting a key again replaces its
+    /// expiry.
+    fn put(
+        &self,
+        key: Arc<DpopKey>,
+        ttl: Option<std::time::Duration>,
+    ) -> BoxFuture<'_, Result<(), CacheError>>;
 
     /// Forgets the key with thumbprint `jkt`.
     fn remove<'a>(&'a self, jkt: &'a str) -> BoxFuture<'a, Result<(), CacheError>>;
 }
 
-/// DPoP keys in this process's memory, bounded (default 100,000 keys; when full, the key kept
-/// longest goes first — a session whose key is gone must log in again).
+/// DPoP keys in this process's memory, bounded: sessions' keys (default 100,000; when full, the
+/// key kept longest goes first — a session whose key is gone must log in again) apart from the
+/// keys of logins not yet completed (at most 10,000, expiring), so that a flood of abandoned
+/// logins never pushes out a session's key.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -35,7 +48,7 @@ pub trait DpopKeyStore: Send + Sync + fmt::Debug + 'static {
 /// use tokenkeeper::dpop::{DpopAlgorithm, DpopKey, DpopKeyStore, InMemoryDpopKeyStore};
 /// let store = InMemoryDpopKeyStore::new();
 /// let key = Arc::new(DpopKey::generate(DpopAlgorithm::ES256)?);
-/// store.put(key.clone()).await?;
+/// store.put(key.clone(), None).await?;
 /// assert!(store.get(key.thumbprint()).await?.is_some());
 /// store.remove(key.thumbprint()).await?;
 /// assert!(store.get(key.thumbprint()).await?.is_none());
@@ -43,8 +56,13 @@ pub trait DpopKeyStore: Send + Sync + fmt::Debug + 'static {
 /// ```
 pub struct InMemoryDpopKeyStore {
     keys: Mutex<Keys>,
+    pending: Mutex<HashMap<String, (Arc<DpopKey>, Timestamp)>>,
     capacity: usize,
+    clock: TokioClock,
 }
+
+/// How many keys of logins not yet completed are kept.
+const PENDING_KEYS: usize = 10_000;
 
 #[derive(Default)]
 struct Keys {
@@ -74,7 +92,9 @@ impl InMemoryDpopKeyStore {
     pub fn new() -> Self {
         Self {
             keys: Mutex::new(Keys::default()),
+            pending: Mutex::new(HashMap::new()),
             capacity: 100_000,
+            clock: TokioClock::new(),
         }
     }
 
@@ -84,9 +104,18 @@ impl InMemoryDpopKeyStore {
         self
     }
 
-    /// How many keys are kept.
+    /// How many sessions' keys are kept (not counting those of logins not yet completed).
     pub fn len(&self) -> usize {
         self.lock().by_jkt.len()
+    }
+
+    /// How many keys of logins not yet completed are kept.
+    pub fn pending_len(&self) -> usize {
+        let now = self.clock.now();
+        lock(&self.pending)
+            .values()
+            .filter(|(_, until)| *until > now)
+            .count()
     }
 
     /// Whether no key is kept.
@@ -95,12 +124,36 @@ impl InMemoryDpopKeyStore {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Keys> {
-        self.keys.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.keys)
     }
 
     /// The key with thumbprint `jkt`, without waiting.
     pub fn get_now(&self, jkt: &str) -> Option<Arc<DpopKey>> {
-        self.lock().by_jkt.get(jkt).map(|(k, _)| k.clone())
+        if let Some((key, _)) = self.lock().by_jkt.get(jkt) {
+            return Some(key.clone());
+        }
+        let now = self.clock.now();
+        lock(&self.pending)
+            .get(jkt)
+            .filter(|(_, until)| *until > now)
+            .map(|(key, _)| key.clone())
+    }
+
+    fn put_pending(&self, key: Arc<DpopKey>, ttl: std::time::Duration) {
+        let now = self.clock.now();
+        let mut pending = lock(&self.pending);
+        pending.retain(|_, (_, until)| *until > now);
+        if pending.len() >= PENDING_KEYS {
+            // Full of live logins: the one closest to expiry goes.
+            if let Some(first) = pending
+                .iter()
+                .min_by_key(|(_, (_, until))| *until)
+                .map(|(k, _)| k.clone())
+            {
+                pending.remove(&first);
+            }
+        }
+        pending.insert(key.thumbprint().to_owned(), (key, now.saturating_add(ttl)));
     }
 }
 
@@ -109,7 +162,16 @@ impl DpopKeyStore for InMemoryDpopKeyStore {
         Box::pin(std::future::ready(Ok(self.get_now(jkt))))
     }
 
-    fn put(&self, key: Arc<DpopKey>) -> BoxFuture<'_, Result<(), CacheError>> {
+    fn put(
+        &self,
+        key: Arc<DpopKey>,
+        ttl: Option<std::time::Duration>,
+    ) -> BoxFuture<'_, Result<(), CacheError>> {
+        if let Some(ttl) = ttl {
+            self.put_pending(key, ttl);
+            return Box::pin(std::future::ready(Ok(())));
+        }
+        lock(&self.pending).remove(key.thumbprint());
         let mut keys = self.lock();
         if let Some((_, n)) = keys.by_jkt.remove(key.thumbprint()) {
             keys.order.remove(&n);
@@ -128,6 +190,7 @@ impl DpopKeyStore for InMemoryDpopKeyStore {
     }
 
     fn remove<'a>(&'a self, jkt: &'a str) -> BoxFuture<'a, Result<(), CacheError>> {
+        lock(&self.pending).remove(jkt);
         let mut keys = self.lock();
         if let Some((_, n)) = keys.by_jkt.remove(jkt) {
             keys.order.remove(&n);

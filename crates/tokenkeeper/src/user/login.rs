@@ -27,11 +27,10 @@ pub struct LoginRequest<'a> {
     pub nonce: &'a str,
     /// The resource asked for at login, if any (repeated at the code exchange).
     pub resource: Option<&'a Resource>,
-    /// The session's own DPoP key made for this login
-    /// ([`LoginDpop::session_key`](super::LoginDpop::session_key)), with per-session DPoP: the
-    /// code exchange proves it, and it enters the key store when the login completes. (With
-    /// the client's key, or without DPoP: `None`.)
-    pub dpop_key: Option<Arc<crate::dpop::DpopKey>>,
+    /// The `dpop_jkt` of the authorization request
+    /// ([`UserTokenManager::new_login_dpop`]): the code exchange proves that key, and the
+    /// session's tokens are bound to it. `None` without DPoP.
+    pub dpop_jkt: Option<&'a str>,
 }
 
 /// A completed login.
@@ -70,16 +69,33 @@ impl UserTokenManager {
         if let Some(resource) = request.resource {
             token_request = token_request.resource(resource.clone());
         }
-        let key = self.login_key(request.dpop_key.as_ref());
-        let response = self
+        let key = match self.dpop_key(request.dpop_jkt).await {
+            Ok(key) => key,
+            Err(error) => {
+                self.drop_dpop_key(request.dpop_jkt).await;
+                return Err(error);
+            }
+        };
+        let response = match self
             .endpoint()
             .request_with(&token_request, key.as_deref())
-            .await?;
+            .await
+        {
+            Ok(response) => response,
+            Err(error) => {
+                self.drop_dpop_key(request.dpop_jkt).await;
+                return Err(error);
+            }
+        };
         // The key the session's tokens are bound to (none when the server issued Bearer tokens).
         let bound = key.filter(|_| response.token_type == crate::protocol::types::TokenType::DPoP);
+        if bound.is_none() {
+            self.drop_dpop_key(request.dpop_jkt).await;
+        }
         let checked = match self.check_id_token(&response, request.nonce).await {
             Ok(checked) => checked,
             Err(refused) => {
+                self.drop_dpop_key(request.dpop_jkt).await;
                 let revocation = self.revoke_response(&response).await;
                 tracing::debug!(
                     revoked = revocation.succeeded(),

@@ -153,26 +153,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The DPoP key of a new login ([`UserTokenManager::new_login_dpop`]).
-#[derive(Debug, Clone)]
-pub struct LoginDpop {
-    key: Arc<DpopKey>,
-    per_session: bool,
-}
-
-impl LoginDpop {
-    /// The key's thumbprint: the authorization request's `dpop_jkt`.
-    pub fn jkt(&self) -> &str {
-        self.key.thumbprint()
-    }
-
-    /// The session's own new key (per-session DPoP), to keep server-side with the pending login
-    /// until its callback; `None` when the client's key is used.
-    pub fn session_key(&self) -> Option<&Arc<DpopKey>> {
-        self.per_session.then_some(&self.key)
-    }
-}
-
 /// How many keys a manager keeps at hand from a per-session key store.
 const LOCAL_KEYS: usize = 10_000;
 
@@ -524,44 +504,33 @@ impl UserTokenManager {
         }
     }
 
-    /// What a new login needs for DPoP (PK-08), `None` without DPoP: the key whose thumbprint
-    /// goes on the authorization request as `dpop_jkt` — the client's key, or a new one for the
-    /// session. A new session key is not stored anywhere yet: keep it server-side with the
-    /// pending login ([`LoginDpop::session_key`]; never in a cookie) and hand it back in
-    /// [`LoginRequest::dpop_key`](super::LoginRequest::dpop_key); it enters the key store only
-    /// when the login completes, so that abandoned logins cannot fill the store.
-    pub fn new_login_dpop(&self) -> Result<Option<LoginDpop>, Error> {
+    /// The `dpop_jkt` of a new login's authorization request (PK-08), `None` without DPoP: the
+    /// client's key's thumbprint, or — with per-session keys — that of a new key, kept in the
+    /// key store for `pending_ttl` (the login's lifetime; the completed login keeps it for the
+    /// session). The caller keeps the thumbprint with the pending login and hands it back in
+    /// [`LoginRequest::dpop_jkt`](super::LoginRequest::dpop_jkt); the key itself never leaves
+    /// the key store.
+    pub async fn new_login_dpop(
+        &self,
+        pending_ttl: std::time::Duration,
+    ) -> Result<Option<String>, Error> {
         match &self.inner.dpop {
             None => Ok(None),
-            Some(UserDpop::Client(presenter)) => Ok(Some(LoginDpop {
-                key: presenter.key().clone(),
-                per_session: false,
-            })),
-            Some(UserDpop::PerSession { algorithm, .. }) => Ok(Some(LoginDpop {
-                key: Arc::new(DpopKey::generate(*algorithm)?),
-                per_session: true,
-            })),
-        }
-    }
-
-    /// The key a login's code exchange proves: the client's, or the session's new one.
-    pub(crate) fn login_key(&self, session_key: Option<&Arc<DpopKey>>) -> Option<Arc<DpopKey>> {
-        match &self.inner.dpop {
-            None => None,
-            Some(UserDpop::Client(presenter)) => Some(presenter.key().clone()),
-            Some(UserDpop::PerSession { .. }) => session_key.cloned(),
-        }
-    }
-
-    /// Keeps a completed login's session key in the key store.
-    pub(crate) async fn keep_session_key(&self, key: &Arc<DpopKey>) -> Result<(), Error> {
-        if let Some(UserDpop::PerSession { keys, local, .. }) = &self.inner.dpop {
-            keys.put(key.clone()).await?;
-            let mut local = lock(local);
-            if local.len() >= LOCAL_KEYS {
-                local.clear();
+            Some(UserDpop::Client(presenter)) => Ok(Some(presenter.key().thumbprint().to_owned())),
+            Some(UserDpop::PerSession {
+                keys, algorithm, ..
+            }) => {
+                let key = Arc::new(DpopKey::generate(*algorithm)?);
+                keys.put(key.clone(), Some(pending_ttl)).await?;
+                Ok(Some(key.thumbprint().to_owned()))
             }
-            local.insert(key.thumbprint().to_owned(), key.clone());
+        }
+    }
+
+    /// Keeps a completed login's session key for the session (no more expiry).
+    pub(crate) async fn keep_session_key(&self, key: &Arc<DpopKey>) -> Result<(), Error> {
+        if let Some(UserDpop::PerSession { keys, .. }) = &self.inner.dpop {
+            keys.put(key.clone(), None).await?;
         }
         Ok(())
     }

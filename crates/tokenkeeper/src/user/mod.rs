@@ -9,9 +9,7 @@ mod stored;
 #[cfg(feature = "reqwest-middleware")]
 pub use crate::middleware::UserTokenMiddleware;
 pub use login::{Login, LoginRequest};
-pub use manager::{
-    LoginDpop, Revocation, UserTokenManager, UserTokenManagerBuilder, UserTokenParams,
-};
+pub use manager::{Revocation, UserTokenManager, UserTokenManagerBuilder, UserTokenParams};
 pub use pending::{InMemoryPendingLoginStore, PendingLoginStore};
 pub use store::{
     AccessTokens, InMemoryUserTokenStore, SessionKey, StoreOutcome, UserTokenStore, UserTokens,
