@@ -87,7 +87,7 @@ async fn pk_08_user_tokens_with_dpop_per_session_and_per_client_keys() {
         let app = app_with(Setup {
             insecure_cookies: true,
             dpop: Some(if per_session {
-                Dpop::PerSession(keys.clone())
+                Dpop::PerSession(keys.clone() as Arc<dyn tokenkeeper::dpop::DpopKeyStore>)
             } else {
                 Dpop::Client(client_key.clone())
             }),

@@ -5,6 +5,7 @@
 //! - [`RedisLease`]: one token fetch per key across instances.
 //! - [`RedisUserTokenStore`]: users' session tokens, shared by every instance.
 //! - [`RedisPendingLoginStore`]: pending logins, each callback consumed once across the fleet.
+//! - [`RedisDpopKeyStore`]: per-session DPoP keys, always sealed.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -27,6 +28,7 @@
 
 mod cache;
 mod codec;
+mod dpop_keys;
 mod lease;
 mod outage;
 mod pending;
@@ -35,6 +37,7 @@ mod two_tier;
 mod user_store;
 
 pub use cache::{RedisOptions, RedisTokenCache};
+pub use dpop_keys::RedisDpopKeyStore;
 pub use lease::RedisLease;
 pub use pending::RedisPendingLoginStore;
 pub use tokenkeeper::Encryption;

@@ -48,7 +48,7 @@ pub enum Dpop {
     /// One key for the client.
     Client(Arc<tokenkeeper::dpop::DpopKey>),
     /// A key per session, in this store.
-    PerSession(Arc<tokenkeeper::dpop::InMemoryDpopKeyStore>),
+    PerSession(Arc<dyn tokenkeeper::dpop::DpopKeyStore>),
 }
 
 pub async fn app(insecure_cookies: bool) -> App {
