@@ -168,3 +168,47 @@ async fn sec_04_revocation_failures_are_counted_and_visible() {
         Revocation::NoRefreshToken
     ));
 }
+
+/// PK-12 (the default half; the error half is in `pk_dpop_tokens.rs`): a Bearer token answered
+/// to a DPoP token request is used as Bearer, with a warning logged and a count.
+#[tokio::test]
+async fn pk_12_a_bearer_downgrade_is_logged_and_counted() {
+    let recorder = recorder();
+    let server = tokenkeeper_testing::TestServer::builder()
+        .client(tokenkeeper_testing::TestClient::new(
+            "downgraded-client",
+            SECRET,
+        ))
+        .start()
+        .await;
+    server.set_dpop_ignored(true);
+    let key = std::sync::Arc::new(
+        tokenkeeper::dpop::DpopKey::generate(tokenkeeper::dpop::DpopAlgorithm::ES256).unwrap(),
+    );
+    let tokens = tokenkeeper::ClientCredentialsTokenManager::builder()
+        .client(
+            "downgraded",
+            tokenkeeper::ClientConfig::new(server.token_endpoint(), "downgraded-client", SECRET)
+                .dpop(key),
+        )
+        .build()
+        .unwrap();
+    let logs = tokenkeeper_testing::LogBuffer::default();
+    let counted = format!("{}{{client_id=downgraded-client}}", names::DPOP_DOWNGRADES);
+    let before = recorder.get(&counted);
+    let token = {
+        let _guard = logs.install(tracing::Level::WARN);
+        tokens
+            .get_token("downgraded", &default_params())
+            .await
+            .unwrap()
+    };
+    assert!(!token.is_dpop());
+    assert_eq!(token.token_type(), &tokenkeeper::TokenType::Bearer);
+    assert_eq!(recorder.get(&counted), before + 1);
+    assert!(
+        logs.text().contains("not DPoP-bound"),
+        "a warning: {}",
+        logs.text()
+    );
+}
