@@ -19,6 +19,7 @@ if (!Number.isInteger(port) || port <= 0) {
 const issuer = `http://127.0.0.1:${port}`;
 const tokenTtl = Number(process.env.TOKEN_TTL || 300);
 const rotate = process.env.ROTATE_REFRESH_TOKENS === '1';
+const requireNonce = process.env.DPOP_REQUIRE_NONCE === '1';
 
 function jwk(type, options, alg, kid) {
   const { privateKey } = crypto.generateKeyPairSync(type, options);
@@ -63,6 +64,27 @@ const configuration = {
       scope: RESOURCE_SCOPES,
     },
     {
+      // A client whose access tokens must be DPoP-bound (RFC 9449 §5.2).
+      client_id: 'cc-dpop',
+      client_secret: 'cc-dpop-secret',
+      grant_types: ['client_credentials'],
+      response_types: [],
+      redirect_uris: [],
+      token_endpoint_auth_method: 'client_secret_basic',
+      dpop_bound_access_tokens: true,
+      scope: RESOURCE_SCOPES,
+    },
+    {
+      client_id: 'web-dpop',
+      client_secret: 'web-dpop-secret',
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      redirect_uris: ['http://127.0.0.1:1/callback'],
+      token_endpoint_auth_method: 'client_secret_basic',
+      dpop_bound_access_tokens: true,
+      scope: `openid offline_access ${RESOURCE_SCOPES}`,
+    },
+    {
       client_id: 'web',
       client_secret: 'web-secret',
       grant_types: ['authorization_code', 'refresh_token'],
@@ -79,11 +101,19 @@ const configuration = {
     ],
   },
   scopes: ['openid', 'offline_access', 'api:read', 'api:write'],
+  enabledJWA: {
+    dPoPSigningAlgValues: ['ES256', 'ES384', 'Ed25519', 'EdDSA', 'PS256', 'RS256'],
+  },
   features: {
     clientCredentials: { enabled: true },
     introspection: { enabled: true },
     revocation: { enabled: true },
     devInteractions: { enabled: true },
+    dPoP: {
+      enabled: true,
+      nonceSecret: crypto.randomBytes(32),
+      requireNonce: () => requireNonce,
+    },
     rpInitiatedLogout: { enabled: true },
     resourceIndicators: {
       enabled: true,
