@@ -51,6 +51,14 @@ pub(crate) struct TokenArgs {
     /// The algorithm of --client-key.
     #[arg(long, default_value = "ES256")]
     pub(crate) client_key_alg: String,
+    /// Ask for a DPoP-bound token (RFC 9449), proving possession of this key file (from
+    /// `dpop keygen`); the server must bind the token (a Bearer answer is an error). Present it
+    /// with `tokenkeeper dpop proof --token ...`.
+    #[arg(long)]
+    pub(crate) dpop_key: Option<std::path::PathBuf>,
+    /// The algorithm of --dpop-key.
+    #[arg(long, default_value = "ES256")]
+    pub(crate) dpop_key_alg: String,
     /// Print the token's claims (a JWT's payload, not verified) instead of the token.
     #[arg(long, conflicts_with = "json")]
     pub(crate) decode: bool,
@@ -82,6 +90,10 @@ pub(crate) async fn run(args: TokenArgs) -> anyhow::Result<String> {
             Auth::Post => AuthMethod::ClientSecretPost,
         }),
     };
+    if let Some(path) = &args.dpop_key {
+        let key = crate::dpop::read_key(path, &args.dpop_key_alg)?;
+        config = config.dpop(std::sync::Arc::new(key)).require_dpop(true);
+    }
     if let Some(scope) = &args.scope {
         config = config.scope(scope.as_str());
     }

@@ -273,5 +273,31 @@ async fn dpop_keygen_proof_and_private_key_jwt_token() {
     let decoded: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(decoded["client_id"], "keyed");
     assert_eq!(server.client_assertions(), 1);
+
+    // --dpop-key: a DPoP-bound token (cnf.jkt is the key's thumbprint), and `--json` says DPoP.
+    let out = tokenkeeper(
+        args(&[
+            "token",
+            "--token-endpoint",
+            &server.token_endpoint(),
+            "--client-id",
+            "keyed",
+            "--client-key",
+            key_arg,
+            "--dpop-key",
+            key_arg,
+            "--decode",
+        ]),
+        None,
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let decoded: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(decoded["cnf"]["jkt"], printed["jkt"]);
+    assert_eq!(server.dpop_proofs_accepted(), 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
