@@ -86,6 +86,8 @@ pub struct DpopKey {
     pair: Pair,
     jwk: Map<String, Value>,
     thumbprint: String,
+    /// The proofs' JOSE header, base64url: the same for every proof of this key.
+    proof_header: String,
 }
 
 impl fmt::Debug for DpopKey {
@@ -257,11 +259,19 @@ impl DpopKey {
         // canonical form, without whitespace.
         let canonical = serde_json::to_vec(&jwk).map_err(|_| bad_key("unencodable JWK"))?;
         let thumbprint = b64(&Sha256::digest(&canonical));
+        let header = json!({
+            "typ": "dpop+jwt",
+            "alg": alg.as_str(),
+            "jwk": Value::Object(jwk.clone()),
+        });
+        let proof_header =
+            b64(&serde_json::to_vec(&header).map_err(|_| bad_key("unencodable JWK"))?);
         Ok(Self {
             alg,
             pair,
             jwk,
             thumbprint,
+            proof_header,
         })
     }
 
@@ -297,6 +307,11 @@ impl DpopKey {
         }
         pem.push_str("-----END PRIVATE KEY-----\n");
         Ok(pem)
+    }
+
+    /// The base64url JOSE header of this key's proofs.
+    pub(crate) fn proof_header(&self) -> &str {
+        &self.proof_header
     }
 
     /// Signs `message` (a JWS signing input) with the key's algorithm.

@@ -3,7 +3,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use serde_json::{json, Value};
+
 use sha2::{Digest as _, Sha256};
 use url::Url;
 
@@ -60,31 +60,36 @@ pub struct ProofRequest<'a> {
 impl DpopKey {
     /// A proof for `request`, issued at `now`, with a fresh random `jti`.
     pub fn proof(&self, request: &ProofRequest<'_>, now: Timestamp) -> Result<String, Error> {
-        let header = json!({
-            "typ": "dpop+jwt",
-            "alg": self.algorithm().as_str(),
-            "jwk": Value::Object(self.public_jwk().clone()),
-        });
-        let mut claims = json!({
-            "jti": crate::protocol::authorization::random_token(18)?,
-            "htm": request.method,
-            "htu": htu(request.url),
-            "iat": now.as_millis() / 1000,
-        });
+        // Written by hand (no `serde_json::Value` map): a proof is made for every request.
+        // Every string goes through serde_json's escaping.
+        let mut claims = String::with_capacity(256);
+        let mut field = |name: &str, value: &str| -> Result<(), Error> {
+            claims.push(if claims.is_empty() { '{' } else { ',' });
+            claims.push('"');
+            claims.push_str(name);
+            claims.push_str("\":");
+            claims.push_str(
+                &serde_json::to_string(value)
+                    .map_err(|e| Error::Internal(format!("proof encoding: {e}")))?,
+            );
+            Ok(())
+        };
+        field("jti", &crate::protocol::authorization::random_token(18)?)?;
+        field("htm", request.method)?;
+        field("htu", &htu(request.url))?;
         if let Some(token) = request.access_token {
-            claims["ath"] = Value::String(ath(token));
+            field("ath", &ath(token))?;
         }
         if let Some(nonce) = request.nonce {
-            claims["nonce"] = Value::String(nonce.to_owned());
+            field("nonce", nonce)?;
         }
-        let encode = |value: &Value| {
-            serde_json::to_vec(value)
-                .map(|json| URL_SAFE_NO_PAD.encode(json))
-                .map_err(|e| Error::Internal(format!("proof encoding: {e}")))
-        };
-        let mut jws = encode(&header)?;
+        claims.push_str(",\"iat\":");
+        claims.push_str(&(now.as_millis() / 1000).to_string());
+        claims.push('}');
+        let mut jws = String::with_capacity(self.proof_header().len() + 512);
+        jws.push_str(self.proof_header());
         jws.push('.');
-        jws.push_str(&encode(&claims)?);
+        URL_SAFE_NO_PAD.encode_string(claims.as_bytes(), &mut jws);
         let signature = self.sign(jws.as_bytes())?;
         jws.push('.');
         jws.push_str(&URL_SAFE_NO_PAD.encode(signature));
