@@ -59,6 +59,35 @@ async fn private_key_jwt() -> Result {
     Ok(())
 }
 
+/// Quick start: DPoP.
+#[rustfmt::skip]
+async fn dpop() -> Result {
+    use std::sync::Arc;
+    use tokenkeeper::dpop::{DpopAlgorithm, DpopKey};
+    use tokenkeeper::user::UserTokenManager;
+    use tokenkeeper::{ClientConfig, ClientCredentialsTokenManager};
+
+    // Machine to machine: one key per client (or one `Arc` shared by several).
+    let key = Arc::new(DpopKey::from_pem(&std::fs::read_to_string("dpop-key.pem")?, DpopAlgorithm::ES256)?);
+    let tokens = ClientCredentialsTokenManager::builder()
+        .client(
+            "ledger",
+            ClientConfig::from_issuer("https://idp.example.com", "worker", "secret")
+                .dpop(key)
+                .require_dpop(true), // a Bearer answer is an error, not a silent downgrade
+        )
+        .build()?;
+    let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(tokens.middleware("ledger")?) // `Authorization: DPoP …` and a fresh proof per request
+        .build();
+
+    // On behalf of users: a key of its own for every session (made at login, dropped at logout).
+    let users = UserTokenManager::builder(ClientConfig::from_issuer("https://idp.example.com", "web", "secret"))
+        .per_session_dpop(DpopAlgorithm::ES256)
+        .build()?;
+    Ok(())
+}
+
 /// Quick start: a fleet sharing Redis.
 #[rustfmt::skip]
 async fn fleet(issuer: &str, key_bytes: [u8; 32]) -> Result {
