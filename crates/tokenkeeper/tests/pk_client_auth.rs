@@ -108,7 +108,8 @@ async fn pk_06_private_key_jwt_fresh_assertion_per_request_revocation_included()
 }
 
 #[tokio::test]
-async fn pk_13_client_secret_jwt_sends_an_hs256_assertion_never_the_secret() {
+async fn pk_13_client_secret_jwt_fresh_hs256_assertion_per_request_retry_revocation_introspection()
+{
     let server = TestServer::builder()
         .client(
             TestClient::new("worker", "s3cr3t-hmac-key")
@@ -149,6 +150,64 @@ async fn pk_13_client_secret_jwt_sends_an_hs256_assertion_never_the_secret() {
         .unwrap();
     assert_ne!(claims(&assertion_of(&server))["jti"], first["jti"]);
     assert_eq!(server.client_assertions(), 2);
+
+    // A retry (the DPoP nonce retry) carries a fresh assertion too: the server refuses a
+    // reused `jti`, so two assertions are counted for the one token.
+    server.set_dpop_nonce_required(true);
+    let dpop = ClientCredentialsTokenManager::builder()
+        .client(
+            "api",
+            ClientConfig::new(server.token_endpoint(), "worker", "s3cr3t-hmac-key")
+                .auth_method(AuthMethod::ClientSecretJwt)
+                .dpop(Arc::new(DpopKey::generate(DpopAlgorithm::EdDSA).unwrap())),
+        )
+        .build()
+        .unwrap();
+    dpop.get_token("api", &TokenRequestParams::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        server.token_requests(CC),
+        4,
+        "refused for the nonce, retried"
+    );
+    assert_eq!(server.client_assertions(), 4);
+    server.set_dpop_nonce_required(false);
+
+    // Revocation and introspection: a fresh assertion each.
+    let endpoint = tokenkeeper::TokenEndpoint::new(
+        server.token_endpoint().parse().unwrap(),
+        tokenkeeper::ClientAuthentication::ClientSecretJwt {
+            client_id: tokenkeeper::ClientId::new("worker"),
+            client_secret: "s3cr3t-hmac-key".into(),
+        },
+        Arc::new(tokenkeeper::ReqwestTransport::new(&Default::default()).unwrap()),
+    );
+    let refresh = server.issue_refresh_token("worker", "alice", None);
+    let introspection = server.introspection_endpoint().parse::<url::Url>().unwrap();
+    let active = endpoint
+        .introspect(introspection.clone(), &refresh, Some("refresh_token"))
+        .await
+        .unwrap();
+    assert_eq!(active["active"], true);
+    endpoint
+        .revoke(
+            server.revocation_endpoint().parse().unwrap(),
+            &refresh,
+            "refresh_token",
+        )
+        .await
+        .unwrap();
+    let revoked = endpoint
+        .introspect(introspection, &refresh, None)
+        .await
+        .unwrap();
+    assert_eq!(revoked["active"], false);
+    assert_eq!(
+        server.client_assertions(),
+        7,
+        "one fresh assertion per call"
+    );
 
     // A wrong secret is refused by the server.
     let wrong = ClientCredentialsTokenManager::builder()

@@ -270,10 +270,70 @@ impl TokenEndpoint {
     /// (or unknown, which is the same to the caller).
     #[tracing::instrument(name = "tokenkeeper.revoke", skip_all, fields(client_id = %self.auth.client_id()))]
     pub async fn revoke(&self, url: Url, token: &str, token_type_hint: &str) -> Result<(), Error> {
-        let mut form = vec![
+        let form = vec![
             ("token".to_owned(), token.to_owned()),
             ("token_type_hint".to_owned(), token_type_hint.to_owned()),
         ];
+        let response = self.authenticated_post(url, form).await?;
+        if response.status.is_success() {
+            Ok(())
+        } else {
+            Err(crate::protocol::token_response::parse_error_response(
+                &response,
+            ))
+        }
+    }
+
+    /// Introspects `token` at the introspection endpoint `url` (RFC 7662), authenticating as
+    /// for the token endpoint (with a fresh assertion for the assertion methods); returns the
+    /// response's members (`active` and, when active, the token's claims).
+    ///
+    /// ```no_run
+    /// # async fn run(endpoint: tokenkeeper::TokenEndpoint) -> Result<(), tokenkeeper::Error> {
+    /// let url = "https://idp.example.com/introspect".parse().unwrap();
+    /// let claims = endpoint.introspect(url, "a-token", Some("access_token")).await?;
+    /// if claims.get("active") == Some(&serde_json::Value::Bool(true)) { /* ... */ }
+    /// # Ok(()) }
+    /// ```
+    #[tracing::instrument(name = "tokenkeeper.introspect", skip_all, fields(client_id = %self.auth.client_id()))]
+    pub async fn introspect(
+        &self,
+        url: Url,
+        token: &str,
+        token_type_hint: Option<&str>,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
+        let mut form = vec![("token".to_owned(), token.to_owned())];
+        if let Some(hint) = token_type_hint {
+            form.push(("token_type_hint".to_owned(), hint.to_owned()));
+        }
+        let response = self.authenticated_post(url, form).await?;
+        if !response.status.is_success() {
+            return Err(crate::protocol::token_response::parse_error_response(
+                &response,
+            ));
+        }
+        match serde_json::from_slice::<serde_json::Value>(&response.body) {
+            Ok(serde_json::Value::Object(members))
+                if members
+                    .get("active")
+                    .is_some_and(serde_json::Value::is_boolean) =>
+            {
+                Ok(members)
+            }
+            _ => Err(crate::error::InvalidResponse::new(
+                Some(response.status.as_u16()),
+                "the introspection response is not a JSON object with a boolean `active`",
+            )
+            .into()),
+        }
+    }
+
+    /// POSTs `form` to `url` with this client's authentication (a fresh assertion each time).
+    async fn authenticated_post(
+        &self,
+        url: Url,
+        mut form: Vec<(String, String)>,
+    ) -> Result<HttpResponse, Error> {
         let audience = self.url().await?;
         let authorization = self.auth.authenticate(&mut form, audience.as_str()).await?;
         let body: String = url::form_urlencoded::Serializer::new(String::new())
@@ -284,10 +344,11 @@ impl TokenEndpoint {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/x-www-form-urlencoded"),
         );
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         if let Some(authorization) = authorization {
             headers.insert(header::AUTHORIZATION, authorization);
         }
-        let response = self
+        Ok(self
             .transport
             .send(HttpRequest {
                 method: Method::POST,
@@ -295,14 +356,7 @@ impl TokenEndpoint {
                 headers,
                 body: Bytes::from(body),
             })
-            .await?;
-        if response.status.is_success() {
-            Ok(())
-        } else {
-            Err(crate::protocol::token_response::parse_error_response(
-                &response,
-            ))
-        }
+            .await?)
     }
 
     /// The discovery in use, if the endpoint is found by discovery.
