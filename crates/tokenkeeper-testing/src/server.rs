@@ -628,7 +628,7 @@ impl TestServer {
         self.state.dpop.refused.load(Ordering::Relaxed)
     }
 
-    /// Starts the protected test API (its own port, so its own origin); see [`TestApi`].
+    /// Starts the protected test API (its own port, so its own origin); see [`TestApi`](crate::TestApi).
     pub async fn start_api(&self) -> crate::api::TestApi {
         crate::api::TestApi::start(self.state.clone()).await
     }
