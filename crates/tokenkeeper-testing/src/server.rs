@@ -313,11 +313,17 @@ impl TestServerBuilder {
 /// |---|---|
 /// | `/.well-known/openid-configuration`, `/.well-known/oauth-authorization-server` | metadata |
 /// | `/jwks` | the ES256 public key |
-/// | `/token` | `client_credentials`, with `client_secret_basic` or `client_secret_post` |
+/// | `/token` | `client_credentials`, `authorization_code` (PKCE), `refresh_token` |
+/// | `/authorize`, `/end_session` | the login (the programmed user, no page) and RP-initiated logout |
+/// | `/revoke`, `/introspect` | RFC 7009 and RFC 7662 |
 ///
 /// It validates what it receives — form encoding, no repeated fields, exactly one client
-/// authentication method, the client's credentials and allowed scopes — so a client bug fails the
-/// test. Access tokens are ES256 JWTs (`iss`, `sub`, `client_id`, `aud` from `resource`, `scope`,
+/// authentication method, the client's credentials (secret, `private_key_jwt`,
+/// `client_secret_jwt` assertions with `jti` replay) and allowed scopes, DPoP proofs (signature,
+/// `typ`, `alg`, `htm`, `htu`, `iat`, `jti` replay, a nonce when [`TestServer::set_dpop_nonce_required`],
+/// `dpop_jkt` at the code exchange) — so a client bug fails the test. A valid proof gets a
+/// DPoP-bound token (`cnf.jkt`); [`TestServer::start_api`] starts a protected API that checks
+/// such tokens and their proofs. Access tokens are ES256 JWTs (`iss`, `sub`, `client_id`, `aud` from `resource`, `scope`,
 /// `iat`, `exp`, `jti`). It counts requests per grant, records the last requests, and injects
 /// faults ([`Fault`]).
 ///

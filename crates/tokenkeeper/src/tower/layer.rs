@@ -83,7 +83,8 @@ impl UserTokenManager {
 
 /// A service that attaches a token to each request, and retries once on a 401 when the body can
 /// be replayed (see [`ReplayBody`]); the same rules as [`crate::TokenMiddleware`] (destinations,
-/// one renewal per token with backoff, missing-token policy). Errors are boxed: either the
+/// one renewal per token with backoff, missing-token policy, DPoP proofs and the one API nonce
+/// retry; a DPoP-bound token needs requests with an absolute URI). Errors are boxed: either the
 /// inner service's error or a [`crate::Error`] (get it with [`Error::from_boxed`]).
 #[derive(Debug, Clone)]
 pub struct Token<S, Src = ClientTokenSource> {
