@@ -193,3 +193,50 @@ async fn pk_08_user_tokens_with_dpop_per_session_and_per_client_keys() {
         assert!(keys.is_empty(), "the per-session key is gone after logout");
     }
 }
+
+/// A session that must log in again (`invalid_grant`) loses its key with its tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pk_08_a_refused_refresh_drops_the_sessions_key() {
+    let keys = Arc::new(InMemoryDpopKeyStore::new());
+    let app = app_with(Setup {
+        insecure_cookies: true,
+        dpop: Some(Dpop::PerSession(
+            keys.clone() as Arc<dyn tokenkeeper::dpop::DpopKeyStore>
+        )),
+        ..Setup::default()
+    })
+    .await;
+    let browser = browser(true);
+    assert_eq!(
+        get_text(&browser, format!("{}/auth/login?returnUrl=/me", app.url)).await,
+        "alice"
+    );
+    assert_eq!(keys.len(), 1);
+    let logout_url = get_text(&browser, format!("{}/logout-url", app.url)).await;
+    let sid = logout_url.rsplit("sid=").next().unwrap();
+    let session = tokenkeeper::user::SessionKey::from_sub_sid("alice", sid);
+    let refresh = app
+        .oidc
+        .users()
+        .store()
+        .get(&session)
+        .await
+        .unwrap()
+        .unwrap()
+        .value
+        .refresh_token
+        .clone()
+        .unwrap();
+    let revoked = reqwest::Client::new()
+        .post(app.idp.revocation_endpoint())
+        .basic_auth("web", Some("web-secret"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={}", refresh.secret()))
+        .send()
+        .await
+        .unwrap();
+    assert!(revoked.status().is_success());
+    let answer = get_text(&browser, format!("{}/refresh", app.url)).await;
+    assert!(answer.contains("re-authentication required"), "{answer}");
+    assert!(keys.is_empty(), "the key went with the tokens");
+}

@@ -886,6 +886,7 @@ impl UserTokenManager {
             Err(error) if error.oauth_error() == Some("invalid_grant") => {
                 tracing::info!(session = %session.log_id(), "refresh token refused (invalid_grant); the session must log in again");
                 inner.store.clear(session).await?;
+                self.drop_dpop_key(current.value.dpop_jkt.as_deref()).await;
                 return Err(Error::ReauthenticationRequired(format!(
                     "the refresh token was refused: {error}"
                 )));
