@@ -20,6 +20,9 @@ mod oidc;
 mod store;
 
 pub use extract::{CurrentUser, UserAccessToken, UserHttpClient};
-pub use oidc::{local_return_url, LoginError, Oidc, OidcConfig, MAX_RETURN_URL};
+pub use oidc::{
+    local_return_url, Callback, CallbackQuery, CompletedLogin, LoginError, Oidc, OidcConfig,
+    MAX_RETURN_URL,
+};
 pub use store::SessionStoreUserTokenStore;
 pub use tokenkeeper::user::UserTokenManager;

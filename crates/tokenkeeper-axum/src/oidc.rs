@@ -86,6 +86,9 @@ struct PendingLogin {
     /// in the key store).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     dpop_jkt: Option<String>,
+    /// The `prompt` the login was started with (`none`: a silent login).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    prompt: Option<String>,
 }
 
 /// The store key of the pending login with this `state`.
@@ -383,72 +386,47 @@ async fn login(
     State(oidc): State<Oidc>,
     Query(query): Query<LoginQuery>,
 ) -> Result<Response, LoginError> {
-    let return_url = match query.return_url.as_deref() {
-        None => "/".to_owned(),
-        Some(raw) => local_return_url(raw)
-            .ok_or(LoginError::InvalidReturnUrl)?
-            .to_owned(),
-    };
-    let config = &oidc.inner.config;
-    let metadata = oidc.metadata().await.map_err(LoginError::Token)?;
-    let Some(endpoint) = metadata.authorization_endpoint.clone() else {
-        return Err(LoginError::Provider("no authorization_endpoint".into()));
-    };
-    let mut builder = AuthorizationRequestBuilder::new(
-        endpoint,
-        config.client_id.clone(),
-        config.redirect_uri.clone(),
-    )
-    .scope(config.scope.clone());
-    if let Some(prompt) = &config.prompt {
-        builder = builder.prompt(prompt.clone());
-    }
-    if let Some(resource) = &config.resource {
-        builder = builder.resource(resource.clone());
-    }
-    for (k, v) in &config.extra {
-        builder = builder.extra(k.clone(), v.clone());
-    }
-    let dpop_jkt = oidc
-        .inner
-        .users
-        .new_login_dpop(config.pending_login_ttl)
+    let prompt = oidc.inner.config.prompt.clone();
+    oidc.start_login(query.return_url.as_deref(), prompt.as_deref())
         .await
-        .map_err(LoginError::Token)?;
-    if let Some(jkt) = &dpop_jkt {
-        builder = builder.extra("dpop_jkt", jkt.clone());
-    }
-    let request = builder.build().map_err(LoginError::Token)?;
-    let pending = PendingLogin {
-        nonce: request.nonce.clone(),
-        verifier: request.pkce.verifier().to_owned(),
-        return_url,
-        dpop_jkt,
-    };
-    let value = serde_json::to_vec(&pending).map_err(|e| LoginError::Session(e.to_string()))?;
-    oidc.inner
-        .pending
-        .put(
-            &pending_key(&request.state),
-            value,
-            config.pending_login_ttl,
-        )
-        .await
-        .map_err(|e| LoginError::Session(e.to_string()))?;
-    let mut response = Redirect::to(request.url.as_str()).into_response();
-    response.headers_mut().append(
-        axum::http::header::SET_COOKIE,
-        oidc.login_cookie(&request.state, config.pending_login_ttl.as_secs().max(1)),
-    );
-    Ok(response)
 }
 
-#[derive(Deserialize)]
-struct CallbackQuery {
-    code: Option<String>,
-    state: Option<String>,
-    iss: Option<String>,
-    error: Option<String>,
+/// The query of a login callback.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CallbackQuery {
+    /// `code`.
+    pub code: Option<String>,
+    /// `state`.
+    pub state: Option<String>,
+    /// `iss` (RFC 9207).
+    pub iss: Option<String>,
+    /// `error`, when the provider refused.
+    pub error: Option<String>,
+    /// `session_state` (OpenID Connect Session Management), when the provider sends it.
+    pub session_state: Option<String>,
+}
+
+/// A login completed by [`Oidc::finish_login`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct CompletedLogin {
+    /// The user and their tokens' session key (the tokens are stored already).
+    pub login: tokenkeeper::user::Login,
+    /// Where to send the browser: the login's checked local `returnUrl` (default `/`).
+    pub return_url: String,
+    /// The provider's `session_state`, when it sent one.
+    pub session_state: Option<String>,
+}
+
+/// What a login callback came to ([`Oidc::finish_login`]).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Callback {
+    /// The `prompt` the login was started with, when the pending login was found (`none`: a
+    /// silent login, whose failure is an answer, not an error page).
+    pub prompt: Option<String>,
+    /// The completed login, or why it failed.
+    pub result: Result<CompletedLogin, LoginError>,
 }
 
 async fn callback(
@@ -457,7 +435,11 @@ async fn callback(
     headers: axum::http::HeaderMap,
     Query(query): Query<CallbackQuery>,
 ) -> Response {
-    let (mut response, clear) = match complete(&oidc, &session, &headers, query).await {
+    let result = match oidc.finish_login(&headers, query).await.result {
+        Ok(done) => start_session(&session, done).await,
+        Err(e) => Err(e),
+    };
+    let (mut response, clear) = match result {
         Ok(return_url) => (Redirect::to(&return_url).into_response(), true),
         // A forged callback (wrong state) leaves the login in progress alone.
         Err(e @ LoginError::StateMismatch) => (e.into_response(), false),
@@ -466,78 +448,14 @@ async fn callback(
     if clear {
         response
             .headers_mut()
-            .append(axum::http::header::SET_COOKIE, oidc.login_cookie("", 0));
+            .append(axum::http::header::SET_COOKIE, oidc.clear_login_cookie());
     }
     response
 }
 
-async fn complete(
-    oidc: &Oidc,
-    session: &Session,
-    headers: &axum::http::HeaderMap,
-    query: CallbackQuery,
-) -> Result<String, LoginError> {
-    let config = &oidc.inner.config;
-    // `state` is checked against this browser's login cookie before anything is consumed, so
-    // a forged callback cannot cancel a login in progress.
-    let expected = oidc
-        .login_cookie_value(headers)
-        .ok_or(LoginError::NoPendingLogin)?;
-    let state_ok = query
-        .state
-        .as_deref()
-        .is_some_and(|s| ct_eq(s.as_bytes(), expected.as_bytes()));
-    if !state_ok {
-        return Err(LoginError::StateMismatch);
-    }
-    // One use: the pending login is taken atomically; a second callback finds nothing.
-    let pending = oidc
-        .inner
-        .pending
-        .take(&pending_key(&expected))
-        .await
-        .map_err(|e| LoginError::Session(e.to_string()))?
-        .ok_or(LoginError::NoPendingLogin)?;
-    let pending: PendingLogin =
-        serde_json::from_slice(&pending).map_err(|_| LoginError::NoPendingLogin)?;
-    let metadata = oidc.metadata().await.map_err(LoginError::Token)?;
-    let iss_supported = metadata
-        .extra
-        .get("authorization_response_iss_parameter_supported")
-        .and_then(serde_json::Value::as_bool)
-        .unwrap_or(false);
-    match query.iss.as_deref() {
-        Some(iss) if iss != config.issuer => return Err(LoginError::IssuerMismatch),
-        None if iss_supported => return Err(LoginError::IssuerMismatch),
-        _ => {}
-    }
-    if let Some(error) = query.error {
-        // Reflected from the query string: keep it short and printable.
-        let error: String = error
-            .chars()
-            .filter(|c| c.is_ascii_graphic())
-            .take(64)
-            .collect();
-        return Err(LoginError::Provider(error));
-    }
-    let code = query
-        .code
-        .ok_or_else(|| LoginError::Provider("no code".into()))?;
-    // The code exchange, the ID token check (the tokens of a refused login are revoked) and
-    // the session's tokens stored: one implementation, in the user token manager.
-    let login = oidc
-        .inner
-        .users
-        .complete_login(&LoginRequest {
-            code: &code,
-            code_verifier: &pending.verifier,
-            redirect_uri: &config.redirect_uri,
-            nonce: &pending.nonce,
-            resource: config.resource.as_ref(),
-            dpop_jkt: pending.dpop_jkt.as_deref(),
-        })
-        .await
-        .map_err(LoginError::Token)?;
+/// Keeps a completed login's user in the (new) web session; the return URL.
+async fn start_session(session: &Session, done: CompletedLogin) -> Result<String, LoginError> {
+    let login = done.login;
     let user = SessionUser {
         sid: login.sid,
         sub: login.sub,
@@ -554,7 +472,187 @@ async fn complete(
         .await
         .map_err(|e| LoginError::Session(e.to_string()))?;
     tracing::debug!(session = %user.key().log_id(), "login completed");
-    Ok(pending.return_url)
+    Ok(done.return_url)
+}
+
+impl Oidc {
+    /// Starts a login: checks `return_url` (SEC-01 rules; default `/`), keeps the pending login
+    /// (PKCE verifier, nonce, return URL, DPoP key thumbprint) in the pending-login store, and
+    /// answers with the redirect to the provider, setting the short-lived login cookie that
+    /// holds `state`. `prompt` is passed as it is (the caller checks it against the provider's
+    /// `prompt_values_supported` if it must).
+    pub async fn start_login(
+        &self,
+        return_url: Option<&str>,
+        prompt: Option<&str>,
+    ) -> Result<Response, LoginError> {
+        let return_url = match return_url {
+            None => "/".to_owned(),
+            Some(raw) => local_return_url(raw)
+                .ok_or(LoginError::InvalidReturnUrl)?
+                .to_owned(),
+        };
+        let config = &self.inner.config;
+        let metadata = self.metadata().await.map_err(LoginError::Token)?;
+        let Some(endpoint) = metadata.authorization_endpoint.clone() else {
+            return Err(LoginError::Provider("no authorization_endpoint".into()));
+        };
+        let mut builder = AuthorizationRequestBuilder::new(
+            endpoint,
+            config.client_id.clone(),
+            config.redirect_uri.clone(),
+        )
+        .scope(config.scope.clone());
+        if let Some(prompt) = prompt {
+            builder = builder.prompt(prompt.to_owned());
+        }
+        if let Some(resource) = &config.resource {
+            builder = builder.resource(resource.clone());
+        }
+        for (k, v) in &config.extra {
+            builder = builder.extra(k.clone(), v.clone());
+        }
+        let dpop_jkt = self
+            .inner
+            .users
+            .new_login_dpop(config.pending_login_ttl)
+            .await
+            .map_err(LoginError::Token)?;
+        if let Some(jkt) = &dpop_jkt {
+            builder = builder.extra("dpop_jkt", jkt.clone());
+        }
+        let request = builder.build().map_err(LoginError::Token)?;
+        let pending = PendingLogin {
+            nonce: request.nonce.clone(),
+            verifier: request.pkce.verifier().to_owned(),
+            return_url,
+            dpop_jkt,
+            prompt: prompt.map(str::to_owned),
+        };
+        let value = serde_json::to_vec(&pending).map_err(|e| LoginError::Session(e.to_string()))?;
+        self.inner
+            .pending
+            .put(
+                &pending_key(&request.state),
+                value,
+                config.pending_login_ttl,
+            )
+            .await
+            .map_err(|e| LoginError::Session(e.to_string()))?;
+        let mut response = Redirect::to(request.url.as_str()).into_response();
+        response.headers_mut().append(
+            axum::http::header::SET_COOKIE,
+            self.login_cookie(&request.state, config.pending_login_ttl.as_secs().max(1)),
+        );
+        Ok(response)
+    }
+
+    /// Completes a login from its callback: checks `state` against this browser's login cookie
+    /// (before anything is consumed, so a forged callback cannot cancel a login in progress),
+    /// takes the pending login once, checks the RFC 9207 `iss`, then exchanges the code and
+    /// validates the ID token ([`UserTokenManager::complete_login`]), which stores the tokens.
+    /// The caller starts its session and clears the login cookie
+    /// ([`Oidc::clear_login_cookie`]) — unless the error is [`LoginError::StateMismatch`].
+    pub async fn finish_login(
+        &self,
+        headers: &axum::http::HeaderMap,
+        query: CallbackQuery,
+    ) -> Callback {
+        let mut prompt = None;
+        let result = self.finish(headers, query, &mut prompt).await;
+        Callback { prompt, result }
+    }
+
+    async fn finish(
+        &self,
+        headers: &axum::http::HeaderMap,
+        query: CallbackQuery,
+        prompt: &mut Option<String>,
+    ) -> Result<CompletedLogin, LoginError> {
+        let config = &self.inner.config;
+        let expected = self
+            .login_cookie_value(headers)
+            .ok_or(LoginError::NoPendingLogin)?;
+        let state_ok = query
+            .state
+            .as_deref()
+            .is_some_and(|s| ct_eq(s.as_bytes(), expected.as_bytes()));
+        if !state_ok {
+            return Err(LoginError::StateMismatch);
+        }
+        // One use: the pending login is taken atomically; a second callback finds nothing.
+        let pending = self
+            .inner
+            .pending
+            .take(&pending_key(&expected))
+            .await
+            .map_err(|e| LoginError::Session(e.to_string()))?
+            .ok_or(LoginError::NoPendingLogin)?;
+        let pending: PendingLogin =
+            serde_json::from_slice(&pending).map_err(|_| LoginError::NoPendingLogin)?;
+        prompt.clone_from(&pending.prompt);
+        let metadata = self.metadata().await.map_err(LoginError::Token)?;
+        let iss_supported = metadata
+            .extra
+            .get("authorization_response_iss_parameter_supported")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false);
+        match query.iss.as_deref() {
+            Some(iss) if iss != config.issuer => return Err(LoginError::IssuerMismatch),
+            None if iss_supported => return Err(LoginError::IssuerMismatch),
+            _ => {}
+        }
+        if let Some(error) = query.error {
+            // Reflected from the query string: keep it short and printable.
+            let error: String = error
+                .chars()
+                .filter(|c| c.is_ascii_graphic())
+                .take(64)
+                .collect();
+            return Err(LoginError::Provider(error));
+        }
+        let code = query
+            .code
+            .ok_or_else(|| LoginError::Provider("no code".into()))?;
+        // The code exchange, the ID token check (the tokens of a refused login are revoked)
+        // and the session's tokens stored: one implementation, in the user token manager.
+        let login = self
+            .inner
+            .users
+            .complete_login(&LoginRequest {
+                code: &code,
+                code_verifier: &pending.verifier,
+                redirect_uri: &config.redirect_uri,
+                nonce: &pending.nonce,
+                resource: config.resource.as_ref(),
+                dpop_jkt: pending.dpop_jkt.as_deref(),
+            })
+            .await
+            .map_err(LoginError::Token)?;
+        let session_state = query
+            .session_state
+            .filter(|s| s.len() <= 512 && s.chars().all(|c| c.is_ascii_graphic()));
+        Ok(CompletedLogin {
+            login,
+            return_url: pending.return_url,
+            session_state,
+        })
+    }
+
+    /// `Set-Cookie` that deletes the login cookie.
+    pub fn clear_login_cookie(&self) -> axum::http::HeaderValue {
+        self.login_cookie("", 0)
+    }
+
+    /// The provider's metadata (discovery).
+    pub async fn provider_metadata(&self) -> Result<Arc<tokenkeeper::ProviderMetadata>, Error> {
+        self.metadata().await
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &OidcConfig {
+        &self.inner.config
+    }
 }
 
 /// `raw` if a browser would resolve it to a path on this origin, else `None` (SEC-01).
