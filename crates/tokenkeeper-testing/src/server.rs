@@ -711,6 +711,8 @@ async fn metadata(State(state): State<Arc<ServerState>>) -> Response {
         "grant_types_supported": ["client_credentials", "refresh_token", "authorization_code"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "id_token_signing_alg_values_supported": ["ES256"],
+        "prompt_values_supported": ["none", "login", "consent"],
+        "dpop_signing_alg_values_supported": ["ES256", "ES384", "EdDSA", "PS256", "RS256"],
     }))
     .into_response()
 }

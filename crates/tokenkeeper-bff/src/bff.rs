@@ -1,0 +1,358 @@
+//! The BFF: options, state, router, sessions and cookies.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::routing::{any, get};
+use axum::Router;
+use tokenkeeper::{
+    ClientCredentialsTokenManager, Clock, ConfigError, Error, Timestamp, TokioClock,
+};
+use tokenkeeper_axum::Oidc;
+
+use crate::routes::{ApiRoute, RouteToken};
+use crate::session::{BffSession, BffSessionStore, InMemoryBffSessionStore};
+
+/// How the BFF behaves.
+#[derive(Debug, Clone)]
+pub struct BffOptions {
+    /// Where the management endpoints live (default `/bff`).
+    pub base_path: String,
+    /// The anti-forgery header API calls must send, and its value (default `x-csrf: 1`).
+    pub anti_forgery_header: (String, String),
+    /// A session ends after this long without use (default 30 min; `user?slide=false` does not
+    /// count as use).
+    pub session_sliding: Duration,
+    /// A session ends this long after login, used or not (default 12 h).
+    pub session_max: Duration,
+    /// Session cookies without `Secure` and without the `__Host-` prefix: plain-http loopback
+    /// development only (`tokenkeeper bff --dev`), and said so in the log at start.
+    pub insecure_cookies: bool,
+    /// The remote API routes.
+    pub routes: Vec<ApiRoute>,
+    /// Development mode: the diagnostics endpoint exists.
+    pub dev: bool,
+}
+
+impl Default for BffOptions {
+    fn default() -> Self {
+        Self {
+            base_path: "/bff".into(),
+            anti_forgery_header: ("x-csrf".into(), "1".into()),
+            session_sliding: Duration::from_secs(30 * 60),
+            session_max: Duration::from_secs(12 * 3600),
+            insecure_cookies: false,
+            routes: Vec::new(),
+            dev: false,
+        }
+    }
+}
+
+impl BffOptions {
+    /// Adds a remote API route.
+    pub fn route(mut self, route: ApiRoute) -> Self {
+        self.routes.push(route);
+        self
+    }
+}
+
+/// The BFF host: build it once, mount [`Bff::router`].
+#[derive(Clone)]
+pub struct Bff {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) oidc: Oidc,
+    pub(crate) options: BffOptions,
+    pub(crate) sessions: Arc<dyn BffSessionStore>,
+    pub(crate) clients: Option<ClientCredentialsTokenManager>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) http: reqwest::Client,
+    /// The BFF's public origin (`https://app.example.com`), from the callback URL.
+    pub(crate) origin: String,
+    pub(crate) anti_forgery_name: http::HeaderName,
+}
+
+impl std::fmt::Debug for Bff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bff")
+            .field("origin", &self.inner.origin)
+            .field("base_path", &self.inner.options.base_path)
+            .field("routes", &self.inner.options.routes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn config_error(field: &'static str, reason: impl Into<String>) -> Error {
+    Error::Config(ConfigError::new(field, reason))
+}
+
+impl Bff {
+    /// A BFF logging users in through `oidc` (whose `redirect_uri` must be
+    /// `{origin}{base_path}/callback`), with sessions in memory. Fails, naming the field, on a
+    /// configuration that cannot work.
+    pub fn new(oidc: Oidc, options: BffOptions) -> Result<Self, Error> {
+        Self::with_store(
+            oidc,
+            options,
+            Arc::new(InMemoryBffSessionStore::new()),
+            None,
+        )
+    }
+
+    /// A BFF with sessions in `sessions` (for a fleet: Redis) and client-credentials tokens
+    /// from `clients` (for [`RouteToken::Client`] and [`RouteToken::UserOrClient`] routes).
+    pub fn with_store(
+        oidc: Oidc,
+        options: BffOptions,
+        sessions: Arc<dyn BffSessionStore>,
+        clients: Option<ClientCredentialsTokenManager>,
+    ) -> Result<Self, Error> {
+        let base = format!("/{}", options.base_path.trim_matches('/'));
+        let redirect = url::Url::parse(&oidc.config().redirect_uri)
+            .map_err(|e| config_error("redirect_uri", format!("is not an absolute URL: {e}")))?;
+        if redirect.path() != format!("{base}/callback") {
+            return Err(config_error(
+                "redirect_uri",
+                format!(
+                    "must end in {base}/callback (the BFF's callback), not {}",
+                    redirect.path()
+                ),
+            ));
+        }
+        let origin = redirect.origin().ascii_serialization();
+        let anti_forgery_name = http::HeaderName::try_from(options.anti_forgery_header.0.as_str())
+            .map_err(|_| config_error("anti_forgery_header", "is not a header name"))?;
+        if options.session_sliding.is_zero() || options.session_max < options.session_sliding {
+            return Err(config_error(
+                "session_sliding",
+                "must be greater than zero and at most session_max",
+            ));
+        }
+        for route in &options.routes {
+            if route.path == base || route.path.starts_with(&format!("{base}/")) {
+                return Err(config_error(
+                    "routes",
+                    format!("{} is inside the management path {base}", route.path),
+                ));
+            }
+            if !matches!(route.upstream.scheme(), "http" | "https") {
+                return Err(config_error(
+                    "routes",
+                    format!("the upstream of {} is not http(s)", route.path),
+                ));
+            }
+            if matches!(route.token, RouteToken::Client | RouteToken::UserOrClient) {
+                let Some(clients) = &clients else {
+                    return Err(config_error(
+                        "routes",
+                        format!(
+                            "{} needs a client token, but the BFF has no client",
+                            route.path
+                        ),
+                    ));
+                };
+                if let Some(name) = &route.client {
+                    if !clients.client_names().any(|n| n == name) {
+                        return Err(config_error(
+                            "routes",
+                            format!("{} names the unknown client {name:?}", route.path),
+                        ));
+                    }
+                }
+            }
+        }
+        if options.insecure_cookies {
+            tracing::warn!("the BFF's session cookies are not Secure (development mode): never expose this instance");
+        }
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| config_error("http", e.to_string()))?;
+        let mut options = options;
+        options.base_path = base;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                oidc,
+                options,
+                sessions,
+                clients,
+                clock: Arc::new(TokioClock::new()),
+                http,
+                origin,
+                anti_forgery_name,
+            }),
+        })
+    }
+
+    /// Reads time from `clock` (sessions' expiry; tests use a clock they move). Call it right
+    /// after construction, before the BFF is cloned or mounted.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.clock = clock,
+            None => tracing::warn!("Bff::with_clock after the BFF was shared: ignored"),
+        }
+        self
+    }
+
+    /// The routes: `{base}/login`, `{base}/callback`, `{base}/logout`, `{base}/user`
+    /// (and `{base}/diagnostics` in development mode), and every remote API route.
+    pub fn router<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
+        let base = &self.inner.options.base_path;
+        let mut router = Router::new()
+            .route(&format!("{base}/login"), get(crate::management::login))
+            .route(
+                &format!("{base}/callback"),
+                get(crate::management::callback),
+            )
+            .route(&format!("{base}/logout"), get(crate::management::logout))
+            .route(&format!("{base}/user"), get(crate::management::user));
+        if self.inner.options.dev {
+            router = router.route(
+                &format!("{base}/diagnostics"),
+                get(crate::management::diagnostics),
+            );
+        }
+        for (index, route) in self.inner.options.routes.iter().enumerate() {
+            let handler = move |state: axum::extract::State<Bff>,
+                                request: axum::extract::Request| {
+                crate::proxy::forward(state.0, index, request)
+            };
+            router = router
+                .route(&route.path, any(handler))
+                .route(&format!("{}/{{*rest}}", route.path), any(handler));
+        }
+        router.with_state(self.clone())
+    }
+
+    /// The OpenID Connect login behind the BFF.
+    pub fn oidc(&self) -> &Oidc {
+        &self.inner.oidc
+    }
+
+    /// The session store.
+    pub fn sessions(&self) -> &Arc<dyn BffSessionStore> {
+        &self.inner.sessions
+    }
+
+    pub(crate) fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+
+    /// The session cookie's name: `__Host-bff`, or `bff` with insecure cookies.
+    pub(crate) fn cookie_name(&self) -> &'static str {
+        if self.inner.options.insecure_cookies {
+            "bff"
+        } else {
+            "__Host-bff"
+        }
+    }
+
+    /// `Set-Cookie` for the session cookie (`Max-Age=0` deletes it): HttpOnly, `SameSite=Strict`,
+    /// path `/`, `Secure` unless insecure cookies (BF-15).
+    pub(crate) fn session_cookie(&self, value: &str, max_age: u64) -> HeaderValue {
+        let secure = if self.inner.options.insecure_cookies {
+            ""
+        } else {
+            "; Secure"
+        };
+        let cookie = format!(
+            "{}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}",
+            self.cookie_name()
+        );
+        HeaderValue::from_str(&cookie)
+            .unwrap_or_else(|_| HeaderValue::from_static("bff=; Max-Age=0"))
+    }
+
+    /// The session id in the request's cookies, if any.
+    fn session_id(&self, headers: &HeaderMap) -> Option<String> {
+        let name = self.cookie_name();
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(k, v)| *k == name && !v.is_empty() && v.len() <= 128)
+            .map(|(_, v)| v.to_owned())
+    }
+
+    /// The request's session, if it has a live one; with `slide`, its expiry moves on (never
+    /// past the absolute maximum).
+    pub(crate) async fn session(
+        &self,
+        headers: &HeaderMap,
+        slide: bool,
+    ) -> Result<Option<BffSession>, Error> {
+        let Some(id) = self.session_id(headers) else {
+            return Ok(None);
+        };
+        let now = self.now();
+        let Some(mut session) = self.inner.sessions.get(&id, now).await? else {
+            return Ok(None);
+        };
+        if slide {
+            let options = &self.inner.options;
+            let limit = session
+                .created_at
+                .saturating_add(options.session_max.as_millis() as u64);
+            let next = now
+                .as_millis()
+                .saturating_add(options.session_sliding.as_millis() as u64)
+                .min(limit);
+            // Write only when the expiry moves by more than a tenth of the sliding window, not
+            // on every request.
+            let step = options.session_sliding.as_millis() as u64 / 10;
+            if next > session.expires_at.saturating_add(step) {
+                session.expires_at = next;
+                self.inner.sessions.put(session.clone()).await?;
+            }
+        }
+        Ok(Some(session))
+    }
+
+    /// A new session for a completed login.
+    pub(crate) fn new_session(
+        &self,
+        done: &tokenkeeper_axum::CompletedLogin,
+    ) -> Result<BffSession, Error> {
+        let now = self.now().as_millis();
+        let options = &self.inner.options;
+        Ok(BffSession {
+            id: tokenkeeper::random_token(32)?,
+            sub: done.login.sub.clone(),
+            sid: done.login.sid.clone(),
+            claims: done.login.claims.all.clone(),
+            id_token: done.login.id_token.secret().to_owned(),
+            session_state: done.session_state.clone(),
+            created_at: now,
+            expires_at: now
+                .saturating_add(options.session_sliding.as_millis() as u64)
+                .min(now.saturating_add(options.session_max.as_millis() as u64)),
+        })
+    }
+
+    /// Whether the request carries the anti-forgery header (BF-04).
+    pub(crate) fn anti_forgery_ok(&self, headers: &HeaderMap) -> bool {
+        headers
+            .get(&self.inner.anti_forgery_name)
+            .is_some_and(|v| v.as_bytes() == self.inner.options.anti_forgery_header.1.as_bytes())
+    }
+
+    /// Ends `session`: removes it and logs its tokens out (the refresh token is revoked).
+    pub(crate) async fn end_session(&self, session: &BffSession) {
+        if let Err(error) = self.inner.sessions.remove(&session.id).await {
+            tracing::warn!(%error, "a session could not be removed from the store");
+        }
+        match self.inner.oidc.users().logout(&session.key()).await {
+            Ok(outcome) if !outcome.succeeded() => {
+                tracing::warn!(?outcome, "the session's refresh token was not revoked")
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "the session's tokens could not be cleared"),
+        }
+    }
+}

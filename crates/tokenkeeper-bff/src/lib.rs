@@ -1,0 +1,37 @@
+//! A backend-for-frontend host: a browser app talks only to the BFF, with a session cookie;
+//! the BFF logs the user in (OpenID Connect, through `tokenkeeper-axum`'s one login
+//! implementation), keeps the tokens server-side, and proxies API calls with the right token.
+//!
+//! - Management endpoints under a base path (default `/bff`): `login`, `callback`, `logout`,
+//!   `user` (see [`Bff::router`]).
+//! - Anti-forgery: API routes and `user` need `X-CSRF: 1`; API answers are never redirects
+//!   (401 / 403, no `Location`, no `Set-Cookie`).
+//! - Remote API routes ([`ApiRoute`]): a path prefix mapped to an upstream, with the token type
+//!   of the route ([`RouteToken`]), DPoP and API nonces through the token middleware, bodies
+//!   streamed both ways.
+//! - Server-side sessions ([`BffSessionStore`]): the cookie (`__Host-bff`, HttpOnly, Secure,
+//!   `SameSite=Strict`) holds a random id only; sliding expiry with an absolute maximum.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use tokenkeeper_axum::{Oidc, OidcConfig};
+//! use tokenkeeper_bff::{ApiRoute, Bff, BffOptions};
+//! let oidc_config = OidcConfig::new("https://idp.example.com", "spa", "secret", "https://app.example.com/bff/callback");
+//! let oidc = Oidc::new(oidc_config.clone(), Oidc::user_manager_for(&oidc_config)?)?;
+//! let bff = Bff::new(
+//!     oidc,
+//!     BffOptions::default().route(ApiRoute::new("/api", "https://api.internal/".parse()?)),
+//! )?;
+//! let app: axum::Router = axum::Router::new().merge(bff.router());
+//! # let _ = app; Ok(()) }
+//! ```
+
+mod bff;
+mod management;
+mod proxy;
+mod routes;
+mod session;
+
+pub use bff::{Bff, BffOptions};
+pub use routes::{ApiRoute, RouteToken};
+pub use session::{BffSession, BffSessionStore, InMemoryBffSessionStore};

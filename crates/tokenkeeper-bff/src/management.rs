@@ -1,0 +1,305 @@
+//! The management endpoints: login, callback, logout, user, diagnostics.
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokenkeeper_axum::{local_return_url, CallbackQuery, LoginError};
+
+use crate::bff::Bff;
+
+/// A short, generic answer for the browser (details go to the log).
+pub(crate) fn plain(status: StatusCode, message: &'static str) -> Response {
+    (status, [(header::CACHE_CONTROL, "no-store")], message).into_response()
+}
+
+#[derive(Deserialize)]
+pub(crate) struct LoginQuery {
+    #[serde(rename = "returnUrl")]
+    return_url: Option<String>,
+    prompt: Option<String>,
+}
+
+/// `GET {base}/login?returnUrl=&prompt=` (BF-01).
+pub(crate) async fn login(State(bff): State<Bff>, Query(query): Query<LoginQuery>) -> Response {
+    if let Some(prompt) = &query.prompt {
+        // Only what the provider says it supports (and only a known value).
+        let supported = match bff.oidc().provider_metadata().await {
+            Ok(metadata) => metadata
+                .extra
+                .get("prompt_values_supported")
+                .and_then(Value::as_array)
+                .is_some_and(|values| values.iter().any(|v| v.as_str() == Some(prompt))),
+            Err(error) => {
+                tracing::warn!(%error, "provider metadata unavailable");
+                return plain(StatusCode::BAD_GATEWAY, "Login is unavailable right now.");
+            }
+        };
+        if !supported {
+            return plain(StatusCode::BAD_REQUEST, "Unsupported prompt.");
+        }
+    }
+    match bff
+        .oidc()
+        .start_login(query.return_url.as_deref(), query.prompt.as_deref())
+        .await
+    {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+/// `GET {base}/callback`: completes the login, starts the server-side session, and sends the
+/// browser on with a page of our own origin (so that the `SameSite=Strict` session cookie goes
+/// with the next request: a redirect chain that began on the provider's site would leave it
+/// out). A silent login (`prompt=none`) answers with a page that posts the outcome to the
+/// parent window, addressed to the BFF's own origin only (BF-10).
+pub(crate) async fn callback(
+    State(bff): State<Bff>,
+    headers: HeaderMap,
+    Query(query): Query<CallbackQuery>,
+) -> Response {
+    let callback = bff.oidc().finish_login(&headers, query).await;
+    let silent = callback.prompt.as_deref() == Some("none");
+    let result = match callback.result {
+        Ok(done) => match bff.new_session(&done) {
+            Ok(session) => match bff.inner.sessions.put(session.clone()).await {
+                Ok(()) => Ok((session, done.return_url)),
+                Err(error) => Err(LoginError::Session(error.to_string())),
+            },
+            Err(error) => Err(LoginError::Token(error)),
+        },
+        Err(error) => Err(error),
+    };
+    let mut response = match (&result, silent) {
+        (Ok(_), true) => silent_page(&bff, true),
+        (Ok((_, return_url)), false) => continue_page(return_url),
+        (Err(error), true) => {
+            tracing::info!(%error, "silent login: not logged in");
+            silent_page(&bff, false)
+        }
+        (Err(LoginError::StateMismatch), false) => {
+            // A forged callback leaves the login in progress (and its cookie) alone.
+            return LoginError::StateMismatch.into_response();
+        }
+        (Err(error), false) => {
+            tracing::warn!(%error, "login refused");
+            plain(StatusCode::BAD_REQUEST, "Login failed. Please try again.")
+        }
+    };
+    let headers = response.headers_mut();
+    headers.append(header::SET_COOKIE, bff.oidc().clear_login_cookie());
+    if let Ok((session, _)) = &result {
+        let max_age = (session.expires_at.saturating_sub(bff.now().as_millis())) / 1000;
+        headers.append(
+            header::SET_COOKIE,
+            bff.session_cookie(&session.id, max_age.max(1)),
+        );
+    }
+    response
+}
+
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+/// A page that moves on to `return_url` (a checked local path) from our own origin.
+fn continue_page(return_url: &str) -> Response {
+    let url = html_escape(return_url);
+    let body = format!(
+        "<!doctype html><meta charset=utf-8><meta http-equiv=refresh content=\"0;url={url}\"><title>Signing in</title><a href=\"{url}\">Continue</a>"
+    );
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; frame-ancestors 'none'",
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The silent-login page: posts `{source: "bff-silent-login", isLoggedIn}` to the parent, for
+/// the BFF's own origin only, from a script allowed by a CSP nonce (BF-10).
+fn silent_page(bff: &Bff, logged_in: bool) -> Response {
+    let nonce = tokenkeeper::random_token(16).unwrap_or_default();
+    let origin = serde_json::to_string(&bff.inner.origin).unwrap_or_else(|_| "\"\"".into());
+    let body = format!(
+        "<!doctype html><meta charset=utf-8><title>Silent login</title><script nonce=\"{nonce}\">window.parent.postMessage({{source:\"bff-silent-login\",isLoggedIn:{logged_in}}},{origin});</script>"
+    );
+    let csp = format!(
+        "default-src 'none'; script-src 'nonce-{nonce}'; frame-ancestors {}",
+        bff.inner.origin
+    );
+    let mut response = (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response();
+    if let Ok(csp) = HeaderValue::try_from(csp) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_SECURITY_POLICY, csp);
+    }
+    response
+}
+
+#[derive(Deserialize)]
+pub(crate) struct LogoutQuery {
+    sid: Option<String>,
+    #[serde(rename = "returnUrl")]
+    return_url: Option<String>,
+}
+
+/// `GET {base}/logout?sid=&returnUrl=` (BF-02): with a session, the query's `sid` must be the
+/// session's (a link on another site cannot know it); the session ends, its refresh token is
+/// revoked, and the browser goes to the provider's end-session endpoint with `id_token_hint`.
+/// Without a session there is nothing to end: the browser goes to `returnUrl` (idempotent).
+pub(crate) async fn logout(
+    State(bff): State<Bff>,
+    headers: HeaderMap,
+    Query(query): Query<LogoutQuery>,
+) -> Response {
+    let return_url = match query.return_url.as_deref() {
+        None => "/".to_owned(),
+        Some(raw) => match local_return_url(raw) {
+            Some(url) => url.to_owned(),
+            None => return plain(StatusCode::BAD_REQUEST, "Invalid returnUrl."),
+        },
+    };
+    let session = match bff.session(&headers, false).await {
+        Ok(session) => session,
+        Err(error) => {
+            tracing::warn!(%error, "session store unavailable at logout");
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Logout is unavailable right now.",
+            );
+        }
+    };
+    let Some(session) = session else {
+        return Redirect::to(&return_url).into_response();
+    };
+    let sid_ok = query
+        .sid
+        .as_deref()
+        .is_some_and(|sid| constant_time_eq(sid.as_bytes(), session.sid.as_bytes()));
+    if !sid_ok {
+        return plain(StatusCode::BAD_REQUEST, "Invalid logout request.");
+    }
+    bff.end_session(&session).await;
+    let post_logout = format!("{}{return_url}", bff.inner.origin);
+    let target = match bff.oidc().provider_metadata().await {
+        Ok(metadata) => match metadata.end_session_endpoint.clone() {
+            Some(mut end) => {
+                end.query_pairs_mut()
+                    .append_pair("id_token_hint", &session.id_token)
+                    .append_pair("post_logout_redirect_uri", &post_logout)
+                    .append_pair("client_id", &bff.oidc().config().client_id);
+                end.to_string()
+            }
+            None => return_url,
+        },
+        Err(_) => return_url,
+    };
+    let mut response = Redirect::to(&target).into_response();
+    response
+        .headers_mut()
+        .append(header::SET_COOKIE, bff.session_cookie("", 0));
+    response
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[derive(Deserialize)]
+pub(crate) struct UserQuery {
+    slide: Option<bool>,
+}
+
+/// `GET {base}/user` (BF-03): the session's claims as `[{type, value}]`, with
+/// `bff:logout_url`, `bff:session_expires_in` and `bff:session_state`; needs the anti-forgery
+/// header; `?slide=false` does not extend the session; anonymous callers get 401.
+pub(crate) async fn user(
+    State(bff): State<Bff>,
+    headers: HeaderMap,
+    Query(query): Query<UserQuery>,
+) -> Response {
+    if !bff.anti_forgery_ok(&headers) {
+        return plain(StatusCode::UNAUTHORIZED, "Anti-forgery header missing.");
+    }
+    let session = match bff.session(&headers, query.slide.unwrap_or(true)).await {
+        Ok(Some(session)) => session,
+        Ok(None) => return plain(StatusCode::UNAUTHORIZED, "Not logged in."),
+        Err(error) => {
+            tracing::warn!(%error, "session store unavailable");
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "Unavailable right now.");
+        }
+    };
+    let mut claims: Vec<Value> = Vec::new();
+    for (name, value) in &session.claims {
+        match value {
+            Value::Array(values) => {
+                for v in values {
+                    claims.push(json!({"type": name, "value": v}));
+                }
+            }
+            v => claims.push(json!({"type": name, "value": v})),
+        }
+    }
+    let sid: String = url::form_urlencoded::byte_serialize(session.sid.as_bytes()).collect();
+    claims.push(json!({
+        "type": "bff:logout_url",
+        "value": format!("{}/logout?sid={sid}", bff.inner.options.base_path),
+    }));
+    claims.push(json!({
+        "type": "bff:session_expires_in",
+        "value": session.expires_at.saturating_sub(bff.now().as_millis()) / 1000,
+    }));
+    if let Some(state) = &session.session_state {
+        claims.push(json!({"type": "bff:session_state", "value": state}));
+    }
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(Value::Array(claims)),
+    )
+        .into_response()
+}
+
+/// `GET {base}/diagnostics` (development mode only, BF-14): the session's user and tokens.
+pub(crate) async fn diagnostics(State(bff): State<Bff>, headers: HeaderMap) -> Response {
+    let session = match bff.session(&headers, false).await {
+        Ok(Some(session)) => session,
+        _ => return plain(StatusCode::UNAUTHORIZED, "Not logged in."),
+    };
+    let token = bff
+        .oidc()
+        .users()
+        .get_access_token(&session.key(), &Default::default())
+        .await
+        .ok()
+        .map(|t| t.access_token().secret().to_owned());
+    axum::Json(json!({
+        "sub": session.sub,
+        "sid": session.sid,
+        "claims": session.claims,
+        "user_access_token": token,
+        "session_expires_at": session.expires_at,
+    }))
+    .into_response()
+}

@@ -1,0 +1,218 @@
+//! The remote API proxy (BF-04, BF-05, BF-06, BF-09, BF-12): anti-forgery, the route's token
+//! (through the token middleware: DPoP proofs and API nonces included), bodies streamed both
+//! ways, hop-by-hop headers and the BFF's cookies never forwarded.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderMap, HeaderName, StatusCode};
+use axum::response::Response;
+use futures_util::TryStreamExt as _;
+use tokenkeeper::user::UserTokenParams;
+use tokenkeeper::Error;
+
+use crate::bff::Bff;
+use crate::management::plain;
+use crate::routes::RouteToken;
+
+/// Headers that belong to one connection (RFC 9110 §7.6.1), never forwarded either way.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Whether `name` must not cross the proxy: hop-by-hop (including those the `Connection` header
+/// names), or the BFF's own (cookies, host, the caller's `Authorization`, DPoP proofs).
+fn dropped(name: &HeaderName, connection: &[String]) -> bool {
+    let name = name.as_str();
+    HOP_BY_HOP.contains(&name)
+        || connection.iter().any(|c| c == name)
+        || matches!(
+            name,
+            "cookie" | "host" | "authorization" | "dpop" | "forwarded"
+        )
+}
+
+fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// Which token goes upstream.
+enum Source {
+    None,
+    User(tokenkeeper::user::SessionKey, UserTokenParams),
+    Client(String),
+}
+
+/// An API answer of the BFF itself: never a redirect, never a cookie (BF-09).
+fn api_error(status: StatusCode, message: &'static str) -> Response {
+    plain(status, message)
+}
+
+pub(crate) async fn forward(bff: Bff, index: usize, request: Request) -> Response {
+    let route = &bff.inner.options.routes[index];
+    let (parts, body) = request.into_parts();
+    if route.anti_forgery && !bff.anti_forgery_ok(&parts.headers) {
+        return api_error(StatusCode::UNAUTHORIZED, "Anti-forgery header missing.");
+    }
+    let needs_session = !matches!(route.token, RouteToken::None | RouteToken::Client);
+    let session = if needs_session {
+        match bff.session(&parts.headers, true).await {
+            Ok(session) => session,
+            Err(error) => {
+                tracing::warn!(%error, "session store unavailable");
+                return api_error(StatusCode::SERVICE_UNAVAILABLE, "Unavailable right now.");
+            }
+        }
+    } else {
+        None
+    };
+    let client = || {
+        route
+            .client
+            .clone()
+            .or_else(|| {
+                bff.inner
+                    .clients
+                    .as_ref()
+                    .and_then(|c| c.client_names().next().map(str::to_owned))
+            })
+            .unwrap_or_default()
+    };
+    let users = bff.oidc().users();
+    let source = match (route.token, &session) {
+        (RouteToken::None, _) => Source::None,
+        (RouteToken::Client, _) => Source::Client(client()),
+        (RouteToken::User, None) => {
+            return api_error(StatusCode::UNAUTHORIZED, "Not logged in.");
+        }
+        (RouteToken::User, Some(session)) => Source::User(session.key(), route.user_params.clone()),
+        (RouteToken::UserOrClient | RouteToken::UserOrNone, None) => {
+            if route.token == RouteToken::UserOrClient {
+                Source::Client(client())
+            } else {
+                Source::None
+            }
+        }
+        (RouteToken::UserOrClient | RouteToken::UserOrNone, Some(session)) => {
+            match users
+                .get_access_token(&session.key(), &route.user_params)
+                .await
+            {
+                Ok(_) => Source::User(session.key(), route.user_params.clone()),
+                Err(Error::ReauthenticationRequired(_)) => {
+                    bff.end_session(session).await;
+                    if route.token == RouteToken::UserOrClient {
+                        Source::Client(client())
+                    } else {
+                        Source::None
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "user token unavailable");
+                    return api_error(StatusCode::BAD_GATEWAY, "Upstream token unavailable.");
+                }
+            }
+        }
+    };
+
+    // The upstream URL: the route's upstream, with the local prefix replaced by its path.
+    let rest = parts
+        .uri
+        .path()
+        .strip_prefix(route.path.as_str())
+        .unwrap_or_default();
+    let mut target = route.upstream.clone();
+    let base = target.path().trim_end_matches('/').to_owned();
+    target.set_path(&format!("{base}{rest}"));
+    target.set_query(parts.uri.query());
+    if target.origin() != route.upstream.origin() {
+        return api_error(StatusCode::BAD_REQUEST, "Invalid path.");
+    }
+
+    let connection = connection_tokens(&parts.headers);
+    let mut headers = HeaderMap::new();
+    for (name, value) in &parts.headers {
+        if !dropped(name, &connection) && *name != bff.inner.anti_forgery_name {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    let body = reqwest::Body::wrap_stream(body.into_data_stream());
+    let mut builder = reqwest_middleware::ClientBuilder::new(bff.inner.http.clone());
+    builder = match &source {
+        Source::None => builder,
+        Source::User(key, params) => builder.with(users.middleware(key.clone(), params.clone())),
+        Source::Client(name) => match bff.inner.clients.as_ref().map(|c| c.middleware(name)) {
+            Some(Ok(middleware)) => builder.with(middleware),
+            _ => return api_error(StatusCode::BAD_GATEWAY, "Upstream token unavailable."),
+        },
+    };
+    let client = builder.build();
+    let sent = client
+        .request(parts.method.clone(), target)
+        .headers(headers)
+        .body(body)
+        .send();
+    let response = match tokio::time::timeout(route.timeout, sent).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => return failed(&bff, &source, session.as_ref(), error).await,
+        Err(_) => return api_error(StatusCode::GATEWAY_TIMEOUT, "Upstream timed out."),
+    };
+    let status = response.status();
+    let connection = connection_tokens(response.headers());
+    let mut out = Response::builder().status(status);
+    if let Some(headers) = out.headers_mut() {
+        for (name, value) in response.headers() {
+            // The upstream's cookies are not the BFF's to set on its origin.
+            if !dropped(name, &connection) && name != header::SET_COOKIE {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+    }
+    let stream = response.bytes_stream().map_err(std::io::Error::other);
+    out.body(Body::from_stream(stream))
+        .unwrap_or_else(|_| api_error(StatusCode::BAD_GATEWAY, "Bad upstream response."))
+}
+
+/// A request that failed before an upstream answer.
+async fn failed(
+    bff: &Bff,
+    source: &Source,
+    session: Option<&crate::session::BffSession>,
+    error: reqwest_middleware::Error,
+) -> Response {
+    match Error::from_middleware(&error) {
+        Some(Error::ReauthenticationRequired(_)) => {
+            // The user token can no longer be had: the session ends, the SPA sees 401 (BF-06).
+            if let (Source::User(..), Some(session)) = (source, session) {
+                bff.end_session(session).await;
+            }
+            api_error(StatusCode::UNAUTHORIZED, "Not logged in.")
+        }
+        Some(error) => {
+            tracing::warn!(%error, "no token for the upstream");
+            api_error(StatusCode::BAD_GATEWAY, "Upstream token unavailable.")
+        }
+        None => {
+            tracing::warn!(%error, "upstream request failed");
+            if let reqwest_middleware::Error::Reqwest(e) = &error {
+                if e.is_timeout() {
+                    return api_error(StatusCode::GATEWAY_TIMEOUT, "Upstream timed out.");
+                }
+            }
+            api_error(StatusCode::BAD_GATEWAY, "Upstream unavailable.")
+        }
+    }
+}

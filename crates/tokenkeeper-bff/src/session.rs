@@ -1,0 +1,241 @@
+//! Server-side sessions (BF-08): the browser holds only a random session id in its cookie; the
+//! session (user, claims, ID token, expiry) lives in a [`BffSessionStore`], looked up by id, and
+//! by `sub` and `sid` for back-channel logout and "log out everywhere".
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::Mutex;
+
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use tokenkeeper::user::SessionKey;
+use tokenkeeper::{CacheError, Timestamp};
+
+/// One browser session.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct BffSession {
+    /// The session id (the cookie's value): 32 random bytes, base64url.
+    pub id: String,
+    /// `sub`.
+    pub sub: String,
+    /// The provider's `sid` (or ours, when it sends none).
+    pub sid: String,
+    /// The ID token's claims.
+    pub claims: serde_json::Map<String, serde_json::Value>,
+    /// The ID token, for RP-initiated logout's `id_token_hint`.
+    pub id_token: String,
+    /// The provider's `session_state`, when it sent one.
+    pub session_state: Option<String>,
+    /// When the session began (ms).
+    pub created_at: u64,
+    /// When the session ends unless it is used again (ms; sliding).
+    pub expires_at: u64,
+}
+
+impl fmt::Debug for BffSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BffSession")
+            .field("session", &self.key().log_id())
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BffSession {
+    /// The key of the session's tokens in the user token manager.
+    pub fn key(&self) -> SessionKey {
+        SessionKey::from_sub_sid(&self.sub, &self.sid)
+    }
+}
+
+/// Where sessions live. Implementations index them by id, `sub` and `sid`, and forget a
+/// session at its `expires_at`.
+pub trait BffSessionStore: Send + Sync + fmt::Debug + 'static {
+    /// The session with this id, if it exists and has not expired at `now`.
+    fn get<'a>(
+        &'a self,
+        id: &'a str,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<BffSession>, CacheError>>;
+
+    /// Stores (or replaces) `session`.
+    fn put(&self, session: BffSession) -> BoxFuture<'_, Result<(), CacheError>>;
+
+    /// Removes the session with this id; returns it if it was there.
+    fn remove<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<BffSession>, CacheError>>;
+
+    /// The sessions of `sub` (and, when given, of `sid` only).
+    fn find<'a>(
+        &'a self,
+        sub: Option<&'a str>,
+        sid: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<BffSession>, CacheError>>;
+
+    /// Removes and returns the sessions expired at `now` (for the periodic cleanup, which
+    /// revokes their refresh tokens).
+    fn take_expired(&self, now: Timestamp) -> BoxFuture<'_, Result<Vec<BffSession>, CacheError>>;
+}
+
+/// Sessions in this process's memory (the default), bounded: when full, the session closest
+/// to expiry goes first.
+pub struct InMemoryBffSessionStore {
+    inner: Mutex<Sessions>,
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct Sessions {
+    by_id: HashMap<String, BffSession>,
+    by_sub: HashMap<String, HashSet<String>>,
+}
+
+impl Sessions {
+    fn insert(&mut self, session: BffSession) {
+        self.by_sub
+            .entry(session.sub.clone())
+            .or_default()
+            .insert(session.id.clone());
+        self.by_id.insert(session.id.clone(), session);
+    }
+
+    fn remove(&mut self, id: &str) -> Option<BffSession> {
+        let session = self.by_id.remove(id)?;
+        if let Some(ids) = self.by_sub.get_mut(&session.sub) {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.by_sub.remove(&session.sub);
+            }
+        }
+        Some(session)
+    }
+}
+
+impl fmt::Debug for InMemoryBffSessionStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InMemoryBffSessionStore")
+            .field("len", &self.len())
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+impl Default for InMemoryBffSessionStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl InMemoryBffSessionStore {
+    /// An empty store of at most 100,000 sessions.
+    pub fn new() -> Self {
+        Self {
+            inner: Mutex::new(Sessions::default()),
+            capacity: 100_000,
+        }
+    }
+
+    /// At most `capacity` sessions (at least 1).
+    pub fn with_capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(1);
+        self
+    }
+
+    /// How many sessions are held (expired ones not yet cleaned up included).
+    pub fn len(&self) -> usize {
+        self.lock().by_id.len()
+    }
+
+    /// Whether no session is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Sessions> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn ready<T: Send + 'static>(value: T) -> BoxFuture<'static, T> {
+    Box::pin(std::future::ready(value))
+}
+
+impl BffSessionStore for InMemoryBffSessionStore {
+    fn get<'a>(
+        &'a self,
+        id: &'a str,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<BffSession>, CacheError>> {
+        let session = self
+            .lock()
+            .by_id
+            .get(id)
+            .filter(|s| s.expires_at > now.as_millis())
+            .cloned();
+        ready(Ok(session))
+    }
+
+    fn put(&self, session: BffSession) -> BoxFuture<'_, Result<(), CacheError>> {
+        let mut sessions = self.lock();
+        sessions.remove(&session.id);
+        if sessions.by_id.len() >= self.capacity {
+            if let Some(first) = sessions
+                .by_id
+                .values()
+                .min_by_key(|s| s.expires_at)
+                .map(|s| s.id.clone())
+            {
+                sessions.remove(&first);
+            }
+        }
+        sessions.insert(session);
+        ready(Ok(()))
+    }
+
+    fn remove<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<BffSession>, CacheError>> {
+        ready(Ok(self.lock().remove(id)))
+    }
+
+    fn find<'a>(
+        &'a self,
+        sub: Option<&'a str>,
+        sid: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<BffSession>, CacheError>> {
+        let sessions = self.lock();
+        let found: Vec<BffSession> = match sub {
+            Some(sub) => sessions
+                .by_sub
+                .get(sub)
+                .into_iter()
+                .flatten()
+                .filter_map(|id| sessions.by_id.get(id))
+                .filter(|s| sid.is_none_or(|sid| s.sid == sid))
+                .cloned()
+                .collect(),
+            None => match sid {
+                Some(sid) => sessions
+                    .by_id
+                    .values()
+                    .filter(|s| s.sid == sid)
+                    .cloned()
+                    .collect(),
+                None => Vec::new(),
+            },
+        };
+        ready(Ok(found))
+    }
+
+    fn take_expired(&self, now: Timestamp) -> BoxFuture<'_, Result<Vec<BffSession>, CacheError>> {
+        let mut sessions = self.lock();
+        let expired: Vec<String> = sessions
+            .by_id
+            .values()
+            .filter(|s| s.expires_at <= now.as_millis())
+            .map(|s| s.id.clone())
+            .collect();
+        let taken = expired
+            .iter()
+            .filter_map(|id| sessions.remove(id))
+            .collect();
+        ready(Ok(taken))
+    }
+}

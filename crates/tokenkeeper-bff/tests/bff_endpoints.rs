@@ -1,0 +1,427 @@
+//! The BFF's management endpoints and API semantics against the test identity provider:
+//! BF-01, BF-02, BF-03, BF-04, BF-05, BF-06, BF-09, BF-10, BF-12, BF-14, BF-15.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tokenkeeper_bff::BffSessionStore as _;
+
+fn claim<'a>(user: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    user.as_array()?
+        .iter()
+        .find(|c| c["type"] == name)
+        .map(|c| &c["value"])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bf_01_login_takes_local_return_urls_and_supported_prompts_only() {
+    let h = harness(Setup::default()).await;
+    let browser = browser();
+    for bad in [
+        "https://evil.example/",
+        "//evil.example/",
+        "/\\evil.example",
+        "/%2F%2Fevil.example",
+    ] {
+        let url = format!(
+            "{}/bff/login?returnUrl={}",
+            h.url,
+            url::form_urlencoded::byte_serialize(bad.as_bytes()).collect::<String>()
+        );
+        let response = browser.get(url).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{bad}");
+        assert!(response.headers().get("location").is_none());
+    }
+    let bogus = browser
+        .get(format!("{}/bff/login?prompt=bogus", h.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bogus.status(), 400, "a prompt the provider does not list");
+    let login = browser
+        .get(format!("{}/bff/login?prompt=login&returnUrl=/app", h.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 303);
+    let location = login.headers()["location"].to_str().unwrap();
+    assert!(location.contains("prompt=login"), "{location}");
+}
+
+/// BF-15 and the whole login: the callback (a cross-site navigation) starts the session with a
+/// `SameSite=Strict` cookie and moves on with a page of our own origin, so the cookie goes with
+/// the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bf_15_session_cookie_is_host_prefixed_httponly_secure_strict_and_login_works() {
+    // Secure cookies: read the Set-Cookie (a plain-http jar would not keep a Secure cookie).
+    let h = harness(Setup {
+        insecure_cookies: false,
+        ..Setup::default()
+    })
+    .await;
+    let browser = browser();
+    let mut url = format!("{}/bff/login?returnUrl=/app", h.url);
+    let mut cookies = Vec::new();
+    for _ in 0..5 {
+        let response = browser.get(&url).send().await.unwrap();
+        for c in response.headers().get_all("set-cookie") {
+            cookies.push(c.to_str().unwrap().to_owned());
+        }
+        let Some(location) = response.headers().get("location") else {
+            break;
+        };
+        url = reqwest::Url::parse(&url)
+            .unwrap()
+            .join(location.to_str().unwrap())
+            .unwrap()
+            .to_string();
+    }
+    let session = cookies
+        .iter()
+        .find(|c| c.starts_with("__Host-bff=") && !c.contains("Max-Age=0"))
+        .unwrap_or_else(|| panic!("no session cookie in {cookies:?}"));
+    for attribute in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
+        assert!(session.contains(attribute), "{attribute} in {session}");
+    }
+    assert!(!session.contains("Domain="), "{session}");
+
+    // Insecure (loopback dev) cookies: the whole journey in a cookie jar.
+    let h = harness(Setup::default()).await;
+    let browser = common::browser();
+    let page = log_in(&h, &browser).await;
+    assert!(
+        page.contains("url=/app"),
+        "continues to the return URL: {page}"
+    );
+    assert_eq!(h.sessions.len(), 1);
+    let (status, user) = api(&browser, format!("{}/bff/user", h.url)).await;
+    assert_eq!(status, 200);
+    assert_eq!(claim(&user, "sub").unwrap(), "alice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bf_03_user_endpoint_claims_csrf_slide_and_anonymous() {
+    let h = harness(Setup::default()).await;
+    let browser = browser();
+    let (status, _) = api(&browser, format!("{}/bff/user", h.url)).await;
+    assert_eq!(status, 401, "anonymous");
+    log_in(&h, &browser).await;
+    let no_csrf = browser
+        .get(format!("{}/bff/user", h.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_csrf.status(), 401, "no anti-forgery header");
+
+    let (status, user) = api(&browser, format!("{}/bff/user", h.url)).await;
+    assert_eq!(status, 200);
+    assert_eq!(claim(&user, "sub").unwrap(), "alice");
+    let logout = claim(&user, "bff:logout_url").unwrap().as_str().unwrap();
+    assert!(logout.starts_with("/bff/logout?sid="), "{logout}");
+    let expires = claim(&user, "bff:session_expires_in")
+        .unwrap()
+        .as_u64()
+        .unwrap();
+    assert!((1790..=1800).contains(&expires), "{expires}");
+
+    // Ten minutes later: `slide=false` reports without extending; a normal call extends.
+    h.clock.advance(Duration::from_secs(600));
+    let (_, user) = api(&browser, format!("{}/bff/user?slide=false", h.url)).await;
+    let left = claim(&user, "bff:session_expires_in")
+        .unwrap()
+        .as_u64()
+        .unwrap();
+    assert!((1190..=1200).contains(&left), "not extended: {left}");
+    let (_, user) = api(&browser, format!("{}/bff/user", h.url)).await;
+    let left = claim(&user, "bff:session_expires_in")
+        .unwrap()
+        .as_u64()
+        .unwrap();
+    assert!((1790..=1800).contains(&left), "extended: {left}");
+
+    // Past the sliding window, the session is over.
+    h.clock.advance(Duration::from_secs(1801));
+    let (status, _) = api(&browser, format!("{}/bff/user", h.url)).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bf_04_bf_09_api_calls_need_the_anti_forgery_header_and_never_redirect() {
+    let h = harness(Setup::default()).await;
+    let browser = browser();
+    log_in(&h, &browser).await;
+    let response = browser
+        .get(format!("{}/api/user/orders", h.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(h.seen.lock().unwrap().requests, 0, "not forwarded");
+
+    // Anonymous API call: 401, no Location, no Set-Cookie.
+    let anonymous = common::browser();
+    let response = anonymous
+        .get(format!("{}/api/user/orders", h.url))
+        .header("x-csrf", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert!(response.headers().get("location").is_none());
+    assert!(response.headers().get("set-cookie").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bf_05_token_types_forwarding_and_headers() {
+    let h = harness(Setup::default()).await;
+    let anonymous = browser();
+    // Anonymous: User → 401; UserOrClient → the client's token; UserOrNone, None → no token.
+    assert_eq!(
+        api(&anonymous, format!("{}/api/user/x", h.url)).await.0,
+        401
+    );
+    let (status, echo) = api(&anonymous, format!("{}/api/either/x", h.url)).await;
+    assert_eq!(status, 200);
+    let token = echo["authorization"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("Bearer ")
+        .unwrap();
+    assert_eq!(
+        h.idp.verify_access_token(token).unwrap()["sub"],
+        "bff-worker"
+    );
+    assert_eq!(
+        h.idp.token_requests("refresh_token"),
+        0,
+        "no user token touched"
+    );
+    let (_, echo) = api(&anonymous, format!("{}/api/maybe/x", h.url)).await;
+    assert!(echo["authorization"].is_null());
+    let (_, echo) = api(&anonymous, format!("{}/api/open/x", h.url)).await;
+    assert!(echo["authorization"].is_null());
+    let (_, echo) = api(&anonymous, format!("{}/api/client/x", h.url)).await;
+    assert!(echo["authorization"]
+        .as_str()
+        .unwrap()
+        .starts_with("Bearer "));
+
+    // Logged in: the user's token; the path prefix replaced, the query kept; the BFF's cookies,
+    // the anti-forgery header and hop-by-hop headers not forwarded; the upstream's cookies not
+    // set on the BFF's origin.
+    let browser = browser();
+    log_in(&h, &browser).await;
+    for route in ["user", "either", "maybe"] {
+        let response = browser
+            .post(format!("{}/api/{route}/orders/7?page=2", h.url))
+            .header("x-csrf", "1")
+            .header("connection", "x-hop")
+            .header("x-hop", "hop")
+            .header("x-custom", "kept")
+            .body("the body")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{route}");
+        assert!(response.headers().get("set-cookie").is_none(), "{route}");
+        let echo: serde_json::Value = response.json().await.unwrap();
+        let token = echo["authorization"]
+            .as_str()
+            .unwrap()
+            .strip_prefix("Bearer ")
+            .unwrap();
+        assert_eq!(
+            h.idp.verify_access_token(token).unwrap()["sub"],
+            "alice",
+            "{route}"
+        );
+        assert_eq!(echo["path"], "/up/orders/7");
+        assert_eq!(echo["query"], "page=2");
+        assert_eq!(echo["method"], "POST");
+        assert_eq!(echo["body"], "the body");
+        assert!(echo["cookie"].is_null(), "{route}: {echo}");
+        assert!(echo["x_csrf"].is_null());
+        assert!(
+            echo["x_hop"].is_null(),
+            "a header named by Connection is hop-by-hop"
+        );
+        assert_eq!(echo["x_custom"], "kept");
+    }
+    // A path that tries to leave the upstream stays on it.
+    let (status, echo) = api(&browser, format!("{}/api/open/..%2F..%2Fadmin", h.url)).await;
+    assert!(status == 200 || status == 400, "{status}");
+    if status == 200 {
+        assert!(echo["path"].as_str().unwrap().starts_with("/up/"), "{echo}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bf_06_a_user_token_that_cannot_be_had_signs_the_session_out() {
+    let h = harness(Setup::default()).await;
+    let browser = browser();
+    log_in(&h, &browser).await;
+    assert_eq!(api(&browser, format!("{}/api/user/x", h.url)).await.0, 200);
+    // The session's tokens are gone (as after invalid_grant): the next call signs it out.
+    let session = h
+        .sessions
+        .find(Some("alice"), None)
+        .await
+        .unwrap()
+        .remove(0);
+    h.bff
+        .oidc()
+        .users()
+        .store()
+        .clear(&session.key())
+        .await
+        .unwrap();
+    let (status, _) = api(&browser, format!("{}/api/user/x", h.url)).await;
+    assert_eq!(status, 401);
+    assert!(h.sessions.is_empty(), "signed out");
+    assert_eq!(api(&browser, format!("{}/bff/user", h.url)).await.0, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bf_02_logout_needs_the_sid_revokes_and_is_idempotent() {
+    let h = harness(Setup::default()).await;
+    let browser = browser();
+    log_in(&h, &browser).await;
+    let (_, user) = api(&browser, format!("{}/bff/user", h.url)).await;
+    let logout = claim(&user, "bff:logout_url")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Cross-site attempts (no sid, or a guessed one) do nothing.
+    for forged in ["/bff/logout", "/bff/logout?sid=guess"] {
+        let response = browser
+            .get(format!("{}{forged}", h.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{forged}");
+    }
+    assert_eq!(h.sessions.len(), 1);
+    assert_eq!(h.idp.revocations(), 0);
+
+    let response = browser
+        .get(format!("{}{logout}&returnUrl=/bye", h.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    let location = response.headers()["location"].to_str().unwrap();
+    assert!(
+        location.starts_with(&format!("{}/end_session?", h.idp.issuer())),
+        "{location}"
+    );
+    assert!(location.contains("id_token_hint="), "{location}");
+    assert!(location.contains("post_logout_redirect_uri="), "{location}");
+    assert_eq!(h.idp.revocations(), 1, "the refresh token was revoked");
+    assert!(h.sessions.is_empty());
+    // Again, now anonymous: straight to returnUrl.
+    let again = browser
+        .get(format!("{}{logout}&returnUrl=/bye", h.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 303);
+    assert_eq!(again.headers()["location"], "/bye");
+    assert_eq!(api(&browser, format!("{}/bff/user", h.url)).await.0, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bf_10_silent_login_posts_to_our_own_origin_only() {
+    let h = harness(Setup::default()).await;
+    let browser = browser();
+    let (page, _) = follow(&browser, &format!("{}/bff/login?prompt=none", h.url)).await;
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body = page.text().await.unwrap();
+    assert!(body.contains("isLoggedIn:true"), "{body}");
+    assert!(
+        body.contains(&format!("\"{}\"", h.url)),
+        "addressed to our origin: {body}"
+    );
+    let nonce = csp
+        .split("'nonce-")
+        .nth(1)
+        .unwrap()
+        .split('\'')
+        .next()
+        .unwrap();
+    assert!(
+        body.contains(&format!("nonce=\"{nonce}\"")),
+        "{csp} / {body}"
+    );
+    assert!(!body.contains("\"*\""), "never to any origin");
+
+    // Not logged in at the provider: "not logged in", not an error page.
+    h.idp.set_login(None);
+    let other = common::browser();
+    let (page, _) = follow(&other, &format!("{}/bff/login?prompt=none", h.url)).await;
+    assert_eq!(page.status(), 200);
+    let body = page.text().await.unwrap();
+    assert!(body.contains("isLoggedIn:false"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bf_12_server_sent_events_arrive_event_by_event() {
+    let h = harness(Setup {
+        routes: vec![("/api/stream", tokenkeeper_bff::RouteToken::None)],
+        ..Setup::default()
+    })
+    .await;
+    let browser = browser();
+    let mut response = browser
+        .get(format!("{}/api/stream/events", h.url))
+        .header("x-csrf", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    // The first event arrives while the upstream still holds the second: nothing buffers.
+    let first = response.chunk().await.unwrap().unwrap();
+    assert_eq!(&first[..], b"data: one\n\n");
+    h.release.notify_one();
+    let second = response.chunk().await.unwrap().unwrap();
+    assert_eq!(&second[..], b"data: two\n\n");
+    assert!(response.chunk().await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bf_14_diagnostics_only_in_dev_mode() {
+    let h = harness(Setup::default()).await;
+    let browser = browser();
+    log_in(&h, &browser).await;
+    let response = browser
+        .get(format!("{}/bff/diagnostics", h.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+
+    let dev = harness(Setup {
+        dev: true,
+        ..Setup::default()
+    })
+    .await;
+    let browser = common::browser();
+    log_in(&dev, &browser).await;
+    let response = browser
+        .get(format!("{}/bff/diagnostics", dev.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["sub"], "alice");
+    assert!(body["user_access_token"].is_string());
+}

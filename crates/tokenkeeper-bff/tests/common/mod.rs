@@ -1,0 +1,245 @@
+//! A BFF under test: the test identity provider, an echo upstream, and the BFF on loopback.
+#![allow(dead_code, clippy::unwrap_used, unreachable_pub)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::response::IntoResponse;
+use axum::Router;
+use tokenkeeper::{ClientConfig, ClientCredentialsTokenManager, Clock, Timestamp};
+use tokenkeeper_axum::{Oidc, OidcConfig};
+use tokenkeeper_bff::{ApiRoute, Bff, BffOptions, InMemoryBffSessionStore, RouteToken};
+use tokenkeeper_testing::{TestClient, TestServer};
+
+/// A clock the test moves.
+#[derive(Debug)]
+pub struct ManualClock(AtomicU64);
+
+impl ManualClock {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self(AtomicU64::new(Timestamp::system_now().as_millis())))
+    }
+    pub fn advance(&self, by: Duration) {
+        self.0.fetch_add(by.as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_millis(self.0.load(Ordering::Relaxed))
+    }
+}
+
+/// What the echo upstream saw last.
+#[derive(Default, Clone, Debug)]
+pub struct Seen {
+    pub requests: u64,
+    pub last: Option<serde_json::Value>,
+}
+
+pub struct Harness {
+    pub url: String,
+    pub idp: Arc<TestServer>,
+    pub bff: Bff,
+    pub upstream: String,
+    pub seen: Arc<Mutex<Seen>>,
+    pub clock: Arc<ManualClock>,
+    pub sessions: Arc<InMemoryBffSessionStore>,
+    /// Releases the second event of `/events`.
+    pub release: Arc<tokio::sync::Notify>,
+}
+
+/// The echo upstream: answers every path with what it received (JSON); `/events` streams two
+/// server-sent events, the second only once the test releases it.
+async fn upstream(seen: Arc<Mutex<Seen>>, release: Arc<tokio::sync::Notify>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = Router::new()
+        .route(
+            "/up/events",
+            axum::routing::get(move || {
+                let release = release.clone();
+                async move {
+                    let stream = futures_util::stream::unfold(0, move |n| {
+                        let release = release.clone();
+                        async move {
+                            match n {
+                                0 => Some((
+                                    Ok::<_, std::io::Error>(bytes::Bytes::from("data: one\n\n")),
+                                    1,
+                                )),
+                                1 => {
+                                    release.notified().await;
+                                    Some((Ok(bytes::Bytes::from("data: two\n\n")), 2))
+                                }
+                                _ => None,
+                            }
+                        }
+                    });
+                    (
+                        [("content-type", "text/event-stream")],
+                        axum::body::Body::from_stream(stream),
+                    )
+                }
+            }),
+        )
+        .fallback(move |request: Request| {
+            let seen = seen.clone();
+            async move {
+                let (parts, body) = request.into_parts();
+                let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+                let header = |name: &str| {
+                    parts
+                        .headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                };
+                let echo = serde_json::json!({
+                    "method": parts.method.as_str(),
+                    "path": parts.uri.path(),
+                    "query": parts.uri.query(),
+                    "authorization": header("authorization"),
+                    "cookie": header("cookie"),
+                    "x_csrf": header("x-csrf"),
+                    "x_hop": header("x-hop"),
+                    "x_custom": header("x-custom"),
+                    "body": String::from_utf8_lossy(&body),
+                });
+                let mut seen = seen.lock().unwrap();
+                seen.requests += 1;
+                seen.last = Some(echo.clone());
+                ([("set-cookie", "upstream=1; Path=/")], axum::Json(echo)).into_response()
+            }
+        });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+pub struct Setup {
+    pub insecure_cookies: bool,
+    pub dev: bool,
+    pub routes: Vec<(&'static str, RouteToken)>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            insecure_cookies: true,
+            dev: false,
+            routes: vec![
+                ("/api/user", RouteToken::User),
+                ("/api/client", RouteToken::Client),
+                ("/api/either", RouteToken::UserOrClient),
+                ("/api/maybe", RouteToken::UserOrNone),
+                ("/api/open", RouteToken::None),
+            ],
+        }
+    }
+}
+
+pub async fn harness(setup: Setup) -> Harness {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let redirect_uri = format!("{url}/bff/callback");
+    let idp = Arc::new(
+        TestServer::builder()
+            .client(TestClient::new("spa", "spa-secret").redirect_uri(&redirect_uri))
+            .client(TestClient::new("bff-worker", "worker-secret"))
+            .start()
+            .await,
+    );
+    idp.set_login(Some("alice"));
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let release = Arc::new(tokio::sync::Notify::new());
+    let upstream = upstream(seen.clone(), release.clone()).await;
+    let mut config = OidcConfig::new(idp.issuer(), "spa", "spa-secret", redirect_uri);
+    config.insecure_cookies = setup.insecure_cookies;
+    let users = tokenkeeper::user::UserTokenManager::builder(ClientConfig::from_issuer(
+        idp.issuer(),
+        "spa",
+        "spa-secret",
+    ))
+    .build()
+    .unwrap();
+    let oidc = Oidc::new(config, users).unwrap();
+    let clients = ClientCredentialsTokenManager::builder()
+        .client(
+            "worker",
+            ClientConfig::new(idp.token_endpoint(), "bff-worker", "worker-secret"),
+        )
+        .build()
+        .unwrap();
+    let mut options = BffOptions {
+        insecure_cookies: setup.insecure_cookies,
+        dev: setup.dev,
+        ..BffOptions::default()
+    };
+    for (path, token) in setup.routes {
+        options = options
+            .route(ApiRoute::new(path, format!("{upstream}/up").parse().unwrap()).token(token));
+    }
+    let sessions = Arc::new(InMemoryBffSessionStore::new());
+    let clock = ManualClock::new();
+    let bff = Bff::with_store(oidc, options, sessions.clone(), Some(clients))
+        .unwrap()
+        .with_clock(clock.clone());
+    let app: Router = Router::new()
+        .route("/app", axum::routing::get(|| async { "the app" }))
+        .merge(bff.router());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Harness {
+        url,
+        idp,
+        bff,
+        upstream,
+        seen,
+        clock,
+        sessions,
+        release,
+    }
+}
+
+/// A browser: a cookie jar, redirects followed by hand (to see each step).
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Follows `Location`s from `start`; returns the last response (not a redirect) and every URL.
+pub async fn follow(browser: &reqwest::Client, start: &str) -> (reqwest::Response, Vec<String>) {
+    let mut url = start.to_owned();
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        seen.push(url.clone());
+        let response = browser.get(&url).send().await.unwrap();
+        let Some(location) = response.headers().get("location") else {
+            return (response, seen);
+        };
+        url = reqwest::Url::parse(&url)
+            .unwrap()
+            .join(location.to_str().unwrap())
+            .unwrap()
+            .to_string();
+    }
+    panic!("too many redirects: {seen:?}");
+}
+
+/// Logs alice in through the BFF; returns the callback page's body.
+pub async fn log_in(h: &Harness, browser: &reqwest::Client) -> String {
+    let (page, _) = follow(browser, &format!("{}/bff/login?returnUrl=/app", h.url)).await;
+    assert_eq!(page.status(), 200);
+    page.text().await.unwrap()
+}
+
+/// `GET` with the anti-forgery header; status and JSON body.
+pub async fn api(browser: &reqwest::Client, url: String) -> (u16, serde_json::Value) {
+    let response = browser.get(url).header("x-csrf", "1").send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
