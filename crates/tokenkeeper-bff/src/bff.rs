@@ -209,7 +209,11 @@ impl Bff {
                 get(crate::management::callback),
             )
             .route(&format!("{base}/logout"), get(crate::management::logout))
-            .route(&format!("{base}/user"), get(crate::management::user));
+            .route(&format!("{base}/user"), get(crate::management::user))
+            .route(
+                &format!("{base}/backchannel"),
+                axum::routing::post(crate::management::backchannel),
+            );
         if self.inner.options.dev {
             router = router.route(
                 &format!("{base}/diagnostics"),

@@ -303,3 +303,72 @@ pub(crate) async fn diagnostics(State(bff): State<Bff>, headers: HeaderMap) -> R
     }))
     .into_response()
 }
+
+/// `POST {base}/backchannel` (BF-07, BF-13): a back-channel logout token (form field
+/// `logout_token`) from the provider: validated (signature, `iss`, `aud`, `iat`, `events`, `sub`
+/// or `sid`, no `nonce`), its `jti` accepted once, then every matching session ends and its
+/// refresh token is revoked. Any failure is a 400 with `Cache-Control: no-store`.
+pub(crate) async fn backchannel(State(bff): State<Bff>, body: axum::body::Bytes) -> Response {
+    let refused = || plain(StatusCode::BAD_REQUEST, "Invalid logout token.");
+    let Some(token) = url::form_urlencoded::parse(&body)
+        .find(|(k, _)| k == "logout_token")
+        .map(|(_, v)| v.into_owned())
+    else {
+        return refused();
+    };
+    let validator = match bff.oidc().users().id_token_validator().await {
+        Ok(validator) => validator,
+        Err(error) => {
+            tracing::warn!(%error, "back-channel logout: no validator");
+            return refused();
+        }
+    };
+    let logout = match validator
+        .validate_logout_token(&token, LOGOUT_TOKEN_MAX_AGE)
+        .await
+    {
+        Ok(logout) => logout,
+        Err(error) => {
+            tracing::warn!(%error, "back-channel logout token refused");
+            return refused();
+        }
+    };
+    let now = bff.now();
+    let until = now.saturating_add(LOGOUT_TOKEN_MAX_AGE + std::time::Duration::from_secs(120));
+    match bff
+        .inner
+        .sessions
+        .first_use(&format!("jti:{}", logout.jti), until, now)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!("a back-channel logout token was replayed");
+            return refused();
+        }
+        Err(error) => {
+            tracing::warn!(%error, "back-channel logout: store unavailable");
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "Unavailable right now.");
+        }
+    }
+    let sessions = match bff
+        .inner
+        .sessions
+        .find(logout.sub.as_deref(), logout.sid.as_deref())
+        .await
+    {
+        Ok(sessions) => sessions,
+        Err(error) => {
+            tracing::warn!(%error, "back-channel logout: store unavailable");
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "Unavailable right now.");
+        }
+    };
+    for session in &sessions {
+        bff.end_session(session).await;
+    }
+    tracing::info!(sessions = sessions.len(), "back-channel logout");
+    (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")]).into_response()
+}
+
+/// How old a back-channel logout token may be.
+const LOGOUT_TOKEN_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(300);

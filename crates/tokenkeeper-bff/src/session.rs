@@ -74,6 +74,15 @@ pub trait BffSessionStore: Send + Sync + fmt::Debug + 'static {
     /// Removes and returns the sessions expired at `now` (for the periodic cleanup, which
     /// revokes their refresh tokens).
     fn take_expired(&self, now: Timestamp) -> BoxFuture<'_, Result<Vec<BffSession>, CacheError>>;
+
+    /// Records `key` until `until` (ms); `true` the first time, `false` while it is recorded
+    /// (back-channel logout tokens' `jti`, BF-13). Atomic across the instances sharing the store.
+    fn first_use<'a>(
+        &'a self,
+        key: &'a str,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<bool, CacheError>>;
 }
 
 /// Sessions in this process's memory (the default), bounded: when full, the session closest
@@ -87,7 +96,13 @@ pub struct InMemoryBffSessionStore {
 struct Sessions {
     by_id: HashMap<String, BffSession>,
     by_sub: HashMap<String, HashSet<String>>,
+    by_sid: HashMap<String, HashSet<String>>,
+    /// Keys seen once (`first_use`), with their expiry (ms).
+    used: HashMap<String, u64>,
 }
+
+/// How many `first_use` keys are kept at most.
+const USED_KEYS: usize = 100_000;
 
 impl Sessions {
     fn insert(&mut self, session: BffSession) {
@@ -95,15 +110,24 @@ impl Sessions {
             .entry(session.sub.clone())
             .or_default()
             .insert(session.id.clone());
+        self.by_sid
+            .entry(session.sid.clone())
+            .or_default()
+            .insert(session.id.clone());
         self.by_id.insert(session.id.clone(), session);
     }
 
     fn remove(&mut self, id: &str) -> Option<BffSession> {
         let session = self.by_id.remove(id)?;
-        if let Some(ids) = self.by_sub.get_mut(&session.sub) {
-            ids.remove(id);
-            if ids.is_empty() {
-                self.by_sub.remove(&session.sub);
+        for (index, key) in [
+            (&mut self.by_sub, &session.sub),
+            (&mut self.by_sid, &session.sid),
+        ] {
+            if let Some(ids) = index.get_mut(key) {
+                ids.remove(id);
+                if ids.is_empty() {
+                    index.remove(key);
+                }
             }
         }
         Some(session)
@@ -213,9 +237,11 @@ impl BffSessionStore for InMemoryBffSessionStore {
                 .collect(),
             None => match sid {
                 Some(sid) => sessions
-                    .by_id
-                    .values()
-                    .filter(|s| s.sid == sid)
+                    .by_sid
+                    .get(sid)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|id| sessions.by_id.get(id))
                     .cloned()
                     .collect(),
                 None => Vec::new(),
@@ -236,6 +262,34 @@ impl BffSessionStore for InMemoryBffSessionStore {
             .iter()
             .filter_map(|id| sessions.remove(id))
             .collect();
+        let now = now.as_millis();
+        sessions.used.retain(|_, until| *until > now);
         ready(Ok(taken))
+    }
+
+    fn first_use<'a>(
+        &'a self,
+        key: &'a str,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<bool, CacheError>> {
+        let mut sessions = self.lock();
+        let now = now.as_millis();
+        if sessions.used.len() >= USED_KEYS {
+            sessions.used.retain(|_, until| *until > now);
+        }
+        let first = match sessions.used.get(key) {
+            Some(until) if *until > now => false,
+            _ => {
+                if sessions.used.len() < USED_KEYS {
+                    sessions.used.insert(key.to_owned(), until.as_millis());
+                    true
+                } else {
+                    // Full of live keys: refuse rather than forget one (a replay would pass).
+                    false
+                }
+            }
+        };
+        ready(Ok(first))
     }
 }

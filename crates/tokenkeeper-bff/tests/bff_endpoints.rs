@@ -425,3 +425,104 @@ async fn bf_14_diagnostics_only_in_dev_mode() {
     assert_eq!(body["sub"], "alice");
     assert!(body["user_access_token"].is_string());
 }
+
+async fn backchannel(h: &Harness, token: &str) -> (u16, Option<String>) {
+    let response = reqwest::Client::new()
+        .post(format!("{}/bff/backchannel", h.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "logout_token={}",
+            url::form_urlencoded::byte_serialize(token.as_bytes()).collect::<String>()
+        ))
+        .send()
+        .await
+        .unwrap();
+    let cache = response
+        .headers()
+        .get("cache-control")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (response.status().as_u16(), cache)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bf_07_bf_13_backchannel_logout_validates_ends_sessions_and_refuses_replays() {
+    let h = harness(Setup::default()).await;
+    let (first, second) = (browser(), browser());
+    log_in(&h, &first).await;
+    log_in(&h, &second).await;
+    let sessions = h.sessions.find(Some("alice"), None).await.unwrap();
+    assert_eq!(sessions.len(), 2);
+    let sid = sessions[0].sid.clone();
+
+    // Bad tokens are refused, with no-store, and end nothing.
+    let now = tokenkeeper::Timestamp::system_now().as_millis() / 1000;
+    let base = |extra: serde_json::Value| {
+        let mut claims = serde_json::json!({
+            "iss": h.idp.issuer(),
+            "aud": "spa",
+            "iat": now,
+            "jti": format!("bad-{}", tokenkeeper::random_token(6).unwrap()),
+            "events": {tokenkeeper::BACKCHANNEL_LOGOUT_EVENT: {}},
+            "sid": sid,
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            if v.is_null() {
+                claims.as_object_mut().unwrap().remove(k);
+            } else {
+                claims[k] = v.clone();
+            }
+        }
+        h.idp
+            .sign_jwt(claims.as_object().unwrap(), Some("logout+jwt"))
+    };
+    let mut bad = vec![
+        (
+            "another audience",
+            base(serde_json::json!({"aud": "someone-else"})),
+        ),
+        (
+            "another issuer",
+            base(serde_json::json!({"iss": "https://evil.example"})),
+        ),
+        ("a nonce", base(serde_json::json!({"nonce": "n"}))),
+        ("no events", base(serde_json::json!({"events": null}))),
+        (
+            "another event",
+            base(serde_json::json!({"events": {"urn:other": {}}})),
+        ),
+        (
+            "neither sub nor sid",
+            base(serde_json::json!({"sid": null})),
+        ),
+        ("no iat", base(serde_json::json!({"iat": null}))),
+        ("old", base(serde_json::json!({"iat": now - 3600}))),
+        ("no jti", base(serde_json::json!({"jti": null}))),
+    ];
+    let good = base(serde_json::json!({}));
+    let mut tampered: Vec<&str> = good.split('.').collect();
+    let payload = tampered[1].to_owned() + "A";
+    tampered[1] = &payload;
+    bad.push(("a broken signature", tampered.join(".")));
+    for (what, token) in bad {
+        let (status, cache) = backchannel(&h, &token).await;
+        assert_eq!(status, 400, "{what}");
+        assert_eq!(cache.as_deref(), Some("no-store"), "{what}");
+    }
+    assert_eq!(h.sessions.len(), 2);
+
+    // By sid: that session only, its refresh token revoked.
+    let token = h.idp.logout_token("spa", None, Some(&sid));
+    assert_eq!(backchannel(&h, &token).await.0, 200);
+    assert_eq!(h.sessions.len(), 1);
+    assert_eq!(h.idp.revocations(), 1);
+    // The same token again: a replay.
+    assert_eq!(backchannel(&h, &token).await.0, 400, "replayed jti");
+    // By sub: every session of the user.
+    let token = h.idp.logout_token("spa", Some("alice"), None);
+    assert_eq!(backchannel(&h, &token).await.0, 200);
+    assert!(h.sessions.is_empty());
+    assert_eq!(h.idp.revocations(), 2);
+    for browser in [first, second] {
+        assert_eq!(api(&browser, format!("{}/bff/user", h.url)).await.0, 401);
+    }
+}

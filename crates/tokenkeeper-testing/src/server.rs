@@ -529,6 +529,43 @@ impl TestServer {
         *lock(&self.state.id_token_overrides) = overrides;
     }
 
+    /// A back-channel logout token (OpenID Connect Back-Channel Logout 1.0) for `client_id`,
+    /// naming `sub` and/or `sid`, signed with the current key: `iss`, `aud`, `iat`, a fresh
+    /// `jti`, `events`; `typ` `logout+jwt`.
+    pub fn logout_token(&self, client_id: &str, sub: Option<&str>, sid: Option<&str>) -> String {
+        let now = self.state.clock.now().as_millis() / 1000;
+        let mut claims = Map::new();
+        claims.insert("iss".into(), json!(self.state.issuer));
+        claims.insert("aud".into(), json!(client_id));
+        claims.insert("iat".into(), json!(now));
+        claims.insert("exp".into(), json!(now + 120));
+        claims.insert(
+            "jti".into(),
+            json!(format!("lt-{:016x}", fastrand::u64(..))),
+        );
+        claims.insert(
+            "events".into(),
+            json!({ tokenkeeper::BACKCHANNEL_LOGOUT_EVENT: {} }),
+        );
+        if let Some(sub) = sub {
+            claims.insert("sub".into(), json!(sub));
+        }
+        if let Some(sid) = sid {
+            claims.insert("sid".into(), json!(sid));
+        }
+        self.sign_jwt(&claims, Some("logout+jwt"))
+    }
+
+    /// Signs `claims` as a JWT with the server's current key (ES256, its `kid`), with `typ`
+    /// when given: for tests that need a token of the server with claims of their choosing.
+    pub fn sign_jwt(&self, claims: &Map<String, Value>, typ: Option<&str>) -> String {
+        let key = self.state.current_key();
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(key.kid.clone());
+        header.typ = typ.map(str::to_owned);
+        jsonwebtoken::encode(&header, claims, &key.encoding).unwrap_or_default()
+    }
+
     /// Changes the parameters of every published JWK: each entry replaces the parameter (`null`
     /// removes it), e.g. `"use": "enc"` or `"alg": "RS256"`.
     pub fn set_jwk_parameters(&self, parameters: Map<String, Value>) {

@@ -42,7 +42,9 @@ pub use protocol::authorization::{
 pub use protocol::client_assertion::{AssertionContext, ClientAssertionProvider, PrivateKeyJwt};
 pub use protocol::client_auth::{AuthMethod, ClientAuthentication};
 pub use protocol::discovery::{Discovery, ProviderMetadata};
-pub use protocol::id_token::{IdTokenClaims, IdTokenValidator, JwksLifetime};
+pub use protocol::id_token::{
+    IdTokenClaims, IdTokenValidator, JwksLifetime, LogoutToken, BACKCHANNEL_LOGOUT_EVENT,
+};
 pub use protocol::token_endpoint::TokenEndpoint;
 pub use protocol::token_request::{Grant, TokenRequest};
 pub use protocol::token_response::TokenResponse;

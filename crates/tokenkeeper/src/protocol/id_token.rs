@@ -181,6 +181,21 @@ fn key_allows(jwk: &jsonwebtoken::jwk::Jwk, alg: Algorithm) -> bool {
     use_ok && alg_ok
 }
 
+/// The event of a back-channel logout token.
+pub const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+/// A validated back-channel logout token: whose sessions to end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LogoutToken {
+    /// `sub`, when present.
+    pub sub: Option<String>,
+    /// `sid`, when present.
+    pub sid: Option<String>,
+    /// `jti` (check it for replay).
+    pub jti: String,
+}
+
 /// An unknown `kid` makes the validator fetch the keys again, but not more often than this.
 const REFETCH_AFTER: Duration = Duration::from_secs(10);
 
@@ -236,13 +251,11 @@ impl IdTokenValidator {
             .await
     }
 
-    /// Validates `id_token`; `expected_nonce` is the nonce sent in the authorization request.
-    pub async fn validate(
-        &self,
-        id_token: &str,
-        expected_nonce: Option<&str>,
-    ) -> Result<IdTokenClaims, Error> {
-        let header = jsonwebtoken::decode_header(id_token)
+    /// Checks a JWT of the issuer: an accepted asymmetric `alg`, a key the issuer publishes
+    /// (whose `use` and `alg` allow it), the signature, `iss` (one string, exactly the issuer)
+    /// and `aud` (this client), and that `required` claims are present.
+    async fn verify(&self, jwt: &str, required: &[&str]) -> Result<Map<String, Value>, Error> {
+        let header = jsonwebtoken::decode_header(jwt)
             .map_err(|e| Self::invalid(format!("malformed: {e}")))?;
         if !matches!(
             header.alg,
@@ -288,19 +301,82 @@ impl IdTokenValidator {
         let mut validation = Validation::new(header.alg);
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.client_id]);
-        validation.validate_exp = false; // checked below, on our clock
+        validation.validate_exp = false; // checked by the callers, on our clock
         validation.validate_nbf = false;
-        validation.required_spec_claims = ["iss", "aud", "sub"]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
-        let data = jsonwebtoken::decode::<Map<String, Value>>(id_token, &key, &validation)
+        validation.required_spec_claims = required.iter().map(|s| (*s).to_owned()).collect();
+        let data = jsonwebtoken::decode::<Map<String, Value>>(jwt, &key, &validation)
             .map_err(|e| Self::invalid(e.to_string()))?;
         let claims = data.claims;
         // `iss` is one string, exactly the issuer (not an array that contains it).
         if claims.get("iss").and_then(Value::as_str) != Some(self.issuer.as_str()) {
             return Err(Self::invalid("iss is not exactly the issuer"));
         }
+        Ok(claims)
+    }
+
+    /// Validates a back-channel logout token (OpenID Connect Back-Channel Logout 1.0 §2.6):
+    /// signature, `iss`, `aud`, `iat` (not in the future, at most `max_age` old), `exp` when
+    /// present, `jti`, `events` with the back-channel logout event, `sub` or `sid`, and no
+    /// `nonce`. The caller checks `jti` for replay.
+    pub async fn validate_logout_token(
+        &self,
+        token: &str,
+        max_age: Duration,
+    ) -> Result<LogoutToken, Error> {
+        let refuse = |why: &str| Error::InvalidIdToken(format!("logout token: {why}"));
+        if let Ok(header) = jsonwebtoken::decode_header(token) {
+            if header.typ.as_deref().is_some_and(|t| {
+                !t.eq_ignore_ascii_case("logout+jwt") && !t.eq_ignore_ascii_case("JWT")
+            }) {
+                return Err(refuse("typ is not logout+jwt"));
+            }
+        }
+        let claims = self.verify(token, &["iss", "aud"]).await?;
+        let now = self.clock.now().as_millis() / 1000;
+        let leeway = self.leeway.as_secs();
+        match claims.get("iat").and_then(Value::as_u64) {
+            Some(iat) if iat > now + leeway => return Err(refuse("issued in the future")),
+            Some(iat) if iat + max_age.as_secs() + leeway < now => return Err(refuse("too old")),
+            Some(_) => {}
+            None => return Err(refuse("no iat")),
+        }
+        if let Some(exp) = claims.get("exp") {
+            if exp.as_u64().is_none_or(|exp| exp + leeway <= now) {
+                return Err(refuse("expired"));
+            }
+        }
+        if claims.contains_key("nonce") {
+            return Err(refuse("a logout token must not have a nonce"));
+        }
+        let event = claims
+            .get("events")
+            .and_then(Value::as_object)
+            .and_then(|events| events.get(BACKCHANNEL_LOGOUT_EVENT));
+        if !event.is_some_and(Value::is_object) {
+            return Err(refuse("no back-channel logout event"));
+        }
+        let text = |name: &str| {
+            claims
+                .get(name)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        let (sub, sid) = (text("sub"), text("sid"));
+        if sub.is_none() && sid.is_none() {
+            return Err(refuse("neither sub nor sid"));
+        }
+        let jti = text("jti").ok_or_else(|| refuse("no jti"))?;
+        Ok(LogoutToken { sub, sid, jti })
+    }
+
+    /// Validates `id_token`; `expected_nonce` is the nonce sent in the authorization request.
+    pub async fn validate(
+        &self,
+        id_token: &str,
+        expected_nonce: Option<&str>,
+    ) -> Result<IdTokenClaims, Error> {
+        let claims = self.verify(id_token, &["iss", "aud", "sub"]).await?;
         let now = self.clock.now().as_millis() / 1000;
         let leeway = self.leeway.as_secs();
         match claims.get("exp").and_then(Value::as_u64) {
