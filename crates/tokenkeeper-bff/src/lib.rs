@@ -27,11 +27,13 @@
 //! ```
 
 mod bff;
+mod local;
 mod management;
 mod proxy;
 mod routes;
 mod session;
 
 pub use bff::{Bff, BffOptions};
+pub use local::BffUser;
 pub use routes::{ApiRoute, RouteToken};
 pub use session::{BffSession, BffSessionStore, InMemoryBffSessionStore};

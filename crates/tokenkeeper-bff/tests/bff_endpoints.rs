@@ -526,3 +526,40 @@ async fn bf_07_bf_13_backchannel_logout_validates_ends_sessions_and_refuses_repl
         assert_eq!(api(&browser, format!("{}/bff/user", h.url)).await.0, 401);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bf_04_bf_09_local_api_routes_have_the_same_semantics() {
+    let h = harness(Setup::default()).await;
+    let browser = browser();
+    assert_eq!(
+        api(&browser, format!("{}/local/me", h.url)).await.0,
+        401,
+        "anonymous"
+    );
+    log_in(&h, &browser).await;
+    let response = browser
+        .get(format!("{}/local/me", h.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401, "no anti-forgery header");
+    let response = browser
+        .get(format!("{}/local/me", h.url))
+        .header("x-csrf", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "alice");
+    for (path, status) in [("/local/redirect", 401), ("/local/forbidden", 403)] {
+        let response = browser
+            .get(format!("{}{path}", h.url))
+            .header("x-csrf", "1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{path}");
+        assert!(response.headers().get("location").is_none(), "{path}");
+        assert!(response.headers().get("set-cookie").is_none(), "{path}");
+    }
+}

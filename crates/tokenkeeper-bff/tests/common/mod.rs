@@ -186,9 +186,36 @@ pub async fn harness(setup: Setup) -> Harness {
     let bff = Bff::with_store(oidc, options, sessions.clone(), Some(clients))
         .unwrap()
         .with_clock(clock.clone());
+    let local = bff
+        .local_api(
+            Router::new()
+                .route(
+                    "/local/me",
+                    axum::routing::get(|user: tokenkeeper_bff::BffUser| async move {
+                        user.session.sub.clone()
+                    }),
+                )
+                .route(
+                    "/local/redirect",
+                    axum::routing::get(|| async {
+                        axum::response::Redirect::to("https://idp.example/login")
+                    }),
+                )
+                .route(
+                    "/local/forbidden",
+                    axum::routing::get(|| async {
+                        (
+                            axum::http::StatusCode::FORBIDDEN,
+                            [("set-cookie", "x=1"), ("location", "/elsewhere")],
+                        )
+                    }),
+                ),
+        )
+        .with_state(bff.clone());
     let app: Router = Router::new()
         .route("/app", axum::routing::get(|| async { "the app" }))
-        .merge(bff.router());
+        .merge(bff.router())
+        .merge(local);
     tokio::spawn(async move { axum::serve(listener, app).await });
     Harness {
         url,
