@@ -32,6 +32,7 @@ mod management;
 mod proxy;
 mod routes;
 mod session;
+mod websocket;
 
 pub use bff::{Bff, BffOptions};
 pub use local::BffUser;

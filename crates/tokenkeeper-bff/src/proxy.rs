@@ -50,98 +50,34 @@ fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
 }
 
 /// Which token goes upstream.
-enum Source {
+pub(crate) enum Source {
     None,
     User(tokenkeeper::user::SessionKey, UserTokenParams),
     Client(String),
 }
 
 /// An API answer of the BFF itself: never a redirect, never a cookie (BF-09).
-fn api_error(status: StatusCode, message: &'static str) -> Response {
+pub(crate) fn api_error(status: StatusCode, message: &'static str) -> Response {
     plain(status, message)
 }
 
 pub(crate) async fn forward(bff: Bff, index: usize, request: Request) -> Response {
     let route = &bff.inner.options.routes[index];
     let (parts, body) = request.into_parts();
+    if is_websocket_upgrade(&parts.headers) {
+        return crate::websocket::forward(bff, index, parts).await;
+    }
     if route.anti_forgery && !bff.anti_forgery_ok(&parts.headers) {
         return api_error(StatusCode::UNAUTHORIZED, "Anti-forgery header missing.");
     }
-    let needs_session = !matches!(route.token, RouteToken::None | RouteToken::Client);
-    let session = if needs_session {
-        match bff.session(&parts.headers, true).await {
-            Ok(session) => session,
-            Err(error) => {
-                tracing::warn!(%error, "session store unavailable");
-                return api_error(StatusCode::SERVICE_UNAVAILABLE, "Unavailable right now.");
-            }
-        }
-    } else {
-        None
-    };
-    let client = || {
-        route
-            .client
-            .clone()
-            .or_else(|| {
-                bff.inner
-                    .clients
-                    .as_ref()
-                    .and_then(|c| c.client_names().next().map(str::to_owned))
-            })
-            .unwrap_or_default()
+    let (session, source) = match resolve(&bff, index, &parts.headers).await {
+        Ok(resolved) => resolved,
+        Err(response) => return response,
     };
     let users = bff.oidc().users();
-    let source = match (route.token, &session) {
-        (RouteToken::None, _) => Source::None,
-        (RouteToken::Client, _) => Source::Client(client()),
-        (RouteToken::User, None) => {
-            return api_error(StatusCode::UNAUTHORIZED, "Not logged in.");
-        }
-        (RouteToken::User, Some(session)) => Source::User(session.key(), route.user_params.clone()),
-        (RouteToken::UserOrClient | RouteToken::UserOrNone, None) => {
-            if route.token == RouteToken::UserOrClient {
-                Source::Client(client())
-            } else {
-                Source::None
-            }
-        }
-        (RouteToken::UserOrClient | RouteToken::UserOrNone, Some(session)) => {
-            match users
-                .get_access_token(&session.key(), &route.user_params)
-                .await
-            {
-                Ok(_) => Source::User(session.key(), route.user_params.clone()),
-                Err(Error::ReauthenticationRequired(_)) => {
-                    bff.end_session(session).await;
-                    if route.token == RouteToken::UserOrClient {
-                        Source::Client(client())
-                    } else {
-                        Source::None
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "user token unavailable");
-                    return api_error(StatusCode::BAD_GATEWAY, "Upstream token unavailable.");
-                }
-            }
-        }
-    };
-
-    // The upstream URL: the route's upstream, with the local prefix replaced by its path.
-    let rest = parts
-        .uri
-        .path()
-        .strip_prefix(route.path.as_str())
-        .unwrap_or_default();
-    let mut target = route.upstream.clone();
-    let base = target.path().trim_end_matches('/').to_owned();
-    target.set_path(&format!("{base}{rest}"));
-    target.set_query(parts.uri.query());
-    if target.origin() != route.upstream.origin() {
+    let Some(target) = upstream_url(route, &parts.uri) else {
         return api_error(StatusCode::BAD_REQUEST, "Invalid path.");
-    }
-
+    };
     let connection = connection_tokens(&parts.headers);
     let mut headers = HeaderMap::new();
     for (name, value) in &parts.headers {
@@ -184,6 +120,106 @@ pub(crate) async fn forward(bff: Bff, index: usize, request: Request) -> Respons
     let stream = response.bytes_stream().map_err(std::io::Error::other);
     out.body(Body::from_stream(stream))
         .unwrap_or_else(|_| api_error(StatusCode::BAD_GATEWAY, "Bad upstream response."))
+}
+
+/// The request's session (when the route's token type needs one) and the token source.
+pub(crate) async fn resolve(
+    bff: &Bff,
+    index: usize,
+    headers: &HeaderMap,
+) -> Result<(Option<crate::session::BffSession>, Source), Response> {
+    let route = &bff.inner.options.routes[index];
+    let needs_session = !matches!(route.token, RouteToken::None | RouteToken::Client);
+    let session = if needs_session {
+        match bff.session(headers, true).await {
+            Ok(session) => session,
+            Err(error) => {
+                tracing::warn!(%error, "session store unavailable");
+                return Err(api_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Unavailable right now.",
+                ));
+            }
+        }
+    } else {
+        None
+    };
+    let client = || {
+        route
+            .client
+            .clone()
+            .or_else(|| {
+                bff.inner
+                    .clients
+                    .as_ref()
+                    .and_then(|c| c.client_names().next().map(str::to_owned))
+            })
+            .unwrap_or_default()
+    };
+    let users = bff.oidc().users();
+    let source = match (route.token, &session) {
+        (RouteToken::None, _) => Source::None,
+        (RouteToken::Client, _) => Source::Client(client()),
+        (RouteToken::User, None) => {
+            return Err(api_error(StatusCode::UNAUTHORIZED, "Not logged in."));
+        }
+        (RouteToken::User, Some(session)) => Source::User(session.key(), route.user_params.clone()),
+        (RouteToken::UserOrClient | RouteToken::UserOrNone, None) => {
+            if route.token == RouteToken::UserOrClient {
+                Source::Client(client())
+            } else {
+                Source::None
+            }
+        }
+        (RouteToken::UserOrClient | RouteToken::UserOrNone, Some(session)) => {
+            match users
+                .get_access_token(&session.key(), &route.user_params)
+                .await
+            {
+                Ok(_) => Source::User(session.key(), route.user_params.clone()),
+                Err(Error::ReauthenticationRequired(_)) => {
+                    bff.end_session(session).await;
+                    if route.token == RouteToken::UserOrClient {
+                        Source::Client(client())
+                    } else {
+                        Source::None
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "user token unavailable");
+                    return Err(api_error(
+                        StatusCode::BAD_GATEWAY,
+                        "Upstream token unavailable.",
+                    ));
+                }
+            }
+        }
+    };
+
+    Ok((session, source))
+}
+
+/// The upstream URL of a request for `uri`: the route's upstream, with the local prefix
+/// replaced by its path, and the query kept. `None` if the result would leave the upstream's
+/// origin.
+pub(crate) fn upstream_url(route: &crate::routes::ApiRoute, uri: &http::Uri) -> Option<url::Url> {
+    let rest = uri
+        .path()
+        .strip_prefix(route.path.as_str())
+        .unwrap_or_default();
+    let mut target = route.upstream.clone();
+    let base = target.path().trim_end_matches('/').to_owned();
+    target.set_path(&format!("{base}{rest}"));
+    target.set_query(uri.query());
+    (target.origin() == route.upstream.origin()).then_some(target)
+}
+
+/// Whether the request asks for a WebSocket upgrade.
+fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
 /// A request that failed before an upstream answer.

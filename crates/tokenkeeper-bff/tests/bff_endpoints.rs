@@ -563,3 +563,77 @@ async fn bf_04_bf_09_local_api_routes_have_the_same_semantics() {
         assert!(response.headers().get("set-cookie").is_none(), "{path}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bf_11_websockets_are_proxied_with_the_token_and_an_origin_check() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let h = harness(Setup::default()).await;
+    let browser = browser();
+    log_in(&h, &browser).await;
+    let session = h
+        .sessions
+        .find(Some("alice"), None)
+        .await
+        .unwrap()
+        .remove(0);
+    let ws_url = format!("{}/api/user/ws", h.url.replacen("http", "ws", 1));
+    let request = |origin: Option<&str>| {
+        let mut request = ws_url.as_str().into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("cookie", format!("bff={}", session.id).parse().unwrap());
+        if let Some(origin) = origin {
+            request
+                .headers_mut()
+                .insert("origin", origin.parse().unwrap());
+        }
+        request
+    };
+
+    // Cross-origin, or no Origin: refused before anything reaches the upstream.
+    for origin in [Some("https://evil.example"), None] {
+        match tokio_tungstenite::connect_async(request(origin)).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 403, "{origin:?}");
+            }
+            other => panic!("{origin:?}: {other:?}"),
+        }
+    }
+    assert!(h.seen.lock().unwrap().last.is_none());
+
+    let (mut socket, _) = tokio_tungstenite::connect_async(request(Some(&h.url)))
+        .await
+        .unwrap();
+    for text in ["hello", "again"] {
+        socket.send(Message::Text(text.into())).await.unwrap();
+        let answer = socket.next().await.unwrap().unwrap();
+        assert_eq!(
+            answer.into_text().unwrap().as_str(),
+            format!("echo: {text}")
+        );
+    }
+    socket.close(None).await.unwrap();
+    let seen = h.seen.lock().unwrap().last.clone().unwrap();
+    let token = seen["authorization"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("Bearer ")
+        .unwrap()
+        .to_owned();
+    assert_eq!(h.idp.verify_access_token(&token).unwrap()["sub"], "alice");
+
+    // Anonymous: a User route refuses the upgrade.
+    let mut anonymous = ws_url.as_str().into_client_request().unwrap();
+    anonymous
+        .headers_mut()
+        .insert("origin", h.url.parse().unwrap());
+    match tokio_tungstenite::connect_async(anonymous).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 401);
+        }
+        other => panic!("{other:?}"),
+    }
+}

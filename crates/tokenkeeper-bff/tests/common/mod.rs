@@ -56,7 +56,38 @@ pub struct Harness {
 async fn upstream(seen: Arc<Mutex<Seen>>, release: Arc<tokio::sync::Notify>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
+    let ws_seen = seen.clone();
     let app = Router::new()
+        .route(
+            "/up/ws",
+            axum::routing::get(
+                move |ws: axum::extract::ws::WebSocketUpgrade, headers: axum::http::HeaderMap| {
+                    let seen = ws_seen.clone();
+                    async move {
+                        let auth = headers
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned);
+                        seen.lock().unwrap().last =
+                            Some(serde_json::json!({"authorization": auth}));
+                        ws.on_upgrade(|mut socket| async move {
+                            while let Some(Ok(message)) = socket.recv().await {
+                                if let axum::extract::ws::Message::Text(text) = message {
+                                    let echo = format!("echo: {}", text.as_str());
+                                    if socket
+                                        .send(axum::extract::ws::Message::Text(echo.into()))
+                                        .await
+                                        .is_err()
+                                    {
+                                        break;
+                                    }
+                                }
+                            }
+                        })
+                    }
+                },
+            ),
+        )
         .route(
             "/up/events",
             axum::routing::get(move || {
