@@ -346,6 +346,57 @@ impl Bff {
             .is_some_and(|v| v.as_bytes() == self.inner.options.anti_forgery_header.1.as_bytes())
     }
 
+    /// Ends every session of `sub` (and, when given, of `sid` only): "log out everywhere", or an
+    /// administrator's revocation. Each session's refresh token is revoked. Returns how many
+    /// sessions ended.
+    pub async fn end_sessions(&self, sub: Option<&str>, sid: Option<&str>) -> Result<usize, Error> {
+        let sessions = self.inner.sessions.find(sub, sid).await?;
+        for session in &sessions {
+            self.end_session(session).await;
+        }
+        Ok(sessions.len())
+    }
+
+    /// Removes the sessions that have expired and revokes their refresh tokens (each expired
+    /// session is handled once, across a fleet sharing the store). Returns how many ended.
+    pub async fn cleanup_expired(&self) -> Result<usize, Error> {
+        let expired = self.inner.sessions.take_expired(self.now()).await?;
+        for session in &expired {
+            match self.inner.oidc.users().logout(&session.key()).await {
+                Ok(outcome) if !outcome.succeeded() => {
+                    tracing::warn!(
+                        ?outcome,
+                        "an expired session's refresh token was not revoked"
+                    )
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "an expired session's tokens could not be cleared")
+                }
+            }
+        }
+        if !expired.is_empty() {
+            tracing::info!(sessions = expired.len(), "expired sessions cleaned up");
+        }
+        Ok(expired.len())
+    }
+
+    /// Runs [`Bff::cleanup_expired`] every `every` (10 minutes is a sensible period) until the
+    /// returned task is aborted.
+    pub fn spawn_cleanup(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let bff = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                if let Err(error) = bff.cleanup_expired().await {
+                    tracing::warn!(%error, "session cleanup failed; trying again later");
+                }
+            }
+        })
+    }
+
     /// Ends `session`: removes it and logs its tokens out (the refresh token is revoked).
     pub(crate) async fn end_session(&self, session: &BffSession) {
         if let Err(error) = self.inner.sessions.remove(&session.id).await {

@@ -30,11 +30,15 @@ mod bff;
 mod local;
 mod management;
 mod proxy;
+#[cfg(feature = "redis")]
+mod redis_store;
 mod routes;
 mod session;
 mod websocket;
 
 pub use bff::{Bff, BffOptions};
 pub use local::BffUser;
+#[cfg(feature = "redis")]
+pub use redis_store::RedisBffSessionStore;
 pub use routes::{ApiRoute, RouteToken};
 pub use session::{BffSession, BffSessionStore, InMemoryBffSessionStore};

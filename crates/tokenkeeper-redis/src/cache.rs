@@ -146,6 +146,28 @@ impl RedisTokenCache {
         self.inner.redis_key(key, "tok")
     }
 
+    /// Runs `f` on this cache's connection, with its timeout and outage tracking: for stores
+    /// of sibling crates that share the connection (the BFF's sessions).
+    pub async fn call<T, F, Fut>(&self, f: F) -> Result<T, CacheError>
+    where
+        F: FnOnce(redis::aio::ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        self.inner.call(f).await
+    }
+
+    /// A key in this cache's namespace for `name` (hashed, so it holds nothing of `name`):
+    /// `<prefix>:{<hash>}:<kind>`.
+    pub fn key_for(&self, name: &str, kind: &str) -> String {
+        self.inner
+            .redis_key(&CacheKey::from_canonical(format!("ext&n={name}")), kind)
+    }
+
+    /// The encryption at rest, when configured.
+    pub fn encryption(&self) -> Option<&tokenkeeper::Encryption> {
+        self.inner.encryption()
+    }
+
     /// The stored entry (`v`) at `redis_key`.
     async fn read_entry(&self, redis_key: &str) -> Result<Option<Vec<u8>>, CacheError> {
         self.inner

@@ -47,6 +47,9 @@ pub struct Harness {
     pub seen: Arc<Mutex<Seen>>,
     pub clock: Arc<ManualClock>,
     pub sessions: Arc<InMemoryBffSessionStore>,
+    /// The store in use (`sessions`, or Redis).
+    pub store: Arc<dyn tokenkeeper_bff::BffSessionStore>,
+    pub redirect_uri: String,
     /// Releases the second event of `/events`.
     pub release: Arc<tokio::sync::Notify>,
 }
@@ -153,6 +156,11 @@ pub struct Setup {
     pub insecure_cookies: bool,
     pub dev: bool,
     pub routes: Vec<(&'static str, RouteToken)>,
+    /// Sessions, user tokens (with the refresh lease) and pending logins in Redis, under this
+    /// prefix.
+    pub redis: Option<String>,
+    /// Another instance's identity provider and callback URL: a fleet behind one public URL.
+    pub fleet_of: Option<(Arc<TestServer>, String)>,
 }
 
 impl Default for Setup {
@@ -167,6 +175,8 @@ impl Default for Setup {
                 ("/api/maybe", RouteToken::UserOrNone),
                 ("/api/open", RouteToken::None),
             ],
+            redis: None,
+            fleet_of: None,
         }
     }
 }
@@ -174,28 +184,55 @@ impl Default for Setup {
 pub async fn harness(setup: Setup) -> Harness {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let redirect_uri = format!("{url}/bff/callback");
-    let idp = Arc::new(
-        TestServer::builder()
-            .client(TestClient::new("spa", "spa-secret").redirect_uri(&redirect_uri))
-            .client(TestClient::new("bff-worker", "worker-secret"))
-            .start()
-            .await,
-    );
+    let (idp, redirect_uri) = match setup.fleet_of {
+        Some(fleet) => fleet,
+        None => {
+            let redirect_uri = format!("{url}/bff/callback");
+            let idp = Arc::new(
+                TestServer::builder()
+                    .client(TestClient::new("spa", "spa-secret").redirect_uri(&redirect_uri))
+                    .client(TestClient::new("bff-worker", "worker-secret"))
+                    .start()
+                    .await,
+            );
+            (idp, redirect_uri)
+        }
+    };
     idp.set_login(Some("alice"));
     let seen = Arc::new(Mutex::new(Seen::default()));
     let release = Arc::new(tokio::sync::Notify::new());
     let upstream = upstream(seen.clone(), release.clone()).await;
-    let mut config = OidcConfig::new(idp.issuer(), "spa", "spa-secret", redirect_uri);
+    let mut config = OidcConfig::new(idp.issuer(), "spa", "spa-secret", redirect_uri.clone());
     config.insecure_cookies = setup.insecure_cookies;
-    let users = tokenkeeper::user::UserTokenManager::builder(ClientConfig::from_issuer(
+    let mut users = tokenkeeper::user::UserTokenManager::builder(ClientConfig::from_issuer(
         idp.issuer(),
         "spa",
         "spa-secret",
-    ))
-    .build()
-    .unwrap();
-    let oidc = Oidc::new(config, users).unwrap();
+    ));
+    let redis = setup.redis.as_ref().map(|prefix| {
+        let url =
+            std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+        tokenkeeper_redis::RedisTokenCache::new(
+            &url,
+            tokenkeeper_redis::RedisOptions {
+                prefix: prefix.clone(),
+                encryption: Some(tokenkeeper_redis::Encryption::new("k1", &[5; 32]).unwrap()),
+                ..tokenkeeper_redis::RedisOptions::default()
+            },
+        )
+        .unwrap()
+    });
+    if let Some(redis) = &redis {
+        users = users
+            .store(Arc::new(tokenkeeper_redis::RedisUserTokenStore::new(redis)))
+            .lease(Arc::new(tokenkeeper_redis::RedisLease::new(redis)));
+    }
+    let mut oidc = Oidc::new(config, users.build().unwrap()).unwrap();
+    if let Some(redis) = &redis {
+        oidc = oidc.with_pending_logins(Arc::new(tokenkeeper_redis::RedisPendingLoginStore::new(
+            redis,
+        )));
+    }
     let clients = ClientCredentialsTokenManager::builder()
         .client(
             "worker",
@@ -213,8 +250,12 @@ pub async fn harness(setup: Setup) -> Harness {
             .route(ApiRoute::new(path, format!("{upstream}/up").parse().unwrap()).token(token));
     }
     let sessions = Arc::new(InMemoryBffSessionStore::new());
+    let store: Arc<dyn tokenkeeper_bff::BffSessionStore> = match &redis {
+        Some(redis) => Arc::new(tokenkeeper_bff::RedisBffSessionStore::new(redis)),
+        None => sessions.clone(),
+    };
     let clock = ManualClock::new();
-    let bff = Bff::with_store(oidc, options, sessions.clone(), Some(clients))
+    let bff = Bff::with_store(oidc, options, store.clone(), Some(clients))
         .unwrap()
         .with_clock(clock.clone());
     let local = bff
@@ -256,6 +297,8 @@ pub async fn harness(setup: Setup) -> Harness {
         seen,
         clock,
         sessions,
+        store,
+        redirect_uri,
         release,
     }
 }
