@@ -49,6 +49,10 @@ fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
+/// Request bodies up to this many bytes (with a `Content-Length`) are read whole, so that the
+/// request can be sent again; larger ones stream.
+const REPLAYABLE_BODY: usize = 64 * 1024;
+
 /// Which token goes upstream.
 pub(crate) enum Source {
     None,
@@ -85,7 +89,24 @@ pub(crate) async fn forward(bff: Bff, index: usize, request: Request) -> Respons
             headers.append(name.clone(), value.clone());
         }
     }
-    let body = reqwest::Body::wrap_stream(body.into_data_stream());
+    // No body, or a small one of known length: sent as bytes, so that the token middleware can
+    // send the request again (a DPoP nonce challenge, a 401). Larger or chunked bodies stream.
+    let length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let chunked = parts.headers.contains_key(header::TRANSFER_ENCODING);
+    let body = match (length, chunked) {
+        (None | Some(0), false) => None,
+        (Some(length), false) if length <= REPLAYABLE_BODY => {
+            match axum::body::to_bytes(body, REPLAYABLE_BODY).await {
+                Ok(bytes) => Some(reqwest::Body::from(bytes)),
+                Err(_) => return api_error(StatusCode::BAD_REQUEST, "Bad request body."),
+            }
+        }
+        _ => Some(reqwest::Body::wrap_stream(body.into_data_stream())),
+    };
     let mut builder = reqwest_middleware::ClientBuilder::new(bff.inner.http.clone());
     builder = match &source {
         Source::None => builder,
@@ -96,11 +117,13 @@ pub(crate) async fn forward(bff: Bff, index: usize, request: Request) -> Respons
         },
     };
     let client = builder.build();
-    let sent = client
+    let mut request = client
         .request(parts.method.clone(), target)
-        .headers(headers)
-        .body(body)
-        .send();
+        .headers(headers);
+    if let Some(body) = body {
+        request = request.body(body);
+    }
+    let sent = request.send();
     let response = match tokio::time::timeout(route.timeout, sent).await {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => return failed(&bff, &source, session.as_ref(), error).await,

@@ -637,3 +637,40 @@ async fn bf_11_websockets_are_proxied_with_the_token_and_an_origin_check() {
         other => panic!("{other:?}"),
     }
 }
+
+/// BF-05 with DPoP: the proxy presents DPoP-bound user tokens with a proof for the upstream URL
+/// (`htu` without the query) and keeps and retries for the API's nonce.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bf_05_dpop_bound_user_tokens_through_the_proxy_with_api_nonces() {
+    let h = harness(Setup {
+        dpop: true,
+        ..Setup::default()
+    })
+    .await;
+    let api = h.protected.clone().unwrap();
+    let browser = browser();
+    log_in(&h, &browser).await;
+    let (status, body) = api(&browser, format!("{}/api/dpop/orders?page=2", h.url)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["scheme"], "DPoP");
+    assert_eq!(body["path"], "/v1/orders");
+    assert_eq!(
+        (api.requests(), api.unauthorized()),
+        (2, 1),
+        "one nonce retry"
+    );
+    // A body of known length is replayable, so a POST is retried for a new nonce too.
+    api.rotate_nonce();
+    let response = browser
+        .post(format!("{}/api/dpop/orders", h.url))
+        .header("x-csrf", "1")
+        .body("{\"n\":1}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!((api.requests(), api.unauthorized()), (4, 2));
+    // The next call needs no retry: the nonce was kept.
+    assert_eq!(api(&browser, format!("{}/api/dpop/x", h.url)).await.0, 200);
+    assert_eq!(api.requests(), 5);
+}

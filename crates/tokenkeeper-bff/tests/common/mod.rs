@@ -50,6 +50,8 @@ pub struct Harness {
     /// The store in use (`sessions`, or Redis).
     pub store: Arc<dyn tokenkeeper_bff::BffSessionStore>,
     pub redirect_uri: String,
+    /// The test server's protected API (with `dpop`).
+    pub protected: Option<Arc<tokenkeeper_testing::TestApi>>,
     /// Releases the second event of `/events`.
     pub release: Arc<tokio::sync::Notify>,
 }
@@ -161,6 +163,9 @@ pub struct Setup {
     pub redis: Option<String>,
     /// Another instance's identity provider and callback URL: a fleet behind one public URL.
     pub fleet_of: Option<(Arc<TestServer>, String)>,
+    /// User tokens bound to a DPoP key per session; `/api/dpop` goes to the test server's
+    /// protected API (which checks proofs and demands its own nonce).
+    pub dpop: bool,
 }
 
 impl Default for Setup {
@@ -177,6 +182,7 @@ impl Default for Setup {
             ],
             redis: None,
             fleet_of: None,
+            dpop: false,
         }
     }
 }
@@ -222,6 +228,9 @@ pub async fn harness(setup: Setup) -> Harness {
         )
         .unwrap()
     });
+    if setup.dpop {
+        users = users.per_session_dpop(tokenkeeper::dpop::DpopAlgorithm::ES256);
+    }
     if let Some(redis) = &redis {
         users = users
             .store(Arc::new(tokenkeeper_redis::RedisUserTokenStore::new(redis)))
@@ -249,6 +258,16 @@ pub async fn harness(setup: Setup) -> Harness {
         options = options
             .route(ApiRoute::new(path, format!("{upstream}/up").parse().unwrap()).token(token));
     }
+    let protected = if setup.dpop {
+        let api = idp.start_api().await;
+        api.set_nonce_required(true);
+        options = options.route(
+            ApiRoute::new("/api/dpop", api.url("/v1").parse().unwrap()).token(RouteToken::User),
+        );
+        Some(Arc::new(api))
+    } else {
+        None
+    };
     let sessions = Arc::new(InMemoryBffSessionStore::new());
     let store: Arc<dyn tokenkeeper_bff::BffSessionStore> = match &redis {
         Some(redis) => Arc::new(tokenkeeper_bff::RedisBffSessionStore::new(redis)),
@@ -300,6 +319,7 @@ pub async fn harness(setup: Setup) -> Harness {
         store,
         redirect_uri,
         release,
+        protected,
     }
 }
 
