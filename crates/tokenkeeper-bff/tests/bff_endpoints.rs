@@ -647,7 +647,7 @@ async fn bf_05_dpop_bound_user_tokens_through_the_proxy_with_api_nonces() {
         ..Setup::default()
     })
     .await;
-    let api = h.protected.clone().unwrap();
+    let protected = h.protected.clone().unwrap();
     let browser = browser();
     log_in(&h, &browser).await;
     let (status, body) = api(&browser, format!("{}/api/dpop/orders?page=2", h.url)).await;
@@ -655,12 +655,12 @@ async fn bf_05_dpop_bound_user_tokens_through_the_proxy_with_api_nonces() {
     assert_eq!(body["scheme"], "DPoP");
     assert_eq!(body["path"], "/v1/orders");
     assert_eq!(
-        (api.requests(), api.unauthorized()),
+        (protected.requests(), protected.unauthorized()),
         (2, 1),
         "one nonce retry"
     );
     // A body of known length is replayable, so a POST is retried for a new nonce too.
-    api.rotate_nonce();
+    protected.rotate_nonce();
     let response = browser
         .post(format!("{}/api/dpop/orders", h.url))
         .header("x-csrf", "1")
@@ -669,8 +669,8 @@ async fn bf_05_dpop_bound_user_tokens_through_the_proxy_with_api_nonces() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!((api.requests(), api.unauthorized()), (4, 2));
+    assert_eq!((protected.requests(), protected.unauthorized()), (4, 2));
     // The next call needs no retry: the nonce was kept.
     assert_eq!(api(&browser, format!("{}/api/dpop/x", h.url)).await.0, 200);
-    assert_eq!(api.requests(), 5);
+    assert_eq!(protected.requests(), 5);
 }
