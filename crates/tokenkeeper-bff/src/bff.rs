@@ -352,7 +352,7 @@ impl Bff {
     pub async fn end_sessions(&self, sub: Option<&str>, sid: Option<&str>) -> Result<usize, Error> {
         let sessions = self.inner.sessions.find(sub, sid).await?;
         for session in &sessions {
-            self.end_session(session).await;
+            self.end_session(session, "admin").await;
         }
         Ok(sessions.len())
     }
@@ -362,6 +362,7 @@ impl Bff {
     pub async fn cleanup_expired(&self) -> Result<usize, Error> {
         let expired = self.inner.sessions.take_expired(self.now()).await?;
         for session in &expired {
+            crate::metrics::session_ended("expired");
             match self.inner.oidc.users().logout(&session.key()).await {
                 Ok(outcome) if !outcome.succeeded() => {
                     tracing::warn!(
@@ -398,7 +399,8 @@ impl Bff {
     }
 
     /// Ends `session`: removes it and logs its tokens out (the refresh token is revoked).
-    pub(crate) async fn end_session(&self, session: &BffSession) {
+    pub(crate) async fn end_session(&self, session: &BffSession, reason: &'static str) {
+        crate::metrics::session_ended(reason);
         if let Err(error) = self.inner.sessions.remove(&session.id).await {
             tracing::warn!(%error, "a session could not be removed from the store");
         }

@@ -29,6 +29,7 @@
 mod bff;
 mod local;
 mod management;
+pub mod metrics;
 mod proxy;
 #[cfg(feature = "redis")]
 mod redis_store;

@@ -87,7 +87,7 @@ impl BffUser {
             .get_access_token(&self.session.key(), params)
             .await;
         if let Err(Error::ReauthenticationRequired(_)) = &result {
-            self.bff.end_session(&self.session).await;
+            self.bff.end_session(&self.session, "token").await;
         }
         result
     }

@@ -65,7 +65,10 @@ pub(crate) async fn callback(
     let result = match callback.result {
         Ok(done) => match bff.new_session(&done) {
             Ok(session) => match bff.inner.sessions.put(session.clone()).await {
-                Ok(()) => Ok((session, done.return_url)),
+                Ok(()) => {
+                    crate::metrics::session_started();
+                    Ok((session, done.return_url))
+                }
                 Err(error) => Err(LoginError::Session(error.to_string())),
             },
             Err(error) => Err(LoginError::Token(error)),
@@ -201,7 +204,7 @@ pub(crate) async fn logout(
     if !sid_ok {
         return plain(StatusCode::BAD_REQUEST, "Invalid logout request.");
     }
-    bff.end_session(&session).await;
+    bff.end_session(&session, "logout").await;
     let post_logout = format!("{}{return_url}", bff.inner.origin);
     let target = match bff.oidc().provider_metadata().await {
         Ok(metadata) => match metadata.end_session_endpoint.clone() {
@@ -364,7 +367,7 @@ pub(crate) async fn backchannel(State(bff): State<Bff>, body: axum::body::Bytes)
         }
     };
     for session in &sessions {
-        bff.end_session(session).await;
+        bff.end_session(session, "backchannel").await;
     }
     tracing::info!(sessions = sessions.len(), "back-channel logout");
     (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")]).into_response()

@@ -66,6 +66,25 @@ pub(crate) fn api_error(status: StatusCode, message: &'static str) -> Response {
 }
 
 pub(crate) async fn forward(bff: Bff, index: usize, request: Request) -> Response {
+    use tracing::Instrument as _;
+    let route = bff.inner.options.routes[index].path.clone();
+    let span = tracing::info_span!(
+        "tokenkeeper.bff.proxy",
+        route = %route,
+        method = %request.method(),
+        status = tracing::field::Empty,
+    );
+    let started = std::time::Instant::now();
+    let response = forward_inner(bff, index, request)
+        .instrument(span.clone())
+        .await;
+    let status = response.status().as_u16();
+    span.record("status", status);
+    crate::metrics::proxied(&route, status, Some(started.elapsed()));
+    response
+}
+
+async fn forward_inner(bff: Bff, index: usize, request: Request) -> Response {
     let route = &bff.inner.options.routes[index];
     let (parts, body) = request.into_parts();
     if is_websocket_upgrade(&parts.headers) {
@@ -126,7 +145,7 @@ pub(crate) async fn forward(bff: Bff, index: usize, request: Request) -> Respons
     let sent = request.send();
     let response = match tokio::time::timeout(route.timeout, sent).await {
         Ok(Ok(response)) => response,
-        Ok(Err(error)) => return failed(&bff, &source, session.as_ref(), error).await,
+        Ok(Err(error)) => return failed(&bff, &route.path, &source, session.as_ref(), error).await,
         Err(_) => return api_error(StatusCode::GATEWAY_TIMEOUT, "Upstream timed out."),
     };
     let status = response.status();
@@ -201,7 +220,7 @@ pub(crate) async fn resolve(
             {
                 Ok(_) => Source::User(session.key(), route.user_params.clone()),
                 Err(Error::ReauthenticationRequired(_)) => {
-                    bff.end_session(session).await;
+                    bff.end_session(session, "token").await;
                     if route.token == RouteToken::UserOrClient {
                         Source::Client(client())
                     } else {
@@ -209,6 +228,7 @@ pub(crate) async fn resolve(
                     }
                 }
                 Err(error) => {
+                    crate::metrics::token_failure(&route.path);
                     tracing::warn!(%error, "user token unavailable");
                     return Err(api_error(
                         StatusCode::BAD_GATEWAY,
@@ -248,19 +268,22 @@ fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
 /// A request that failed before an upstream answer.
 async fn failed(
     bff: &Bff,
+    route: &str,
     source: &Source,
     session: Option<&crate::session::BffSession>,
     error: reqwest_middleware::Error,
 ) -> Response {
     match Error::from_middleware(&error) {
         Some(Error::ReauthenticationRequired(_)) => {
+            crate::metrics::token_failure(route);
             // The user token can no longer be had: the session ends, the SPA sees 401 (BF-06).
             if let (Source::User(..), Some(session)) = (source, session) {
-                bff.end_session(session).await;
+                bff.end_session(session, "token").await;
             }
             api_error(StatusCode::UNAUTHORIZED, "Not logged in.")
         }
         Some(error) => {
+            crate::metrics::token_failure(route);
             tracing::warn!(%error, "no token for the upstream");
             api_error(StatusCode::BAD_GATEWAY, "Upstream token unavailable.")
         }

@@ -34,7 +34,7 @@ pub(crate) async fn forward(bff: Bff, index: usize, mut parts: Parts) -> Respons
             Ok(token) => Some(token),
             Err(tokenkeeper::Error::ReauthenticationRequired(_)) => {
                 if let Some(session) = &session {
-                    bff.end_session(session).await;
+                    bff.end_session(session, "token").await;
                 }
                 return api_error(StatusCode::UNAUTHORIZED, "Not logged in.");
             }

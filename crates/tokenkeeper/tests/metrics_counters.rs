@@ -4,85 +4,12 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-
 use common::*;
-use metrics::{
-    Counter, CounterFn, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
-    SharedString, Unit,
-};
 use tokenkeeper::metrics::names;
-use tokenkeeper_testing::{Fault, Times};
+use tokenkeeper_testing::{Fault, TestRecorder, Times};
 
-#[derive(Default)]
-struct Cell(AtomicU64);
-
-impl CounterFn for Cell {
-    fn increment(&self, value: u64) {
-        self.0.fetch_add(value, Ordering::Relaxed);
-    }
-    fn absolute(&self, value: u64) {
-        self.0.store(value, Ordering::Relaxed);
-    }
-}
-
-impl HistogramFn for Cell {
-    fn record(&self, _value: f64) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-#[derive(Default, Clone)]
-struct TestRecorder(Arc<Mutex<HashMap<String, Arc<Cell>>>>);
-
-impl TestRecorder {
-    fn cell(&self, key: &Key) -> Arc<Cell> {
-        let mut name = key.name().to_owned();
-        let mut labels: Vec<_> = key
-            .labels()
-            .map(|l| format!("{}={}", l.key(), l.value()))
-            .collect();
-        labels.sort();
-        if !labels.is_empty() {
-            name = format!("{name}{{{}}}", labels.join(","));
-        }
-        self.0.lock().unwrap().entry(name).or_default().clone()
-    }
-    fn get(&self, name: &str) -> u64 {
-        self.0
-            .lock()
-            .unwrap()
-            .get(name)
-            .map(|c| c.0.load(Ordering::Relaxed))
-            .unwrap_or(0)
-    }
-}
-
-impl Recorder for TestRecorder {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        Counter::from_arc(self.cell(key))
-    }
-    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::noop()
-    }
-    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-        Histogram::from_arc(self.cell(key))
-    }
-}
-
-/// The process's recorder, installed by whichever test comes first.
 fn recorder() -> &'static TestRecorder {
-    static RECORDER: std::sync::OnceLock<TestRecorder> = std::sync::OnceLock::new();
-    RECORDER.get_or_init(|| {
-        let recorder = TestRecorder::default();
-        metrics::set_global_recorder(recorder.clone()).unwrap();
-        recorder
-    })
+    TestRecorder::global()
 }
 
 #[tokio::test]
