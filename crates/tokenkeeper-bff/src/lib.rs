@@ -27,6 +27,10 @@
 //! ```
 
 mod bff;
+#[cfg(feature = "config")]
+pub mod config;
+#[cfg(feature = "config")]
+pub mod host;
 mod local;
 mod management;
 pub mod metrics;

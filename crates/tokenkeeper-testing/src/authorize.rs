@@ -52,6 +52,75 @@ pub(crate) async fn authorize(
     State(state): State<Arc<ServerState>>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
+    let sub = lock(&state.login).clone();
+    let page = state.login_page.load(std::sync::atomic::Ordering::Relaxed);
+    if page && params.get("prompt").map(String::as_str) != Some("none") {
+        return login_page(&params);
+    }
+    issue_code(&state, &params, sub)
+}
+
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The minimal login page (development): a user name, and the authorization request's
+/// parameters carried along.
+fn login_page(params: &HashMap<String, String>) -> Response {
+    let hidden: String = params
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "<input type=hidden name=\"{}\" value=\"{}\">",
+                html_escape(k),
+                html_escape(v)
+            )
+        })
+        .collect();
+    let body = format!(
+        "<!doctype html><meta charset=utf-8><title>Sign in</title>\
+         <style>body{{font:16px system-ui;margin:3em auto;max-width:22em}}input,button{{font:inherit;padding:.4em;margin:.3em 0;width:100%}}</style>\
+         <h1>Development identity provider</h1><p>Any user name signs in (no password).</p>\
+         <form method=post action=\"/authorize/login\">{hidden}\
+         <label>User name <input id=username name=username value=alice autofocus></label>\
+         <button id=sign-in type=submit>Sign in</button></form>"
+    );
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (axum::http::header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// `POST /authorize/login`: the login page's form; logs `username` in.
+pub(crate) async fn login_form(
+    State(state): State<Arc<ServerState>>,
+    axum::extract::Form(mut params): axum::extract::Form<HashMap<String, String>>,
+) -> Response {
+    let user = params
+        .remove("username")
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty() && u.len() <= 64 && u.chars().all(|c| c.is_ascii_graphic()));
+    if user.is_some() {
+        // The provider's own "session": a later `prompt=none` finds the user signed in.
+        (*lock(&state.login)).clone_from(&user);
+    }
+    issue_code(&state, &params, user)
+}
+
+/// Checks an authorization request and redirects back with a code for `sub` (or the error
+/// `login_required` without one).
+fn issue_code(
+    state: &ServerState,
+    params: &HashMap<String, String>,
+    sub: Option<String>,
+) -> Response {
     let get = |k: &str| params.get(k).map(String::as_str);
     let client = get("client_id").and_then(|id| lock(&state.clients).get(id).cloned());
     let Some(client) = client else {
@@ -79,7 +148,7 @@ pub(crate) async fn authorize(
     {
         return fail("invalid_request");
     }
-    let Some(sub) = lock(&state.login).clone() else {
+    let Some(sub) = sub else {
         return fail("login_required");
     };
     let code = format!("code-{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));

@@ -155,6 +155,8 @@ pub(crate) struct ServerState {
     pub(crate) dpop: crate::dpop::DpopState,
     /// Ignore DPoP proofs and issue Bearer tokens (a server without DPoP support).
     dpop_ignored: std::sync::atomic::AtomicBool,
+    /// `/authorize` shows a login page instead of logging the programmed user in.
+    pub(crate) login_page: std::sync::atomic::AtomicBool,
 }
 
 impl ServerState {
@@ -284,6 +286,7 @@ impl TestServerBuilder {
             seq: AtomicU64::new(0),
             dpop: crate::dpop::DpopState::new(),
             dpop_ignored: std::sync::atomic::AtomicBool::new(false),
+            login_page: std::sync::atomic::AtomicBool::new(false),
         });
         let router = router(state.clone());
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
@@ -641,6 +644,12 @@ impl TestServer {
         format!("{}/introspect", self.state.issuer)
     }
 
+    /// Shows a minimal login page at `/authorize` (a user name, no password: development only)
+    /// instead of logging the programmed user in; `prompt=none` still answers at once.
+    pub fn set_login_page(&self, enabled: bool) {
+        self.state.login_page.store(enabled, Ordering::Relaxed);
+    }
+
     /// Demands a DPoP nonce in token requests' proofs (`400 use_dpop_nonce` without the current
     /// one); every token endpoint response then carries `DPoP-Nonce`.
     pub fn set_dpop_nonce_required(&self, required: bool) {
@@ -711,6 +720,7 @@ fn router(state: Arc<ServerState>) -> Router {
         .route("/token", post(token))
         .route("/revoke", post(crate::refresh::revoke))
         .route("/authorize", get(crate::authorize::authorize))
+        .route("/authorize/login", post(crate::authorize::login_form))
         .route("/end_session", get(crate::authorize::end_session))
         .route("/introspect", post(crate::refresh::introspect))
         .with_state(state)

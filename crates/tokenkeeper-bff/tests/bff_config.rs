@@ -1,0 +1,172 @@
+//! The configuration file: errors name the key and the line; secrets come from the
+//! environment; static files with the SPA fallback.
+#![cfg(feature = "config")]
+#![allow(clippy::unwrap_used)]
+
+use tokenkeeper_bff::config::BffConfig;
+
+const GOOD: &str = r#"
+[bff]
+listen = "127.0.0.1:0"
+public_url = "https://app.example.com"
+
+[oidc]
+issuer = "https://idp.example.com"
+client_id = "spa"
+client_secret_env = "SPA_SECRET"
+dpop = "per-session"
+
+[client]
+client_id = "worker"
+client_secret = "inline"
+
+[[routes]]
+path = "/api"
+upstream = "https://api.internal/v1"
+
+[[routes]]
+path = "/public"
+upstream = "https://public.internal"
+token = "user_or_client"
+timeout_secs = 5
+"#;
+
+fn env(name: &str) -> Option<String> {
+    (name == "SPA_SECRET").then(|| "from-env".to_owned())
+}
+
+fn error(text: &str) -> tokenkeeper_bff::config::ConfigFileError {
+    match BffConfig::parse(text) {
+        Err(e) => e,
+        Ok(config) => config.validate(text, &env).unwrap_err(),
+    }
+}
+
+#[test]
+fn a_good_file_validates_and_takes_secrets_from_the_environment() {
+    let config = BffConfig::parse(GOOD).unwrap();
+    let validated = config.validate(GOOD, &env).unwrap();
+    assert_eq!(validated.client_secret, "from-env");
+    assert_eq!(validated.worker_secret.as_deref(), Some("inline"));
+    assert_eq!(
+        validated.redirect_uri,
+        "https://app.example.com/bff/callback"
+    );
+    assert_eq!(validated.routes.len(), 2);
+    assert!(validated.dpop_per_session);
+}
+
+#[test]
+fn errors_name_the_key_and_the_line() {
+    for (find, replace, key, line) in [
+        (
+            "upstream = \"https://public.internal\"",
+            "upstream = \"ftp://public.internal\"",
+            "routes[1].upstream",
+            22,
+        ),
+        (
+            "token = \"user_or_client\"",
+            "token = \"admin\"",
+            "routes[1].token",
+            23,
+        ),
+        (
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"nowhere\"",
+            "bff.listen",
+            3,
+        ),
+        (
+            "dpop = \"per-session\"",
+            "dpop = \"always\"",
+            "oidc.dpop",
+            10,
+        ),
+        (
+            "client_secret_env = \"SPA_SECRET\"",
+            "client_secret_env = \"UNSET\"",
+            "oidc.client_secret_env",
+            9,
+        ),
+        (
+            "public_url = \"https://app.example.com\"",
+            "public_url = \"http://app.example.com\"",
+            "bff.public_url",
+            4,
+        ),
+        (
+            "timeout_secs = 5",
+            "timeout_secs = \"five\"",
+            "routes[1].timeout_secs",
+            24,
+        ),
+        (
+            "timeout_secs = 5",
+            "timeout_secs = 5\ncolour = \"blue\"",
+            "routes[1].colour",
+            25,
+        ),
+        ("path = \"/api\"", "path = \"api\"", "routes[0].path", 17),
+    ] {
+        let text = GOOD.replace(find, replace);
+        assert_ne!(text, GOOD, "{find}");
+        let e = error(&text);
+        assert_eq!(e.key, key, "{find}: {e}");
+        assert_eq!(e.line, Some(line), "{find}: {e}");
+        let shown = e.to_string();
+        assert!(
+            shown.contains(key) && shown.contains(&format!("line {line}")),
+            "{shown}"
+        );
+    }
+    let e = error("[bff]\nlisten = \"127.0.0.1:0\"\n");
+    assert!(e.message.contains("public_url"), "{e}");
+}
+
+#[tokio::test]
+async fn static_files_with_the_spa_fallback_and_no_traversal() {
+    let dir = std::env::temp_dir().join(format!("tk-spa-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("assets")).unwrap();
+    std::fs::write(dir.join("index.html"), "<h1>spa</h1>").unwrap();
+    std::fs::write(dir.join("assets/app.js"), "console.log(1)").unwrap();
+    std::fs::write(dir.join(".env"), "SECRET=1").unwrap();
+    let app = tokenkeeper_bff::host::spa(dir.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let get = |path: &str| {
+        let url = format!("{url}{path}");
+        async move {
+            let response = reqwest::get(url).await.unwrap();
+            let status = response.status().as_u16();
+            let kind = response
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            (status, kind, response.text().await.unwrap())
+        }
+    };
+    assert_eq!(get("/").await.2, "<h1>spa</h1>");
+    let (status, kind, body) = get("/assets/app.js").await;
+    assert_eq!((status, body.as_str()), (200, "console.log(1)"));
+    assert!(kind.starts_with("text/javascript"));
+    assert_eq!(
+        get("/orders/7").await.2,
+        "<h1>spa</h1>",
+        "the SPA's own route"
+    );
+    assert_eq!(get("/missing.js").await.0, 404);
+    for bad in [
+        "/.env",
+        "/..%2F..%2Fetc%2Fpasswd",
+        "/assets/..%2F.env",
+        "/%2e%2e/%2e%2e/etc/passwd",
+    ] {
+        let (status, _, body) = get(bad).await;
+        assert!(!body.contains("SECRET") && !body.contains("root:"), "{bad}");
+        assert!(status == 404 || body == "<h1>spa</h1>", "{bad}: {status}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
