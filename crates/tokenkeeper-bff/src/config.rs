@@ -422,13 +422,15 @@ impl BffConfig {
                 Some("client") => crate::RouteToken::Client,
                 Some("user_or_client") => crate::RouteToken::UserOrClient,
                 Some("user_or_none") => crate::RouteToken::UserOrNone,
-                Some(other) => return Err(err(
-                    &key("token"),
-                    route.token.as_ref().map(Spanned::span),
-                    format!(
+                Some(other) => {
+                    return Err(err(
+                        &key("token"),
+                        route.token.as_ref().map(Spanned::span),
+                        format!(
                         "{other:?} is not one of none, user, client, user_or_client, user_or_none"
                     ),
-                )),
+                    ))
+                }
             };
             if matches!(
                 token,

@@ -1,11 +1,13 @@
 //! `tokenkeeper`: the command-line front door.
 //!
+//! - `tokenkeeper bff` — the backend-for-frontend host (`--dev`: the whole stack, in one process).
 //! - `tokenkeeper demo` — machine-to-machine tokens end to end, in one process.
 //! - `tokenkeeper token` — fetch a client-credentials token and print it.
 //! - `tokenkeeper dev-idp` — a development identity provider (the test server, standalone).
 //! - `tokenkeeper dpop keygen|proof` — DPoP keys and proofs (also the private_key_jwt key).
 #![allow(clippy::print_stdout)]
 
+mod bff;
 mod demo;
 mod dev_idp;
 mod dpop;
@@ -23,6 +25,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the backend-for-frontend host: `--config FILE` (TOML; `--check-config` validates it),
+    /// or `--dev` for the whole development stack on 127.0.0.1 (`--dev --check` runs its
+    /// journey headlessly and exits 0 or 1).
+    Bff(bff::BffArgs),
     /// Run the client-credentials demo: a test authorization server, a protected API and
     /// concurrent workers calling it through the token middleware while tokens expire.
     Demo(demo::DemoArgs),
@@ -62,6 +68,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     match cli.command {
+        Command::Bff(args) => runtime.block_on(bff::run(args)),
         Command::Demo(args) => runtime.block_on(demo::run(args)).map(|report| {
             println!("{report}");
         }),

@@ -301,3 +301,59 @@ async fn dpop_keygen_proof_and_private_key_jwt_token() {
     assert_eq!(server.dpop_proofs_accepted(), 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The README's first command, checked: `tokenkeeper bff --dev --check` runs the SPA's whole
+/// journey (login, user, API, events, WebSocket, logout) headlessly and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bff_dev_check_runs_the_journey_and_exits_0() {
+    let out = tokenkeeper(args(&["bff", "--dev", "--check"]), None).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("all checks passed"), "{stdout}");
+    assert!(stdout.contains("WebSocket echo"), "{stdout}");
+}
+
+/// `tokenkeeper bff --config FILE --check-config` validates without starting: errors name the
+/// key and the line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bff_check_config_names_the_key_and_line() {
+    let dir = std::env::temp_dir().join(format!("tk-cli-bff-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = "[bff]\nlisten = \"127.0.0.1:0\"\npublic_url = \"https://app.example.com\"\n\n[oidc]\nissuer = \"https://idp.example.com\"\nclient_id = \"spa\"\nclient_secret = \"s\"\n\n[[routes]]\npath = \"/api\"\nupstream = \"https://api.internal\"\n";
+    let file = dir.join("good.toml");
+    std::fs::write(&file, good).unwrap();
+    let out = tokenkeeper(
+        args(&["bff", "--config", file.to_str().unwrap(), "--check-config"]),
+        None,
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("configuration OK"));
+
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        good.replace("https://api.internal", "ftp://api.internal"),
+    )
+    .unwrap();
+    let out = tokenkeeper(
+        args(&["bff", "--config", bad.to_str().unwrap(), "--check-config"]),
+        None,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("routes[0].upstream") && stderr.contains("line 12"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
