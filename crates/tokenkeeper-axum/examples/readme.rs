@@ -88,6 +88,28 @@ async fn dpop() -> Result {
     Ok(())
 }
 
+/// Quick start: backend-for-frontend.
+#[rustfmt::skip]
+async fn bff() -> Result {
+    use tokenkeeper_axum::{Oidc, OidcConfig};
+    use tokenkeeper_bff::{ApiRoute, Bff, BffOptions, BffUser, RouteToken};
+
+    let config = OidcConfig::new("https://idp.example.com", "spa", "secret", "https://app.example.com/bff/callback");
+    let oidc = Oidc::new(config.clone(), Oidc::user_manager_for(&config)?)?;
+    let bff = Bff::new(
+        oidc,
+        BffOptions::default()
+            .route(ApiRoute::new("/api/orders", "https://orders.internal/v1".parse()?).token(RouteToken::User)),
+    )?;
+    bff.spawn_cleanup(std::time::Duration::from_secs(600)); // expired sessions: refresh tokens revoked
+    let local = bff.local_api(axum::Router::new().route(
+        "/api/me",
+        axum::routing::get(|user: BffUser| async move { user.session.sub.clone() }),
+    ));
+    let app: axum::Router = axum::Router::new().merge(bff.router()).merge(local.with_state(bff.clone()));
+    Ok(())
+}
+
 /// Quick start: a fleet sharing Redis.
 #[rustfmt::skip]
 async fn fleet(issuer: &str, key_bytes: [u8; 32]) -> Result {
