@@ -1,0 +1,319 @@
+//! The BFF's proxy: latency it adds at fixed loads, saturated throughput as a ratio to a plain
+//! reverse proxy on the same HTTP stack (same axum server, same reqwest client, bodies streamed
+//! the same way, no session or token work) and to calling the API directly, all in one run;
+//! and memory per server-side session.
+//!
+//! Run: `cargo bench -p tokenkeeper-benches --bench bff_proxy`
+//! Environment: `TK_RATES` (fixed loads, default `1000,5000`), `TK_SECONDS` (per fixed load,
+//! default 5), `TK_PAIRS` (saturated rounds, default 20), `TK_SLICE_MS` (default 250),
+//! `TK_CONCURRENCY` (saturated, default 32), `TK_SESSIONS` (memory figure, default 100,000).
+#![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
+
+mod support;
+use support::rss_bytes;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::Request;
+use axum::response::IntoResponse;
+use axum::Router;
+use tokenkeeper::ClientConfig;
+use tokenkeeper_axum::{Oidc, OidcConfig};
+use tokenkeeper_bff::{ApiRoute, Bff, BffOptions, BffSession, BffSessionStore, RouteToken};
+use tokenkeeper_testing::{TestClient, TestServer};
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn serve(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// The plain reverse proxy: what the BFF does to a request, minus the anti-forgery check, the
+/// session and the token.
+async fn plain_proxy(upstream: String) -> String {
+    let client = reqwest::Client::new();
+    let app = Router::new().fallback(move |request: Request| {
+        let (client, upstream) = (client.clone(), upstream.clone());
+        async move {
+            let (parts, _body) = request.into_parts();
+            let rest = parts.uri.path().strip_prefix("/api").unwrap_or_default();
+            let mut headers = parts.headers.clone();
+            for name in ["host", "cookie", "connection", "x-csrf"] {
+                headers.remove(name);
+            }
+            // GETs without a body, as the benchmark sends (the BFF sends those without one too).
+            let response = client
+                .request(parts.method, format!("{upstream}/up{rest}"))
+                .headers(headers)
+                .send()
+                .await
+                .unwrap();
+            let mut out = axum::response::Response::builder().status(response.status());
+            for (k, v) in response.headers() {
+                if k != "connection" && k != "transfer-encoding" {
+                    out = out.header(k, v);
+                }
+            }
+            out.body(axum::body::Body::from_stream(response.bytes_stream()))
+                .unwrap()
+        }
+    });
+    serve(app).await
+}
+
+/// Latencies of requests sent at a fixed rate (an open loop: each request starts on schedule,
+/// whether or not the earlier ones have finished).
+async fn fixed_load(
+    client: &reqwest::Client,
+    url: &str,
+    cookie: &str,
+    rate: u64,
+    seconds: u64,
+) -> Vec<Duration> {
+    let total = rate * seconds;
+    let interval = Duration::from_nanos(1_000_000_000 / rate);
+    let start = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        tokio::time::sleep_until(start + interval * i as u32).await;
+        let (client, url, cookie) = (client.clone(), url.to_owned(), cookie.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let sent = Instant::now();
+            let response = client
+                .get(&url)
+                .header("x-csrf", "1")
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap();
+            assert!(response.status().is_success(), "{}", response.status());
+            let _ = response.bytes().await.unwrap();
+            sent.elapsed()
+        }));
+    }
+    let mut latencies = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        latencies.push(task.await.unwrap());
+    }
+    latencies.sort();
+    latencies
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn saturated(
+    client: &reqwest::Client,
+    url: &str,
+    cookie: &str,
+    concurrency: u64,
+    slice: Duration,
+) -> f64 {
+    let count = Arc::new(AtomicU64::new(0));
+    let deadline = tokio::time::Instant::now() + slice;
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, url, cookie, count) = (
+            client.clone(),
+            url.to_owned(),
+            cookie.to_owned(),
+            count.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            while tokio::time::Instant::now() < deadline {
+                let response = client
+                    .get(&url)
+                    .header("x-csrf", "1")
+                    .header("cookie", &cookie)
+                    .send()
+                    .await
+                    .unwrap();
+                let _ = response.bytes().await.unwrap();
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    count.load(Ordering::Relaxed) as f64 / slice.as_secs_f64()
+}
+
+fn median_iqr(values: &[f64]) -> (f64, f64, f64) {
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.25), at(0.75))
+}
+
+/// RSS growth per session: `n` sessions (an ID token and claims of a usual size) in the
+/// in-memory session store, and the same with each session's user tokens.
+async fn memory_per_session(n: usize) {
+    let store = tokenkeeper_bff::InMemoryBffSessionStore::new().with_capacity(n + 1);
+    let before = rss_bytes();
+    for i in 0..n {
+        let mut claims = serde_json::Map::new();
+        for (k, v) in [
+            ("iss", "https://idp.example.com".to_owned()),
+            ("sub", format!("user-{i:08}")),
+            ("aud", "spa".to_owned()),
+            ("name", format!("User Number {i}")),
+            ("email", format!("user{i}@example.com")),
+            ("sid", format!("sid-{i:016x}")),
+        ] {
+            claims.insert(k.into(), serde_json::Value::String(v));
+        }
+        claims.insert("iat".into(), 1_767_000_000u64.into());
+        claims.insert("exp".into(), 1_767_000_300u64.into());
+        store
+            .put(BffSession {
+                id: format!("{i:0>43}"),
+                sub: format!("user-{i:08}"),
+                sid: format!("sid-{i:016x}"),
+                claims,
+                id_token: format!("eyJ{:0>797}", i),
+                session_state: None,
+                created_at: 0,
+                expires_at: u64::MAX,
+            })
+            .await
+            .unwrap();
+    }
+    let after = rss_bytes();
+    println!(
+        "memory per server-side session (session record with an 800-byte ID token and 8 claims, {n} sessions): {} bytes",
+        (after.saturating_sub(before)) / n as u64
+    );
+    std::hint::black_box(&store);
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        memory_per_session(env("TK_SESSIONS", 100_000) as usize).await;
+
+        // The upstream API, the plain proxy, and the BFF with a logged-in session.
+        let upstream = serve(Router::new().fallback(|| async { "ok".into_response() })).await;
+        let plain = plain_proxy(upstream.clone()).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let bff_url = format!("http://{}", listener.local_addr().unwrap());
+        let redirect = format!("{bff_url}/bff/callback");
+        let idp = TestServer::builder()
+            .fixed_signing_key()
+            .client(TestClient::new("spa", "secret").redirect_uri(&redirect))
+            .start()
+            .await;
+        idp.set_login(Some("alice"));
+        let mut config = OidcConfig::new(idp.issuer(), "spa", "secret", redirect);
+        config.insecure_cookies = true;
+        let users = tokenkeeper::user::UserTokenManager::builder(ClientConfig::from_issuer(idp.issuer(), "spa", "secret"))
+            .build()
+            .unwrap();
+        let bff = Bff::new(
+            Oidc::new(config, users).unwrap(),
+            BffOptions { insecure_cookies: true, ..BffOptions::default() }
+                .route(ApiRoute::new("/api", format!("{upstream}/up").parse().unwrap()).token(RouteToken::User)),
+        )
+        .unwrap();
+        let app: Router = bff.router();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        // Log in once; keep the session cookie.
+        let jar = Arc::new(reqwest::cookie::Jar::default());
+        let login = reqwest::Client::builder().cookie_provider(jar.clone()).build().unwrap();
+        let page = login.get(format!("{bff_url}/bff/login?returnUrl=/")).send().await.unwrap();
+        assert!(page.status().is_success());
+        let cookie = {
+            use reqwest::cookie::CookieStore as _;
+            jar.cookies(&bff_url.parse().unwrap()).unwrap().to_str().unwrap().to_owned()
+        };
+        let client = reqwest::Client::new();
+        let targets = [
+            ("direct to the API", format!("{upstream}/up/items")),
+            ("plain reverse proxy", format!("{plain}/api/items")),
+            ("BFF (session, user token, anti-forgery)", format!("{bff_url}/api/items")),
+        ];
+        for (_, url) in &targets {
+            saturated(&client, url, &cookie, 8, Duration::from_millis(300)).await;
+        }
+
+        // Fixed loads: latency percentiles of each target at the same rate.
+        let rates: Vec<u64> = std::env::var("TK_RATES")
+            .unwrap_or_else(|_| "1000,5000".into())
+            .split(',')
+            .filter_map(|r| r.trim().parse().ok())
+            .collect();
+        let seconds = env("TK_SECONDS", 5);
+        for rate in rates {
+            println!("fixed load {rate} requests/s for {seconds} s:");
+            println!();
+            println!("| target | p50 | p99 |");
+            println!("|---|---|---|");
+            let mut results = Vec::new();
+            for (name, url) in &targets {
+                let latencies = fixed_load(&client, url, &cookie, rate, seconds).await;
+                let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
+                println!("| {name} | {:.3} ms | {:.3} ms |", p50.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3);
+                results.push((p50, p99));
+            }
+            let added = |i: usize| {
+                (
+                    results[i].0.as_secs_f64() * 1e3 - results[0].0.as_secs_f64() * 1e3,
+                    results[i].1.as_secs_f64() * 1e3 - results[0].1.as_secs_f64() * 1e3,
+                )
+            };
+            let (bff50, bff99) = added(2);
+            let (plain50, plain99) = added(1);
+            println!();
+            println!("added by the BFF over direct: p50 {bff50:+.3} ms, p99 {bff99:+.3} ms (plain proxy: p50 {plain50:+.3} ms, p99 {plain99:+.3} ms)");
+            println!();
+        }
+
+        // Saturated throughput, alternating slices, ratios per round.
+        let pairs = env("TK_PAIRS", 20);
+        let slice = Duration::from_millis(env("TK_SLICE_MS", 250));
+        let concurrency = env("TK_CONCURRENCY", 32);
+        let mut throughput = vec![Vec::new(); targets.len()];
+        let mut to_plain = Vec::new();
+        let mut to_direct = Vec::new();
+        for round in 0..pairs {
+            let order: Vec<usize> = if round % 2 == 0 { vec![0, 1, 2] } else { vec![2, 1, 0] };
+            let mut results = [0.0; 3];
+            for i in order {
+                results[i] = saturated(&client, &targets[i].1, &cookie, concurrency, slice).await;
+            }
+            for (i, r) in results.iter().enumerate() {
+                throughput[i].push(*r);
+            }
+            to_plain.push(results[2] / results[1]);
+            to_direct.push(results[2] / results[0]);
+        }
+        println!("saturated, {concurrency} connections, {pairs} rounds of {} ms slices:", slice.as_millis());
+        println!();
+        println!("| target | median req/s |");
+        println!("|---|---|");
+        for (i, (name, _)) in targets.iter().enumerate() {
+            println!("| {name} | {:.0} |", median_iqr(&throughput[i]).0);
+        }
+        let (r, q1, q3) = median_iqr(&to_plain);
+        println!();
+        println!("BFF / plain reverse proxy: {r:.3} (IQR {q1:.3} – {q3:.3})");
+        let (r, q1, q3) = median_iqr(&to_direct);
+        println!("BFF / direct: {r:.3} (IQR {q1:.3} – {q3:.3})");
+        println!("token requests made: {}", idp.total_token_requests());
+    });
+}
