@@ -227,7 +227,15 @@ fn main() {
         let bff = Bff::new(
             Oidc::new(config, users).unwrap(),
             BffOptions { insecure_cookies: true, ..BffOptions::default() }
-                .route(ApiRoute::new("/api", format!("{upstream}/up").parse().unwrap()).token(RouteToken::User)),
+                .route(ApiRoute::new("/api", format!("{upstream}/up").parse().unwrap()).token(
+                    // TK_ROUTE_TOKEN=none: the same route without session or token (what the
+                    // proxy itself costs).
+                    if std::env::var("TK_ROUTE_TOKEN").as_deref() == Ok("none") {
+                        RouteToken::None
+                    } else {
+                        RouteToken::User
+                    },
+                )),
         )
         .unwrap();
         let app: Router = bff.router();

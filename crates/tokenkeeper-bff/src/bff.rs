@@ -290,7 +290,7 @@ impl Bff {
         &self,
         headers: &HeaderMap,
         slide: bool,
-    ) -> Result<Option<BffSession>, Error> {
+    ) -> Result<Option<Arc<BffSession>>, Error> {
         let Some(id) = self.session_id(headers) else {
             return Ok(None);
         };
@@ -311,8 +311,10 @@ impl Bff {
             // on every request.
             let step = options.session_sliding.as_millis() as u64 / 10;
             if next > session.expires_at.saturating_add(step) {
-                session.expires_at = next;
-                self.inner.sessions.put(session.clone()).await?;
+                let mut moved = BffSession::clone(&session);
+                moved.expires_at = next;
+                self.inner.sessions.put(moved.clone()).await?;
+                session = Arc::new(moved);
             }
         }
         Ok(Some(session))

@@ -64,7 +64,7 @@ async fn api_guard(State(bff): State<Bff>, request: Request, next: Next) -> Resp
 #[derive(Clone)]
 pub struct BffUser {
     /// The session.
-    pub session: BffSession,
+    pub session: Arc<BffSession>,
     bff: Bff,
 }
 

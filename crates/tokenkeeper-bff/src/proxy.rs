@@ -145,7 +145,9 @@ async fn forward_inner(bff: Bff, index: usize, request: Request) -> Response {
     let sent = request.send();
     let response = match tokio::time::timeout(route.timeout, sent).await {
         Ok(Ok(response)) => response,
-        Ok(Err(error)) => return failed(&bff, &route.path, &source, session.as_ref(), error).await,
+        Ok(Err(error)) => {
+            return failed(&bff, &route.path, &source, session.as_deref(), error).await
+        }
         Err(_) => return api_error(StatusCode::GATEWAY_TIMEOUT, "Upstream timed out."),
     };
     let status = response.status();
@@ -169,7 +171,7 @@ pub(crate) async fn resolve(
     bff: &Bff,
     index: usize,
     headers: &HeaderMap,
-) -> Result<(Option<crate::session::BffSession>, Source), Response> {
+) -> Result<(Option<std::sync::Arc<crate::session::BffSession>>, Source), Response> {
     let route = &bff.inner.options.routes[index];
     let needs_session = !matches!(route.token, RouteToken::None | RouteToken::Client);
     let session = if needs_session {

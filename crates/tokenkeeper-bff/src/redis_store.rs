@@ -122,12 +122,13 @@ impl BffSessionStore for RedisBffSessionStore {
         &'a self,
         id: &'a str,
         now: Timestamp,
-    ) -> BoxFuture<'a, Result<Option<BffSession>, CacheError>> {
+    ) -> BoxFuture<'a, Result<Option<std::sync::Arc<BffSession>>, CacheError>> {
         Box::pin(async move {
             Ok(self
                 .read(id)
                 .await?
-                .filter(|s| s.expires_at > now.as_millis()))
+                .filter(|s| s.expires_at > now.as_millis())
+                .map(std::sync::Arc::new))
         })
     }
 

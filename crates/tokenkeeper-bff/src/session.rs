@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -51,12 +51,13 @@ impl BffSession {
 /// Where sessions live. Implementations index them by id, `sub` and `sid`, and forget a
 /// session at its `expires_at`.
 pub trait BffSessionStore: Send + Sync + fmt::Debug + 'static {
-    /// The session with this id, if it exists and has not expired at `now`.
+    /// The session with this id, if it exists and has not expired at `now` (shared: the hot
+    /// path of every API call reads it without copying it).
     fn get<'a>(
         &'a self,
         id: &'a str,
         now: Timestamp,
-    ) -> BoxFuture<'a, Result<Option<BffSession>, CacheError>>;
+    ) -> BoxFuture<'a, Result<Option<Arc<BffSession>>, CacheError>>;
 
     /// Stores (or replaces) `session`.
     fn put(&self, session: BffSession) -> BoxFuture<'_, Result<(), CacheError>>;
@@ -94,7 +95,7 @@ pub struct InMemoryBffSessionStore {
 
 #[derive(Default)]
 struct Sessions {
-    by_id: HashMap<String, BffSession>,
+    by_id: HashMap<String, Arc<BffSession>>,
     by_sub: HashMap<String, HashSet<String>>,
     by_sid: HashMap<String, HashSet<String>>,
     /// Keys seen once (`first_use`), with their expiry (ms).
@@ -105,7 +106,7 @@ struct Sessions {
 const USED_KEYS: usize = 100_000;
 
 impl Sessions {
-    fn insert(&mut self, session: BffSession) {
+    fn insert(&mut self, session: Arc<BffSession>) {
         self.by_sub
             .entry(session.sub.clone())
             .or_default()
@@ -117,7 +118,7 @@ impl Sessions {
         self.by_id.insert(session.id.clone(), session);
     }
 
-    fn remove(&mut self, id: &str) -> Option<BffSession> {
+    fn remove(&mut self, id: &str) -> Option<Arc<BffSession>> {
         let session = self.by_id.remove(id)?;
         for (index, key) in [
             (&mut self.by_sub, &session.sub),
@@ -188,7 +189,7 @@ impl BffSessionStore for InMemoryBffSessionStore {
         &'a self,
         id: &'a str,
         now: Timestamp,
-    ) -> BoxFuture<'a, Result<Option<BffSession>, CacheError>> {
+    ) -> BoxFuture<'a, Result<Option<Arc<BffSession>>, CacheError>> {
         let session = self
             .lock()
             .by_id
@@ -211,12 +212,12 @@ impl BffSessionStore for InMemoryBffSessionStore {
                 sessions.remove(&first);
             }
         }
-        sessions.insert(session);
+        sessions.insert(Arc::new(session));
         ready(Ok(()))
     }
 
     fn remove<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<BffSession>, CacheError>> {
-        ready(Ok(self.lock().remove(id)))
+        ready(Ok(self.lock().remove(id).map(Arc::unwrap_or_clone)))
     }
 
     fn find<'a>(
@@ -233,7 +234,7 @@ impl BffSessionStore for InMemoryBffSessionStore {
                 .flatten()
                 .filter_map(|id| sessions.by_id.get(id))
                 .filter(|s| sid.is_none_or(|sid| s.sid == sid))
-                .cloned()
+                .map(|s| BffSession::clone(s))
                 .collect(),
             None => match sid {
                 Some(sid) => sessions
@@ -242,7 +243,7 @@ impl BffSessionStore for InMemoryBffSessionStore {
                     .into_iter()
                     .flatten()
                     .filter_map(|id| sessions.by_id.get(id))
-                    .cloned()
+                    .map(|s| BffSession::clone(s))
                     .collect(),
                 None => Vec::new(),
             },
@@ -261,6 +262,7 @@ impl BffSessionStore for InMemoryBffSessionStore {
         let taken = expired
             .iter()
             .filter_map(|id| sessions.remove(id))
+            .map(Arc::unwrap_or_clone)
             .collect();
         let now = now.as_millis();
         sessions.used.retain(|_, until| *until > now);

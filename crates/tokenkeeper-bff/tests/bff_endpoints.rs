@@ -674,3 +674,38 @@ async fn bf_05_dpop_bound_user_tokens_through_the_proxy_with_api_nonces() {
     assert_eq!(api(&browser, format!("{}/api/dpop/x", h.url)).await.0, 200);
     assert_eq!(protected.requests(), 5);
 }
+
+/// BF-12, the request side: a body larger than the replayable limit, or of unknown length,
+/// streams to the upstream whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bf_12_request_bodies_stream_upstream() {
+    let h = harness(Setup::default()).await;
+    let browser = browser();
+    let big = "x".repeat(300 * 1024);
+    let response = browser
+        .post(format!("{}/api/open/upload", h.url))
+        .header("x-csrf", "1")
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let echo: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(echo["body"].as_str().unwrap().len(), big.len());
+    // Chunked (no length): streamed as it comes.
+    let chunks = futures_util::stream::iter(
+        (0..8).map(|i| Ok::<_, std::io::Error>(bytes::Bytes::from(format!("part-{i};")))),
+    );
+    let response = browser
+        .post(format!("{}/api/open/upload", h.url))
+        .header("x-csrf", "1")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    let echo: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(
+        echo["body"],
+        "part-0;part-1;part-2;part-3;part-4;part-5;part-6;part-7;"
+    );
+}
