@@ -177,15 +177,16 @@ async fn memory_per_session(n: usize) {
         claims.insert("iat".into(), 1_767_000_000u64.into());
         claims.insert("exp".into(), 1_767_000_300u64.into());
         store
-            .put(BffSession {
-                id: format!("{i:0>43}"),
-                sub: format!("user-{i:08}"),
-                sid: format!("sid-{i:016x}"),
-                claims,
-                id_token: format!("eyJ{:0>797}", i),
-                session_state: None,
-                created_at: 0,
-                expires_at: u64::MAX,
+            .put({
+                let mut session = BffSession::new(
+                    format!("{i:0>43}"),
+                    format!("user-{i:08}"),
+                    format!("sid-{i:016x}"),
+                );
+                session.claims = claims;
+                session.id_token = format!("eyJ{:0>797}", i);
+                session.expires_at = u64::MAX;
+                session
             })
             .await
             .unwrap();

@@ -327,18 +327,19 @@ impl Bff {
     ) -> Result<BffSession, Error> {
         let now = self.now().as_millis();
         let options = &self.inner.options;
-        Ok(BffSession {
-            id: tokenkeeper::random_token(32)?,
-            sub: done.login.sub.clone(),
-            sid: done.login.sid.clone(),
-            claims: done.login.claims.all.clone(),
-            id_token: done.login.id_token.secret().to_owned(),
-            session_state: done.session_state.clone(),
-            created_at: now,
-            expires_at: now
-                .saturating_add(options.session_sliding.as_millis() as u64)
-                .min(now.saturating_add(options.session_max.as_millis() as u64)),
-        })
+        let mut session = BffSession::new(
+            tokenkeeper::random_token(32)?,
+            done.login.sub.clone(),
+            done.login.sid.clone(),
+        );
+        session.claims = done.login.claims.all.clone();
+        session.id_token = done.login.id_token.secret().to_owned();
+        session.session_state = done.session_state.clone();
+        session.created_at = now;
+        session.expires_at = now
+            .saturating_add(options.session_sliding.as_millis() as u64)
+            .min(now.saturating_add(options.session_max.as_millis() as u64));
+        Ok(session)
     }
 
     /// Whether the request carries the anti-forgery header (BF-04).

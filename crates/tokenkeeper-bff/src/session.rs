@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -30,6 +30,9 @@ pub struct BffSession {
     pub created_at: u64,
     /// When the session ends unless it is used again (ms; sliding).
     pub expires_at: u64,
+    /// The token key, made once per session (not per API call).
+    #[serde(skip)]
+    key: std::sync::OnceLock<SessionKey>,
 }
 
 impl fmt::Debug for BffSession {
@@ -42,9 +45,27 @@ impl fmt::Debug for BffSession {
 }
 
 impl BffSession {
+    /// A session `id` of user `sub` in the provider's session `sid`, with no claims and no
+    /// expiry yet (set the public fields).
+    pub fn new(id: impl Into<String>, sub: impl Into<String>, sid: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            sub: sub.into(),
+            sid: sid.into(),
+            claims: serde_json::Map::new(),
+            id_token: String::new(),
+            session_state: None,
+            created_at: 0,
+            expires_at: 0,
+            key: std::sync::OnceLock::new(),
+        }
+    }
+
     /// The key of the session's tokens in the user token manager.
     pub fn key(&self) -> SessionKey {
-        SessionKey::from_sub_sid(&self.sub, &self.sid)
+        self.key
+            .get_or_init(|| SessionKey::from_sub_sid(&self.sub, &self.sid))
+            .clone()
     }
 }
 
@@ -89,7 +110,8 @@ pub trait BffSessionStore: Send + Sync + fmt::Debug + 'static {
 /// Sessions in this process's memory (the default), bounded: when full, the session closest
 /// to expiry goes first.
 pub struct InMemoryBffSessionStore {
-    inner: Mutex<Sessions>,
+    /// Read-locked on every API call, write-locked only by logins, slides and logouts.
+    inner: RwLock<Sessions>,
     capacity: usize,
 }
 
@@ -154,7 +176,7 @@ impl InMemoryBffSessionStore {
     /// An empty store of at most 100,000 sessions.
     pub fn new() -> Self {
         Self {
-            inner: Mutex::new(Sessions::default()),
+            inner: RwLock::new(Sessions::default()),
             capacity: 100_000,
         }
     }
@@ -167,7 +189,7 @@ impl InMemoryBffSessionStore {
 
     /// How many sessions are held (expired ones not yet cleaned up included).
     pub fn len(&self) -> usize {
-        self.lock().by_id.len()
+        self.read().by_id.len()
     }
 
     /// Whether no session is held.
@@ -175,8 +197,12 @@ impl InMemoryBffSessionStore {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Sessions> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::RwLockWriteGuard<'_, Sessions> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Sessions> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -191,7 +217,7 @@ impl BffSessionStore for InMemoryBffSessionStore {
         now: Timestamp,
     ) -> BoxFuture<'a, Result<Option<Arc<BffSession>>, CacheError>> {
         let session = self
-            .lock()
+            .read()
             .by_id
             .get(id)
             .filter(|s| s.expires_at > now.as_millis())
@@ -225,7 +251,7 @@ impl BffSessionStore for InMemoryBffSessionStore {
         sub: Option<&'a str>,
         sid: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Vec<BffSession>, CacheError>> {
-        let sessions = self.lock();
+        let sessions = self.read();
         let found: Vec<BffSession> = match sub {
             Some(sub) => sessions
                 .by_sub
