@@ -7,6 +7,8 @@
 //   DPOP_REQUIRE_NONCE     "1" to require DPoP nonces (default off)
 //   DEBUG_EVENTS           "1" to print the provider's error events (the real failure reasons)
 //   CLIENT_JWKS            a JWKS (JSON): registers client `cc-pkjwt` (private_key_jwt) with it
+//   BFF_ORIGIN             a BFF's origin: registers client `bff` (secret `bff-secret`) with
+//                          {origin}/bff/callback and the post-logout redirect {origin}/
 // When ready it prints one line: READY <issuer>
 import crypto from 'node:crypto';
 import Provider from 'oidc-provider';
@@ -39,6 +41,19 @@ if (process.env.CLIENT_JWKS) {
     token_endpoint_auth_method: 'private_key_jwt',
     jwks: JSON.parse(process.env.CLIENT_JWKS),
     scope: RESOURCE_SCOPES,
+  });
+}
+
+if (process.env.BFF_ORIGIN) {
+  extraClients.push({
+    client_id: 'bff',
+    client_secret: 'bff-secret',
+    grant_types: ['authorization_code', 'refresh_token'],
+    response_types: ['code'],
+    redirect_uris: [`${process.env.BFF_ORIGIN}/bff/callback`],
+    post_logout_redirect_uris: [`${process.env.BFF_ORIGIN}/`],
+    token_endpoint_auth_method: 'client_secret_basic',
+    scope: `openid offline_access ${RESOURCE_SCOPES}`,
   });
 }
 

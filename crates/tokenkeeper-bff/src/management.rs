@@ -24,13 +24,20 @@ pub(crate) struct LoginQuery {
 /// `GET {base}/login?returnUrl=&prompt=` (BF-01).
 pub(crate) async fn login(State(bff): State<Bff>, Query(query): Query<LoginQuery>) -> Response {
     if let Some(prompt) = &query.prompt {
-        // Only what the provider says it supports (and only a known value).
+        // What the provider lists in `prompt_values_supported`; a provider that publishes no
+        // list gets the values OpenID Connect Core defines, and nothing else.
         let supported = match bff.oidc().provider_metadata().await {
-            Ok(metadata) => metadata
+            Ok(metadata) => match metadata
                 .extra
                 .get("prompt_values_supported")
                 .and_then(Value::as_array)
-                .is_some_and(|values| values.iter().any(|v| v.as_str() == Some(prompt))),
+            {
+                Some(values) => values.iter().any(|v| v.as_str() == Some(prompt)),
+                None => matches!(
+                    prompt.as_str(),
+                    "none" | "login" | "consent" | "select_account"
+                ),
+            },
             Err(error) => {
                 tracing::warn!(%error, "provider metadata unavailable");
                 return plain(StatusCode::BAD_GATEWAY, "Login is unavailable right now.");

@@ -17,6 +17,7 @@ mod metrics;
 mod refresh;
 mod server;
 mod transport;
+mod webdriver;
 
 pub use api::TestApi;
 pub use faults::{Fault, Times};
@@ -24,3 +25,4 @@ pub use logs::LogBuffer;
 pub use metrics::TestRecorder;
 pub use server::{ClientAuthMethod, RecordedRequest, TestClient, TestServer, TestServerBuilder};
 pub use transport::InProcessTransport;
+pub use webdriver::{start_and_wait_for, Browser, ChildProcess};
