@@ -10,7 +10,7 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
 
 mod support;
-use support::rss_bytes;
+use support::{env, median_iqr, rss_bytes};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,13 +23,6 @@ use tokenkeeper::ClientConfig;
 use tokenkeeper_axum::{Oidc, OidcConfig};
 use tokenkeeper_bff::{ApiRoute, Bff, BffOptions, BffSession, BffSessionStore, RouteToken};
 use tokenkeeper_testing::{TestClient, TestServer};
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 async fn serve(app: Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -148,13 +141,6 @@ async fn saturated(
         t.await.unwrap();
     }
     count.load(Ordering::Relaxed) as f64 / slice.as_secs_f64()
-}
-
-fn median_iqr(values: &[f64]) -> (f64, f64, f64) {
-    let mut v = values.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    (at(0.5), at(0.25), at(0.75))
 }
 
 /// RSS growth per session: `n` sessions (an ID token and claims of a usual size) in the

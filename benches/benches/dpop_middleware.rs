@@ -11,6 +11,9 @@
 //! and 16).
 #![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
 
+mod support;
+use support::{env, median_iqr};
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,13 +21,6 @@ use std::time::Duration;
 use tokenkeeper::dpop::{DpopAlgorithm, DpopKey};
 use tokenkeeper::{ClientConfig, ClientCredentialsTokenManager, TokenRequestParams};
 use tokenkeeper_testing::{TestClient, TestServer};
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 async fn run_for(
     client: &reqwest_middleware::ClientWithMiddleware,
@@ -50,13 +46,6 @@ async fn run_for(
         t.await.unwrap();
     }
     count.load(Ordering::Relaxed) as f64 / duration.as_secs_f64()
-}
-
-fn median_iqr(values: &[f64]) -> (f64, f64, f64) {
-    let mut v = values.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    (at(0.5), at(0.25), at(0.75))
 }
 
 fn main() {

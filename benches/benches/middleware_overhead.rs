@@ -21,19 +21,15 @@
 //! `benches/instructions.sh`).
 #![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
 
+mod support;
+use support::{env, median_iqr};
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokenkeeper::{ClientConfig, ClientCredentialsTokenManager, TokenRequestParams};
 use tokenkeeper_testing::{TestClient, TestServer};
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 #[derive(Clone)]
 enum Variant {
@@ -138,13 +134,6 @@ fn measure_begin() -> u64 {
 #[inline(never)]
 fn measure_end() -> u64 {
     std::hint::black_box(0x5eed_0002) ^ 0xff
-}
-
-fn median_iqr(values: &[f64]) -> (f64, f64, f64) {
-    let mut v = values.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    (at(0.5), at(0.25), at(0.75))
 }
 
 fn main() {

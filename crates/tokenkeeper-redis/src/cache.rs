@@ -335,6 +335,26 @@ impl RedisInner {
             .cloned()
     }
 
+    /// `SET key value PX ttl` (at least 1 ms).
+    pub(crate) async fn set_px(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<(), CacheError> {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.call(|mut c| async move {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("PX")
+                .arg(ttl_ms)
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+
     /// Runs one Redis call with the timeout and outage tracking.
     pub(crate) async fn call<T, F, Fut>(&self, f: F) -> Result<T, CacheError>
     where

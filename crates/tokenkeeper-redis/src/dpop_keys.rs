@@ -145,19 +145,9 @@ impl DpopKeyStore for RedisDpopKeyStore {
         Box::pin(async move {
             let redis_key = self.key(key.thumbprint());
             let value = self.seal(&redis_key, &key)?;
-            let ttl = ttl.unwrap_or(self.session_ttl);
-            let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
             self.cache
                 .inner
-                .call(|mut c| async move {
-                    redis::cmd("SET")
-                        .arg(&redis_key)
-                        .arg(value)
-                        .arg("PX")
-                        .arg(ttl_ms)
-                        .query_async::<()>(&mut c)
-                        .await
-                })
+                .set_px(&redis_key, value, ttl.unwrap_or(self.session_ttl))
                 .await
         })
     }

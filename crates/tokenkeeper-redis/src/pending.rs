@@ -64,19 +64,7 @@ impl PendingLoginStore for RedisPendingLoginStore {
                 Some(encryption) => encryption.seal(key.as_bytes(), &value)?,
                 None => value,
             };
-            let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-            self.cache
-                .inner
-                .call(|mut c| async move {
-                    redis::cmd("SET")
-                        .arg(&key)
-                        .arg(value)
-                        .arg("PX")
-                        .arg(ttl_ms)
-                        .query_async::<()>(&mut c)
-                        .await
-                })
-                .await
+            self.cache.inner.set_px(&key, value, ttl).await
         })
     }
 
