@@ -256,7 +256,51 @@ pub(crate) fn upstream_url(route: &crate::routes::ApiRoute, uri: &http::Uri) -> 
     let base = target.path().trim_end_matches('/').to_owned();
     target.set_path(&format!("{base}{rest}"));
     target.set_query(uri.query());
-    (target.origin() == route.upstream.origin()).then_some(target)
+    // Dot segments are resolved by `set_path`: a path that climbs out of the upstream's base
+    // path (`/api/../../admin`) is refused, not sent elsewhere on that host with the token.
+    let inside =
+        target.path() == base || base.is_empty() || target.path().starts_with(&format!("{base}/"));
+    (target.origin() == route.upstream.origin() && inside).then_some(target)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::upstream_url;
+    use crate::ApiRoute;
+
+    #[test]
+    fn upstream_urls_stay_under_the_upstream() {
+        let route = ApiRoute::new("/api", "https://api.internal/v1".parse().unwrap());
+        let url = |path: &str| upstream_url(&route, &path.parse().unwrap()).map(|u| u.to_string());
+        assert_eq!(
+            url("/api/items?x=1").as_deref(),
+            Some("https://api.internal/v1/items?x=1")
+        );
+        assert_eq!(url("/api").as_deref(), Some("https://api.internal/v1"));
+        for escape in [
+            "/api/../admin",
+            "/api/../../admin",
+            "/api/x/../../../admin",
+            "/api/..",
+            "/api/%2e%2e/admin",
+        ] {
+            let target = url(escape);
+            assert!(
+                target
+                    .as_deref()
+                    .is_none_or(|t| t.starts_with("https://api.internal/v1/")),
+                "{escape} -> {target:?}"
+            );
+        }
+        let root = ApiRoute::new("/api", "https://api.internal".parse().unwrap());
+        assert_eq!(
+            upstream_url(&root, &"/api/a/../b".parse().unwrap())
+                .map(|u| u.to_string())
+                .as_deref(),
+            Some("https://api.internal/b")
+        );
+    }
 }
 
 /// Whether the request asks for a WebSocket upgrade.
