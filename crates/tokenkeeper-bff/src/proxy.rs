@@ -263,46 +263,6 @@ pub(crate) fn upstream_url(route: &crate::routes::ApiRoute, uri: &http::Uri) -> 
     (target.origin() == route.upstream.origin() && inside).then_some(target)
 }
 
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::upstream_url;
-    use crate::ApiRoute;
-
-    #[test]
-    fn upstream_urls_stay_under_the_upstream() {
-        let route = ApiRoute::new("/api", "https://api.internal/v1".parse().unwrap());
-        let url = |path: &str| upstream_url(&route, &path.parse().unwrap()).map(|u| u.to_string());
-        assert_eq!(
-            url("/api/items?x=1").as_deref(),
-            Some("https://api.internal/v1/items?x=1")
-        );
-        assert_eq!(url("/api").as_deref(), Some("https://api.internal/v1"));
-        for escape in [
-            "/api/../admin",
-            "/api/../../admin",
-            "/api/x/../../../admin",
-            "/api/..",
-            "/api/%2e%2e/admin",
-        ] {
-            let target = url(escape);
-            assert!(
-                target
-                    .as_deref()
-                    .is_none_or(|t| t.starts_with("https://api.internal/v1/")),
-                "{escape} -> {target:?}"
-            );
-        }
-        let root = ApiRoute::new("/api", "https://api.internal".parse().unwrap());
-        assert_eq!(
-            upstream_url(&root, &"/api/a/../b".parse().unwrap())
-                .map(|u| u.to_string())
-                .as_deref(),
-            Some("https://api.internal/b")
-        );
-    }
-}
-
 /// Whether the request asks for a WebSocket upgrade.
 fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     headers
@@ -342,5 +302,45 @@ async fn failed(
             }
             api_error(StatusCode::BAD_GATEWAY, "Upstream unavailable.")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::upstream_url;
+    use crate::ApiRoute;
+
+    #[test]
+    fn upstream_urls_stay_under_the_upstream() {
+        let route = ApiRoute::new("/api", "https://api.internal/v1".parse().unwrap());
+        let url = |path: &str| upstream_url(&route, &path.parse().unwrap()).map(|u| u.to_string());
+        assert_eq!(
+            url("/api/items?x=1").as_deref(),
+            Some("https://api.internal/v1/items?x=1")
+        );
+        assert_eq!(url("/api").as_deref(), Some("https://api.internal/v1"));
+        for escape in [
+            "/api/../admin",
+            "/api/../../admin",
+            "/api/x/../../../admin",
+            "/api/..",
+            "/api/%2e%2e/admin",
+        ] {
+            let target = url(escape);
+            assert!(
+                target
+                    .as_deref()
+                    .is_none_or(|t| t.starts_with("https://api.internal/v1/")),
+                "{escape} -> {target:?}"
+            );
+        }
+        let root = ApiRoute::new("/api", "https://api.internal".parse().unwrap());
+        assert_eq!(
+            upstream_url(&root, &"/api/a/../b".parse().unwrap())
+                .map(|u| u.to_string())
+                .as_deref(),
+            Some("https://api.internal/b")
+        );
     }
 }
