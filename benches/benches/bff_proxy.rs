@@ -185,14 +185,40 @@ async fn memory_per_session(n: usize) {
     std::hint::black_box(&store);
 }
 
+/// Marks the start of the counted requests (callgrind `--dump-before=*measure_begin*`).
+#[inline(never)]
+fn measure_begin() -> u64 {
+    std::hint::black_box(0x5eed_0001)
+}
+
+/// Marks their end.
+#[inline(never)]
+fn measure_end() -> u64 {
+    std::hint::black_box(0x5eed_0002) ^ 0xff
+}
+
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    // `TK_COUNT=N TK_ONLY=direct|plain|bff`: N sequential requests to one target between two
+    // markers, on one thread, for callgrind (instructions per request).
+    let count = std::env::var("TK_COUNT")
+        .ok()
+        .and_then(|c| c.parse::<u64>().ok());
+    let runtime = if count.is_some() {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
     runtime.block_on(async {
-        memory_per_session(env("TK_SESSIONS", 100_000) as usize).await;
+        if count.is_none() {
+            memory_per_session(env("TK_SESSIONS", 100_000) as usize).await;
+        }
 
         // The upstream API, the plain proxy, and the BFF with a logged-in session.
         let upstream = serve(Router::new().fallback(|| async { "ok".into_response() })).await;
@@ -242,6 +268,35 @@ fn main() {
             ("plain reverse proxy", format!("{plain}/api/items")),
             ("BFF (session, user token, anti-forgery)", format!("{bff_url}/api/items")),
         ];
+        if let Some(count) = count {
+            let only = std::env::var("TK_ONLY").unwrap_or_else(|_| "bff".into());
+            let url = match only.as_str() {
+                "direct" => &targets[0].1,
+                "plain" => &targets[1].1,
+                _ => &targets[2].1,
+            };
+            let send = || async {
+                let response = client
+                    .get(url)
+                    .header("x-csrf", "1")
+                    .header("cookie", &cookie)
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(response.status().is_success());
+                let _ = response.bytes().await.unwrap();
+            };
+            for _ in 0..200 {
+                send().await;
+            }
+            std::hint::black_box(measure_begin());
+            for _ in 0..count {
+                send().await;
+            }
+            std::hint::black_box(measure_end());
+            println!("{only}: {count} requests");
+            return;
+        }
         for (_, url) in &targets {
             saturated(&client, url, &cookie, 8, Duration::from_millis(300)).await;
         }

@@ -70,6 +70,8 @@ pub(crate) struct Inner {
     pub(crate) clients: Option<ClientCredentialsTokenManager>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) http: reqwest::Client,
+    /// The proxied requests' time-to-headers deadlines.
+    pub(crate) deadlines: Arc<crate::deadlines::Deadlines>,
     /// The BFF's public origin (`https://app.example.com`), from the callback URL.
     pub(crate) origin: String,
     pub(crate) anti_forgery_name: http::HeaderName,
@@ -182,6 +184,7 @@ impl Bff {
                 clients,
                 clock: Arc::new(TokioClock::new()),
                 http,
+                deadlines: Arc::default(),
                 origin,
                 anti_forgery_name,
             }),

@@ -29,6 +29,7 @@
 mod bff;
 #[cfg(feature = "config")]
 pub mod config;
+mod deadlines;
 #[cfg(feature = "config")]
 pub mod host;
 mod local;

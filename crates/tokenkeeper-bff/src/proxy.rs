@@ -143,12 +143,17 @@ async fn forward_inner(bff: Bff, index: usize, request: Request) -> Response {
         request = request.body(body);
     }
     let sent = request.send();
-    let response = match tokio::time::timeout(route.timeout, sent).await {
-        Ok(Ok(response)) => response,
-        Ok(Err(error)) => {
-            return failed(&bff, &route.path, &source, session.as_deref(), error).await
-        }
-        Err(_) => return api_error(StatusCode::GATEWAY_TIMEOUT, "Upstream timed out."),
+    // Until the response headers (a streamed body may then take as long as it takes).
+    let expired = bff.inner.deadlines.after(route.timeout);
+    let response = tokio::select! {
+        biased;
+        sent = sent => match sent {
+            Ok(response) => response,
+            Err(error) => {
+                return failed(&bff, &route.path, &source, session.as_deref(), error).await
+            }
+        },
+        _ = expired => return api_error(StatusCode::GATEWAY_TIMEOUT, "Upstream timed out."),
     };
     let status = response.status();
     let connection = connection_tokens(response.headers());

@@ -44,7 +44,7 @@ pub struct ApiRoute {
 
 impl ApiRoute {
     /// A route from the local `path` prefix (`/api/orders`) to `upstream`, attaching the
-    /// user's token, answering within 30 s (until the response headers).
+    /// user's token, with a 30 s timeout (see [`ApiRoute::timeout`]).
     pub fn new(path: impl Into<String>, upstream: Url) -> Self {
         let path = path.into();
         Self {
@@ -77,8 +77,8 @@ impl ApiRoute {
         self
     }
 
-    /// How long the upstream may take to answer (until its response headers; a streamed body
-    /// may then take as long as it takes).
+    /// How long the upstream may take to answer, until its response headers (checked four
+    /// times a second); a streamed body may then take as long as it takes.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

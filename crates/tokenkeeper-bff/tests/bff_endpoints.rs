@@ -709,3 +709,52 @@ async fn bf_12_request_bodies_stream_upstream() {
         "part-0;part-1;part-2;part-3;part-4;part-5;part-6;part-7;"
     );
 }
+
+/// The proxy's timeouts and upstream errors: a silent upstream is a 504 (the deadline is
+/// checked four times a second, with no timer per request), an upstream's error is passed
+/// through as it is, an unreachable upstream is a 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bff_upstream_timeouts_and_errors() {
+    let h = harness(Setup {
+        routes: vec![("/api/open", tokenkeeper_bff::RouteToken::None)],
+        timeout: Some(Duration::from_millis(300)),
+        ..Setup::default()
+    })
+    .await;
+    let browser = browser();
+    let (status, _) = api(&browser, format!("{}/api/open/hang", h.url)).await;
+    assert_eq!(status, 504);
+    let response = browser
+        .get(format!("{}/api/open/fail", h.url))
+        .header("x-csrf", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.text().await.unwrap(), "upstream says no");
+
+    // An upstream nobody listens on.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let route =
+        tokenkeeper_bff::ApiRoute::new("/gone", format!("http://{closed}/").parse().unwrap())
+            .token(tokenkeeper_bff::RouteToken::None);
+    let oidc = h.bff.oidc().clone();
+    let bff = tokenkeeper_bff::Bff::new(
+        oidc,
+        tokenkeeper_bff::BffOptions {
+            insecure_cookies: true,
+            ..tokenkeeper_bff::BffOptions::default()
+        }
+        .route(route),
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app: axum::Router = bff.router();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (status, _) = api(&browser, format!("{url}/gone/x")).await;
+    assert_eq!(status, 502);
+}

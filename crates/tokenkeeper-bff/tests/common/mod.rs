@@ -94,6 +94,19 @@ async fn upstream(seen: Arc<Mutex<Seen>>, release: Arc<tokio::sync::Notify>) -> 
             ),
         )
         .route(
+            "/up/hang",
+            axum::routing::get(|| std::future::pending::<&'static str>()),
+        )
+        .route(
+            "/up/fail",
+            axum::routing::get(|| async {
+                (
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "upstream says no",
+                )
+            }),
+        )
+        .route(
             "/up/events",
             axum::routing::get(move || {
                 let release = release.clone();
@@ -163,6 +176,8 @@ pub struct Setup {
     pub redis: Option<String>,
     /// Another instance's identity provider and callback URL: a fleet behind one public URL.
     pub fleet_of: Option<(Arc<TestServer>, String)>,
+    /// The routes' timeout (default 30 s).
+    pub timeout: Option<Duration>,
     /// User tokens bound to a DPoP key per session; `/api/dpop` goes to the test server's
     /// protected API (which checks proofs and demands its own nonce).
     pub dpop: bool,
@@ -183,6 +198,7 @@ impl Default for Setup {
             redis: None,
             fleet_of: None,
             dpop: false,
+            timeout: None,
         }
     }
 }
@@ -255,8 +271,11 @@ pub async fn harness(setup: Setup) -> Harness {
         ..BffOptions::default()
     };
     for (path, token) in setup.routes {
-        options = options
-            .route(ApiRoute::new(path, format!("{upstream}/up").parse().unwrap()).token(token));
+        let mut route = ApiRoute::new(path, format!("{upstream}/up").parse().unwrap()).token(token);
+        if let Some(timeout) = setup.timeout {
+            route = route.timeout(timeout);
+        }
+        options = options.route(route);
     }
     let protected = if setup.dpop {
         let api = idp.start_api().await;
