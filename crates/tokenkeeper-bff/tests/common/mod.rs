@@ -95,7 +95,7 @@ async fn upstream(seen: Arc<Mutex<Seen>>, release: Arc<tokio::sync::Notify>) -> 
         )
         .route(
             "/up/hang",
-            axum::routing::get(|| std::future::pending::<&'static str>()),
+            axum::routing::get(std::future::pending::<&'static str>),
         )
         .route(
             "/up/fail",
