@@ -328,7 +328,11 @@ impl InMemoryUserTokenStore {
         if !self.is_live(slot, now) {
             return None;
         }
-        slot.last_used.store(now, Ordering::Relaxed);
+        // The idle expiry needs the time of use to the second, not to the call: writing it on
+        // every hit would bounce the entry's cache line between threads.
+        if now.saturating_sub(slot.last_used.load(Ordering::Relaxed)) >= 1000 {
+            slot.last_used.store(now, Ordering::Relaxed);
+        }
         Some(slot.value.clone())
     }
 
