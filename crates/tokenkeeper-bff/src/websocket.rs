@@ -1,7 +1,8 @@
 //! WebSocket upgrades through the proxy (BF-11). A browser cannot add a header to a WebSocket
 //! handshake, so the `Origin` check (our own origin only) replaces the anti-forgery header; the
-//! route's token goes on the upstream handshake; messages are relayed both ways until either
-//! side closes.
+//! route's token goes on the upstream handshake (a DPoP-bound one with a proof for the
+//! handshake's `GET` of the http(s) URL); messages are relayed both ways until either side
+//! closes.
 
 use axum::extract::ws::{self, WebSocket, WebSocketUpgrade};
 use axum::extract::FromRequestParts as _;
@@ -54,13 +55,6 @@ pub(crate) async fn forward(bff: Bff, index: usize, mut parts: Parts) -> Respons
             None => return api_error(StatusCode::BAD_GATEWAY, "Upstream token unavailable."),
         },
     };
-    if token.as_ref().is_some_and(|t| t.is_dpop()) {
-        // A DPoP proof would have to be made for the handshake; not supported yet.
-        return api_error(
-            StatusCode::BAD_GATEWAY,
-            "DPoP-bound tokens are not sent over WebSockets.",
-        );
-    }
     let Some(mut target) = upstream_url(route, &parts.uri) else {
         return api_error(StatusCode::BAD_REQUEST, "Invalid path.");
     };
@@ -75,10 +69,40 @@ pub(crate) async fn forward(bff: Bff, index: usize, mut parts: Parts) -> Respons
     let Ok(mut request) = target.as_str().into_client_request() else {
         return api_error(StatusCode::BAD_GATEWAY, "Bad upstream.");
     };
-    if let Some(token) = &token {
-        request
-            .headers_mut()
-            .insert(header::AUTHORIZATION, token.authorization_header().clone());
+    match &token {
+        Some(token) if token.is_dpop() => {
+            // The handshake is a GET of the http(s) form of the URL: that is the proof's `htu`.
+            let Some(http_url) = upstream_url(route, &parts.uri) else {
+                return api_error(StatusCode::BAD_REQUEST, "Invalid path.");
+            };
+            let presenter = match &source {
+                Source::User(key, _) => bff.oidc().users().presenter(key).await,
+                Source::Client(name) => match bff.inner.clients.as_ref() {
+                    Some(clients) => clients.presenter(name),
+                    None => Ok(None),
+                },
+                Source::None => Ok(None),
+            };
+            let presented = match presenter {
+                Ok(Some(presenter)) => {
+                    presenter.present(token, "GET", &http_url, request.headers_mut())
+                }
+                Ok(None) => Err(tokenkeeper::Error::ReauthenticationRequired(
+                    "the token is DPoP-bound, but its key is gone".into(),
+                )),
+                Err(error) => Err(error),
+            };
+            if let Err(error) = presented {
+                tracing::warn!(%error, "no DPoP proof for the WebSocket upstream");
+                return api_error(StatusCode::BAD_GATEWAY, "Upstream token unavailable.");
+            }
+        }
+        Some(token) => {
+            request
+                .headers_mut()
+                .insert(header::AUTHORIZATION, token.authorization_header().clone());
+        }
+        None => {}
     }
     if let Some(protocols) = parts.headers.get(header::SEC_WEBSOCKET_PROTOCOL) {
         request

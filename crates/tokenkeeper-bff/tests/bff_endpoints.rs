@@ -758,3 +758,60 @@ async fn bff_upstream_timeouts_and_errors() {
     let (status, _) = api(&browser, format!("{url}/gone/x")).await;
     assert_eq!(status, 502);
 }
+
+/// BF-11 with DPoP: a DPoP-bound user token goes on the upstream handshake with a proof for
+/// `GET` of the http(s) URL, with `ath`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bf_11_websockets_with_dpop_bound_tokens() {
+    use base64::Engine as _;
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+
+    let h = harness(Setup {
+        dpop: true,
+        ..Setup::default()
+    })
+    .await;
+    let browser = browser();
+    log_in(&h, &browser).await;
+    let session = h
+        .sessions
+        .find(Some("alice"), None)
+        .await
+        .unwrap()
+        .remove(0);
+    let mut request = format!("{}/api/user/ws", h.url.replacen("http", "ws", 1))
+        .as_str()
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("cookie", format!("bff={}", session.id).parse().unwrap());
+    request
+        .headers_mut()
+        .insert("origin", h.url.parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::Text("hi".into()))
+        .await
+        .unwrap();
+    let echo = socket.next().await.unwrap().unwrap();
+    assert_eq!(echo.into_text().unwrap().as_str(), "echo: hi");
+    let seen = h.seen.lock().unwrap().last.clone().unwrap();
+    let token = seen["authorization"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("DPoP ")
+        .unwrap()
+        .to_owned();
+    let proof = seen["dpop"].as_str().unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(proof.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["htm"], "GET");
+    assert_eq!(claims["htu"], format!("{}/up/ws", h.upstream));
+    assert_eq!(claims["ath"], tokenkeeper::dpop::ath(&token));
+}

@@ -69,12 +69,16 @@ async fn upstream(seen: Arc<Mutex<Seen>>, release: Arc<tokio::sync::Notify>) -> 
                 move |ws: axum::extract::ws::WebSocketUpgrade, headers: axum::http::HeaderMap| {
                     let seen = ws_seen.clone();
                     async move {
-                        let auth = headers
-                            .get("authorization")
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_owned);
-                        seen.lock().unwrap().last =
-                            Some(serde_json::json!({"authorization": auth}));
+                        let header = |name: &str| {
+                            headers
+                                .get(name)
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_owned)
+                        };
+                        seen.lock().unwrap().last = Some(serde_json::json!({
+                            "authorization": header("authorization"),
+                            "dpop": header("dpop"),
+                        }));
                         ws.on_upgrade(|mut socket| async move {
                             while let Some(Ok(message)) = socket.recv().await {
                                 if let axum::extract::ws::Message::Text(text) = message {

@@ -340,6 +340,13 @@ impl ClientCredentialsTokenManager {
             .ok_or_else(|| Error::UnknownClient(client.to_owned()))
     }
 
+    /// How `client`'s DPoP-bound tokens are presented (`None` without a DPoP key): for requests
+    /// that the integrations do not send themselves, such as a WebSocket handshake (see
+    /// [`crate::dpop::Presenter::present`]).
+    pub fn presenter(&self, client: &str) -> Result<Option<crate::dpop::Presenter>, Error> {
+        Ok(self.registered(client)?.dpop.clone())
+    }
+
     /// The cache key `get_token(client, params)` uses.
     pub fn cache_key(&self, client: &str, params: &TokenRequestParams) -> Result<CacheKey, Error> {
         Ok(self.registered(client)?.resolve(params)?.key)

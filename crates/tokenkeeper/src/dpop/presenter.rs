@@ -50,8 +50,9 @@ impl Presenter {
     }
 
     /// Puts `token` on a request for `method url`: `Authorization: DPoP <token>` and a fresh
-    /// proof with `ath` and the origin's latest nonce. Returns the nonce sent.
-    pub(crate) fn present(
+    /// proof with `ath` and the origin's latest nonce (for requests the integrations do not
+    /// send themselves, such as a WebSocket handshake). Returns the nonce sent.
+    pub fn present(
         &self,
         token: &CachedToken,
         method: &str,

@@ -453,8 +453,10 @@ impl UserTokenManager {
     }
 
     /// How `session`'s DPoP-bound tokens are presented: the client's key, or the session's own
-    /// (from the store's in-process tier and the manager's key cache when they have it).
-    pub(crate) async fn presenter(&self, session: &SessionKey) -> Result<Option<Presenter>, Error> {
+    /// (from the store's in-process tier and the manager's key cache when they have it); `None`
+    /// without DPoP. For requests that the integrations do not send themselves (a WebSocket
+    /// handshake): see [`crate::dpop::Presenter::present`].
+    pub async fn presenter(&self, session: &SessionKey) -> Result<Option<Presenter>, Error> {
         match &self.inner.dpop {
             None => Ok(None),
             Some(UserDpop::Client(presenter)) => Ok(Some(presenter.clone())),
