@@ -33,16 +33,22 @@ async fn serve(app: Router) -> String {
 
 /// The plain reverse proxy: what the BFF does to a request, minus the anti-forgery check, the
 /// session and the token.
-async fn plain_proxy(upstream: String) -> String {
+async fn plain_proxy(upstream: String, authorization: Arc<std::sync::OnceLock<String>>) -> String {
     let client = reqwest::Client::new();
     let app = Router::new().fallback(move |request: Request| {
-        let (client, upstream) = (client.clone(), upstream.clone());
+        let (client, upstream, authorization) =
+            (client.clone(), upstream.clone(), authorization.clone());
         async move {
             let (parts, _body) = request.into_parts();
             let rest = parts.uri.path().strip_prefix("/api").unwrap_or_default();
             let mut headers = parts.headers.clone();
             for name in ["host", "cookie", "connection", "x-csrf"] {
                 headers.remove(name);
+            }
+            // `TK_PLAIN_AUTH=1`: a static header as long as the BFF's `Authorization`, to tell
+            // the cost of the token's bytes from the cost of getting it.
+            if let Some(value) = authorization.get() {
+                headers.insert("authorization", value.parse().unwrap());
             }
             // GETs without a body, as the benchmark sends (the BFF sends those without one too).
             let response = client
@@ -221,8 +227,18 @@ fn main() {
         }
 
         // The upstream API, the plain proxy, and the BFF with a logged-in session.
-        let upstream = serve(Router::new().fallback(|| async { "ok".into_response() })).await;
-        let plain = plain_proxy(upstream.clone()).await;
+        let seen = Arc::new(AtomicU64::new(0));
+        let upstream = serve(Router::new().fallback({
+            let seen = seen.clone();
+            move |headers: axum::http::HeaderMap| async move {
+                let length = headers.get("authorization").map_or(0, |v| v.len());
+                seen.store(length as u64, Ordering::Relaxed);
+                "ok".into_response()
+            }
+        }))
+        .await;
+        let plain_authorization = Arc::new(std::sync::OnceLock::new());
+        let plain = plain_proxy(upstream.clone(), plain_authorization.clone()).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let bff_url = format!("http://{}", listener.local_addr().unwrap());
         let redirect = format!("{bff_url}/bff/callback");
@@ -299,6 +315,26 @@ fn main() {
         }
         for (_, url) in &targets {
             saturated(&client, url, &cookie, 8, Duration::from_millis(300)).await;
+        }
+        let token_header = seen.load(Ordering::Relaxed) as usize;
+        if std::env::var_os("TK_PLAIN_AUTH").is_some() {
+            let value = format!("Bearer {}", "x".repeat(token_header.saturating_sub(7)));
+            let _ = plain_authorization.set(value);
+            println!("plain proxy sends a static {token_header}-byte Authorization header");
+        }
+        // `TK_SATURATE=direct|plain|bff`: one target only, saturated for `TK_SECONDS`, under
+        // the same two workers (for `perf record` / `strace -c -f` of one target).
+        if let Ok(only) = std::env::var("TK_SATURATE") {
+            let index = match only.as_str() {
+                "direct" => 0,
+                "plain" => 1,
+                _ => 2,
+            };
+            let seconds = Duration::from_secs(env("TK_SECONDS", 5));
+            let concurrency = env("TK_CONCURRENCY", 32);
+            let rate = saturated(&client, &targets[index].1, &cookie, concurrency, seconds).await;
+            println!("{only}: {rate:.0} req/s for {} s, {concurrency} connections", seconds.as_secs());
+            return;
         }
 
         // Fixed loads: latency percentiles of each target at the same rate.

@@ -6,6 +6,8 @@
 //! deadline in a shared list instead, and one task per BFF checks it four times a second, so
 //! a timeout fires within 250 ms of its deadline.
 
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -15,15 +17,37 @@ use tokio::time::Instant;
 /// How often the deadlines are checked.
 const TICK: Duration = Duration::from_millis(250);
 
+/// How many lists: each thread uses one, so that runtime workers registering deadlines at once
+/// do not fight over one lock (and its cache line).
+const SHARDS: usize = 8;
+
+type Pending = Vec<(Instant, oneshot::Sender<()>)>;
+
 #[derive(Default)]
 pub(crate) struct Deadlines {
-    pending: Mutex<Vec<(Instant, oneshot::Sender<()>)>>,
+    shards: [Mutex<Pending>; SHARDS],
     sweeper: OnceLock<()>,
 }
 
+/// This thread's shard.
+fn shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    SHARD.with(|shard| {
+        let mut value = shard.get();
+        if value == usize::MAX {
+            value = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+            shard.set(value);
+        }
+        value
+    })
+}
+
 impl Deadlines {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Instant, oneshot::Sender<()>)>> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self, shard: usize) -> std::sync::MutexGuard<'_, Pending> {
+        self.shards[shard].lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A receiver that fires once `timeout` has passed (or is dropped with the request).
@@ -33,7 +57,7 @@ impl Deadlines {
             tokio::spawn(sweep(deadlines));
         });
         let (tx, rx) = oneshot::channel();
-        self.lock().push((Instant::now() + timeout, tx));
+        self.lock(shard()).push((Instant::now() + timeout, tx));
         rx
     }
 }
@@ -48,16 +72,18 @@ async fn sweep(deadlines: Weak<Deadlines>) {
             return;
         };
         let now = Instant::now();
-        let mut pending = deadlines.lock();
-        let mut i = 0;
-        while i < pending.len() {
-            if pending[i].1.is_closed() {
-                pending.swap_remove(i);
-            } else if pending[i].0 <= now {
-                let (_, tx) = pending.swap_remove(i);
-                let _ = tx.send(());
-            } else {
-                i += 1;
+        for shard in 0..SHARDS {
+            let mut pending = deadlines.lock(shard);
+            let mut i = 0;
+            while i < pending.len() {
+                if pending[i].1.is_closed() {
+                    pending.swap_remove(i);
+                } else if pending[i].0 <= now {
+                    let (_, tx) = pending.swap_remove(i);
+                    let _ = tx.send(());
+                } else {
+                    i += 1;
+                }
             }
         }
     }

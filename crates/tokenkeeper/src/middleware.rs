@@ -120,6 +120,48 @@ type HandleFuture<'a> = std::pin::Pin<
     >,
 >;
 
+/// Where a request goes once its token is on it: the rest of a reqwest-middleware chain, or
+/// straight to a `reqwest::Client` ([`TokenMiddleware::execute`]). One implementation of the
+/// token handling (proofs, nonce retries, 401 renewals) serves both.
+trait Dispatch: Send {
+    fn dispatch(
+        &mut self,
+        req: reqwest::Request,
+    ) -> impl std::future::Future<Output = reqwest_middleware::Result<reqwest::Response>> + Send + '_;
+}
+
+/// The rest of the chain.
+struct ViaNext<'n, 'e> {
+    next: Next<'n>,
+    extensions: &'e mut Extensions,
+}
+
+impl Dispatch for ViaNext<'_, '_> {
+    #[inline]
+    fn dispatch(
+        &mut self,
+        req: reqwest::Request,
+    ) -> impl std::future::Future<Output = reqwest_middleware::Result<reqwest::Response>> + Send + '_
+    {
+        self.next.clone().run(req, self.extensions)
+    }
+}
+
+/// A plain client.
+struct ViaClient<'c>(&'c reqwest::Client);
+
+impl Dispatch for ViaClient<'_> {
+    #[inline]
+    fn dispatch(
+        &mut self,
+        req: reqwest::Request,
+    ) -> impl std::future::Future<Output = reqwest_middleware::Result<reqwest::Response>> + Send + '_
+    {
+        let sent = self.0.execute(req);
+        async move { sent.await.map_err(reqwest_middleware::Error::Reqwest) }
+    }
+}
+
 // Written by hand rather than with `async_trait`: on a cache hit the header is attached before
 // any future is built, and the one boxed future holds only what the 401 retry needs. This keeps
 // the middleware's cost within about 1 % of a static-header middleware (see BENCHMARKS.md).
@@ -136,29 +178,22 @@ impl<S: TokenSource> Middleware for TokenMiddleware<S> {
         'c: 'd,
         Self: 'd,
     {
+        let via = ViaNext { next, extensions };
         if let Err(error) = self.integration.check_url(req.url()) {
             return Box::pin(std::future::ready(Err(
                 reqwest_middleware::Error::middleware(error),
             )));
         }
         let Some(token) = self.integration.source.cached() else {
-            return Box::pin(self.handle_slow(req, extensions, next));
+            return Box::pin(self.handle_slow(req, via));
         };
         if token.is_dpop() {
             // A proof per request: signing costs far more than the boxing saved below.
-            return Box::pin(self.send(req, token, extensions, next));
+            return Box::pin(self.send(req, token, via));
         }
         let retry = Replay::of(&req);
         present(&token, req.headers_mut());
-        Box::pin(async move {
-            let response = next.clone().run(req, extensions).await?;
-            if response.status() != StatusCode::UNAUTHORIZED {
-                token.accepted();
-                return Ok(response);
-            }
-            // Rare: boxed, so that its state does not bloat every request's future.
-            Box::pin(self.after_response(response, token, retry, extensions, next)).await
-        })
+        Box::pin(self.send_bearer(req, token, retry, via))
     }
 }
 
@@ -167,17 +202,70 @@ fn token_error(error: Error) -> reqwest_middleware::Error {
 }
 
 impl<S: TokenSource> TokenMiddleware<S> {
-    /// No cached token: acquire one (or not), then send.
-    async fn handle_slow(
+    /// Sends `req` through `client` with this middleware's token handling — the same as a
+    /// `ClientWithMiddleware` holding only this middleware, without building one. For code
+    /// that picks the token source per request (a proxy: one middleware per call) and wants
+    /// no chain to build or run each time; the client's own settings (pool, TLS, timeouts)
+    /// apply as usual.
+    ///
+    /// ```no_run
+    /// # async fn run(users: tokenkeeper::user::UserTokenManager) -> Result<(), Box<dyn std::error::Error>> {
+    /// use tokenkeeper::user::{SessionKey, UserTokenParams};
+    /// let http = reqwest::Client::new();
+    /// let session = SessionKey::from_sub_sid("alice", "s-1");
+    /// let request = http.get("https://api.example.com/items").build()?;
+    /// let response = users
+    ///     .middleware(session, UserTokenParams::default())
+    ///     .execute(&http, request)
+    ///     .await?;
+    /// # let _ = response; Ok(()) }
+    /// ```
+    pub async fn execute(
+        &self,
+        client: &reqwest::Client,
+        mut req: reqwest::Request,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        let via = ViaClient(client);
+        self.integration.check_url(req.url()).map_err(token_error)?;
+        let Some(token) = self.integration.source.cached() else {
+            return Box::pin(self.handle_slow(req, via)).await;
+        };
+        if token.is_dpop() {
+            return Box::pin(self.send(req, token, via)).await;
+        }
+        let retry = Replay::of(&req);
+        present(&token, req.headers_mut());
+        self.send_bearer(req, token, retry, via).await
+    }
+
+    /// Sends `req`, which carries the Bearer `token` already; a 401 goes to
+    /// [`Self::after_response`].
+    async fn send_bearer<D: Dispatch>(
         &self,
         req: reqwest::Request,
-        extensions: &mut Extensions,
-        next: Next<'_>,
+        token: Arc<CachedToken>,
+        retry: Replay,
+        mut via: D,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        let response = via.dispatch(req).await?;
+        if response.status() != StatusCode::UNAUTHORIZED {
+            token.accepted();
+            return Ok(response);
+        }
+        // Rare: boxed, so that its state does not bloat every request's future.
+        Box::pin(self.after_response(response, token, retry, via)).await
+    }
+
+    /// No cached token: acquire one (or not), then send.
+    async fn handle_slow<D: Dispatch>(
+        &self,
+        req: reqwest::Request,
+        mut via: D,
     ) -> reqwest_middleware::Result<reqwest::Response> {
         let Some(token) = self.integration.token().await.map_err(token_error)? else {
-            return next.run(req, extensions).await;
+            return via.dispatch(req).await;
         };
-        self.send(req, token, extensions, next).await
+        self.send(req, token, via).await
     }
 
     /// Puts `token` on `req` (with a proof when it is DPoP-bound).
@@ -200,16 +288,15 @@ impl<S: TokenSource> TokenMiddleware<S> {
 
     /// Sends `req` with `token` (and a DPoP proof when the token is bound), then handles a
     /// `use_dpop_nonce` challenge (one retry with a new proof) or a 401 (one renewal).
-    async fn send(
+    async fn send<D: Dispatch>(
         &self,
         mut req: reqwest::Request,
         token: Arc<CachedToken>,
-        extensions: &mut Extensions,
-        next: Next<'_>,
+        mut via: D,
     ) -> reqwest_middleware::Result<reqwest::Response> {
         let retry = Replay::of(&req);
         let presented = self.attach(&token, &mut req).await?;
-        let response = next.clone().run(req, extensions).await?;
+        let response = via.dispatch(req).await?;
         let challenge = self.integration.nonce_challenge(
             &presented,
             response.url(),
@@ -226,7 +313,7 @@ impl<S: TokenSource> TokenMiddleware<S> {
             };
             drop(response);
             let presented = self.attach(&token, &mut again).await?;
-            let response = next.run(again, extensions).await?;
+            let response = via.dispatch(again).await?;
             self.integration
                 .observe(&presented, response.url(), response.headers());
             if response.status() != StatusCode::UNAUTHORIZED {
@@ -234,19 +321,17 @@ impl<S: TokenSource> TokenMiddleware<S> {
             }
             return Ok(response);
         }
-        self.after_response(response, token, retry, extensions, next)
-            .await
+        self.after_response(response, token, retry, via).await
     }
 
     /// On a 401 from the URL the request was sent to: renew the token and, when the request
     /// can be replayed, retry once with the new one.
-    async fn after_response(
+    async fn after_response<D: Dispatch>(
         &self,
         response: reqwest::Response,
         token: Arc<CachedToken>,
         retry: Replay,
-        extensions: &mut Extensions,
-        next: Next<'_>,
+        mut via: D,
     ) -> reqwest_middleware::Result<reqwest::Response> {
         if response.status() != StatusCode::UNAUTHORIZED {
             token.accepted();
@@ -273,7 +358,7 @@ impl<S: TokenSource> TokenMiddleware<S> {
         };
         drop(response);
         let presented = self.attach(&token, &mut again).await?;
-        let response = next.run(again, extensions).await?;
+        let response = via.dispatch(again).await?;
         self.integration
             .observe(&presented, response.url(), response.headers());
         if response.status() != StatusCode::UNAUTHORIZED {

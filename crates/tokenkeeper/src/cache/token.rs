@@ -156,7 +156,10 @@ impl CachedToken {
     )]
     pub(crate) fn accepted(&self) {
         if let Some(renewal) = &self.renewal {
-            renewal.accepted.store(true, Ordering::Relaxed);
+            // Read first: a store on every call would bounce the line between threads.
+            if !renewal.accepted.load(Ordering::Relaxed) {
+                renewal.accepted.store(true, Ordering::Relaxed);
+            }
         }
     }
 

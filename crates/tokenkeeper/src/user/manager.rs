@@ -630,17 +630,16 @@ impl UserTokenManager {
         session: &SessionKey,
         params: &UserTokenParams,
     ) -> Option<Arc<CachedToken>> {
-        let stored = self.inner.store.get_local(session)?;
-        let token = stored
-            .value
-            .access_tokens
-            .get(&self.inner.defaults.slot(params))?;
+        let token = self
+            .inner
+            .store
+            .get_local_token(session, &self.inner.defaults.slot(params))?;
         let now = self.inner.clock.now();
         if now.saturating_add(LOCAL_MARGIN) >= token.refresh_at() || !token.is_valid_at(now) {
             return None;
         }
         self.inner.metrics.hit();
-        Some(token.clone())
+        Some(token)
     }
 
     fn hit(

@@ -198,6 +198,20 @@ pub trait UserTokenStore: Send + Sync + fmt::Debug + 'static {
         None
     }
 
+    /// The access token for `resource` (the slot name the manager uses) from the in-process
+    /// tier, as a handle for the calling thread ([`CachedToken::local_handle`]): the hit path
+    /// of every proxied or middleware call. The default goes through
+    /// [`UserTokenStore::get_local`]; a store can answer without touching the session's shared
+    /// reference count, which threads serving one session would otherwise bounce between them.
+    #[inline]
+    fn get_local_token(&self, key: &SessionKey, resource: &str) -> Option<Arc<CachedToken>> {
+        self.get_local(key)?
+            .value
+            .access_tokens
+            .get(resource)
+            .map(CachedToken::local_handle)
+    }
+
     /// The session's tokens.
     fn get<'a>(
         &'a self,
@@ -321,6 +335,15 @@ impl InMemoryUserTokenStore {
 
     /// The session's tokens, synchronously (a read counts as a use).
     pub fn get_sync(&self, key: &SessionKey) -> Option<Versioned<Arc<UserTokens>>> {
+        self.with_live(key, |tokens| Some(tokens.clone()))
+    }
+
+    /// `read` on the session's live entry (a read counts as a use), under the map's guard.
+    fn with_live<R>(
+        &self,
+        key: &SessionKey,
+        read: impl FnOnce(&Versioned<Arc<UserTokens>>) -> Option<R>,
+    ) -> Option<R> {
         use std::sync::atomic::Ordering;
         let map = self.map.pin();
         let slot = map.get(key)?;
@@ -333,7 +356,7 @@ impl InMemoryUserTokenStore {
         if now.saturating_sub(slot.last_used.load(Ordering::Relaxed)) >= 1000 {
             slot.last_used.store(now, Ordering::Relaxed);
         }
-        Some(slot.value.clone())
+        read(&slot.value)
     }
 
     /// Compare-and-set, synchronously.
@@ -408,6 +431,17 @@ impl UserTokenStore for InMemoryUserTokenStore {
     #[inline]
     fn get_local(&self, key: &SessionKey) -> Option<Versioned<Arc<UserTokens>>> {
         self.get_sync(key)
+    }
+
+    #[inline]
+    fn get_local_token(&self, key: &SessionKey, resource: &str) -> Option<Arc<CachedToken>> {
+        self.with_live(key, |tokens| {
+            tokens
+                .value
+                .access_tokens
+                .get(resource)
+                .map(CachedToken::local_handle)
+        })
     }
 
     fn get<'a>(
