@@ -275,7 +275,7 @@ impl Bff {
     }
 
     /// The session id in the request's cookies, if any.
-    fn session_id(&self, headers: &HeaderMap) -> Option<String> {
+    fn session_id<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
         let name = self.cookie_name();
         headers
             .get_all(header::COOKIE)
@@ -284,7 +284,7 @@ impl Bff {
             .flat_map(|v| v.split(';'))
             .filter_map(|pair| pair.trim().split_once('='))
             .find(|(k, v)| *k == name && !v.is_empty() && v.len() <= 128)
-            .map(|(_, v)| v.to_owned())
+            .map(|(_, v)| v)
     }
 
     /// The request's session, if it has a live one; with `slide`, its expiry moves on (never
@@ -298,7 +298,7 @@ impl Bff {
             return Ok(None);
         };
         let now = self.now();
-        let Some(mut session) = self.inner.sessions.get(&id, now).await? else {
+        let Some(mut session) = self.inner.sessions.get(id, now).await? else {
             return Ok(None);
         };
         if slide {

@@ -110,14 +110,17 @@ pub trait BffSessionStore: Send + Sync + fmt::Debug + 'static {
 /// Sessions in this process's memory (the default), bounded: when full, the session closest
 /// to expiry goes first.
 pub struct InMemoryBffSessionStore {
-    /// Read-locked on every API call, write-locked only by logins, slides and logouts.
+    /// The sessions by id: read without a lock on every API call (a read lock's counter would
+    /// bounce between the threads serving one session).
+    by_id: papaya::HashMap<String, Arc<BffSession>>,
+    /// The indexes and the seen keys; write-locked by logins, slides and logouts, which also
+    /// change `by_id` under this lock, so that the two agree.
     inner: RwLock<Sessions>,
     capacity: usize,
 }
 
 #[derive(Default)]
 struct Sessions {
-    by_id: HashMap<String, Arc<BffSession>>,
     by_sub: HashMap<String, HashSet<String>>,
     by_sid: HashMap<String, HashSet<String>>,
     /// Keys seen once (`first_use`), with their expiry (ms).
@@ -128,7 +131,17 @@ struct Sessions {
 const USED_KEYS: usize = 100_000;
 
 impl Sessions {
-    fn insert(&mut self, session: Arc<BffSession>) {
+    fn insert(
+        &mut self,
+        by_id: &papaya::HashMapRef<
+            '_,
+            String,
+            Arc<BffSession>,
+            impl std::hash::BuildHasher,
+            impl papaya::Guard,
+        >,
+        session: Arc<BffSession>,
+    ) {
         self.by_sub
             .entry(session.sub.clone())
             .or_default()
@@ -137,11 +150,21 @@ impl Sessions {
             .entry(session.sid.clone())
             .or_default()
             .insert(session.id.clone());
-        self.by_id.insert(session.id.clone(), session);
+        by_id.insert(session.id.clone(), session);
     }
 
-    fn remove(&mut self, id: &str) -> Option<Arc<BffSession>> {
-        let session = self.by_id.remove(id)?;
+    fn remove(
+        &mut self,
+        by_id: &papaya::HashMapRef<
+            '_,
+            String,
+            Arc<BffSession>,
+            impl std::hash::BuildHasher,
+            impl papaya::Guard,
+        >,
+        id: &str,
+    ) -> Option<Arc<BffSession>> {
+        let session = by_id.remove(id)?.clone();
         for (index, key) in [
             (&mut self.by_sub, &session.sub),
             (&mut self.by_sid, &session.sid),
@@ -176,6 +199,7 @@ impl InMemoryBffSessionStore {
     /// An empty store of at most 100,000 sessions.
     pub fn new() -> Self {
         Self {
+            by_id: papaya::HashMap::new(),
             inner: RwLock::new(Sessions::default()),
             capacity: 100_000,
         }
@@ -189,7 +213,7 @@ impl InMemoryBffSessionStore {
 
     /// How many sessions are held (expired ones not yet cleaned up included).
     pub fn len(&self) -> usize {
-        self.read().by_id.len()
+        self.by_id.len()
     }
 
     /// Whether no session is held.
@@ -217,8 +241,8 @@ impl BffSessionStore for InMemoryBffSessionStore {
         now: Timestamp,
     ) -> BoxFuture<'a, Result<Option<Arc<BffSession>>, CacheError>> {
         let session = self
-            .read()
             .by_id
+            .pin()
             .get(id)
             .filter(|s| s.expires_at > now.as_millis())
             .cloned();
@@ -227,23 +251,24 @@ impl BffSessionStore for InMemoryBffSessionStore {
 
     fn put(&self, session: BffSession) -> BoxFuture<'_, Result<(), CacheError>> {
         let mut sessions = self.lock();
-        sessions.remove(&session.id);
-        if sessions.by_id.len() >= self.capacity {
-            if let Some(first) = sessions
-                .by_id
+        let by_id = self.by_id.pin();
+        sessions.remove(&by_id, &session.id);
+        if by_id.len() >= self.capacity {
+            if let Some(first) = by_id
                 .values()
                 .min_by_key(|s| s.expires_at)
                 .map(|s| s.id.clone())
             {
-                sessions.remove(&first);
+                sessions.remove(&by_id, &first);
             }
         }
-        sessions.insert(Arc::new(session));
+        sessions.insert(&by_id, Arc::new(session));
         ready(Ok(()))
     }
 
     fn remove<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<BffSession>, CacheError>> {
-        ready(Ok(self.lock().remove(id).map(Arc::unwrap_or_clone)))
+        let removed = self.lock().remove(&self.by_id.pin(), id);
+        ready(Ok(removed.map(Arc::unwrap_or_clone)))
     }
 
     fn find<'a>(
@@ -252,13 +277,14 @@ impl BffSessionStore for InMemoryBffSessionStore {
         sid: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Vec<BffSession>, CacheError>> {
         let sessions = self.read();
+        let by_id = self.by_id.pin();
         let found: Vec<BffSession> = match sub {
             Some(sub) => sessions
                 .by_sub
                 .get(sub)
                 .into_iter()
                 .flatten()
-                .filter_map(|id| sessions.by_id.get(id))
+                .filter_map(|id| by_id.get(id))
                 .filter(|s| sid.is_none_or(|sid| s.sid == sid))
                 .map(|s| BffSession::clone(s))
                 .collect(),
@@ -268,7 +294,7 @@ impl BffSessionStore for InMemoryBffSessionStore {
                     .get(sid)
                     .into_iter()
                     .flatten()
-                    .filter_map(|id| sessions.by_id.get(id))
+                    .filter_map(|id| by_id.get(id))
                     .map(|s| BffSession::clone(s))
                     .collect(),
                 None => Vec::new(),
@@ -279,15 +305,15 @@ impl BffSessionStore for InMemoryBffSessionStore {
 
     fn take_expired(&self, now: Timestamp) -> BoxFuture<'_, Result<Vec<BffSession>, CacheError>> {
         let mut sessions = self.lock();
-        let expired: Vec<String> = sessions
-            .by_id
+        let by_id = self.by_id.pin();
+        let expired: Vec<String> = by_id
             .values()
             .filter(|s| s.expires_at <= now.as_millis())
             .map(|s| s.id.clone())
             .collect();
         let taken = expired
             .iter()
-            .filter_map(|id| sessions.remove(id))
+            .filter_map(|id| sessions.remove(&by_id, id))
             .map(Arc::unwrap_or_clone)
             .collect();
         let now = now.as_millis();
