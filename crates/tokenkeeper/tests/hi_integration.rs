@@ -315,3 +315,52 @@ async fn hi_06_tokens_go_only_to_the_client_destinations() {
         .unwrap_err();
     assert!(bad.to_string().contains("destinations"), "{bad}");
 }
+
+/// `TokenMiddleware::execute`: the middleware's handling on one request sent by a plain
+/// `reqwest::Client`, with no middleware chain — the token attached, a 401 renewed and retried
+/// once, destinations enforced.
+#[tokio::test]
+async fn hi_02_execute_without_a_chain_attaches_retries_and_checks_destinations() {
+    let server = server().await;
+    let api = Api::start(server.clone()).await;
+    let elsewhere = Api::start(server.clone()).await;
+    let origin = url::Url::parse(&api.url)
+        .unwrap()
+        .origin()
+        .ascii_serialization();
+    let tokens = ClientCredentialsTokenManager::builder()
+        .client(
+            "api",
+            ClientConfig::new(server.token_endpoint(), CLIENT_ID, SECRET).destination(&origin),
+        )
+        .build()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let middleware = tokens.middleware("api").unwrap();
+
+    let request = http.get(&api.url).build().unwrap();
+    let response = middleware.execute(&http, request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let token = tokens.get_token("api", &default_params()).await.unwrap();
+    assert_eq!(
+        api.seen(),
+        vec![Some(format!("Bearer {}", token.access_token().secret()))]
+    );
+
+    api.reject_next(1);
+    let request = http.post(&api.url).body("payload").build().unwrap();
+    let response = middleware.execute(&http, request).await.unwrap();
+    assert_eq!(response.status(), 200, "retried with a new token");
+    let seen = api.seen();
+    assert_eq!(seen.len(), 3);
+    assert_ne!(seen[1], seen[2], "the retry carries a new token");
+    assert_eq!(server.token_requests(CC), 2);
+
+    let request = http.get(&elsewhere.url).build().unwrap();
+    let refused = middleware.execute(&http, request).await.unwrap_err();
+    assert!(matches!(
+        Error::from_middleware(&refused),
+        Some(Error::DestinationNotAllowed { .. })
+    ));
+    assert!(elsewhere.seen().is_empty(), "nothing was sent");
+}
