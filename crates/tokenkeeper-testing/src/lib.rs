@@ -9,6 +9,7 @@
 mod api;
 mod authorize;
 mod dpop;
+mod exchange;
 mod faults;
 pub mod fuzz;
 mod keys;

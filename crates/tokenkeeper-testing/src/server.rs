@@ -157,6 +157,8 @@ pub(crate) struct ServerState {
     dpop_ignored: std::sync::atomic::AtomicBool,
     /// `/authorize` shows a login page instead of logging the programmed user in.
     pub(crate) login_page: std::sync::atomic::AtomicBool,
+    /// Token exchange: what to answer as `issued_token_type` (`None`: the usual).
+    pub(crate) exchange_issued_type: Mutex<Option<Option<String>>>,
 }
 
 impl ServerState {
@@ -287,6 +289,7 @@ impl TestServerBuilder {
             dpop: crate::dpop::DpopState::new(),
             dpop_ignored: std::sync::atomic::AtomicBool::new(false),
             login_page: std::sync::atomic::AtomicBool::new(false),
+            exchange_issued_type: Mutex::new(None),
         });
         let router = router(state.clone());
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
@@ -644,6 +647,12 @@ impl TestServer {
         format!("{}/introspect", self.state.issuer)
     }
 
+    /// Token exchange answers: `None` the usual `issued_token_type` (the requested type, or an
+    /// access token); `Some(None)` none at all; `Some(Some(t))` type `t` (to test clients).
+    pub fn set_exchange_issued_type(&self, issued: Option<Option<&str>>) {
+        *lock(&self.state.exchange_issued_type) = issued.map(|i| i.map(str::to_owned));
+    }
+
     /// Shows a minimal login page at `/authorize` (a user name, no password: development only)
     /// instead of logging the programmed user in; `prompt=none` still answers at once.
     pub fn set_login_page(&self, enabled: bool) {
@@ -755,7 +764,7 @@ async fn metadata(State(state): State<Arc<ServerState>>) -> Response {
         "subject_types_supported": ["public"],
         "revocation_endpoint": format!("{base}/revoke"),
         "introspection_endpoint": format!("{base}/introspect"),
-        "grant_types_supported": ["client_credentials", "refresh_token", "authorization_code"],
+        "grant_types_supported": ["client_credentials", "refresh_token", "authorization_code", crate::exchange::GRANT],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "id_token_signing_alg_values_supported": ["ES256"],
         "prompt_values_supported": ["none", "login", "consent"],
@@ -1156,7 +1165,7 @@ fn handle_token(
     }
     let mut seen = std::collections::HashSet::new();
     for (name, _) in form {
-        if name != "resource" && !seen.insert(name.as_str()) {
+        if name != "resource" && name != "audience" && !seen.insert(name.as_str()) {
             return Err(oauth_error(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
@@ -1173,6 +1182,9 @@ fn handle_token(
         .map(|(_, v)| v.as_str());
     match grant {
         Some("client_credentials") => client_credentials(state, &auth.client, form, jkt),
+        Some(crate::exchange::GRANT) => {
+            crate::exchange::token_exchange(state, &auth.client, form, jkt)
+        }
         Some("refresh_token") => {
             crate::refresh::refresh_token_grant(state, &auth.client, form, jkt)
         }

@@ -62,6 +62,10 @@ pub enum Error {
         /// The `token_type` the server answered.
         token_type: String,
     },
+    /// The subject token of a token exchange cannot be exchanged (it has expired, or its
+    /// expiry is unknown); no request was sent.
+    #[error("the subject token cannot be exchanged: {0}")]
+    SubjectToken(String),
     /// A background task ended unexpectedly (it panicked or its runtime shut down).
     #[error("internal error: {0}")]
     Internal(String),

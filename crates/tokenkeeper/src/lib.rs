@@ -8,6 +8,7 @@ mod crypto;
 mod destinations;
 pub mod dpop;
 pub mod error;
+pub mod exchange;
 pub mod http;
 pub mod metrics;
 pub mod protocol;
@@ -35,6 +36,7 @@ pub use error::{
     CacheError, ConfigError, Error, InvalidResponse, OAuthError, Result, TransportError,
     TransportErrorKind,
 };
+pub use exchange::TokenExchange;
 pub use http::{HttpOptions, HttpRequest, HttpResponse, HttpTransport, ReqwestTransport};
 pub use protocol::authorization::{
     random_token, AuthorizationRequest, AuthorizationRequestBuilder, Pkce,
@@ -49,7 +51,7 @@ pub use protocol::token_endpoint::TokenEndpoint;
 pub use protocol::token_request::{Grant, TokenRequest};
 pub use protocol::token_response::TokenResponse;
 pub use protocol::types::{ClientId, ClientName, Resource, Scope, TokenType};
-pub use secret::{AccessToken, ClientSecret, IdToken, RefreshToken};
+pub use secret::{AccessToken, ClientSecret, ExchangedToken, IdToken, RefreshToken};
 pub use source::{ClientTokenSource, TokenSource, UserTokenSource};
 
 #[cfg(feature = "reqwest-middleware")]

@@ -167,6 +167,13 @@ secret_newtype!(
     fingerprint = true
 );
 
+secret_newtype!(
+    /// A token given up in a token exchange (RFC 8693): the subject token or the actor token.
+    /// `Debug` shows only a short SHA-256 fingerprint.
+    ExchangedToken,
+    fingerprint = true
+);
+
 /// Constant-time byte comparison (the length is not secret).
 pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {

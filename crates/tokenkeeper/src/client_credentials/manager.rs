@@ -14,6 +14,7 @@ use crate::cache::{
 use crate::clock::Clock;
 use crate::clock::Timestamp;
 use crate::error::{ConfigError, Error};
+use crate::exchange::TokenExchange;
 use crate::metrics::ClientMetrics;
 use crate::protocol::discovery::{Discovery, DEFAULT_METADATA_LIFETIME};
 use crate::protocol::token_endpoint::TokenEndpoint;
@@ -93,6 +94,8 @@ pub(crate) struct RegisteredClient {
     metrics: ClientMetrics,
     /// The origins its tokens may be sent to (`None`: any).
     pub(crate) destinations: Option<crate::destinations::Destinations>,
+    /// The key of the subject-token hashes in token-exchange cache keys (DL-02).
+    exchange_key: Arc<aws_lc_rs::hmac::Key>,
     /// Whether the "lifetime shorter than the skew" warning was logged (once per client).
     short_lifetime_warned: std::sync::atomic::AtomicBool,
 }
@@ -117,6 +120,7 @@ pub struct ClientCredentialsTokenManagerBuilder {
     cache: Option<SharedCache>,
     discovery_lifetime: Duration,
     settings: Settings,
+    exchange_hash_key: Option<[u8; 32]>,
 }
 
 impl fmt::Debug for ClientCredentialsTokenManagerBuilder {
@@ -142,6 +146,15 @@ impl ClientCredentialsTokenManagerBuilder {
 
     settings_setters!();
 
+    /// The key of the subject-token hashes in token-exchange cache keys (see
+    /// [`crate::exchange`]); random per manager by default. Instances that share a cache
+    /// (Redis) share exchanged tokens only when they use the same key. Keep it secret: with it,
+    /// a known token's hash can be recognised in the cache's keys.
+    pub fn exchange_hash_key(mut self, key: &[u8; 32]) -> Self {
+        self.exchange_hash_key = Some(*key);
+        self
+    }
+
     /// How long discovery metadata is kept (default one hour).
     pub fn discovery_lifetime(mut self, lifetime: Duration) -> Self {
         self.discovery_lifetime = lifetime;
@@ -164,6 +177,10 @@ impl ClientCredentialsTokenManagerBuilder {
         let server_nonces = Arc::new(crate::dpop::NonceStore::new(64));
         let api_nonces = Arc::new(crate::dpop::NonceStore::new(crate::dpop::API_NONCE_ORIGINS));
         let mut clients = HashMap::with_hasher(BuildKeyHasher::default());
+        let exchange_key = Arc::new(match &self.exchange_hash_key {
+            Some(bytes) => aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, bytes),
+            None => crate::exchange::random_hash_key(),
+        });
         for (name, config) in self.clients {
             if name.trim().is_empty() {
                 return Err(ConfigError::new("name", "a client name is empty").into());
@@ -201,6 +218,7 @@ impl ClientCredentialsTokenManagerBuilder {
                 &validated.resources,
                 &validated.extra,
                 dpop.as_ref(),
+                None,
             );
             let client = RegisteredClient {
                 metrics: ClientMetrics::new(&name, "client_credentials"),
@@ -212,6 +230,7 @@ impl ClientCredentialsTokenManagerBuilder {
                 default_key,
                 dpop,
                 destinations: validated.destinations,
+                exchange_key: exchange_key.clone(),
                 short_lifetime_warned: std::sync::atomic::AtomicBool::new(false),
             };
             if clients.insert(client_name, Arc::new(client)).is_some() {
@@ -244,6 +263,7 @@ fn cache_key(
     resources: &[Resource],
     extra: &BTreeMap<String, String>,
     dpop: Option<&crate::dpop::Presenter>,
+    exchange: Option<(&TokenExchange, &aws_lc_rs::hmac::Key)>,
 ) -> CacheKey {
     let mut key = KeyWriter::new("cc");
     key.field("client", client.as_str());
@@ -260,6 +280,9 @@ fn cache_key(
         // the key).
         key.field("jkt", dpop.key().thumbprint());
     }
+    if let Some((exchange, hash_key)) = exchange {
+        exchange.write_key(&mut key, hash_key);
+    }
     key.finish()
 }
 
@@ -267,6 +290,8 @@ fn cache_key(
 pub(crate) struct Resolved {
     pub(crate) key: CacheKey,
     request: TokenRequest,
+    /// The exchange, for a token-exchange request.
+    exchange: Option<Arc<TokenExchange>>,
 }
 
 impl RegisteredClient {
@@ -292,12 +317,29 @@ impl RegisteredClient {
             extra.extend(validate_extra(&params.extra, "extra")?);
             &extra
         };
+        let exchange = params.exchange.as_deref();
+        if let Some(exchange) = exchange {
+            exchange.validate()?;
+        }
         let key = if params.has_overrides() {
-            cache_key(&self.name, scope, resources, extra, self.dpop.as_ref())
+            cache_key(
+                &self.name,
+                scope,
+                resources,
+                extra,
+                self.dpop.as_ref(),
+                exchange.map(|e| (e, &*self.exchange_key)),
+            )
         } else {
             self.default_key.clone()
         };
-        let mut request = TokenRequest::new(Grant::ClientCredentials);
+        let mut request = TokenRequest::new(match exchange {
+            Some(exchange) => exchange.grant(),
+            None => Grant::ClientCredentials,
+        });
+        for audience in exchange.iter().flat_map(|e| &e.audiences) {
+            request = request.extra("audience", audience.clone());
+        }
         if let Some(scope) = scope {
             request = request.scope(scope.clone());
         }
@@ -307,7 +349,11 @@ impl RegisteredClient {
         for (name, value) in extra {
             request = request.extra(name.clone(), value.clone());
         }
-        Ok(Resolved { key, request })
+        Ok(Resolved {
+            key,
+            request,
+            exchange: params.exchange.clone(),
+        })
     }
 }
 
@@ -319,6 +365,7 @@ impl ClientCredentialsTokenManager {
             cache: None,
             discovery_lifetime: DEFAULT_METADATA_LIFETIME,
             settings: Settings::default(),
+            exchange_hash_key: None,
         }
     }
 
@@ -463,6 +510,10 @@ impl Inner {
         params: &TokenRequestParams,
     ) -> Result<Arc<CachedToken>, Error> {
         let resolved = client.resolve(params)?;
+        if let Some(exchange) = &resolved.exchange {
+            // An expired subject is refused before any flight (no backoff state for it).
+            exchange.live_subject_expiry(self.clock.now())?;
+        }
         let mode = if params.force_renewal {
             FlightMode::Force
         } else {
@@ -653,6 +704,10 @@ impl Inner {
         mode: FlightMode,
     ) -> Result<Arc<CachedToken>, Error> {
         let key = &resolved.key;
+        let subject_expires_at = match &resolved.exchange {
+            Some(exchange) => Some(exchange.live_subject_expiry(self.clock.now())?),
+            None => None,
+        };
         let started = tokio::time::Instant::now();
         let response = client.endpoint.request(&resolved.request).await;
         client
@@ -660,8 +715,16 @@ impl Inner {
             .token_request(started.elapsed(), response.is_ok());
         let now = self.clock.now();
         let result = response.and_then(|response| {
+            if let Some(exchange) = &resolved.exchange {
+                exchange.check_issued(response.issued_token_type.as_deref())?;
+            }
             self.warn_if_short(client, response.expires_in);
-            let (refresh_at, expires_at) = self.lifetime.times(now, response.expires_in);
+            let (mut refresh_at, mut expires_at) = self.lifetime.times(now, response.expires_in);
+            if let Some(subject_expires_at) = subject_expires_at {
+                // Never handed out after the subject token expires (DL-03).
+                expires_at = expires_at.min(subject_expires_at);
+                refresh_at = refresh_at.min(expires_at);
+            }
             let token = CachedToken::new(
                 response.access_token,
                 response.token_type,

@@ -23,6 +23,7 @@ pub struct TokenRequestParams {
     pub(crate) resources: Vec<Resource>,
     pub(crate) extra: Vec<(String, String)>,
     pub(crate) force_renewal: bool,
+    pub(crate) exchange: Option<std::sync::Arc<crate::exchange::TokenExchange>>,
 }
 
 impl TokenRequestParams {
@@ -49,6 +50,13 @@ impl TokenRequestParams {
         self
     }
 
+    /// Makes the request a token exchange (RFC 8693) of `exchange`'s subject token: see
+    /// [`crate::exchange`].
+    pub fn exchange(mut self, exchange: crate::exchange::TokenExchange) -> Self {
+        self.exchange = Some(std::sync::Arc::new(exchange));
+        self
+    }
+
     /// Skips the cache: fetch a new token now, and store it.
     pub fn force_renewal(mut self, force: bool) -> Self {
         self.force_renewal = force;
@@ -62,11 +70,15 @@ impl TokenRequestParams {
             && self.resources.is_empty()
             && self.extra.is_empty()
             && !self.force_renewal
+            && self.exchange.is_none()
     }
 
     /// Whether the parameters override anything (force aside).
     #[inline]
     pub(crate) fn has_overrides(&self) -> bool {
-        self.scope.is_some() || !self.resources.is_empty() || !self.extra.is_empty()
+        self.scope.is_some()
+            || !self.resources.is_empty()
+            || !self.extra.is_empty()
+            || self.exchange.is_some()
     }
 }

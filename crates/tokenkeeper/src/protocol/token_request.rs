@@ -135,6 +135,12 @@ pub(crate) const RESERVED_PARAMS: &[&str] = &[
     "code",
     "code_verifier",
     "redirect_uri",
+    "subject_token",
+    "subject_token_type",
+    "actor_token",
+    "actor_token_type",
+    "requested_token_type",
+    "assertion",
 ];
 
 impl TokenRequest {
