@@ -6,6 +6,9 @@
 //! - `hit_100k_keys`: the same lookup with 100,000 other tokens cached;
 //! - `hit_hot_key` with 1 and 2 threads: both threads hit one key at once;
 //! - `hit_with_params`: a hit for per-request parameters (the key is built per call);
+//! - `hit_exchanged`: a hit for an exchanged token (RFC 8693), as an API calling downstream on
+//!   each request's behalf does it: the exchange parameters built from the subject token and
+//!   the key (with the subject's keyed hash) computed per call;
 //! - first, printed: memory per cached token (`TK_TOKENS`, default 1,000,000).
 #![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
 
@@ -18,7 +21,7 @@ use std::task::{Context, Poll, Waker};
 
 use divan::Bencher;
 use tokenkeeper::{
-    AccessToken, CachedToken, ClientConfig, ClientCredentialsTokenManager, Clock,
+    AccessToken, CachedToken, ClientConfig, ClientCredentialsTokenManager, Clock, TokenExchange,
     TokenRequestParams, TokenType, TokioClock,
 };
 use tokenkeeper_testing::{TestClient, TestServer};
@@ -72,6 +75,8 @@ struct Fixture {
     // Keeps the server (and the in-process transport) alive.
     _runtime: tokio::runtime::Runtime,
     tokens: ClientCredentialsTokenManager,
+    /// A subject token (a 400-byte-odd JWT the server issued) whose exchange is cached.
+    subject: String,
     _server: TestServer,
 }
 
@@ -81,7 +86,7 @@ fn fixture(extra_keys: usize) -> Fixture {
         .enable_all()
         .build()
         .unwrap();
-    let (tokens, server) = runtime.block_on(async {
+    let (tokens, subject, server) = runtime.block_on(async {
         let server = TestServer::builder()
             .fixed_signing_key()
             .client(TestClient::new("bench", "secret"))
@@ -115,13 +120,21 @@ fn fixture(extra_keys: usize) -> Fixture {
             .unwrap();
             tokens.cache().put(&key, Arc::new(cached)).await.unwrap();
         }
-        (tokens, server)
+        let subject = token.access_token().secret().to_owned();
+        tokens.get_token("api", &exchange(&subject)).await.unwrap();
+        (tokens, subject, server)
     });
     Fixture {
         _runtime: runtime,
         tokens,
+        subject,
         _server: server,
     }
+}
+
+/// The parameters of an exchange of `subject` for the billing API.
+fn exchange(subject: &str) -> TokenRequestParams {
+    TokenRequestParams::new().exchange(TokenExchange::access_token(subject).audience("billing"))
 }
 
 static ONE: LazyLock<Fixture> = LazyLock::new(|| fixture(0));
@@ -181,5 +194,15 @@ fn hit_with_params(bencher: Bencher<'_, '_>) {
                 break out.unwrap();
             }
         }
+    });
+}
+
+#[divan::bench(sample_count = 200, sample_size = 2000)]
+fn hit_exchanged(bencher: Bencher<'_, '_>) {
+    let fixture: &'static Fixture = &MANY;
+    let subject = fixture.subject.as_str();
+    bencher.bench_local(|| {
+        let params = exchange(divan::black_box(subject));
+        ready(fixture.tokens.get_token(divan::black_box("api"), &params)).unwrap()
     });
 }

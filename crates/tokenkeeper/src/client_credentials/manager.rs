@@ -294,59 +294,84 @@ pub(crate) struct Resolved {
     exchange: Option<Arc<TokenExchange>>,
 }
 
+/// What a parameter set asks for: the client's settings with the parameters' overrides.
+struct Asked<'a> {
+    scope: Option<&'a Scope>,
+    resources: std::borrow::Cow<'a, [Resource]>,
+    extra: std::borrow::Cow<'a, BTreeMap<String, String>>,
+    exchange: Option<&'a TokenExchange>,
+}
+
 impl RegisteredClient {
-    pub(crate) fn resolve(&self, params: &TokenRequestParams) -> Result<Resolved, Error> {
-        let scope = params.scope.as_ref().or(self.scope.as_ref());
+    fn asked<'a>(&'a self, params: &'a TokenRequestParams) -> Result<Asked<'a>, Error> {
+        use std::borrow::Cow;
         if let Some(scope) = params.scope.as_ref() {
             scope.validate("scope")?;
         }
-        let mut resources;
         let resources = if params.resources.is_empty() {
-            &self.resources
+            Cow::Borrowed(&self.resources[..])
         } else {
-            resources = params.resources.clone();
+            let mut resources = params.resources.clone();
             resources.sort();
             resources.dedup();
-            &resources
+            Cow::Owned(resources)
         };
-        let mut extra;
         let extra = if params.extra.is_empty() {
-            &self.extra
+            Cow::Borrowed(&self.extra)
         } else {
-            extra = self.extra.clone();
+            let mut extra = self.extra.clone();
             extra.extend(validate_extra(&params.extra, "extra")?);
-            &extra
+            Cow::Owned(extra)
         };
         let exchange = params.exchange.as_deref();
         if let Some(exchange) = exchange {
             exchange.validate()?;
         }
-        let key = if params.has_overrides() {
+        Ok(Asked {
+            scope: params.scope.as_ref().or(self.scope.as_ref()),
+            resources,
+            extra,
+            exchange,
+        })
+    }
+
+    fn key_of(&self, params: &TokenRequestParams, asked: &Asked<'_>) -> CacheKey {
+        if params.has_overrides() {
             cache_key(
                 &self.name,
-                scope,
-                resources,
-                extra,
+                asked.scope,
+                &asked.resources,
+                &asked.extra,
                 self.dpop.as_ref(),
-                exchange.map(|e| (e, &*self.exchange_key)),
+                asked.exchange.map(|e| (e, &*self.exchange_key)),
             )
         } else {
             self.default_key.clone()
-        };
-        let mut request = TokenRequest::new(match exchange {
+        }
+    }
+
+    /// The cache key of `params` alone (the hit path of per-call parameters).
+    pub(crate) fn key(&self, params: &TokenRequestParams) -> Result<CacheKey, Error> {
+        Ok(self.key_of(params, &self.asked(params)?))
+    }
+
+    pub(crate) fn resolve(&self, params: &TokenRequestParams) -> Result<Resolved, Error> {
+        let asked = self.asked(params)?;
+        let key = self.key_of(params, &asked);
+        let mut request = TokenRequest::new(match asked.exchange {
             Some(exchange) => exchange.grant(),
             None => Grant::ClientCredentials,
         });
-        for audience in exchange.iter().flat_map(|e| &e.audiences) {
+        for audience in asked.exchange.iter().flat_map(|e| &e.audiences) {
             request = request.extra("audience", audience.clone());
         }
-        if let Some(scope) = scope {
+        if let Some(scope) = asked.scope {
             request = request.scope(scope.clone());
         }
-        for resource in resources {
+        for resource in asked.resources.iter() {
             request = request.resource(resource.clone());
         }
-        for (name, value) in extra {
+        for (name, value) in asked.extra.iter() {
             request = request.extra(name.clone(), value.clone());
         }
         Ok(Resolved {
@@ -440,6 +465,12 @@ impl Inner {
     ) -> Result<Arc<CachedToken>, Error> {
         if params.is_default() {
             if let Some(token) = self.try_hit(client, &client.default_key, params) {
+                return Ok(token);
+            }
+        } else if params.exchange.is_some() && !params.force_renewal {
+            // A service exchanges the token of each request it serves: the key alone (a
+            // keyed hash of the subject), not the whole token request, on the hit path.
+            if let Some(token) = self.try_hit(client, &client.key(params)?, params) {
                 return Ok(token);
             }
         }
