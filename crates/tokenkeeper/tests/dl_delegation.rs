@@ -293,3 +293,60 @@ async fn dl_04_ten_thousand_callers_one_exchange() {
     assert_eq!(issued.len(), 1, "every caller got the one exchanged token");
     assert_eq!(server.token_requests(EXCHANGE), 1);
 }
+
+/// An exchange by a client with private_key_jwt and DPoP: a fresh assertion, a proof, and a
+/// DPoP-bound exchanged token (the key thumbprint in the cache key), presented with a proof.
+#[tokio::test]
+async fn dl_01_exchange_with_private_key_jwt_and_dpop() {
+    use tokenkeeper::dpop::{DpopAlgorithm, DpopKey};
+    use tokenkeeper::PrivateKeyJwt;
+    let signer = PrivateKeyJwt::new(DpopKey::generate(DpopAlgorithm::ES256).unwrap());
+    let server = Arc::new(
+        TestServer::builder()
+            .client(TestClient::new(CLIENT_ID, "unused").private_key_jwt(signer.public_jwk()))
+            .client(TestClient::new("frontend", "frontend-secret"))
+            .start()
+            .await,
+    );
+    let subject_token = subject(&server, "frontend", "frontend-secret").await;
+    let key = Arc::new(DpopKey::generate(DpopAlgorithm::ES256).unwrap());
+    let tokens = ClientCredentialsTokenManager::builder()
+        .client(
+            "api",
+            ClientConfig::new(server.token_endpoint(), CLIENT_ID, "")
+                .private_key_jwt(Arc::new(signer))
+                .dpop(key.clone()),
+        )
+        .transport(server.transport())
+        .build()
+        .unwrap();
+    let params = for_billing(&subject_token);
+    assert!(tokens
+        .cache_key("api", &params)
+        .unwrap()
+        .as_str()
+        .contains(key.thumbprint()));
+    let token = tokens.get_token("api", &params).await.unwrap();
+    assert!(token.is_dpop());
+    let sent = server.recorded_requests().pop().unwrap();
+    assert_eq!(sent.form_values("grant_type"), [EXCHANGE]);
+    assert_eq!(
+        sent.form_values("client_assertion_type"),
+        ["urn:ietf:params:oauth:client-assertion-type:jwt-bearer"]
+    );
+    assert!(sent.headers.contains_key("dpop"));
+    let claims = server
+        .verify_access_token(token.access_token().secret())
+        .unwrap();
+    assert_eq!(claims["sub"], "frontend");
+    assert_eq!(claims["cnf"]["jkt"], key.thumbprint());
+
+    // Presented with a proof by the middleware, like any DPoP-bound token.
+    let api = server.start_api().await;
+    let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(tokens.middleware_with("api", params).unwrap())
+        .build();
+    let response = http.get(api.url("/items")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(server.token_requests(EXCHANGE), 1);
+}
