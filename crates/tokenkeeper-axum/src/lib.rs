@@ -9,16 +9,20 @@
 //! - `GET {prefix}/logout` — revokes the refresh token (RFC 7009), clears the session, then
 //!   redirects to the provider's `end_session_endpoint` (RP-initiated logout) when it has one.
 //! - Extractors: [`CurrentUser`], [`UserAccessToken`] (refreshed as needed), [`UserHttpClient`]
-//!   (a reqwest client attaching the user's token).
+//!   (a reqwest client attaching the user's token); for APIs that call further APIs on their
+//!   caller's behalf, [`BearerToken`] and [`DelegatedClient`] (token exchange, forwarding or
+//!   the service's own token, per downstream: see [`tokenkeeper::delegation`]).
 //!
 //! Sessions come from [`tower_sessions`]; [`Oidc::session_layer`] configures their cookie
 //! (`HttpOnly`, `SameSite=Lax`, `Secure` unless [`OidcConfig::insecure_cookies`] for loopback
 //! development).
 
+mod delegation;
 mod extract;
 mod oidc;
 mod store;
 
+pub use delegation::{BearerToken, DelegatedClient};
 pub use extract::{CurrentUser, UserAccessToken, UserHttpClient};
 pub use oidc::{
     local_return_url, Callback, CallbackQuery, CompletedLogin, LoginError, Oidc, OidcConfig,

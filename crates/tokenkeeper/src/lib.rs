@@ -18,6 +18,8 @@ pub mod source;
 pub mod user;
 
 #[cfg(feature = "reqwest-middleware")]
+pub mod delegation;
+#[cfg(feature = "reqwest-middleware")]
 pub mod middleware;
 #[cfg(feature = "tower")]
 pub mod tower;
