@@ -88,6 +88,34 @@ async fn dpop() -> Result {
     Ok(())
 }
 
+/// Quick start: delegation.
+#[rustfmt::skip]
+async fn delegation(hash_key: [u8; 32], incoming: &str) -> Result {
+    use tokenkeeper::delegation::Delegation;
+    use tokenkeeper::{ClientConfig, ClientCredentialsTokenManager, TokenExchange, TokenRequestParams};
+    use tokenkeeper_axum::DelegatedClient;
+
+    let tokens = ClientCredentialsTokenManager::builder()
+        .client("orders", ClientConfig::from_issuer("https://idp.example.com", "orders-api", "secret"))
+        .exchange_hash_key(&hash_key) // the same on every instance sharing a Redis cache
+        .build()?;
+    let delegation = Delegation::builder(tokens.clone())
+        .exchange("https://billing.example.com", "orders", |e| e.audience("billing")) // on the caller's behalf
+        .forward("https://audit.example.com")              // the caller's token itself, to this origin only
+        .own("https://catalog.example.com", "orders")      // the service's own client-credentials token
+        .build()?;                                         // any other origin: refused, nothing sent
+    let app: Router = Router::new()
+        .route("/invoices", get(|http: DelegatedClient| async move {
+            // validate the incoming token first (your API's JWT validation), as on any protected route
+            http.get("https://billing.example.com/invoices").send().await.map(|r| r.status().to_string()).unwrap_or_default()
+        }))
+        .with_state(delegation);
+
+    // Or directly: an exchanged token for one subject, cached by the subject's keyed hash.
+    let params = TokenRequestParams::new().exchange(TokenExchange::access_token(incoming).audience("billing"));
+    let token = tokens.get_token("orders", &params).await?;
+    Ok(())
+}
 /// Quick start: backend-for-frontend.
 #[rustfmt::skip]
 async fn bff() -> Result {
