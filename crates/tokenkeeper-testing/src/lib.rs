@@ -12,6 +12,7 @@ mod dpop;
 mod exchange;
 mod faults;
 pub mod fuzz;
+mod jwt_bearer;
 mod keys;
 mod logs;
 mod metrics;

@@ -764,7 +764,7 @@ async fn metadata(State(state): State<Arc<ServerState>>) -> Response {
         "subject_types_supported": ["public"],
         "revocation_endpoint": format!("{base}/revoke"),
         "introspection_endpoint": format!("{base}/introspect"),
-        "grant_types_supported": ["client_credentials", "refresh_token", "authorization_code", crate::exchange::GRANT],
+        "grant_types_supported": ["client_credentials", "refresh_token", "authorization_code", crate::exchange::GRANT, crate::jwt_bearer::GRANT],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "id_token_signing_alg_values_supported": ["ES256"],
         "prompt_values_supported": ["none", "login", "consent"],
@@ -1182,6 +1182,9 @@ fn handle_token(
         .map(|(_, v)| v.as_str());
     match grant {
         Some("client_credentials") => client_credentials(state, &auth.client, form, jkt),
+        Some(crate::jwt_bearer::GRANT) => {
+            crate::jwt_bearer::jwt_bearer(state, &auth.client, form, jkt)
+        }
         Some(crate::exchange::GRANT) => {
             crate::exchange::token_exchange(state, &auth.client, form, jkt)
         }

@@ -43,7 +43,9 @@ pub use http::{HttpOptions, HttpRequest, HttpResponse, HttpTransport, ReqwestTra
 pub use protocol::authorization::{
     random_token, AuthorizationRequest, AuthorizationRequestBuilder, Pkce,
 };
-pub use protocol::client_assertion::{AssertionContext, ClientAssertionProvider, PrivateKeyJwt};
+pub use protocol::client_assertion::{
+    AssertionContext, ClientAssertionProvider, FileAssertion, PrivateKeyJwt,
+};
 pub use protocol::client_auth::{AuthMethod, ClientAuthentication};
 pub use protocol::discovery::{Discovery, ProviderMetadata};
 pub use protocol::id_token::{

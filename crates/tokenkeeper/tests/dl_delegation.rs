@@ -350,3 +350,137 @@ async fn dl_01_exchange_with_private_key_jwt_and_dpop() {
     assert_eq!(response.status(), 200);
     assert_eq!(server.token_requests(EXCHANGE), 1);
 }
+
+/// A workload identity token as the platform writes it: signed by the issuer the server
+/// trusts (the test server itself), for the token endpoint.
+fn workload_token(server: &TestServer, sub: &str) -> String {
+    let now = tokenkeeper::Timestamp::system_now().as_millis() / 1000;
+    let mut claims = serde_json::Map::new();
+    claims.insert("iss".into(), server.issuer().into());
+    claims.insert("sub".into(), sub.into());
+    claims.insert("aud".into(), server.token_endpoint().into());
+    claims.insert("iat".into(), now.into());
+    claims.insert("exp".into(), (now + 600).into());
+    server.sign_jwt(&claims, Some("JWT"))
+}
+
+const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+
+/// DL-06: the JWT bearer grant with an assertion from a file, re-read when the platform
+/// rotates it; and with an assertion signed here.
+#[tokio::test]
+async fn dl_06_jwt_bearer_grant_with_a_file_assertion_reread_on_change() {
+    use tokenkeeper::FileAssertion;
+    let server = exchange_server().await;
+    let dir = std::env::temp_dir().join(format!("tk-dl06-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("token");
+    std::fs::write(
+        &path,
+        format!(
+            "{}\n",
+            workload_token(&server, "system:serviceaccount:shop:orders")
+        ),
+    )
+    .unwrap();
+    let tokens = ClientCredentialsTokenManager::builder()
+        .client(
+            "api",
+            config(&server).jwt_bearer_grant(Arc::new(FileAssertion::new(&path))),
+        )
+        .transport(server.transport())
+        .build()
+        .unwrap();
+    let token = tokens
+        .get_token("api", &TokenRequestParams::default())
+        .await
+        .unwrap();
+    let sent = server.recorded_requests().pop().unwrap();
+    assert_eq!(sent.form_values("grant_type"), [JWT_BEARER]);
+    assert_eq!(sent.form_values("assertion").len(), 1);
+    assert_eq!(
+        server
+            .verify_access_token(token.access_token().secret())
+            .unwrap()["sub"],
+        "system:serviceaccount:shop:orders"
+    );
+
+    // The platform rotates the file (a new token, another length): the next request reads it.
+    let rotated = workload_token(&server, "system:serviceaccount:shop:orders-v2");
+    std::fs::write(&path, &rotated).unwrap();
+    let renewed = tokens
+        .get_token("api", &TokenRequestParams::default().force_renewal(true))
+        .await
+        .unwrap();
+    assert_eq!(
+        server
+            .recorded_requests()
+            .pop()
+            .unwrap()
+            .form_values("assertion"),
+        [rotated.as_str()]
+    );
+    assert_eq!(
+        server
+            .verify_access_token(renewed.access_token().secret())
+            .unwrap()["sub"],
+        "system:serviceaccount:shop:orders-v2"
+    );
+    assert_eq!(server.token_requests(JWT_BEARER), 2);
+
+    // A file that is gone, empty, or holds two tokens: a typed error naming the file, and the
+    // cached token is not lost.
+    for content in [None, Some(""), Some("a b")] {
+        match content {
+            None => std::fs::remove_file(&path).unwrap(),
+            Some(content) => std::fs::write(&path, content).unwrap(),
+        }
+        let error = tokens
+            .get_token("api", &TokenRequestParams::default().force_renewal(true))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, Error::Config(e) if e.to_string().contains("assertion_file")),
+            "{error:?}"
+        );
+        assert!(!error.to_string().contains(&rotated));
+    }
+    let kept = tokens
+        .get_token("api", &TokenRequestParams::default())
+        .await
+        .unwrap();
+    assert!(kept.same_token(&renewed));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // An assertion signed here (iss = sub = the client, aud = the token endpoint): the server
+    // checks it against the client's registered key.
+    use tokenkeeper::dpop::{DpopAlgorithm, DpopKey};
+    let signer = Arc::new(tokenkeeper::PrivateKeyJwt::new(
+        DpopKey::generate(DpopAlgorithm::ES256).unwrap(),
+    ));
+    let server = TestServer::builder()
+        .client(TestClient::new(CLIENT_ID, "").private_key_jwt(signer.public_jwk()))
+        .start()
+        .await;
+    let tokens = ClientCredentialsTokenManager::builder()
+        .client(
+            "api",
+            ClientConfig::new(server.token_endpoint(), CLIENT_ID, "")
+                .private_key_jwt(signer.clone()) // the client authenticates with the same key
+                .jwt_bearer_grant(signer),
+        )
+        .transport(server.transport())
+        .build()
+        .unwrap();
+    let token = tokens
+        .get_token("api", &TokenRequestParams::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        server
+            .verify_access_token(token.access_token().secret())
+            .unwrap()["sub"],
+        CLIENT_ID
+    );
+    assert_eq!(server.token_requests(JWT_BEARER), 1);
+}

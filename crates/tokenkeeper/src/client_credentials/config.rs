@@ -47,6 +47,8 @@ pub struct ClientConfig {
         Option<std::sync::Arc<dyn crate::protocol::client_assertion::ClientAssertionProvider>>,
     pub(crate) dpop: Option<std::sync::Arc<crate::dpop::DpopKey>>,
     pub(crate) require_dpop: bool,
+    pub(crate) grant_assertions:
+        Option<std::sync::Arc<dyn crate::protocol::client_assertion::ClientAssertionProvider>>,
 }
 
 impl fmt::Debug for ClientConfig {
@@ -64,6 +66,7 @@ impl fmt::Debug for ClientConfig {
             .field("assertions", &self.assertions)
             .field("dpop", &self.dpop)
             .field("require_dpop", &self.require_dpop)
+            .field("grant_assertions", &self.grant_assertions)
             .finish()
     }
 }
@@ -89,6 +92,7 @@ impl ClientConfig {
             assertions: None,
             dpop: None,
             require_dpop: false,
+            grant_assertions: None,
         }
     }
 
@@ -108,6 +112,29 @@ impl ClientConfig {
     /// [`ClientConfig::private_key_jwt`]; `client_secret_jwt` signs with the client secret.
     pub fn auth_method(mut self, method: AuthMethod) -> Self {
         self.auth_method = method;
+        self
+    }
+
+    /// Gets tokens with the JWT bearer grant (RFC 7523 §2.1) instead of `client_credentials`:
+    /// each token request carries an `assertion` from `provider` — a workload identity token
+    /// read from a file ([`FileAssertion`](crate::FileAssertion), as Kubernetes projects
+    /// service-account tokens), or one signed here ([`PrivateKeyJwt`](crate::PrivateKeyJwt)).
+    /// The client still authenticates as configured (use [`AuthMethod::None`] with an empty
+    /// secret for a client that does not).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tokenkeeper::{AuthMethod, ClientConfig, FileAssertion};
+    /// let config = ClientConfig::new("https://idp.example.com/token", "workload", "")
+    ///     .auth_method(AuthMethod::None)
+    ///     .jwt_bearer_grant(Arc::new(FileAssertion::new("/var/run/secrets/tokens/idp-token")));
+    /// # let _ = config;
+    /// ```
+    pub fn jwt_bearer_grant(
+        mut self,
+        provider: std::sync::Arc<dyn crate::protocol::client_assertion::ClientAssertionProvider>,
+    ) -> Self {
+        self.grant_assertions = Some(provider);
         self
     }
 

@@ -96,6 +96,9 @@ pub(crate) struct RegisteredClient {
     pub(crate) destinations: Option<crate::destinations::Destinations>,
     /// The key of the subject-token hashes in token-exchange cache keys (DL-02).
     exchange_key: Arc<aws_lc_rs::hmac::Key>,
+    /// The assertions of the JWT bearer grant, when the client uses it (DL-06).
+    grant_assertions: Option<Arc<dyn crate::protocol::client_assertion::ClientAssertionProvider>>,
+    client_id: String,
     /// Whether the "lifetime shorter than the skew" warning was logged (once per client).
     short_lifetime_warned: std::sync::atomic::AtomicBool,
 }
@@ -231,6 +234,8 @@ impl ClientCredentialsTokenManagerBuilder {
                 dpop,
                 destinations: validated.destinations,
                 exchange_key: exchange_key.clone(),
+                grant_assertions: config.grant_assertions.clone(),
+                client_id: config.client_id.clone(),
                 short_lifetime_warned: std::sync::atomic::AtomicBool::new(false),
             };
             if clients.insert(client_name, Arc::new(client)).is_some() {
@@ -740,7 +745,20 @@ impl Inner {
             None => None,
         };
         let started = tokio::time::Instant::now();
-        let response = client.endpoint.request(&resolved.request).await;
+        let response = match (&client.grant_assertions, &resolved.exchange) {
+            (Some(provider), None) => {
+                // A fresh assertion for each token request (a file re-read when it changed).
+                let audience = client.endpoint.url().await?;
+                let context = crate::protocol::client_assertion::AssertionContext {
+                    client_id: &client.client_id,
+                    audience: audience.as_str(),
+                };
+                let assertion = provider.assertion(&context).await?;
+                let request = resolved.request.with_grant(Grant::JwtBearer { assertion });
+                client.endpoint.request(&request).await
+            }
+            _ => client.endpoint.request(&resolved.request).await,
+        };
         client
             .metrics
             .token_request(started.elapsed(), response.is_ok());

@@ -165,3 +165,85 @@ pub(crate) fn client_secret_jwt(
     jws.push_str(&URL_SAFE_NO_PAD.encode(tag.as_ref()));
     Ok(jws)
 }
+
+/// An assertion read from a file: a workload identity token that the platform writes and
+/// rotates (Kubernetes projected service-account tokens, cloud workload identity). The file is
+/// read on first use and read again whenever its modification time or length changes, so a
+/// rotated token is picked up at the next token request; an unchanged file is not read again.
+///
+/// The token is used as it is (its `aud` and lifetime are the platform's); it serves as the
+/// JWT bearer grant's assertion ([`ClientConfig::jwt_bearer_grant`](crate::ClientConfig::jwt_bearer_grant))
+/// or as a client assertion ([`ClientConfig::private_key_jwt`](crate::ClientConfig::private_key_jwt),
+/// for providers that federate workload identities that way).
+///
+/// ```
+/// use tokenkeeper::FileAssertion;
+/// let assertion = FileAssertion::new("/var/run/secrets/tokens/idp-token");
+/// # let _ = assertion;
+/// ```
+pub struct FileAssertion {
+    path: std::path::PathBuf,
+    /// The last read: (modification time, length, content).
+    last: std::sync::Mutex<Option<(std::time::SystemTime, u64, Arc<str>)>>,
+}
+
+/// Assertion files larger than this are refused (a JWT is a few kilobytes).
+const MAX_ASSERTION_FILE: u64 = 64 * 1024;
+
+impl fmt::Debug for FileAssertion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileAssertion")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FileAssertion {
+    /// Reads assertions from `path`.
+    pub fn new(path: impl Into<std::path::PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            last: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn error(&self, reason: impl fmt::Display) -> Error {
+        crate::error::ConfigError::new(
+            "assertion_file",
+            format!("{}: {reason}", self.path.display()),
+        )
+        .into()
+    }
+
+    /// The file's token: the last read when the file has not changed since, else read now.
+    pub fn read(&self) -> Result<Arc<str>, Error> {
+        let metadata = std::fs::metadata(&self.path).map_err(|e| self.error(e.kind()))?;
+        if metadata.len() > MAX_ASSERTION_FILE {
+            return Err(self.error("larger than 64 KiB"));
+        }
+        let modified = metadata.modified().ok();
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some(modified), Some((seen, len, token))) = (modified, last.as_ref()) {
+            if *seen == modified && *len == metadata.len() {
+                return Ok(token.clone());
+            }
+        }
+        let text = std::fs::read_to_string(&self.path).map_err(|e| self.error(e.kind()))?;
+        let token = text.trim();
+        if token.is_empty() || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(self.error("does not hold one token"));
+        }
+        let token: Arc<str> = Arc::from(token);
+        *last = modified.map(|m| (m, metadata.len(), token.clone()));
+        Ok(token)
+    }
+}
+
+impl ClientAssertionProvider for FileAssertion {
+    fn assertion<'a>(
+        &'a self,
+        _context: &'a AssertionContext<'a>,
+    ) -> BoxFuture<'a, Result<String, Error>> {
+        Box::pin(async move { self.read().map(|t| t.to_string()) })
+    }
+}

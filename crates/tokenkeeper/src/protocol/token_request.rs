@@ -36,6 +36,12 @@ pub enum Grant {
         /// `actor_token` and its type, when acting for someone.
         actor: Option<(String, String)>,
     },
+    /// The JWT bearer grant (RFC 7523 §2.1): a JWT assertion (for instance a workload identity
+    /// token) traded for an access token.
+    JwtBearer {
+        /// The assertion (a compact JWS).
+        assertion: String,
+    },
     /// Any other grant (an extension grant URI), with its own parameters.
     Other {
         /// `grant_type`.
@@ -53,6 +59,7 @@ impl Grant {
             Self::RefreshToken { .. } => "refresh_token",
             Self::AuthorizationCode { .. } => "authorization_code",
             Self::TokenExchange { .. } => "urn:ietf:params:oauth:grant-type:token-exchange",
+            Self::JwtBearer { .. } => "urn:ietf:params:oauth:grant-type:jwt-bearer",
             Self::Other { grant_type, .. } => grant_type,
         }
     }
@@ -90,6 +97,9 @@ impl Grant {
                     form.push(("actor_token".into(), token.clone()));
                     form.push(("actor_token_type".into(), ty.clone()));
                 }
+            }
+            Self::JwtBearer { assertion } => {
+                form.push(("assertion".into(), assertion.clone()));
             }
             Self::Other { params, .. } => form.extend(params.iter().cloned()),
         }
@@ -170,6 +180,14 @@ impl TokenRequest {
     pub fn extra(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.extra.push((name.into(), value.into()));
         self
+    }
+
+    /// The same request with another grant.
+    pub(crate) fn with_grant(&self, grant: Grant) -> Self {
+        Self {
+            grant,
+            ..self.clone()
+        }
     }
 
     /// The grant.
