@@ -13,6 +13,7 @@ mod exchange;
 mod faults;
 pub mod fuzz;
 mod jwt_bearer;
+pub mod mtls;
 mod keys;
 mod logs;
 mod metrics;
