@@ -232,3 +232,84 @@ mod tests {
         assert_eq!(pem_thumbprint(certs::SELF_CERT).len(), 43);
     }
 }
+
+/// Client authentication with the TLS client certificate, for clients registered for it
+/// (`Ok(None)`: not such a request; the other methods apply). The request carries `client_id`
+/// and no other credentials (RFC 8705 §2).
+#[allow(clippy::result_large_err)] // handlers answer early with a ready `Response`
+pub(crate) fn authenticate(
+    state: &crate::server::ServerState,
+    headers: &axum::http::HeaderMap,
+    form: &[(String, String)],
+    peer: Option<&[u8]>,
+) -> Result<Option<crate::server::Authenticated>, axum::response::Response> {
+    use crate::server::{lock, oauth_error, ClientAuthMethod};
+    use axum::http::StatusCode;
+    let other_credentials = headers.contains_key(axum::http::header::AUTHORIZATION)
+        || form
+            .iter()
+            .any(|(k, _)| k == "client_secret" || k == "client_assertion_type");
+    let Some(id) = form.iter().find(|(k, _)| k == "client_id").map(|(_, v)| v) else {
+        return Ok(None);
+    };
+    let Some(client) = lock(&state.clients).get(id).cloned() else {
+        return Ok(None);
+    };
+    let refuse = |why: &str| oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", why);
+    let ok = match client.auth_method {
+        ClientAuthMethod::TlsClientAuth | ClientAuthMethod::SelfSignedTlsClientAuth
+            if other_credentials =>
+        {
+            return Err(refuse("client authentication must use only one method"));
+        }
+        ClientAuthMethod::TlsClientAuth => {
+            let peer = peer.ok_or_else(|| refuse("no client certificate"))?;
+            let dns = client.tls_dns.as_deref().unwrap_or_default();
+            verify_ca_issued(peer, dns).map_err(|why| refuse(&why))?;
+            true
+        }
+        ClientAuthMethod::SelfSignedTlsClientAuth => {
+            let peer = peer.ok_or_else(|| refuse("no client certificate"))?;
+            if client.tls_thumbprint.as_deref() != Some(thumbprint(peer).as_str()) {
+                return Err(refuse("not the client's registered certificate"));
+            }
+            true
+        }
+        _ => false,
+    };
+    Ok(ok.then_some(crate::server::Authenticated { client }))
+}
+
+/// `GET /mtls-api/…` (on the mTLS listener): a protected API that accepts a certificate-bound
+/// token only over the certificate it is bound to (`cnf.x5t#S256`); 200 with the token's
+/// `sub`, 401 otherwise.
+pub(crate) async fn api(
+    axum::extract::State(state): axum::extract::State<Arc<crate::server::ServerState>>,
+    peer: Option<axum::Extension<PeerCertificate>>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    state.count("mtls_api");
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let peer = peer.and_then(|p| p.0 .0);
+    let (Some(token), Some(peer)) = (token, peer) else {
+        return (StatusCode::UNAUTHORIZED, "a bound token and its certificate").into_response();
+    };
+    let Ok(claims) = crate::server::verify(&state, token) else {
+        return (StatusCode::UNAUTHORIZED, "invalid token").into_response();
+    };
+    let bound = claims
+        .get("cnf")
+        .and_then(|c| c.get("x5t#S256"))
+        .and_then(serde_json::Value::as_str);
+    if bound != Some(thumbprint(&peer).as_str()) {
+        state.count("mtls_api_refused");
+        return (StatusCode::UNAUTHORIZED, "not the certificate the token is bound to")
+            .into_response();
+    }
+    axum::Json(serde_json::json!({ "sub": claims.get("sub") })).into_response()
+}

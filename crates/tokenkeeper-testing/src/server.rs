@@ -34,6 +34,12 @@ pub enum ClientAuthMethod {
     PrivateKeyJwt,
     /// `client_secret_jwt` only (HS256 with the client secret).
     ClientSecretJwt,
+    /// `tls_client_auth` (RFC 8705 §2.1): a certificate from the test CA naming the client's
+    /// DNS name ([`TestClient::tls_client_auth`]), over the mTLS listener.
+    TlsClientAuth,
+    /// `self_signed_tls_client_auth` (RFC 8705 §2.2): the client's registered certificate
+    /// ([`TestClient::self_signed_tls_client_auth`]), over the mTLS listener.
+    SelfSignedTlsClientAuth,
 }
 
 /// A client registered at the test server.
@@ -53,6 +59,10 @@ pub struct TestClient {
     pub assertion_key: Option<Value>,
     /// Token requests without a DPoP proof are refused.
     pub dpop_required: bool,
+    /// `tls_client_auth`: the DNS name the client's certificate must carry.
+    pub tls_dns: Option<String>,
+    /// `self_signed_tls_client_auth`: the `x5t#S256` of the client's certificate.
+    pub tls_thumbprint: Option<String>,
 }
 
 impl TestClient {
@@ -66,7 +76,24 @@ impl TestClient {
             redirect_uris: Vec::new(),
             assertion_key: None,
             dpop_required: false,
+            tls_dns: None,
+            tls_thumbprint: None,
         }
+    }
+
+    /// Authenticates only with `tls_client_auth`: a certificate from the test CA
+    /// ([`crate::mtls::certs::CA`]) naming `dns`.
+    pub fn tls_client_auth(mut self, dns: &str) -> Self {
+        self.auth_method = ClientAuthMethod::TlsClientAuth;
+        self.tls_dns = Some(dns.to_owned());
+        self
+    }
+
+    /// Authenticates only with `self_signed_tls_client_auth`, with the certificate `cert_pem`.
+    pub fn self_signed_tls_client_auth(mut self, cert_pem: &str) -> Self {
+        self.auth_method = ClientAuthMethod::SelfSignedTlsClientAuth;
+        self.tls_thumbprint = Some(crate::mtls::pem_thumbprint(cert_pem));
+        self
     }
 
     /// Refuses token requests without a DPoP proof (`400 invalid_dpop_proof`).
@@ -159,6 +186,8 @@ pub(crate) struct ServerState {
     pub(crate) login_page: std::sync::atomic::AtomicBool,
     /// Token exchange: what to answer as `issued_token_type` (`None`: the usual).
     pub(crate) exchange_issued_type: Mutex<Option<Option<String>>>,
+    /// The mTLS listener's base URL (`https://localhost:PORT`), when there is one.
+    pub(crate) mtls_base: Mutex<Option<String>>,
 }
 
 impl ServerState {
@@ -171,7 +200,7 @@ impl ServerState {
         lock(&self.keys).iter().find(|k| k.kid == kid).cloned()
     }
 
-    fn count(&self, what: &str) {
+    pub(crate) fn count(&self, what: &str) {
         *lock(&self.counters).entry(what.to_owned()).or_default() += 1;
     }
 
@@ -201,9 +230,19 @@ pub struct TestServerBuilder {
     expires_in: Option<u64>,
     bind: SocketAddr,
     fixed_key: bool,
+    mtls: bool,
 }
 
 impl TestServerBuilder {
+    /// Also serves over TLS with client certificates on a second port (RFC 8705), published
+    /// as `mtls_endpoint_aliases`; its clients' certificates authenticate them
+    /// ([`TestClient::tls_client_auth`]) and bind their tokens (`cnf.x5t#S256`). The TLS
+    /// certificate is [`crate::mtls::certs::SERVER_CERT`], from the test CA.
+    pub fn mtls(mut self) -> Self {
+        self.mtls = true;
+        self
+    }
+
     /// Registers a client.
     pub fn client(mut self, client: TestClient) -> Self {
         self.clients.push(client);
@@ -290,8 +329,16 @@ impl TestServerBuilder {
             dpop_ignored: std::sync::atomic::AtomicBool::new(false),
             login_page: std::sync::atomic::AtomicBool::new(false),
             exchange_issued_type: Mutex::new(None),
+            mtls_base: Mutex::new(None),
         });
         let router = router(state.clone());
+        let mtls_task = if self.mtls {
+            let (mtls_addr, task) = crate::mtls::serve_tls(router.clone()).await?;
+            *lock(&state.mtls_base) = Some(format!("https://localhost:{}", mtls_addr.port()));
+            Some(task)
+        } else {
+            None
+        };
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
         let serve_router = router.clone();
         let task = tokio::spawn(async move {
@@ -300,6 +347,9 @@ impl TestServerBuilder {
                     let _ = shutdown_rx.await;
                 })
                 .await;
+            if let Some(task) = mtls_task {
+                task.abort();
+            }
         });
         Ok(TestServer {
             addr,
@@ -387,6 +437,7 @@ impl TestServer {
             expires_in: Some(3600),
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             fixed_key: false,
+            mtls: false,
         }
     }
 
@@ -406,6 +457,18 @@ impl TestServer {
     /// The issuer, `http://127.0.0.1:PORT`.
     pub fn issuer(&self) -> &str {
         &self.state.issuer
+    }
+
+    /// The mTLS listener's base URL (`https://localhost:PORT`), with [`TestServerBuilder::mtls`].
+    /// Its token endpoint is `{base}/token`; `{base}/mtls-api/…` is an API that accepts a
+    /// certificate-bound token only over its certificate.
+    pub fn mtls_base(&self) -> Option<String> {
+        lock(&self.state.mtls_base).clone()
+    }
+
+    /// Calls to the mTLS API (`/mtls-api/…`), and how many it refused for a wrong certificate.
+    pub fn mtls_api_calls(&self) -> (u64, u64) {
+        (self.counter("mtls_api"), self.counter("mtls_api_refused"))
     }
 
     /// The token endpoint URL.
@@ -732,6 +795,7 @@ fn router(state: Arc<ServerState>) -> Router {
         .route("/authorize/login", post(crate::authorize::login_form))
         .route("/end_session", get(crate::authorize::end_session))
         .route("/introspect", post(crate::refresh::introspect))
+        .route("/mtls-api/{*rest}", get(crate::mtls::api))
         .with_state(state)
 }
 
@@ -752,7 +816,7 @@ async fn metadata(State(state): State<Arc<ServerState>>) -> Response {
         .clone()
         .unwrap_or_else(|| state.issuer.clone());
     let base = &state.issuer;
-    Json(json!({
+    let mut metadata = json!({
         "issuer": issuer,
         "token_endpoint": format!("{base}/token"),
         "jwks_uri": format!("{base}/jwks"),
@@ -769,8 +833,19 @@ async fn metadata(State(state): State<Arc<ServerState>>) -> Response {
         "id_token_signing_alg_values_supported": ["ES256"],
         "prompt_values_supported": ["none", "login", "consent"],
         "dpop_signing_alg_values_supported": ["ES256", "ES384", "EdDSA", "PS256", "RS256"],
-    }))
-    .into_response()
+    });
+    if let Some(mtls) = lock(&state.mtls_base).clone() {
+        metadata["mtls_endpoint_aliases"] = json!({
+            "token_endpoint": format!("{mtls}/token"),
+            "revocation_endpoint": format!("{mtls}/revoke"),
+            "introspection_endpoint": format!("{mtls}/introspect"),
+        });
+        metadata["tls_client_certificate_bound_access_tokens"] = json!(true);
+        metadata["token_endpoint_auth_methods_supported"] = json!([
+            "client_secret_basic", "client_secret_post", "tls_client_auth", "self_signed_tls_client_auth"
+        ]);
+    }
+    Json(metadata).into_response()
 }
 
 async fn jwks(State(state): State<Arc<ServerState>>) -> Response {
@@ -818,7 +893,13 @@ pub(crate) fn oauth_error(status: StatusCode, error: &str, description: &str) ->
     response
 }
 
-async fn token(State(state): State<Arc<ServerState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn token(
+    State(state): State<Arc<ServerState>>,
+    peer: Option<axum::Extension<crate::mtls::PeerCertificate>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let peer = peer.and_then(|p| p.0 .0);
     state.count("token");
     let form: Vec<(String, String)> = url::form_urlencoded::parse(&body)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -846,7 +927,7 @@ async fn token(State(state): State<Arc<ServerState>>, headers: HeaderMap, body: 
     };
     let mut response = match fault {
         Some(response) => response,
-        None => match handle_token(&state, &headers, &form) {
+        None => match handle_token(&state, &headers, &form, peer.as_deref().map(Vec::as_slice)) {
             Ok(response) => response,
             Err(response) => response,
         },
@@ -942,14 +1023,18 @@ pub(crate) fn authenticate_request(
     headers: &HeaderMap,
     form: &[(String, String)],
 ) -> Result<Authenticated, Response> {
-    authenticate(state, headers, form)
+    authenticate(state, headers, form, None)
 }
 
 fn authenticate(
     state: &ServerState,
     headers: &HeaderMap,
     form: &[(String, String)],
+    peer: Option<&[u8]>,
 ) -> Result<Authenticated, Response> {
+    if let Some(authenticated) = crate::mtls::authenticate(state, headers, form, peer)? {
+        return Ok(authenticated);
+    }
     if form.iter().any(|(k, _)| k == "client_assertion_type") {
         if headers.contains_key(header::AUTHORIZATION)
             || form.iter().any(|(k, _)| k == "client_secret")
@@ -1151,6 +1236,7 @@ fn handle_token(
     state: &ServerState,
     headers: &HeaderMap,
     form: &[(String, String)],
+    peer: Option<&[u8]>,
 ) -> Result<Response, Response> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -1173,7 +1259,10 @@ fn handle_token(
             ));
         }
     }
-    let auth = authenticate(state, headers, form)?;
+    let auth = authenticate(state, headers, form, peer)?;
+    // A token requested over mutual TLS is bound to the certificate (RFC 8705 §3).
+    let x5t = peer.map(crate::mtls::thumbprint);
+    let x5t = x5t.as_deref();
     let jkt = token_request_proof(state, headers, &auth.client)?;
     let jkt = jkt.as_deref();
     let grant = form
@@ -1181,7 +1270,7 @@ fn handle_token(
         .find(|(k, _)| k == "grant_type")
         .map(|(_, v)| v.as_str());
     match grant {
-        Some("client_credentials") => client_credentials(state, &auth.client, form, jkt),
+        Some("client_credentials") => client_credentials(state, &auth.client, form, jkt, x5t),
         Some(crate::jwt_bearer::GRANT) => {
             crate::jwt_bearer::jwt_bearer(state, &auth.client, form, jkt)
         }
@@ -1265,6 +1354,20 @@ pub(crate) fn issue_access_token(
     extras: Map<String, Value>,
     jkt: Option<&str>,
 ) -> Result<(String, Option<u64>), Response> {
+    let cnf = jkt.map(|jkt| json!({ "jkt": jkt }));
+    issue_bound_access_token(state, sub, client_id, scope, resources, extras, cnf)
+}
+
+/// Signs an access token bound by `cnf` (`jkt` for DPoP, `x5t#S256` for mTLS), if given.
+pub(crate) fn issue_bound_access_token(
+    state: &ServerState,
+    sub: &str,
+    client_id: &str,
+    scope: Option<&str>,
+    resources: &[&str],
+    extras: Map<String, Value>,
+    cnf: Option<Value>,
+) -> Result<(String, Option<u64>), Response> {
     let expires_in = *lock(&state.expires_in);
     let now = state.clock.now().as_millis() / 1000;
     let lifetime = expires_in.unwrap_or(3600);
@@ -1289,8 +1392,8 @@ pub(crate) fn issue_access_token(
     if !extras.is_empty() {
         claims["ext"] = Value::Object(extras);
     }
-    if let Some(jkt) = jkt {
-        claims["cnf"] = json!({ "jkt": jkt });
+    if let Some(cnf) = cnf {
+        claims["cnf"] = cnf;
     }
     let key = state.current_key();
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
@@ -1311,6 +1414,7 @@ fn client_credentials(
     client: &TestClient,
     form: &[(String, String)],
     jkt: Option<&str>,
+    x5t: Option<&str>,
 ) -> Result<Response, Response> {
     let scope = form
         .iter()
@@ -1352,14 +1456,21 @@ fn client_credentials(
         })
         .map(|(k, v)| (k.clone(), json!(v)))
         .collect();
-    let (token, expires_in) = issue_access_token(
+    let mut cnf = Map::new();
+    if let Some(jkt) = jkt {
+        cnf.insert("jkt".into(), json!(jkt));
+    }
+    if let Some(x5t) = x5t {
+        cnf.insert("x5t#S256".into(), json!(x5t));
+    }
+    let (token, expires_in) = issue_bound_access_token(
         state,
         &client.client_id,
         &client.client_id,
         scope.as_deref(),
         &resources,
         extras,
-        jkt,
+        (!cnf.is_empty()).then_some(Value::Object(cnf)),
     )?;
     let mut body = json!({"access_token": token, "token_type": token_type(jkt)});
     if let Some(expires_in) = expires_in {
