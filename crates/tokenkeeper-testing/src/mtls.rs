@@ -54,7 +54,10 @@ pub(crate) fn pem_blocks(pem: &str, label: &str) -> Vec<Vec<u8>> {
     while let Some(start) = rest.find(&begin) {
         let after = &rest[start + begin.len()..];
         let Some(stop) = after.find(&end) else { break };
-        let body: String = after[..stop].chars().filter(|c| !c.is_whitespace()).collect();
+        let body: String = after[..stop]
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
         if let Ok(der) = base64::engine::general_purpose::STANDARD.decode(body) {
             blocks.push(der);
         }
@@ -217,22 +220,6 @@ pub(crate) async fn serve_tls(
     Ok((addr, task))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fixtures_verify_as_intended() {
-        let der = |pem| pem_blocks(pem, "CERTIFICATE").remove(0);
-        assert!(verify_ca_issued(&der(certs::WORKER_CERT), certs::WORKER_DNS).is_ok());
-        assert!(verify_ca_issued(&der(certs::WORKER2_CERT), certs::WORKER_DNS).is_ok());
-        assert!(verify_ca_issued(&der(certs::WORKER_CERT), "other.clients.test").is_err());
-        assert!(verify_ca_issued(&der(certs::SELF_CERT), "self.clients.test").is_err());
-        assert_ne!(pem_thumbprint(certs::WORKER_CERT), pem_thumbprint(certs::WORKER2_CERT));
-        assert_eq!(pem_thumbprint(certs::SELF_CERT).len(), 43);
-    }
-}
-
 /// Client authentication with the TLS client certificate, for clients registered for it
 /// (`Ok(None)`: not such a request; the other methods apply). The request carries `client_id`
 /// and no other credentials (RFC 8705 §2).
@@ -297,7 +284,11 @@ pub(crate) async fn api(
         .and_then(|v| v.strip_prefix("Bearer "));
     let peer = peer.and_then(|p| p.0 .0);
     let (Some(token), Some(peer)) = (token, peer) else {
-        return (StatusCode::UNAUTHORIZED, "a bound token and its certificate").into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            "a bound token and its certificate",
+        )
+            .into_response();
     };
     let Ok(claims) = crate::server::verify(&state, token) else {
         return (StatusCode::UNAUTHORIZED, "invalid token").into_response();
@@ -308,8 +299,30 @@ pub(crate) async fn api(
         .and_then(serde_json::Value::as_str);
     if bound != Some(thumbprint(&peer).as_str()) {
         state.count("mtls_api_refused");
-        return (StatusCode::UNAUTHORIZED, "not the certificate the token is bound to")
+        return (
+            StatusCode::UNAUTHORIZED,
+            "not the certificate the token is bound to",
+        )
             .into_response();
     }
     axum::Json(serde_json::json!({ "sub": claims.get("sub") })).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixtures_verify_as_intended() {
+        let der = |pem| pem_blocks(pem, "CERTIFICATE").remove(0);
+        assert!(verify_ca_issued(&der(certs::WORKER_CERT), certs::WORKER_DNS).is_ok());
+        assert!(verify_ca_issued(&der(certs::WORKER2_CERT), certs::WORKER_DNS).is_ok());
+        assert!(verify_ca_issued(&der(certs::WORKER_CERT), "other.clients.test").is_err());
+        assert!(verify_ca_issued(&der(certs::SELF_CERT), "self.clients.test").is_err());
+        assert_ne!(
+            pem_thumbprint(certs::WORKER_CERT),
+            pem_thumbprint(certs::WORKER2_CERT)
+        );
+        assert_eq!(pem_thumbprint(certs::SELF_CERT).len(), 43);
+    }
 }

@@ -842,7 +842,10 @@ async fn metadata(State(state): State<Arc<ServerState>>) -> Response {
         });
         metadata["tls_client_certificate_bound_access_tokens"] = json!(true);
         metadata["token_endpoint_auth_methods_supported"] = json!([
-            "client_secret_basic", "client_secret_post", "tls_client_auth", "self_signed_tls_client_auth"
+            "client_secret_basic",
+            "client_secret_post",
+            "tls_client_auth",
+            "self_signed_tls_client_auth"
         ]);
     }
     Json(metadata).into_response()

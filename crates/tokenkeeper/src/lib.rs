@@ -11,6 +11,7 @@ pub mod error;
 pub mod exchange;
 pub mod http;
 pub mod metrics;
+pub mod mtls;
 pub mod protocol;
 pub mod secret;
 mod settings;
@@ -47,7 +48,7 @@ pub use protocol::client_assertion::{
     AssertionContext, ClientAssertionProvider, FileAssertion, PrivateKeyJwt,
 };
 pub use protocol::client_auth::{AuthMethod, ClientAuthentication};
-pub use protocol::discovery::{Discovery, ProviderMetadata};
+pub use protocol::discovery::{Discovery, MtlsEndpointAliases, ProviderMetadata};
 pub use protocol::id_token::{
     IdTokenClaims, IdTokenValidator, JwksLifetime, LogoutToken, BACKCHANNEL_LOGOUT_EVENT,
 };

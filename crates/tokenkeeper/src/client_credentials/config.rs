@@ -49,6 +49,7 @@ pub struct ClientConfig {
     pub(crate) require_dpop: bool,
     pub(crate) grant_assertions:
         Option<std::sync::Arc<dyn crate::protocol::client_assertion::ClientAssertionProvider>>,
+    pub(crate) mtls: Option<std::sync::Arc<crate::mtls::MtlsIdentity>>,
 }
 
 impl fmt::Debug for ClientConfig {
@@ -67,6 +68,7 @@ impl fmt::Debug for ClientConfig {
             .field("dpop", &self.dpop)
             .field("require_dpop", &self.require_dpop)
             .field("grant_assertions", &self.grant_assertions)
+            .field("mtls", &self.mtls)
             .finish()
     }
 }
@@ -93,6 +95,7 @@ impl ClientConfig {
             dpop: None,
             require_dpop: false,
             grant_assertions: None,
+            mtls: None,
         }
     }
 
@@ -135,6 +138,24 @@ impl ClientConfig {
         provider: std::sync::Arc<dyn crate::protocol::client_assertion::ClientAssertionProvider>,
     ) -> Self {
         self.grant_assertions = Some(provider);
+        self
+    }
+
+    /// Talks to the authorization server over mutual TLS with `identity` (RFC 8705): its
+    /// tokens are bound to the certificate (`cnf.x5t#S256`; the thumbprint is in the cache
+    /// key), the provider's `mtls_endpoint_aliases` are used when discovery publishes them, and
+    /// `method` is how the client authenticates — [`AuthMethod::TlsClientAuth`] or
+    /// [`AuthMethod::SelfSignedTlsClientAuth`] (the certificate itself; no secret), or any other
+    /// method for certificate-bound tokens only. Present the tokens over the same certificate:
+    /// [`MtlsIdentity::http_client`](crate::mtls::MtlsIdentity::http_client). See
+    /// [`crate::mtls`].
+    pub fn mtls(
+        mut self,
+        identity: std::sync::Arc<crate::mtls::MtlsIdentity>,
+        method: AuthMethod,
+    ) -> Self {
+        self.mtls = Some(identity);
+        self.auth_method = method;
         self
     }
 
@@ -205,6 +226,14 @@ impl ClientConfig {
                 client_secret: secret,
             },
             (AuthMethod::None, _) => ClientAuthentication::None { client_id },
+            (AuthMethod::TlsClientAuth, _) => ClientAuthentication::Tls {
+                client_id,
+                self_signed: false,
+            },
+            (AuthMethod::SelfSignedTlsClientAuth, _) => ClientAuthentication::Tls {
+                client_id,
+                self_signed: true,
+            },
             (AuthMethod::ClientSecretJwt, _) => ClientAuthentication::ClientSecretJwt {
                 client_id,
                 client_secret: secret,
@@ -284,6 +313,17 @@ impl ClientConfig {
         }
         match (&self.client_secret, self.auth_method) {
             (_, AuthMethod::None) => {}
+            (_, AuthMethod::TlsClientAuth | AuthMethod::SelfSignedTlsClientAuth) => {
+                if self.mtls.is_none() {
+                    return Err(ConfigError::new(
+                        "auth_method",
+                        format!(
+                            "{} needs a client certificate: use `ClientConfig::mtls`",
+                            self.auth_method.as_str()
+                        ),
+                    ));
+                }
+            }
             (_, AuthMethod::PrivateKeyJwt) => {
                 if self.assertions.is_none() {
                     return Err(ConfigError::new(

@@ -99,6 +99,8 @@ pub(crate) struct RegisteredClient {
     /// The assertions of the JWT bearer grant, when the client uses it (DL-06).
     grant_assertions: Option<Arc<dyn crate::protocol::client_assertion::ClientAssertionProvider>>,
     client_id: String,
+    /// The `x5t#S256` of the client's TLS certificate (mTLS), when it has one.
+    x5t: Option<Arc<str>>,
     /// Whether the "lifetime shorter than the skew" warning was logged (once per client).
     short_lifetime_warned: std::sync::atomic::AtomicBool,
 }
@@ -190,8 +192,15 @@ impl ClientCredentialsTokenManagerBuilder {
             }
             let validated = config.validate().map_err(|e| e.for_client(&name))?;
             let auth = config.authentication();
+            // A client certificate: token requests over it, and the mTLS endpoint aliases.
+            let client_transport = match &config.mtls {
+                Some(identity) => Arc::new(crate::mtls::MtlsTransport {
+                    identity: identity.clone(),
+                }) as crate::http::SharedTransport,
+                None => transport.clone(),
+            };
             let endpoint = match validated.endpoint {
-                ValidatedEndpoint::Url(url) => TokenEndpoint::new(url, auth, transport.clone()),
+                ValidatedEndpoint::Url(url) => TokenEndpoint::new(url, auth, client_transport),
                 ValidatedEndpoint::Issuer(issuer) => {
                     let issuer_key = (issuer.clone(), config.allow_insecure_http);
                     let discovery = match discoveries.get(&issuer_key) {
@@ -207,7 +216,8 @@ impl ClientCredentialsTokenManagerBuilder {
                             d
                         }
                     };
-                    TokenEndpoint::from_discovery(discovery, auth, transport.clone())
+                    TokenEndpoint::from_discovery(discovery, auth, client_transport)
+                        .mtls_aliases(config.mtls.is_some())
                 }
             };
             let endpoint = config.with_dpop(endpoint, &clock, Some(&server_nonces));
@@ -215,12 +225,14 @@ impl ClientCredentialsTokenManagerBuilder {
                 crate::dpop::Presenter::new(key.clone(), api_nonces.clone(), clock.clone())
             });
             let client_name = ClientName::new(&name);
+            let x5t = config.mtls.as_ref().map(|identity| identity.thumbprint());
             let default_key = cache_key(
                 &client_name,
                 validated.scope.as_ref(),
                 &validated.resources,
                 &validated.extra,
                 dpop.as_ref(),
+                x5t.as_deref(),
                 None,
             );
             let client = RegisteredClient {
@@ -235,6 +247,7 @@ impl ClientCredentialsTokenManagerBuilder {
                 destinations: validated.destinations,
                 exchange_key: exchange_key.clone(),
                 grant_assertions: config.grant_assertions.clone(),
+                x5t,
                 client_id: config.client_id.clone(),
                 short_lifetime_warned: std::sync::atomic::AtomicBool::new(false),
             };
@@ -268,6 +281,7 @@ fn cache_key(
     resources: &[Resource],
     extra: &BTreeMap<String, String>,
     dpop: Option<&crate::dpop::Presenter>,
+    x5t: Option<&str>,
     exchange: Option<(&TokenExchange, &aws_lc_rs::hmac::Key)>,
 ) -> CacheKey {
     let mut key = KeyWriter::new("cc");
@@ -284,6 +298,10 @@ fn cache_key(
         // Tokens bound to one key are useless with another (PK-05, PK-07: the thumbprint, never
         // the key).
         key.field("jkt", dpop.key().thumbprint());
+    }
+    if let Some(x5t) = x5t {
+        // Certificate-bound tokens (RFC 8705) are useless over another certificate.
+        key.field("x5t", x5t);
     }
     if let Some((exchange, hash_key)) = exchange {
         exchange.write_key(&mut key, hash_key);
@@ -348,6 +366,7 @@ impl RegisteredClient {
                 &asked.resources,
                 &asked.extra,
                 self.dpop.as_ref(),
+                self.x5t.as_deref(),
                 asked.exchange.map(|e| (e, &*self.exchange_key)),
             )
         } else {

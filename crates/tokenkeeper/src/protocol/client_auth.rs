@@ -52,6 +52,14 @@ pub enum ClientAuthentication {
         /// The client secret (the HMAC key).
         client_secret: ClientSecret,
     },
+    /// `tls_client_auth` or `self_signed_tls_client_auth` (RFC 8705): the TLS client
+    /// certificate authenticates; `client_id` goes in the body.
+    Tls {
+        /// The client id.
+        client_id: ClientId,
+        /// Which of the two.
+        self_signed: bool,
+    },
 }
 
 /// The authentication method names of RFC 8414 / OIDC Discovery.
@@ -69,6 +77,12 @@ pub enum AuthMethod {
     PrivateKeyJwt,
     /// `client_secret_jwt`.
     ClientSecretJwt,
+    /// `tls_client_auth` (RFC 8705 §2.1): a certificate from a CA, through
+    /// [`ClientConfig::mtls`](crate::ClientConfig::mtls).
+    TlsClientAuth,
+    /// `self_signed_tls_client_auth` (RFC 8705 §2.2): a self-signed certificate the server has
+    /// registered, through [`ClientConfig::mtls`](crate::ClientConfig::mtls).
+    SelfSignedTlsClientAuth,
 }
 
 impl AuthMethod {
@@ -80,6 +94,8 @@ impl AuthMethod {
             Self::None => "none",
             Self::PrivateKeyJwt => "private_key_jwt",
             Self::ClientSecretJwt => "client_secret_jwt",
+            Self::TlsClientAuth => "tls_client_auth",
+            Self::SelfSignedTlsClientAuth => "self_signed_tls_client_auth",
         }
     }
 }
@@ -92,7 +108,8 @@ impl ClientAuthentication {
             | Self::ClientSecretPost { client_id, .. }
             | Self::None { client_id }
             | Self::PrivateKeyJwt { client_id, .. }
-            | Self::ClientSecretJwt { client_id, .. } => client_id,
+            | Self::ClientSecretJwt { client_id, .. }
+            | Self::Tls { client_id, .. } => client_id,
         }
     }
 
@@ -104,6 +121,12 @@ impl ClientAuthentication {
             Self::None { .. } => AuthMethod::None,
             Self::PrivateKeyJwt { .. } => AuthMethod::PrivateKeyJwt,
             Self::ClientSecretJwt { .. } => AuthMethod::ClientSecretJwt,
+            Self::Tls {
+                self_signed: false, ..
+            } => AuthMethod::TlsClientAuth,
+            Self::Tls {
+                self_signed: true, ..
+            } => AuthMethod::SelfSignedTlsClientAuth,
         }
     }
 
@@ -134,7 +157,7 @@ impl ClientAuthentication {
                 form.push(("client_secret".into(), client_secret.secret().into()));
                 return Ok(None);
             }
-            Self::None { client_id } => {
+            Self::None { client_id } | Self::Tls { client_id, .. } => {
                 form.push(("client_id".into(), client_id.as_str().into()));
                 return Ok(None);
             }

@@ -44,9 +44,28 @@ pub struct ProviderMetadata {
     /// `token_endpoint_auth_methods_supported`.
     #[serde(default)]
     pub token_endpoint_auth_methods_supported: Option<Vec<String>>,
+    /// `mtls_endpoint_aliases` (RFC 8705 §5): the endpoints to use with a client certificate.
+    #[serde(default)]
+    pub mtls_endpoint_aliases: Option<MtlsEndpointAliases>,
     /// Every other member.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The endpoints a client with a TLS certificate uses instead (RFC 8705 §5). Each must be
+/// `https`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[non_exhaustive]
+pub struct MtlsEndpointAliases {
+    /// `token_endpoint`.
+    #[serde(default)]
+    pub token_endpoint: Option<Url>,
+    /// `revocation_endpoint`.
+    #[serde(default)]
+    pub revocation_endpoint: Option<Url>,
+    /// `introspection_endpoint`.
+    #[serde(default)]
+    pub introspection_endpoint: Option<Url>,
 }
 
 /// Fetches and caches an issuer's metadata.
@@ -249,6 +268,19 @@ impl Source {
                 metadata.end_session_endpoint.as_ref(),
             ),
         ];
+        if let Some(aliases) = &metadata.mtls_endpoint_aliases {
+            for (name, url) in [
+                ("token_endpoint", &aliases.token_endpoint),
+                ("revocation_endpoint", &aliases.revocation_endpoint),
+                ("introspection_endpoint", &aliases.introspection_endpoint),
+            ] {
+                if url.as_ref().is_some_and(|u| u.scheme() != "https") {
+                    return Err(self.error(format!(
+                        "the metadata's mtls_endpoint_aliases.{name} is not https"
+                    )));
+                }
+            }
+        }
         for (name, url) in endpoints {
             let Some(url) = url else { continue };
             let ok = match url.scheme() {

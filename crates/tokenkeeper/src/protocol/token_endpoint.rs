@@ -90,6 +90,8 @@ pub struct TokenEndpoint {
     require_dpop: bool,
     nonces: Arc<NonceStore>,
     clock: Arc<dyn Clock>,
+    /// Use the provider's `mtls_endpoint_aliases` (a client with a TLS certificate).
+    mtls_aliases: bool,
 }
 
 impl fmt::Debug for TokenEndpoint {
@@ -118,6 +120,7 @@ impl TokenEndpoint {
             require_dpop: false,
             nonces: Arc::new(NonceStore::new(AS_NONCE_ORIGINS)),
             clock: Arc::new(TokioClock::new()),
+            mtls_aliases: false,
         }
     }
 
@@ -169,6 +172,13 @@ impl TokenEndpoint {
         }
     }
 
+    /// Uses the provider's `mtls_endpoint_aliases` when discovery publishes them (RFC 8705
+    /// §5): for a client whose transport presents a TLS certificate.
+    pub fn mtls_aliases(mut self, yes: bool) -> Self {
+        self.mtls_aliases = yes;
+        self
+    }
+
     /// The client authentication in use.
     pub fn authentication(&self) -> &ClientAuthentication {
         &self.auth
@@ -179,7 +189,13 @@ impl TokenEndpoint {
         match &self.location {
             EndpointLocation::Url(url) => Ok(url.clone()),
             EndpointLocation::Discovery(discovery) => {
-                Ok(discovery.metadata().await?.token_endpoint.clone())
+                let metadata = discovery.metadata().await?;
+                let alias = metadata
+                    .mtls_endpoint_aliases
+                    .as_ref()
+                    .and_then(|a| a.token_endpoint.as_ref())
+                    .filter(|_| self.mtls_aliases);
+                Ok(alias.unwrap_or(&metadata.token_endpoint).clone())
             }
         }
     }
