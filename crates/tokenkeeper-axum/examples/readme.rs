@@ -116,6 +116,28 @@ async fn delegation(hash_key: [u8; 32], incoming: &str) -> Result {
     let token = tokens.get_token("orders", &params).await?;
     Ok(())
 }
+
+/// Quick start: mutual TLS and workload identity.
+#[rustfmt::skip]
+async fn mtls() -> Result {
+    use tokenkeeper::mtls::MtlsIdentity;
+    use tokenkeeper::{AuthMethod, ClientConfig, ClientCredentialsTokenManager, FileAssertion};
+
+    // A client certificate from PEM files, read again when they change (rotation).
+    let identity = Arc::new(MtlsIdentity::from_pem_files("/etc/tls/client.pem", "/etc/tls/client.key")?);
+    let tokens = ClientCredentialsTokenManager::builder()
+        .client("ledger", ClientConfig::from_issuer("https://idp.example.com", "worker", "")
+            .mtls(identity.clone(), AuthMethod::TlsClientAuth)) // or SelfSignedTlsClientAuth
+        .client("workload", ClientConfig::new("https://idp.example.com/token", "workload", "")
+            .auth_method(AuthMethod::None)                     // the JWT bearer grant (RFC 7523)
+            .jwt_bearer_grant(Arc::new(FileAssertion::new("/var/run/secrets/tokens/idp"))))
+        .build()?;
+    let http = reqwest_middleware::ClientBuilder::new(identity.http_client()) // the same certificate
+        .with(tokens.middleware("ledger")?)
+        .build();
+    let entries = http.get("https://ledger.example.com/entries").send().await?;
+    Ok(())
+}
 /// Quick start: backend-for-frontend.
 #[rustfmt::skip]
 async fn bff() -> Result {
