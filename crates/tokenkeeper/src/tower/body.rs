@@ -33,6 +33,15 @@ impl<D> ReplayBody for http_body_util::Empty<D> {
     }
 }
 
+/// gRPC request bodies are streams: never replayed. (gRPC reports a refused token in its
+/// status, not with an HTTP 401, so there is nothing to retry at this layer.)
+#[cfg(feature = "tonic")]
+impl ReplayBody for tonic::body::Body {
+    fn try_replay(&self) -> Option<Self> {
+        None
+    }
+}
+
 /// A body that is never replayed: requests carrying it are not retried on a 401.
 #[derive(Debug)]
 pub struct NonReplayable<B>(pub B);

@@ -23,13 +23,49 @@ use crate::MissingToken;
 #[derive(Debug, Clone)]
 pub struct TokenLayer<Src = ClientTokenSource> {
     integration: Integration<Src>,
+    origin: Option<Origin>,
 }
+
+/// The scheme and authority that complete origin-relative request URIs.
+type Origin = std::sync::Arc<(http::uri::Scheme, http::uri::Authority)>;
 
 impl<Src: TokenSource> TokenLayer<Src> {
     /// A layer attaching the tokens of `source`.
     pub fn new(source: Src) -> Self {
         Self {
             integration: Integration::new(source),
+            origin: None,
+        }
+    }
+
+    /// The origin (`https://host:port`) of requests whose URI is only a path — tonic's
+    /// channels send their calls that way and add the origin below this layer. It completes
+    /// those URIs for the destination check and a DPoP proof's `htu`; requests are sent as
+    /// they are. Fails when `origin` is not an absolute `http(s)` origin.
+    ///
+    /// ```
+    /// # fn run(tokens: tokenkeeper::ClientCredentialsTokenManager) -> Result<(), tokenkeeper::Error> {
+    /// let layer = tokens.layer("orders")?.origin("https://orders.internal:8443")?;
+    /// # let _ = layer; Ok(()) }
+    /// ```
+    pub fn origin(mut self, origin: &str) -> Result<Self, Error> {
+        let invalid = || {
+            Error::Config(crate::error::ConfigError::new(
+                "origin",
+                format!("{origin:?} is not an http(s) origin"),
+            ))
+        };
+        let uri: http::Uri = origin.parse().map_err(|_| invalid())?;
+        let parts = uri.into_parts();
+        match (parts.scheme, parts.authority, parts.path_and_query) {
+            (Some(scheme), Some(authority), path)
+                if matches!(scheme.as_str(), "http" | "https")
+                    && path.as_ref().is_none_or(|p| p.as_str() == "/") =>
+            {
+                self.origin = Some(std::sync::Arc::new((scheme, authority)));
+                Ok(self)
+            }
+            _ => Err(invalid()),
         }
     }
 
@@ -47,6 +83,7 @@ impl<S, Src: TokenSource> Layer<S> for TokenLayer<Src> {
         Token {
             inner,
             integration: self.integration.clone(),
+            origin: self.origin.clone(),
         }
     }
 }
@@ -84,12 +121,28 @@ impl UserTokenManager {
 /// A service that attaches a token to each request, and retries once on a 401 when the body can
 /// be replayed (see [`ReplayBody`]); the same rules as [`crate::TokenMiddleware`] (destinations,
 /// one renewal per token with backoff, missing-token policy, DPoP proofs and the one API nonce
-/// retry; a DPoP-bound token needs requests with an absolute URI). Errors are boxed: either the
+/// retry; a DPoP-bound token needs requests with an absolute URI, or the layer's
+/// [`TokenLayer::origin`]). Errors are boxed: either the
 /// inner service's error or a [`crate::Error`] (get it with [`Error::from_boxed`]).
 #[derive(Debug, Clone)]
 pub struct Token<S, Src = ClientTokenSource> {
     inner: S,
     integration: Integration<Src>,
+    origin: Option<Origin>,
+}
+
+/// `uri`, completed with `origin` when it is only a path.
+fn absolute(uri: &http::Uri, origin: Option<&Origin>) -> http::Uri {
+    match origin {
+        Some(origin) if uri.scheme().is_none() => {
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(origin.0.clone());
+            parts.authority = Some(origin.1.clone());
+            parts.path_and_query = uri.path_and_query().cloned();
+            http::Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
+        }
+        _ => uri.clone(),
+    }
 }
 
 impl<S, Src, B, RB> Service<Request<B>> for Token<S, Src>
@@ -114,9 +167,10 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let integration = self.integration.clone();
+        let target = absolute(request.uri(), self.origin.as_ref());
         ResponseFuture {
             inner: Box::pin(async move {
-                integration.check_uri(request.uri())?;
+                integration.check_uri(&target)?;
                 let token = match integration.source.cached() {
                     Some(token) => token,
                     None => match integration.token().await? {
@@ -125,8 +179,8 @@ where
                     },
                 };
                 let retry = replay(&request);
-                let uri = token.is_dpop().then(|| request.uri().clone());
-                let presented = attach(&integration, &token, &mut request).await?;
+                let uri = token.is_dpop().then(|| target.clone());
+                let presented = attach(&integration, &token, &target, &mut request).await?;
                 let response = inner.call(request).await.map_err(Into::into)?;
                 if response.status() != StatusCode::UNAUTHORIZED {
                     token.accepted();
@@ -146,7 +200,7 @@ where
                 let mut token = token;
                 let challenge = integration.nonce_challenge(
                     &presented,
-                    &url_of(retry.uri())?,
+                    &url_of(&target)?,
                     response.status(),
                     response.headers(),
                 );
@@ -160,8 +214,8 @@ where
                     token = renewed;
                 }
                 drop(response);
-                let presented = attach(&integration, &token, &mut retry).await?;
-                let url = retry.uri().clone();
+                let presented = attach(&integration, &token, &target, &mut retry).await?;
+                let url = target;
                 std::future::poll_fn(|cx| inner.poll_ready(cx))
                     .await
                     .map_err(Into::into)?;
@@ -189,13 +243,14 @@ fn url_of(uri: &http::Uri) -> Result<url::Url, Error> {
 async fn attach<Src: TokenSource, B>(
     integration: &Integration<Src>,
     token: &CachedToken,
+    target: &http::Uri,
     request: &mut Request<B>,
 ) -> Result<Presented, Error> {
     if !token.is_dpop() {
         present(token, request.headers_mut());
         return Ok(Presented::Bearer);
     }
-    let url = url_of(request.uri())?;
+    let url = url_of(target)?;
     let method = request.method().clone();
     integration
         .attach(token, &method, &url, request.headers_mut())
