@@ -12,9 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map};
 
-use crate::server::{
-    authenticate_request, issue_access_token, lock, oauth_error, ServerState, TestClient,
-};
+use crate::server::{authenticate_request, lock, oauth_error, ServerState, TestClient};
 
 #[derive(Debug, Clone)]
 pub(crate) struct RefreshRecord {
@@ -80,6 +78,7 @@ pub(crate) fn refresh_token_grant(
     client: &TestClient,
     form: &[(String, String)],
     jkt: Option<&str>,
+    x5t: Option<&str>,
 ) -> Result<Response, Response> {
     let value = |name: &str| {
         form.iter()
@@ -138,14 +137,14 @@ pub(crate) fn refresh_token_grant(
         .filter(|(k, _)| k == "resource")
         .map(|(_, v)| v.as_str())
         .collect();
-    let (access_token, expires_in) = issue_access_token(
+    let (access_token, expires_in) = crate::server::issue_bound_access_token(
         state,
         &record.sub,
         &client.client_id,
         scope.as_deref(),
         &resources,
         Map::new(),
-        jkt,
+        crate::server::cnf(jkt, x5t),
     )?;
     let refresh_token = if rotate {
         if let Some(r) = store.tokens.get_mut(presented) {
@@ -194,11 +193,15 @@ fn form_of(body: &Bytes) -> Vec<(String, String)> {
 /// RFC 7009 revocation: 200 for any token, known or not; a refresh token is revoked.
 pub(crate) async fn revoke(
     State(state): State<Arc<ServerState>>,
+    peer: Option<axum::Extension<crate::mtls::PeerCertificate>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let form = form_of(&body);
-    if let Err(response) = authenticate_request(&state, &headers, &form) {
+    let peer = peer.and_then(|p| p.0 .0);
+    if let Err(response) =
+        authenticate_request(&state, &headers, &form, peer.as_deref().map(Vec::as_slice))
+    {
         return response;
     }
     if let Some((_, token)) = form.iter().find(|(k, _)| k == "token") {
@@ -214,11 +217,15 @@ pub(crate) async fn revoke(
 /// RFC 7662 introspection of refresh tokens (and of this server's access tokens).
 pub(crate) async fn introspect(
     State(state): State<Arc<ServerState>>,
+    peer: Option<axum::Extension<crate::mtls::PeerCertificate>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let form = form_of(&body);
-    if let Err(response) = authenticate_request(&state, &headers, &form) {
+    let peer = peer.and_then(|p| p.0 .0);
+    if let Err(response) =
+        authenticate_request(&state, &headers, &form, peer.as_deref().map(Vec::as_slice))
+    {
         return response;
     }
     let Some((_, token)) = form.iter().find(|(k, _)| k == "token") else {

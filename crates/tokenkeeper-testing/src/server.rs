@@ -1025,8 +1025,9 @@ pub(crate) fn authenticate_request(
     state: &ServerState,
     headers: &HeaderMap,
     form: &[(String, String)],
+    peer: Option<&[u8]>,
 ) -> Result<Authenticated, Response> {
-    authenticate(state, headers, form, None)
+    authenticate(state, headers, form, peer)
 }
 
 fn authenticate(
@@ -1281,7 +1282,7 @@ fn handle_token(
             crate::exchange::token_exchange(state, &auth.client, form, jkt)
         }
         Some("refresh_token") => {
-            crate::refresh::refresh_token_grant(state, &auth.client, form, jkt)
+            crate::refresh::refresh_token_grant(state, &auth.client, form, jkt, x5t)
         }
         Some("authorization_code") => {
             crate::authorize::authorization_code_grant(state, &auth.client, form, jkt)
@@ -1359,6 +1360,18 @@ pub(crate) fn issue_access_token(
 ) -> Result<(String, Option<u64>), Response> {
     let cnf = jkt.map(|jkt| json!({ "jkt": jkt }));
     issue_bound_access_token(state, sub, client_id, scope, resources, extras, cnf)
+}
+
+/// The `cnf` claim of a token bound to a DPoP key (`jkt`) and/or a certificate (`x5t#S256`).
+pub(crate) fn cnf(jkt: Option<&str>, x5t: Option<&str>) -> Option<Value> {
+    let mut cnf = Map::new();
+    if let Some(jkt) = jkt {
+        cnf.insert("jkt".into(), json!(jkt));
+    }
+    if let Some(x5t) = x5t {
+        cnf.insert("x5t#S256".into(), json!(x5t));
+    }
+    (!cnf.is_empty()).then_some(Value::Object(cnf))
 }
 
 /// Signs an access token bound by `cnf` (`jkt` for DPoP, `x5t#S256` for mTLS), if given.
@@ -1459,13 +1472,6 @@ fn client_credentials(
         })
         .map(|(k, v)| (k.clone(), json!(v)))
         .collect();
-    let mut cnf = Map::new();
-    if let Some(jkt) = jkt {
-        cnf.insert("jkt".into(), json!(jkt));
-    }
-    if let Some(x5t) = x5t {
-        cnf.insert("x5t#S256".into(), json!(x5t));
-    }
     let (token, expires_in) = issue_bound_access_token(
         state,
         &client.client_id,
@@ -1473,7 +1479,7 @@ fn client_credentials(
         scope.as_deref(),
         &resources,
         extras,
-        (!cnf.is_empty()).then_some(Value::Object(cnf)),
+        cnf(jkt, x5t),
     )?;
     let mut body = json!({"access_token": token, "token_type": token_type(jkt)});
     if let Some(expires_in) = expires_in {

@@ -229,3 +229,47 @@ async fn dl_08_certificate_bound_tokens_are_presented_over_the_same_certificate(
     assert_eq!(server.mtls_api_calls(), (2, 1));
     assert_eq!(server.token_requests(CC), 1);
 }
+
+/// DL-07 for user tokens: a user token manager whose client authenticates with its certificate
+/// refreshes over the mTLS token endpoint alias (the refreshed token bound to the certificate)
+/// and revokes at logout over the revocation alias.
+#[tokio::test]
+async fn dl_07_user_tokens_refresh_and_revoke_over_mtls() {
+    use tokenkeeper::user::{SessionKey, UserTokenManager, UserTokenParams, UserTokens};
+    let server = mtls_server().await;
+    let (cert, key) = files("dl07-users", certs::WORKER_CERT, certs::WORKER_KEY);
+    let worker = identity(&cert, &key);
+    let users = UserTokenManager::builder(
+        ClientConfig::from_issuer(server.issuer(), "worker", "")
+            .mtls(worker.clone(), AuthMethod::TlsClientAuth),
+    )
+    .build()
+    .unwrap();
+    let session = SessionKey::from_sub_sid("alice", "s-1");
+    let refresh = server.issue_refresh_token("worker", "alice", Some("openid api"));
+    users
+        .replace(
+            &session,
+            UserTokens {
+                refresh_token: Some(refresh.as_str().into()),
+                ..UserTokens::default()
+            },
+        )
+        .await
+        .unwrap();
+    let token = users
+        .get_access_token(&session, &UserTokenParams::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        cnf_x5t(&server, token.access_token().secret()),
+        pem_thumbprint(certs::WORKER_CERT)
+    );
+    assert_eq!(server.token_requests("refresh_token"), 1);
+    users.logout(&session).await.unwrap();
+    assert_eq!(
+        server.revocations(),
+        1,
+        "revoked over the alias, authenticated by the certificate"
+    );
+}

@@ -493,7 +493,12 @@ impl ClientConfig {
         let auth = self.authentication();
         let dpop = |endpoint: crate::protocol::token_endpoint::TokenEndpoint| {
             self.with_dpop(endpoint, clock, None)
+                .mtls_aliases(self.mtls.is_some())
         };
+        // Discovery goes over the shared transport; the endpoint's requests (token, revocation,
+        // introspection) over the client certificate, when there is one.
+        let discovery_transport = transport;
+        let transport = &self.transport_for(transport);
         let endpoint = match &validated.endpoint {
             ValidatedEndpoint::Url(url) => {
                 dpop(crate::protocol::token_endpoint::TokenEndpoint::new(
@@ -505,7 +510,7 @@ impl ClientConfig {
             ValidatedEndpoint::Issuer(issuer) => {
                 let discovery = crate::protocol::discovery::Discovery::new(
                     issuer.clone(),
-                    transport.clone(),
+                    discovery_transport.clone(),
                     clock.clone(),
                 )
                 .map_err(|e| e.for_client(name))?
@@ -521,6 +526,20 @@ impl ClientConfig {
             }
         };
         Ok((endpoint, validated))
+    }
+
+    /// The transport of this client's requests to the authorization server: over its client
+    /// certificate (mTLS), or `shared`.
+    pub(crate) fn transport_for(
+        &self,
+        shared: &crate::http::SharedTransport,
+    ) -> crate::http::SharedTransport {
+        match &self.mtls {
+            Some(identity) => std::sync::Arc::new(crate::mtls::MtlsTransport {
+                identity: identity.clone(),
+            }),
+            None => shared.clone(),
+        }
     }
 
     /// `endpoint` with this client's DPoP settings and `clock` (and `nonces`, the store shared

@@ -193,12 +193,7 @@ impl ClientCredentialsTokenManagerBuilder {
             let validated = config.validate().map_err(|e| e.for_client(&name))?;
             let auth = config.authentication();
             // A client certificate: token requests over it, and the mTLS endpoint aliases.
-            let client_transport = match &config.mtls {
-                Some(identity) => Arc::new(crate::mtls::MtlsTransport {
-                    identity: identity.clone(),
-                }) as crate::http::SharedTransport,
-                None => transport.clone(),
-            };
+            let client_transport = config.transport_for(&transport);
             let endpoint = match validated.endpoint {
                 ValidatedEndpoint::Url(url) => TokenEndpoint::new(url, auth, client_transport),
                 ValidatedEndpoint::Issuer(issuer) => {

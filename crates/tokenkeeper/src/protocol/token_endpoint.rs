@@ -179,6 +179,11 @@ impl TokenEndpoint {
         self
     }
 
+    /// Whether the provider's `mtls_endpoint_aliases` are used.
+    pub fn uses_mtls_aliases(&self) -> bool {
+        self.mtls_aliases
+    }
+
     /// The client authentication in use.
     pub fn authentication(&self) -> &ClientAuthentication {
         &self.auth

@@ -1013,6 +1013,12 @@ impl UserTokenManager {
             return Some(url.clone());
         }
         let discovery = self.inner.endpoint.discovery()?;
-        discovery.metadata().await.ok()?.revocation_endpoint.clone()
+        let metadata = discovery.metadata().await.ok()?;
+        let alias = metadata
+            .mtls_endpoint_aliases
+            .as_ref()
+            .and_then(|a| a.revocation_endpoint.as_ref())
+            .filter(|_| self.inner.endpoint.uses_mtls_aliases());
+        alias.or(metadata.revocation_endpoint.as_ref()).cloned()
     }
 }
