@@ -9,7 +9,6 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
-use base64::Engine as _;
 use serde_json::{json, Map, Value};
 use tokenkeeper::Clock as _;
 
@@ -26,15 +25,7 @@ fn invalid_grant(why: &str) -> Response {
 fn verify_assertion(state: &ServerState, assertion: &str) -> Result<Map<String, Value>, Response> {
     let header =
         jsonwebtoken::decode_header(assertion).map_err(|_| invalid_grant("malformed assertion"))?;
-    let unverified: Map<String, Value> = assertion
-        .split('.')
-        .nth(1)
-        .and_then(|p| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(p)
-                .ok()
-        })
-        .and_then(|p| serde_json::from_slice(&p).ok())
+    let unverified = crate::server::unverified_claims(assertion)
         .ok_or_else(|| invalid_grant("malformed assertion"))?;
     let iss = unverified
         .get("iss")
