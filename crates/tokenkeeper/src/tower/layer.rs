@@ -131,18 +131,15 @@ pub struct Token<S, Src = ClientTokenSource> {
     origin: Option<Origin>,
 }
 
-/// `uri`, completed with `origin` when it is only a path.
-fn absolute(uri: &http::Uri, origin: Option<&Origin>) -> http::Uri {
-    match origin {
-        Some(origin) if uri.scheme().is_none() => {
-            let mut parts = http::uri::Parts::default();
-            parts.scheme = Some(origin.0.clone());
-            parts.authority = Some(origin.1.clone());
-            parts.path_and_query = uri.path_and_query().cloned();
-            http::Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
-        }
-        _ => uri.clone(),
-    }
+/// `uri` completed with `origin`, when it is only a path and there is an origin (`None`: use
+/// `uri` as it is; nothing is copied on that common path).
+fn completed(uri: &http::Uri, origin: Option<&Origin>) -> Option<http::Uri> {
+    let origin = origin.filter(|_| uri.scheme().is_none())?;
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(origin.0.clone());
+    parts.authority = Some(origin.1.clone());
+    parts.path_and_query = uri.path_and_query().cloned();
+    http::Uri::from_parts(parts).ok()
 }
 
 impl<S, Src, B, RB> Service<Request<B>> for Token<S, Src>
@@ -167,10 +164,10 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let integration = self.integration.clone();
-        let target = absolute(request.uri(), self.origin.as_ref());
+        let completed = completed(request.uri(), self.origin.as_ref());
         ResponseFuture {
             inner: Box::pin(async move {
-                integration.check_uri(&target)?;
+                integration.check_uri(completed.as_ref().unwrap_or(request.uri()))?;
                 let token = match integration.source.cached() {
                     Some(token) => token,
                     None => match integration.token().await? {
@@ -179,8 +176,11 @@ where
                     },
                 };
                 let retry = replay(&request);
-                let uri = token.is_dpop().then(|| target.clone());
-                let presented = attach(&integration, &token, &target, &mut request).await?;
+                // The request's URL, for a DPoP-bound token (its proof and the API's nonces).
+                let uri = token
+                    .is_dpop()
+                    .then(|| completed.unwrap_or_else(|| request.uri().clone()));
+                let presented = attach(&integration, &token, uri.as_ref(), &mut request).await?;
                 let response = inner.call(request).await.map_err(Into::into)?;
                 if response.status() != StatusCode::UNAUTHORIZED {
                     token.accepted();
@@ -200,7 +200,7 @@ where
                 let mut token = token;
                 let challenge = integration.nonce_challenge(
                     &presented,
-                    &url_of(&target)?,
+                    &url_of(uri.as_ref().unwrap_or(retry.uri()))?,
                     response.status(),
                     response.headers(),
                 );
@@ -214,8 +214,8 @@ where
                     token = renewed;
                 }
                 drop(response);
-                let presented = attach(&integration, &token, &target, &mut retry).await?;
-                let url = target;
+                let presented = attach(&integration, &token, uri.as_ref(), &mut retry).await?;
+                let url = uri.unwrap_or_else(|| retry.uri().clone());
                 std::future::poll_fn(|cx| inner.poll_ready(cx))
                     .await
                     .map_err(Into::into)?;
@@ -243,14 +243,14 @@ fn url_of(uri: &http::Uri) -> Result<url::Url, Error> {
 async fn attach<Src: TokenSource, B>(
     integration: &Integration<Src>,
     token: &CachedToken,
-    target: &http::Uri,
+    target: Option<&http::Uri>,
     request: &mut Request<B>,
 ) -> Result<Presented, Error> {
     if !token.is_dpop() {
         present(token, request.headers_mut());
         return Ok(Presented::Bearer);
     }
-    let url = url_of(target)?;
+    let url = url_of(target.unwrap_or(request.uri()))?;
     let method = request.method().clone();
     integration
         .attach(token, &method, &url, request.headers_mut())
