@@ -80,9 +80,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }),
         Command::DevIdp(args) => runtime.block_on(async {
             let (server, banner) = dev_idp::start(&args).await?;
-            println!("{banner}");
+            // Written whole, and a closed stdout (a reader that took the first line and left)
+            // does not stop the server.
             use std::io::Write as _;
-            std::io::stdout().flush()?;
+            let mut stdout = std::io::stdout().lock();
+            let _ = writeln!(stdout, "{banner}").and_then(|()| stdout.flush());
+            drop(stdout);
             tokio::signal::ctrl_c().await?;
             drop(server);
             Ok(())

@@ -145,10 +145,16 @@ async fn dev_idp_serves_discovery_and_tokens_until_stopped() {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let issuer = tokio::task::spawn_blocking(move || {
+    // The reader is kept (not dropped after the first line) until the child is stopped: the
+    // rest of the banner must not meet a closed pipe.
+    let (issuer, _stdout) = tokio::task::spawn_blocking(move || {
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        line.trim().strip_prefix("issuer: ").unwrap().to_owned()
+        let mut reader = BufReader::new(stdout);
+        reader.read_line(&mut line).unwrap();
+        (
+            line.trim().strip_prefix("issuer: ").unwrap().to_owned(),
+            reader,
+        )
     })
     .await
     .unwrap();
