@@ -355,4 +355,25 @@ async fn sec_10_plain_http_only_on_loopback_unless_allowed() {
         .unwrap()
         .allow_insecure_http(true);
     assert!(allowed.metadata().await.is_ok());
+
+    // mTLS endpoint aliases (RFC 8705) are https, whatever the issuer: a certificate is only
+    // presented over TLS.
+    for (alias, ok) in [
+        ("https://mtls.idp.example.com/token", true),
+        ("http://mtls.idp.example.com/token", false),
+        ("http://127.0.0.1/token", false),
+    ] {
+        let canned = Arc::new(CannedMetadata(json!({
+            "issuer": https,
+            "token_endpoint": "https://idp.example.com/token",
+            "mtls_endpoint_aliases": { "token_endpoint": alias },
+        })));
+        let discovery = Discovery::new(https, canned, clock.clone()).unwrap();
+        let metadata = discovery.metadata().await;
+        assert_eq!(metadata.is_ok(), ok, "{alias}");
+        if let Ok(metadata) = metadata {
+            let aliases = metadata.mtls_endpoint_aliases.as_ref().unwrap();
+            assert_eq!(aliases.token_endpoint.as_ref().unwrap().as_str(), alias);
+        }
+    }
 }
