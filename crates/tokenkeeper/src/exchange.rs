@@ -248,9 +248,15 @@ impl TokenExchange {
         if acceptable {
             Ok(())
         } else {
+            // The provider's value, quoted, and only when short: errors are logged.
+            let shown = if issued.len() <= 100 {
+                format!("{issued:?}")
+            } else {
+                "(a value of more than 100 bytes)".to_owned()
+            };
             Err(InvalidResponse::new(
                 Some(200),
-                format!("the exchange issued a token of type {issued:?}, not the one asked for"),
+                format!("the exchange issued a token of type {shown}, not the one asked for"),
             )
             .into())
         }
@@ -346,6 +352,9 @@ mod tests {
         assert!(plain.check_issued(Some(token_types::JWT)).is_ok());
         assert!(plain.check_issued(Some(token_types::ID_TOKEN)).is_err());
         assert!(plain.check_issued(None).is_err());
+        let long = "x".repeat(100_000);
+        let error = plain.check_issued(Some(&long)).unwrap_err().to_string();
+        assert!(error.len() < 200, "{}", error.len());
         let jwt_only = plain.requested_token_type(token_types::JWT);
         assert!(jwt_only
             .check_issued(Some(token_types::ACCESS_TOKEN))
