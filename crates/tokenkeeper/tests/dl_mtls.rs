@@ -58,6 +58,18 @@ fn manager(
         .unwrap()
 }
 
+/// The server refuses this client's token request: `invalid_client`.
+async fn refused(tokens: ClientCredentialsTokenManager) {
+    let error = tokens
+        .get_token("api", &TokenRequestParams::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::OAuth(e) if e.error == "invalid_client"),
+        "{error:?}"
+    );
+}
+
 fn cnf_x5t(server: &TestServer, token: &str) -> String {
     server.verify_access_token(token).unwrap()["cnf"]["x5t#S256"]
         .as_str()
@@ -99,14 +111,7 @@ async fn dl_07_tls_client_auth_over_the_mtls_aliases_with_reloaded_certificates(
         )
         .build()
         .unwrap();
-    let error = direct
-        .get_token("api", &TokenRequestParams::default())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&error, Error::OAuth(e) if e.error == "invalid_client"),
-        "{error:?}"
-    );
+    refused(direct).await;
 
     // self_signed_tls_client_auth with the registered certificate; the CA-issued one is not it.
     let (self_cert, self_key) = files("dl07-self", certs::SELF_CERT, certs::SELF_KEY);
@@ -131,24 +136,10 @@ async fn dl_07_tls_client_auth_over_the_mtls_aliases_with_reloaded_certificates(
         worker.clone(),
         AuthMethod::SelfSignedTlsClientAuth,
     );
-    let error = wrong
-        .get_token("api", &TokenRequestParams::default())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&error, Error::OAuth(e) if e.error == "invalid_client"),
-        "{error:?}"
-    );
+    refused(wrong).await;
     // A certificate that does not name the client is refused for tls_client_auth.
     let misnamed = manager(&server, "worker", own.clone(), AuthMethod::TlsClientAuth);
-    let error = misnamed
-        .get_token("api", &TokenRequestParams::default())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&error, Error::OAuth(e) if e.error == "invalid_client"),
-        "{error:?}"
-    );
+    refused(misnamed).await;
 
     // Rotation: the files change; the next token request goes over the new certificate.
     std::fs::write(&cert, certs::WORKER2_CERT).unwrap();

@@ -255,10 +255,13 @@ async fn hi_02_a_401_from_a_redirect_target_is_not_retried_there() {
     );
 }
 
-/// Token destinations: a client that names its origins gets a typed error, and nothing is sent,
-/// for a request anywhere else — through the reqwest middleware and the tower layer.
-#[tokio::test]
-async fn hi_06_tokens_go_only_to_the_client_destinations() {
+/// A client whose tokens may go to one API's origin only; that API and another one.
+async fn with_destination() -> (
+    std::sync::Arc<tokenkeeper_testing::TestServer>,
+    Api,
+    Api,
+    ClientCredentialsTokenManager,
+) {
     let server = server().await;
     let api = Api::start(server.clone()).await;
     let elsewhere = Api::start(server.clone()).await;
@@ -273,6 +276,14 @@ async fn hi_06_tokens_go_only_to_the_client_destinations() {
         )
         .build()
         .unwrap();
+    (server, api, elsewhere, tokens)
+}
+
+/// Token destinations: a client that names its origins gets a typed error, and nothing is sent,
+/// for a request anywhere else — through the reqwest middleware and the tower layer.
+#[tokio::test]
+async fn hi_06_tokens_go_only_to_the_client_destinations() {
+    let (server, api, elsewhere, tokens) = with_destination().await;
 
     let http = reqwest_client(&tokens);
     assert_eq!(http.get(&api.url).send().await.unwrap().status(), 200);
@@ -309,7 +320,7 @@ async fn hi_06_tokens_go_only_to_the_client_destinations() {
         .client(
             "api",
             ClientConfig::new(server.token_endpoint(), CLIENT_ID, SECRET)
-                .destination(format!("{origin}/path")),
+                .destination(format!("{}/path", api.url.trim_end_matches('/'))),
         )
         .build()
         .unwrap_err();
@@ -321,20 +332,7 @@ async fn hi_06_tokens_go_only_to_the_client_destinations() {
 /// once, destinations enforced.
 #[tokio::test]
 async fn hi_02_execute_without_a_chain_attaches_retries_and_checks_destinations() {
-    let server = server().await;
-    let api = Api::start(server.clone()).await;
-    let elsewhere = Api::start(server.clone()).await;
-    let origin = url::Url::parse(&api.url)
-        .unwrap()
-        .origin()
-        .ascii_serialization();
-    let tokens = ClientCredentialsTokenManager::builder()
-        .client(
-            "api",
-            ClientConfig::new(server.token_endpoint(), CLIENT_ID, SECRET).destination(&origin),
-        )
-        .build()
-        .unwrap();
+    let (server, api, elsewhere, tokens) = with_destination().await;
     let http = reqwest::Client::new();
     let middleware = tokens.middleware("api").unwrap();
 
