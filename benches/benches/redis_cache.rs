@@ -50,7 +50,7 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
             &redis_url(),
             RedisOptions {
                 prefix: prefix.clone(),
-                ..RedisOptions::default()
+                ..RedisOptions::plaintext()
             },
         )
         .unwrap();

@@ -138,7 +138,7 @@ static REDIS: LazyLock<Fixture> = LazyLock::new(|| {
         &url,
         tokenkeeper_redis::RedisOptions {
             prefix: format!("tk-bench-{}", std::process::id()),
-            ..Default::default()
+            ..tokenkeeper_redis::RedisOptions::plaintext()
         },
     )
     .unwrap();

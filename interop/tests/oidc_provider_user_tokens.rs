@@ -239,7 +239,7 @@ async fn interop_ut_05_three_instances_sharing_redis_one_refresh_with_rotation()
                 &redis_url,
                 RedisOptions {
                     prefix: prefix.clone(),
-                    ..RedisOptions::default()
+                    ..RedisOptions::plaintext()
                 },
             )
             .unwrap();

@@ -168,7 +168,7 @@ async fn fleet(issuer: &str, key_bytes: [u8; 32]) -> Result {
 
     let redis = RedisTokenCache::new("redis://127.0.0.1:6379", RedisOptions {
         prefix: "orders-service".into(),
-        encryption: Some(Encryption::new("2026-11", &key_bytes)?), // optional; rotate with .accept(old_id, &old_key)
+        encryption: Some(Encryption::new("2026-11", &key_bytes)?), // required, or plaintext: true; rotate with .accept(old_id, &old_key)
         ..RedisOptions::default()
     })?;
     let tokens = ClientCredentialsTokenManager::builder()

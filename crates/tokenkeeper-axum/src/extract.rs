@@ -12,8 +12,9 @@ use tower_sessions::Session;
 
 use crate::oidc::{Oidc, SessionUser, USER};
 
-/// The logged-in user; 401 when there is none.
-#[derive(Debug, Clone)]
+/// The logged-in user; 401 when there is none. `Debug` shows neither `sub` nor the claims
+/// (SEC-25).
+#[derive(Clone)]
 pub struct CurrentUser {
     /// `sub`.
     pub sub: String,
@@ -21,12 +22,23 @@ pub struct CurrentUser {
     pub sid: String,
     /// The ID token's claims.
     pub claims: serde_json::Map<String, serde_json::Value>,
+    /// The key of this login's tokens.
+    session: SessionKey,
+}
+
+impl std::fmt::Debug for CurrentUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CurrentUser")
+            .field("session", &self.session)
+            .finish_non_exhaustive()
+    }
 }
 
 impl CurrentUser {
-    /// The key of this user's tokens (for background jobs).
+    /// The key of this login's tokens (for background jobs): each login has its own, even
+    /// two logins of one user in one provider session (SEC-14).
     pub fn session_key(&self) -> SessionKey {
-        SessionKey::from_sub_sid(&self.sub, &self.sid)
+        self.session.clone()
     }
 }
 
@@ -47,6 +59,7 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let (_, user) = session_user(parts).await?;
         Ok(Self {
+            session: user.key(),
             sub: user.sub,
             sid: user.sid,
             claims: user.claims,

@@ -19,6 +19,7 @@
 
 mod delegation;
 mod extract;
+mod login_cookie;
 mod oidc;
 mod store;
 

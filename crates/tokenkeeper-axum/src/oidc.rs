@@ -9,13 +9,15 @@ use axum::routing::get;
 use axum::Router;
 use serde::{Deserialize, Serialize};
 use tokenkeeper::user::{
-    InMemoryPendingLoginStore, LoginRequest, PendingLoginStore, SessionKey, UserTokenManager,
+    InMemoryLoginReplayStore, LoginDpop, LoginReplayStore, LoginRequest, SessionKey,
+    UserTokenManager,
 };
 use tokenkeeper::{AuthorizationRequestBuilder, ClientConfig, Error, Resource, Scope};
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Session, SessionManagerLayer, SessionStore};
 
 use crate::extract::CurrentUser;
+use crate::login_cookie::{LoginCookie, PendingLogin};
 
 /// Session keys used by this crate.
 pub(crate) const USER: &str = "tokenkeeper.user";
@@ -48,6 +50,14 @@ pub struct OidcConfig {
     pub insecure_cookies: bool,
     /// How long a login may take between `/login` and its callback (default 10 min).
     pub pending_login_ttl: std::time::Duration,
+    /// The key that seals a login in progress into the browser's login cookie (SEC-13). By
+    /// default it is derived from the client secret (HKDF), so every instance of a fleet with
+    /// the same client shares it; a client without a secret (private_key_jwt) gets a random
+    /// key per process unless one is set here — set it for a fleet. [`Encryption::accept`]
+    /// lets a key rotate without breaking logins in progress.
+    ///
+    /// [`Encryption::accept`]: tokenkeeper::Encryption::accept
+    pub login_cookie_key: Option<Arc<tokenkeeper::Encryption>>,
 }
 
 impl OidcConfig {
@@ -71,45 +81,47 @@ impl OidcConfig {
             prefix: "/auth".into(),
             insecure_cookies: false,
             pending_login_ttl: std::time::Duration::from_secs(600),
+            login_cookie_key: None,
         }
     }
 }
 
-/// What a login keeps in the [`PendingLoginStore`] between `/login` and `/callback`, under a
-/// hash of its `state`; the browser holds the `state` itself in a short-lived cookie.
-#[derive(Serialize, Deserialize)]
-struct PendingLogin {
-    nonce: String,
-    verifier: String,
-    return_url: String,
-    /// With DPoP: the thumbprint of the key the login binds tokens to (the key itself stays
-    /// in the key store).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    dpop_jkt: Option<String>,
-    /// The `prompt` the login was started with (`none`: a silent login).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    prompt: Option<String>,
-}
-
-/// The store key of the pending login with this `state`.
-fn pending_key(state: &str) -> String {
+/// The key under which the replay store remembers that the login with this `state` was
+/// taken: a hash (the store never sees the `state`).
+fn claim_key(state: &str) -> String {
     use sha2::Digest as _;
     let digest = sha2::Sha256::digest(state.as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The logged-in user, as kept in the session.
-#[derive(Serialize, Deserialize, Clone, Debug)]
+#[derive(Serialize, Deserialize, Clone)]
 pub(crate) struct SessionUser {
     pub(crate) sub: String,
     pub(crate) sid: String,
     pub(crate) claims: serde_json::Map<String, serde_json::Value>,
     pub(crate) id_token: String,
+    /// The key of this login's tokens (one record per login: SEC-14). Sessions written before
+    /// it existed key their tokens by `sub` and `sid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) tokens: Option<String>,
+}
+
+impl std::fmt::Debug for SessionUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Claims and the ID token identify a person (SEC-25): the key's hash only.
+        f.debug_struct("SessionUser")
+            .field("session", &self.key().log_id())
+            .finish_non_exhaustive()
+    }
 }
 
 impl SessionUser {
     pub(crate) fn key(&self) -> SessionKey {
-        SessionKey::from_sub_sid(&self.sub, &self.sid)
+        match &self.tokens {
+            Some(key) => SessionKey::new(key),
+            None => SessionKey::from_sub_sid(&self.sub, &self.sid),
+        }
     }
 }
 
@@ -182,7 +194,8 @@ pub struct Oidc {
 pub(crate) struct Inner {
     pub(crate) config: OidcConfig,
     pub(crate) users: UserTokenManager,
-    pending: Arc<dyn PendingLoginStore>,
+    replays: Arc<dyn LoginReplayStore>,
+    login_cookie: LoginCookie,
 }
 
 impl std::fmt::Debug for Oidc {
@@ -243,27 +256,53 @@ impl Oidc {
                 "must be greater than zero".into(),
             ));
         }
+        let key = match &config.login_cookie_key {
+            Some(key) => key.clone(),
+            None => match crate::login_cookie::derived_key(
+                &config.client_id,
+                config.client_secret.secret(),
+            ) {
+                Some(key) => Arc::new(key),
+                None => {
+                    tracing::info!("the client has no secret: login cookies are sealed with a random key of this process (set OidcConfig::login_cookie_key for a fleet)");
+                    Arc::new(crate::login_cookie::random_key()?)
+                }
+            },
+        };
+        let login_cookie = LoginCookie::new(
+            if config.insecure_cookies {
+                "tk.login"
+            } else {
+                "__Host-tk.login"
+            },
+            !config.insecure_cookies,
+            key,
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
                 users,
-                pending: Arc::new(InMemoryPendingLoginStore::new()),
+                replays: Arc::new(InMemoryLoginReplayStore::new()),
+                login_cookie,
             }),
         })
     }
 
-    /// Keeps pending logins in `store` instead of this process's memory: with a store shared by
-    /// the instances (`tokenkeeper_redis::RedisPendingLoginStore`), a login started on one
-    /// instance completes on any, and its callback is still consumed exactly once.
-    pub fn with_pending_logins(self, store: Arc<dyn PendingLoginStore>) -> Self {
+    /// Remembers taken login callbacks in `store` instead of this process's memory: with a
+    /// store shared by the instances (`tokenkeeper_redis::RedisLoginReplayStore`), two
+    /// callbacks of one login sent to two instances at once make one code exchange (SEC-02).
+    /// A login started on one instance completes on any in either case: it travels in the
+    /// browser's sealed login cookie.
+    pub fn with_login_replay_store(self, store: Arc<dyn LoginReplayStore>) -> Self {
         let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
             config: shared.config.clone(),
             users: shared.users.clone(),
-            pending: shared.pending.clone(),
+            replays: shared.replays.clone(),
+            login_cookie: shared.login_cookie.clone(),
         });
         Self {
             inner: Arc::new(Inner {
-                pending: store,
+                replays: store,
                 ..inner
             }),
         }
@@ -298,9 +337,8 @@ impl Oidc {
     /// `Secure` and named `__Host-tk.sid` (the prefix pins it to this host, SEC-07) unless
     /// `insecure_cookies` (then `tk.sid`).
     ///
-    /// Anonymous requests never write the session: a login keeps its state in a cookie of its
-    /// own and in the bounded [`PendingLoginStore`], so the session store only grows with users
-    /// who logged in.
+    /// Anonymous requests never write the session: a login keeps its state sealed in a cookie
+    /// of its own (SEC-13), so the session store only grows with users who logged in.
     pub fn session_layer<S: SessionStore + Clone>(&self, store: S) -> SessionManagerLayer<S> {
         let insecure = self.inner.config.insecure_cookies;
         SessionManagerLayer::new(store)
@@ -309,43 +347,6 @@ impl Oidc {
             .with_secure(!insecure)
             .with_path("/")
             .with_name(if insecure { "tk.sid" } else { "__Host-tk.sid" })
-    }
-
-    /// The name of the cookie holding a pending login's `state`.
-    fn login_cookie_name(&self) -> &'static str {
-        if self.inner.config.insecure_cookies {
-            "tk.login"
-        } else {
-            "__Host-tk.login"
-        }
-    }
-
-    /// `Set-Cookie` for the login cookie: `value` for `max_age` seconds (0 deletes it).
-    fn login_cookie(&self, value: &str, max_age: u64) -> axum::http::HeaderValue {
-        let secure = if self.inner.config.insecure_cookies {
-            ""
-        } else {
-            "; Secure"
-        };
-        let cookie = format!(
-            "{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}",
-            self.login_cookie_name()
-        );
-        axum::http::HeaderValue::from_str(&cookie)
-            .unwrap_or_else(|_| axum::http::HeaderValue::from_static("tk.login=; Max-Age=0"))
-    }
-
-    /// The login cookie's value in `headers`, if any.
-    fn login_cookie_value(&self, headers: &axum::http::HeaderMap) -> Option<String> {
-        let name = self.login_cookie_name();
-        headers
-            .get_all(axum::http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.to_owned())
     }
 
     /// The routes `{prefix}/login`, `{prefix}/callback`, `{prefix}/logout`. Put a session layer
@@ -436,7 +437,7 @@ async fn callback(
     Query(query): Query<CallbackQuery>,
 ) -> Response {
     let result = match oidc.finish_login(&headers, query).await.result {
-        Ok(done) => start_session(&session, done).await,
+        Ok(done) => start_session(&oidc, &session, done).await,
         Err(e) => Err(e),
     };
     let (mut response, clear) = match result {
@@ -446,17 +447,37 @@ async fn callback(
         Err(e) => (e.into_response(), true),
     };
     if clear {
-        response
-            .headers_mut()
-            .append(axum::http::header::SET_COOKIE, oidc.clear_login_cookie());
+        for cookie in oidc.clear_login_cookies() {
+            response
+                .headers_mut()
+                .append(axum::http::header::SET_COOKIE, cookie);
+        }
     }
     response
 }
 
-/// Keeps a completed login's user in the (new) web session; the return URL.
-async fn start_session(session: &Session, done: CompletedLogin) -> Result<String, LoginError> {
+/// Keeps a completed login's user in the (new) web session; the return URL. A login that
+/// replaces another in the same web session logs the other's tokens out (SEC-14).
+async fn start_session(
+    oidc: &Oidc,
+    session: &Session,
+    done: CompletedLogin,
+) -> Result<String, LoginError> {
     let login = done.login;
+    let replaced: Option<SessionUser> = session.get(USER).await.ok().flatten();
+    if let Some(replaced) = replaced.filter(|r| r.key() != login.session) {
+        match oidc.inner.users.logout(&replaced.key()).await {
+            Ok(revocation) if !revocation.succeeded() => {
+                tracing::warn!(?revocation, "the replaced login's refresh token was not revoked");
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "the replaced login's tokens could not be cleared");
+            }
+        }
+    }
     let user = SessionUser {
+        tokens: Some(login.session.as_str().to_owned()),
         sid: login.sid,
         sub: login.sub,
         claims: login.claims.all,
@@ -476,10 +497,10 @@ async fn start_session(session: &Session, done: CompletedLogin) -> Result<String
 }
 
 impl Oidc {
-    /// Starts a login: checks `return_url` (SEC-01 rules; default `/`), keeps the pending login
-    /// (PKCE verifier, nonce, return URL, DPoP key thumbprint) in the pending-login store, and
-    /// answers with the redirect to the provider, setting the short-lived login cookie that
-    /// holds `state`. `prompt` is passed as it is (the caller checks it against the provider's
+    /// Starts a login: checks `return_url` (SEC-01 rules; default `/`) and answers with the
+    /// redirect to the provider, setting the short-lived login cookie that holds the pending
+    /// login (`state`, PKCE verifier, nonce, return URL, the DPoP login key) sealed. Nothing is
+    /// stored on the server (SEC-13). `prompt` is passed as it is (the caller checks it against the provider's
     /// `prompt_values_supported` if it must).
     pub async fn start_login(
         &self,
@@ -512,47 +533,61 @@ impl Oidc {
         for (k, v) in &config.extra {
             builder = builder.extra(k.clone(), v.clone());
         }
-        let dpop_jkt = self
+        let dpop = self
             .inner
             .users
-            .new_login_dpop(config.pending_login_ttl)
-            .await
+            .new_login_dpop()
             .map_err(LoginError::Token)?;
-        if let Some(jkt) = &dpop_jkt {
-            builder = builder.extra("dpop_jkt", jkt.clone());
+        if let Some(dpop) = &dpop {
+            builder = builder.extra("dpop_jkt", dpop.jkt().to_owned());
         }
         let request = builder.build().map_err(LoginError::Token)?;
+        let dpop = match &dpop {
+            Some(dpop) => {
+                use base64::Engine as _;
+                let bytes = dpop.to_bytes().map_err(LoginError::Token)?;
+                Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+            }
+            None => None,
+        };
+        let ttl = config.pending_login_ttl;
         let pending = PendingLogin {
+            state: request.state.clone(),
             nonce: request.nonce.clone(),
             verifier: request.pkce.verifier().to_owned(),
             return_url,
-            dpop_jkt,
             prompt: prompt.map(str::to_owned),
+            dpop,
+            expires_at: self
+                .inner
+                .users
+                .clock()
+                .now()
+                .saturating_add(ttl)
+                .as_millis(),
         };
-        let value = serde_json::to_vec(&pending).map_err(|e| LoginError::Session(e.to_string()))?;
-        self.inner
-            .pending
-            .put(
-                &pending_key(&request.state),
-                value,
-                config.pending_login_ttl,
-            )
-            .await
-            .map_err(|e| LoginError::Session(e.to_string()))?;
+        let cookies = self
+            .inner
+            .login_cookie
+            .seal(&pending, ttl.as_secs().max(1))
+            .map_err(LoginError::Session)?;
         let mut response = Redirect::to(request.url.as_str()).into_response();
-        response.headers_mut().append(
-            axum::http::header::SET_COOKIE,
-            self.login_cookie(&request.state, config.pending_login_ttl.as_secs().max(1)),
-        );
+        for cookie in cookies {
+            response
+                .headers_mut()
+                .append(axum::http::header::SET_COOKIE, cookie);
+        }
         Ok(response)
     }
 
-    /// Completes a login from its callback: checks `state` against this browser's login cookie
-    /// (before anything is consumed, so a forged callback cannot cancel a login in progress),
-    /// takes the pending login once, checks the RFC 9207 `iss`, then exchanges the code and
-    /// validates the ID token ([`UserTokenManager::complete_login`]), which stores the tokens.
-    /// The caller starts its session and clears the login cookie
-    /// ([`Oidc::clear_login_cookie`]) — unless the error is [`LoginError::StateMismatch`].
+    /// Completes a login from its callback: opens this browser's sealed login cookie, checks
+    /// `state` against it (before anything is recorded, so a forged callback cannot cancel a
+    /// login in progress), checks the RFC 9207 `iss`, claims the login once in the replay store
+    /// (the first server-side state of a login: only for a callback that carries a valid login
+    /// cookie, its `state` and a `code`), then exchanges the code and validates the ID token
+    /// ([`UserTokenManager::complete_login`]), which stores the tokens. The caller starts its
+    /// session and clears the login cookies ([`Oidc::clear_login_cookies`]) — unless the
+    /// error is [`LoginError::StateMismatch`].
     pub async fn finish_login(
         &self,
         headers: &axum::http::HeaderMap,
@@ -570,26 +605,19 @@ impl Oidc {
         prompt: &mut Option<String>,
     ) -> Result<CompletedLogin, LoginError> {
         let config = &self.inner.config;
-        let expected = self
-            .login_cookie_value(headers)
+        let now = self.inner.users.clock().now();
+        let pending = self
+            .inner
+            .login_cookie
+            .open(headers, now)
             .ok_or(LoginError::NoPendingLogin)?;
         let state_ok = query
             .state
             .as_deref()
-            .is_some_and(|s| ct_eq(s.as_bytes(), expected.as_bytes()));
+            .is_some_and(|s| ct_eq(s.as_bytes(), pending.state.as_bytes()));
         if !state_ok {
             return Err(LoginError::StateMismatch);
         }
-        // One use: the pending login is taken atomically; a second callback finds nothing.
-        let pending = self
-            .inner
-            .pending
-            .take(&pending_key(&expected))
-            .await
-            .map_err(|e| LoginError::Session(e.to_string()))?
-            .ok_or(LoginError::NoPendingLogin)?;
-        let pending: PendingLogin =
-            serde_json::from_slice(&pending).map_err(|_| LoginError::NoPendingLogin)?;
         prompt.clone_from(&pending.prompt);
         let metadata = self.metadata().await.map_err(LoginError::Token)?;
         let iss_supported = metadata
@@ -614,6 +642,30 @@ impl Oidc {
         let code = query
             .code
             .ok_or_else(|| LoginError::Provider("no code".into()))?;
+        // One use: the login is claimed atomically, until its cookie expires; a second
+        // callback (a double submit, on this instance or another) finds it taken.
+        let ttl = std::time::Duration::from_millis(
+            pending.expires_at.saturating_sub(now.as_millis()).max(1),
+        );
+        let first = self
+            .inner
+            .replays
+            .claim(&claim_key(&pending.state), ttl)
+            .await
+            .map_err(|e| LoginError::Session(e.to_string()))?;
+        if !first {
+            return Err(LoginError::NoPendingLogin);
+        }
+        let dpop = match &pending.dpop {
+            Some(encoded) => {
+                use base64::Engine as _;
+                let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(encoded)
+                    .map_err(|_| LoginError::NoPendingLogin)?;
+                Some(LoginDpop::from_bytes(&bytes).map_err(LoginError::Token)?)
+            }
+            None => None,
+        };
         // The code exchange, the ID token check (the tokens of a refused login are revoked)
         // and the session's tokens stored: one implementation, in the user token manager.
         let login = self
@@ -625,7 +677,7 @@ impl Oidc {
                 redirect_uri: &config.redirect_uri,
                 nonce: &pending.nonce,
                 resource: config.resource.as_ref(),
-                dpop_jkt: pending.dpop_jkt.as_deref(),
+                dpop: dpop.as_ref(),
             })
             .await
             .map_err(LoginError::Token)?;
@@ -639,9 +691,9 @@ impl Oidc {
         })
     }
 
-    /// `Set-Cookie` that deletes the login cookie.
-    pub fn clear_login_cookie(&self) -> axum::http::HeaderValue {
-        self.login_cookie("", 0)
+    /// `Set-Cookie` values that delete the login cookies (a sealed login may take several).
+    pub fn clear_login_cookies(&self) -> Vec<axum::http::HeaderValue> {
+        self.inner.login_cookie.clear()
     }
 
     /// The provider's metadata (discovery).
@@ -729,17 +781,48 @@ struct LogoutQuery {
     sid: Option<String>,
 }
 
-/// `GET {prefix}/logout?sid=…`: the `sid` must be the session's (SEC-04), so another site
-/// cannot log the user out with a link; anonymous callers are sent home (logout is idempotent).
+/// Whether a request comes from the app's own pages (SEC-24): `Sec-Fetch-Site: same-origin`
+/// (or `none`: the user typed or bookmarked it), or, from a browser that sends no
+/// `Sec-Fetch-Site`, an `Origin` that is the app's. A page of another site can forge neither.
+pub(crate) fn same_origin_request(headers: &axum::http::HeaderMap, origin: &str) -> bool {
+    match headers
+        .get("sec-fetch-site")
+        .map(axum::http::HeaderValue::as_bytes)
+    {
+        Some(b"same-origin" | b"none") => true,
+        Some(_) => false,
+        None => headers
+            .get(axum::http::header::ORIGIN)
+            .is_some_and(|o| o.as_bytes() == origin.as_bytes()),
+    }
+}
+
+/// `GET {prefix}/logout?sid=…`: the `sid` must be the session's (SEC-04), and the request must
+/// come from the app's own pages (SEC-24: some providers give every client of an SSO session
+/// the same `sid`, so a site that knows it could otherwise log the user out with a link);
+/// anonymous callers are sent home (logout is idempotent).
 async fn logout(
     State(oidc): State<Oidc>,
     session: Session,
+    headers: axum::http::HeaderMap,
     Query(query): Query<LogoutQuery>,
 ) -> Response {
     let user: Option<SessionUser> = session.get(USER).await.ok().flatten();
     let Some(user) = user else {
         return Redirect::to("/").into_response();
     };
+    let origin = url::Url::parse(&oidc.inner.config.redirect_uri)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_default();
+    if !same_origin_request(&headers, &origin) {
+        tracing::warn!("logout refused: not a same-origin request");
+        return (
+            StatusCode::FORBIDDEN,
+            [(axum::http::header::CACHE_CONTROL, "no-store")],
+            "Invalid logout request.",
+        )
+            .into_response();
+    }
     let sid_ok = query
         .sid
         .as_deref()

@@ -21,6 +21,7 @@ fn redis(prefix: &str, encrypted: bool) -> RedisTokenCache {
         RedisOptions {
             prefix: prefix.to_owned(),
             encryption: encrypted.then(|| Encryption::new("k1", &[3; 32]).unwrap()),
+            plaintext: !encrypted,
             ..RedisOptions::default()
         },
     )

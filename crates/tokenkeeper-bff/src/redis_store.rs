@@ -21,8 +21,12 @@ use crate::session::{BffSession, BffSessionStore};
 /// ```no_run
 /// # fn run() -> Result<(), tokenkeeper::CacheError> {
 /// use tokenkeeper_bff::RedisBffSessionStore;
-/// use tokenkeeper_redis::{RedisOptions, RedisTokenCache};
-/// let redis = RedisTokenCache::new("redis://127.0.0.1:6379", RedisOptions::default())?;
+/// use tokenkeeper_redis::{Encryption, RedisOptions, RedisTokenCache};
+/// # let key = [7u8; 32];
+/// let redis = RedisTokenCache::new(
+///     "redis://127.0.0.1:6379",
+///     RedisOptions::encrypted(Encryption::new("k1", &key)?),
+/// )?;
 /// let sessions = RedisBffSessionStore::new(&redis);
 /// # let _ = sessions; Ok(()) }
 /// ```

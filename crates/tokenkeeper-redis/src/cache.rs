@@ -15,6 +15,21 @@ use crate::outage::Outage;
 use tokenkeeper::Encryption;
 
 /// Settings of the Redis backends.
+///
+/// Encryption at rest is not optional by accident (SEC-15): a cache without
+/// [`RedisOptions::encryption`] is refused by [`RedisTokenCache::new`] unless
+/// [`RedisOptions::plaintext`] says so. Start from [`RedisOptions::encrypted`] or, knowingly,
+/// [`RedisOptions::plaintext`].
+///
+/// ```
+/// use tokenkeeper_redis::{Encryption, RedisOptions, RedisTokenCache};
+/// let sealed = RedisOptions::encrypted(Encryption::new("k1", &[7; 32])?);
+/// assert!(RedisTokenCache::new("redis://127.0.0.1:6379", sealed).is_ok());
+/// // Neither a key nor an explicit choice of plaintext: refused.
+/// let err = RedisTokenCache::new("redis://127.0.0.1:6379", RedisOptions::default()).unwrap_err();
+/// assert!(err.to_string().contains("encryption"));
+/// # Ok::<(), tokenkeeper::CacheError>(())
+/// ```
 #[derive(Debug)]
 pub struct RedisOptions {
     /// Namespace of every key and channel. Default `tokenkeeper`.
@@ -23,9 +38,38 @@ pub struct RedisOptions {
     pub timeout: Duration,
     /// After a failed call, how long Redis is left alone before the next attempt. Default 1 s.
     pub retry_pause: Duration,
-    /// Encryption at rest; `None` stores tokens in the clear (Redis is then as sensitive as the
-    /// tokens).
+    /// Encryption at rest (AES-256-GCM). Without it, `plaintext` must be `true`.
     pub encryption: Option<Encryption>,
+    /// Stores tokens, refresh tokens and DPoP session state in the clear: Redis is then as
+    /// sensitive as the tokens. Only with this set does a cache without `encryption` start; it
+    /// then logs a warning and sets the gauge `tokenkeeper_redis_plaintext` to 1 (feature
+    /// `metrics`). Default `false`.
+    pub plaintext: bool,
+}
+
+impl RedisOptions {
+    /// Options that seal every entry with `encryption`.
+    pub fn encrypted(encryption: Encryption) -> Self {
+        Self {
+            encryption: Some(encryption),
+            ..Self::default()
+        }
+    }
+
+    /// Options that store everything in the clear, said out loud (SEC-15): for development,
+    /// or a Redis that is trusted like the tokens themselves.
+    pub fn plaintext() -> Self {
+        Self {
+            plaintext: true,
+            ..Self::default()
+        }
+    }
+
+    /// The same options with the key prefix `prefix`.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
 }
 
 impl Default for RedisOptions {
@@ -35,6 +79,7 @@ impl Default for RedisOptions {
             timeout: Duration::from_millis(250),
             retry_pause: Duration::from_secs(1),
             encryption: None,
+            plaintext: false,
         }
     }
 }
@@ -100,6 +145,14 @@ end
 return 0
 "#;
 
+/// Sets `tokenkeeper_redis_plaintext{prefix}` to 1: this process stores tokens in Redis in the
+/// clear (SEC-15), visible on a dashboard and not only in a start-up log line.
+#[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+fn plaintext_gauge(prefix: &str) {
+    #[cfg(feature = "metrics")]
+    metrics::gauge!("tokenkeeper_redis_plaintext", "prefix" => prefix.to_owned()).set(1.0);
+}
+
 /// The fingerprint stored next to an entry, for compare-and-delete.
 pub(crate) fn fingerprint(token: &AccessToken) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -116,6 +169,23 @@ impl RedisTokenCache {
             return Err(CacheError::new(
                 "the prefix must be non-empty and without braces",
             ));
+        }
+        match (&options.encryption, options.plaintext) {
+            (None, false) => {
+                return Err(CacheError::new(
+                    "no encryption key: Redis would hold tokens in the clear; set RedisOptions::encryption, or RedisOptions::plaintext = true to store them in plaintext knowingly",
+                ))
+            }
+            (Some(_), true) => {
+                return Err(CacheError::new(
+                    "RedisOptions sets both an encryption key and plaintext = true: choose one",
+                ))
+            }
+            (None, true) => {
+                tracing::warn!(prefix = %options.prefix, "Redis stores tokens in plaintext (RedisOptions::plaintext): Redis is as sensitive as the tokens");
+                plaintext_gauge(&options.prefix);
+            }
+            (Some(_), false) => {}
         }
         Ok(Self {
             inner: Arc::new(RedisInner {

@@ -65,7 +65,7 @@ async fn rs_one_outage_one_warning_one_count() {
         RedisOptions {
             retry_pause: Duration::ZERO,
             timeout: Duration::from_millis(100),
-            ..RedisOptions::default()
+            ..RedisOptions::plaintext()
         },
     )
     .unwrap();

@@ -75,7 +75,7 @@ async fn rs_four_instances_with_500_callers_each_make_one_token_request() {
             &redis_url(),
             RedisOptions {
                 prefix: options.prefix.clone(),
-                ..RedisOptions::default()
+                ..RedisOptions::plaintext()
             },
         )
         .unwrap();
@@ -124,7 +124,7 @@ async fn rs_two_tier_broadcasts_invalidations_to_other_instances() {
             &redis_url(),
             RedisOptions {
                 prefix: options.prefix.clone(),
-                ..RedisOptions::default()
+                ..RedisOptions::plaintext()
             },
         )
         .unwrap(),
@@ -134,7 +134,7 @@ async fn rs_two_tier_broadcasts_invalidations_to_other_instances() {
             &redis_url(),
             RedisOptions {
                 prefix: options.prefix.clone(),
-                ..RedisOptions::default()
+                ..RedisOptions::plaintext()
             },
         )
         .unwrap(),
@@ -561,7 +561,7 @@ async fn redis_that_does_not_answer_is_reported_as_a_timeout() {
     let options = || RedisOptions {
         retry_pause: Duration::ZERO,
         timeout: Duration::from_millis(200),
-        ..RedisOptions::default()
+        ..RedisOptions::plaintext()
     };
     let key = tokenkeeper::CacheKey::from_canonical("cc&client=silent");
     let is_timeout = |error: tokenkeeper::CacheError| {
@@ -605,7 +605,7 @@ async fn redis_that_does_not_answer_is_reported_as_a_timeout() {
 /// `LazyLock`): nothing is spawned until first use.
 #[test]
 fn caches_and_stores_are_built_without_a_runtime() {
-    let redis = RedisTokenCache::new("redis://127.0.0.1:6379", RedisOptions::default()).unwrap();
+    let redis = RedisTokenCache::new("redis://127.0.0.1:6379", RedisOptions::plaintext()).unwrap();
     let _cache = TwoTierTokenCache::new(redis.clone());
     let _users = tokenkeeper_redis::RedisUserTokenStore::new(&redis);
     let _lease = RedisLease::new(&redis);

@@ -291,14 +291,20 @@ impl DpopKey {
         &self.thumbprint
     }
 
-    /// The private key as a PEM `PRIVATE KEY` (PKCS#8) block, to write a key file.
-    pub fn to_pkcs8_pem(&self) -> Result<String, Error> {
-        let der = match &self.pair {
+    /// The private key as PKCS#8 DER (read back with [`DpopKey::from_pkcs8_der`]). It is the
+    /// private key: seal it before it goes anywhere shared.
+    pub fn to_pkcs8_der(&self) -> Result<Vec<u8>, Error> {
+        match &self.pair {
             Pair::Ecdsa(pair) => pair.to_pkcs8v1().map(|d| d.as_ref().to_vec()),
             Pair::Ed25519(pair) => pair.to_pkcs8v1().map(|d| d.as_ref().to_vec()),
             Pair::Rsa(pair) => pair.as_der().map(|d| d.as_ref().to_vec()),
         }
-        .map_err(|_| bad_key("the key cannot be encoded"))?;
+        .map_err(|_| bad_key("the key cannot be encoded"))
+    }
+
+    /// The private key as a PEM `PRIVATE KEY` (PKCS#8) block, to write a key file.
+    pub fn to_pkcs8_pem(&self) -> Result<String, Error> {
+        let der = self.to_pkcs8_der()?;
         let body = STANDARD.encode(der);
         let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
         for line in body.as_bytes().chunks(64) {

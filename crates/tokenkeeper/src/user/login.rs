@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::dpop::DpopKey;
 use crate::error::{ConfigError, Error};
 use crate::protocol::id_token::{IdTokenClaims, IdTokenValidator};
 use crate::protocol::token_request::{Grant, TokenRequest};
@@ -27,17 +28,100 @@ pub struct LoginRequest<'a> {
     pub nonce: &'a str,
     /// The resource asked for at login, if any (repeated at the code exchange).
     pub resource: Option<&'a Resource>,
-    /// The `dpop_jkt` of the authorization request
-    /// ([`UserTokenManager::new_login_dpop`]): the code exchange proves that key, and the
+    /// The login's DPoP key ([`UserTokenManager::new_login_dpop`]), whose thumbprint was the
+    /// authorization request's `dpop_jkt`: the code exchange proves that key, and the
     /// session's tokens are bound to it. `None` without DPoP.
-    pub dpop_jkt: Option<&'a str>,
+    pub dpop: Option<&'a LoginDpop>,
+}
+
+/// The DPoP key of a login in progress ([`UserTokenManager::new_login_dpop`]): its thumbprint
+/// (the authorization request's `dpop_jkt`) and, with per-session keys, the private key itself,
+/// which the caller keeps — sealed — until the callback (SEC-13: nothing is stored for a login
+/// that is never completed). `Debug` shows the thumbprint only.
+#[derive(Clone)]
+pub struct LoginDpop {
+    pub(crate) jkt: String,
+    pub(crate) key: Option<Arc<DpopKey>>,
+}
+
+impl std::fmt::Debug for LoginDpop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginDpop")
+            .field("jkt", &self.jkt)
+            .field("per_session", &self.key.is_some())
+            .finish()
+    }
+}
+
+impl LoginDpop {
+    /// The key's RFC 7638 thumbprint: the authorization request's `dpop_jkt`.
+    pub fn jkt(&self) -> &str {
+        &self.jkt
+    }
+
+    /// The login key as bytes, to keep until the callback. With per-session keys this holds
+    /// the **private key**: seal it (`tokenkeeper-axum` seals it into the login cookie).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), tokenkeeper::Error> {
+    /// use tokenkeeper::user::LoginDpop;
+    /// # let manager = tokenkeeper::user::UserTokenManager::builder(
+    /// #     tokenkeeper::ClientConfig::new("https://idp.example.com/token", "app", "secret"))
+    /// #     .per_session_dpop(tokenkeeper::dpop::DpopAlgorithm::ES256).build()?;
+    /// let login = manager.new_login_dpop()?.expect("DPoP is on");
+    /// let again = LoginDpop::from_bytes(&login.to_bytes()?)?;
+    /// assert_eq!(again.jkt(), login.jkt());
+    /// # Ok(()) }
+    /// ```
+    pub fn to_bytes(&self) -> Result<Vec<u8>, Error> {
+        use base64::Engine as _;
+        let mut value = serde_json::json!({ "jkt": self.jkt });
+        if let Some(key) = &self.key {
+            value["alg"] = key.algorithm().as_str().into();
+            value["key"] = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(key.to_pkcs8_der()?)
+                .into();
+        }
+        serde_json::to_vec(&value).map_err(|e| Error::Internal(e.to_string()))
+    }
+
+    /// Reads [`LoginDpop::to_bytes`] back; a key whose thumbprint is not the recorded one is
+    /// refused.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        use base64::Engine as _;
+        let bad = |reason: &str| Error::ReauthenticationRequired(format!("login DPoP key: {reason}"));
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|_| bad("not readable"))?;
+        let jkt = value["jkt"]
+            .as_str()
+            .filter(|j| !j.is_empty() && j.len() <= 128)
+            .ok_or_else(|| bad("no thumbprint"))?
+            .to_owned();
+        let key = match (value["alg"].as_str(), value["key"].as_str()) {
+            (Some(alg), Some(key)) => {
+                let alg = crate::dpop::DpopAlgorithm::parse(alg).map_err(|_| bad("algorithm"))?;
+                let der = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(key)
+                    .map_err(|_| bad("not base64url"))?;
+                let key = DpopKey::from_pkcs8_der(&der, alg).map_err(|_| bad("not a key"))?;
+                if key.thumbprint() != jkt {
+                    return Err(bad("thumbprint mismatch"));
+                }
+                Some(Arc::new(key))
+            }
+            (None, None) => None,
+            _ => return Err(bad("incomplete")),
+        };
+        Ok(Self { jkt, key })
+    }
 }
 
 /// A completed login.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Login {
-    /// The key of the session's tokens: `sub` and `sid`.
+    /// The key of this login's tokens ([`SessionKey::for_login`]): `sub`, `sid` and a login id
+    /// of its own.
     pub session: SessionKey,
     /// `sub`.
     pub sub: String,
@@ -69,33 +153,16 @@ impl UserTokenManager {
         if let Some(resource) = request.resource {
             token_request = token_request.resource(resource.clone());
         }
-        let key = match self.dpop_key(request.dpop_jkt).await {
-            Ok(key) => key,
-            Err(error) => {
-                self.drop_dpop_key(request.dpop_jkt).await;
-                return Err(error);
-            }
-        };
-        let response = match self
+        let key = self.login_dpop_key(request.dpop)?;
+        let response = self
             .endpoint()
             .request_with(&token_request, key.as_deref())
-            .await
-        {
-            Ok(response) => response,
-            Err(error) => {
-                self.drop_dpop_key(request.dpop_jkt).await;
-                return Err(error);
-            }
-        };
+            .await?;
         // The key the session's tokens are bound to (none when the server issued Bearer tokens).
         let bound = key.filter(|_| response.token_type == crate::protocol::types::TokenType::DPoP);
-        if bound.is_none() {
-            self.drop_dpop_key(request.dpop_jkt).await;
-        }
         let checked = match self.check_id_token(&response, request.nonce).await {
             Ok(checked) => checked,
             Err(refused) => {
-                self.drop_dpop_key(request.dpop_jkt).await;
                 let revocation = self.revoke_response(&response).await;
                 tracing::debug!(
                     revoked = revocation.succeeded(),
@@ -109,7 +176,9 @@ impl UserTokenManager {
             Some(sid) => sid,
             None => crate::protocol::authorization::random_token(16)?,
         };
-        let session = SessionKey::from_sub_sid(&claims.sub, &sid);
+        // One record per login (SEC-14): a second login in the same provider session (same
+        // `sid`) gets tokens of its own, and ending one leaves the other alone.
+        let session = SessionKey::for_login(&claims.sub, &sid)?;
         if let Some(key) = &bound {
             self.keep_session_key(key).await?;
         }

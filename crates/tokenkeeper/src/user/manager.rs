@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use url::Url;
 
+use super::login::LoginDpop;
 use super::store::{InMemoryUserTokenStore, SessionKey, StoreOutcome, UserTokenStore, UserTokens};
 use crate::cache::{
     lease_or_settled, CacheKey, CachedToken, KeyWriter, Lease, LeaseOptions, LeaseOutcome,
@@ -362,7 +363,8 @@ impl UserTokenManager {
         &self.inner.transport
     }
 
-    pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
+    /// The clock the manager reads time from.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.inner.clock
     }
 
@@ -506,26 +508,52 @@ impl UserTokenManager {
         }
     }
 
-    /// The `dpop_jkt` of a new login's authorization request (PK-08), `None` without DPoP: the
-    /// client's key's thumbprint, or — with per-session keys — that of a new key, kept in the
-    /// key store for `pending_ttl` (the login's lifetime; the completed login keeps it for the
-    /// session). The caller keeps the thumbprint with the pending login and hands it back in
-    /// [`LoginRequest::dpop_jkt`](super::LoginRequest::dpop_jkt); the key itself never leaves
-    /// the key store.
-    pub async fn new_login_dpop(
-        &self,
-        pending_ttl: std::time::Duration,
-    ) -> Result<Option<String>, Error> {
+    /// The DPoP key a new login binds its tokens to (PK-08), `None` without DPoP: the client's
+    /// key, or — with per-session keys — a new one. Its thumbprint ([`LoginDpop::jkt`]) goes on
+    /// the authorization request as `dpop_jkt`.
+    ///
+    /// Nothing is stored (SEC-13): the caller keeps the [`LoginDpop`] with the rest of the
+    /// pending login — `tokenkeeper-axum` seals it into the browser's login cookie
+    /// ([`LoginDpop::to_bytes`], which holds a per-session private key: seal it, never send it
+    /// in plaintext) — and hands it back in [`LoginRequest::dpop`](super::LoginRequest::dpop).
+    /// The key reaches the key store only when the login completes.
+    pub fn new_login_dpop(&self) -> Result<Option<LoginDpop>, Error> {
         match &self.inner.dpop {
             None => Ok(None),
-            Some(UserDpop::Client(presenter)) => Ok(Some(presenter.key().thumbprint().to_owned())),
-            Some(UserDpop::PerSession {
-                keys, algorithm, ..
-            }) => {
+            Some(UserDpop::Client(presenter)) => Ok(Some(LoginDpop {
+                jkt: presenter.key().thumbprint().to_owned(),
+                key: None,
+            })),
+            Some(UserDpop::PerSession { algorithm, .. }) => {
                 let key = Arc::new(DpopKey::generate(*algorithm)?);
-                keys.put(key.clone(), Some(pending_ttl)).await?;
-                Ok(Some(key.thumbprint().to_owned()))
+                Ok(Some(LoginDpop {
+                    jkt: key.thumbprint().to_owned(),
+                    key: Some(key),
+                }))
             }
+        }
+    }
+
+    /// The key of a login's code exchange: the client's key, or the login's own (whose
+    /// thumbprint must be the `dpop_jkt` the login was started with).
+    pub(crate) fn login_dpop_key(
+        &self,
+        login: Option<&LoginDpop>,
+    ) -> Result<Option<Arc<DpopKey>>, Error> {
+        let refused = |reason: &str| Error::ReauthenticationRequired(format!("login DPoP key: {reason}"));
+        match (&self.inner.dpop, login) {
+            (None, _) => Ok(None),
+            (Some(_), None) => Err(refused("the login was started without one")),
+            (Some(UserDpop::Client(presenter)), Some(login)) => {
+                if presenter.key().thumbprint() != login.jkt {
+                    return Err(refused("not the client's key"));
+                }
+                Ok(Some(presenter.key().clone()))
+            }
+            (Some(UserDpop::PerSession { .. }), Some(login)) => match &login.key {
+                Some(key) if key.thumbprint() == login.jkt => Ok(Some(key.clone())),
+                _ => Err(refused("the login's key is missing")),
+            },
         }
     }
 

@@ -2,15 +2,15 @@
 
 mod login;
 mod manager;
-mod pending;
+mod login_replay;
 mod store;
 mod stored;
 
 #[cfg(feature = "reqwest-middleware")]
 pub use crate::middleware::UserTokenMiddleware;
-pub use login::{Login, LoginRequest};
+pub use login::{Login, LoginDpop, LoginRequest};
 pub use manager::{Revocation, UserTokenManager, UserTokenManagerBuilder, UserTokenParams};
-pub use pending::{InMemoryPendingLoginStore, PendingLoginStore};
+pub use login_replay::{InMemoryLoginReplayStore, LoginReplayStore};
 pub use store::{
     AccessTokens, InMemoryUserTokenStore, SessionKey, StoreOutcome, UserTokenStore, UserTokens,
     Versioned,

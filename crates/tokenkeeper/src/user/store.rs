@@ -31,6 +31,29 @@ impl SessionKey {
         Self::new(format!("sub={}&sid={}", enc(sub), enc(sid)))
     }
 
+    /// The key of one login of user `sub` in the provider's session `sid`: `sub`, `sid` and a
+    /// random login id, so that two logins in one provider session — a second tab, a login
+    /// after the first one's web session expired — never share a token record (SEC-14).
+    /// Providers keep one `sid` for the whole SSO session.
+    ///
+    /// ```
+    /// use tokenkeeper::user::SessionKey;
+    /// let first = SessionKey::for_login("alice", "s-1")?;
+    /// let second = SessionKey::for_login("alice", "s-1")?;
+    /// assert_ne!(first, second);
+    /// assert!(first.as_str().starts_with("sub=alice&sid=s-1&login="));
+    /// # Ok::<(), tokenkeeper::Error>(())
+    /// ```
+    pub fn for_login(sub: &str, sid: &str) -> Result<Self, crate::Error> {
+        let login = crate::protocol::authorization::random_token(16)?;
+        let enc = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+        Ok(Self::new(format!(
+            "sub={}&sid={}&login={login}",
+            enc(sub),
+            enc(sid)
+        )))
+    }
+
     /// The key as text.
     pub fn as_str(&self) -> &str {
         &self.0
