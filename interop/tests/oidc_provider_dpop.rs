@@ -70,11 +70,8 @@ async fn interop_login_with_dpop_refresh_rotation_and_userinfo() {
         .metadata()
         .await
         .unwrap();
-    let jkt = users
-        .new_login_dpop(std::time::Duration::from_secs(600))
-        .await
-        .unwrap()
-        .unwrap();
+    let login_key = users.new_login_dpop().unwrap().unwrap();
+    let jkt = login_key.jkt().to_owned();
     let request = AuthorizationRequestBuilder::new(
         metadata.authorization_endpoint.clone().unwrap(),
         "web-dpop",
@@ -95,7 +92,7 @@ async fn interop_login_with_dpop_refresh_rotation_and_userinfo() {
             redirect_uri: REDIRECT,
             nonce: &request.nonce,
             resource: None,
-            dpop_jkt: Some(&jkt),
+            dpop: Some(&login_key),
         })
         .await
         .unwrap();

@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::Router;
 use tokenkeeper::{AuthorizationRequestBuilder, ClientConfig, ClientCredentialsTokenManager};
-use tokenkeeper_redis::{RedisLease, RedisPendingLoginStore, RedisUserTokenStore};
+use tokenkeeper_redis::{RedisLease, RedisLoginReplayStore, RedisUserTokenStore};
 use tower_sessions::MemoryStore;
 
 type Result<T = (), E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
@@ -212,10 +212,10 @@ async fn user_tokens(
             redirect_uri,
             nonce: &request.nonce,
             resource: None,
-            dpop_jkt: None,
+            dpop: None, // or users.new_login_dpop()?, kept (sealed) until the callback
         })
         .await?;
-    let session: SessionKey = login.session; // sub + sid; keep it in your web session
+    let session: SessionKey = login.session; // this login's own record; keep it in your web session
 
     // Anywhere, with only the session key (handlers, websocket tasks, background jobs):
     let token = users.get_access_token(&session, &UserTokenParams::default()).await?;
@@ -236,7 +236,7 @@ async fn axum_login(issuer: &str, redis: tokenkeeper_redis::RedisTokenCache) -> 
 
     let config = OidcConfig::new(issuer, "web", "web-secret", "https://app.example.com/auth/callback");
     let oidc = Oidc::new(config.clone(), Oidc::user_manager_for(&config)?)? // fails here, naming the field
-        .with_pending_logins(Arc::new(RedisPendingLoginStore::new(&redis))); // for a fleet; default: memory
+        .with_login_replay_store(Arc::new(RedisLoginReplayStore::new(&redis))); // for a fleet; default: memory
     let app = Router::new()
         .route("/me", get(|user: CurrentUser| async move { user.sub }))
         .route("/token", get(|token: UserAccessToken| async move { token.0.expires_at().as_millis().to_string() }))

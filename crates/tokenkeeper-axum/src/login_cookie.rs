@@ -36,6 +36,9 @@ pub(crate) struct PendingLogin {
     /// When the login expires (ms since the epoch): a copied cookie is worth nothing after
     /// this, whatever its `Max-Age` said.
     pub(crate) expires_at: u64,
+    /// What the caller asked to get back at the callback ([`crate::Oidc::start_login_replacing`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) replaces: Option<String>,
 }
 
 impl std::fmt::Debug for PendingLogin {
@@ -223,6 +226,7 @@ mod tests {
             prompt: None,
             dpop: None,
             expires_at: 2_000,
+            replaces: None,
         }
     }
 

@@ -408,7 +408,7 @@ pub struct CallbackQuery {
 }
 
 /// A login completed by [`Oidc::finish_login`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct CompletedLogin {
     /// The user and their tokens' session key (the tokens are stored already).
@@ -417,6 +417,18 @@ pub struct CompletedLogin {
     pub return_url: String,
     /// The provider's `session_state`, when it sent one.
     pub session_state: Option<String>,
+    /// What the login was started with in [`Oidc::start_login_replacing`].
+    pub replaces: Option<String>,
+}
+
+impl std::fmt::Debug for CompletedLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The user's claims and tokens stay out of logs (SEC-25): the session key's hash only.
+        f.debug_struct("CompletedLogin")
+            .field("session", &self.login.session)
+            .field("replaces", &self.replaces.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a login callback came to ([`Oidc::finish_login`]).
@@ -468,7 +480,10 @@ async fn start_session(
     if let Some(replaced) = replaced.filter(|r| r.key() != login.session) {
         match oidc.inner.users.logout(&replaced.key()).await {
             Ok(revocation) if !revocation.succeeded() => {
-                tracing::warn!(?revocation, "the replaced login's refresh token was not revoked");
+                tracing::warn!(
+                    ?revocation,
+                    "the replaced login's refresh token was not revoked"
+                );
             }
             Ok(_) => {}
             Err(error) => {
@@ -506,6 +521,20 @@ impl Oidc {
         &self,
         return_url: Option<&str>,
         prompt: Option<&str>,
+    ) -> Result<Response, LoginError> {
+        self.start_login_replacing(return_url, prompt, None).await
+    }
+
+    /// [`Oidc::start_login`], carrying `replaces` — the caller's own handle of the session
+    /// this login will replace (a BFF's session id) — sealed in the login cookie, to get it back
+    /// in [`CompletedLogin::replaces`] and end that session when the new one starts (SEC-14).
+    /// A cookie of the caller's that the callback would not see (`SameSite=Strict`: the
+    /// callback is a navigation from the provider's site) travels this way.
+    pub async fn start_login_replacing(
+        &self,
+        return_url: Option<&str>,
+        prompt: Option<&str>,
+        replaces: Option<&str>,
     ) -> Result<Response, LoginError> {
         let return_url = match return_url {
             None => "/".to_owned(),
@@ -565,6 +594,7 @@ impl Oidc {
                 .now()
                 .saturating_add(ttl)
                 .as_millis(),
+            replaces: replaces.map(str::to_owned),
         };
         let cookies = self
             .inner
@@ -688,6 +718,7 @@ impl Oidc {
             login,
             return_url: pending.return_url,
             session_state,
+            replaces: pending.replaces,
         })
     }
 

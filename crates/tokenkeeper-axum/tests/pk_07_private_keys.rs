@@ -1,6 +1,7 @@
 //! PK-07: private DPoP keys are never stored in plaintext — not in Redis (the key store refuses
-//! to run without encryption; pending logins and sessions hold the thumbprint only), not in a
-//! cookie, not in a URL, not in `Debug` output.
+//! to run without encryption; a login in progress stores nothing, its key travels sealed in the
+//! login cookie; sessions hold the thumbprint only), not in a cookie, not in a URL, not in
+//! `Debug` output.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -11,7 +12,7 @@ use base64::Engine as _;
 use common::*;
 use tokenkeeper::dpop::DpopKeyStore;
 use tokenkeeper_redis::{
-    Encryption, RedisDpopKeyStore, RedisOptions, RedisPendingLoginStore, RedisTokenCache,
+    Encryption, RedisDpopKeyStore, RedisLoginReplayStore, RedisOptions, RedisTokenCache,
 };
 
 fn redis(prefix: &str, encrypted: bool) -> RedisTokenCache {
@@ -72,7 +73,7 @@ async fn pk_07_private_keys_are_never_stored_in_plaintext() {
     let keys = Arc::new(RedisDpopKeyStore::new(&redis).unwrap());
     let app = app_with(Setup {
         insecure_cookies: true,
-        pending: Some(Arc::new(RedisPendingLoginStore::new(&redis))),
+        replays: Some(Arc::new(RedisLoginReplayStore::new(&redis))),
         dpop: Some(Dpop::PerSession(keys.clone())),
         ..Setup::default()
     })
@@ -134,7 +135,11 @@ async fn pk_07_private_keys_are_never_stored_in_plaintext() {
             .to_vec(),
     ];
     let after_login = redis_values(&prefix).await;
-    assert!(!after_login.is_empty() && !pending_values.is_empty());
+    assert!(!after_login.is_empty());
+    assert!(
+        pending_values.is_empty(),
+        "a login in progress stores nothing (SEC-13)"
+    );
     for value in pending_values.iter().chain(&after_login) {
         for needle in &needles {
             assert!(

@@ -112,7 +112,7 @@ async fn pk_08_user_tokens_with_dpop_per_session_and_per_client_keys() {
             assert_eq!(keys.len(), 1, "the session's key is in the key store");
             assert_eq!(keys.pending_len(), 0, "no longer a pending login's key");
             assert!(keys.get_now(&jkt).is_some());
-            // Abandoned logins hold keys apart (expiring), never in the sessions' part.
+            // Abandoned logins store no key at all: it travels sealed in their cookie (SEC-13).
             for _ in 0..3 {
                 common::browser(false)
                     .get(format!("{}/auth/login", app.url))
@@ -120,7 +120,7 @@ async fn pk_08_user_tokens_with_dpop_per_session_and_per_client_keys() {
                     .await
                     .unwrap();
             }
-            assert_eq!((keys.len(), keys.pending_len()), (1, 3));
+            assert_eq!((keys.len(), keys.pending_len()), (1, 0));
         } else {
             assert_eq!(jkt, client_key.thumbprint());
             assert!(keys.is_empty());
@@ -168,8 +168,9 @@ async fn pk_08_user_tokens_with_dpop_per_session_and_per_client_keys() {
 
         // The tower layer bound to the session presents it with proofs as well.
         let logout_url = get_text(&browser, format!("{}/logout-url", app.url)).await;
-        let sid = logout_url.rsplit("sid=").next().unwrap();
-        let session = tokenkeeper::user::SessionKey::from_sub_sid("alice", sid);
+        let session = tokenkeeper::user::SessionKey::new(
+            get_text(&browser, format!("{}/session-key", app.url)).await,
+        );
         let layer = app
             .oidc
             .users()
@@ -212,9 +213,9 @@ async fn pk_08_a_refused_refresh_drops_the_sessions_key() {
         "alice"
     );
     assert_eq!(keys.len(), 1);
-    let logout_url = get_text(&browser, format!("{}/logout-url", app.url)).await;
-    let sid = logout_url.rsplit("sid=").next().unwrap();
-    let session = tokenkeeper::user::SessionKey::from_sub_sid("alice", sid);
+    let session = tokenkeeper::user::SessionKey::new(
+        get_text(&browser, format!("{}/session-key", app.url)).await,
+    );
     let refresh = app
         .oidc
         .users()

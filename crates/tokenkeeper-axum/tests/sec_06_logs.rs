@@ -55,7 +55,9 @@ async fn sec_06_generic_browser_errors_and_no_sub_or_sid_in_logs() {
         tokenkeeper_testing::Times::Always,
     );
     let users = app.oidc.users().clone();
-    let session = tokenkeeper::user::SessionKey::from_sub_sid("alice-3f9c2e", &sid);
+    let session = tokenkeeper::user::SessionKey::new(
+        get_text(&browser, format!("{}/session-key", app.url)).await,
+    );
     let _ = users
         .get_access_token(
             &session,

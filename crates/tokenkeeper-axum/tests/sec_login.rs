@@ -23,6 +23,31 @@ async fn start_login(browser: &reqwest::Client, app: &App) -> url::Url {
     url::Url::parse(idp.headers()["location"].to_str().unwrap()).unwrap()
 }
 
+/// Starts a login without a cookie jar: the provider's callback URL and the `Cookie` header
+/// that carries the sealed login (as a browser would send it to any instance).
+async fn start_login_by_hand(app: &App) -> (url::Url, String) {
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = plain
+        .get(format!("{}/auth/login", app.url))
+        .send()
+        .await
+        .unwrap();
+    let cookie = login
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let to_idp = login.headers()["location"].to_str().unwrap().to_owned();
+    let idp = plain.get(to_idp).send().await.unwrap();
+    let callback = url::Url::parse(idp.headers()["location"].to_str().unwrap()).unwrap();
+    (callback, cookie)
+}
+
 fn with_state(callback: &url::Url, state: &str) -> url::Url {
     let mut url = callback.clone();
     let pairs: Vec<(String, String)> = url
@@ -136,11 +161,11 @@ async fn sec_02_two_concurrent_callbacks_make_one_code_exchange() {
     assert_eq!(app.idp.token_requests(CODE), 2);
 }
 
-/// SEC-02 across instances: two app instances share a Redis pending-login store; the same
+/// SEC-02 across instances: two app instances share a Redis login replay store; the same
 /// callback sent to both at once makes one code exchange.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sec_02_one_code_exchange_across_instances_sharing_redis() {
-    use tokenkeeper_redis::{Encryption, RedisOptions, RedisPendingLoginStore, RedisTokenCache};
+    use tokenkeeper_redis::{Encryption, RedisLoginReplayStore, RedisOptions, RedisTokenCache};
     let redis_url =
         std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
     let prefix = format!("tk-sec02-{}", tokenkeeper::random_token(6).unwrap());
@@ -153,33 +178,26 @@ async fn sec_02_one_code_exchange_across_instances_sharing_redis() {
         },
     )
     .unwrap();
-    let pending: Arc<dyn tokenkeeper::user::PendingLoginStore> =
-        Arc::new(RedisPendingLoginStore::new(&redis));
+    let replays: Arc<dyn tokenkeeper::user::LoginReplayStore> =
+        Arc::new(RedisLoginReplayStore::new(&redis));
     let first = app_with(Setup {
         insecure_cookies: true,
-        pending: Some(pending.clone()),
+        replays: Some(replays.clone()),
         ..Setup::default()
     })
     .await;
     let redirect_uri = format!("{}/auth/callback", first.url);
     let second = app_with(Setup {
         insecure_cookies: true,
-        pending: Some(pending),
+        replays: Some(replays),
         fleet_of: Some((first.idp.clone(), redirect_uri)),
         ..Setup::default()
     })
     .await;
 
-    let browser = browser(false);
-    let callback = start_login(&browser, &first).await;
     // Behind one public URL the browser sends its login cookie to whichever instance answers;
     // here the instances listen on two ports, so send that cookie by hand.
-    let state = callback
-        .query_pairs()
-        .find(|(k, _)| k == "state")
-        .unwrap()
-        .1
-        .into_owned();
+    let (callback, cookie) = start_login_by_hand(&first).await;
     let mut on_second = callback.clone();
     on_second
         .set_port(Some(url::Url::parse(&second.url).unwrap().port().unwrap()))
@@ -188,7 +206,6 @@ async fn sec_02_one_code_exchange_across_instances_sharing_redis() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let cookie = format!("tk.login={state}");
     let (a, b) = tokio::join!(
         plain.get(callback.clone()).header("cookie", &cookie).send(),
         plain.get(on_second).header("cookie", &cookie).send()

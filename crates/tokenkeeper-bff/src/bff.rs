@@ -258,16 +258,26 @@ impl Bff {
         }
     }
 
-    /// `Set-Cookie` for the session cookie (`Max-Age=0` deletes it): HttpOnly, `SameSite=Strict`,
+    /// `Set-Cookie` for the session cookie (`None` deletes it): HttpOnly, `SameSite=Strict`,
     /// path `/`, `Secure` unless insecure cookies (BF-15).
-    pub(crate) fn session_cookie(&self, value: &str, max_age: u64) -> HeaderValue {
+    ///
+    /// A live session's cookie has no `Max-Age`: it is a browser-session cookie, and the
+    /// server alone decides when the session ends (sliding, with an absolute maximum). A
+    /// `Max-Age` set at login would end a busy user's session on the browser's side 30 minutes
+    /// after login, whatever the slides (SEC-22); re-issuing it would put a `Set-Cookie` on
+    /// API answers.
+    pub(crate) fn session_cookie(&self, value: Option<&str>) -> HeaderValue {
         let secure = if self.inner.options.insecure_cookies {
             ""
         } else {
             "; Secure"
         };
+        let (value, max_age) = match value {
+            Some(value) => (value, ""),
+            None => ("", "; Max-Age=0"),
+        };
         let cookie = format!(
-            "{}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}",
+            "{}={value}; Path=/; HttpOnly; SameSite=Strict{max_age}{secure}",
             self.cookie_name()
         );
         HeaderValue::from_str(&cookie)
@@ -314,9 +324,13 @@ impl Bff {
             // on every request.
             let step = options.session_sliding.as_millis() as u64 / 10;
             if next > session.expires_at.saturating_add(step) {
+                // Only while the session is still stored: a slide racing a logout does not
+                // bring it back (SEC-26).
+                if !self.inner.sessions.touch(&session, next).await? {
+                    return Ok(None);
+                }
                 let mut moved = BffSession::clone(&session);
                 moved.expires_at = next;
-                self.inner.sessions.put(moved.clone()).await?;
                 session = Arc::new(moved);
             }
         }
@@ -335,6 +349,7 @@ impl Bff {
             done.login.sub.clone(),
             done.login.sid.clone(),
         );
+        session.tokens = done.login.session.as_str().to_owned();
         session.claims = done.login.claims.all.clone();
         session.id_token = done.login.id_token.secret().to_owned();
         session.session_state = done.session_state.clone();
@@ -407,7 +422,7 @@ impl Bff {
     /// Ends `session`: removes it and logs its tokens out (the refresh token is revoked).
     pub(crate) async fn end_session(&self, session: &BffSession, reason: &'static str) {
         crate::metrics::session_ended(reason);
-        if let Err(error) = self.inner.sessions.remove(&session.id).await {
+        if let Err(error) = self.inner.sessions.remove(session).await {
             tracing::warn!(%error, "a session could not be removed from the store");
         }
         match self.inner.oidc.users().logout(&session.key()).await {

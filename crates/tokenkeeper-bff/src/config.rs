@@ -25,7 +25,7 @@
 //! [redis]                                 # optional: sessions and tokens shared by a fleet
 //! url = "redis://127.0.0.1:6379"
 //! prefix = "bff"
-//! encryption_key_env = "BFF_REDIS_KEY"    # 32 bytes, base64
+//! encryption_key_env = "BFF_REDIS_KEY"    # 32 bytes, base64; required unless plaintext = true
 //!
 //! [[routes]]
 //! path = "/api"
@@ -157,6 +157,10 @@ pub struct RedisSection {
     /// The environment variable holding the 32-byte encryption key (base64).
     #[serde(default)]
     pub encryption_key_env: Option<Spanned<String>>,
+    /// Stores sessions, tokens and refresh tokens in Redis in the clear: only when said so
+    /// (SEC-15), and then with a warning at start and the gauge `tokenkeeper_redis_plaintext`.
+    #[serde(default)]
+    pub plaintext: Option<Spanned<bool>>,
 }
 
 /// `[[routes]]`.
@@ -368,8 +372,26 @@ impl BffConfig {
                         "is not a URL".into(),
                     ));
                 }
+                let plaintext = redis.plaintext.as_ref().is_some_and(|p| *p.get_ref());
                 match &redis.encryption_key_env {
-                    None => None,
+                    None if plaintext => None,
+                    None => {
+                        return Err(err(
+                            "redis.encryption_key_env",
+                            None,
+                            "is missing: Redis would hold refresh tokens, ID tokens and sessions in the clear; name the environment variable holding a 32-byte key (base64), or set plaintext = true to store them in plaintext knowingly".into(),
+                        ))
+                    }
+                    Some(var) if plaintext => {
+                        return Err(err(
+                            "redis.plaintext",
+                            redis.plaintext.as_ref().map(Spanned::span),
+                            format!(
+                                "is true, but encryption_key_env names {}: choose one",
+                                var.get_ref()
+                            ),
+                        ))
+                    }
                     Some(var) => {
                         use base64::Engine as _;
                         let key = env(var.get_ref())

@@ -42,6 +42,8 @@ pub fn build(config: &BffConfig, validated: &Validated) -> Result<(Bff, Router),
                         Some(key) => Some(tokenkeeper::Encryption::new("k1", &key)?),
                         None => None,
                     },
+                    // `validate` allows no key only with `plaintext = true`.
+                    plaintext: validated.redis_key.is_none(),
                     ..tokenkeeper_redis::RedisOptions::default()
                 },
             )
@@ -82,9 +84,9 @@ pub fn build(config: &BffConfig, validated: &Validated) -> Result<(Bff, Router),
     let mut sessions: Arc<dyn BffSessionStore> = Arc::new(InMemoryBffSessionStore::new());
     #[cfg(feature = "redis")]
     if let Some(redis) = &redis {
-        oidc = oidc.with_pending_logins(Arc::new(tokenkeeper_redis::RedisPendingLoginStore::new(
-            redis,
-        )));
+        oidc = oidc.with_login_replay_store(Arc::new(
+            tokenkeeper_redis::RedisLoginReplayStore::new(redis),
+        ));
         sessions = Arc::new(crate::RedisBffSessionStore::new(redis));
     }
     let clients = match (&config.client, &validated.worker_secret) {

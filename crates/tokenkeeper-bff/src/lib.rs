@@ -47,4 +47,4 @@ pub use local::BffUser;
 #[cfg(feature = "redis")]
 pub use redis_store::RedisBffSessionStore;
 pub use routes::{ApiRoute, RouteToken};
-pub use session::{BffSession, BffSessionStore, InMemoryBffSessionStore};
+pub use session::{session_id_hash, BffSession, BffSessionStore, InMemoryBffSessionStore};

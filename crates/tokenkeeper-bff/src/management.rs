@@ -21,8 +21,13 @@ pub(crate) struct LoginQuery {
     prompt: Option<String>,
 }
 
-/// `GET {base}/login?returnUrl=&prompt=` (BF-01).
-pub(crate) async fn login(State(bff): State<Bff>, Query(query): Query<LoginQuery>) -> Response {
+/// `GET {base}/login?returnUrl=&prompt=` (BF-01). The browser's current session, if any,
+/// travels sealed with the login, so that the callback ends it (SEC-14).
+pub(crate) async fn login(
+    State(bff): State<Bff>,
+    headers: HeaderMap,
+    Query(query): Query<LoginQuery>,
+) -> Response {
     if let Some(prompt) = &query.prompt {
         // What the provider lists in `prompt_values_supported`; a provider that publishes no
         // list gets the values OpenID Connect Core defines, and nothing else.
@@ -47,9 +52,17 @@ pub(crate) async fn login(State(bff): State<Bff>, Query(query): Query<LoginQuery
             return plain(StatusCode::BAD_REQUEST, "Unsupported prompt.");
         }
     }
+    let replaces = match bff.session(&headers, false).await {
+        Ok(Some(session)) => Some(session.id.clone()),
+        _ => None,
+    };
     match bff
         .oidc()
-        .start_login(query.return_url.as_deref(), query.prompt.as_deref())
+        .start_login_replacing(
+            query.return_url.as_deref(),
+            query.prompt.as_deref(),
+            replaces.as_deref(),
+        )
         .await
     {
         Ok(response) => response,
@@ -69,6 +82,15 @@ pub(crate) async fn callback(
 ) -> Response {
     let callback = bff.oidc().finish_login(&headers, query).await;
     let silent = callback.prompt.as_deref() == Some("none");
+    if let Ok(done) = &callback.result {
+        // The session this login replaces in this browser ends, and its tokens are revoked:
+        // one login, one token record (SEC-14).
+        if let Some(id) = &done.replaces {
+            if let Ok(Some(replaced)) = bff.inner.sessions.get(id, bff.now()).await {
+                bff.end_session(&replaced, "replaced").await;
+            }
+        }
+    }
     let result = match callback.result {
         Ok(done) => match bff.new_session(&done) {
             Ok(session) => match bff.inner.sessions.put(session.clone()).await {
@@ -99,13 +121,11 @@ pub(crate) async fn callback(
         }
     };
     let headers = response.headers_mut();
-    headers.append(header::SET_COOKIE, bff.oidc().clear_login_cookie());
+    for cookie in bff.oidc().clear_login_cookies() {
+        headers.append(header::SET_COOKIE, cookie);
+    }
     if let Ok((session, _)) = &result {
-        let max_age = (session.expires_at.saturating_sub(bff.now().as_millis())) / 1000;
-        headers.append(
-            header::SET_COOKIE,
-            bff.session_cookie(&session.id, max_age.max(1)),
-        );
+        headers.append(header::SET_COOKIE, bff.session_cookie(Some(&session.id)));
     }
     response
 }
@@ -229,7 +249,7 @@ pub(crate) async fn logout(
     let mut response = Redirect::to(&target).into_response();
     response
         .headers_mut()
-        .append(header::SET_COOKIE, bff.session_cookie("", 0));
+        .append(header::SET_COOKIE, bff.session_cookie(None));
     response
 }
 

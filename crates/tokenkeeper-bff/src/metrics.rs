@@ -3,7 +3,7 @@
 //! | name | kind | labels |
 //! |---|---|---|
 //! | `tokenkeeper_bff_sessions_started_total` | counter | |
-//! | `tokenkeeper_bff_sessions_ended_total` | counter | `reason` (`logout`, `backchannel`, `expired`, `token`, `admin`) |
+//! | `tokenkeeper_bff_sessions_ended_total` | counter | `reason` (`logout`, `backchannel`, `expired`, `token`, `admin`, `replaced`) |
 //! | `tokenkeeper_bff_proxied_requests_total` | counter | `route`, `status` |
 //! | `tokenkeeper_bff_upstream_duration_seconds` | histogram | `route` (until the response headers) |
 //! | `tokenkeeper_bff_token_failures_total` | counter | `route` |

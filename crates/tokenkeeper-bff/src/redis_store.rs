@@ -6,15 +6,21 @@ use futures_util::future::BoxFuture;
 use tokenkeeper::{CacheError, Timestamp};
 use tokenkeeper_redis::RedisTokenCache;
 
-use crate::session::{BffSession, BffSessionStore};
+use crate::session::{session_id_hash, BffSession, BffSessionStore};
 
 /// Sessions in Redis, shared by every BFF instance on the same Redis and prefix: a login on
 /// one instance is a session on all; a logout or back-channel logout on any ends it everywhere.
 ///
-/// - A session lives at `<prefix>:{<h>}:bffs` (sealed with the cache's encryption when it has
-///   one: it holds the ID token), with an index of its ids per `sub` and per `sid`, and its
-///   expiry in a sorted set, from which the periodic cleanup claims each expired session once
-///   across the fleet (to revoke its refresh token).
+/// - A session lives at `<prefix>:{<h>}:bffs`, named by the SHA-256 of its id
+///   ([`BffSession::id_hash`]): neither the key nor the value holds the id, which is the
+///   cookie (SEC-15). The value is sealed with the cache's encryption (it holds the ID token);
+///   the cache refuses to run without it unless plaintext was asked for.
+/// - Indexes of the sessions' id hashes per `sub` and per `sid` (complete: an index lives as
+///   long as its longest-lived session), and the expiries in a sorted set, from which the
+///   periodic cleanup claims every expired session once across the fleet, in batches (to
+///   revoke its refresh token).
+/// - A slide rewrites the session only if it is still there, in one script: a slide racing a
+///   logout cannot bring the session back (SEC-26).
 /// - The entry outlives the session by a day (`expires_at` decides, not Redis), so the cleanup
 ///   still finds what to revoke.
 ///
@@ -46,6 +52,44 @@ impl fmt::Debug for RedisBffSessionStore {
 /// How long an entry outlives its session, for the cleanup.
 const GRACE_MS: u64 = 24 * 3600 * 1000;
 
+/// How many sessions one round trip reads or claims.
+const BATCH: usize = 500;
+
+/// Stores a session: the value, its place in both indexes (whose expiry only ever grows, so an
+/// index outlives every session in it) and in the expiry schedule.
+/// KEYS: session, sub index, sid index, schedule. ARGV: value, ttl, id hash, expires_at.
+const PUT_SCRIPT: &str = r#"
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+for i = 2, 3 do
+  redis.call('SADD', KEYS[i], ARGV[3])
+  if redis.call('PTTL', KEYS[i]) < tonumber(ARGV[2]) then
+    redis.call('PEXPIRE', KEYS[i], ARGV[2])
+  end
+end
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[3])
+return 1
+"#;
+
+/// A slide: the same as a put, but only while the session is still stored (SEC-26).
+const TOUCH_SCRIPT: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[3])
+return 1
+"#;
+
+/// Claims up to ARGV[2] sessions due at ARGV[1]: removed from the schedule and returned, so
+/// that each is handled by one instance. KEYS: schedule.
+const CLAIM_SCRIPT: &str = r#"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+if #due > 0 then
+  redis.call('ZREM', KEYS[1], unpack(due))
+end
+return due
+"#;
+
 impl RedisBffSessionStore {
     /// A store on the same Redis, prefix, encryption and connection as `redis`.
     pub fn new(redis: &RedisTokenCache) -> Self {
@@ -54,8 +98,9 @@ impl RedisBffSessionStore {
         }
     }
 
-    fn session_key(&self, id: &str) -> String {
-        self.redis.key_for(&format!("bff-session:{id}"), "bffs")
+    fn session_key(&self, id_hash: &str) -> String {
+        self.redis
+            .key_for(&format!("bff-session:{id_hash}"), "bffs")
     }
 
     fn index_key(&self, kind: &str, value: &str) -> String {
@@ -74,46 +119,87 @@ impl RedisBffSessionStore {
         }
     }
 
-    fn open(&self, key: &str, id: &str, value: &[u8]) -> Option<BffSession> {
+    fn open(&self, key: &str, id_hash: &str, value: &[u8]) -> Option<BffSession> {
         let json = match self.redis.encryption() {
             Some(encryption) => encryption.open(key.as_bytes(), value)?,
             None => value.to_vec(),
         };
         let session: BffSession = serde_json::from_slice(&json).ok()?;
         // An entry copied under another id is not that session.
-        (session.id == id).then_some(session)
+        (session.id_hash == id_hash).then_some(session)
     }
 
-    async fn read(&self, id: &str) -> Result<Option<BffSession>, CacheError> {
-        let key = self.session_key(id);
-        let k = key.clone();
-        let value: Option<Vec<u8>> = self
-            .redis
-            .call(|mut c| async move { redis::cmd("GET").arg(&k).query_async(&mut c).await })
-            .await?;
-        Ok(value.and_then(|v| self.open(&key, id, &v)))
+    /// The sessions with these id hashes (missing ones left out), a batch per round trip.
+    async fn read_many(&self, hashes: &[String]) -> Result<Vec<BffSession>, CacheError> {
+        let mut found = Vec::with_capacity(hashes.len());
+        for batch in hashes.chunks(BATCH) {
+            let keys: Vec<String> = batch.iter().map(|h| self.session_key(h)).collect();
+            let k = keys.clone();
+            let values: Vec<Option<Vec<u8>>> = self
+                .redis
+                .call(|mut c| async move { redis::cmd("MGET").arg(&k).query_async(&mut c).await })
+                .await?;
+            for ((key, hash), value) in keys.iter().zip(batch).zip(values) {
+                if let Some(session) = value.and_then(|v| self.open(key, hash, &v)) {
+                    found.push(session);
+                }
+            }
+        }
+        Ok(found)
     }
 
-    async fn delete(&self, session: &BffSession) -> Result<(), CacheError> {
-        let key = self.session_key(&session.id);
+    async fn write(&self, script: &'static str, session: &BffSession) -> Result<bool, CacheError> {
+        let key = self.session_key(&session.id_hash);
+        let value = self.seal(&key, session)?;
+        let ttl = session
+            .expires_at
+            .saturating_sub(Timestamp::system_now().as_millis())
+            .saturating_add(GRACE_MS)
+            .max(1);
         let sub = self.index_key("sub", &session.sub);
         let sid = self.index_key("sid", &session.sid);
         let expiry = self.expiry_key();
-        let id = session.id.clone();
+        let (hash, expires_at) = (session.id_hash.clone(), session.expires_at);
+        let done: i64 = self
+            .redis
+            .call(|mut c| async move {
+                redis::Script::new(script)
+                    .key(&key)
+                    .key(&sub)
+                    .key(&sid)
+                    .key(&expiry)
+                    .arg(value)
+                    .arg(ttl)
+                    .arg(&hash)
+                    .arg(expires_at)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(done == 1)
+    }
+
+    async fn delete(&self, session: &BffSession) -> Result<(), CacheError> {
+        let key = self.session_key(&session.id_hash);
+        let sub = self.index_key("sub", &session.sub);
+        let sid = self.index_key("sid", &session.sid);
+        let expiry = self.expiry_key();
+        let hash = session.id_hash.clone();
         self.redis
             .call(|mut c| async move {
                 redis::pipe()
+                    .atomic()
                     .cmd("DEL")
                     .arg(&key)
                     .cmd("SREM")
                     .arg(&sub)
-                    .arg(&id)
+                    .arg(&hash)
                     .cmd("SREM")
                     .arg(&sid)
-                    .arg(&id)
+                    .arg(&hash)
                     .cmd("ZREM")
                     .arg(&expiry)
-                    .arg(&id)
+                    .arg(&hash)
                     .query_async::<()>(&mut c)
                     .await
             })
@@ -128,65 +214,53 @@ impl BffSessionStore for RedisBffSessionStore {
         now: Timestamp,
     ) -> BoxFuture<'a, Result<Option<std::sync::Arc<BffSession>>, CacheError>> {
         Box::pin(async move {
-            Ok(self
-                .read(id)
-                .await?
+            let hash = session_id_hash(id);
+            let key = self.session_key(&hash);
+            let k = key.clone();
+            let value: Option<Vec<u8>> = self
+                .redis
+                .call(|mut c| async move { redis::cmd("GET").arg(&k).query_async(&mut c).await })
+                .await?;
+            Ok(value
+                .and_then(|v| self.open(&key, &hash, &v))
                 .filter(|s| s.expires_at > now.as_millis())
-                .map(std::sync::Arc::new))
+                .map(|mut session| {
+                    session.id = id.to_owned();
+                    std::sync::Arc::new(session)
+                }))
         })
     }
 
     fn put(&self, session: BffSession) -> BoxFuture<'_, Result<(), CacheError>> {
+        Box::pin(async move { self.write(PUT_SCRIPT, &session).await.map(|_| ()) })
+    }
+
+    fn touch<'a>(
+        &'a self,
+        session: &'a BffSession,
+        expires_at: u64,
+    ) -> BoxFuture<'a, Result<bool, CacheError>> {
         Box::pin(async move {
-            let key = self.session_key(&session.id);
-            let value = self.seal(&key, &session)?;
-            let ttl = session
-                .expires_at
-                .saturating_sub(Timestamp::system_now().as_millis())
-                .saturating_add(GRACE_MS)
-                .max(1);
-            let sub = self.index_key("sub", &session.sub);
-            let sid = self.index_key("sid", &session.sid);
-            let expiry = self.expiry_key();
-            let (id, expires_at) = (session.id.clone(), session.expires_at);
-            self.redis
-                .call(|mut c| async move {
-                    redis::pipe()
-                        .cmd("SET")
-                        .arg(&key)
-                        .arg(value)
-                        .arg("PX")
-                        .arg(ttl)
-                        .cmd("SADD")
-                        .arg(&sub)
-                        .arg(&id)
-                        .cmd("PEXPIRE")
-                        .arg(&sub)
-                        .arg(ttl)
-                        .cmd("SADD")
-                        .arg(&sid)
-                        .arg(&id)
-                        .cmd("PEXPIRE")
-                        .arg(&sid)
-                        .arg(ttl)
-                        .cmd("ZADD")
-                        .arg(&expiry)
-                        .arg(expires_at)
-                        .arg(&id)
-                        .query_async::<()>(&mut c)
-                        .await
-                })
-                .await
+            let mut moved = session.clone();
+            moved.expires_at = expires_at;
+            self.write(TOUCH_SCRIPT, &moved).await
         })
     }
 
-    fn remove<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<BffSession>, CacheError>> {
+    fn remove<'a>(
+        &'a self,
+        session: &'a BffSession,
+    ) -> BoxFuture<'a, Result<Option<BffSession>, CacheError>> {
         Box::pin(async move {
-            let Some(session) = self.read(id).await? else {
+            let Some(stored) = self
+                .read_many(std::slice::from_ref(&session.id_hash))
+                .await?
+                .pop()
+            else {
                 return Ok(None);
             };
-            self.delete(&session).await?;
-            Ok(Some(session))
+            self.delete(&stored).await?;
+            Ok(Some(stored))
         })
     }
 
@@ -201,71 +275,79 @@ impl BffSessionStore for RedisBffSessionStore {
                 (None, Some(sid)) => self.index_key("sid", sid),
                 (None, None) => return Ok(Vec::new()),
             };
-            let ids: Vec<String> = self
+            let i = index.clone();
+            let hashes: Vec<String> = self
                 .redis
-                .call(|mut c| async move {
-                    redis::cmd("SMEMBERS").arg(&index).query_async(&mut c).await
-                })
+                .call(
+                    |mut c| async move { redis::cmd("SMEMBERS").arg(&i).query_async(&mut c).await },
+                )
                 .await?;
-            let mut found = Vec::new();
-            for id in ids.iter().take(1000) {
-                if let Some(session) = self.read(id).await? {
-                    if sid.is_none_or(|sid| session.sid == sid)
-                        && sub.is_none_or(|sub| session.sub == sub)
-                    {
-                        found.push(session);
-                    }
+            let found = self.read_many(&hashes).await?;
+            // Entries gone from Redis (expired) leave their index.
+            if found.len() < hashes.len() {
+                let live: std::collections::HashSet<&str> =
+                    found.iter().map(|s| s.id_hash.as_str()).collect();
+                let gone: Vec<&String> = hashes
+                    .iter()
+                    .filter(|h| !live.contains(h.as_str()))
+                    .collect();
+                if !gone.is_empty() {
+                    let _ = self
+                        .redis
+                        .call(|mut c| async move {
+                            redis::cmd("SREM")
+                                .arg(&index)
+                                .arg(&gone)
+                                .query_async::<()>(&mut c)
+                                .await
+                        })
+                        .await;
                 }
             }
-            Ok(found)
+            Ok(found
+                .into_iter()
+                .filter(|s| {
+                    sid.is_none_or(|sid| s.sid == sid) && sub.is_none_or(|sub| s.sub == sub)
+                })
+                .collect())
         })
     }
 
     fn take_expired(&self, now: Timestamp) -> BoxFuture<'_, Result<Vec<BffSession>, CacheError>> {
         Box::pin(async move {
             let expiry = self.expiry_key();
-            let e = expiry.clone();
-            let due: Vec<String> = self
-                .redis
-                .call(|mut c| async move {
-                    redis::cmd("ZRANGEBYSCORE")
-                        .arg(&e)
-                        .arg("-inf")
-                        .arg(now.as_millis())
-                        .arg("LIMIT")
-                        .arg(0)
-                        .arg(500)
-                        .query_async(&mut c)
-                        .await
-                })
-                .await?;
             let mut taken = Vec::new();
-            for id in due {
-                // Claim it: one instance of the fleet handles each expired session.
-                let (e, i) = (expiry.clone(), id.clone());
-                let claimed: i64 = self
+            // Batch after batch until nothing is due: every expired session, not a fixed few.
+            loop {
+                let e = expiry.clone();
+                let due: Vec<String> = self
                     .redis
                     .call(|mut c| async move {
-                        redis::cmd("ZREM").arg(&e).arg(&i).query_async(&mut c).await
+                        redis::Script::new(CLAIM_SCRIPT)
+                            .key(&e)
+                            .arg(now.as_millis())
+                            .arg(BATCH)
+                            .invoke_async(&mut c)
+                            .await
                     })
                     .await?;
-                if claimed != 1 {
-                    continue;
-                }
-                if let Some(session) = self.read(&id).await? {
+                let claimed = due.len();
+                for session in self.read_many(&due).await? {
                     if session.expires_at <= now.as_millis() {
                         self.delete(&session).await?;
                         taken.push(session);
                     } else {
-                        // Extended meanwhile: back in the schedule.
-                        self.put(session).await?;
+                        // Extended meanwhile: back in the schedule (only if still stored).
+                        self.write(TOUCH_SCRIPT, &session).await?;
                     }
+                }
+                if claimed < BATCH {
+                    break;
                 }
             }
             Ok(taken)
         })
     }
-
     fn first_use<'a>(
         &'a self,
         key: &'a str,

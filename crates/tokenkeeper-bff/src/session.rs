@@ -14,8 +14,19 @@ use tokenkeeper::{CacheError, Timestamp};
 /// One browser session.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct BffSession {
-    /// The session id (the cookie's value): 32 random bytes, base64url.
+    /// The session id (the cookie's value): 32 random bytes, base64url. Never stored by a
+    /// shared store (SEC-15: whoever reads the store could replay it as a cookie): such a store
+    /// keeps [`BffSession::id_hash`] only, and a session it returns by `sub`/`sid` or from the
+    /// cleanup has an empty `id`.
+    #[serde(skip)]
     pub id: String,
+    /// SHA-256 of the id (base64url): what a shared store keys and indexes the session by.
+    pub id_hash: String,
+    /// The key of this login's tokens in the user token manager: one record per login
+    /// (SEC-14), even for two logins in one provider session. Empty in sessions stored before
+    /// it existed, whose tokens are keyed by `sub` and `sid`.
+    #[serde(default)]
+    pub tokens: String,
     /// `sub`.
     pub sub: String,
     /// The provider's `sid` (or ours, when it sends none).
@@ -44,12 +55,22 @@ impl fmt::Debug for BffSession {
     }
 }
 
+/// SHA-256 of a session id, base64url: how shared stores name a session (SEC-15).
+pub fn session_id_hash(id: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(id.as_bytes()))
+}
+
 impl BffSession {
     /// A session `id` of user `sub` in the provider's session `sid`, with no claims and no
-    /// expiry yet (set the public fields).
+    /// expiry yet (set the public fields; [`BffSession::tokens`] names the login's token record).
     pub fn new(id: impl Into<String>, sub: impl Into<String>, sid: impl Into<String>) -> Self {
+        let id = id.into();
         Self {
-            id: id.into(),
+            id_hash: session_id_hash(&id),
+            id,
+            tokens: String::new(),
             sub: sub.into(),
             sid: sid.into(),
             claims: serde_json::Map::new(),
@@ -64,16 +85,22 @@ impl BffSession {
     /// The key of the session's tokens in the user token manager.
     pub fn key(&self) -> SessionKey {
         self.key
-            .get_or_init(|| SessionKey::from_sub_sid(&self.sub, &self.sid))
+            .get_or_init(|| {
+                if self.tokens.is_empty() {
+                    SessionKey::from_sub_sid(&self.sub, &self.sid)
+                } else {
+                    SessionKey::new(&self.tokens)
+                }
+            })
             .clone()
     }
 }
 
-/// Where sessions live. Implementations index them by id, `sub` and `sid`, and forget a
-/// session at its `expires_at`.
+/// Where sessions live. Implementations index them by id (a shared store: by
+/// [`BffSession::id_hash`] only), `sub` and `sid`, and forget a session at its `expires_at`.
 pub trait BffSessionStore: Send + Sync + fmt::Debug + 'static {
     /// The session with this id, if it exists and has not expired at `now` (shared: the hot
-    /// path of every API call reads it without copying it).
+    /// path of every API call reads it without copying it). The session returned has its `id`.
     fn get<'a>(
         &'a self,
         id: &'a str,
@@ -83,18 +110,32 @@ pub trait BffSessionStore: Send + Sync + fmt::Debug + 'static {
     /// Stores (or replaces) `session`.
     fn put(&self, session: BffSession) -> BoxFuture<'_, Result<(), CacheError>>;
 
-    /// Removes the session with this id; returns it if it was there.
-    fn remove<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<BffSession>, CacheError>>;
+    /// Moves the expiry of `session` to `expires_at` (a slide), **only if the session is still
+    /// stored**, atomically: a slide racing a logout never brings the session back (SEC-26).
+    /// `false` when it was gone.
+    fn touch<'a>(
+        &'a self,
+        session: &'a BffSession,
+        expires_at: u64,
+    ) -> BoxFuture<'a, Result<bool, CacheError>>;
 
-    /// The sessions of `sub` (and, when given, of `sid` only).
+    /// Removes `session` (found by its id, or by its id hash when the id is not known); returns
+    /// it if it was there.
+    fn remove<'a>(
+        &'a self,
+        session: &'a BffSession,
+    ) -> BoxFuture<'a, Result<Option<BffSession>, CacheError>>;
+
+    /// Every session of `sub` (and, when given, of `sid` only), however many.
     fn find<'a>(
         &'a self,
         sub: Option<&'a str>,
         sid: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Vec<BffSession>, CacheError>>;
 
-    /// Removes and returns the sessions expired at `now` (for the periodic cleanup, which
-    /// revokes their refresh tokens).
+    /// Removes and returns every session expired at `now` (for the periodic cleanup, which
+    /// revokes their refresh tokens); across a fleet sharing the store, each is returned to one
+    /// caller only.
     fn take_expired(&self, now: Timestamp) -> BoxFuture<'_, Result<Vec<BffSession>, CacheError>>;
 
     /// Records `key` until `until` (ms); `true` the first time, `false` while it is recorded
@@ -266,8 +307,28 @@ impl BffSessionStore for InMemoryBffSessionStore {
         ready(Ok(()))
     }
 
-    fn remove<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<BffSession>, CacheError>> {
-        let removed = self.lock().remove(&self.by_id.pin(), id);
+    fn touch<'a>(
+        &'a self,
+        session: &'a BffSession,
+        expires_at: u64,
+    ) -> BoxFuture<'a, Result<bool, CacheError>> {
+        let mut sessions = self.lock();
+        let by_id = self.by_id.pin();
+        let Some(current) = by_id.get(&session.id).cloned() else {
+            return ready(Ok(false));
+        };
+        let mut moved = BffSession::clone(&current);
+        moved.expires_at = expires_at;
+        sessions.remove(&by_id, &session.id);
+        sessions.insert(&by_id, Arc::new(moved));
+        ready(Ok(true))
+    }
+
+    fn remove<'a>(
+        &'a self,
+        session: &'a BffSession,
+    ) -> BoxFuture<'a, Result<Option<BffSession>, CacheError>> {
+        let removed = self.lock().remove(&self.by_id.pin(), &session.id);
         ready(Ok(removed.map(Arc::unwrap_or_clone)))
     }
 

@@ -57,11 +57,7 @@ impl RedisLoginReplayStore {
 }
 
 impl LoginReplayStore for RedisLoginReplayStore {
-    fn claim<'a>(
-        &'a self,
-        key: &'a str,
-        ttl: Duration,
-    ) -> BoxFuture<'a, Result<bool, CacheError>> {
+    fn claim<'a>(&'a self, key: &'a str, ttl: Duration) -> BoxFuture<'a, Result<bool, CacheError>> {
         Box::pin(async move {
             let key = self.key(key);
             let ttl = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);

@@ -25,7 +25,7 @@ fn redis_url() -> String {
 fn options() -> RedisOptions {
     RedisOptions {
         prefix: format!("tktest-{:x}", fastrand::u64(..)),
-        ..RedisOptions::default()
+        ..RedisOptions::plaintext()
     }
 }
 
@@ -609,7 +609,7 @@ fn caches_and_stores_are_built_without_a_runtime() {
     let _cache = TwoTierTokenCache::new(redis.clone());
     let _users = tokenkeeper_redis::RedisUserTokenStore::new(&redis);
     let _lease = RedisLease::new(&redis);
-    let _pending = tokenkeeper_redis::RedisPendingLoginStore::new(&redis);
+    let _replays = tokenkeeper_redis::RedisLoginReplayStore::new(&redis);
 }
 
 /// SEC-11 for cached tokens: an older sealed token put back in Redis (by someone who can write

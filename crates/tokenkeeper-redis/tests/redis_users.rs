@@ -169,6 +169,7 @@ fn cache_on(url: &str, prefix: &str) -> RedisTokenCache {
             encryption: Some(Encryption::new("k1", &[9; 32]).unwrap()),
             timeout: Duration::from_millis(300),
             retry_pause: Duration::ZERO,
+            plaintext: false,
         },
     )
     .unwrap()

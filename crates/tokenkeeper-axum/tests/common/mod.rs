@@ -37,8 +37,8 @@ pub struct Setup {
     pub insecure_cookies: bool,
     /// Another app's identity provider and redirect URI (a fleet behind one public URL).
     pub fleet_of: Option<(Arc<TestServer>, String)>,
-    /// A shared pending-login store.
-    pub pending: Option<Arc<dyn tokenkeeper::user::PendingLoginStore>>,
+    /// A shared login replay store.
+    pub replays: Option<Arc<dyn tokenkeeper::user::LoginReplayStore>>,
     /// DPoP for the user tokens.
     pub dpop: Option<Dpop>,
 }
@@ -92,8 +92,8 @@ pub async fn app_with(setup: Setup) -> App {
     }
     let users = users.build().unwrap();
     let mut oidc = Oidc::new(config, users).unwrap();
-    if let Some(pending) = setup.pending {
-        oidc = oidc.with_pending_logins(pending);
+    if let Some(replays) = setup.replays {
+        oidc = oidc.with_login_replay_store(replays);
     }
     let router = Router::new()
         .route("/", get(|| async { "home" }))
@@ -107,6 +107,10 @@ pub async fn app_with(setup: Setup) -> App {
             ),
         )
         .route(
+            "/session-key",
+            get(|user: CurrentUser| async move { user.session_key().as_str().to_owned() }),
+        )
+        .route(
             "/token",
             get(|token: UserAccessToken| async move { token.0.access_token().secret().to_owned() }),
         )
@@ -114,7 +118,7 @@ pub async fn app_with(setup: Setup) -> App {
             "/refresh",
             get(
                 |axum::extract::State(state): axum::extract::State<AppState>, user: CurrentUser| async move {
-                    let session = tokenkeeper::user::SessionKey::from_sub_sid(&user.sub, &user.sid);
+                    let session = user.session_key();
                     let params = tokenkeeper::user::UserTokenParams::default().force_renewal(true);
                     match state.oidc.users().get_access_token(&session, &params).await {
                         Ok(token) => token.access_token().secret().to_owned(),
@@ -185,8 +189,16 @@ impl tower_sessions::SessionStore for CountingStore {
     }
 }
 
+/// A browser on the app's own pages: it keeps cookies and says `Sec-Fetch-Site: same-origin`
+/// (as browsers do for a navigation within a site); a request may override it.
 pub fn browser(follow: bool) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        "sec-fetch-site",
+        reqwest::header::HeaderValue::from_static("same-origin"),
+    );
     reqwest::Client::builder()
+        .default_headers(headers)
         .cookie_store(true)
         .redirect(if follow {
             reqwest::redirect::Policy::limited(10)

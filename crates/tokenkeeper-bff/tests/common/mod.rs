@@ -258,9 +258,9 @@ pub async fn harness(setup: Setup) -> Harness {
     }
     let mut oidc = Oidc::new(config, users.build().unwrap()).unwrap();
     if let Some(redis) = &redis {
-        oidc = oidc.with_pending_logins(Arc::new(tokenkeeper_redis::RedisPendingLoginStore::new(
-            redis,
-        )));
+        oidc = oidc.with_login_replay_store(Arc::new(
+            tokenkeeper_redis::RedisLoginReplayStore::new(redis),
+        ));
     }
     let clients = ClientCredentialsTokenManager::builder()
         .client(

@@ -89,7 +89,8 @@ impl LoginDpop {
     /// refused.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
         use base64::Engine as _;
-        let bad = |reason: &str| Error::ReauthenticationRequired(format!("login DPoP key: {reason}"));
+        let bad =
+            |reason: &str| Error::ReauthenticationRequired(format!("login DPoP key: {reason}"));
         let value: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|_| bad("not readable"))?;
         let jkt = value["jkt"]

@@ -28,8 +28,7 @@ pub trait LoginReplayStore: Send + Sync + fmt::Debug + 'static {
     /// Records `key` for `ttl`; `true` if it was not recorded yet (the caller may complete the
     /// login), `false` if it was (a second callback for the same login). Of several concurrent
     /// calls for one key, exactly one gets `true`.
-    fn claim<'a>(&'a self, key: &'a str, ttl: Duration)
-        -> BoxFuture<'a, Result<bool, CacheError>>;
+    fn claim<'a>(&'a self, key: &'a str, ttl: Duration) -> BoxFuture<'a, Result<bool, CacheError>>;
 }
 
 /// Claimed logins in this process's memory: bounded (default 100,000 entries; when full, the
@@ -98,11 +97,7 @@ impl InMemoryLoginReplayStore {
 }
 
 impl LoginReplayStore for InMemoryLoginReplayStore {
-    fn claim<'a>(
-        &'a self,
-        key: &'a str,
-        ttl: Duration,
-    ) -> BoxFuture<'a, Result<bool, CacheError>> {
+    fn claim<'a>(&'a self, key: &'a str, ttl: Duration) -> BoxFuture<'a, Result<bool, CacheError>> {
         let now = self.clock.now();
         let mut entries = self.lock();
         let claimed = match entries.get(key) {

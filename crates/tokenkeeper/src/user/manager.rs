@@ -540,7 +540,8 @@ impl UserTokenManager {
         &self,
         login: Option<&LoginDpop>,
     ) -> Result<Option<Arc<DpopKey>>, Error> {
-        let refused = |reason: &str| Error::ReauthenticationRequired(format!("login DPoP key: {reason}"));
+        let refused =
+            |reason: &str| Error::ReauthenticationRequired(format!("login DPoP key: {reason}"));
         match (&self.inner.dpop, login) {
             (None, _) => Ok(None),
             (Some(_), None) => Err(refused("the login was started without one")),
