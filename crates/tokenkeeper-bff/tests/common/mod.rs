@@ -54,6 +54,10 @@ pub struct Harness {
     pub protected: Option<Arc<tokenkeeper_testing::TestApi>>,
     /// Releases the second event of `/events`.
     pub release: Arc<tokio::sync::Notify>,
+    /// The app, to call in-process (`tower::ServiceExt::oneshot`).
+    pub app: Router,
+    /// The Redis behind the stores, with `redis`.
+    pub redis: Option<tokenkeeper_redis::RedisTokenCache>,
 }
 
 /// The echo upstream: answers every path with what it received (JSON); `/events` streams two
@@ -255,6 +259,11 @@ pub async fn harness(setup: Setup) -> Harness {
         users = users
             .store(Arc::new(tokenkeeper_redis::RedisUserTokenStore::new(redis)))
             .lease(Arc::new(tokenkeeper_redis::RedisLease::new(redis)));
+        if setup.dpop {
+            users = users.dpop_key_store(Arc::new(
+                tokenkeeper_redis::RedisDpopKeyStore::new(redis).unwrap(),
+            ));
+        }
     }
     let mut oidc = Oidc::new(config, users.build().unwrap()).unwrap();
     if let Some(redis) = &redis {
@@ -330,7 +339,8 @@ pub async fn harness(setup: Setup) -> Harness {
         .route("/app", axum::routing::get(|| async { "the app" }))
         .merge(bff.router())
         .merge(local);
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let served = app.clone();
+    tokio::spawn(async move { axum::serve(listener, served).await });
     Harness {
         url,
         idp,
@@ -343,7 +353,87 @@ pub async fn harness(setup: Setup) -> Harness {
         redirect_uri,
         release,
         protected,
+        app,
+        redis,
     }
+}
+
+/// The keys Redis holds under `prefix`.
+pub async fn redis_keys(prefix: &str) -> Vec<String> {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut keys = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}:*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        keys.extend(batch);
+        if next == 0 {
+            return keys;
+        }
+        cursor = next;
+    }
+}
+
+/// Every value Redis holds under `prefix` (strings, hash fields, set members), as bytes.
+pub async fn redis_values(prefix: &str) -> Vec<Vec<u8>> {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut values = Vec::new();
+    for key in redis_keys(prefix).await {
+        values.push(key.clone().into_bytes());
+        let kind: String = redis::cmd("TYPE")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        match kind.as_str() {
+            "string" => values.push(
+                redis::cmd("GET")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap(),
+            ),
+            "hash" => {
+                let all: Vec<Vec<u8>> = redis::cmd("HGETALL")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                values.extend(all);
+            }
+            "set" => {
+                let all: Vec<Vec<u8>> = redis::cmd("SMEMBERS")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                values.extend(all);
+            }
+            "zset" => {
+                let all: Vec<Vec<u8>> = redis::cmd("ZRANGE")
+                    .arg(&key)
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                values.extend(all);
+            }
+            _ => {}
+        }
+    }
+    values
 }
 
 /// A browser: a cookie jar, redirects followed by hand (to see each step).
