@@ -438,3 +438,137 @@ async fn oidc_new_refuses_a_user_manager_it_cannot_use_naming_the_field() {
     assert!(error.to_string().contains("redirect_uri"), "{error}");
     assert!(Oidc::new(config.clone(), Oidc::user_manager_for(&config).unwrap()).is_ok());
 }
+
+/// SEC-13: 100,000 anonymous logins between a user's login and its callback leave the callback
+/// working and nothing stored: no session record, no claimed login, no DPoP key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sec_13_anonymous_logins_store_nothing() {
+    use futures_util::StreamExt as _;
+    use tower::ServiceExt as _;
+    let replays = Arc::new(tokenkeeper::user::InMemoryLoginReplayStore::new());
+    let keys = Arc::new(tokenkeeper::dpop::InMemoryDpopKeyStore::new());
+    let app = app_with(Setup {
+        insecure_cookies: true,
+        replays: Some(replays.clone()),
+        dpop: Some(Dpop::PerSession(keys.clone())),
+        ..Setup::default()
+    })
+    .await;
+    let browser = browser(false);
+    let callback = start_login(&browser, &app).await;
+    futures_util::stream::iter(0..100_000)
+        .for_each_concurrent(64, |_| {
+            let router = app.router.clone();
+            async move {
+                let request = axum::http::Request::get("/auth/login")
+                    .body(axum::body::Body::empty())
+                    .unwrap();
+                let response = router.oneshot(request).await.unwrap();
+                assert!(response.status().is_redirection());
+            }
+        })
+        .await;
+    assert_eq!(app.sessions.records(), 0);
+    assert!(replays.is_empty());
+    assert!(keys.is_empty() && keys.pending_len() == 0);
+    let done = browser.get(callback).send().await.unwrap();
+    assert!(done.status().is_redirection(), "{}", done.status());
+    assert_eq!(get_text(&browser, format!("{}/me", app.url)).await, "alice");
+    assert_eq!((replays.len(), keys.len()), (1, 1));
+}
+
+/// SEC-14 in `tokenkeeper-axum`: two logins in one provider session (same `sid`) get token
+/// records of their own, and logging one out leaves the other's tokens alone; a new login in
+/// the same web session revokes the one it replaces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sec_14_one_login_one_token_record_in_axum() {
+    let app = app(true).await;
+    let mut same_sid = serde_json::Map::new();
+    same_sid.insert("sid".into(), "sso-1".into());
+    app.idp.set_id_token_claims(same_sid);
+    let (a, b) = (browser(true), browser(true));
+    for tab in [&a, &b] {
+        let me = get_text(tab, format!("{}/auth/login?returnUrl=/me", app.url)).await;
+        assert_eq!(me, "alice");
+    }
+    let key_a = get_text(&a, format!("{}/session-key", app.url)).await;
+    let key_b = get_text(&b, format!("{}/session-key", app.url)).await;
+    assert_ne!(key_a, key_b, "separate token records");
+    let token_b = get_text(&b, format!("{}/token", app.url)).await;
+    assert_ne!(get_text(&a, format!("{}/token", app.url)).await, token_b);
+
+    let logout = get_text(&a, format!("{}/logout-url", app.url)).await;
+    a.get(format!("{}{logout}", app.url)).send().await.unwrap();
+    assert_eq!(app.idp.revocations(), 1);
+    assert_eq!(get_text(&b, format!("{}/token", app.url)).await, token_b);
+    let refreshed = get_text(&b, format!("{}/refresh", app.url)).await;
+    assert!(!refreshed.starts_with("error"), "{refreshed}");
+
+    // B logs in again in the same web session: B's first login is revoked and forgotten.
+    let me = get_text(&b, format!("{}/auth/login?returnUrl=/me", app.url)).await;
+    assert_eq!(me, "alice");
+    assert_eq!(app.idp.revocations(), 2);
+    let old = tokenkeeper::user::SessionKey::new(&key_b);
+    assert!(app.oidc.users().store().get(&old).await.unwrap().is_none());
+    assert_ne!(get_text(&b, format!("{}/session-key", app.url)).await, key_b);
+}
+
+/// SEC-24: logout in `tokenkeeper-axum` needs, besides the session's `sid`, a request from the
+/// app's own pages (`Sec-Fetch-Site: same-origin`, or an `Origin` that is the app's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sec_24_axum_logout_needs_a_same_origin_request() {
+    let app = app(true).await;
+    // One cookie jar, two browsers: one that sends `Sec-Fetch-Site` (same-origin by default),
+    // one that sends none (an older browser).
+    let jar = Arc::new(reqwest::cookie::Jar::default());
+    let modern = reqwest::Client::builder()
+        .cookie_provider(jar.clone())
+        .default_headers(
+            [(
+                reqwest::header::HeaderName::from_static("sec-fetch-site"),
+                reqwest::header::HeaderValue::from_static("same-origin"),
+            )]
+            .into_iter()
+            .collect(),
+        )
+        .build()
+        .unwrap();
+    let older = reqwest::Client::builder()
+        .cookie_provider(jar)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let me = get_text(&modern, format!("{}/auth/login?returnUrl=/me", app.url)).await;
+    assert_eq!(me, "alice");
+    let logout = get_text(&modern, format!("{}/logout-url", app.url)).await;
+    let url = format!("{}{logout}", app.url);
+    // The right sid, from another site (a site that knows the SSO session's sid).
+    for (client, headers) in [
+        (&modern, vec![("sec-fetch-site", "cross-site")]),
+        (&modern, vec![("sec-fetch-site", "same-site")]),
+        (
+            &modern,
+            vec![("sec-fetch-site", "cross-site"), ("origin", app.url.as_str())],
+        ),
+        (&older, vec![("origin", "https://evil.example")]),
+        (&older, vec![]),
+    ] {
+        let mut request = client.get(&url);
+        for (name, value) in &headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 403, "{headers:?}");
+    }
+    assert_eq!(get_text(&modern, format!("{}/me", app.url)).await, "alice");
+    assert_eq!(app.idp.revocations(), 0);
+    // An older browser on the app's own page: its Origin is the app's.
+    let response = older
+        .get(&url)
+        .header("origin", &app.url)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_redirection(), "{}", response.status());
+    assert_eq!(app.idp.revocations(), 1);
+}

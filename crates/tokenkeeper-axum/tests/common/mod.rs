@@ -28,6 +28,8 @@ pub struct App {
     pub idp: Arc<TestServer>,
     pub oidc: Oidc,
     pub sessions: CountingStore,
+    /// The app, to call in-process (`tower::ServiceExt::oneshot`).
+    pub router: Router,
 }
 
 /// How an app under test is set up.
@@ -142,12 +144,14 @@ pub async fn app_with(setup: Setup) -> App {
         .merge(oidc.router())
         .with_state(AppState { oidc: oidc.clone() })
         .layer(oidc.session_layer(sessions.clone()));
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let served = router.clone();
+    tokio::spawn(async move { axum::serve(listener, served).await });
     App {
         url,
         idp,
         oidc,
         sessions,
+        router,
     }
 }
 
