@@ -392,8 +392,9 @@ async fn login(
         .await
 }
 
-/// The query of a login callback.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// The query of a login callback. `Debug` shows which parameters are there, not the code or
+/// the state.
+#[derive(Clone, Default, Deserialize)]
 pub struct CallbackQuery {
     /// `code`.
     pub code: Option<String>,
@@ -405,6 +406,17 @@ pub struct CallbackQuery {
     pub error: Option<String>,
     /// `session_state` (OpenID Connect Session Management), when the provider sends it.
     pub session_state: Option<String>,
+}
+
+impl std::fmt::Debug for CallbackQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallbackQuery")
+            .field("code", &self.code.is_some())
+            .field("state", &self.state.is_some())
+            .field("iss", &self.iss)
+            .field("error", &self.error.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A login completed by [`Oidc::finish_login`].

@@ -510,7 +510,10 @@ async fn sec_14_one_login_one_token_record_in_axum() {
     assert_eq!(app.idp.revocations(), 2);
     let old = tokenkeeper::user::SessionKey::new(&key_b);
     assert!(app.oidc.users().store().get(&old).await.unwrap().is_none());
-    assert_ne!(get_text(&b, format!("{}/session-key", app.url)).await, key_b);
+    assert_ne!(
+        get_text(&b, format!("{}/session-key", app.url)).await,
+        key_b
+    );
 }
 
 /// SEC-24: logout in `tokenkeeper-axum` needs, besides the session's `sid`, a request from the
@@ -548,7 +551,10 @@ async fn sec_24_axum_logout_needs_a_same_origin_request() {
         (&modern, vec![("sec-fetch-site", "same-site")]),
         (
             &modern,
-            vec![("sec-fetch-site", "cross-site"), ("origin", app.url.as_str())],
+            vec![
+                ("sec-fetch-site", "cross-site"),
+                ("origin", app.url.as_str()),
+            ],
         ),
         (&older, vec![("origin", "https://evil.example")]),
         (&older, vec![]),

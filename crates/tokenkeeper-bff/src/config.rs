@@ -107,7 +107,7 @@ pub struct HostSection {
 }
 
 /// `[oidc]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OidcSection {
     /// The issuer.
@@ -129,7 +129,7 @@ pub struct OidcSection {
 }
 
 /// `[client]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientSection {
     /// The client id.
@@ -185,6 +185,41 @@ pub struct RouteSection {
     pub timeout_secs: Option<u64>,
 }
 
+impl fmt::Debug for OidcSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OidcSection")
+            .field("issuer", self.issuer.get_ref())
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "[redacted]"),
+            )
+            .field(
+                "client_secret_env",
+                &self.client_secret_env.as_ref().map(Spanned::get_ref),
+            )
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for ClientSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientSection")
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "[redacted]"),
+            )
+            .field(
+                "client_secret_env",
+                &self.client_secret_env.as_ref().map(Spanned::get_ref),
+            )
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Reads the line of a byte offset.
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
@@ -225,8 +260,9 @@ fn key_at(text: &str, offset: usize) -> String {
     }
 }
 
-/// What [`BffConfig::validate`] resolves: the parts to build the BFF from.
-#[derive(Debug, Clone)]
+/// What [`BffConfig::validate`] resolves: the parts to build the BFF from. `Debug` leaves the
+/// secrets and the key out.
+#[derive(Clone)]
 pub struct Validated {
     /// The listen address.
     pub listen: std::net::SocketAddr,
@@ -246,6 +282,20 @@ pub struct Validated {
     pub routes: Vec<crate::ApiRoute>,
     /// The BFF's options (without the routes' token managers).
     pub options: crate::BffOptions,
+}
+
+impl fmt::Debug for Validated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Validated")
+            .field("listen", &self.listen)
+            .field("public_origin", &self.public_origin)
+            .field("redirect_uri", &self.redirect_uri)
+            .field("redis_encrypted", &self.redis_key.is_some())
+            .field("dpop_per_session", &self.dpop_per_session)
+            .field("routes", &self.routes)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
 }
 
 impl BffConfig {

@@ -5,7 +5,7 @@ use tokenkeeper::dpop::{DpopAlgorithm, DpopKey, ProofRequest};
 use tokenkeeper::Clock as _;
 
 /// `tokenkeeper dpop …`.
-#[derive(Debug, clap::Subcommand)]
+#[derive(clap::Subcommand)]
 pub(crate) enum DpopCommand {
     /// Write a new private key (PKCS#8 PEM, readable by its owner only); print its public JWK
     /// and RFC 7638 thumbprint.
@@ -39,6 +39,16 @@ pub(crate) enum DpopCommand {
         #[arg(long)]
         nonce: Option<String>,
     },
+}
+
+impl std::fmt::Debug for DpopCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `proof --token` is an access token (SEC-25): the subcommand's name only.
+        f.write_str(match self {
+            Self::Keygen { .. } => "DpopCommand::Keygen",
+            Self::Proof { .. } => "DpopCommand::Proof",
+        })
+    }
 }
 
 /// Reads a key file.

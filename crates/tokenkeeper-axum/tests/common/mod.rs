@@ -109,6 +109,10 @@ pub async fn app_with(setup: Setup) -> App {
             ),
         )
         .route(
+            "/debug-user",
+            get(|user: CurrentUser| async move { format!("{user:?}") }),
+        )
+        .route(
             "/session-key",
             get(|user: CurrentUser| async move { user.session_key().as_str().to_owned() }),
         )

@@ -44,8 +44,8 @@ pub fn ath(access_token: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(access_token.as_bytes()))
 }
 
-/// What a proof is for.
-#[derive(Debug, Clone, Copy)]
+/// What a proof is for. `Debug` leaves the access token out.
+#[derive(Clone, Copy)]
 pub struct ProofRequest<'a> {
     /// The HTTP method (`htm`).
     pub method: &'a str,
@@ -55,6 +55,17 @@ pub struct ProofRequest<'a> {
     pub access_token: Option<&'a str>,
     /// The server's latest nonce, if any.
     pub nonce: Option<&'a str>,
+}
+
+impl std::fmt::Debug for ProofRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProofRequest")
+            .field("method", &self.method)
+            .field("url", &self.url.as_str())
+            .field("access_token", &self.access_token.is_some())
+            .field("nonce", &self.nonce.is_some())
+            .finish()
+    }
 }
 
 impl DpopKey {

@@ -66,8 +66,8 @@ impl Pkce {
 }
 
 /// An authorization code request: what to send the browser to, and what to keep for the
-/// callback (state, nonce, PKCE verifier).
-#[derive(Debug, Clone)]
+/// callback (state, nonce, PKCE verifier). `Debug` shows the endpoint only.
+#[derive(Clone)]
 pub struct AuthorizationRequest {
     /// The URL to redirect the user agent to.
     pub url: Url,
@@ -77,6 +77,16 @@ pub struct AuthorizationRequest {
     pub nonce: String,
     /// The PKCE verifier to send with the code.
     pub pkce: Pkce,
+}
+
+impl std::fmt::Debug for AuthorizationRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut endpoint = self.url.clone();
+        endpoint.set_query(None);
+        f.debug_struct("AuthorizationRequest")
+            .field("endpoint", &endpoint.as_str())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Builds an [`AuthorizationRequest`].

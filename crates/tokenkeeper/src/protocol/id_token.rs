@@ -112,8 +112,9 @@ impl fmt::Debug for IdTokenValidator {
     }
 }
 
-/// The claims of a validated ID token.
-#[derive(Debug, Clone)]
+/// The claims of a validated ID token. `Debug` shows which claims there are, never their
+/// values (SEC-25: they identify a person).
+#[derive(Clone)]
 pub struct IdTokenClaims {
     /// `sub`.
     pub sub: String,
@@ -121,6 +122,14 @@ pub struct IdTokenClaims {
     pub sid: Option<String>,
     /// Every claim.
     pub all: Map<String, Value>,
+}
+
+impl std::fmt::Debug for IdTokenClaims {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdTokenClaims")
+            .field("claims", &self.all.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 impl JwksSource {
@@ -184,8 +193,9 @@ fn key_allows(jwk: &jsonwebtoken::jwk::Jwk, alg: Algorithm) -> bool {
 /// The event of a back-channel logout token.
 pub const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 
-/// A validated back-channel logout token: whose sessions to end.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A validated back-channel logout token: whose sessions to end. `Debug` shows which claims
+/// it has, not their values.
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LogoutToken {
     /// `sub`, when present.
@@ -194,6 +204,15 @@ pub struct LogoutToken {
     pub sid: Option<String>,
     /// `jti` (check it for replay).
     pub jti: String,
+}
+
+impl std::fmt::Debug for LogoutToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogoutToken")
+            .field("sub", &self.sub.is_some())
+            .field("sid", &self.sid.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// An unknown `kid` makes the validator fetch the keys again, but not more often than this.

@@ -15,8 +15,9 @@ use super::manager::UserTokenManager;
 use super::store::SessionKey;
 
 /// What the application kept from the authorization request, to complete the login on the
-/// callback (`state` is checked by the caller before this is used).
-#[derive(Debug, Clone)]
+/// callback (`state` is checked by the caller before this is used). `Debug` shows none of the
+/// code, verifier or nonce.
+#[derive(Clone)]
 pub struct LoginRequest<'a> {
     /// The `code` of the callback.
     pub code: &'a str,
@@ -32,6 +33,16 @@ pub struct LoginRequest<'a> {
     /// authorization request's `dpop_jkt`: the code exchange proves that key, and the
     /// session's tokens are bound to it. `None` without DPoP.
     pub dpop: Option<&'a LoginDpop>,
+}
+
+impl std::fmt::Debug for LoginRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginRequest")
+            .field("redirect_uri", &self.redirect_uri)
+            .field("resource", &self.resource)
+            .field("dpop", &self.dpop)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The DPoP key of a login in progress ([`UserTokenManager::new_login_dpop`]): its thumbprint
@@ -117,8 +128,8 @@ impl LoginDpop {
     }
 }
 
-/// A completed login.
-#[derive(Debug, Clone)]
+/// A completed login. `Debug` shows the session key's hash only (SEC-25).
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct Login {
     /// The key of this login's tokens ([`SessionKey::for_login`]): `sub`, `sid` and a login id
@@ -133,6 +144,14 @@ pub struct Login {
     pub claims: IdTokenClaims,
     /// The ID token (for RP-initiated logout's `id_token_hint`).
     pub id_token: IdToken,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("session", &self.session)
+            .finish_non_exhaustive()
+    }
 }
 
 impl UserTokenManager {
