@@ -33,6 +33,11 @@ pub struct BffOptions {
     pub routes: Vec<ApiRoute>,
     /// Development mode: the diagnostics endpoint exists.
     pub dev: bool,
+    /// The proxies in front of the BFF (a load balancer) whose `X-Forwarded-For`, `-Proto`
+    /// and `-Host` are passed on (SEC-16). From anyone else those headers are dropped, and the
+    /// BFF sets them itself: the connection's peer (when the router is served with
+    /// `into_make_service_with_connect_info::<SocketAddr>()`) and the public URL.
+    pub trusted_proxies: Vec<crate::Cidr>,
 }
 
 impl Default for BffOptions {
@@ -45,6 +50,7 @@ impl Default for BffOptions {
             insecure_cookies: false,
             routes: Vec::new(),
             dev: false,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -75,6 +81,10 @@ pub(crate) struct Inner {
     /// The BFF's public origin (`https://app.example.com`), from the callback URL.
     pub(crate) origin: String,
     pub(crate) anti_forgery_name: http::HeaderName,
+    /// `X-Forwarded-*` for the upstreams.
+    pub(crate) forwarding: crate::forwarded::Forwarding,
+    /// Per route, the client-token middleware (its client and parameters), made once.
+    pub(crate) route_clients: Vec<Option<(String, tokenkeeper::TokenMiddleware)>>,
 }
 
 impl std::fmt::Debug for Bff {
@@ -174,6 +184,23 @@ impl Bff {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| config_error("http", e.to_string()))?;
+        let forwarding =
+            crate::forwarded::Forwarding::new(&redirect, options.trusted_proxies.clone());
+        let mut route_clients = Vec::with_capacity(options.routes.len());
+        for route in &options.routes {
+            let client = match (&clients, &route.client) {
+                (Some(_), Some(name)) => Some(name.clone()),
+                (Some(clients), None) => clients.client_names().next().map(str::to_owned),
+                (None, _) => None,
+            };
+            route_clients.push(match (&clients, client) {
+                (Some(clients), Some(name)) => {
+                    let middleware = clients.middleware_with(&name, route.client_params.clone())?;
+                    Some((name, middleware))
+                }
+                _ => None,
+            });
+        }
         let mut options = options;
         options.base_path = base;
         Ok(Self {
@@ -187,6 +214,8 @@ impl Bff {
                 deadlines: Arc::default(),
                 origin,
                 anti_forgery_name,
+                forwarding,
+                route_clients,
             }),
         })
     }

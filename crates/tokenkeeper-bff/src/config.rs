@@ -101,9 +101,12 @@ pub struct HostSection {
     /// Absolute session lifetime, seconds.
     #[serde(default)]
     pub session_max_secs: Option<Spanned<u64>>,
-    /// Cookies without `Secure` (plain-http loopback development only).
+    /// Cookies without `Secure`: only with a loopback `public_url` (SEC-20).
     #[serde(default)]
-    pub insecure_cookies: bool,
+    pub insecure_cookies: Option<Spanned<bool>>,
+    /// The load balancers in front of the BFF whose `X-Forwarded-*` are passed on (CIDRs).
+    #[serde(default)]
+    pub trusted_proxies: Option<Spanned<Vec<String>>>,
 }
 
 /// `[oidc]`.
@@ -126,6 +129,12 @@ pub struct OidcSection {
     /// `none` or `per-session`.
     #[serde(default)]
     pub dpop: Option<Spanned<String>>,
+    /// Refuses a provider that answers a DPoP-bound login with Bearer tokens (SEC-27).
+    #[serde(default)]
+    pub require_dpop: Option<Spanned<bool>>,
+    /// Allows an `http://` issuer that is not on loopback (SEC-20; `--check-config` reports it).
+    #[serde(default)]
+    pub allow_insecure_http_provider: Option<Spanned<bool>>,
 }
 
 /// `[client]`.
@@ -174,15 +183,29 @@ pub struct RouteSection {
     /// The token type.
     #[serde(default)]
     pub token: Option<Spanned<String>>,
-    /// The user token's scope.
+    /// The token's scope (user and/or client token, as the route's token type says).
     #[serde(default)]
-    pub scope: Option<String>,
-    /// The user token's resource.
+    pub scope: Option<Spanned<String>>,
+    /// The token's resource (user and/or client token, as the route's token type says).
     #[serde(default)]
     pub resource: Option<Spanned<String>>,
     /// Seconds until the upstream's response headers.
     #[serde(default)]
     pub timeout_secs: Option<u64>,
+    /// The methods the route forwards (default: any but TRACE and CONNECT).
+    #[serde(default)]
+    pub methods: Option<Spanned<Vec<String>>>,
+    /// `header` (default: `X-CSRF: 1`), `same-origin` (GET and HEAD requests may show
+    /// `Sec-Fetch-Site: same-origin` instead, for `EventSource`), or `none` (routes with
+    /// `token = "none"` only).
+    #[serde(default)]
+    pub anti_forgery: Option<Spanned<String>>,
+    /// Lets `%2F` through in forwarded path segments.
+    #[serde(default)]
+    pub allow_encoded_slashes: Option<bool>,
+    /// Passes the upstream's `Access-Control-*` headers to the browser.
+    #[serde(default)]
+    pub pass_cors_headers: Option<bool>,
 }
 
 impl fmt::Debug for OidcSection {
@@ -217,6 +240,19 @@ impl fmt::Debug for ClientSection {
             )
             .field("scope", &self.scope)
             .finish_non_exhaustive()
+    }
+}
+
+/// Whether `url`'s host is a loopback address or `localhost`.
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => {
+            name.eq_ignore_ascii_case("localhost")
+                || name.to_ascii_lowercase().ends_with(".localhost")
+        }
+        None => false,
     }
 }
 
@@ -282,6 +318,12 @@ pub struct Validated {
     pub routes: Vec<crate::ApiRoute>,
     /// The BFF's options (without the routes' token managers).
     pub options: crate::BffOptions,
+    /// Plain-http provider allowed (loopback, or `allow_insecure_http_provider`).
+    pub insecure_http_provider: bool,
+    /// Refuse Bearer answers to DPoP-bound logins.
+    pub require_dpop: bool,
+    /// What the configuration allows that weakens security (`--check-config` prints them).
+    pub notices: Vec<String>,
 }
 
 impl fmt::Debug for Validated {
@@ -341,7 +383,19 @@ impl BffConfig {
                     "is not an absolute http(s) URL".into(),
                 )
             })?;
-        let insecure = self.bff.insecure_cookies;
+        let mut notices = Vec::new();
+        let insecure = self
+            .bff
+            .insecure_cookies
+            .as_ref()
+            .is_some_and(|i| *i.get_ref());
+        if insecure && !is_loopback(&public) {
+            return Err(err(
+                "bff.insecure_cookies",
+                self.bff.insecure_cookies.as_ref().map(Spanned::span),
+                "is allowed only with a loopback public_url (127.0.0.1, ::1, localhost): session cookies without Secure would cross the network in the clear".into(),
+            ));
+        }
         if public.scheme() == "http" && !insecure {
             return Err(err(
                 "bff.public_url",
@@ -359,11 +413,32 @@ impl BffConfig {
                 .trim_matches('/')
         );
         let issuer = self.oidc.issuer.get_ref();
-        if url::Url::parse(issuer).is_err() {
+        let Some(issuer_url) = url::Url::parse(issuer)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        else {
             return Err(err(
                 "oidc.issuer",
                 Some(self.oidc.issuer.span()),
-                "is not an absolute URL".into(),
+                "is not an absolute http(s) URL".into(),
+            ));
+        };
+        let allow_http = self
+            .oidc
+            .allow_insecure_http_provider
+            .as_ref()
+            .is_some_and(|a| *a.get_ref());
+        let insecure_http_provider = issuer_url.scheme() == "http";
+        if insecure_http_provider && !is_loopback(&issuer_url) {
+            if !allow_http {
+                return Err(err(
+                    "oidc.issuer",
+                    Some(self.oidc.issuer.span()),
+                    "is plain http on a non-loopback host: tokens and client secrets would cross the network in the clear (use https, or set allow_insecure_http_provider = true knowingly)".into(),
+                ));
+            }
+            notices.push(format!(
+                "oidc.allow_insecure_http_provider: the provider {issuer} is plain http; tokens and the client secret cross the network in the clear"
             ));
         }
         let secret = |section: &str,
@@ -399,6 +474,11 @@ impl BffConfig {
             )?),
             None => None,
         };
+        let require_dpop = self
+            .oidc
+            .require_dpop
+            .as_ref()
+            .is_some_and(|r| *r.get_ref());
         let dpop_per_session = match self.oidc.dpop.as_ref() {
             None => false,
             Some(value) => match value.get_ref().as_str() {
@@ -413,6 +493,13 @@ impl BffConfig {
                 }
             },
         };
+        if require_dpop && !dpop_per_session {
+            return Err(err(
+                "oidc.require_dpop",
+                self.oidc.require_dpop.as_ref().map(Spanned::span),
+                "needs dpop = \"per-session\" (there is no DPoP key to require)".into(),
+            ));
+        }
         let redis_key = match &self.redis {
             Some(redis) => {
                 if url::Url::parse(redis.url.get_ref()).is_err() {
@@ -424,7 +511,10 @@ impl BffConfig {
                 }
                 let plaintext = redis.plaintext.as_ref().is_some_and(|p| *p.get_ref());
                 match &redis.encryption_key_env {
-                    None if plaintext => None,
+                    None if plaintext => {
+                        notices.push("redis.plaintext: sessions, tokens and refresh tokens are stored in Redis in the clear".into());
+                        None
+                    }
                     None => {
                         return Err(err(
                             "redis.encryption_key_env",
@@ -515,20 +605,103 @@ impl BffConfig {
                     "needs a [client] section".into(),
                 ));
             }
+            // A token's scope and resource go to every token the route sends: the user's, the
+            // client's, or both (UX-01); a route that sends none has no use for them.
+            if token == crate::RouteToken::None {
+                for (name, span) in [
+                    ("scope", route.scope.as_ref().map(Spanned::span)),
+                    ("resource", route.resource.as_ref().map(Spanned::span)),
+                ] {
+                    if let Some(span) = span {
+                        return Err(err(
+                            &key(name),
+                            Some(span),
+                            "does not apply to a route with token = \"none\" (it sends no token)"
+                                .into(),
+                        ));
+                    }
+                }
+            }
             let mut params = tokenkeeper::user::UserTokenParams::default();
+            let mut client_params = tokenkeeper::TokenRequestParams::default();
             if let Some(scope) = &route.scope {
-                params = params.scope(tokenkeeper::Scope::parse(scope));
+                params = params.scope(tokenkeeper::Scope::parse(scope.get_ref()));
+                client_params = client_params.scope(tokenkeeper::Scope::parse(scope.get_ref()));
             }
             if let Some(resource) = &route.resource {
                 let parsed = tokenkeeper::Resource::parse(resource.get_ref().clone())
                     .map_err(|e| err(&key("resource"), Some(resource.span()), e.to_string()))?;
-                params = params.resource(parsed);
+                params = params.resource(parsed.clone());
+                client_params = client_params.resource(parsed);
             }
             let mut api = crate::ApiRoute::new(path.clone(), upstream)
                 .token(token)
-                .user_params(params);
+                .user_params(params)
+                .client_params(client_params);
             if let Some(secs) = route.timeout_secs {
                 api = api.timeout(Duration::from_secs(secs.max(1)));
+            }
+            if let Some(methods) = &route.methods {
+                let mut parsed = Vec::new();
+                for method in methods.get_ref() {
+                    let upper = method.to_ascii_uppercase();
+                    match upper.parse::<http::Method>() {
+                        Ok(m) if !matches!(m, http::Method::TRACE | http::Method::CONNECT) => {
+                            parsed.push(m)
+                        }
+                        Ok(_) => {
+                            return Err(err(
+                                &key("methods"),
+                                Some(methods.span()),
+                                format!("{upper} is never proxied (SEC-17)"),
+                            ))
+                        }
+                        Err(_) => {
+                            return Err(err(
+                                &key("methods"),
+                                Some(methods.span()),
+                                format!("{method:?} is not an HTTP method"),
+                            ))
+                        }
+                    }
+                }
+                if parsed.is_empty() {
+                    return Err(err(
+                        &key("methods"),
+                        Some(methods.span()),
+                        "lists no method".into(),
+                    ));
+                }
+                api = api.methods(parsed);
+            }
+            match route.anti_forgery.as_ref().map(|a| (a.get_ref().as_str(), a.span())) {
+                None | Some(("header", _)) => {}
+                Some(("same-origin", _)) => {
+                    api = api.anti_forgery_mode(crate::AntiForgery::SameOriginReads)
+                }
+                Some(("none", _)) if token == crate::RouteToken::None => {
+                    api = api.anti_forgery(false)
+                }
+                Some(("none", span)) => {
+                    return Err(err(
+                        &key("anti_forgery"),
+                        Some(span),
+                        "\"none\" is allowed only on routes with token = \"none\": a route that sends the user's or the BFF's token must not be callable from other sites".into(),
+                    ))
+                }
+                Some((other, span)) => {
+                    return Err(err(
+                        &key("anti_forgery"),
+                        Some(span),
+                        format!("{other:?} is not one of header, same-origin, none"),
+                    ))
+                }
+            }
+            if let Some(allow) = route.allow_encoded_slashes {
+                api = api.allow_encoded_slashes(allow);
+            }
+            if let Some(pass) = route.pass_cors_headers {
+                api = api.pass_cors_headers(pass);
             }
             routes.push(api);
         }
@@ -537,6 +710,14 @@ impl BffConfig {
             insecure_cookies: insecure,
             ..crate::BffOptions::default()
         };
+        if let Some(proxies) = &self.bff.trusted_proxies {
+            for cidr in proxies.get_ref() {
+                let parsed = cidr
+                    .parse::<crate::Cidr>()
+                    .map_err(|e| err("bff.trusted_proxies", Some(proxies.span()), e))?;
+                options.trusted_proxies.push(parsed);
+            }
+        }
         if let Some(secs) = &self.bff.session_sliding_secs {
             options.session_sliding = Duration::from_secs(*secs.get_ref());
         }
@@ -569,6 +750,9 @@ impl BffConfig {
             dpop_per_session,
             routes,
             options,
+            insecure_http_provider,
+            require_dpop,
+            notices,
         })
     }
 }

@@ -23,7 +23,8 @@ pub fn build(config: &BffConfig, validated: &Validated) -> Result<(Bff, Router),
         config.oidc.client_id.clone(),
         validated.client_secret.clone(),
     )
-    .allow_insecure_http(validated.options.insecure_cookies);
+    .allow_insecure_http(validated.insecure_http_provider)
+    .require_dpop(validated.require_dpop);
     let mut users = UserTokenManager::builder(client);
     if validated.dpop_per_session {
         users = users.per_session_dpop(tokenkeeper::dpop::DpopAlgorithm::ES256);
@@ -93,7 +94,7 @@ pub fn build(config: &BffConfig, validated: &Validated) -> Result<(Bff, Router),
         (Some(section), Some(secret)) => {
             let mut worker =
                 ClientConfig::from_issuer(issuer, section.client_id.clone(), secret.clone())
-                    .allow_insecure_http(validated.options.insecure_cookies);
+                    .allow_insecure_http(validated.insecure_http_provider);
             if let Some(scope) = &section.scope {
                 worker = worker.scope(scope.as_str());
             }

@@ -30,6 +30,7 @@ mod bff;
 #[cfg(feature = "config")]
 pub mod config;
 mod deadlines;
+mod forwarded;
 #[cfg(feature = "config")]
 pub mod host;
 mod local;
@@ -43,8 +44,9 @@ mod session;
 mod websocket;
 
 pub use bff::{Bff, BffOptions};
+pub use forwarded::Cidr;
 pub use local::BffUser;
 #[cfg(feature = "redis")]
 pub use redis_store::RedisBffSessionStore;
-pub use routes::{ApiRoute, RouteToken};
+pub use routes::{AntiForgery, ApiRoute, RouteToken};
 pub use session::{session_id_hash, BffSession, BffSessionStore, InMemoryBffSessionStore};

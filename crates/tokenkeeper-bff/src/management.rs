@@ -312,7 +312,12 @@ pub(crate) async fn user(
 }
 
 /// `GET {base}/diagnostics` (development mode only, BF-14): the session's user and tokens.
+/// It shows an access token, so it needs the anti-forgery header like an API call (SEC-20):
+/// no other site can have a browser fetch it.
 pub(crate) async fn diagnostics(State(bff): State<Bff>, headers: HeaderMap) -> Response {
+    if !bff.anti_forgery_ok(&headers) {
+        return plain(StatusCode::UNAUTHORIZED, "Anti-forgery header missing.");
+    }
     let session = match bff.session(&headers, false).await {
         Ok(Some(session)) => session,
         _ => return plain(StatusCode::UNAUTHORIZED, "Not logged in."),

@@ -32,10 +32,76 @@ fn dropped(name: &HeaderName, connection: &[String]) -> bool {
     let name = name.as_str();
     HOP_BY_HOP.contains(&name)
         || connection.iter().any(|c| c == name)
-        || matches!(
-            name,
-            "cookie" | "host" | "authorization" | "dpop" | "forwarded"
-        )
+        || matches!(name, "cookie" | "host" | "authorization" | "dpop")
+}
+
+/// Whether a request header is kept: not hop-by-hop, not the BFF's own, and not one that
+/// claims something about the original request (SEC-16: the BFF says that itself).
+fn forwarded_upstream(name: &HeaderName, connection: &[String], anti_forgery: &HeaderName) -> bool {
+    !dropped(name, connection)
+        && name != anti_forgery
+        && !crate::forwarded::is_forwarding_header(name.as_str())
+}
+
+/// Whether an upstream response header reaches the browser: not hop-by-hop, not a cookie (the
+/// upstream's cookies are not the BFF's to set on its origin), and no `Access-Control-*`
+/// unless the route passes them (SEC-23).
+fn returned(name: &HeaderName, connection: &[String], pass_cors: bool) -> bool {
+    !dropped(name, connection)
+        && name != header::SET_COOKIE
+        && (pass_cors || !name.as_str().starts_with("access-control-"))
+}
+
+/// An upstream's `Location` as the browser must see it (SEC-23): one that points into the
+/// upstream's base path becomes the same place under the route; one elsewhere on the upstream's
+/// origin is dropped (the browser cannot reach it, and it names an internal host); one on
+/// another origin is left alone.
+fn location(
+    route: &crate::routes::ApiRoute,
+    target: &url::Url,
+    value: &http::HeaderValue,
+) -> Option<http::HeaderValue> {
+    let text = value.to_str().ok()?;
+    let resolved = target.join(text).ok()?;
+    let upstream = &route.upstream;
+    let same_origin = resolved.scheme() == upstream.scheme()
+        && resolved.host_str() == upstream.host_str()
+        && resolved.port_or_known_default() == upstream.port_or_known_default();
+    if !same_origin {
+        return Some(value.clone());
+    }
+    let base = upstream.path().trim_end_matches('/');
+    let rest = resolved.path().strip_prefix(base)?;
+    if !(rest.is_empty() || rest.starts_with('/')) {
+        return None;
+    }
+    let mut local = format!("{}{rest}", route.path.trim_end_matches('/'));
+    if local.is_empty() {
+        local.push('/');
+    }
+    if let Some(query) = resolved.query() {
+        local.push('?');
+        local.push_str(query);
+    }
+    http::HeaderValue::from_str(&local).ok()
+}
+
+/// Whether a raw (still percent-encoded) path has a segment that decodes differently on
+/// different servers (SEC-21): `%2F`, `%5C`, `%2E`, `;`, `%00` in any case, or a raw
+/// backslash. With `allow_encoded_slashes`, `%2F` alone is let through.
+fn encoded_traversal(path: &str, allow_encoded_slashes: bool) -> bool {
+    let bytes = path.as_bytes();
+    bytes.iter().enumerate().any(|(i, b)| match b {
+        b';' | b'\\' => true,
+        b'%' => match (bytes.get(i + 1), bytes.get(i + 2)) {
+            (Some(b'2'), Some(b'f' | b'F')) => !allow_encoded_slashes,
+            (Some(b'5'), Some(b'c' | b'C'))
+            | (Some(b'2'), Some(b'e' | b'E'))
+            | (Some(b'0'), Some(b'0')) => true,
+            _ => false,
+        },
+        _ => false,
+    })
 }
 
 fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
@@ -57,7 +123,8 @@ const REPLAYABLE_BODY: usize = 64 * 1024;
 pub(crate) enum Source {
     None,
     User(tokenkeeper::user::SessionKey, UserTokenParams),
-    Client(String),
+    /// The client token of the route with this index.
+    Client(usize),
 }
 
 /// An API answer of the BFF itself: never a redirect, never a cookie (BF-09).
@@ -87,11 +154,21 @@ pub(crate) async fn forward(bff: Bff, index: usize, request: Request) -> Respons
 async fn forward_inner(bff: &Bff, index: usize, request: Request) -> Response {
     let route = &bff.inner.options.routes[index];
     let (parts, body) = request.into_parts();
+    // TRACE would echo the request (cookies included) back; CONNECT would open a tunnel.
+    // Neither is ever forwarded, whatever the route says (SEC-17).
+    if matches!(parts.method, http::Method::TRACE | http::Method::CONNECT)
+        || route
+            .methods
+            .as_ref()
+            .is_some_and(|methods| !methods.contains(&parts.method))
+    {
+        return Box::pin(method_not_allowed(route)).await;
+    }
     if is_websocket_upgrade(&parts.headers) {
         // Boxed, as are the other rare paths below: their state would bloat every request's future.
         return Box::pin(crate::websocket::forward(bff.clone(), index, parts)).await;
     }
-    if route.anti_forgery && !bff.anti_forgery_ok(&parts.headers) {
+    if !anti_forgery_ok(bff, route, &parts) {
         return api_error(StatusCode::UNAUTHORIZED, "Anti-forgery header missing.");
     }
     let (session, source) = match resolve(bff, index, &parts.headers).await {
@@ -104,10 +181,17 @@ async fn forward_inner(bff: &Bff, index: usize, request: Request) -> Response {
     let connection = connection_tokens(&parts.headers);
     let mut headers = HeaderMap::new();
     for (name, value) in &parts.headers {
-        if !dropped(name, &connection) && *name != bff.inner.anti_forgery_name {
+        if forwarded_upstream(name, &connection, &bff.inner.anti_forgery_name) {
             headers.append(name.clone(), value.clone());
         }
     }
+    bff.inner.forwarding.apply(
+        &parts.headers,
+        parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>(),
+        &mut headers,
+    );
     // No body, or a small one of known length: sent as bytes, so that the token middleware can
     // send the request again (a DPoP nonce challenge, a 401). Larger or chunked bodies stream.
     let length = parts
@@ -154,10 +238,16 @@ async fn forward_inner(bff: &Bff, index: usize, request: Request) -> Response {
     let mut out = Response::builder().status(status);
     if let Some(headers) = out.headers_mut() {
         for (name, value) in response.headers() {
-            // The upstream's cookies are not the BFF's to set on its origin.
-            if !dropped(name, &connection) && name != header::SET_COOKIE {
-                headers.append(name.clone(), value.clone());
+            if !returned(name, &connection, route.pass_cors_headers) {
+                continue;
             }
+            if name == header::LOCATION {
+                if let Some(local) = location(route, response.url(), value) {
+                    headers.append(header::LOCATION, local);
+                }
+                continue;
+            }
+            headers.append(name.clone(), value.clone());
         }
     }
     let stream = response.bytes_stream().map_err(std::io::Error::other);
@@ -186,10 +276,10 @@ async fn send(
                 .execute(http, request)
                 .await
         }
-        Source::Client(name) => match bff.inner.clients.as_ref().map(|c| c.middleware(name)) {
-            Some(Ok(middleware)) => middleware.execute(http, request).await,
-            _ => Err(reqwest_middleware::Error::middleware(Error::UnknownClient(
-                name.clone(),
+        Source::Client(index) => match &bff.inner.route_clients[*index] {
+            Some((_, middleware)) => middleware.execute(http, request).await,
+            None => Err(reqwest_middleware::Error::middleware(Error::UnknownClient(
+                String::new(),
             ))),
         },
     }
@@ -217,29 +307,17 @@ pub(crate) async fn resolve(
     } else {
         None
     };
-    let client = || {
-        route
-            .client
-            .clone()
-            .or_else(|| {
-                bff.inner
-                    .clients
-                    .as_ref()
-                    .and_then(|c| c.client_names().next().map(str::to_owned))
-            })
-            .unwrap_or_default()
-    };
     let users = bff.oidc().users();
     let source = match (route.token, &session) {
         (RouteToken::None, _) => Source::None,
-        (RouteToken::Client, _) => Source::Client(client()),
+        (RouteToken::Client, _) => Source::Client(index),
         (RouteToken::User, None) => {
             return Err(api_error(StatusCode::UNAUTHORIZED, "Not logged in."));
         }
         (RouteToken::User, Some(session)) => Source::User(session.key(), route.user_params.clone()),
         (RouteToken::UserOrClient | RouteToken::UserOrNone, None) => {
             if route.token == RouteToken::UserOrClient {
-                Source::Client(client())
+                Source::Client(index)
             } else {
                 Source::None
             }
@@ -251,7 +329,7 @@ pub(crate) async fn resolve(
                 Err(Error::ReauthenticationRequired(_)) => {
                     Box::pin(bff.end_session(session, "token")).await;
                     if route.token == RouteToken::UserOrClient {
-                        Source::Client(client())
+                        Source::Client(index)
                     } else {
                         Source::None
                     }
@@ -279,6 +357,9 @@ pub(crate) fn upstream_url(route: &crate::routes::ApiRoute, uri: &http::Uri) -> 
         .path()
         .strip_prefix(route.path.as_str())
         .unwrap_or_default();
+    if encoded_traversal(rest, route.allow_encoded_slashes) {
+        return None;
+    }
     let upstream = &route.upstream;
     let base = upstream.path().trim_end_matches('/');
     let mut target = upstream.clone();
@@ -303,6 +384,44 @@ pub(crate) fn upstream_url(route: &crate::routes::ApiRoute, uri: &http::Uri) -> 
         && target.host_str() == upstream.host_str()
         && target.port_or_known_default() == upstream.port_or_known_default();
     (same_origin && inside).then_some(target)
+}
+
+/// Whether the request passes the route's anti-forgery check (BF-04, UX-06).
+fn anti_forgery_ok(
+    bff: &Bff,
+    route: &crate::routes::ApiRoute,
+    parts: &http::request::Parts,
+) -> bool {
+    match route.anti_forgery {
+        crate::AntiForgery::None => true,
+        crate::AntiForgery::Header => bff.anti_forgery_ok(&parts.headers),
+        crate::AntiForgery::SameOriginReads => {
+            bff.anti_forgery_ok(&parts.headers)
+                || (matches!(parts.method, http::Method::GET | http::Method::HEAD)
+                    && parts
+                        .headers
+                        .get("sec-fetch-site")
+                        .is_some_and(|v| v.as_bytes() == b"same-origin"))
+        }
+    }
+}
+
+/// 405, with the route's methods in `Allow`.
+async fn method_not_allowed(route: &crate::routes::ApiRoute) -> Response {
+    let mut response = api_error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed.");
+    let allowed = match &route.methods {
+        Some(methods) => methods
+            .iter()
+            .filter(|m| !matches!(**m, http::Method::TRACE | http::Method::CONNECT))
+            .map(http::Method::as_str)
+            .collect::<Vec<_>>()
+            .join(", "),
+        None => "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS".to_owned(),
+    };
+    if let Ok(allow) = http::HeaderValue::from_str(&allowed) {
+        response.headers_mut().insert(header::ALLOW, allow);
+    }
+    response
 }
 
 /// Whether the request asks for a WebSocket upgrade.

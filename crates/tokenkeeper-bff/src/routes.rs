@@ -22,6 +22,23 @@ pub enum RouteToken {
     UserOrNone,
 }
 
+/// How a route tells the BFF's own pages from other sites' (BF-04, UX-06).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum AntiForgery {
+    /// The anti-forgery header (`X-CSRF: 1`) is required: only same-origin script can send a
+    /// custom header on a credentialed request.
+    #[default]
+    Header,
+    /// As [`AntiForgery::Header`], but a `GET` or `HEAD` request may instead show
+    /// `Sec-Fetch-Site: same-origin`, which browsers set and no other site's page can forge:
+    /// for `EventSource` (server-sent events), which cannot send a header. Other methods still
+    /// need the header.
+    SameOriginReads,
+    /// No check: for routes that need no session and send no token.
+    None,
+}
+
 /// A remote API route: requests under `path` go to `upstream`, with `path` replaced by the
 /// upstream's path.
 ///
@@ -37,9 +54,16 @@ pub struct ApiRoute {
     pub(crate) upstream: Url,
     pub(crate) token: RouteToken,
     pub(crate) user_params: UserTokenParams,
+    pub(crate) client_params: tokenkeeper::TokenRequestParams,
     pub(crate) client: Option<String>,
     pub(crate) timeout: Duration,
-    pub(crate) anti_forgery: bool,
+    pub(crate) anti_forgery: AntiForgery,
+    /// The methods the route takes (`None`: any but TRACE and CONNECT, which no route takes).
+    pub(crate) methods: Option<Vec<http::Method>>,
+    /// Whether `%2F` may appear in a forwarded path segment.
+    pub(crate) allow_encoded_slashes: bool,
+    /// Whether the upstream's `Access-Control-*` headers reach the browser.
+    pub(crate) pass_cors_headers: bool,
 }
 
 impl ApiRoute {
@@ -52,9 +76,13 @@ impl ApiRoute {
             upstream,
             token: RouteToken::User,
             user_params: UserTokenParams::default(),
+            client_params: tokenkeeper::TokenRequestParams::default(),
             client: None,
             timeout: Duration::from_secs(30),
-            anti_forgery: true,
+            anti_forgery: AntiForgery::Header,
+            methods: None,
+            allow_encoded_slashes: false,
+            pass_cors_headers: false,
         }
     }
 
@@ -67,6 +95,13 @@ impl ApiRoute {
     /// The user-token parameters (resource, scope) of this route.
     pub fn user_params(mut self, params: UserTokenParams) -> Self {
         self.user_params = params;
+        self
+    }
+
+    /// The client-token parameters (scope, resource) of this route, for
+    /// [`RouteToken::Client`] and [`RouteToken::UserOrClient`] (UX-01).
+    pub fn client_params(mut self, params: tokenkeeper::TokenRequestParams) -> Self {
+        self.client_params = params;
         self
     }
 
@@ -87,7 +122,43 @@ impl ApiRoute {
     /// Whether the anti-forgery header is required (default `true`; turn it off only for routes
     /// that need no session and no user token).
     pub fn anti_forgery(mut self, required: bool) -> Self {
-        self.anti_forgery = required;
+        self.anti_forgery = if required {
+            AntiForgery::Header
+        } else {
+            AntiForgery::None
+        };
+        self
+    }
+
+    /// How the route checks that a request comes from the BFF's own pages (default
+    /// [`AntiForgery::Header`]).
+    pub fn anti_forgery_mode(mut self, mode: AntiForgery) -> Self {
+        self.anti_forgery = mode;
+        self
+    }
+
+    /// The only methods this route forwards (others get 405 with `Allow`). TRACE and CONNECT are
+    /// never forwarded, listed or not (SEC-17).
+    pub fn methods(mut self, methods: impl IntoIterator<Item = http::Method>) -> Self {
+        self.methods = Some(methods.into_iter().collect());
+        self
+    }
+
+    /// Lets `%2F` through in forwarded path segments (for an upstream that names resources
+    /// with encoded slashes). Off by default: a segment with `%2F`, `%5C`, `%2E`, `;` or `%00`
+    /// is refused with 400, because upstreams and their frameworks decode them differently and
+    /// `/api/..%2fadmin` would reach `/admin` with the user's token (SEC-21). The other four
+    /// stay refused even with this on.
+    pub fn allow_encoded_slashes(mut self, allow: bool) -> Self {
+        self.allow_encoded_slashes = allow;
+        self
+    }
+
+    /// Passes the upstream's `Access-Control-*` headers to the browser. Off by default: the
+    /// BFF's API is same-origin, and an upstream's CORS grants (`Access-Control-Allow-Origin:
+    /// *` with credentials) would apply to the BFF's origin (SEC-23).
+    pub fn pass_cors_headers(mut self, pass: bool) -> Self {
+        self.pass_cors_headers = pass;
         self
     }
 

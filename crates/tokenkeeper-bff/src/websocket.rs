@@ -44,16 +44,21 @@ pub(crate) async fn forward(bff: Bff, index: usize, mut parts: Parts) -> Respons
                 return api_error(StatusCode::BAD_GATEWAY, "Upstream token unavailable.");
             }
         },
-        Source::Client(name) => match bff.inner.clients.as_ref() {
-            Some(clients) => match clients.get_token(name, &Default::default()).await {
-                Ok(token) => Some(token),
-                Err(error) => {
-                    tracing::warn!(%error, "no client token for the WebSocket upstream");
-                    return api_error(StatusCode::BAD_GATEWAY, "Upstream token unavailable.");
-                }
-            },
-            None => return api_error(StatusCode::BAD_GATEWAY, "Upstream token unavailable."),
-        },
+        Source::Client(index) => {
+            match (bff.inner.clients.as_ref(), &bff.inner.route_clients[*index]) {
+                (Some(clients), Some((name, _))) => match clients
+                    .get_token(name, &route.client_params)
+                    .await
+                {
+                    Ok(token) => Some(token),
+                    Err(error) => {
+                        tracing::warn!(%error, "no client token for the WebSocket upstream");
+                        return api_error(StatusCode::BAD_GATEWAY, "Upstream token unavailable.");
+                    }
+                },
+                _ => return api_error(StatusCode::BAD_GATEWAY, "Upstream token unavailable."),
+            }
+        }
     };
     let Some(mut target) = upstream_url(route, &parts.uri) else {
         return api_error(StatusCode::BAD_REQUEST, "Invalid path.");
@@ -77,10 +82,12 @@ pub(crate) async fn forward(bff: Bff, index: usize, mut parts: Parts) -> Respons
             };
             let presenter = match &source {
                 Source::User(key, _) => bff.oidc().users().presenter(key).await,
-                Source::Client(name) => match bff.inner.clients.as_ref() {
-                    Some(clients) => clients.presenter(name),
-                    None => Ok(None),
-                },
+                Source::Client(index) => {
+                    match (bff.inner.clients.as_ref(), &bff.inner.route_clients[*index]) {
+                        (Some(clients), Some((name, _))) => clients.presenter(name),
+                        _ => Ok(None),
+                    }
+                }
                 Source::None => Ok(None),
             };
             let presented = match presenter {

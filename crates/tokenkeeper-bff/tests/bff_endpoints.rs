@@ -415,8 +415,16 @@ async fn bf_14_diagnostics_only_in_dev_mode() {
     .await;
     let browser = common::browser();
     log_in(&dev, &browser).await;
+    // It shows a token: without the anti-forgery header, nothing (SEC-20).
     let response = browser
         .get(format!("{}/bff/diagnostics", dev.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let response = browser
+        .get(format!("{}/bff/diagnostics", dev.url))
+        .header("x-csrf", "1")
         .send()
         .await
         .unwrap();

@@ -14,7 +14,7 @@ use axum::response::IntoResponse;
 use axum::Router;
 use tokenkeeper::ClientConfig;
 use tokenkeeper_axum::{Oidc, OidcConfig};
-use tokenkeeper_bff::{ApiRoute, Bff, BffOptions, RouteToken};
+use tokenkeeper_bff::{AntiForgery, ApiRoute, Bff, BffOptions, RouteToken};
 use tokenkeeper_testing::{TestClient, TestServer};
 
 /// Options of `tokenkeeper bff`.
@@ -34,9 +34,47 @@ pub(crate) struct BffArgs {
     /// logout) and exit 0 or 1.
     #[arg(long, requires = "dev")]
     pub(crate) check: bool,
-    /// With --dev: where the BFF listens.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub(crate) listen: SocketAddr,
+    /// With --dev: where the BFF listens (loopback only; default 127.0.0.1:8080, or any free
+    /// port with --check).
+    #[arg(long)]
+    pub(crate) listen: Option<SocketAddr>,
+    /// With --dev: where the development identity provider listens (loopback only; port 0:
+    /// any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub(crate) idp_listen: SocketAddr,
+    /// With --dev: where the sample API listens (loopback only; port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub(crate) api_listen: SocketAddr,
+}
+
+/// Where the development stack listens.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DevPorts {
+    /// The BFF.
+    pub(crate) bff: SocketAddr,
+    /// The development identity provider.
+    pub(crate) idp: SocketAddr,
+    /// The sample API.
+    pub(crate) api: SocketAddr,
+}
+
+impl DevPorts {
+    /// Refuses a non-loopback address (SEC-20): development mode has plain-http cookies, a
+    /// login page that signs anyone in, and a diagnostics endpoint that shows tokens.
+    fn check(&self) -> anyhow::Result<()> {
+        for (flag, addr) in [
+            ("--listen", self.bff),
+            ("--idp-listen", self.idp),
+            ("--api-listen", self.api),
+        ] {
+            if !addr.ip().is_loopback() {
+                anyhow::bail!(
+                    "{flag} {addr}: development mode listens on loopback only (plain-http cookies, a login page that signs anyone in, tokens shown by its diagnostics); use --config for anything else"
+                );
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A running development stack.
@@ -47,21 +85,25 @@ pub(crate) struct DevStack {
     _bff: Bff,
 }
 
-/// Starts the development stack with the BFF on `listen` (port 0: any free port).
-pub(crate) async fn start_dev(listen: SocketAddr) -> anyhow::Result<DevStack> {
+/// Starts the development stack on `ports` (port 0: any free port), loopback only.
+pub(crate) async fn start_dev(ports: DevPorts) -> anyhow::Result<DevStack> {
+    ports.check()?;
+    let listen = ports.bff;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+        .with_context(|| format!("cannot listen on {listen} (--listen)"))?;
     let url = format!("http://{}", listener.local_addr()?);
     let redirect_uri = format!("{url}/bff/callback");
     let idp = Arc::new(
         TestServer::builder()
             .client(TestClient::new("spa", "dev-secret").redirect_uri(&redirect_uri))
+            .bind(ports.idp)
             .try_start()
-            .await?,
+            .await
+            .with_context(|| format!("cannot listen on {} (--idp-listen)", ports.idp))?,
     );
     idp.set_login_page(true);
-    let api = start_sample_api(idp.clone()).await?;
+    let api = start_sample_api(idp.clone(), ports.api).await?;
 
     let mut config = OidcConfig::new(idp.issuer(), "spa", "dev-secret", redirect_uri);
     config.insecure_cookies = true;
@@ -78,7 +120,12 @@ pub(crate) async fn start_dev(listen: SocketAddr) -> anyhow::Result<DevStack> {
         dev: true,
         ..BffOptions::default()
     }
-    .route(ApiRoute::new("/api", api.parse()?).token(RouteToken::User));
+    .route(
+        ApiRoute::new("/api", api.parse()?)
+            .token(RouteToken::User)
+            // The SPA's EventSource cannot send X-CSRF (UX-06).
+            .anti_forgery_mode(AntiForgery::SameOriginReads),
+    );
     let bff = Bff::new(oidc, options)?;
     bff.spawn_cleanup(Duration::from_secs(600));
     let app: Router = Router::new()
@@ -93,6 +140,7 @@ pub(crate) async fn start_dev(listen: SocketAddr) -> anyhow::Result<DevStack> {
         )
         .merge(bff.router());
     tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(error) = axum::serve(listener, app).await {
             tracing::error!(%error, "the BFF stopped");
         }
@@ -108,7 +156,7 @@ impl DevStack {
     /// What to print at start.
     pub(crate) fn banner(&self) -> String {
         format!(
-            "tokenkeeper BFF (development mode: cookies are not Secure; never expose it)\n\n  open {}\n\n  identity provider: {} (any user name signs in)\n  diagnostics:       {}/bff/diagnostics\n\nCtrl-C stops it.",
+            "tokenkeeper BFF (development mode: cookies are not Secure; never expose it)\n\n  open {}\n\n  identity provider: {} (any user name signs in)\n  diagnostics:       {}/bff/diagnostics (send X-CSRF: 1, as the SPA's Diagnostics button does)\n\nCtrl-C stops it.",
             self.url,
             self.idp.issuer(),
             self.url
@@ -118,8 +166,10 @@ impl DevStack {
 
 /// The sample API: `/hello`, `/events` (server-sent events, one a second) and `/ws` (echo),
 /// each checking the access token the BFF attached.
-async fn start_sample_api(idp: Arc<TestServer>) -> anyhow::Result<String> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+async fn start_sample_api(idp: Arc<TestServer>, listen: SocketAddr) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (--api-listen)"))?;
     let url = format!("http://{}", listener.local_addr()?);
     let check = move |headers: &HeaderMap| -> Result<String, StatusCode> {
         let token = headers
@@ -209,12 +259,15 @@ async fn start_sample_api(idp: Arc<TestServer>) -> anyhow::Result<String> {
 /// Runs `tokenkeeper bff`.
 pub(crate) async fn run(args: BffArgs) -> anyhow::Result<()> {
     if args.dev {
-        let listen = if args.check {
-            SocketAddr::from(([127, 0, 0, 1], 0))
-        } else {
-            args.listen
+        let default_port = if args.check { 0 } else { 8080 };
+        let ports = DevPorts {
+            bff: args
+                .listen
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], default_port))),
+            idp: args.idp_listen,
+            api: args.api_listen,
         };
-        let stack = start_dev(listen).await?;
+        let stack = start_dev(ports).await?;
         if args.check {
             let report = check(&stack.url).await?;
             print(&report);
@@ -233,6 +286,9 @@ pub(crate) async fn run(args: BffArgs) -> anyhow::Result<()> {
     let validated = config
         .validate(&text, &env)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    for notice in &validated.notices {
+        eprintln_notice(&format!("{}: warning: {notice}", path.display()));
+    }
     if args.check_config {
         print(&format!("{}: configuration OK", path.display()));
         return Ok(());
@@ -247,12 +303,20 @@ pub(crate) async fn run(args: BffArgs) -> anyhow::Result<()> {
         listener.local_addr()?,
         validated.public_origin
     ));
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     Ok(())
+}
+
+#[allow(clippy::print_stderr)]
+fn eprintln_notice(text: &str) {
+    eprintln!("{text}");
 }
 
 #[allow(clippy::print_stdout)]

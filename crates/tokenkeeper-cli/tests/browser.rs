@@ -8,7 +8,7 @@ use std::process::Command;
 use tokenkeeper_testing::{start_and_wait_for, Browser};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bff_in_chromium_login_user_api_events_websocket_antiforgery_logout() {
+async fn ux_06_bff_in_chromium_login_user_api_event_source_websocket_antiforgery_logout() {
     let mut bff = Command::new(env!("CARGO_BIN_EXE_tokenkeeper"));
     bff.args(["bff", "--dev", "--listen", "127.0.0.1:0"]);
     let (_bff, line) = start_and_wait_for(bff, "open http");
@@ -58,6 +58,8 @@ async fn bff_in_chromium_login_user_api_events_websocket_antiforgery_logout() {
         .await;
     assert!(api.as_str().unwrap().starts_with("200 "), "{api}");
     assert!(api.as_str().unwrap().contains("hello, carol"), "{api}");
+    // UX-06: the SPA's events come through a real `EventSource`, which sends no X-CSRF; the
+    // route takes the `Sec-Fetch-Site: same-origin` Chromium sends instead.
     browser
         .until(
             "two server-sent events",
@@ -72,13 +74,31 @@ async fn bff_in_chromium_login_user_api_events_websocket_antiforgery_logout() {
         .await;
     assert_eq!(echo, "echo: hello over a websocket");
 
-    // Without the anti-forgery header, the API refuses.
+    // Without the anti-forgery header, the API refuses anything but a same-origin read.
     let status = browser
         .async_script(
-            "const done = arguments[arguments.length - 1]; fetch('/api/hello').then(r => done(r.status));",
+            "const done = arguments[arguments.length - 1]; fetch('/api/hello', {method: 'POST'}).then(r => done(r.status));",
         )
         .await;
     assert_eq!(status, 401);
+    // The diagnostics (a token) only with the header (SEC-20).
+    let status = browser
+        .async_script(
+            "const done = arguments[arguments.length - 1]; fetch('/bff/diagnostics').then(r => done(r.status));",
+        )
+        .await;
+    assert_eq!(status, 401);
+    browser.click("#diagnose").await;
+    let diagnostics = browser
+        .until(
+            "the diagnostics",
+            "return document.getElementById('diagnostics').textContent",
+        )
+        .await;
+    assert!(
+        diagnostics.as_str().unwrap().starts_with("200 "),
+        "{diagnostics}"
+    );
 
     // A cross-site logout link (no sid) does nothing.
     browser.go(&format!("{url}/bff/logout")).await;

@@ -102,6 +102,30 @@ async fn upstream(seen: Arc<Mutex<Seen>>, release: Arc<tokio::sync::Notify>) -> 
             ),
         )
         .route(
+            "/up/cors",
+            axum::routing::get(|| async {
+                (
+                    [
+                        ("access-control-allow-origin", "https://evil.example"),
+                        ("access-control-allow-credentials", "true"),
+                        ("x-kept", "yes"),
+                    ],
+                    "cors",
+                )
+            }),
+        )
+        .route(
+            "/up/redirect",
+            axum::routing::get(
+                |axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>| async move {
+                    (
+                        axum::http::StatusCode::FOUND,
+                        [("location", q.get("to").cloned().unwrap_or_default())],
+                    )
+                },
+            ),
+        )
+        .route(
             "/up/hang",
             axum::routing::get(std::future::pending::<&'static str>),
         )
@@ -164,6 +188,11 @@ async fn upstream(seen: Arc<Mutex<Seen>>, release: Arc<tokio::sync::Notify>) -> 
                     "x_hop": header("x-hop"),
                     "x_custom": header("x-custom"),
                     "body": String::from_utf8_lossy(&body),
+                    "headers": parts
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.as_str().to_owned(), serde_json::Value::from(v.to_str().unwrap_or_default())))
+                        .collect::<serde_json::Map<_, _>>(),
                 });
                 let mut seen = seen.lock().unwrap();
                 seen.requests += 1;
@@ -189,6 +218,10 @@ pub struct Setup {
     /// User tokens bound to a DPoP key per session; `/api/dpop` goes to the test server's
     /// protected API (which checks proofs and demands its own nonce).
     pub dpop: bool,
+    /// More routes to the echo upstream (`{upstream}/up`), shaped by the function.
+    pub more_routes: Vec<(&'static str, fn(ApiRoute) -> ApiRoute)>,
+    /// `BffOptions::trusted_proxies`.
+    pub trusted_proxies: Vec<tokenkeeper_bff::Cidr>,
 }
 
 impl Default for Setup {
@@ -207,6 +240,8 @@ impl Default for Setup {
             fleet_of: None,
             dpop: false,
             timeout: None,
+            more_routes: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -281,8 +316,15 @@ pub async fn harness(setup: Setup) -> Harness {
     let mut options = BffOptions {
         insecure_cookies: setup.insecure_cookies,
         dev: setup.dev,
+        trusted_proxies: setup.trusted_proxies.clone(),
         ..BffOptions::default()
     };
+    for (path, shape) in &setup.more_routes {
+        options = options.route(shape(ApiRoute::new(
+            *path,
+            format!("{upstream}/up").parse().unwrap(),
+        )));
+    }
     for (path, token) in setup.routes {
         let mut route = ApiRoute::new(path, format!("{upstream}/up").parse().unwrap()).token(token);
         if let Some(timeout) = setup.timeout {
@@ -339,7 +381,9 @@ pub async fn harness(setup: Setup) -> Harness {
         .route("/app", axum::routing::get(|| async { "the app" }))
         .merge(bff.router())
         .merge(local);
-    let served = app.clone();
+    let served = app
+        .clone()
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
     tokio::spawn(async move { axum::serve(listener, served).await });
     Harness {
         url,

@@ -207,6 +207,11 @@ impl UserTokenManagerBuilder {
     /// [`UserTokenManagerBuilder::dpop_key_store`] names another (for a fleet,
     /// `tokenkeeper_redis::RedisDpopKeyStore`, which seals them). For one key shared by every
     /// session, give the client a key instead ([`ClientConfig::dpop`]).
+    ///
+    /// A provider that answers a login's or a refresh's proof with a Bearer token gets a
+    /// warning and a count (`tokenkeeper_dpop_downgrades_total`), and the session's tokens are
+    /// Bearer; with [`ClientConfig::require_dpop`] on the client, such an answer is refused
+    /// ([`Error::DpopRequired`]) and the login fails (SEC-27).
     pub fn per_session_dpop(mut self, algorithm: DpopAlgorithm) -> Self {
         let store = self.per_session_dpop.and_then(|(_, store)| store);
         self.per_session_dpop = Some((algorithm, store));
@@ -225,7 +230,13 @@ impl UserTokenManagerBuilder {
     }
 
     /// Checks the configuration and builds the manager.
-    pub fn build(self) -> Result<UserTokenManager, Error> {
+    pub fn build(mut self) -> Result<UserTokenManager, Error> {
+        // `require_dpop` with per-session keys: the client config has no key of its own (each
+        // session has one), so the endpoint is told directly (SEC-27).
+        let require_per_session_dpop = self.client.require_dpop && self.per_session_dpop.is_some();
+        if require_per_session_dpop {
+            self.client.require_dpop = false;
+        }
         let settings = self.settings.resolve()?;
         let (clock, transport) = (settings.clock, settings.transport);
         let nonces = Arc::new(NonceStore::new(crate::dpop::API_NONCE_ORIGINS));
@@ -254,6 +265,11 @@ impl UserTokenManagerBuilder {
         let (endpoint, validated) =
             self.client
                 .endpoint("user", &transport, &clock, DEFAULT_METADATA_LIFETIME)?;
+        let endpoint = if require_per_session_dpop {
+            endpoint.require_dpop(true)
+        } else {
+            endpoint
+        };
         if validated.resources.len() > 1 {
             return Err(ConfigError::new(
                 "resource",
