@@ -21,13 +21,12 @@ mod delegation;
 mod extract;
 mod login_cookie;
 mod oidc;
+mod return_url;
 mod store;
 
 pub use delegation::{BearerToken, DelegatedClient};
 pub use extract::{CurrentUser, UserAccessToken, UserHttpClient};
-pub use oidc::{
-    local_return_url, Callback, CallbackQuery, CompletedLogin, LoginError, Oidc, OidcConfig,
-    MAX_RETURN_URL,
-};
+pub use oidc::{Callback, CallbackQuery, CompletedLogin, LoginError, Oidc, OidcConfig};
+pub use return_url::{local_return_url, MAX_RETURN_URL};
 pub use store::SessionStoreUserTokenStore;
 pub use tokenkeeper::user::UserTokenManager;

@@ -71,7 +71,7 @@ const CODE: &str = "authorization_code";
 async fn sec_01_return_urls_must_be_local_paths() {
     let app = app(true).await;
     let browser = browser(false);
-    let long = format!("/{}", "a".repeat(3000));
+    let long = format!("/{}", "a".repeat(tokenkeeper_axum::MAX_RETURN_URL));
     let hostile = [
         "//evil.example",
         "/\\evil.example",

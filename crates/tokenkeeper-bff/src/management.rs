@@ -206,8 +206,8 @@ pub(crate) async fn logout(
 ) -> Response {
     let return_url = match query.return_url.as_deref() {
         None => "/".to_owned(),
-        Some(raw) => match local_return_url(raw) {
-            Some(url) => url.to_owned(),
+        Some(raw) => match local_return_url(raw, &bff.inner.origin) {
+            Some(url) => url,
             None => return plain(StatusCode::BAD_REQUEST, "Invalid returnUrl."),
         },
     };

@@ -170,7 +170,10 @@ fn issue_code(
             resource: get("resource").map(str::to_owned),
             used: false,
             refresh_token,
-            dpop_jkt: get("dpop_jkt").map(str::to_owned),
+            // A server without DPoP support ignores `dpop_jkt` as it ignores proofs.
+            dpop_jkt: get("dpop_jkt")
+                .filter(|_| !state.dpop_ignored.load(std::sync::atomic::Ordering::Relaxed))
+                .map(str::to_owned),
         },
     );
     redirect_with(

@@ -181,7 +181,7 @@ pub(crate) struct ServerState {
     /// DPoP at the token endpoint.
     pub(crate) dpop: crate::dpop::DpopState,
     /// Ignore DPoP proofs and issue Bearer tokens (a server without DPoP support).
-    dpop_ignored: std::sync::atomic::AtomicBool,
+    pub(crate) dpop_ignored: std::sync::atomic::AtomicBool,
     /// `/authorize` shows a login page instead of logging the programmed user in.
     pub(crate) login_page: std::sync::atomic::AtomicBool,
     /// Token exchange: what to answer as `issued_token_type` (`None`: the usual).
@@ -736,8 +736,8 @@ impl TestServer {
         self.state.dpop.rotate_nonce()
     }
 
-    /// Behaves like a server without DPoP support: proofs are checked but ignored, and tokens
-    /// are `Bearer`.
+    /// Behaves like a server without DPoP support: proofs are checked but ignored, as is an
+    /// authorization request's `dpop_jkt`, and tokens are `Bearer`.
     pub fn set_dpop_ignored(&self, ignored: bool) {
         self.state.dpop_ignored.store(ignored, Ordering::Relaxed);
     }
