@@ -83,6 +83,8 @@ pub(crate) struct Inner {
     pub(crate) anti_forgery_name: http::HeaderName,
     /// `X-Forwarded-*` for the upstreams.
     pub(crate) forwarding: crate::forwarded::Forwarding,
+    /// The open WebSocket relays, by session (SEC-18).
+    pub(crate) relays: Arc<crate::websocket::Relays>,
     /// Per route, the client-token middleware (its client and parameters), made once.
     pub(crate) route_clients: Vec<Option<(String, tokenkeeper::TokenMiddleware)>>,
 }
@@ -216,6 +218,7 @@ impl Bff {
                 anti_forgery_name,
                 forwarding,
                 route_clients,
+                relays: Arc::default(),
             }),
         })
     }
@@ -267,6 +270,11 @@ impl Bff {
     /// The OpenID Connect login behind the BFF.
     pub fn oidc(&self) -> &Oidc {
         &self.inner.oidc
+    }
+
+    /// How many WebSocket relays are open.
+    pub fn open_websockets(&self) -> usize {
+        self.inner.relays.len()
     }
 
     /// The session store.
@@ -413,6 +421,7 @@ impl Bff {
         let expired = self.inner.sessions.take_expired(self.now()).await?;
         for session in &expired {
             crate::metrics::session_ended("expired");
+            self.inner.relays.close(&session.id_hash);
             match self.inner.oidc.users().logout(&session.key()).await {
                 Ok(outcome) if !outcome.succeeded() => {
                     tracing::warn!(
@@ -451,6 +460,7 @@ impl Bff {
     /// Ends `session`: removes it and logs its tokens out (the refresh token is revoked).
     pub(crate) async fn end_session(&self, session: &BffSession, reason: &'static str) {
         crate::metrics::session_ended(reason);
+        self.inner.relays.close(&session.id_hash);
         if let Err(error) = self.inner.sessions.remove(session).await {
             tracing::warn!(%error, "a session could not be removed from the store");
         }

@@ -206,6 +206,12 @@ pub struct RouteSection {
     /// Passes the upstream's `Access-Control-*` headers to the browser.
     #[serde(default)]
     pub pass_cors_headers: Option<bool>,
+    /// The largest WebSocket message relayed (default 1 MiB).
+    #[serde(default)]
+    pub websocket_max_message_bytes: Option<Spanned<u64>>,
+    /// Seconds a WebSocket relay may carry nothing before it is closed (default 300).
+    #[serde(default)]
+    pub websocket_idle_secs: Option<Spanned<u64>>,
 }
 
 impl fmt::Debug for OidcSection {
@@ -702,6 +708,27 @@ impl BffConfig {
             }
             if let Some(pass) = route.pass_cors_headers {
                 api = api.pass_cors_headers(pass);
+            }
+            if let Some(bytes) = &route.websocket_max_message_bytes {
+                let value = *bytes.get_ref();
+                if !(1..=64 * 1024 * 1024).contains(&value) {
+                    return Err(err(
+                        &key("websocket_max_message_bytes"),
+                        Some(bytes.span()),
+                        "must be between 1 and 67108864 (64 MiB)".into(),
+                    ));
+                }
+                api = api.websocket_max_message(value as usize);
+            }
+            if let Some(secs) = &route.websocket_idle_secs {
+                if *secs.get_ref() == 0 {
+                    return Err(err(
+                        &key("websocket_idle_secs"),
+                        Some(secs.span()),
+                        "must be greater than zero".into(),
+                    ));
+                }
+                api = api.websocket_idle_timeout(Duration::from_secs(*secs.get_ref()));
             }
             routes.push(api);
         }

@@ -64,6 +64,10 @@ pub struct ApiRoute {
     pub(crate) allow_encoded_slashes: bool,
     /// Whether the upstream's `Access-Control-*` headers reach the browser.
     pub(crate) pass_cors_headers: bool,
+    /// The largest WebSocket message (and frame) relayed, either way.
+    pub(crate) websocket_max_message: usize,
+    /// How long a WebSocket relay may carry nothing before it is closed.
+    pub(crate) websocket_idle: Duration,
 }
 
 impl ApiRoute {
@@ -83,6 +87,8 @@ impl ApiRoute {
             methods: None,
             allow_encoded_slashes: false,
             pass_cors_headers: false,
+            websocket_max_message: 1024 * 1024,
+            websocket_idle: Duration::from_secs(300),
         }
     }
 
@@ -159,6 +165,21 @@ impl ApiRoute {
     /// *` with credentials) would apply to the BFF's origin (SEC-23).
     pub fn pass_cors_headers(mut self, pass: bool) -> Self {
         self.pass_cors_headers = pass;
+        self
+    }
+
+    /// The largest WebSocket message relayed either way (default 1 MiB; SEC-18): a bigger one
+    /// closes the relay with code 1009, before it is buffered whole.
+    pub fn websocket_max_message(mut self, bytes: usize) -> Self {
+        self.websocket_max_message = bytes.max(1);
+        self
+    }
+
+    /// How long a WebSocket relay may carry no message either way before it is closed with
+    /// code 1001 (default 5 minutes; SEC-18). Pings count: a client that keeps the socket
+    /// alive sends them.
+    pub fn websocket_idle_timeout(mut self, idle: Duration) -> Self {
+        self.websocket_idle = idle.max(Duration::from_millis(1));
         self
     }
 

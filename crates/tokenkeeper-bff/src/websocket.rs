@@ -1,8 +1,16 @@
-//! WebSocket upgrades through the proxy (BF-11). A browser cannot add a header to a WebSocket
-//! handshake, so the `Origin` check (our own origin only) replaces the anti-forgery header; the
-//! route's token goes on the upstream handshake (a DPoP-bound one with a proof for the
-//! handshake's `GET` of the http(s) URL); messages are relayed both ways until either side
-//! closes.
+//! WebSocket upgrades through the proxy (BF-11, SEC-18). A browser cannot add a header to a
+//! WebSocket handshake, so the `Origin` check (our own origin only) replaces the anti-forgery
+//! header; the client's upgrade is validated before anything else happens (no upstream
+//! handshake, no token, for a request that is not a valid upgrade); the route's token goes on
+//! the upstream handshake (a DPoP-bound one with a proof for the handshake's `GET` of the
+//! http(s) URL); messages are relayed both ways until either side closes, the relay is idle for
+//! the route's idle timeout, a message is over the route's cap (default 1 MiB: close code
+//! 1009), or the session ends — logout, back-channel logout, an administrator's
+//! `end_sessions`, expiry — which closes the relay with code 1008.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::ws::{self, WebSocket, WebSocketUpgrade};
 use axum::extract::FromRequestParts as _;
@@ -15,6 +23,80 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::bff::Bff;
 use crate::proxy::{api_error, resolve, upstream_url, Source};
+use crate::session::BffSession;
+
+/// How often a relay re-reads its session (a logout on another instance of a fleet, an expiry
+/// between two cleanups): at most this long after, the relay closes.
+const SESSION_CHECK: Duration = Duration::from_secs(30);
+
+/// The close code of a relay whose session ended (policy violation).
+const SESSION_ENDED: u16 = 1008;
+
+/// The open relays of each session (by id hash), so that ending a session closes them.
+#[derive(Debug, Default)]
+pub(crate) struct Relays {
+    open: Mutex<HashMap<String, Vec<(u64, tokio::sync::watch::Sender<bool>)>>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl Relays {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, Vec<(u64, tokio::sync::watch::Sender<bool>)>>>
+    {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a relay of the session `id_hash`: the receiver turns `true` when it ends.
+    fn register(self: &Arc<Self>, id_hash: &str) -> Registration {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        self.lock()
+            .entry(id_hash.to_owned())
+            .or_default()
+            .push((id, tx));
+        Registration {
+            relays: self.clone(),
+            id_hash: id_hash.to_owned(),
+            id,
+            ended: rx,
+        }
+    }
+
+    /// Closes every relay of the session `id_hash`.
+    pub(crate) fn close(&self, id_hash: &str) {
+        if let Some(open) = self.lock().remove(id_hash) {
+            for (_, tx) in open {
+                let _ = tx.send(true);
+            }
+        }
+    }
+
+    /// How many relays are open.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().values().map(Vec::len).sum()
+    }
+}
+
+/// A relay's place in [`Relays`], given up when the relay ends.
+struct Registration {
+    relays: Arc<Relays>,
+    id_hash: String,
+    id: u64,
+    ended: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut open = self.relays.lock();
+        if let Some(list) = open.get_mut(&self.id_hash) {
+            list.retain(|(id, _)| *id != self.id);
+            if list.is_empty() {
+                open.remove(&self.id_hash);
+            }
+        }
+    }
+}
 
 pub(crate) async fn forward(bff: Bff, index: usize, mut parts: Parts) -> Response {
     let route = &bff.inner.options.routes[index];
@@ -25,6 +107,11 @@ pub(crate) async fn forward(bff: Bff, index: usize, mut parts: Parts) -> Respons
     if !origin_ok {
         return api_error(StatusCode::FORBIDDEN, "Cross-origin WebSocket refused.");
     }
+    // A valid upgrade first: no upstream handshake with the token for anything else.
+    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return axum::response::IntoResponse::into_response(rejection),
+    };
     let (session, source) = match resolve(&bff, index, &parts.headers).await {
         Ok(resolved) => resolved,
         Err(response) => return response,
@@ -116,8 +203,14 @@ pub(crate) async fn forward(bff: Bff, index: usize, mut parts: Parts) -> Respons
             .headers_mut()
             .insert(header::SEC_WEBSOCKET_PROTOCOL, protocols.clone());
     }
-    let connected =
-        tokio::time::timeout(route.timeout, tokio_tungstenite::connect_async(request)).await;
+    let config = tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(route.websocket_max_message))
+        .max_frame_size(Some(route.websocket_max_message));
+    let connected = tokio::time::timeout(
+        route.timeout,
+        tokio_tungstenite::connect_async_with_config(request, Some(config), false),
+    )
+    .await;
     let (upstream, handshake) = match connected {
         Ok(Ok(connected)) => connected,
         Ok(Err(tungstenite::Error::Http(response))) => {
@@ -131,10 +224,9 @@ pub(crate) async fn forward(bff: Bff, index: usize, mut parts: Parts) -> Respons
         }
         Err(_) => return api_error(StatusCode::GATEWAY_TIMEOUT, "Upstream timed out."),
     };
-    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-        Ok(upgrade) => upgrade,
-        Err(rejection) => return axum::response::IntoResponse::into_response(rejection),
-    };
+    let upgrade = upgrade
+        .max_message_size(route.websocket_max_message)
+        .max_frame_size(route.websocket_max_message);
     let upgrade = match handshake
         .headers()
         .get(header::SEC_WEBSOCKET_PROTOCOL)
@@ -143,46 +235,131 @@ pub(crate) async fn forward(bff: Bff, index: usize, mut parts: Parts) -> Respons
         Some(protocol) => upgrade.protocols([protocol.to_owned()]),
         None => upgrade,
     };
-    upgrade.on_upgrade(move |socket| relay(socket, upstream))
+    let registration = session
+        .as_ref()
+        .map(|session| bff.inner.relays.register(&session.id_hash));
+    let idle = route.websocket_idle;
+    upgrade.on_upgrade(move |socket| async move {
+        let watch = match (session, registration) {
+            (Some(session), Some(registration)) => Some((bff, session, registration)),
+            _ => None,
+        };
+        relay(socket, upstream, watch, idle).await;
+    })
 }
 
-/// Relays messages both ways until either side closes.
+/// Why a relay ends.
+enum End {
+    /// Either side closed (or went away).
+    Closed,
+    /// Nothing crossed for the idle timeout.
+    Idle,
+    /// A message was over the cap.
+    TooBig,
+    /// The session ended.
+    SessionEnded,
+}
+
+/// Relays messages both ways until either side closes, the relay is idle for `idle`, a message
+/// is too big, or — with a session — the session ends.
 async fn relay(
     client: WebSocket,
     upstream: tokio_tungstenite::WebSocketStream<
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
     >,
+    mut watch: Option<(Bff, Arc<BffSession>, Registration)>,
+    idle: Duration,
 ) {
     let (mut client_tx, mut client_rx) = client.split();
     let (mut upstream_tx, mut upstream_rx) = upstream.split();
-    let up = async {
-        while let Some(Ok(message)) = client_rx.next().await {
-            let Some(message) = to_upstream(message) else {
-                continue;
-            };
-            let close = matches!(message, Message::Close(_));
-            if upstream_tx.send(message).await.is_err() || close {
-                break;
+    let mut checks = tokio::time::interval(SESSION_CHECK);
+    checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    checks.tick().await;
+    let idle_for = tokio::time::sleep(idle);
+    tokio::pin!(idle_for);
+    let end = loop {
+        tokio::select! {
+            message = client_rx.next() => match message {
+                Some(Ok(message)) => {
+                    idle_for.as_mut().reset(tokio::time::Instant::now() + idle);
+                    let Some(message) = to_upstream(message) else { continue };
+                    let close = matches!(message, Message::Close(_));
+                    if upstream_tx.send(message).await.is_err() || close {
+                        break End::Closed;
+                    }
+                }
+                Some(Err(error)) => {
+                    break if too_big(error) { End::TooBig } else { End::Closed };
+                }
+                None => break End::Closed,
+            },
+            message = upstream_rx.next() => match message {
+                Some(Ok(message)) => {
+                    idle_for.as_mut().reset(tokio::time::Instant::now() + idle);
+                    let Some(message) = to_client(message) else { continue };
+                    let close = matches!(message, ws::Message::Close(_));
+                    if client_tx.send(message).await.is_err() || close {
+                        break End::Closed;
+                    }
+                }
+                Some(Err(tungstenite::Error::Capacity(_))) => break End::TooBig,
+                _ => break End::Closed,
+            },
+            () = &mut idle_for => break End::Idle,
+            ended = async {
+                match watch.as_mut() {
+                    Some((_, _, registration)) => registration.ended.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            } => {
+                if ended {
+                    break End::SessionEnded;
+                }
+            }
+            _ = checks.tick(), if watch.is_some() => {
+                if let Some((bff, session, _)) = &watch {
+                    // Gone or expired in the shared store (ended on another instance).
+                    if let Ok(None) = bff.inner.sessions.get(&session.id, bff.now()).await {
+                        break End::SessionEnded;
+                    }
+                }
             }
         }
-        let _ = upstream_tx.close().await;
     };
-    let down = async {
-        while let Some(Ok(message)) = upstream_rx.next().await {
-            let Some(message) = to_client(message) else {
-                continue;
-            };
-            let close = matches!(message, ws::Message::Close(_));
-            if client_tx.send(message).await.is_err() || close {
-                break;
-            }
-        }
-        let _ = client_tx.close().await;
+    let (code, reason) = match end {
+        End::Closed => (1000, ""),
+        End::Idle => (1001, "idle"),
+        End::TooBig => (1009, "message too big"),
+        End::SessionEnded => (SESSION_ENDED, "session ended"),
     };
-    tokio::select! {
-        () = up => {}
-        () = down => {}
+    if !matches!(end, End::Closed) {
+        let _ = client_tx
+            .send(ws::Message::Close(Some(ws::CloseFrame {
+                code,
+                reason: reason.into(),
+            })))
+            .await;
+        let _ = upstream_tx
+            .send(Message::Close(Some(tungstenite::protocol::CloseFrame {
+                code: if code == SESSION_ENDED {
+                    1001.into()
+                } else {
+                    code.into()
+                },
+                reason: reason.into(),
+            })))
+            .await;
     }
+    let _ = client_tx.close().await;
+    let _ = upstream_tx.close().await;
+}
+
+/// Whether a client-side receive error is a message over the cap.
+fn too_big(error: axum::Error) -> bool {
+    error
+        .into_inner()
+        .downcast_ref::<tungstenite::Error>()
+        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
 }
 
 fn to_upstream(message: ws::Message) -> Option<Message> {

@@ -172,7 +172,11 @@ fn issue_code(
             refresh_token,
             // A server without DPoP support ignores `dpop_jkt` as it ignores proofs.
             dpop_jkt: get("dpop_jkt")
-                .filter(|_| !state.dpop_ignored.load(std::sync::atomic::Ordering::Relaxed))
+                .filter(|_| {
+                    !state
+                        .dpop_ignored
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                })
                 .map(str::to_owned),
         },
     );
