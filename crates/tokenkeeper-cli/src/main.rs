@@ -55,13 +55,26 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Whether stderr gets colour: only a terminal, and only without `NO_COLOR` (no-color.org).
+fn colour() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
-    // Logs go to stderr: stdout is the command's output (`$(tokenkeeper token ...)`).
+    // Logs go to stderr: stdout is the command's output (`$(tokenkeeper token ...)`). A
+    // one-shot command's failure is printed once, by `main`: the library's warning about the
+    // same failed token request is left out (other warnings stay).
+    let default_filter = match cli.command {
+        Command::Token(_) => "warn,tokenkeeper::client_credentials::manager=error",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(colour())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -41,7 +41,9 @@ pub(crate) struct TokenArgs {
     /// Client authentication.
     #[arg(long, value_enum, default_value = "basic")]
     pub(crate) auth: Auth,
-    /// Print JSON (`access_token`, `token_type`, `scope`, `expires_at`) instead of the bare token.
+    /// Print JSON (`access_token`, `token_type`, `scope`, `expires_in`, and `expires_at`: the
+    /// token's real expiry in seconds since the epoch, `null` when the server did not say)
+    /// instead of the bare token.
     #[arg(long)]
     pub(crate) json: bool,
     /// Authenticate with private_key_jwt, signing with this key file (from `dpop keygen`); no
@@ -103,13 +105,15 @@ pub(crate) async fn run(args: TokenArgs) -> anyhow::Result<String> {
     let tokens = ClientCredentialsTokenManager::builder()
         .client("cli", config)
         .build()?;
-    let token = tokens
-        .get_token("cli", &TokenRequestParams::default())
+    // One request, its response as the server sent it: `expires_at` is the token's real
+    // expiry (issued now + `expires_in`), not the time a cache would refresh it (UX-04).
+    let issued = tokenkeeper::Timestamp::system_now();
+    let response = tokens
+        .request_token("cli", &TokenRequestParams::default())
         .await?;
+    let access_token = response.access_token.secret();
     if args.decode {
-        let payload = token
-            .access_token()
-            .secret()
+        let payload = access_token
             .split('.')
             .nth(1)
             .context("the token is not a JWT: nothing to decode")?;
@@ -122,13 +126,14 @@ pub(crate) async fn run(args: TokenArgs) -> anyhow::Result<String> {
         return Ok(serde_json::to_string_pretty(&claims)?);
     }
     if !args.json {
-        return Ok(token.access_token().secret().to_owned());
+        return Ok(access_token.to_owned());
     }
     let json = serde_json::json!({
-        "access_token": token.access_token().secret(),
-        "token_type": token.token_type().to_string(),
-        "scope": token.scope().map(ToString::to_string),
-        "expires_at": token.expires_at().as_millis() / 1000,
+        "access_token": access_token,
+        "token_type": response.token_type.to_string(),
+        "scope": response.scope.as_ref().map(ToString::to_string),
+        "expires_in": response.expires_in.map(|d| d.as_secs()),
+        "expires_at": response.expires_in.map(|d| issued.saturating_add(d).as_millis() / 1000),
     });
     Ok(serde_json::to_string_pretty(&json)?)
 }

@@ -363,3 +363,88 @@ async fn bff_check_config_names_the_key_and_line() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// UX-04: `token --json` reports the token's real expiry (`expires_at`: issued + `expires_in`,
+/// the JWT's own `exp`), not the time a cache would refresh it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ux_04_token_json_reports_the_real_expiry() {
+    let server = TestServer::builder()
+        .client(TestClient::new("svc", "svc-secret"))
+        .start()
+        .await;
+    let out = tokenkeeper(
+        args(&[
+            "token",
+            "--token-endpoint",
+            &server.token_endpoint(),
+            "--client-id",
+            "svc",
+            "--json",
+        ]),
+        Some("svc-secret"),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let claims = server
+        .verify_access_token(json["access_token"].as_str().unwrap())
+        .unwrap();
+    let exp = claims["exp"].as_u64().unwrap();
+    let reported = json["expires_at"].as_u64().unwrap();
+    assert!(
+        reported.abs_diff(exp) <= 1,
+        "expires_at {reported}, exp {exp}"
+    );
+    assert_eq!(
+        json["expires_in"].as_u64(),
+        Some(claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap())
+    );
+}
+
+/// UX-03: an unreachable token endpoint is named in the error; the failure is printed once;
+/// no colour codes when stderr is not a terminal, nor with `NO_COLOR`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ux_03_errors_name_the_url_once_without_colour() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/oauth/token", closed.local_addr().unwrap());
+    drop(closed);
+    for no_color in [false, true] {
+        let endpoint = url.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            let mut command = Command::new(BIN);
+            command
+                .args(["token", "--token-endpoint", &endpoint, "--client-id", "svc"])
+                .env("TOKENKEEPER_CLIENT_SECRET", "s3cret-value")
+                .env_remove("RUST_LOG");
+            if no_color {
+                command.env("NO_COLOR", "1");
+            }
+            command.output().unwrap()
+        })
+        .await
+        .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            stderr.matches(url.as_str()).count(),
+            1,
+            "the URL once:\n{stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "one line:\n{stderr}");
+        assert!(stderr.starts_with("error: "), "{stderr}");
+        assert!(!stderr.contains('\u{1b}'), "colour codes:\n{stderr}");
+        assert!(!stderr.contains("s3cret-value"));
+    }
+    // Long-running commands' logs have no colour either when stderr is a pipe.
+    let out = Command::new(BIN)
+        .args(["bff", "--config", "/nonexistent/bff.toml"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains('\u{1b}'), "{stderr}");
+    assert!(stderr.contains("/nonexistent/bff.toml"), "{stderr}");
+}

@@ -174,9 +174,11 @@ pub enum TransportErrorKind {
     Other,
 }
 
-/// The request could not be completed at the HTTP level.
+/// The request could not be completed at the HTTP level. The message names the endpoint
+/// (without userinfo, query or fragment: they may hold secrets), so that an unreachable token
+/// endpoint says which URL to fix (UX-03).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("HTTP transport error ({kind:?}): {message}")]
+#[error("HTTP transport error ({kind:?}){}: {message}", match .url { Some(url) => format!(" reaching {url}"), None => String::new() })]
 pub struct TransportError {
     /// What kind of failure.
     pub kind: TransportErrorKind,
@@ -184,6 +186,8 @@ pub struct TransportError {
     pub status: Option<u16>,
     /// A description, without the URL.
     pub message: String,
+    /// The URL it was sent to, redacted (no userinfo, query or fragment), when known.
+    pub url: Option<String>,
 }
 
 impl TransportError {
@@ -193,7 +197,14 @@ impl TransportError {
             kind,
             status: None,
             message: message.into(),
+            url: None,
         }
+    }
+
+    /// Records where the request went (redacted: no userinfo, query or fragment).
+    pub fn with_url(mut self, url: &url::Url) -> Self {
+        self.url = Some(crate::http::redact_url(url));
+        self
     }
 
     /// Records the HTTP status that was received before the failure.

@@ -157,6 +157,11 @@ impl ReqwestTransport {
     }
 
     async fn send_inner(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
+        let url = request.url.clone();
+        self.exchange(request).await.map_err(|e| e.with_url(&url))
+    }
+
+    async fn exchange(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
         let mut builder = self
             .client
             .request(request.method, request.url)

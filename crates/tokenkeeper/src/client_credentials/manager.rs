@@ -19,6 +19,7 @@ use crate::metrics::ClientMetrics;
 use crate::protocol::discovery::{Discovery, DEFAULT_METADATA_LIFETIME};
 use crate::protocol::token_endpoint::TokenEndpoint;
 use crate::protocol::token_request::{Grant, TokenRequest};
+use crate::protocol::token_response::TokenResponse;
 use crate::protocol::types::{ClientName, Resource, Scope};
 
 use super::config::{validate_extra, ClientConfig, ValidatedEndpoint};
@@ -438,6 +439,27 @@ impl ClientCredentialsTokenManager {
         Ok(self.registered(client)?.dpop.clone())
     }
 
+    /// Asks the token endpoint for a new token for `client` and `params` **now**, past the
+    /// cache and the single flight, and returns the server's response as it is (with
+    /// `expires_in`, the token's real lifetime): for one-shot tools such as `tokenkeeper
+    /// token`. Services use [`ClientCredentialsTokenManager::get_token`].
+    pub async fn request_token(
+        &self,
+        client: &str,
+        params: &TokenRequestParams,
+    ) -> Result<TokenResponse, Error> {
+        let registered = self.registered(client)?;
+        let resolved = registered.resolve(params)?;
+        if let Some(exchange) = &resolved.exchange {
+            exchange.live_subject_expiry(self.inner.clock.now())?;
+        }
+        let response = Inner::send(&registered, &resolved).await?;
+        if let Some(exchange) = &resolved.exchange {
+            exchange.check_issued(response.issued_token_type.as_deref())?;
+        }
+        Ok(response)
+    }
+
     /// The cache key `get_token(client, params)` uses.
     pub fn cache_key(&self, client: &str, params: &TokenRequestParams) -> Result<CacheKey, Error> {
         Ok(self.registered(client)?.resolve(params)?.key)
@@ -747,19 +769,10 @@ impl Inner {
     }
 
     /// Requests a token and stores it.
-    async fn fetch_and_store(
-        &self,
-        client: &RegisteredClient,
-        resolved: &Resolved,
-        mode: FlightMode,
-    ) -> Result<Arc<CachedToken>, Error> {
-        let key = &resolved.key;
-        let subject_expires_at = match &resolved.exchange {
-            Some(exchange) => Some(exchange.live_subject_expiry(self.clock.now())?),
-            None => None,
-        };
-        let started = tokio::time::Instant::now();
-        let response = match (&client.grant_assertions, &resolved.exchange) {
+    /// Sends `resolved`'s token request for `client` (with a fresh JWT bearer assertion when
+    /// the client has one).
+    async fn send(client: &RegisteredClient, resolved: &Resolved) -> Result<TokenResponse, Error> {
+        match (&client.grant_assertions, &resolved.exchange) {
             (Some(provider), None) => {
                 // A fresh assertion for each token request (a file re-read when it changed).
                 let audience = client.endpoint.url().await?;
@@ -772,7 +785,22 @@ impl Inner {
                 client.endpoint.request(&request).await
             }
             _ => client.endpoint.request(&resolved.request).await,
+        }
+    }
+
+    async fn fetch_and_store(
+        &self,
+        client: &RegisteredClient,
+        resolved: &Resolved,
+        mode: FlightMode,
+    ) -> Result<Arc<CachedToken>, Error> {
+        let key = &resolved.key;
+        let subject_expires_at = match &resolved.exchange {
+            Some(exchange) => Some(exchange.live_subject_expiry(self.clock.now())?),
+            None => None,
         };
+        let started = tokio::time::Instant::now();
+        let response = Self::send(client, resolved).await;
         client
             .metrics
             .token_request(started.elapsed(), response.is_ok());
@@ -784,8 +812,16 @@ impl Inner {
             self.warn_if_short(client, response.expires_in);
             let (mut refresh_at, mut expires_at) = self.lifetime.times(now, response.expires_in);
             if let Some(subject_expires_at) = subject_expires_at {
-                // Never handed out after the subject token expires (DL-03).
-                expires_at = expires_at.min(subject_expires_at);
+                // Never handed out after the subject token expires (DL-03), and — like every
+                // token — a little before it does: the subject's remaining life with the same
+                // skew (UX-09).
+                let remaining = std::time::Duration::from_millis(
+                    subject_expires_at
+                        .as_millis()
+                        .saturating_sub(now.as_millis()),
+                );
+                let (_, subject_usable) = self.lifetime.times(now, Some(remaining));
+                expires_at = expires_at.min(subject_usable);
                 refresh_at = refresh_at.min(expires_at);
             }
             let token = CachedToken::new(
