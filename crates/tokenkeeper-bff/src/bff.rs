@@ -441,6 +441,41 @@ impl Bff {
         Ok(expired.len())
     }
 
+    /// Fetches the provider's metadata (discovery) now, and while that fails, again with
+    /// backoff (1 s, doubling to 1 min): each failure is logged (warning) with the discovery
+    /// URL and the reason, and the success once. So a provider that is down or misnamed at
+    /// start is reported at start — not as a 502 at the first login — and the first login after
+    /// it comes up finds the metadata loaded (UX-02). The task ends when the metadata is in.
+    pub fn spawn_discovery(&self) -> tokio::task::JoinHandle<()> {
+        let oidc = self.inner.oidc.clone();
+        tokio::spawn(async move {
+            let issuer = oidc.config().issuer.clone();
+            let url = format!(
+                "{}/.well-known/openid-configuration",
+                issuer.trim_end_matches('/')
+            );
+            let mut delay = Duration::from_secs(1);
+            loop {
+                match oidc.provider_metadata().await {
+                    Ok(_) => {
+                        tracing::info!(%url, "provider metadata loaded");
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::warn!(
+                            %url,
+                            %error,
+                            retry_in_secs = delay.as_secs(),
+                            "the provider's discovery document cannot be had; retrying"
+                        );
+                    }
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(60));
+            }
+        })
+    }
+
     /// Runs [`Bff::cleanup_expired`] every `every` (10 minutes is a sensible period) until the
     /// returned task is aborted.
     pub fn spawn_cleanup(&self, every: Duration) -> tokio::task::JoinHandle<()> {

@@ -244,3 +244,71 @@ async fn sec_27_a_bearer_answer_to_a_dpop_login_is_not_silent() {
     // Counted once without require_dpop; refused (not counted as a downgrade) with it.
     assert_eq!(recorder.get(downgrades), before + 1);
 }
+
+/// UX-02: at start the BFF fetches discovery; while the provider is down it says which URL
+/// failed and why, retrying with backoff; once the provider is up, the first login works.
+#[tokio::test(flavor = "current_thread")]
+async fn ux_02_discovery_at_start_names_the_url_and_retries() {
+    use tokenkeeper_axum::{Oidc, OidcConfig};
+    let logs = tokenkeeper_testing::LogBuffer::default();
+    let _guard = logs.install(tracing::Level::INFO);
+    // The provider's address, with nothing listening yet.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let issuer = format!("http://{addr}");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let redirect = format!("{url}/bff/callback");
+    let mut config = OidcConfig::new(issuer.clone(), "spa", "spa-secret", redirect.clone());
+    config.insecure_cookies = true;
+    let users = tokenkeeper::user::UserTokenManager::builder(
+        tokenkeeper::ClientConfig::from_issuer(issuer.clone(), "spa", "spa-secret"),
+    )
+    .build()
+    .unwrap();
+    let bff = tokenkeeper_bff::Bff::new(
+        Oidc::new(config, users).unwrap(),
+        tokenkeeper_bff::BffOptions {
+            insecure_cookies: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let app = bff.router::<()>();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let warming = bff.spawn_discovery();
+    // The first attempt fails, naming the URL and why.
+    let expected = format!("{issuer}/.well-known/openid-configuration");
+    for _ in 0..200 {
+        if logs.text().contains("retrying") {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let text = logs.text();
+    assert!(text.contains(&expected), "{text}");
+    assert!(text.contains("Connect"), "{text}");
+    // The provider comes up: the retry loads the metadata, the first login works.
+    let idp = tokenkeeper_testing::TestServer::builder()
+        .bind(addr)
+        .client(tokenkeeper_testing::TestClient::new("spa", "spa-secret").redirect_uri(&redirect))
+        .start()
+        .await;
+    idp.set_login(Some("alice"));
+    tokio::time::timeout(std::time::Duration::from_secs(30), warming)
+        .await
+        .expect("the metadata was loaded")
+        .unwrap();
+    assert!(logs.text().contains("provider metadata loaded"));
+    let login = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{url}/bff/login"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 303, "not a 502 at the first login");
+}

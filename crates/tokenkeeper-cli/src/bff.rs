@@ -295,6 +295,7 @@ pub(crate) async fn run(args: BffArgs) -> anyhow::Result<()> {
     }
     let (bff, router) = tokenkeeper_bff::host::build(&config, &validated)?;
     bff.spawn_cleanup(Duration::from_secs(600));
+    bff.spawn_discovery();
     let listener = tokio::net::TcpListener::bind(validated.listen)
         .await
         .with_context(|| format!("cannot listen on {}", validated.listen))?;
