@@ -62,6 +62,17 @@ pub enum Error {
         /// The `token_type` the server answered.
         token_type: String,
     },
+    /// The token endpoint keeps asking for a DPoP nonce (`use_dpop_nonce`): after the one retry
+    /// with the nonce it sent, or without sending one to retry with (UX-10). Usually a fleet of
+    /// servers that do not share their nonces, or a proxy that drops the `DPoP-Nonce` header.
+    /// [`Error::oauth_error`] is `use_dpop_nonce`.
+    #[error("the token endpoint {endpoint} keeps answering use_dpop_nonce ({detail})")]
+    DpopNonce {
+        /// The token endpoint (redacted: no query).
+        endpoint: String,
+        /// What happened: retried with a new nonce, or no usable nonce was given.
+        detail: String,
+    },
     /// The subject token of a token exchange cannot be exchanged (it has expired, or its
     /// expiry is unknown); no request was sent.
     #[error("the subject token cannot be exchanged: {0}")]
@@ -76,6 +87,7 @@ impl Error {
     pub fn oauth_error(&self) -> Option<&str> {
         match self {
             Error::OAuth(e) => Some(&e.error),
+            Error::DpopNonce { .. } => Some("use_dpop_nonce"),
             _ => None,
         }
     }

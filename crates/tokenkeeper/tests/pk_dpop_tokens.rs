@@ -217,6 +217,30 @@ async fn pk_02_token_endpoint_nonce_retry_with_fresh_proof_and_fresh_assertion()
     );
 }
 
+/// UX-10: a token endpoint that keeps answering `use_dpop_nonce` — even to the retry with the
+/// nonce it gave — is a typed error naming the endpoint, not a generic OAuth error.
+#[tokio::test]
+async fn ux_10_a_token_endpoint_stuck_on_use_dpop_nonce_is_a_typed_error() {
+    let server = server().await;
+    let tokens = manager(&server, &key(DpopAlgorithm::ES256));
+    // Every answer asks for a nonce, each time a new one: one retry, then the typed error.
+    server.set_dpop_nonce_required(true);
+    server.inject_fault(Fault::oauth(400, "use_dpop_nonce"), Times::Always);
+    let before = server.token_requests(CC);
+    let error = tokens
+        .get_token("api", &TokenRequestParams::default())
+        .await
+        .unwrap_err();
+    match &error {
+        tokenkeeper::Error::DpopNonce { endpoint, .. } => {
+            assert_eq!(endpoint, &server.token_endpoint());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(error.to_string().contains("use_dpop_nonce"), "{error}");
+    assert!(server.token_requests(CC) - before <= 2, "one retry at most");
+}
+
 /// PK-04: the token endpoint's nonce is kept from every response and used on the next proof.
 #[tokio::test]
 async fn pk_04_nonces_are_kept_and_used_on_the_next_proof() {

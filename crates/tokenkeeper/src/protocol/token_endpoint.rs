@@ -242,6 +242,16 @@ impl TokenEndpoint {
         match result {
             Ok(response) if dpop.is_some() => self.check_binding(response),
             Ok(response) => Ok(response),
+            Err(e) if dpop.is_some() && e.oauth_error() == Some("use_dpop_nonce") => {
+                Err(Error::DpopNonce {
+                    endpoint: redact_url(&url),
+                    detail: if retried {
+                        "it refused the nonce it had just given".into()
+                    } else {
+                        "it gave no new nonce to retry with".into()
+                    },
+                })
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "token request failed");
                 Err(e)
