@@ -12,7 +12,9 @@ pub(crate) struct DevIdpArgs {
     /// The address to listen on (port 0: any free port; the issuer line says which).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub(crate) bind: SocketAddr,
-    /// A client, as `ID:SECRET` or `ID:SECRET:REDIRECT_URI`; repeatable (default: `client:secret`).
+    /// A client, as `ID:SECRET`, `ID:SECRET:REDIRECT_URI`, or `ID:jwk=FILE` for a client that
+    /// authenticates with private_key_jwt, verified with the key in FILE (a public JWK, or a key
+    /// file from `dpop keygen`, whose public half is used); repeatable (default: `client:secret`).
     #[arg(long = "client")]
     pub(crate) clients: Vec<String>,
     /// The user every authorization request logs in as (there is no login page).
@@ -26,12 +28,21 @@ pub(crate) struct DevIdpArgs {
 fn parse_client(spec: &str) -> anyhow::Result<TestClient> {
     let mut parts = spec.splitn(3, ':');
     let (Some(id), Some(secret)) = (parts.next(), parts.next()) else {
-        anyhow::bail!("--client {spec:?}: expected ID:SECRET or ID:SECRET:REDIRECT_URI");
+        anyhow::bail!(
+            "--client {spec:?}: expected ID:SECRET, ID:SECRET:REDIRECT_URI or ID:jwk=FILE"
+        );
     };
     anyhow::ensure!(
         !id.is_empty() && !secret.is_empty(),
         "--client: the id and the secret must not be empty"
     );
+    if let Some(file) = secret.strip_prefix("jwk=") {
+        anyhow::ensure!(
+            parts.next().is_none(),
+            "--client {id}:jwk=FILE takes no redirect URI"
+        );
+        return Ok(TestClient::new(id, "").private_key_jwt(public_jwk(id, file)?));
+    }
     let client = TestClient::new(id, secret);
     Ok(match parts.next() {
         Some(uri) => {
@@ -40,6 +51,42 @@ fn parse_client(spec: &str) -> anyhow::Result<TestClient> {
         }
         None => client,
     })
+}
+
+/// The public JWK of `--client ID:jwk=FILE`: the file's JWK (its public members only), or the
+/// public half of a PEM key file.
+fn public_jwk(id: &str, file: &str) -> anyhow::Result<serde_json::Value> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("--client {id}:jwk={file}: cannot read the file"))?;
+    if text.trim_start().starts_with('{') {
+        let mut jwk: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
+            .with_context(|| format!("--client {id}:jwk={file}: not a JWK (JSON)"))?;
+        // A private JWK would do too: only its public members are kept.
+        for private in ["d", "p", "q", "dp", "dq", "qi", "oth", "k"] {
+            jwk.remove(private);
+        }
+        anyhow::ensure!(
+            jwk.contains_key("kty"),
+            "--client {id}:jwk={file}: the JWK has no kty"
+        );
+        return Ok(serde_json::Value::Object(jwk));
+    }
+    use tokenkeeper::dpop::{DpopAlgorithm, DpopKey};
+    for alg in [
+        DpopAlgorithm::ES256,
+        DpopAlgorithm::ES384,
+        DpopAlgorithm::EdDSA,
+        DpopAlgorithm::PS256,
+    ] {
+        if let Ok(key) = DpopKey::from_pem(&text, alg) {
+            let mut jwk = key.public_jwk().clone();
+            jwk.insert("alg".into(), alg.as_str().into());
+            return Ok(serde_json::Value::Object(jwk));
+        }
+    }
+    anyhow::bail!(
+        "--client {id}:jwk={file}: neither a JWK nor a PEM key (ES256, ES384, EdDSA, PS256)"
+    )
 }
 
 /// Starts the server and returns it with the banner to print.

@@ -448,3 +448,78 @@ async fn ux_03_errors_name_the_url_once_without_colour() {
     assert!(!stderr.contains('\u{1b}'), "{stderr}");
     assert!(stderr.contains("/nonexistent/bff.toml"), "{stderr}");
 }
+
+/// UX-05: the README's command-line lines run as written against the README's `dev-idp` —
+/// the same text, on a free port instead of 8080: the key, the key-based client
+/// (`--client keyed:jwk=client-key.pem`), tokens for curl, private_key_jwt, DPoP.
+#[test]
+fn ux_05_the_readme_command_lines_run_as_written() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let section = readme
+        .split("These lines run as they are")
+        .nth(1)
+        .expect("the README's command-line section");
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let block = block.replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
+    let (before, rest) = block
+        .split_once("tokenkeeper dev-idp ")
+        .expect("the dev-idp line");
+    let (dev_idp, after) = rest.split_once('\n').unwrap();
+    let dev_idp = dev_idp.trim_end().trim_end_matches('&').trim_end();
+
+    let dir = std::env::temp_dir().join(format!("tk-readme-{}-{port}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin_dir = std::path::Path::new(BIN).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let bash = |script: &str| {
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!("set -euo pipefail\n{script}"))
+            .current_dir(&dir)
+            .env("PATH", &path)
+            .env_remove("TOKENKEEPER_CLIENT_SECRET")
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{script}\n--- stdout\n{}\n--- stderr\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    bash(before);
+    let mut server = Command::new("bash");
+    server
+        .arg("-c")
+        .arg(format!("exec tokenkeeper dev-idp {dev_idp}"))
+        .current_dir(&dir)
+        .env("PATH", &path);
+    let (_server, _) = tokenkeeper_testing::start_and_wait_for(server, "issuer:");
+    let printed = bash(&format!("{after}\necho \"TOKEN=$TOKEN\"\necho \"PROOF=$PROOF\""));
+    assert!(printed.contains("\"active\":true"), "{printed}");
+    assert!(printed.contains("\"client_id\": \"keyed\""), "{printed}");
+    assert!(printed.contains("\"token_type\": \"Bearer\""), "{printed}");
+    let proof = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("PROOF="))
+        .unwrap();
+    assert_eq!(proof.split('.').count(), 3, "a DPoP proof: {proof}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
