@@ -238,6 +238,7 @@ async fn axum_login(issuer: &str, redis: tokenkeeper_redis::RedisTokenCache) -> 
     let oidc = Oidc::new(config.clone(), Oidc::user_manager_for(&config)?)? // fails here, naming the field
         .with_login_replay_store(Arc::new(RedisLoginReplayStore::new(&redis))); // for a fleet; default: memory
     let app = Router::new()
+        .route("/", get(|| async { "home" }))               // where a login lands by default
         .route("/me", get(|user: CurrentUser| async move { user.sub }))
         .route("/token", get(|token: UserAccessToken| async move { token.0.expires_at().as_millis().to_string() }))
         .route("/orders", get(|UserHttpClient(http): UserHttpClient| async move {

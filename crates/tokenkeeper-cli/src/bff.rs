@@ -82,6 +82,7 @@ pub(crate) struct DevStack {
     /// The BFF's URL (open it in a browser).
     pub(crate) url: String,
     idp: Arc<TestServer>,
+    api: String,
     _bff: Bff,
 }
 
@@ -148,6 +149,7 @@ pub(crate) async fn start_dev(ports: DevPorts) -> anyhow::Result<DevStack> {
     Ok(DevStack {
         url,
         idp,
+        api,
         _bff: bff,
     })
 }
@@ -156,9 +158,10 @@ impl DevStack {
     /// What to print at start.
     pub(crate) fn banner(&self) -> String {
         format!(
-            "tokenkeeper BFF (development mode: cookies are not Secure; never expose it)\n\n  open {}\n\n  identity provider: {} (any user name signs in)\n  diagnostics:       {}/bff/diagnostics (send X-CSRF: 1, as the SPA's Diagnostics button does)\n\nCtrl-C stops it.",
+            "tokenkeeper BFF (development mode: cookies are not Secure; never expose it)\n\n  open {}\n\n  identity provider: {} (any user name signs in)\n  sample API:        {}\n  diagnostics:       {}/bff/diagnostics (send X-CSRF: 1, as the SPA's Diagnostics button does)\n\nCtrl-C stops it.",
             self.url,
             self.idp.issuer(),
+            self.api,
             self.url
         )
     }

@@ -512,7 +512,9 @@ fn ux_05_the_readme_command_lines_run_as_written() {
         .current_dir(&dir)
         .env("PATH", &path);
     let (_server, _) = tokenkeeper_testing::start_and_wait_for(server, "issuer:");
-    let printed = bash(&format!("{after}\necho \"TOKEN=$TOKEN\"\necho \"PROOF=$PROOF\""));
+    let printed = bash(&format!(
+        "{after}\necho \"TOKEN=$TOKEN\"\necho \"PROOF=$PROOF\""
+    ));
     assert!(printed.contains("\"active\":true"), "{printed}");
     assert!(printed.contains("\"client_id\": \"keyed\""), "{printed}");
     assert!(printed.contains("\"token_type\": \"Bearer\""), "{printed}");
@@ -522,4 +524,78 @@ fn ux_05_the_readme_command_lines_run_as_written() {
         .unwrap();
     assert_eq!(proof.split('.').count(), 3, "a DPoP proof: {proof}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// UX-07 and SEC-20: `bff --dev` lets every port be chosen — the BFF, the identity provider
+/// and the sample API — and refuses to listen anywhere but loopback.
+#[test]
+fn ux_07_bff_dev_ports_are_chosen_and_loopback_only() {
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    // The journey on chosen ports, then the banner naming each of them.
+    let (bff, idp, api) = (free(), free(), free());
+    let out = Command::new(BIN)
+        .args([
+            "bff",
+            "--dev",
+            "--check",
+            "--listen",
+            &bff.to_string(),
+            "--idp-listen",
+            &idp.to_string(),
+            "--api-listen",
+            &api.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut command = Command::new(BIN);
+    command.args([
+        "bff",
+        "--dev",
+        "--listen",
+        &bff.to_string(),
+        "--idp-listen",
+        &idp.to_string(),
+        "--api-listen",
+        &api.to_string(),
+    ]);
+    command.stdout(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut banner = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        banner.push_str(&line);
+        banner.push('\n');
+        if line.contains("sample API") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(banner.contains(&format!("open http://{bff}")), "{banner}");
+    assert!(banner.contains(&format!("http://{idp}")), "{banner}");
+    assert!(banner.contains(&format!("http://{api}")), "{banner}");
+
+    for flag in ["--listen", "--idp-listen", "--api-listen"] {
+        let out = Command::new(BIN)
+            .args(["bff", "--dev", flag, "0.0.0.0:0"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{flag}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(flag) && stderr.contains("loopback"),
+            "{stderr}"
+        );
+    }
 }
