@@ -9,9 +9,19 @@
 //   CLIENT_JWKS            a JWKS (JSON): registers client `cc-pkjwt` (private_key_jwt) with it
 //   BFF_ORIGIN             a BFF's origin: registers client `bff` (secret `bff-secret`) with
 //                          {origin}/bff/callback and the post-logout redirect {origin}/
+//   BFF_ORIGINS            several BFF origins, comma-separated: client `bff` gets a callback
+//                          and a post-logout redirect for each (a fleet on several hosts)
+//   BACKCHANNEL            "1" to enable back-channel logout (ID tokens then carry `sid`)
+//
+// Token exchange (RFC 8693) is added through the provider's extension point
+// (`registerGrantType`): client `exchanger` (secret `exchanger-secret`) exchanges an access
+// token this provider issued (a JWT for the resource) for one for the same resource, with the
+// subject's `sub`, `act` for an actor token, and an expiry never past the subject's. GET
+// /test/exchanges answers how many exchanges were made.
 // When ready it prints one line: READY <issuer>
 import crypto from 'node:crypto';
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
+import * as jose from 'jose';
 
 const port = Number(process.env.PORT);
 if (!Number.isInteger(port) || port <= 0) {
@@ -27,6 +37,11 @@ function jwk(type, options, alg, kid) {
   const { privateKey } = crypto.generateKeyPairSync(type, options);
   return { ...privateKey.export({ format: 'jwk' }), alg, kid, use: 'sig' };
 }
+
+const signingKeys = [
+  jwk('rsa', { modulusLength: 2048 }, 'RS256', 'rs-1'),
+  jwk('ec', { namedCurve: 'P-256' }, 'ES256', 'es-1'),
+];
 
 export const RESOURCE = 'urn:tokenkeeper:api';
 export const RESOURCE_SCOPES = 'api:read api:write';
@@ -44,18 +59,40 @@ if (process.env.CLIENT_JWKS) {
   });
 }
 
-if (process.env.BFF_ORIGIN) {
+const bffOrigins = (process.env.BFF_ORIGINS || process.env.BFF_ORIGIN || '')
+  .split(',')
+  .filter(Boolean);
+const backchannel = process.env.BACKCHANNEL === '1';
+if (bffOrigins.length > 0) {
   extraClients.push({
     client_id: 'bff',
     client_secret: 'bff-secret',
     grant_types: ['authorization_code', 'refresh_token'],
     response_types: ['code'],
-    redirect_uris: [`${process.env.BFF_ORIGIN}/bff/callback`],
-    post_logout_redirect_uris: [`${process.env.BFF_ORIGIN}/`],
+    redirect_uris: bffOrigins.map((origin) => `${origin}/bff/callback`),
+    post_logout_redirect_uris: bffOrigins.map((origin) => `${origin}/`),
     token_endpoint_auth_method: 'client_secret_basic',
     scope: `openid offline_access ${RESOURCE_SCOPES}`,
+    ...(backchannel
+      ? {
+          backchannel_logout_uri: `${bffOrigins[0]}/bff/backchannel`,
+          backchannel_logout_session_required: true,
+        }
+      : {}),
   });
 }
+
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+extraClients.push({
+  client_id: 'exchanger',
+  client_secret: 'exchanger-secret',
+  grant_types: [TOKEN_EXCHANGE, 'client_credentials'],
+  response_types: [],
+  redirect_uris: [],
+  token_endpoint_auth_method: 'client_secret_basic',
+  scope: RESOURCE_SCOPES,
+});
 
 const configuration = {
   clients: [
@@ -109,12 +146,7 @@ const configuration = {
       scope: `openid offline_access ${RESOURCE_SCOPES}`,
     },
   ],
-  jwks: {
-    keys: [
-      jwk('rsa', { modulusLength: 2048 }, 'RS256', 'rs-1'),
-      jwk('ec', { namedCurve: 'P-256' }, 'ES256', 'es-1'),
-    ],
-  },
+  jwks: { keys: signingKeys },
   scopes: ['openid', 'offline_access', 'api:read', 'api:write'],
   enabledJWA: {
     dPoPSigningAlgValues: ['ES256', 'ES384', 'Ed25519', 'EdDSA', 'PS256', 'RS256'],
@@ -130,13 +162,14 @@ const configuration = {
       requireNonce: () => requireNonce,
     },
     rpInitiatedLogout: { enabled: true },
+    backchannelLogout: { enabled: backchannel },
     resourceIndicators: {
       enabled: true,
       defaultResource: () => undefined,
       useGrantedResource: () => true,
       getResourceServerInfo: (ctx, resourceIndicator) => {
         if (resourceIndicator !== RESOURCE) {
-          throw new Provider.errors.InvalidTarget();
+          throw new errors.InvalidTarget();
         }
         return {
           scope: RESOURCE_SCOPES,
@@ -159,6 +192,87 @@ const configuration = {
 };
 
 const provider = new Provider(issuer, configuration);
+
+// RFC 8693 through the extension point. Client authentication has been done by the token
+// endpoint already; this checks the grant's own parameters and the subject (and actor) token.
+let exchanges = 0;
+const es256 = signingKeys.find((k) => k.kid === 'es-1');
+const publicKeys = jose.createLocalJWKSet({
+  keys: signingKeys.map(({ d, p, q, dp, dq, qi, ...pub }) => pub),
+});
+async function verifyIssued(token, name) {
+  try {
+    const { payload } = await jose.jwtVerify(token, publicKeys, { issuer, audience: RESOURCE });
+    return payload;
+  } catch (err) {
+    throw new errors.InvalidGrant(`${name} is not a valid access token of this provider`);
+  }
+}
+provider.registerGrantType(
+  TOKEN_EXCHANGE,
+  async (ctx) => {
+    exchanges += 1;
+    const { params, client } = ctx.oidc;
+    if (!client.grantTypeAllowed(TOKEN_EXCHANGE)) {
+      throw new errors.UnauthorizedClient();
+    }
+    if (!params.subject_token || params.subject_token_type !== ACCESS_TOKEN_TYPE) {
+      throw new errors.InvalidRequest('subject_token of type access_token required');
+    }
+    if (params.requested_token_type && params.requested_token_type !== ACCESS_TOKEN_TYPE) {
+      throw new errors.InvalidRequest('only access tokens are issued');
+    }
+    if (params.resource && params.resource !== RESOURCE) {
+      throw new errors.InvalidTarget();
+    }
+    const subject = await verifyIssued(params.subject_token, 'subject_token');
+    let act;
+    if (params.actor_token) {
+      if (params.actor_token_type !== ACCESS_TOKEN_TYPE) {
+        throw new errors.InvalidRequest('actor_token_type must be access_token');
+      }
+      const actor = await verifyIssued(params.actor_token, 'actor_token');
+      act = { sub: actor.sub };
+    }
+    const granted = new Set(RESOURCE_SCOPES.split(' '));
+    const scope = (params.scope || subject.scope || '')
+      .split(' ')
+      .filter((s) => granted.has(s))
+      .join(' ');
+    const now = Math.floor(Date.now() / 1000);
+    const exp = Math.min(now + tokenTtl, subject.exp);
+    const key = await jose.importJWK(es256, 'ES256');
+    const accessToken = await new jose.SignJWT({
+      sub: subject.sub,
+      client_id: client.clientId,
+      scope: scope || undefined,
+      ...(act ? { act } : {}),
+    })
+      .setProtectedHeader({ alg: 'ES256', kid: 'es-1', typ: 'at+jwt' })
+      .setIssuer(issuer)
+      .setAudience(RESOURCE)
+      .setIssuedAt(now)
+      .setExpirationTime(exp)
+      .setJti(crypto.randomUUID())
+      .sign(key);
+    ctx.body = {
+      access_token: accessToken,
+      issued_token_type: ACCESS_TOKEN_TYPE,
+      token_type: 'Bearer',
+      expires_in: exp - now,
+      ...(scope ? { scope } : {}),
+    };
+  },
+  ['subject_token', 'subject_token_type', 'actor_token', 'actor_token_type', 'requested_token_type', 'audience', 'resource', 'scope'],
+  ['audience', 'resource'],
+);
+provider.use(async (ctx, next) => {
+  if (ctx.path === '/test/exchanges') {
+    ctx.body = { exchanges };
+    return;
+  }
+  await next();
+});
 if (process.env.DEBUG_EVENTS === '1') {
   for (const event of ['grant.error', 'server_error', 'introspection.error', 'revocation.error']) {
     provider.on(event, (ctx, err) => console.error(event, err && (err.error_detail || err.message)));
