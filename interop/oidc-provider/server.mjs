@@ -189,6 +189,12 @@ const configuration = {
   // Refresh tokens for our test client whenever offline_access was granted.
   issueRefreshToken: async (ctx, client, code) => client.grantTypeAllowed('refresh_token') && code.scopes.has('offline_access'),
   pkce: { required: () => true },
+  // Outgoing requests (back-channel logout) go to the BFFs under test on loopback, which the
+  // provider's SSRF protection refuses by default: this test provider allows them.
+  fetch: (url, options) => {
+    const { dispatcher, ...rest } = options;
+    return globalThis.fetch(url, rest);
+  },
 };
 
 const provider = new Provider(issuer, configuration);
@@ -274,8 +280,8 @@ provider.use(async (ctx, next) => {
   await next();
 });
 if (process.env.DEBUG_EVENTS === '1') {
-  for (const event of ['grant.error', 'server_error', 'introspection.error', 'revocation.error']) {
-    provider.on(event, (ctx, err) => console.error(event, err && (err.error_detail || err.message)));
+  for (const event of ['grant.error', 'server_error', 'introspection.error', 'revocation.error', 'backchannel.error', 'end_session.error']) {
+    provider.on(event, (...args) => { const err = args.find((a) => a instanceof Error); console.error(event, err && (err.error_detail || err.message), err && err.cause && (err.cause.code || err.cause.message)); });
   }
 }
 provider.listen(port, '127.0.0.1', () => {
