@@ -209,8 +209,9 @@ impl std::fmt::Debug for Oidc {
 }
 
 impl Oidc {
-    /// Builds the login for `config`, keeping session tokens in `users`' store, and pending
-    /// logins in memory (see [`Oidc::with_pending_logins`] for a fleet).
+    /// Builds the login for `config`, keeping session tokens in `users`' store; logins in
+    /// progress travel sealed in their cookie, and taken callbacks are remembered in memory
+    /// (see [`Oidc::with_login_replay_store`] for a fleet).
     ///
     /// Fails, naming the field, when the configuration cannot work: a relative `redirect_uri`,
     /// or a `users` manager not built for this client from this issuer (see

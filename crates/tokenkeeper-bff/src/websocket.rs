@@ -32,18 +32,19 @@ const SESSION_CHECK: Duration = Duration::from_secs(30);
 /// The close code of a relay whose session ended (policy violation).
 const SESSION_ENDED: u16 = 1008;
 
+/// Each session's open relays (by the session's id hash): a relay's number, and the sender
+/// that tells it the session ended.
+type OpenRelays = HashMap<String, Vec<(u64, tokio::sync::watch::Sender<bool>)>>;
+
 /// The open relays of each session (by id hash), so that ending a session closes them.
 #[derive(Debug, Default)]
 pub(crate) struct Relays {
-    open: Mutex<HashMap<String, Vec<(u64, tokio::sync::watch::Sender<bool>)>>>,
+    open: Mutex<OpenRelays>,
     next: std::sync::atomic::AtomicU64,
 }
 
 impl Relays {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, Vec<(u64, tokio::sync::watch::Sender<bool>)>>>
-    {
+    fn lock(&self) -> std::sync::MutexGuard<'_, OpenRelays> {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 

@@ -19,7 +19,8 @@ use crate::cache::RedisTokenCache;
 ///   plaintext (PK-07).
 /// - Entries live at `<prefix>:{<h>}:dpop` under the key's thumbprint; a value that does not
 ///   open, or whose key does not have the thumbprint asked for, is treated as missing.
-/// - A pending login's key expires with the login; a session's key after
+/// - A session's key (written when its login completes: a login in progress keeps its key
+///   sealed in its cookie) expires after
 ///   [`RedisDpopKeyStore::with_session_ttl`] (default 30 days) unless logout removes it first.
 ///
 /// ```no_run

@@ -204,11 +204,14 @@ async fn upstream(seen: Arc<Mutex<Seen>>, release: Arc<tokio::sync::Notify>) -> 
     url
 }
 
+/// Shapes a route (methods, options) from its path and upstream.
+pub type Shape = fn(ApiRoute) -> ApiRoute;
+
 pub struct Setup {
     pub insecure_cookies: bool,
     pub dev: bool,
     pub routes: Vec<(&'static str, RouteToken)>,
-    /// Sessions, user tokens (with the refresh lease) and pending logins in Redis, under this
+    /// Sessions, user tokens (with the refresh lease) and taken login callbacks in Redis, under this
     /// prefix.
     pub redis: Option<String>,
     /// Another instance's identity provider and callback URL: a fleet behind one public URL.
@@ -219,7 +222,7 @@ pub struct Setup {
     /// protected API (which checks proofs and demands its own nonce).
     pub dpop: bool,
     /// More routes to the echo upstream (`{upstream}/up`), shaped by the function.
-    pub more_routes: Vec<(&'static str, fn(ApiRoute) -> ApiRoute)>,
+    pub more_routes: Vec<(&'static str, Shape)>,
     /// `BffOptions::trusted_proxies`.
     pub trusted_proxies: Vec<tokenkeeper_bff::Cidr>,
 }

@@ -1,5 +1,6 @@
 //! Where per-session DPoP keys live (PK-07): a [`DpopKeyStore`], keyed by the key's RFC 7638
-//! thumbprint. Sessions and pending logins hold the thumbprint only; the private key stays in
+//! thumbprint. Sessions hold the thumbprint only (a login in progress keeps its key sealed in its
+//! cookie until it completes); the private key stays in
 //! the store — in this process's memory by default, sealed in Redis for a fleet
 //! (`tokenkeeper_redis::RedisDpopKeyStore`) — and is removed at logout.
 
