@@ -6,7 +6,9 @@
 //! Run: `cargo bench -p tokenkeeper-benches --bench bff_proxy`
 //! Environment: `TK_RATES` (fixed loads, default `1000,5000`), `TK_SECONDS` (per fixed load,
 //! default 5), `TK_PAIRS` (saturated rounds, default 20), `TK_SLICE_MS` (default 250),
-//! `TK_CONCURRENCY` (saturated, default 32), `TK_SESSIONS` (memory figure, default 100,000).
+//! `TK_CONCURRENCY` (saturated, default 32), `TK_SESSIONS` (memory figure, default 100,000),
+//! `TK_PLAIN_FORWARDED=1` (the plain proxy sends `X-Forwarded-For/-Proto/-Host` too, as the BFF
+//! does and as reverse proxies are usually configured to).
 #![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
 
 mod support;
@@ -35,6 +37,7 @@ async fn serve(app: Router) -> String {
 /// session and the token.
 async fn plain_proxy(upstream: String, authorization: Arc<std::sync::OnceLock<String>>) -> String {
     let client = reqwest::Client::new();
+    let forwarded = std::env::var_os("TK_PLAIN_FORWARDED").is_some();
     let app = Router::new().fallback(move |request: Request| {
         let (client, upstream, authorization) =
             (client.clone(), upstream.clone(), authorization.clone());
@@ -49,6 +52,14 @@ async fn plain_proxy(upstream: String, authorization: Arc<std::sync::OnceLock<St
             // the cost of the token's bytes from the cost of getting it.
             if let Some(value) = authorization.get() {
                 headers.insert("authorization", value.parse().unwrap());
+            }
+            // `TK_PLAIN_FORWARDED=1`: the `X-Forwarded-For/-Proto/-Host` a reverse proxy is
+            // usually configured to send (nginx: `proxy_set_header X-Forwarded-For
+            // $proxy_add_x_forwarded_for;` …), as the BFF sends them (SEC-16).
+            if forwarded {
+                headers.insert("x-forwarded-for", "127.0.0.1".parse().unwrap());
+                headers.insert("x-forwarded-proto", "http".parse().unwrap());
+                headers.insert("x-forwarded-host", "127.0.0.1:8080".parse().unwrap());
             }
             // GETs without a body, as the benchmark sends (the BFF sends those without one too).
             let response = client
@@ -268,7 +279,14 @@ fn main() {
         )
         .unwrap();
         let app: Router = bff.router();
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        // As the `tokenkeeper bff` host serves it: with the peer's address, for X-Forwarded-For.
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .await
+        });
         // Log in once; keep the session cookie.
         let jar = Arc::new(reqwest::cookie::Jar::default());
         let login = reqwest::Client::builder().cookie_provider(jar.clone()).build().unwrap();

@@ -172,11 +172,32 @@ impl Forwarding {
         out.insert(X_FORWARDED_PROTO, self.proto.clone());
         out.insert(X_FORWARDED_HOST, self.host.clone());
         if let Some(peer) = peer {
-            if let Ok(value) = HeaderValue::from_str(&peer.to_string()) {
+            if let Some(value) = peer_value(peer) {
                 out.insert(X_FORWARDED_FOR, value);
             }
         }
     }
+}
+
+/// `peer` as a header value. A connection's requests come from one peer, and keep-alive
+/// connections send many: each thread keeps the last peer's value, so the address is formatted
+/// once per peer and thread, not per request.
+fn peer_value(peer: IpAddr) -> Option<HeaderValue> {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(IpAddr, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((ip, value)) = last.as_ref() {
+            if *ip == peer {
+                return Some(value.clone());
+            }
+        }
+        let value = HeaderValue::from_str(&peer.to_string()).ok()?;
+        *last = Some((peer, value.clone()));
+        Some(value)
+    })
 }
 
 #[cfg(test)]

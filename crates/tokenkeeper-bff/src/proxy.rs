@@ -179,7 +179,8 @@ async fn forward_inner(bff: &Bff, index: usize, request: Request) -> Response {
         return api_error(StatusCode::BAD_REQUEST, "Invalid path.");
     };
     let connection = connection_tokens(&parts.headers);
-    let mut headers = HeaderMap::new();
+    // Room for the three `X-Forwarded-*` from the start: no growth (and rehash) on the way.
+    let mut headers = HeaderMap::with_capacity(parts.headers.len() + 3);
     for (name, value) in &parts.headers {
         if forwarded_upstream(name, &connection, &bff.inner.anti_forgery_name) {
             headers.append(name.clone(), value.clone());

@@ -1,12 +1,12 @@
-//! A metrics recorder for tests: counts every counter increment and histogram record under
-//! `name{label=value,...}` (labels sorted).
+//! A metrics recorder for tests: counts every counter increment and histogram record, and keeps
+//! every gauge's value (rounded down), under `name{label=value,...}` (labels sorted).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use metrics::{
-    Counter, CounterFn, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
+    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
     SharedString, Unit,
 };
 
@@ -19,6 +19,18 @@ impl CounterFn for Cell {
     }
     fn absolute(&self, value: u64) {
         self.0.store(value, Ordering::Relaxed);
+    }
+}
+
+impl GaugeFn for Cell {
+    fn increment(&self, value: f64) {
+        self.0.fetch_add(value as u64, Ordering::Relaxed);
+    }
+    fn decrement(&self, value: f64) {
+        self.0.fetch_sub(value as u64, Ordering::Relaxed);
+    }
+    fn set(&self, value: f64) {
+        self.0.store(value as u64, Ordering::Relaxed);
     }
 }
 
@@ -97,8 +109,8 @@ impl Recorder for TestRecorder {
     fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
         Counter::from_arc(self.cell(key))
     }
-    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::noop()
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::from_arc(self.cell(key))
     }
     fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
         Histogram::from_arc(self.cell(key))
