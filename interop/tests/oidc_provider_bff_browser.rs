@@ -85,34 +85,7 @@ async fn interop_bff_in_chromium_login_refresh_and_revoking_logout() {
     browser
         .go(&format!("{origin}/bff/login?prompt=consent&returnUrl=/app"))
         .await;
-    browser
-        .until(
-            "the provider's login form",
-            "return document.querySelector('input[name=login]') !== null",
-        )
-        .await;
-    browser
-        .script(
-            "document.querySelector('input[name=login]').value = 'dana';\
-             document.querySelector('input[name=password]').value = 'any';\
-             document.querySelector('form').submit();",
-        )
-        .await;
-    browser
-        .until(
-            "the consent form",
-            "return document.querySelector('form') !== null && document.querySelector('input[name=login]') === null && location.pathname.startsWith('/interaction')",
-        )
-        .await;
-    browser
-        .script("document.querySelector('form').submit()")
-        .await;
-    browser
-        .until(
-            "the app, logged in",
-            "return location.pathname === '/app' && document.getElementById('ready') !== null",
-        )
-        .await;
+    common::provider_login_in_browser(&browser, "dana").await;
 
     // The API through the proxy, with dana's token.
     let call = "const done = arguments[arguments.length - 1]; window.callApi().then(done);";

@@ -12,7 +12,7 @@ mod common;
 use std::sync::Arc;
 
 use axum::response::IntoResponse;
-use common::Provider;
+use common::{provider_login_in_browser, Provider};
 use futures_util::StreamExt as _;
 use tokenkeeper::ClientConfig;
 use tokenkeeper_axum::{Oidc, OidcConfig};
@@ -36,40 +36,7 @@ async fn log_in(browser: &Browser, origin: &str) {
     browser
         .go(&format!("{origin}/bff/login?prompt=consent&returnUrl=/app"))
         .await;
-    finish_login(browser).await;
-}
-
-async fn finish_login(browser: &Browser) {
-    let page = browser
-        .until(
-            "the provider's login or consent form",
-            "const f = document.querySelector('form'); return f && location.pathname.startsWith('/interaction') ? (document.querySelector('input[name=login]') ? 'login' : 'consent') : null",
-        )
-        .await;
-    if page == "login" {
-        browser
-            .script(
-                "document.querySelector('input[name=login]').value = 'erin';\
-                 document.querySelector('input[name=password]').value = 'any';\
-                 document.querySelector('form').submit();",
-            )
-            .await;
-        browser
-            .until(
-                "the consent form",
-                "return document.querySelector('form') !== null && document.querySelector('input[name=login]') === null && location.pathname.startsWith('/interaction')",
-            )
-            .await;
-    }
-    browser
-        .script("document.querySelector('form').submit()")
-        .await;
-    browser
-        .until(
-            "the app, logged in",
-            "return location.pathname === '/app' && document.getElementById('ready') !== null",
-        )
-        .await;
+    provider_login_in_browser(browser, "erin").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,7 +145,7 @@ async fn interop_sec_13_sec_14_in_chromium_two_logins_one_sid() {
         sessions.is_empty() && replays.is_empty(),
         "nothing stored for them"
     );
-    finish_login(&browser).await;
+    provider_login_in_browser(&browser, "erin").await;
     let call_a = browser.async_script(CALL).await;
     assert!(
         call_a.as_str().unwrap().starts_with("200 Bearer "),

@@ -356,21 +356,10 @@ impl BffSessionStore for RedisBffSessionStore {
     ) -> BoxFuture<'a, Result<bool, CacheError>> {
         Box::pin(async move {
             let redis_key = self.redis.key_for(&format!("bff-once:{key}"), "bffo");
-            let ttl = until.as_millis().saturating_sub(now.as_millis()).max(1);
-            let set: Option<String> = self
-                .redis
-                .call(|mut c| async move {
-                    redis::cmd("SET")
-                        .arg(&redis_key)
-                        .arg(1)
-                        .arg("NX")
-                        .arg("PX")
-                        .arg(ttl)
-                        .query_async(&mut c)
-                        .await
-                })
-                .await?;
-            Ok(set.is_some())
+            let ttl = until.as_millis().saturating_sub(now.as_millis());
+            self.redis
+                .set_once(&redis_key, std::time::Duration::from_millis(ttl))
+                .await
         })
     }
 }

@@ -189,15 +189,7 @@ async fn sec_21_encoded_traversal_is_refused() {
     })
     .await;
     let browser = browser();
-    let (page, _) = follow(&browser, &format!("{}/bff/login?returnUrl=/app", h.url)).await;
-    let session = page
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().unwrap().strip_prefix("bff="))
-        .map(|v| v.split(';').next().unwrap().to_owned())
-        .next()
-        .unwrap();
+    let session = log_in_for_cookie(&h, &browser).await;
     let before = h.seen.lock().unwrap().requests;
     // Sent as they are, the way an attacker's client sends them (a browser's URL parser
     // would resolve some of them first).

@@ -16,13 +16,6 @@ fn prefix(name: &str) -> String {
     format!("tk-{name}-{}", tokenkeeper::random_token(6).unwrap())
 }
 
-fn claim<'a>(user: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
-    user.as_array()?
-        .iter()
-        .find(|c| c["type"] == name)
-        .map(|c| &c["value"])
-}
-
 /// The provider's callback for a login started by `browser` (which keeps the login cookie).
 async fn start_login(h: &Harness, browser: &reqwest::Client) -> String {
     let login = browser
@@ -167,8 +160,7 @@ async fn sec_14_one_login_one_token_record() {
     assert_ne!(seen_a["authorization"], seen_b["authorization"]);
 
     // Logging A out revokes A's refresh token only; B keeps working, refresh included.
-    let (_, user_a) = api(&tab_a, format!("{}/bff/user", h.url)).await;
-    let logout = claim(&user_a, "bff:logout_url").unwrap().as_str().unwrap();
+    let logout = logout_url(&h, &tab_a).await;
     let out = tab_a
         .get(format!("{}{logout}", h.url))
         .send()
@@ -263,8 +255,7 @@ async fn sec_14_one_login_one_token_record_in_redis() {
         jkt(sessions[1].key()).await.unwrap(),
     );
     assert_ne!(jkt_a, jkt_b, "a key per login");
-    let (_, user_a) = api(&tab_a, format!("{}/bff/user", h.url)).await;
-    let logout = claim(&user_a, "bff:logout_url").unwrap().as_str().unwrap();
+    let logout = logout_url(&h, &tab_a).await;
     tab_a
         .get(format!("{}{logout}", h.url))
         .send()
@@ -313,15 +304,7 @@ async fn sec_15_no_plaintext_in_redis_by_accident() {
     })
     .await;
     let browser = browser();
-    let (page, _) = follow(&browser, &format!("{}/bff/login?returnUrl=/app", h.url)).await;
-    let id = page
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().unwrap().strip_prefix("bff="))
-        .map(|v| v.split(';').next().unwrap().to_owned())
-        .next()
-        .unwrap();
+    let id = log_in_for_cookie(&h, &browser).await;
     assert!(id.len() >= 40);
     let session = h.store.find(Some("alice"), None).await.unwrap().remove(0);
     assert!(session.id.is_empty(), "a session found in Redis has no id");

@@ -17,18 +17,6 @@ use tokio_tungstenite::tungstenite::Message;
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// The session cookie of a login by `browser`.
-async fn session_cookie(h: &Harness, browser: &reqwest::Client) -> String {
-    let (page, _) = follow(browser, &format!("{}/bff/login?returnUrl=/app", h.url)).await;
-    page.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().unwrap().strip_prefix("bff="))
-        .map(|v| v.split(';').next().unwrap().to_owned())
-        .next()
-        .unwrap()
-}
-
 /// A WebSocket through the BFF at `path`, with the session `cookie`; checked with one echo.
 async fn open(h: &Harness, path: &str, cookie: &str) -> Socket {
     let url = format!("{}{path}", h.url.replacen("http", "ws", 1));
@@ -69,19 +57,10 @@ async fn sec_18_websocket_relays_end_with_their_session() {
 
     // Logout.
     let browser = browser();
-    let cookie = session_cookie(&h, &browser).await;
+    let cookie = log_in_for_cookie(&h, &browser).await;
     let mut socket = open(&h, "/api/user/ws", &cookie).await;
     assert_eq!(h.bff.open_websockets(), 1);
-    let (_, user) = api(&browser, format!("{}/bff/user", h.url)).await;
-    let logout = user
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "bff:logout_url")
-        .unwrap()["value"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let logout = logout_url(&h, &browser).await;
     browser
         .get(format!("{}{logout}", h.url))
         .send()
@@ -91,7 +70,7 @@ async fn sec_18_websocket_relays_end_with_their_session() {
 
     // Back-channel logout.
     let browser = common::browser();
-    let cookie = session_cookie(&h, &browser).await;
+    let cookie = log_in_for_cookie(&h, &browser).await;
     let mut socket = open(&h, "/api/user/ws", &cookie).await;
     let sid = h.sessions.find(Some("alice"), None).await.unwrap()[0]
         .sid
@@ -109,14 +88,14 @@ async fn sec_18_websocket_relays_end_with_their_session() {
 
     // An administrator's end.
     let browser = common::browser();
-    let cookie = session_cookie(&h, &browser).await;
+    let cookie = log_in_for_cookie(&h, &browser).await;
     let mut socket = open(&h, "/api/user/ws", &cookie).await;
     assert_eq!(h.bff.end_sessions(Some("alice"), None).await.unwrap(), 1);
     assert_eq!(close_code(&mut socket).await, Some(1008), "admin");
 
     // Expiry, found by the cleanup.
     let browser = common::browser();
-    let cookie = session_cookie(&h, &browser).await;
+    let cookie = log_in_for_cookie(&h, &browser).await;
     let mut socket = open(&h, "/api/user/ws", &cookie).await;
     h.clock.advance(Duration::from_secs(31 * 60));
     assert_eq!(h.bff.cleanup_expired().await.unwrap(), 1);
@@ -125,7 +104,7 @@ async fn sec_18_websocket_relays_end_with_their_session() {
     // A session that stays: its relay stays.
     h.clock.advance(Duration::from_secs(60));
     let browser = common::browser();
-    let cookie = session_cookie(&h, &browser).await;
+    let cookie = log_in_for_cookie(&h, &browser).await;
     let mut socket = open(&h, "/api/user/ws", &cookie).await;
     socket.send(Message::Text("still".into())).await.unwrap();
     let echo = socket.next().await.unwrap().unwrap();
@@ -152,7 +131,7 @@ async fn sec_18_websocket_messages_are_capped_and_idle_relays_time_out() {
     })
     .await;
     let browser = browser();
-    let cookie = session_cookie(&h, &browser).await;
+    let cookie = log_in_for_cookie(&h, &browser).await;
 
     // 15 MiB in one message: refused at the cap (1 MiB by default), never relayed.
     let mut socket = open(&h, "/api/user/ws", &cookie).await;
@@ -179,7 +158,7 @@ async fn sec_18_websocket_messages_are_capped_and_idle_relays_time_out() {
 async fn sec_18_an_invalid_upgrade_gets_no_upstream_handshake() {
     let h = harness(Setup::default()).await;
     let browser = browser();
-    let cookie = session_cookie(&h, &browser).await;
+    let cookie = log_in_for_cookie(&h, &browser).await;
     let tokens_before = h.idp.token_requests("client_credentials");
     for path in ["/api/user/ws", "/api/client/ws"] {
         // `Upgrade: websocket` with our Origin, but no key and no version.

@@ -226,6 +226,31 @@ impl RedisTokenCache {
         self.inner.call(f).await
     }
 
+    /// Records `redis_key` for `ttl` unless it is there already (`SET NX PX`, atomic across
+    /// instances): `true` the first time. For one-use markers (login callbacks, back-channel
+    /// logout tokens' `jti`s).
+    pub async fn set_once(
+        &self,
+        redis_key: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, CacheError> {
+        let ttl = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let set: Option<String> = self
+            .inner
+            .call(|mut c| async move {
+                redis::cmd("SET")
+                    .arg(redis_key)
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(set.is_some())
+    }
+
     /// A key in this cache's namespace for `name` (hashed, so it holds nothing of `name`):
     /// `<prefix>:{<hash>}:<kind>`.
     pub fn key_for(&self, name: &str, kind: &str) -> String {

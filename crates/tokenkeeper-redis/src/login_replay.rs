@@ -58,27 +58,6 @@ impl RedisLoginReplayStore {
 
 impl LoginReplayStore for RedisLoginReplayStore {
     fn claim<'a>(&'a self, key: &'a str, ttl: Duration) -> BoxFuture<'a, Result<bool, CacheError>> {
-        Box::pin(async move {
-            let key = self.key(key);
-            let ttl = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-            let set: Option<String> = self
-                .cache
-                .inner
-                .call(|mut c| {
-                    let key = key.clone();
-                    async move {
-                        redis::cmd("SET")
-                            .arg(&key)
-                            .arg(1)
-                            .arg("NX")
-                            .arg("PX")
-                            .arg(ttl)
-                            .query_async(&mut c)
-                            .await
-                    }
-                })
-                .await?;
-            Ok(set.is_some())
-        })
+        Box::pin(async move { self.cache.set_once(&self.key(key), ttl).await })
     }
 }

@@ -148,3 +148,39 @@ fn location(base: &url::Url, response: &reqwest::Response) -> url::Url {
         .unwrap();
     base.join(location).unwrap()
 }
+
+/// In a real browser on the provider's interaction pages: logs `user` in (when the provider
+/// asks: it has no session yet) and gives consent, until the browser is back on `/app`.
+pub async fn provider_login_in_browser(browser: &tokenkeeper_testing::Browser, user: &str) {
+    let page = browser
+        .until(
+            "the provider's login or consent form",
+            "const f = document.querySelector('form'); return f && location.pathname.startsWith('/interaction') ? (document.querySelector('input[name=login]') ? 'login' : 'consent') : null",
+        )
+        .await;
+    if page == "login" {
+        browser
+            .script(&format!(
+                "document.querySelector('input[name=login]').value = {};\
+                 document.querySelector('input[name=password]').value = 'any';\
+                 document.querySelector('form').submit();",
+                serde_json::Value::from(user)
+            ))
+            .await;
+        browser
+            .until(
+                "the consent form",
+                "return document.querySelector('form') !== null && document.querySelector('input[name=login]') === null && location.pathname.startsWith('/interaction')",
+            )
+            .await;
+    }
+    browser
+        .script("document.querySelector('form').submit()")
+        .await;
+    browser
+        .until(
+            "the app, logged in",
+            "return location.pathname === '/app' && document.getElementById('ready') !== null",
+        )
+        .await;
+}

@@ -518,6 +518,32 @@ pub async fn log_in(h: &Harness, browser: &reqwest::Client) -> String {
     page.text().await.unwrap()
 }
 
+/// Logs alice in through the BFF; returns the session cookie's value (the session id).
+pub async fn log_in_for_cookie(h: &Harness, browser: &reqwest::Client) -> String {
+    let (page, _) = follow(browser, &format!("{}/bff/login?returnUrl=/app", h.url)).await;
+    assert_eq!(page.status(), 200);
+    page.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().unwrap().strip_prefix("bff="))
+        .map(|v| v.split(';').next().unwrap().to_owned())
+        .next()
+        .unwrap()
+}
+
+/// The session's logout URL (`bff:logout_url` of `/bff/user`).
+pub async fn logout_url(h: &Harness, browser: &reqwest::Client) -> String {
+    let (_, user) = api(browser, format!("{}/bff/user", h.url)).await;
+    user.as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "bff:logout_url")
+        .unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// `GET` with the anti-forgery header; status and JSON body.
 pub async fn api(browser: &reqwest::Client, url: String) -> (u16, serde_json::Value) {
     let response = browser.get(url).header("x-csrf", "1").send().await.unwrap();
