@@ -21,9 +21,10 @@ use tower_sessions::SessionStore;
 ///   secret, so nobody — not even someone who knows `sub` and `sid` — can name it in a session
 ///   cookie. The secret is random per process by default; instances that share the backend
 ///   must share it ([`SessionStoreUserTokenStore::with_secret`]).
-/// - **Encryption at rest** (optional, [`SessionStoreUserTokenStore::with_encryption`]): the
-///   tokens are sealed with AES-256-GCM, bound to the record id and version, so a record cannot
-///   be moved or rolled back to an older version without the key.
+/// - **Encryption at rest**, chosen at construction ([`SessionStoreUserTokenStore::encrypted`],
+///   or [`SessionStoreUserTokenStore::plaintext`] said out loud: SEC-15): the tokens are sealed
+///   with AES-256-GCM, bound to the record id and version, so a record cannot be moved or
+///   rolled back to an older version without the key.
 /// - `store` is a compare-and-set on a version kept in the record; it is atomic within this
 ///   process (a lock) — across instances, give the user token manager a lease (as with the
 ///   Redis store). Records expire `ttl` after their last write (default 14 days).
@@ -47,9 +48,20 @@ impl<S> fmt::Debug for SessionStoreUserTokenStore<S> {
 const DATA: &str = "tokenkeeper.user_tokens";
 
 impl<S: SessionStore> SessionStoreUserTokenStore<S> {
-    /// Tokens in `store`, with a random record-id secret (one process; see
-    /// [`SessionStoreUserTokenStore::with_secret`] for several).
-    pub fn new(store: S) -> Self {
+    /// Tokens in `store`, sealed at rest with `encryption` (refresh tokens included), with a
+    /// random record-id secret (one process; see [`SessionStoreUserTokenStore::with_secret`]
+    /// for several).
+    pub fn encrypted(store: S, encryption: tokenkeeper::Encryption) -> Self {
+        Self {
+            encryption: Some(encryption),
+            ..Self::plaintext(store)
+        }
+    }
+
+    /// Tokens in `store` **in the clear**, said out loud (SEC-15): for a backend that is
+    /// trusted like the tokens themselves (this process's memory); a shared backend (Redis,
+    /// SQL) should be [`SessionStoreUserTokenStore::encrypted`].
+    pub fn plaintext(store: S) -> Self {
         let mut secret = [0u8; 32];
         if let Ok(random) = tokenkeeper::random_token(32) {
             let digest = Sha256::digest(random.as_bytes());
@@ -68,12 +80,6 @@ impl<S: SessionStore> SessionStoreUserTokenStore<S> {
     /// use the same one (at least 32 random bytes, kept like a key).
     pub fn with_secret(mut self, secret: &[u8; 32]) -> Self {
         self.secret = *secret;
-        self
-    }
-
-    /// Seals the tokens at rest (refresh token included) with `encryption`.
-    pub fn with_encryption(mut self, encryption: tokenkeeper::Encryption) -> Self {
-        self.encryption = Some(encryption);
         self
     }
 

@@ -254,7 +254,7 @@ async fn wl_03_session_cookie_is_httponly_lax_and_secure_unless_disabled() {
 #[tokio::test]
 async fn session_store_backed_user_token_store_compares_versions() {
     use tokenkeeper::user::{SessionKey, StoreOutcome, UserTokenStore, UserTokens};
-    let store = SessionStoreUserTokenStore::new(MemoryStore::default());
+    let store = SessionStoreUserTokenStore::plaintext(MemoryStore::default());
     let key = SessionKey::new("session-1");
     assert!(store.get(&key).await.unwrap().is_none());
     let tokens = Arc::new(UserTokens {

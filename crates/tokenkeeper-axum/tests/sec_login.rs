@@ -296,12 +296,12 @@ async fn sec_05_token_records_are_not_web_sessions_and_can_be_sealed() {
     let key = SessionKey::from_sub_sid("alice", "s-1");
 
     // Record ids come from a secret: knowing sub and sid does not name the record.
-    let one = SessionStoreUserTokenStore::new(backend.clone());
-    let other = SessionStoreUserTokenStore::new(backend.clone());
+    let one = SessionStoreUserTokenStore::plaintext(backend.clone());
+    let other = SessionStoreUserTokenStore::plaintext(backend.clone());
     assert_ne!(one.record_id(&key), other.record_id(&key));
     let shared = [7u8; 32];
-    let a = SessionStoreUserTokenStore::new(backend.clone()).with_secret(&shared);
-    let b = SessionStoreUserTokenStore::new(backend.clone()).with_secret(&shared);
+    let a = SessionStoreUserTokenStore::plaintext(backend.clone()).with_secret(&shared);
+    let b = SessionStoreUserTokenStore::plaintext(backend.clone()).with_secret(&shared);
     assert_eq!(
         a.record_id(&key),
         b.record_id(&key),
@@ -314,9 +314,11 @@ async fn sec_05_token_records_are_not_web_sessions_and_can_be_sealed() {
     assert_ne!(a.record_id(&key), guessable);
 
     // Sealed at rest: the refresh token is not in the backend in the clear.
-    let sealed = SessionStoreUserTokenStore::new(backend.clone())
-        .with_secret(&shared)
-        .with_encryption(tokenkeeper::Encryption::new("k1", &[3; 32]).unwrap());
+    let sealed = SessionStoreUserTokenStore::encrypted(
+        backend.clone(),
+        tokenkeeper::Encryption::new("k1", &[3; 32]).unwrap(),
+    )
+    .with_secret(&shared);
     let tokens = Arc::new(UserTokens {
         refresh_token: Some("rt-secret-value".into()),
         ..UserTokens::default()
@@ -335,11 +337,13 @@ async fn sec_05_token_records_are_not_web_sessions_and_can_be_sealed() {
         "rt-secret-value"
     );
     // Read without the key (or tampered): unreadable, deleted, so the next login works.
-    let unsealed = SessionStoreUserTokenStore::new(backend.clone()).with_secret(&shared);
+    let unsealed = SessionStoreUserTokenStore::plaintext(backend.clone()).with_secret(&shared);
     assert!(unsealed.get(&key).await.unwrap().is_none());
-    let wrong_key = SessionStoreUserTokenStore::new(backend.clone())
-        .with_secret(&shared)
-        .with_encryption(tokenkeeper::Encryption::new("k1", &[4; 32]).unwrap());
+    let wrong_key = SessionStoreUserTokenStore::encrypted(
+        backend.clone(),
+        tokenkeeper::Encryption::new("k1", &[4; 32]).unwrap(),
+    )
+    .with_secret(&shared);
     assert!(wrong_key.get(&key).await.unwrap().is_none());
     assert!(backend
         .load(&sealed.record_id(&key))

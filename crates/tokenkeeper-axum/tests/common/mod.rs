@@ -87,8 +87,9 @@ pub async fn app_with(setup: Setup) -> App {
     if let Some(Dpop::Client(key)) = &setup.dpop {
         client = client.dpop(key.clone());
     }
-    let mut users = tokenkeeper::user::UserTokenManager::builder(client)
-        .store(Arc::new(SessionStoreUserTokenStore::new(sessions.clone())));
+    let mut users = tokenkeeper::user::UserTokenManager::builder(client).store(Arc::new(
+        SessionStoreUserTokenStore::plaintext(sessions.clone()),
+    ));
     if let Some(Dpop::PerSession(keys)) = &setup.dpop {
         users = users.dpop_key_store(keys.clone());
     }
