@@ -1,5 +1,7 @@
 //! The BFF's configuration file (TOML), validated at start: every error names the offending
-//! key and its line. Every secret can come from the environment instead (`*_env` keys).
+//! key and its line, and a key that is unknown or does not apply is an error, never ignored.
+//! Every secret can come from the environment instead (`*_env` keys). What the file allows that
+//! weakens security is listed in [`Validated::notices`] (`--check-config` prints it).
 //!
 //! ```toml
 //! [bff]
@@ -9,13 +11,17 @@
 //! static_dir = "dist"                     # optional: the SPA, with a fallback to index.html
 //! session_sliding_secs = 1800             # optional
 //! session_max_secs = 43200                # optional
+//! insecure_cookies = false                # optional: true only with a loopback public_url
+//! trusted_proxies = ["10.0.0.0/8"]        # optional: whose X-Forwarded-* are passed on
 //!
 //! [oidc]
-//! issuer = "https://idp.example.com"
+//! issuer = "https://idp.example.com"      # http only on loopback, or with:
+//! allow_insecure_http_provider = false    # optional (reported by --check-config)
 //! client_id = "spa"
 //! client_secret_env = "BFF_CLIENT_SECRET" # or client_secret = "..."
 //! scope = "openid offline_access api"     # optional
 //! dpop = "per-session"                    # optional: "none" (default) or "per-session"
+//! require_dpop = true                     # optional: refuse Bearer answers to DPoP logins
 //!
 //! [client]                                # optional: for `client` and `user_or_client` routes
 //! client_id = "bff-worker"
@@ -25,13 +31,21 @@
 //! [redis]                                 # optional: sessions and tokens shared by a fleet
 //! url = "redis://127.0.0.1:6379"
 //! prefix = "bff"
-//! encryption_key_env = "BFF_REDIS_KEY"    # 32 bytes, base64; required unless plaintext = true
+//! encryption_key_env = "BFF_REDIS_KEY"    # 32 bytes, base64; or plaintext = true, knowingly
 //!
 //! [[routes]]
 //! path = "/api"
 //! upstream = "https://api.internal/v1"
 //! token = "user"                          # none | user | client | user_or_client | user_or_none
+//! scope = "api.read"                      # optional: for the route's token(s)
+//! resource = "https://api.internal"       # optional: likewise
 //! timeout_secs = 30                       # optional
+//! methods = ["GET", "POST"]               # optional: TRACE and CONNECT never
+//! anti_forgery = "header"                 # header | same-origin (GET/HEAD) | none (token = "none")
+//! allow_encoded_slashes = false           # optional: let %2F through
+//! pass_cors_headers = false               # optional: let the upstream's Access-Control-* through
+//! websocket_max_message_bytes = 1048576   # optional
+//! websocket_idle_secs = 300               # optional
 //! ```
 
 use std::fmt;
