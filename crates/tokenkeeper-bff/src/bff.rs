@@ -183,6 +183,10 @@ impl Bff {
         }
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // reqwest retries only HTTP/2 and HTTP/3 protocol refusals (this build speaks
+            // HTTP/1.1), yet its retry policy copies every request — headers and all — twice
+            // in case it would: no copies (the token middleware replays what it must itself).
+            .retry(reqwest::retry::never().max_retries_per_request(0))
             .connect_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| config_error("http", e.to_string()))?;
