@@ -70,12 +70,18 @@ redis.call('ZADD', KEYS[4], ARGV[4], ARGV[3])
 return 1
 "#;
 
-/// A slide: the same as a put, but only while the session is still stored (SEC-26).
+/// A slide: the same as a put (the indexes live on with the session), but only while the
+/// session is still stored (SEC-26).
 const TOUCH_SCRIPT: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+for i = 2, 3 do
+  if redis.call('PTTL', KEYS[i]) < tonumber(ARGV[2]) then
+    redis.call('PEXPIRE', KEYS[i], ARGV[2])
+  end
+end
 redis.call('ZADD', KEYS[4], ARGV[4], ARGV[3])
 return 1
 "#;
