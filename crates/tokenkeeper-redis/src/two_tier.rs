@@ -40,6 +40,8 @@ pub struct TwoTierTokenCache {
     clock: TokioClock,
     /// The invalidation subscriber, started on first use (so `new` needs no runtime).
     subscriber: Arc<std::sync::OnceLock<SubscriberHandle>>,
+    /// How many times the subscriber has (re)connected (each time, L1 was cleared).
+    subscriptions: Arc<std::sync::atomic::AtomicU64>,
 }
 
 struct SubscriberHandle(tokio::task::JoinHandle<()>);
@@ -69,7 +71,24 @@ impl TwoTierTokenCache {
             l2,
             clock: TokioClock::new(),
             subscriber: Arc::new(std::sync::OnceLock::new()),
+            subscriptions: Arc::default(),
         }
+    }
+
+    /// Starts following invalidations now, if the first lookup or write has not (it needs a
+    /// runtime). Each (re)connect clears the in-memory tier: see
+    /// [`TwoTierTokenCache::subscriptions`].
+    pub fn start(&self) {
+        self.subscribe();
+    }
+
+    /// How many times the invalidation subscriber has connected or reconnected. Each time, the
+    /// in-memory tier was cleared first (messages may have been missed while disconnected): a
+    /// health check can watch it, and a test can wait for the first one before it fills the
+    /// tier.
+    pub fn subscriptions(&self) -> u64 {
+        self.subscriptions
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Starts the invalidation subscriber, once.
@@ -78,6 +97,7 @@ impl TwoTierTokenCache {
             SubscriberHandle(tokio::spawn(subscribe(
                 Arc::downgrade(&self.l1),
                 self.l2.clone(),
+                self.subscriptions.clone(),
             )))
         });
     }
@@ -151,14 +171,22 @@ impl TwoTierTokenCache {
 }
 
 /// Listens for invalidations until the cache is dropped; clears L1 on every (re)connect.
-async fn subscribe(l1: Weak<InMemoryTokenCache>, l2: RedisTokenCache) {
+async fn subscribe(
+    l1: Weak<InMemoryTokenCache>,
+    l2: RedisTokenCache,
+    subscriptions: Arc<std::sync::atomic::AtomicU64>,
+) {
     let channel = l2.inner.channel();
     let (alive, reset_l1) = (l1.clone(), l1.clone());
     crate::subscription::follow(
         l2,
         channel,
         move || alive.strong_count() > 0,
-        move || reset_l1.upgrade().map(|l1| l1.clear()).is_some(),
+        move || {
+            let alive = reset_l1.upgrade().map(|l1| l1.clear()).is_some();
+            subscriptions.fetch_add(1, std::sync::atomic::Ordering::Release);
+            alive
+        },
         move |payload| {
             let Some(l1) = l1.upgrade() else {
                 return false;

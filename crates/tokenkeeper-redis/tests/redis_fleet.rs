@@ -142,23 +142,16 @@ async fn rs_two_tier_broadcasts_invalidations_to_other_instances() {
     let ma = manager(&server, Arc::new(a.clone()), None);
     let mb = manager(&server, Arc::new(b.clone()), None);
     let key = ma.cache_key("api", &TokenRequestParams::default()).unwrap();
-    // Let both subscribers connect (a reconnect clears L1, so fill after that).
+    // Let both subscribers connect (a connect clears L1, so fill after that).
     for cache in [&a, &b] {
-        let url = redis_url();
-        let mut conn = raw(&url).await;
-        for _ in 0..200 {
-            let n: Vec<(String, i64)> = redis::cmd("PUBSUB")
-                .arg("NUMSUB")
-                .arg(format!("{}:invalidate", options.prefix))
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            if n.first().is_some_and(|(_, c)| *c >= 2) {
+        cache.start();
+        for _ in 0..500 {
+            if cache.subscriptions() > 0 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let _ = cache;
+        assert_eq!(cache.subscriptions(), 1, "subscribed");
     }
     let token = ma
         .get_token("api", &TokenRequestParams::default())
