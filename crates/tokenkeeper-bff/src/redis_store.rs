@@ -56,28 +56,17 @@ const GRACE_MS: u64 = 24 * 3600 * 1000;
 const BATCH: usize = 500;
 
 /// Stores a session: the value, its place in both indexes (whose expiry only ever grows, so an
-/// index outlives every session in it) and in the expiry schedule.
-/// KEYS: session, sub index, sid index, schedule. ARGV: value, ttl, id hash, expires_at.
-const PUT_SCRIPT: &str = r#"
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-for i = 2, 3 do
-  redis.call('SADD', KEYS[i], ARGV[3])
-  if redis.call('PTTL', KEYS[i]) < tonumber(ARGV[2]) then
-    redis.call('PEXPIRE', KEYS[i], ARGV[2])
-  end
-end
-redis.call('ZADD', KEYS[4], ARGV[4], ARGV[3])
-return 1
-"#;
-
-/// A slide: the same as a put (the indexes live on with the session), but only while the
-/// session is still stored (SEC-26).
-const TOUCH_SCRIPT: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then
+/// index outlives every session in it) and in the expiry schedule. With ARGV[5] = `1` (a
+/// slide), only while the session is still stored: a slide racing a logout does not bring the
+/// session back (SEC-26).
+/// KEYS: session, sub index, sid index, schedule. ARGV: value, ttl, id hash, expires_at, slide.
+const WRITE_SCRIPT: &str = r#"
+if ARGV[5] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 for i = 2, 3 do
+  redis.call('SADD', KEYS[i], ARGV[3])
   if redis.call('PTTL', KEYS[i]) < tonumber(ARGV[2]) then
     redis.call('PEXPIRE', KEYS[i], ARGV[2])
   end
@@ -154,7 +143,8 @@ impl RedisBffSessionStore {
         Ok(found)
     }
 
-    async fn write(&self, script: &'static str, session: &BffSession) -> Result<bool, CacheError> {
+    /// Writes `session` (see [`WRITE_SCRIPT`]); `false` when `slide` and it was gone.
+    async fn write(&self, session: &BffSession, slide: bool) -> Result<bool, CacheError> {
         let key = self.session_key(&session.id_hash);
         let value = self.seal(&key, session)?;
         let ttl = session
@@ -169,7 +159,7 @@ impl RedisBffSessionStore {
         let done: i64 = self
             .redis
             .call(|mut c| async move {
-                redis::Script::new(script)
+                redis::Script::new(WRITE_SCRIPT)
                     .key(&key)
                     .key(&sub)
                     .key(&sid)
@@ -178,6 +168,7 @@ impl RedisBffSessionStore {
                     .arg(ttl)
                     .arg(&hash)
                     .arg(expires_at)
+                    .arg(if slide { "1" } else { "0" })
                     .invoke_async(&mut c)
                     .await
             })
@@ -238,7 +229,7 @@ impl BffSessionStore for RedisBffSessionStore {
     }
 
     fn put(&self, session: BffSession) -> BoxFuture<'_, Result<(), CacheError>> {
-        Box::pin(async move { self.write(PUT_SCRIPT, &session).await.map(|_| ()) })
+        Box::pin(async move { self.write(&session, false).await.map(|_| ()) })
     }
 
     fn touch<'a>(
@@ -249,7 +240,7 @@ impl BffSessionStore for RedisBffSessionStore {
         Box::pin(async move {
             let mut moved = session.clone();
             moved.expires_at = expires_at;
-            self.write(TOUCH_SCRIPT, &moved).await
+            self.write(&moved, true).await
         })
     }
 
@@ -344,7 +335,7 @@ impl BffSessionStore for RedisBffSessionStore {
                         taken.push(session);
                     } else {
                         // Extended meanwhile: back in the schedule (only if still stored).
-                        self.write(TOUCH_SCRIPT, &session).await?;
+                        self.write(&session, true).await?;
                     }
                 }
                 if claimed < BATCH {
