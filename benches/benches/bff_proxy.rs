@@ -8,7 +8,8 @@
 //! default 5), `TK_PAIRS` (saturated rounds, default 20), `TK_SLICE_MS` (default 250),
 //! `TK_CONCURRENCY` (saturated, default 32), `TK_SESSIONS` (memory figure, default 100,000),
 //! `TK_PLAIN_FORWARDED=1` (the plain proxy sends `X-Forwarded-For/-Proto/-Host` too, as the BFF
-//! does and as reverse proxies are usually configured to).
+//! does and as reverse proxies are usually configured to), `TK_UPSTREAM` (the BFF's route goes
+//! there), `TK_SERVE=1` (keep serving, logged in, for an outside load tool: `benches/nginx.sh`).
 #![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
 
 mod support;
@@ -233,7 +234,7 @@ fn main() {
             .unwrap()
     };
     runtime.block_on(async {
-        if count.is_none() {
+        if count.is_none() && std::env::var_os("TK_SERVE").is_none() {
             memory_per_session(env("TK_SESSIONS", 100_000) as usize).await;
         }
 
@@ -248,6 +249,9 @@ fn main() {
             }
         }))
         .await;
+        // `TK_UPSTREAM=http://…`: the BFF's route goes to that upstream instead (an nginx
+        // answering `return 200`, for `benches/nginx.sh`).
+        let upstream = std::env::var("TK_UPSTREAM").unwrap_or(upstream);
         let plain_authorization = Arc::new(std::sync::OnceLock::new());
         let plain = plain_proxy(upstream.clone(), plain_authorization.clone()).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -296,6 +300,15 @@ fn main() {
             use reqwest::cookie::CookieStore as _;
             jar.cookies(&bff_url.parse().unwrap()).unwrap().to_str().unwrap().to_owned()
         };
+        // `TK_SERVE=1`: keep the BFF serving, logged in, for an outside load tool
+        // (`benches/nginx.sh` drives it and nginx with wrk); print what the tool needs.
+        if std::env::var_os("TK_SERVE").is_some() {
+            println!("bff {bff_url}/api/items");
+            println!("cookie {cookie}");
+            use std::io::Write as _;
+            let _ = std::io::stdout().flush();
+            std::future::pending::<()>().await;
+        }
         let client = reqwest::Client::new();
         let targets = [
             ("direct to the API", format!("{upstream}/up/items")),
