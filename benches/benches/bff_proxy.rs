@@ -254,8 +254,18 @@ fn main() {
         let upstream = std::env::var("TK_UPSTREAM").unwrap_or(upstream);
         let plain_authorization = Arc::new(std::sync::OnceLock::new());
         let plain = plain_proxy(upstream.clone(), plain_authorization.clone()).await;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let bff_url = format!("http://{}", listener.local_addr().unwrap());
+        // As `tokenkeeper bff` serves it: the per-core server (a runtime, a listener and
+        // upstream pools per worker).
+        let server_options = tokenkeeper_proxy::server::ServerOptions {
+            workers: env("TK_WORKERS", 2) as usize,
+            ..Default::default()
+        };
+        let bound = tokenkeeper_proxy::server::Bound::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            server_options.workers,
+        )
+        .unwrap();
+        let bff_url = format!("http://{}", bound.local_addr());
         let redirect = format!("{bff_url}/bff/callback");
         let idp = TestServer::builder()
             .fixed_signing_key()
@@ -268,29 +278,34 @@ fn main() {
         let users = tokenkeeper::user::UserTokenManager::builder(ClientConfig::from_issuer(idp.issuer(), "spa", "secret"))
             .build()
             .unwrap();
-        let bff = Bff::new(
+        // TK_ROUTE_TOKEN=none: the same route without session or token (what the proxy
+        // itself costs); =client: a client-credentials token instead of the user's.
+        let route_token = match std::env::var("TK_ROUTE_TOKEN").as_deref() {
+            Ok("none") => RouteToken::None,
+            Ok("client") => RouteToken::Client,
+            _ => RouteToken::User,
+        };
+        let clients = (route_token == RouteToken::Client).then(|| {
+            tokenkeeper::ClientCredentialsTokenManager::builder()
+                .client("bff", ClientConfig::from_issuer(idp.issuer(), "spa", "secret"))
+                .build()
+                .unwrap()
+        });
+        let bff = Bff::with_store(
             Oidc::new(config, users).unwrap(),
-            BffOptions { insecure_cookies: true, ..BffOptions::default() }
-                .route(ApiRoute::new("/api", format!("{upstream}/up").parse().unwrap()).token(
-                    // TK_ROUTE_TOKEN=none: the same route without session or token (what the
-                    // proxy itself costs).
-                    if std::env::var("TK_ROUTE_TOKEN").as_deref() == Ok("none") {
-                        RouteToken::None
-                    } else {
-                        RouteToken::User
-                    },
-                )),
+            BffOptions {
+                insecure_cookies: true,
+                workers: server_options.workers,
+                ..BffOptions::default()
+            }
+            .route(ApiRoute::new("/api", format!("{upstream}/up").parse().unwrap()).token(route_token)),
+            Arc::new(tokenkeeper_bff::InMemoryBffSessionStore::new()),
+            clients,
         )
         .unwrap();
-        let app: Router = bff.router();
-        // As the `tokenkeeper bff` host serves it: with the peer's address, for X-Forwarded-For.
-        tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .await
-        });
+        let _server = bound
+            .serve(Arc::new(bff.handler(Router::new())), &server_options)
+            .unwrap();
         // Log in once; keep the session cookie.
         let jar = Arc::new(reqwest::cookie::Jar::default());
         let login = reqwest::Client::builder().cookie_provider(jar.clone()).build().unwrap();

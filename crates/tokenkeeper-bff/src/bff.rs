@@ -4,8 +4,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{header, HeaderMap, HeaderValue};
-use axum::routing::{any, get};
-use axum::Router;
 use tokenkeeper::{
     ClientCredentialsTokenManager, Clock, ConfigError, Error, Timestamp, TokioClock,
 };
@@ -37,7 +35,10 @@ pub struct BffOptions {
     /// and `-Host` are passed on (SEC-16). From anyone else those headers are dropped, and the
     /// BFF sets them itself: the connection's peer (when the router is served with
     /// `into_make_service_with_connect_info::<SocketAddr>()`) and the public URL.
-    pub trusted_proxies: Vec<crate::Cidr>,
+    pub trusted_proxies: Vec<tokenkeeper_proxy::Cidr>,
+    /// How many upstream pools the proxy keeps: one per worker of the server that runs the
+    /// BFF ([`crate::BffHandler`]; default: one per core).
+    pub workers: usize,
 }
 
 impl Default for BffOptions {
@@ -51,6 +52,7 @@ impl Default for BffOptions {
             routes: Vec::new(),
             dev: false,
             trusted_proxies: Vec::new(),
+            workers: tokenkeeper_proxy::server::default_workers(),
         }
     }
 }
@@ -75,18 +77,17 @@ pub(crate) struct Inner {
     pub(crate) sessions: Arc<dyn BffSessionStore>,
     pub(crate) clients: Option<ClientCredentialsTokenManager>,
     pub(crate) clock: Arc<dyn Clock>,
+    /// The client of [`crate::BffUser::http_client`] (local API handlers).
     pub(crate) http: reqwest::Client,
-    /// The proxied requests' time-to-headers deadlines.
-    pub(crate) deadlines: Arc<crate::deadlines::Deadlines>,
+    /// The proxy engine of the API routes (same order as `options.routes`).
+    pub(crate) engine: tokenkeeper_proxy::Engine,
     /// The BFF's public origin (`https://app.example.com`), from the callback URL.
     pub(crate) origin: String,
     pub(crate) anti_forgery_name: http::HeaderName,
-    /// `X-Forwarded-*` for the upstreams.
-    pub(crate) forwarding: crate::forwarded::Forwarding,
     /// The open WebSocket relays, by session (SEC-18).
-    pub(crate) relays: Arc<crate::websocket::Relays>,
-    /// Per route, the client-token middleware (its client and parameters), made once.
-    pub(crate) route_clients: Vec<Option<(String, tokenkeeper::TokenMiddleware)>>,
+    pub(crate) relays: Arc<crate::relays::Relays>,
+    /// Per route, the client-token layer (its client and parameters), made once.
+    pub(crate) route_clients: Vec<Option<(String, tokenkeeper::TokenLayer)>>,
 }
 
 impl std::fmt::Debug for Bff {
@@ -183,15 +184,9 @@ impl Bff {
         }
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            // reqwest retries only HTTP/2 and HTTP/3 protocol refusals (this build speaks
-            // HTTP/1.1), yet its retry policy copies every request — headers and all — twice
-            // in case it would: no copies (the token middleware replays what it must itself).
-            .retry(reqwest::retry::never().max_retries_per_request(0))
             .connect_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| config_error("http", e.to_string()))?;
-        let forwarding =
-            crate::forwarded::Forwarding::new(&redirect, options.trusted_proxies.clone());
         let mut route_clients = Vec::with_capacity(options.routes.len());
         for route in &options.routes {
             let client = match (&clients, &route.client) {
@@ -201,12 +196,32 @@ impl Bff {
             };
             route_clients.push(match (&clients, client) {
                 (Some(clients), Some(name)) => {
-                    let middleware = clients.middleware_with(&name, route.client_params.clone())?;
-                    Some((name, middleware))
+                    let layer = clients.layer_with(&name, route.client_params.clone())?;
+                    Some((name, layer))
                 }
                 _ => None,
             });
         }
+        let mut engine = tokenkeeper_proxy::Engine::builder("bff")
+            .forwarding(tokenkeeper_proxy::Forwarding::new(
+                &redirect,
+                options.trusted_proxies.clone(),
+            ))
+            .hygiene(tokenkeeper_proxy::RequestHygiene {
+                drop: vec![anti_forgery_name.clone()],
+                ..Default::default()
+            })
+            .workers(options.workers);
+        for route in &options.routes {
+            engine = engine.route(
+                route
+                    .engine_route()
+                    .map_err(|e| config_error("routes", e.to_string()))?,
+            );
+        }
+        let engine = engine
+            .build()
+            .map_err(|e| config_error("upstream", e.to_string()))?;
         let mut options = options;
         options.base_path = base;
         Ok(Self {
@@ -217,10 +232,9 @@ impl Bff {
                 clients,
                 clock: Arc::new(TokioClock::new()),
                 http,
-                deadlines: Arc::default(),
+                engine,
                 origin,
                 anti_forgery_name,
-                forwarding,
                 route_clients,
                 relays: Arc::default(),
             }),
@@ -235,40 +249,6 @@ impl Bff {
             None => tracing::warn!("Bff::with_clock after the BFF was shared: ignored"),
         }
         self
-    }
-
-    /// The routes: `{base}/login`, `{base}/callback`, `{base}/logout`, `{base}/user`
-    /// (and `{base}/diagnostics` in development mode), and every remote API route.
-    pub fn router<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
-        let base = &self.inner.options.base_path;
-        let mut router = Router::new()
-            .route(&format!("{base}/login"), get(crate::management::login))
-            .route(
-                &format!("{base}/callback"),
-                get(crate::management::callback),
-            )
-            .route(&format!("{base}/logout"), get(crate::management::logout))
-            .route(&format!("{base}/user"), get(crate::management::user))
-            .route(
-                &format!("{base}/backchannel"),
-                axum::routing::post(crate::management::backchannel),
-            );
-        if self.inner.options.dev {
-            router = router.route(
-                &format!("{base}/diagnostics"),
-                get(crate::management::diagnostics),
-            );
-        }
-        for (index, route) in self.inner.options.routes.iter().enumerate() {
-            let handler = move |state: axum::extract::State<Bff>,
-                                request: axum::extract::Request| {
-                crate::proxy::forward(state.0, index, request)
-            };
-            router = router
-                .route(&route.path, any(handler))
-                .route(&format!("{}/{{*rest}}", route.path), any(handler));
-        }
-        router.with_state(self.clone())
     }
 
     /// The OpenID Connect login behind the BFF.

@@ -13,6 +13,7 @@
 //! session_max_secs = 43200                # optional
 //! insecure_cookies = false                # optional: true only with a loopback public_url
 //! trusted_proxies = ["10.0.0.0/8"]        # optional: whose X-Forwarded-* are passed on
+//! workers = 2                             # optional: server threads (default: one per core)
 //!
 //! [oidc]
 //! issuer = "https://idp.example.com"      # http only on loopback, or with:
@@ -121,6 +122,10 @@ pub struct HostSection {
     /// The load balancers in front of the BFF whose `X-Forwarded-*` are passed on (CIDRs).
     #[serde(default)]
     pub trusted_proxies: Option<Spanned<Vec<String>>>,
+    /// Server threads, each with its own runtime, listener and upstream pools (default: one
+    /// per core).
+    #[serde(default)]
+    pub workers: Option<Spanned<usize>>,
 }
 
 /// `[oidc]`.
@@ -758,6 +763,17 @@ impl BffConfig {
                     .map_err(|e| err("bff.trusted_proxies", Some(proxies.span()), e))?;
                 options.trusted_proxies.push(parsed);
             }
+        }
+        if let Some(workers) = &self.bff.workers {
+            let count = *workers.get_ref();
+            if count == 0 || count > 1024 {
+                return Err(err(
+                    "bff.workers",
+                    Some(workers.span()),
+                    "must be between 1 and 1024".to_owned(),
+                ));
+            }
+            options.workers = count;
         }
         if let Some(secs) = &self.bff.session_sliding_secs {
             options.session_sliding = Duration::from_secs(*secs.get_ref());

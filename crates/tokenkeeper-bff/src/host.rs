@@ -109,11 +109,11 @@ pub fn build(config: &BffConfig, validated: &Validated) -> Result<(Bff, Router),
     let mut options = validated.options.clone();
     options.routes = validated.routes.clone();
     let bff = Bff::with_store(oidc, options, sessions, clients)?;
-    let mut router = bff.router();
-    if let Some(dir) = &config.bff.static_dir {
-        router = router.fallback_service(spa(PathBuf::from(dir.get_ref())));
-    }
-    Ok((bff, router))
+    let files = match &config.bff.static_dir {
+        Some(dir) => spa(PathBuf::from(dir.get_ref())),
+        None => Router::new(),
+    };
+    Ok((bff, files))
 }
 
 /// Serves the files of `dir`; a path that names no file and has no extension gets

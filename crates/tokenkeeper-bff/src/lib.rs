@@ -26,11 +26,10 @@
 //! # let _ = app; Ok(()) }
 //! ```
 
+mod access;
 mod bff;
 #[cfg(feature = "config")]
 pub mod config;
-mod deadlines;
-mod forwarded;
 #[cfg(feature = "config")]
 pub mod host;
 mod local;
@@ -39,14 +38,19 @@ pub mod metrics;
 mod proxy;
 #[cfg(feature = "redis")]
 mod redis_store;
+mod relays;
+mod responses;
+mod router;
 mod routes;
 mod session;
 mod websocket;
 
 pub use bff::{Bff, BffOptions};
-pub use forwarded::Cidr;
 pub use local::BffUser;
+pub use proxy::Admitted;
 #[cfg(feature = "redis")]
 pub use redis_store::RedisBffSessionStore;
+pub use router::BffHandler;
 pub use routes::{AntiForgery, ApiRoute, RouteToken};
 pub use session::{session_id_hash, BffSession, BffSessionStore, InMemoryBffSessionStore};
+pub use tokenkeeper_proxy::Cidr;

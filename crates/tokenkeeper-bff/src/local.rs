@@ -14,7 +14,7 @@ use tokenkeeper::user::UserTokenParams;
 use tokenkeeper::{CachedToken, Error};
 
 use crate::bff::Bff;
-use crate::management::plain;
+use crate::responses::plain;
 use crate::session::BffSession;
 
 impl Bff {

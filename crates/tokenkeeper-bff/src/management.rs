@@ -8,12 +8,9 @@ use serde_json::{json, Value};
 use tokenkeeper_axum::{local_return_url, CallbackQuery, LoginError};
 
 use crate::bff::Bff;
+use crate::responses::plain;
 
 /// A short, generic answer for the browser (details go to the log).
-pub(crate) fn plain(status: StatusCode, message: &'static str) -> Response {
-    (status, [(header::CACHE_CONTROL, "no-store")], message).into_response()
-}
-
 #[derive(Deserialize)]
 pub(crate) struct LoginQuery {
     #[serde(rename = "returnUrl")]

@@ -183,6 +183,18 @@ impl ApiRoute {
         self
     }
 
+    /// The engine's route: the same prefix, upstream and forwarding rules.
+    pub(crate) fn engine_route(
+        &self,
+    ) -> Result<tokenkeeper_proxy::Route, tokenkeeper_proxy::RouteError> {
+        Ok(
+            tokenkeeper_proxy::Route::new(&self.path, self.upstream.clone())?
+                .timeout(self.timeout)
+                .methods(self.methods.clone())
+                .allow_encoded_slashes(self.allow_encoded_slashes)
+                .pass_cors_headers(self.pass_cors_headers),
+        )
+    }
     /// The local path prefix.
     pub fn path(&self) -> &str {
         &self.path

@@ -8,8 +8,7 @@
 //! 1009), or the session ends — logout, back-channel logout, an administrator's
 //! `end_sessions`, expiry — which closes the relay with code 1008.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{self, WebSocket, WebSocketUpgrade};
@@ -21,8 +20,10 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::{self, Message};
 
+use crate::access::{resolve, Source};
 use crate::bff::Bff;
-use crate::proxy::{api_error, resolve, upstream_url, Source};
+use crate::relays::Registration;
+use crate::responses::api_error;
 use crate::session::BffSession;
 
 /// How often a relay re-reads its session (a logout on another instance of a fleet, an expiry
@@ -31,74 +32,6 @@ const SESSION_CHECK: Duration = Duration::from_secs(30);
 
 /// The close code of a relay whose session ended (policy violation).
 const SESSION_ENDED: u16 = 1008;
-
-/// Each session's open relays (by the session's id hash): a relay's number, and the sender
-/// that tells it the session ended.
-type OpenRelays = HashMap<String, Vec<(u64, tokio::sync::watch::Sender<bool>)>>;
-
-/// The open relays of each session (by id hash), so that ending a session closes them.
-#[derive(Debug, Default)]
-pub(crate) struct Relays {
-    open: Mutex<OpenRelays>,
-    next: std::sync::atomic::AtomicU64,
-}
-
-impl Relays {
-    fn lock(&self) -> std::sync::MutexGuard<'_, OpenRelays> {
-        self.open.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Registers a relay of the session `id_hash`: the receiver turns `true` when it ends.
-    fn register(self: &Arc<Self>, id_hash: &str) -> Registration {
-        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        self.lock()
-            .entry(id_hash.to_owned())
-            .or_default()
-            .push((id, tx));
-        Registration {
-            relays: self.clone(),
-            id_hash: id_hash.to_owned(),
-            id,
-            ended: rx,
-        }
-    }
-
-    /// Closes every relay of the session `id_hash`.
-    pub(crate) fn close(&self, id_hash: &str) {
-        if let Some(open) = self.lock().remove(id_hash) {
-            for (_, tx) in open {
-                let _ = tx.send(true);
-            }
-        }
-    }
-
-    /// How many relays are open.
-    pub(crate) fn len(&self) -> usize {
-        self.lock().values().map(Vec::len).sum()
-    }
-}
-
-/// A relay's place in [`Relays`], given up when the relay ends.
-struct Registration {
-    relays: Arc<Relays>,
-    id_hash: String,
-    id: u64,
-    ended: tokio::sync::watch::Receiver<bool>,
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        let mut open = self.relays.lock();
-        if let Some(list) = open.get_mut(&self.id_hash) {
-            list.retain(|(id, _)| *id != self.id);
-            if list.is_empty() {
-                open.remove(&self.id_hash);
-            }
-        }
-    }
-}
-
 pub(crate) async fn forward(bff: Bff, index: usize, mut parts: Parts) -> Response {
     let route = &bff.inner.options.routes[index];
     let origin_ok = parts
@@ -148,7 +81,8 @@ pub(crate) async fn forward(bff: Bff, index: usize, mut parts: Parts) -> Respons
             }
         }
     };
-    let Some(mut target) = upstream_url(route, &parts.uri) else {
+    let engine_route = &bff.inner.engine.routes()[index];
+    let Some(mut target) = engine_route.upstream_url(&parts.uri) else {
         return api_error(StatusCode::BAD_REQUEST, "Invalid path.");
     };
     let scheme = if target.scheme() == "https" {
@@ -165,7 +99,7 @@ pub(crate) async fn forward(bff: Bff, index: usize, mut parts: Parts) -> Respons
     match &token {
         Some(token) if token.is_dpop() => {
             // The handshake is a GET of the http(s) form of the URL: that is the proof's `htu`.
-            let Some(http_url) = upstream_url(route, &parts.uri) else {
+            let Some(http_url) = engine_route.upstream_url(&parts.uri) else {
                 return api_error(StatusCode::BAD_REQUEST, "Invalid path.");
             };
             let presenter = match &source {

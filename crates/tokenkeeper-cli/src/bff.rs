@@ -296,26 +296,49 @@ pub(crate) async fn run(args: BffArgs) -> anyhow::Result<()> {
         print(&format!("{}: configuration OK", path.display()));
         return Ok(());
     }
-    let (bff, router) = tokenkeeper_bff::host::build(&config, &validated)?;
+    let (bff, files) = tokenkeeper_bff::host::build(&config, &validated)?;
     bff.spawn_cleanup(Duration::from_secs(600));
     bff.spawn_discovery();
-    let listener = tokio::net::TcpListener::bind(validated.listen)
-        .await
+    // The per-core server: a runtime, a listener (SO_REUSEPORT) and upstream pools per worker.
+    let options = tokenkeeper_proxy::server::ServerOptions {
+        workers: validated.options.workers,
+        ..Default::default()
+    };
+    let bound = tokenkeeper_proxy::server::Bound::bind(validated.listen, options.workers)
         .with_context(|| format!("cannot listen on {}", validated.listen))?;
     print(&format!(
-        "tokenkeeper BFF on {} (public URL {})",
-        listener.local_addr()?,
-        validated.public_origin
+        "tokenkeeper BFF on {} (public URL {}, {} workers)",
+        bound.local_addr(),
+        validated.public_origin,
+        options.workers
     ));
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
+    let server = bound.serve(Arc::new(bff.handler(files)), &options)?;
+    shutdown_signal().await;
+    tracing::info!("shutting down: in-flight requests finish");
+    server.shutdown();
+    server.stopped().await;
     Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 #[allow(clippy::print_stderr)]

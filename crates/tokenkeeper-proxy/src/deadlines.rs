@@ -2,8 +2,8 @@
 //!
 //! A tokio timer per request costs more than it seems on a busy proxy: registering a deadline
 //! earlier than the runtime's next wake-up unparks the runtime (a write to its eventfd) —
-//! about 3 % of the BFF's saturated throughput (BENCHMARKS.md). Here requests put their
-//! deadline in a shared list instead, and one task per BFF checks it four times a second, so
+//! about 3 % of the BFF's saturated throughput on a multi-thread runtime (BENCHMARKS.md). Here requests put their
+//! deadline in a shared list instead, and one task per engine checks it four times a second, so
 //! a timeout fires within 250 ms of its deadline.
 
 use std::cell::Cell;
@@ -62,7 +62,7 @@ impl Deadlines {
     }
 }
 
-/// Fires the expired deadlines, forgets those whose request is over; ends with the BFF.
+/// Fires the expired deadlines, forgets those whose request is over; ends with the engine.
 async fn sweep(deadlines: Weak<Deadlines>) {
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

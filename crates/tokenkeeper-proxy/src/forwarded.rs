@@ -1,5 +1,5 @@
-//! `X-Forwarded-*` (SEC-16): what the upstream learns about the browser's request comes from
-//! the BFF, never from the browser.
+//! `X-Forwarded-*` (SEC-16): what the upstream learns about the caller's request comes from
+//! the host (the BFF), never from the caller.
 //!
 //! A browser (or anyone who can reach the BFF) can send `X-Forwarded-For: 10.0.0.1`,
 //! `X-Real-IP`, `X-Original-URL: /admin` or `X-Rewrite-URL`; an upstream that trusts them for
@@ -11,12 +11,12 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::ConnectInfo;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-/// Incoming headers that claim something about the original request: never forwarded as
-/// the browser sent them.
-pub(crate) fn is_forwarding_header(name: &str) -> bool {
+/// Whether `name` (lower case) is an incoming header that claims something about the original
+/// request (`X-Forwarded-For`, `X-Real-IP`, `X-Original-URL`, …): never forwarded as the
+/// caller sent it.
+pub fn is_forwarding_header(name: &str) -> bool {
     matches!(
         name,
         "forwarded"
@@ -101,9 +101,11 @@ impl std::str::FromStr for Cidr {
     }
 }
 
-/// What the BFF says upstream about each request.
+/// What the host says upstream about each request: `X-Forwarded-For` (the connection's peer),
+/// `X-Forwarded-Proto` and `X-Forwarded-Host` (the host's public URL); a trusted proxy's own
+/// well-formed values pass on.
 #[derive(Debug, Clone)]
-pub(crate) struct Forwarding {
+pub struct Forwarding {
     trusted: Vec<Cidr>,
     proto: HeaderValue,
     host: HeaderValue,
@@ -114,8 +116,8 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 impl Forwarding {
-    /// From the BFF's public origin (`https://app.example.com`) and its trusted proxies.
-    pub(crate) fn new(public: &url::Url, trusted: Vec<Cidr>) -> Self {
+    /// From the host's public origin (`https://app.example.com`) and its trusted proxies.
+    pub fn new(public: &url::Url, trusted: Vec<Cidr>) -> Self {
         let host = match (public.host_str(), public.port()) {
             (Some(host), Some(port)) => format!("{host}:{port}"),
             (Some(host), None) => host.to_owned(),
@@ -129,54 +131,72 @@ impl Forwarding {
         }
     }
 
-    /// Sets `X-Forwarded-For/-Proto/-Host` on `out` (which holds none: they were dropped) for
-    /// a request that came with `incoming` headers from `peer`.
-    pub(crate) fn apply(
-        &self,
-        incoming: &HeaderMap,
-        peer: Option<&ConnectInfo<SocketAddr>>,
-        out: &mut HeaderMap,
-    ) {
-        let peer = peer.map(|ConnectInfo(addr)| addr.ip());
-        let trusted = peer.is_some_and(|ip| self.trusted.iter().any(|c| c.contains(ip)));
-        if trusted {
-            let chain = incoming
-                .get(&X_FORWARDED_FOR)
-                .and_then(|v| v.to_str().ok())
-                .filter(|v| {
-                    v.len() <= 1024 && v.split(',').all(|ip| ip.trim().parse::<IpAddr>().is_ok())
-                });
-            let proto = incoming
-                .get(&X_FORWARDED_PROTO)
-                .filter(|v| matches!(v.as_bytes(), b"http" | b"https"));
-            let host = incoming.get(&X_FORWARDED_HOST).filter(|v| {
+    /// What a trusted proxy (`peer` in `trusted_proxies`) claims in `incoming` — its
+    /// well-formed `X-Forwarded-For` chain, `-Proto` and `-Host` — read before the caller's
+    /// forwarding headers are dropped. Nothing for anyone else.
+    pub fn claimed(&self, incoming: &HeaderMap, peer: Option<SocketAddr>) -> Claimed {
+        let trusted = peer.is_some_and(|addr| self.trusted.iter().any(|c| c.contains(addr.ip())));
+        if !trusted {
+            return Claimed::default();
+        }
+        let chain = incoming
+            .get(&X_FORWARDED_FOR)
+            .filter(|v| {
+                v.len() <= 1024
+                    && v.to_str()
+                        .is_ok_and(|v| v.split(',').all(|ip| ip.trim().parse::<IpAddr>().is_ok()))
+            })
+            .cloned();
+        let proto = incoming
+            .get(&X_FORWARDED_PROTO)
+            .filter(|v| matches!(v.as_bytes(), b"http" | b"https"))
+            .cloned();
+        let host = incoming
+            .get(&X_FORWARDED_HOST)
+            .filter(|v| {
                 !v.is_empty()
                     && v.len() <= 255
                     && v.as_bytes().iter().all(|b| {
                         b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
                     })
-            });
-            out.insert(X_FORWARDED_PROTO, proto.unwrap_or(&self.proto).clone());
-            out.insert(X_FORWARDED_HOST, host.unwrap_or(&self.host).clone());
-            if let Some(peer) = peer {
-                let value = match chain {
-                    Some(chain) => format!("{chain}, {peer}"),
-                    None => peer.to_string(),
-                };
-                if let Ok(value) = HeaderValue::from_str(&value) {
-                    out.insert(X_FORWARDED_FOR, value);
-                }
-            }
+            })
+            .cloned();
+        Claimed { chain, proto, host }
+    }
+
+    /// Sets `X-Forwarded-For/-Proto/-Host` on `out` (which holds none: they were dropped) for
+    /// a request from `peer`, with what a trusted proxy `claimed`.
+    pub fn apply(&self, claimed: Claimed, peer: Option<SocketAddr>, out: &mut HeaderMap) {
+        out.insert(
+            X_FORWARDED_PROTO,
+            claimed.proto.unwrap_or_else(|| self.proto.clone()),
+        );
+        out.insert(
+            X_FORWARDED_HOST,
+            claimed.host.unwrap_or_else(|| self.host.clone()),
+        );
+        let Some(peer) = peer.map(|addr| addr.ip()) else {
             return;
-        }
-        out.insert(X_FORWARDED_PROTO, self.proto.clone());
-        out.insert(X_FORWARDED_HOST, self.host.clone());
-        if let Some(peer) = peer {
-            if let Some(value) = peer_value(peer) {
-                out.insert(X_FORWARDED_FOR, value);
-            }
+        };
+        let value = match claimed.chain {
+            Some(chain) => chain
+                .to_str()
+                .ok()
+                .and_then(|chain| HeaderValue::from_str(&format!("{chain}, {peer}")).ok()),
+            None => peer_value(peer),
+        };
+        if let Some(value) = value {
+            out.insert(X_FORWARDED_FOR, value);
         }
     }
+}
+
+/// What a trusted proxy said about the original request ([`Forwarding::claimed`]).
+#[derive(Debug, Clone, Default)]
+pub struct Claimed {
+    chain: Option<HeaderValue>,
+    proto: Option<HeaderValue>,
+    host: Option<HeaderValue>,
 }
 
 /// `peer` as a header value. A connection's requests come from one peer, and keep-alive

@@ -1,0 +1,84 @@
+//! Which token a request to a route gets (BF-05, BF-06): none, the route's client token, or
+//! the session's user token — with the session it came from. The proxy's policy and the
+//! WebSocket relay both ask here.
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use tokenkeeper::user::UserTokenParams;
+use tokenkeeper::Error;
+
+use crate::bff::Bff;
+use crate::responses::api_error;
+use crate::routes::RouteToken;
+
+/// Which token goes upstream.
+pub(crate) enum Source {
+    None,
+    User(tokenkeeper::user::SessionKey, UserTokenParams),
+    /// The client token of the route with this index.
+    Client(usize),
+}
+
+/// The request's session (when the route's token type needs one) and the token source.
+pub(crate) async fn resolve(
+    bff: &Bff,
+    index: usize,
+    headers: &HeaderMap,
+) -> Result<(Option<std::sync::Arc<crate::session::BffSession>>, Source), Response> {
+    let route = &bff.inner.options.routes[index];
+    let needs_session = !matches!(route.token, RouteToken::None | RouteToken::Client);
+    let session = if needs_session {
+        match bff.session(headers, true).await {
+            Ok(session) => session,
+            Err(error) => {
+                tracing::warn!(%error, "session store unavailable");
+                return Err(api_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Unavailable right now.",
+                ));
+            }
+        }
+    } else {
+        None
+    };
+    let users = bff.oidc().users();
+    let source = match (route.token, &session) {
+        (RouteToken::None, _) => Source::None,
+        (RouteToken::Client, _) => Source::Client(index),
+        (RouteToken::User, None) => {
+            return Err(api_error(StatusCode::UNAUTHORIZED, "Not logged in."));
+        }
+        (RouteToken::User, Some(session)) => Source::User(session.key(), route.user_params.clone()),
+        (RouteToken::UserOrClient | RouteToken::UserOrNone, None) => {
+            if route.token == RouteToken::UserOrClient {
+                Source::Client(index)
+            } else {
+                Source::None
+            }
+        }
+        (RouteToken::UserOrClient | RouteToken::UserOrNone, Some(session)) => {
+            // Boxed, as the session's end below: rare paths, kept out of every request's future.
+            match Box::pin(users.get_access_token(&session.key(), &route.user_params)).await {
+                Ok(_) => Source::User(session.key(), route.user_params.clone()),
+                Err(Error::ReauthenticationRequired(_)) => {
+                    Box::pin(bff.end_session(session, "token")).await;
+                    if route.token == RouteToken::UserOrClient {
+                        Source::Client(index)
+                    } else {
+                        Source::None
+                    }
+                }
+                Err(error) => {
+                    crate::metrics::token_failure(&route.path);
+                    tracing::warn!(%error, "user token unavailable");
+                    return Err(api_error(
+                        StatusCode::BAD_GATEWAY,
+                        "Upstream token unavailable.",
+                    ));
+                }
+            }
+        }
+    };
+
+    Ok((session, source))
+}

@@ -1,0 +1,135 @@
+//! The bodies the engine sends and returns: a request body that is replayed when small (so a
+//! DPoP nonce challenge or a 401 can be answered by sending it again) and streamed otherwise;
+//! a response body that is the upstream's stream, the engine's own short answer, or a boxed
+//! body of the host (a WebSocket handshake answer, a management page).
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
+use tokenkeeper::tower::ReplayBody;
+
+/// The error type of boxed bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request body on its way upstream.
+#[derive(Debug, Default)]
+pub enum RequestBody {
+    /// No body.
+    #[default]
+    Empty,
+    /// A small body, read whole: replayable.
+    Full(Option<Bytes>),
+    /// A large or chunked body, streamed: sent once.
+    Stream(UnsyncBoxBody<Bytes, BoxError>),
+}
+
+impl ReplayBody for RequestBody {
+    fn try_replay(&self) -> Option<Self> {
+        match self {
+            Self::Empty => Some(Self::Empty),
+            Self::Full(bytes) => Some(Self::Full(bytes.clone())),
+            Self::Stream(_) => None,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::Empty => Poll::Ready(None),
+            Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Self::Stream(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Empty => true,
+            Self::Full(bytes) => bytes.is_none(),
+            Self::Stream(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Empty => SizeHint::with_exact(0),
+            Self::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Self::Stream(body) => body.size_hint(),
+        }
+    }
+}
+
+/// A response body on its way to the caller.
+#[derive(Debug)]
+pub enum ProxyBody {
+    /// The upstream's body, streamed as it comes.
+    Upstream(crate::upstream::UpstreamBody),
+    /// A short body of the engine or the host.
+    Full(Option<Bytes>),
+    /// Any other body (WebSocket handshakes, pages of the host).
+    Boxed(UnsyncBoxBody<Bytes, BoxError>),
+}
+
+impl ProxyBody {
+    /// A short body.
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        Self::Full(Some(bytes.into()))
+    }
+
+    /// Any body, boxed.
+    pub fn boxed<B>(body: B) -> Self
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        use http_body_util::BodyExt as _;
+        Self::Boxed(body.map_err(Into::into).boxed_unsync())
+    }
+}
+
+impl Default for ProxyBody {
+    fn default() -> Self {
+        Self::Full(None)
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::Upstream(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Self::Boxed(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Upstream(body) => body.is_end_stream(),
+            Self::Full(bytes) => bytes.is_none(),
+            Self::Boxed(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Upstream(body) => body.size_hint(),
+            Self::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Self::Boxed(body) => body.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! The engine: request in → method check → policy → path → header hygiene → token → upstream
+//! (with a deadline to its headers) → response hygiene → response, bodies streamed both ways.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{header, HeaderValue, Method, Request, Response, Version};
+use http_body::Body;
+use http_body_util::BodyExt as _;
+use tower_layer::Layer as _;
+use tower_service::Service as _;
+
+use crate::body::{BoxError, ProxyBody, RequestBody};
+use crate::deadlines::Deadlines;
+use crate::forwarded::Forwarding;
+use crate::headers::{clean_response, is_websocket_upgrade, RequestHygiene};
+use crate::policy::{Attach, Policy, Refusal};
+use crate::route::Route;
+use crate::upstream::{UpstreamBody, UpstreamError, UpstreamOptions, Upstreams};
+
+/// Request bodies up to this many bytes (with a `Content-Length`) are read whole, so that the
+/// request can be sent again (a DPoP nonce challenge, a 401); larger ones stream.
+const REPLAYABLE_BODY: usize = 64 * 1024;
+
+/// The proxy engine: routes, header hygiene and the upstream pools. Build it once per host
+/// and call [`Engine::forward`] for each request of one of its routes.
+pub struct Engine {
+    name: &'static str,
+    routes: Vec<Route>,
+    hygiene: RequestHygiene,
+    forwarding: Option<Forwarding>,
+    upstreams: Upstreams,
+    deadlines: Arc<Deadlines>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("name", &self.name)
+            .field("routes", &self.routes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How an [`Engine`] is built.
+#[derive(Debug)]
+pub struct EngineBuilder {
+    name: &'static str,
+    routes: Vec<Route>,
+    hygiene: RequestHygiene,
+    forwarding: Option<Forwarding>,
+    upstream: UpstreamOptions,
+    workers: usize,
+}
+
+impl Engine {
+    /// An engine named `name` (in spans: `bff`, `sidecar`).
+    pub fn builder(name: &'static str) -> EngineBuilder {
+        EngineBuilder {
+            name,
+            routes: Vec::new(),
+            hygiene: RequestHygiene::default(),
+            forwarding: None,
+            upstream: UpstreamOptions::default(),
+            workers: crate::server::default_workers(),
+        }
+    }
+
+    /// The routes, in the order they were added.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// The route of `path`: the longest prefix that matches at a segment boundary.
+    pub fn route_for(&self, path: &str) -> Option<usize> {
+        let mut best: Option<(usize, usize)> = None;
+        for (index, route) in self.routes.iter().enumerate() {
+            if route.matches(path) && best.is_none_or(|(_, len)| route.prefix().len() > len) {
+                best = Some((index, route.prefix().len()));
+            }
+        }
+        best.map(|(index, _)| index)
+    }
+
+    /// Forwards `request` (for route `index`, from `peer`) as `policy` decides, and returns
+    /// the upstream's answer or the engine's own. Never panics on input.
+    pub async fn forward<P, B>(
+        &self,
+        policy: &P,
+        index: usize,
+        request: Request<B>,
+        peer: Option<SocketAddr>,
+    ) -> Response<ProxyBody>
+    where
+        P: Policy,
+        B: Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        use tracing::Instrument as _;
+        let Some(route) = self.routes.get(index) else {
+            return policy.refuse(Refusal::InvalidPath);
+        };
+        let span = tracing::info_span!(
+            "tokenkeeper.proxy",
+            host = self.name,
+            route = %route.prefix(),
+            method = %request.method(),
+            status = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        // Boxed once here: the pipeline's state (a few KiB) then stays where it is, instead of
+        // being copied at each level of the futures that carry it (callgrind: ~10 % of the
+        // instructions per request were those copies).
+        let response = Box::pin(self.forward_inner(policy, index, route, request, peer))
+            .instrument(span.clone())
+            .await;
+        let status = response.status();
+        span.record("status", status.as_u16());
+        policy.finished(index, status, started.elapsed());
+        response
+    }
+
+    async fn forward_inner<P, B>(
+        &self,
+        policy: &P,
+        index: usize,
+        route: &Route,
+        request: Request<B>,
+        peer: Option<SocketAddr>,
+    ) -> Response<ProxyBody>
+    where
+        P: Policy,
+        B: Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let (mut parts, body) = request.into_parts();
+        // TRACE would echo the request (cookies included) back; CONNECT would open a tunnel.
+        // Neither is ever forwarded, whatever the route says (SEC-17).
+        if matches!(parts.method, Method::TRACE | Method::CONNECT)
+            || route
+                .methods
+                .as_ref()
+                .is_some_and(|methods| !methods.contains(&parts.method))
+        {
+            return method_not_allowed(policy, route);
+        }
+        if is_websocket_upgrade(&parts.headers) {
+            // Boxed, as are the other rare paths: their state would bloat every request's future.
+            return Box::pin(policy.upgrade(index, parts, peer)).await;
+        }
+        let (attach, context) = match policy.admit(index, &parts).await {
+            Ok(admitted) => admitted,
+            Err(response) => return response,
+        };
+        let Some(target) = route.target(&parts.uri) else {
+            return policy.refuse(Refusal::InvalidPath);
+        };
+        let body = match request_body(&parts.headers, body).await {
+            Ok(body) => body,
+            Err(refusal) => return policy.refuse(refusal),
+        };
+        // The caller's headers go upstream in place: what must not pass is removed, and the
+        // `X-Forwarded-*` are set (from the caller's, which only a trusted proxy may pass on).
+        let mut headers = std::mem::take(&mut parts.headers);
+        match &self.forwarding {
+            Some(forwarding) => {
+                let claimed = forwarding.claimed(&headers, peer);
+                self.hygiene.clean(&mut headers);
+                forwarding.apply(claimed, peer, &mut headers);
+            }
+            None => self.hygiene.clean(&mut headers),
+        }
+        let mut upstream = Request::new(body);
+        *upstream.method_mut() = parts.method;
+        *upstream.uri_mut() = target.clone();
+        *upstream.version_mut() = Version::HTTP_11;
+        *upstream.headers_mut() = headers;
+        // Until the response headers (a streamed body may then take as long as it takes).
+        let expired = self.deadlines.after(route.timeout);
+        let sent = tokio::select! {
+            biased;
+            sent = self.send(index, attach, upstream) => sent,
+            _ = expired => return policy.refuse(Refusal::UpstreamTimeout),
+        };
+        let response = match sent {
+            Ok(response) => response,
+            Err(error) => return Box::pin(failed(policy, index, context, error)).await,
+        };
+        let (mut head, body) = response.into_parts();
+        clean_response(route, &target, &mut head.headers);
+        let mut out = Response::new(ProxyBody::Upstream(body));
+        *out.status_mut() = head.status;
+        *out.headers_mut() = head.headers;
+        out
+    }
+
+    /// Sends `request` with `attach`'s credentials through the calling worker's pool.
+    async fn send(
+        &self,
+        index: usize,
+        attach: Attach,
+        mut request: Request<RequestBody>,
+    ) -> Result<Response<UpstreamBody>, BoxError> {
+        let service = self.upstreams.service(index);
+        match attach {
+            Attach::None => service.send(request).await,
+            Attach::Authorization(value) => {
+                request.headers_mut().insert(header::AUTHORIZATION, value);
+                service.send(request).await
+            }
+            Attach::Client(layer) => layer.layer(service).call(request).await,
+            Attach::User(layer) => layer.layer(service).call(request).await,
+        }
+    }
+}
+
+/// The body as it goes upstream: none, a small one read whole (replayable), or a stream.
+async fn request_body<B>(headers: &http::HeaderMap, body: B) -> Result<RequestBody, Refusal>
+where
+    B: Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let chunked = headers.contains_key(header::TRANSFER_ENCODING);
+    match (length, chunked) {
+        (None | Some(0), false) => Ok(RequestBody::Empty),
+        (Some(length), false) if length <= REPLAYABLE_BODY => {
+            let limited = http_body_util::Limited::new(body, REPLAYABLE_BODY);
+            match Box::pin(limited.collect()).await {
+                Ok(collected) => Ok(RequestBody::Full(Some(collected.to_bytes()))),
+                Err(_) => Err(Refusal::BadRequestBody),
+            }
+        }
+        _ => Ok(RequestBody::Stream(body.map_err(Into::into).boxed_unsync())),
+    }
+}
+
+/// 405, with the route's methods in `Allow`.
+fn method_not_allowed<P: Policy>(policy: &P, route: &Route) -> Response<ProxyBody> {
+    let mut response = policy.refuse(Refusal::MethodNotAllowed);
+    let allowed = match &route.methods {
+        Some(methods) => methods
+            .iter()
+            .filter(|m| !matches!(**m, Method::TRACE | Method::CONNECT))
+            .map(Method::as_str)
+            .collect::<Vec<_>>()
+            .join(", "),
+        None => "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS".to_owned(),
+    };
+    if let Ok(allow) = HeaderValue::from_str(&allowed) {
+        response.headers_mut().insert(header::ALLOW, allow);
+    }
+    response
+}
+
+/// A request that failed before an upstream answer: a token error goes to the policy; an
+/// upstream error is a 502.
+async fn failed<P: Policy>(
+    policy: &P,
+    index: usize,
+    context: P::Context,
+    error: BoxError,
+) -> Response<ProxyBody> {
+    if let Some(error) = tokenkeeper::Error::from_boxed(error.as_ref()) {
+        if !matches!(error, tokenkeeper::Error::ReauthenticationRequired(_)) {
+            tracing::warn!(%error, "no token for the upstream");
+        }
+        return policy.token_failed(index, context, error).await;
+    }
+    tracing::warn!(error = %error_chain(error.as_ref()), "upstream request failed");
+    policy.refuse(Refusal::UpstreamUnavailable)
+}
+
+/// An error and its sources, `: `-separated (hyper's errors say little on their own).
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl EngineBuilder {
+    /// Adds a route.
+    pub fn route(mut self, route: Route) -> Self {
+        self.routes.push(route);
+        self
+    }
+
+    /// What the caller's request keeps on its way upstream.
+    pub fn hygiene(mut self, hygiene: RequestHygiene) -> Self {
+        self.hygiene = hygiene;
+        self
+    }
+
+    /// Sets `X-Forwarded-For/-Proto/-Host` as `forwarding` says (a host in front of browsers).
+    pub fn forwarding(mut self, forwarding: Forwarding) -> Self {
+        self.forwarding = Some(forwarding);
+        self
+    }
+
+    /// How upstreams are connected to.
+    pub fn upstream(mut self, options: UpstreamOptions) -> Self {
+        self.upstream = options;
+        self
+    }
+
+    /// How many worker pools (default: one per core, as [`crate::server::Server`] runs).
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers.max(1);
+        self
+    }
+
+    /// The engine. Fails when the TLS settings cannot be used.
+    pub fn build(self) -> Result<Engine, UpstreamError> {
+        Ok(Engine {
+            name: self.name,
+            upstreams: Upstreams::new(&self.upstream, &self.routes, self.workers)?,
+            routes: self.routes,
+            hygiene: self.hygiene,
+            forwarding: self.forwarding,
+            deadlines: Arc::default(),
+        })
+    }
+}

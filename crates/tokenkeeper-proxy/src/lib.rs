@@ -1,0 +1,83 @@
+//! The proxy engine of tokenkeeper's hosts: `tokenkeeper bff` (a backend-for-frontend) and
+//! `tokenkeeper sidecar` (an egress token proxy) forward requests through this one engine.
+//!
+//! A request goes **in → method check → [`Policy::admit`] (the host's decision and the
+//! token) → path mapping → header hygiene → upstream (with the token attached, DPoP proofs and
+//! nonce retries included, a deadline to the response headers) → response hygiene → out**, the
+//! bodies streamed both ways ([`Engine::forward`]). What differs between hosts — sessions and
+//! anti-forgery in the BFF, caller authentication in the sidecar, how refusals are worded —
+//! is the host's [`Policy`].
+//!
+//! [`server`] runs a host at the speed of nginx: a current-thread runtime, a `SO_REUSEPORT`
+//! listener and an upstream pool per core.
+//!
+//! # Layout
+//!
+//! Each module may use only those below it (no module imports one above it; no circles):
+//!
+//! ```text
+//! server    ── per-core runtimes and listeners; calls a Handler
+//! engine    ── Engine::forward: the pipeline
+//!   ├── policy     ── Policy, Attach, Refusal: the host's decisions
+//!   ├── headers    ── header hygiene both ways, Location rewriting
+//!   │     └── forwarded ── X-Forwarded-* and trusted proxies
+//!   ├── route      ── prefixes, upstream URLs, traversal checks
+//!   ├── upstream   ── hyper connections, a pool per worker and route, rustls
+//!   ├── deadlines  ── time-to-headers deadlines without a timer per request
+//!   └── body       ── request and response bodies
+//! ```
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use tokenkeeper_proxy::{Attach, Engine, Policy, Route};
+//! use tokenkeeper_proxy::server::{Bound, Handler, ServerOptions};
+//!
+//! /// Forwards everything under `/orders` with no credentials.
+//! struct Open;
+//! impl Policy for Open {
+//!     type Context = ();
+//!     async fn admit(&self, _route: usize, _parts: &http::request::Parts)
+//!         -> Result<(Attach, ()), http::Response<tokenkeeper_proxy::ProxyBody>> {
+//!         Ok((Attach::None, ()))
+//!     }
+//! }
+//!
+//! struct Host { engine: Engine }
+//! impl Handler for Host {
+//!     async fn handle(&self, request: http::Request<hyper::body::Incoming>, peer: std::net::SocketAddr)
+//!         -> http::Response<tokenkeeper_proxy::ProxyBody> {
+//!         match self.engine.route_for(request.uri().path()) {
+//!             Some(route) => self.engine.forward(&Open, route, request, Some(peer)).await,
+//!             None => tokenkeeper_proxy::plain_text(http::StatusCode::NOT_FOUND, "Not found."),
+//!         }
+//!     }
+//! }
+//!
+//! # fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let engine = Engine::builder("example")
+//!     .route(Route::new("/orders", "http://127.0.0.1:8081/".parse()?)?)
+//!     .build()?;
+//! let options = ServerOptions::default();
+//! let bound = Bound::bind("127.0.0.1:0".parse()?, options.workers)?;
+//! let server = bound.serve(Arc::new(Host { engine }), &options)?;
+//! println!("listening on {}", server.local_addr());
+//! # Ok(()) }
+//! ```
+
+mod body;
+mod deadlines;
+mod engine;
+mod forwarded;
+mod headers;
+mod policy;
+mod route;
+pub mod server;
+mod upstream;
+
+pub use body::{BoxError, ProxyBody, RequestBody};
+pub use engine::{Engine, EngineBuilder};
+pub use forwarded::{is_forwarding_header, Cidr, Claimed, Forwarding};
+pub use headers::{is_websocket_upgrade, RequestHygiene};
+pub use policy::{plain_text, Attach, Policy, Refusal};
+pub use route::{Route, RouteError};
+pub use upstream::{UpstreamBody, UpstreamError, UpstreamOptions};

@@ -1,0 +1,239 @@
+//! The server: a worker thread per core, each with its own current-thread tokio runtime, its
+//! own listening socket on the shared address (`SO_REUSEPORT`: the kernel spreads connections
+//! over the workers) and its own upstream pool. A request is read, handled, forwarded and
+//! answered on one thread: no task moves between threads, no wake-up crosses one, no pool lock
+//! is shared (BENCHMARKS.md: the measurements that chose this).
+//!
+//! `SO_REUSEPORT` lets another process of the same user bind the same address too; run the
+//! host as its own user (as any service should) when that matters.
+
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::watch;
+
+use crate::body::ProxyBody;
+
+thread_local! {
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The index of the calling worker thread (0 outside a [`Server`]'s workers).
+pub(crate) fn worker_index() -> usize {
+    WORKER.with(Cell::get)
+}
+
+/// One worker per core (as the OS reports them), at least 1.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// What a [`Server`] does with each request.
+pub trait Handler: Send + Sync + 'static {
+    /// The answer to `request`, which came from `peer`.
+    fn handle(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response<ProxyBody>> + Send;
+
+    /// Called on each worker thread, in its runtime, before it accepts connections (to start
+    /// per-worker tasks). By default nothing.
+    fn worker_started(&self, worker: usize) {
+        let _ = worker;
+    }
+}
+
+/// How a [`Server`] serves.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Worker threads (default: one per core).
+    pub workers: usize,
+    /// A client must send a request's headers within this (default 30 s; slow-loris).
+    pub header_read_timeout: Duration,
+    /// At shutdown, in-flight requests get this long to finish (default 30 s).
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            workers: default_workers(),
+            header_read_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Listening sockets, bound and not yet served: one per worker, on one address.
+#[derive(Debug)]
+pub struct Bound {
+    addr: SocketAddr,
+    sockets: Vec<std::net::TcpListener>,
+}
+
+impl Bound {
+    /// Binds `workers` sockets to `addr` (port 0: a free port, the same for all).
+    pub fn bind(addr: SocketAddr, workers: usize) -> std::io::Result<Self> {
+        let first = reuse_port_socket(addr)?;
+        let addr = first.local_addr()?;
+        let mut sockets = vec![first];
+        for _ in 1..workers.max(1) {
+            sockets.push(reuse_port_socket(addr)?);
+        }
+        Ok(Self { addr, sockets })
+    }
+
+    /// The bound address (with the port the OS chose for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves `handler` on every worker until [`Server::shutdown`].
+    pub fn serve<H: Handler>(
+        self,
+        handler: Arc<H>,
+        options: &ServerOptions,
+    ) -> std::io::Result<Server> {
+        let (stop, stopped) = watch::channel(false);
+        let mut threads = Vec::with_capacity(self.sockets.len());
+        for (index, socket) in self.sockets.into_iter().enumerate() {
+            let handler = handler.clone();
+            let stopped = stopped.clone();
+            let options = options.clone();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("tokenkeeper-worker-{index}"))
+                    .spawn(move || {
+                        WORKER.with(|w| w.set(index));
+                        runtime.block_on(worker(index, socket, handler, stopped, options));
+                    })?,
+            );
+        }
+        Ok(Server {
+            addr: self.addr,
+            stop,
+            threads,
+        })
+    }
+}
+
+fn reuse_port_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.set_tcp_nodelay(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting connections; in-flight requests finish (up to the drain timeout),
+    /// idle keep-alive connections close.
+    pub fn shutdown(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Waits (on a blocking thread) until every worker has drained and stopped.
+    pub async fn stopped(self) {
+        let threads = self.threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        })
+        .await;
+    }
+}
+
+async fn worker<H: Handler>(
+    index: usize,
+    socket: std::net::TcpListener,
+    handler: Arc<H>,
+    mut stopped: watch::Receiver<bool>,
+    options: ServerOptions,
+) {
+    let listener = match tokio::net::TcpListener::from_std(socket) {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(%error, worker = index, "cannot listen");
+            return;
+        }
+    };
+    handler.worker_started(index);
+    // Each connection holds a sender: when all are gone, the worker has drained.
+    let (open, mut drained) = tokio::sync::mpsc::channel::<()>(1);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors, most likely: wait, do not spin.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped.wait_for(|stop| *stop) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        let service = hyper::service::service_fn(move |request| {
+            let handler = handler.clone();
+            async move { Ok::<_, Infallible>(handler.handle(request, peer).await) }
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        if std::env::var_os("TK_NO_HRT").is_none() {
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(options.header_read_timeout);
+        }
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let mut stopped = stopped.clone();
+        let open = open.clone();
+        tokio::spawn(async move {
+            let _open = open;
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => return,
+                _ = stopped.wait_for(|stop| *stop) => {}
+            }
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    drop(open);
+    let _ = tokio::time::timeout(options.drain_timeout, drained.recv()).await;
+}

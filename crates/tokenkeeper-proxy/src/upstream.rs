@@ -1,0 +1,495 @@
+//! The upstream client: hyper's HTTP/1.1 connections with a pool per worker and route — a
+//! list of idle connections, the most recent first, that only that worker touches (no shared
+//! lock, no hashing, no task per checkout; a connection lives on the worker that uses it) —
+//! over TLS from rustls with the platform's roots (plus any configured CA, and a client
+//! certificate for mTLS upstreams).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use http::{HeaderValue, Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+use crate::body::{BoxError, RequestBody};
+use crate::route::Route;
+
+/// How the engine connects to upstreams.
+#[derive(Clone, Default)]
+pub struct UpstreamOptions {
+    /// Time to connect (TCP and TLS) to an upstream (default 5 s).
+    pub connect_timeout: Option<Duration>,
+    /// How long an idle pooled connection is kept (default 50 s: under the 60–75 s most
+    /// servers keep one).
+    pub idle_timeout: Option<Duration>,
+    /// At most this many idle connections per upstream and worker (default 256).
+    pub max_idle_per_upstream: Option<usize>,
+    /// CA certificates (PEM) trusted besides the platform's, for upstreams with a private CA.
+    pub extra_roots_pem: Option<Vec<u8>>,
+    /// A client certificate chain and its key (PEM), presented to every https upstream (mTLS,
+    /// and the binding of certificate-bound tokens, RFC 8705).
+    pub client_identity_pem: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for UpstreamOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamOptions")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_idle_per_upstream", &self.max_idle_per_upstream)
+            .field("extra_roots", &self.extra_roots_pem.is_some())
+            .field("client_identity", &self.client_identity_pem.is_some())
+            .finish()
+    }
+}
+
+/// Why the upstream client cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// A PEM file does not hold what it should.
+    #[error("{what}: {reason}")]
+    Pem {
+        /// Which input.
+        what: &'static str,
+        /// Why (no secret in it).
+        reason: String,
+    },
+    /// rustls refused the settings.
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// What every worker's pools share: the upstream origins (one per route), TLS, settings.
+struct Common {
+    origins: Box<[Origin]>,
+    tls: tokio_rustls::TlsConnector,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    max_idle: usize,
+}
+
+/// Where a route's requests go.
+struct Origin {
+    https: bool,
+    host: String,
+    port: u16,
+    server_name: ServerName<'static>,
+    /// `Host` for its requests.
+    host_header: HeaderValue,
+}
+
+/// One worker's idle connections, per route: only that worker takes from and returns to
+/// them (the lock is never contended on the per-core server; it makes the pools usable from
+/// any runtime too).
+pub(crate) struct Shard {
+    common: Arc<Common>,
+    idle: Box<[Mutex<Vec<Idle>>]>,
+}
+
+struct Idle {
+    sender: SendRequest<RequestBody>,
+    since: Instant,
+}
+
+/// The upstream pools: one [`Shard`] per worker.
+pub(crate) struct Upstreams {
+    shards: Box<[Arc<Shard>]>,
+}
+
+impl Upstreams {
+    pub(crate) fn new(
+        options: &UpstreamOptions,
+        routes: &[Route],
+        shards: usize,
+    ) -> Result<Self, UpstreamError> {
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(tls_config(options)?));
+        let mut origins = Vec::with_capacity(routes.len());
+        for route in routes {
+            let upstream = route.upstream();
+            let host = upstream.host_str().unwrap_or_default().to_owned();
+            let port = upstream.port_or_known_default().unwrap_or(80);
+            let https = upstream.scheme() == "https";
+            // `Host` as the URL has it (default ports left out).
+            let authority = match upstream.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host.clone(),
+            };
+            let name = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            let server_name = ServerName::try_from(name).map_err(|_| UpstreamError::Pem {
+                what: "upstream",
+                reason: format!("{host} is not a TLS server name"),
+            })?;
+            let host_header =
+                HeaderValue::from_str(&authority).map_err(|_| UpstreamError::Pem {
+                    what: "upstream",
+                    reason: format!("{authority} is not a Host value"),
+                })?;
+            origins.push(Origin {
+                https,
+                host,
+                port,
+                server_name,
+                host_header,
+            });
+        }
+        let common = Arc::new(Common {
+            origins: origins.into(),
+            tls,
+            connect_timeout: options.connect_timeout.unwrap_or(Duration::from_secs(5)),
+            idle_timeout: options.idle_timeout.unwrap_or(Duration::from_secs(50)),
+            max_idle: options.max_idle_per_upstream.unwrap_or(256),
+        });
+        let shards = (0..shards.max(1))
+            .map(|_| {
+                Arc::new(Shard {
+                    common: common.clone(),
+                    idle: routes.iter().map(|_| Mutex::new(Vec::new())).collect(),
+                })
+            })
+            .collect();
+        Ok(Self { shards })
+    }
+
+    /// The service sending requests of route `route` through the calling worker's pool.
+    pub(crate) fn service(&self, route: usize) -> UpstreamService {
+        UpstreamService {
+            shard: self.shards[crate::server::worker_index() % self.shards.len()].clone(),
+            route,
+        }
+    }
+}
+
+impl Shard {
+    fn lock(&self, route: usize) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        self.idle[route].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The most recently used idle connection of `route` that is still open.
+    fn checkout(&self, route: usize) -> Option<SendRequest<RequestBody>> {
+        let mut idle = self.lock(route);
+        let now = Instant::now();
+        // The oldest first: those idle for too long are closed.
+        let stale = idle
+            .iter()
+            .take_while(|i| now.duration_since(i.since) > self.common.idle_timeout)
+            .count();
+        idle.drain(..stale);
+        while let Some(Idle { sender, .. }) = idle.pop() {
+            if !sender.is_closed() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    /// Gives a connection back after its response's body ended.
+    fn checkin(&self, route: usize, sender: SendRequest<RequestBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.lock(route);
+        if idle.len() < self.common.max_idle {
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// A new connection to the origin of `route`.
+    async fn connect(&self, route: usize) -> Result<SendRequest<RequestBody>, BoxError> {
+        let origin = &self.common.origins[route];
+        let connect = async {
+            let tcp = tokio::net::TcpStream::connect((origin.host.as_str(), origin.port)).await?;
+            tcp.set_nodelay(true)?;
+            let io = if origin.https {
+                let tls = self
+                    .common
+                    .tls
+                    .connect(origin.server_name.clone(), tcp)
+                    .await?;
+                Stream::Tls(Box::new(tls))
+            } else {
+                Stream::Plain(tcp)
+            };
+            Ok::<_, std::io::Error>(io)
+        };
+        let io = tokio::time::timeout(self.common.connect_timeout, connect)
+            .await
+            .map_err(|_| ConnectTimedOut)??;
+        let (sender, connection) = hyper::client::conn::http1::Builder::new()
+            .handshake(TokioIo::new(io))
+            .await?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.with_upgrades().await {
+                tracing::debug!(%error, "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+/// Connecting took longer than the connect timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("connecting to the upstream timed out")]
+pub(crate) struct ConnectTimedOut;
+
+/// Sends one route's requests through one worker's pool (the inner service of the token
+/// layer, which needs the absolute URI: it is made origin-form here, and `Host` set).
+#[derive(Clone)]
+pub(crate) struct UpstreamService {
+    shard: Arc<Shard>,
+    route: usize,
+}
+
+impl tower_service::Service<Request<RequestBody>> for UpstreamService {
+    type Response = Response<UpstreamBody>;
+    type Error = BoxError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response<UpstreamBody>, BoxError>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<RequestBody>) -> Self::Future {
+        let service = self.clone();
+        Box::pin(async move { service.send(request).await })
+    }
+}
+
+impl UpstreamService {
+    /// Sends `request` on an idle connection of the pool (one that turns out closed before
+    /// the request was written is skipped: nothing was sent) or on a new one.
+    pub(crate) async fn send(
+        self,
+        request: Request<RequestBody>,
+    ) -> Result<Response<UpstreamBody>, BoxError> {
+        let origin = &self.shard.common.origins[self.route];
+        let (mut parts, body) = request.into_parts();
+        if parts.uri.scheme().is_some() {
+            parts.uri = match parts.uri.path_and_query() {
+                Some(path) => http::Uri::from(path.clone()),
+                None => http::Uri::from_static("/"),
+            };
+        }
+        parts
+            .headers
+            .insert(http::header::HOST, origin.host_header.clone());
+        let mut request = Request::from_parts(parts, body);
+        loop {
+            let (mut sender, reused) = match self.shard.checkout(self.route) {
+                Some(sender) => (sender, true),
+                // Boxed: a new connection is rare, and its (TLS) state would bloat every
+                // request's future.
+                None => (Box::pin(self.shard.connect(self.route)).await?, false),
+            };
+            if reused && sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    let upgrade = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+                    let slot = (!upgrade).then(|| Slot {
+                        sender,
+                        shard: self.shard.clone(),
+                        route: self.route,
+                    });
+                    return Ok(response.map(|body| UpstreamBody::new(body, slot)));
+                }
+                Err(mut error) => match error.take_message() {
+                    Some(again) if reused => request = again,
+                    _ => return Err(error.into_error().into()),
+                },
+            }
+        }
+    }
+}
+
+/// Where a response's connection goes back to when its body has ended.
+struct Slot {
+    sender: SendRequest<RequestBody>,
+    shard: Arc<Shard>,
+    route: usize,
+}
+
+/// An upstream response body: its connection goes back to the pool once it has ended (and is
+/// closed if the body is dropped before: it cannot carry another request).
+pub struct UpstreamBody {
+    body: Incoming,
+    slot: Option<Slot>,
+}
+
+impl std::fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamBody").finish_non_exhaustive()
+    }
+}
+
+impl UpstreamBody {
+    fn new(body: Incoming, slot: Option<Slot>) -> Self {
+        let mut this = Self { body, slot };
+        if http_body::Body::is_end_stream(&this.body) {
+            this.release();
+        }
+        this
+    }
+
+    fn release(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            slot.shard.checkin(slot.route, slot.sender);
+        }
+    }
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        match &polled {
+            std::task::Poll::Ready(None) => self.release(),
+            std::task::Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => self.release(),
+            std::task::Poll::Ready(Some(Err(_))) => self.slot = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A connection to an upstream: plain TCP or TLS.
+enum Stream {
+    Plain(tokio::net::TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
+}
+
+impl tokio::io::AsyncRead for Stream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Stream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => std::pin::Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(s) => s.is_write_vectored(),
+            Self::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+fn pem_error(what: &'static str, reason: impl std::fmt::Display) -> UpstreamError {
+    UpstreamError::Pem {
+        what,
+        reason: reason.to_string(),
+    }
+}
+
+fn tls_config(options: &UpstreamOptions) -> Result<rustls::ClientConfig, UpstreamError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = Vec::new();
+    if let Some(pem) = &options.extra_roots_pem {
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            roots.push(cert.map_err(|e| pem_error("extra roots", e))?);
+        }
+        if roots.is_empty() {
+            return Err(pem_error("extra roots", "no CERTIFICATE block"));
+        }
+    }
+    let verifier =
+        rustls_platform_verifier::Verifier::new_with_extra_roots(roots, provider.clone())?;
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier));
+    let config = match &options.client_identity_pem {
+        Some((chain, key)) => {
+            let chain = CertificateDer::pem_slice_iter(chain)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| pem_error("client certificate", e))?;
+            if chain.is_empty() {
+                return Err(pem_error("client certificate", "no CERTIFICATE block"));
+            }
+            // The key's own error text never holds key material; still, only its kind goes out.
+            let key = PrivateKeyDer::from_pem_slice(key)
+                .map_err(|_| pem_error("client key", "no usable PRIVATE KEY block"))?;
+            builder.with_client_auth_cert(chain, key)?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Ok(config)
+}
