@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The BFF against nginx as a plain reverse proxy (EN-02's measurement): both in front of the same
-# upstream (an nginx answering `return 200`), driven by the same load tool (wrk), in alternating
-# rounds on this machine's cores. Prints each round and the ratio BFF / nginx (median, range).
+# tokenkeeper's hosts against nginx as a plain reverse proxy (EN-02, SC-06): all in front of the
+# same upstream (an nginx answering `return 200`), driven by the same load tool (wrk), in
+# alternating rounds on this machine's cores. Prints each round and the ratio host / nginx
+# (median, range); then the latency each adds over nginx at a fixed rate (benches/latency.rs).
 #
 #   bash benches/nginx.sh            # ROUNDS=10 SECONDS_PER_ROUND=5 CONNECTIONS=32 THREADS=2
+#   TARGETS="bff-user" LATENCY=0 bash benches/nginx.sh    # one target, throughput only
 #
 # Installs Debian's nginx and wrk when missing. Every port is chosen free (bind-tested) and
 # every file lives in a temporary directory, removed at the end.
@@ -77,18 +79,37 @@ CONF
 "$NGINX" -c "$work/nginx.conf" -p "$work" -g "daemon on;"
 for _ in $(seq 50); do curl -fsS "http://127.0.0.1:$proxy_port/api/x" >/dev/null 2>&1 && break; sleep 0.1; done
 
-# The BFF (a `token = user` route, a logged-in session) in front of the same upstream.
-bench=$(cargo bench -p tokenkeeper-benches --bench bff_proxy --no-run 2>&1 \
-  | sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -1)
-[ -x "$bench" ] || { echo "benches/nginx.sh: cannot build the bff_proxy bench" >&2; exit 1; }
-# The bench binary itself (not cargo), so that stopping it stops the BFF.
-TK_SERVE=1 TK_UPSTREAM="http://127.0.0.1:$upstream_port" "$bench" --bench \
-  > "$work/bff.out" 2>"$work/bff.err" &
+# tokenkeeper's hosts in front of the same upstream, each a process of its own:
+# - bff-user: the BFF, a `token = user` route, a logged-in session (the bff_proxy bench, TK_SERVE);
+# - bff-client: the same with a `token = client` route (a client-credentials token);
+# - engine: the proxy engine with no policy at all (the floor under both).
+cargo build --release -q -p tokenkeeper-benches --bench bff_proxy --bench latency 2>/dev/null
+cargo build --release -q -p tokenkeeper-proxy --example forward
+bench_bin() {
+  cargo bench -p tokenkeeper-benches --bench "$1" --no-run 2>&1 \
+    | sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -1
+}
+bff=$(bench_bin bff_proxy)
+latency=$(bench_bin latency)
+[ -x "$bff" ] && [ -x "$latency" ] || { echo "benches/nginx.sh: cannot build the benches" >&2; exit 1; }
+
+start_bff() { # name route-token
+  # The bench binary itself (not cargo), so that stopping it stops the BFF.
+  TK_SERVE=1 TK_ROUTE_TOKEN=$2 TK_UPSTREAM="http://127.0.0.1:$upstream_port" "$bff" --bench \
+    > "$work/$1.out" 2>"$work/$1.err" &
+  pids+=($!)
+}
+start_bff bff-user user
+start_bff bff-client client
+UPSTREAM="http://127.0.0.1:$upstream_port/up" target/release/examples/forward > "$work/engine.out" 2>"$work/engine.err" &
 pids+=($!)
-for _ in $(seq 600); do grep -q '^cookie ' "$work/bff.out" 2>/dev/null && break; sleep 0.1; done
-bff_url=$(sed -n 's/^bff //p' "$work/bff.out")
-cookie=$(sed -n 's/^cookie //p' "$work/bff.out")
-[ -n "$bff_url" ] || { echo "the BFF did not start:" >&2; cat "$work/bff.err" >&2; exit 1; }
+for name in bff-user bff-client; do
+  for _ in $(seq 600); do grep -q '^cookie ' "$work/$name.out" 2>/dev/null && break; sleep 0.1; done
+  grep -q '^cookie ' "$work/$name.out" || { echo "$name did not start:" >&2; cat "$work/$name.err" >&2; exit 1; }
+done
+for _ in $(seq 100); do grep -q '^listening ' "$work/engine.out" 2>/dev/null && break; sleep 0.1; done
+url_of() { case $1 in engine) echo "$(sed -n 's/^listening //p' "$work/engine.out")/api/items" ;; *) sed -n 's/^bff //p' "$work/$1.out" ;; esac; }
+cookie_of() { case $1 in engine) echo "none=1" ;; *) sed -n 's/^cookie //p' "$work/$1.out" ;; esac; }
 
 rate() { # url [header...] -> requests per second
   local url=$1; shift
@@ -98,24 +119,60 @@ rate() { # url [header...] -> requests per second
     | awk '/^Requests\/sec:/ {print $2}'
 }
 
-echo "nginx $("$NGINX" -v 2>&1 | sed 's/.*nginx\///'), wrk -t$THREADS -c$CONNECTIONS, ${SECONDS_PER_ROUND} s rounds"
-echo "| round | nginx req/s | BFF req/s | BFF / nginx |"
-echo "|---|---|---|---|"
-ratios=()
-for round in $(seq "$ROUNDS"); do
-  if [ $((round % 2)) -eq 1 ]; then
-    n=$(rate "http://127.0.0.1:$proxy_port/api/items")
-    b=$(rate "$bff_url" "Cookie: $cookie" "X-CSRF: 1")
-  else
-    b=$(rate "$bff_url" "Cookie: $cookie" "X-CSRF: 1")
-    n=$(rate "http://127.0.0.1:$proxy_port/api/items")
-  fi
-  r=$(python3 -c "print(f'{$b / $n:.3f}')")
-  ratios+=("$r")
-  echo "| $round | $n | $b | $r |"
-done
-python3 - "${ratios[@]}" <<'PY'
+nginx_url="http://127.0.0.1:$proxy_port/api/items"
+echo "nginx $("$NGINX" -v 2>&1 | sed 's/.*nginx\///'), wrk -t$THREADS -c$CONNECTIONS, ${SECONDS_PER_ROUND} s rounds, $(nproc) cores"
+for target in ${TARGETS:-bff-user bff-client engine}; do
+  url=$(url_of "$target"); cookie=$(cookie_of "$target")
+  echo
+  echo "### $target"
+  echo "| round | nginx req/s | $target req/s | $target / nginx |"
+  echo "|---|---|---|---|"
+  ratios=()
+  for round in $(seq "$ROUNDS"); do
+    if [ $((round % 2)) -eq 1 ]; then
+      n=$(rate "$nginx_url")
+      b=$(rate "$url" "Cookie: $cookie" "X-CSRF: 1")
+    else
+      b=$(rate "$url" "Cookie: $cookie" "X-CSRF: 1")
+      n=$(rate "$nginx_url")
+    fi
+    r=$(python3 -c "print(f'{$b / $n:.3f}')")
+    ratios+=("$r")
+    echo "| $round | $n | $b | $r |"
+  done
+  python3 - "$target" "${ratios[@]}" <<'PY'
 import statistics, sys
-values = sorted(float(v) for v in sys.argv[1:])
-print(f"BFF / nginx: median {statistics.median(values):.3f} (range {values[0]:.3f} – {values[-1]:.3f}, {len(values)} rounds)")
+name, values = sys.argv[1], sorted(float(v) for v in sys.argv[2:])
+print(f"{name} / nginx: median {statistics.median(values):.3f} (range {values[0]:.3f} – {values[-1]:.3f}, {len(values)} rounds)")
 PY
+done
+
+# Latency at a fixed rate (open loop), each target against nginx and the upstream itself.
+if [ "${LATENCY:-1}" = 1 ]; then
+  echo
+  echo "### latency at ${LATENCY_RATE:-1000} req/s (ms; median of ${LATENCY_ROUNDS:-4} rounds, targets alternating)"
+  targets="direct http://127.0.0.1:$upstream_port/up/items
+nginx $nginx_url"
+  for target in ${TARGETS:-bff-user bff-client engine}; do
+    targets="$targets
+$target $(url_of "$target") cookie: $(cookie_of "$target")|x-csrf: 1"
+  done
+  TK_TARGETS="$targets" TK_RATE=${LATENCY_RATE:-1000} TK_ROUNDS=${LATENCY_ROUNDS:-4} "$latency" --bench > "$work/latency.out"
+  cat "$work/latency.out"
+  python3 - "$work/latency.out" <<'PY'
+import sys
+rows = {}
+for line in open(sys.argv[1]):
+    parts = line.split()
+    if parts and parts[0] == "latency":
+        rows[parts[1]] = dict(p50=float(parts[3]), p90=float(parts[5]), p99=float(parts[7]))
+n = rows.get("nginx")
+for name, r in rows.items():
+    if name in ("direct", "nginx") or not n:
+        continue
+    print(f"{name}: over nginx p50 {r['p50'] - n['p50']:+.3f} ms, p99 {r['p99'] - n['p99']:+.3f} ms")
+d = rows.get("direct")
+if d and n:
+    print(f"nginx over direct: p50 {n['p50'] - d['p50']:+.3f} ms, p99 {n['p99'] - d['p99']:+.3f} ms")
+PY
+fi

@@ -36,13 +36,7 @@ impl Handler for Host {
         peer: std::net::SocketAddr,
     ) -> http::Response<ProxyBody> {
         match self.engine.route_for(request.uri().path()) {
-            Some(route) => {
-                let fut = self.engine.forward(&Open, route, request, Some(peer));
-                if std::env::var_os("TK_SIZE").is_some() {
-                    eprintln!("forward future: {} bytes", std::mem::size_of_val(&fut));
-                }
-                fut.await
-            }
+            Some(route) => self.engine.forward(&Open, route, request, Some(peer)).await,
             None => tokenkeeper_proxy::plain_text(http::StatusCode::NOT_FOUND, "Not found."),
         }
     }

@@ -46,7 +46,7 @@ impl Cidr {
     /// Parses `10.0.0.0/8`, `fd00::/8` or a single address.
     ///
     /// ```
-    /// use tokenkeeper_bff::Cidr;
+    /// use tokenkeeper_proxy::Cidr;
     /// let lb: Cidr = "10.1.0.0/16".parse().unwrap();
     /// assert!(lb.contains("10.1.2.3".parse().unwrap()));
     /// assert!(!lb.contains("10.2.0.1".parse().unwrap()));

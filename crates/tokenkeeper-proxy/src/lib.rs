@@ -22,7 +22,8 @@
 //!   ├── headers    ── header hygiene both ways, Location rewriting
 //!   │     └── forwarded ── X-Forwarded-* and trusted proxies
 //!   ├── route      ── prefixes, upstream URLs, traversal checks
-//!   ├── upstream   ── hyper connections, a pool per worker and route, rustls
+//!   ├── upstream   ── a pool per worker and route, rustls
+//!   │     └── client ── HTTP/1.1 to upstreams, inline (no connection task)
 //!   ├── deadlines  ── time-to-headers deadlines without a timer per request
 //!   └── body       ── request and response bodies
 //! ```
@@ -65,6 +66,7 @@
 //! ```
 
 mod body;
+mod client;
 mod deadlines;
 mod engine;
 mod forwarded;

@@ -211,13 +211,9 @@ async fn worker<H: Handler>(
             let handler = handler.clone();
             async move { Ok::<_, Infallible>(handler.handle(request, peer).await) }
         });
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        if std::env::var_os("TK_NO_HRT").is_none() {
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(options.header_read_timeout);
-        }
-        let connection = builder
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(options.header_read_timeout)
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         let mut stopped = stopped.clone();

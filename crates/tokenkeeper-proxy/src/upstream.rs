@@ -1,8 +1,8 @@
-//! The upstream client: hyper's HTTP/1.1 connections with a pool per worker and route — a
-//! list of idle connections, the most recent first, that only that worker touches (no shared
-//! lock, no hashing, no task per checkout; a connection lives on the worker that uses it) —
-//! over TLS from rustls with the platform's roots (plus any configured CA, and a client
-//! certificate for mTLS upstreams).
+//! The upstream pools: HTTP/1.1 connections ([`crate::client`]) with a pool per worker and
+//! route — a list of idle connections, the most recent first, that only that worker touches
+//! (no shared lock, no hashing, no task; a connection lives on the worker that uses it) — over
+//! TLS from rustls with the platform's roots (plus any configured CA, and a client certificate
+//! for mTLS upstreams).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,13 +11,11 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use http::{HeaderValue, Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use crate::body::{BoxError, RequestBody};
+use crate::client::{Connection, ResponseBody, SendError, Stream};
 use crate::route::Route;
 
 /// How the engine connects to upstreams.
@@ -93,7 +91,7 @@ pub(crate) struct Shard {
 }
 
 struct Idle {
-    sender: SendRequest<RequestBody>,
+    connection: Connection,
     since: Instant,
 }
 
@@ -173,8 +171,9 @@ impl Shard {
         self.idle[route].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The most recently used idle connection of `route` that is still open.
-    fn checkout(&self, route: usize) -> Option<SendRequest<RequestBody>> {
+    /// The most recently used idle connection of `route` (none idle for too long, or past
+    /// the upstream's own keep-alive timeout).
+    fn checkout(&self, route: usize) -> Option<Connection> {
         let mut idle = self.lock(route);
         let now = Instant::now();
         // The oldest first: those idle for too long are closed.
@@ -183,30 +182,27 @@ impl Shard {
             .take_while(|i| now.duration_since(i.since) > self.common.idle_timeout)
             .count();
         idle.drain(..stale);
-        while let Some(Idle { sender, .. }) = idle.pop() {
-            if !sender.is_closed() {
-                return Some(sender);
+        while let Some(Idle { connection, .. }) = idle.pop() {
+            if connection.expires.is_none_or(|at| at > now) {
+                return Some(connection);
             }
         }
         None
     }
 
     /// Gives a connection back after its response's body ended.
-    fn checkin(&self, route: usize, sender: SendRequest<RequestBody>) {
-        if sender.is_closed() {
-            return;
-        }
+    fn checkin(&self, route: usize, connection: Connection) {
         let mut idle = self.lock(route);
         if idle.len() < self.common.max_idle {
             idle.push(Idle {
-                sender,
+                connection,
                 since: Instant::now(),
             });
         }
     }
 
     /// A new connection to the origin of `route`.
-    async fn connect(&self, route: usize) -> Result<SendRequest<RequestBody>, BoxError> {
+    async fn connect(&self, route: usize) -> Result<Connection, BoxError> {
         let origin = &self.common.origins[route];
         let connect = async {
             let tcp = tokio::net::TcpStream::connect((origin.host.as_str(), origin.port)).await?;
@@ -226,15 +222,7 @@ impl Shard {
         let io = tokio::time::timeout(self.common.connect_timeout, connect)
             .await
             .map_err(|_| ConnectTimedOut)??;
-        let (sender, connection) = hyper::client::conn::http1::Builder::new()
-            .handshake(TokioIo::new(io))
-            .await?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.with_upgrades().await {
-                tracing::debug!(%error, "upstream connection ended");
-            }
-        });
-        Ok(sender)
+        Ok(Connection::new(io))
     }
 }
 
@@ -291,46 +279,30 @@ impl UpstreamService {
             .insert(http::header::HOST, origin.host_header.clone());
         let mut request = Request::from_parts(parts, body);
         loop {
-            let (mut sender, reused) = match self.shard.checkout(self.route) {
-                Some(sender) => (sender, true),
+            let (connection, reused) = match self.shard.checkout(self.route) {
+                Some(connection) => (connection, true),
                 // Boxed: a new connection is rare, and its (TLS) state would bloat every
                 // request's future.
                 None => (Box::pin(self.shard.connect(self.route)).await?, false),
             };
-            if reused && sender.ready().await.is_err() {
-                continue;
-            }
-            match sender.try_send_request(request).await {
-                Ok(response) => {
-                    let upgrade = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
-                    let slot = (!upgrade).then(|| Slot {
-                        sender,
-                        shard: self.shard.clone(),
-                        route: self.route,
-                    });
-                    return Ok(response.map(|body| UpstreamBody::new(body, slot)));
+            match connection.send(request, reused).await {
+                Ok((head, body)) => {
+                    let body = UpstreamBody::new(body, self.shard.clone(), self.route);
+                    return Ok(head.map(|()| body));
                 }
-                Err(mut error) => match error.take_message() {
-                    Some(again) if reused => request = again,
-                    _ => return Err(error.into_error().into()),
-                },
+                // The upstream had closed that idle connection: the next one, or a new one.
+                Err(SendError::Stale(again)) => request = *again,
+                Err(SendError::Failed(error)) => return Err(error),
             }
         }
     }
 }
 
-/// Where a response's connection goes back to when its body has ended.
-struct Slot {
-    sender: SendRequest<RequestBody>,
-    shard: Arc<Shard>,
-    route: usize,
-}
-
 /// An upstream response body: its connection goes back to the pool once it has ended (and is
 /// closed if the body is dropped before: it cannot carry another request).
 pub struct UpstreamBody {
-    body: Incoming,
-    slot: Option<Slot>,
+    body: ResponseBody,
+    pool: Option<(Arc<Shard>, usize)>,
 }
 
 impl std::fmt::Debug for UpstreamBody {
@@ -340,115 +312,49 @@ impl std::fmt::Debug for UpstreamBody {
 }
 
 impl UpstreamBody {
-    fn new(body: Incoming, slot: Option<Slot>) -> Self {
-        let mut this = Self { body, slot };
-        if http_body::Body::is_end_stream(&this.body) {
-            this.release();
-        }
+    fn new(body: ResponseBody, shard: Arc<Shard>, route: usize) -> Self {
+        let mut this = Self {
+            body,
+            pool: Some((shard, route)),
+        };
+        this.release();
         this
     }
 
+    /// Once the body has ended: the connection back to its pool.
     fn release(&mut self) {
-        if let Some(slot) = self.slot.take() {
-            slot.shard.checkin(slot.route, slot.sender);
+        if !self.body.is_end() {
+            return;
+        }
+        if let Some((shard, route)) = self.pool.take() {
+            if let Some(connection) = self.body.take_reusable() {
+                shard.checkin(route, connection);
+            }
         }
     }
 }
 
 impl http_body::Body for UpstreamBody {
     type Data = bytes::Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
-        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
-        match &polled {
-            std::task::Poll::Ready(None) => self.release(),
-            std::task::Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => self.release(),
-            std::task::Poll::Ready(Some(Err(_))) => self.slot = None,
-            _ => {}
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, BoxError>>> {
+        let polled = self.body.poll_frame(cx);
+        if polled.is_ready() {
+            self.release();
         }
         polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.body.is_end()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
-    }
-}
-
-/// A connection to an upstream: plain TCP or TLS.
-enum Stream {
-    Plain(tokio::net::TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
-}
-
-impl tokio::io::AsyncRead for Stream {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
-            Self::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl tokio::io::AsyncWrite for Stream {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
-            Self::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(s) => std::pin::Pin::new(s).poll_write_vectored(cx, bufs),
-            Self::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Self::Plain(s) => s.is_write_vectored(),
-            Self::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
-            Self::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
-            Self::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
     }
 }
 

@@ -1,0 +1,720 @@
+//! The upstream side of HTTP/1.1, inline: a request is written and its response read by the
+//! task that forwards it — no connection task, no channel between them, no wake-up in between
+//! (hyper's client connection spends about a quarter of a proxied request's instructions on
+//! those; BENCHMARKS.md). The response body streams from the same connection, which goes back
+//! to its pool when the body has ended.
+//!
+//! Framing follows RFC 9112: no body for `HEAD`, 1xx, 204 and 304; `Transfer-Encoding:
+//! chunked`; `Content-Length` (several must agree); otherwise until the connection closes (then
+//! the connection is not reused). A response head over 64 KiB or 100 headers, a bad chunk
+//! size, or a body cut short is an error, never a panic.
+
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf as _, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::{Body as _, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
+
+use crate::body::{BoxError, RequestBody};
+
+/// The largest response head read.
+const MAX_HEAD: usize = 64 * 1024;
+/// The most response headers.
+const MAX_HEADERS: usize = 100;
+/// The longest chunk-size line (with extensions) or trailer line.
+const MAX_LINE: usize = 4096;
+
+/// A connection to an upstream: plain TCP or TLS.
+pub(crate) enum Stream {
+    Plain(tokio::net::TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(s) => s.is_write_vectored(),
+            Self::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// An upstream's HTTP/1.1 answer the proxy cannot use.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ProtocolError {
+    #[error("the upstream closed the connection before a complete response")]
+    Closed,
+    #[error("the upstream's response head is malformed: {0}")]
+    Head(httparse::Error),
+    #[error("the upstream's response head is over {MAX_HEAD} bytes")]
+    HeadTooLarge,
+    #[error("the upstream answered 101 Switching Protocols to a request that did not ask")]
+    UnexpectedUpgrade,
+    #[error("the upstream's Content-Length is invalid")]
+    ContentLength,
+    #[error("the upstream's chunked body is malformed")]
+    Chunk,
+    #[error("the upstream's body ended early")]
+    BodyCut,
+    #[error("the request body did not match its Content-Length")]
+    RequestLength,
+}
+
+/// One HTTP/1.1 connection to an upstream, idle between requests.
+pub(crate) struct Connection {
+    io: Stream,
+    /// Bytes read and not yet used.
+    buf: BytesMut,
+    /// When the upstream said it closes idle connections (`Keep-Alive: timeout=`).
+    pub(crate) expires: Option<Instant>,
+}
+
+/// Why a request got no response.
+pub(crate) enum SendError {
+    /// A reused connection failed before a byte of the response: the upstream had closed it.
+    /// Here is the request again (it was idempotent and its body replayable): send it on a
+    /// new connection.
+    Stale(Box<Request<RequestBody>>),
+    /// Anything else.
+    Failed(BoxError),
+}
+
+impl<E: Into<BoxError>> From<E> for SendError {
+    fn from(error: E) -> Self {
+        Self::Failed(error.into())
+    }
+}
+
+/// How a response's body is delimited.
+enum Framing {
+    Length(u64),
+    Chunked(Chunk),
+    UntilClose,
+}
+
+#[derive(Clone, Copy)]
+enum Chunk {
+    /// Reading a chunk-size line.
+    Size,
+    /// In a chunk's data: this many bytes left.
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    /// Trailer lines, until an empty one.
+    Trailers,
+}
+
+impl Connection {
+    pub(crate) fn new(io: Stream) -> Self {
+        Self {
+            io,
+            buf: BytesMut::with_capacity(8 * 1024),
+            expires: None,
+        }
+    }
+
+    /// Sends `request` (with an origin-form URI and its `Host`) and reads the response head;
+    /// the body streams from the returned [`ResponseBody`]. `reused`: the connection carried
+    /// requests before (a failure before any response byte is then [`SendError::Stale`]).
+    pub(crate) async fn send(
+        mut self,
+        request: Request<RequestBody>,
+        reused: bool,
+    ) -> Result<(Response<()>, ResponseBody), SendError> {
+        let (parts, body) = request.into_parts();
+        let head_only = parts.method == Method::HEAD;
+        // Kept for a retry on a stale connection: safe methods and those RFC 9110 calls
+        // idempotent, with a body that can be sent again.
+        let retry = (reused && is_idempotent(&parts.method))
+            .then(|| {
+                body.try_replay_body().map(|copy| {
+                    let mut again = Request::new(copy);
+                    *again.method_mut() = parts.method.clone();
+                    *again.uri_mut() = parts.uri.clone();
+                    *again.version_mut() = parts.version;
+                    *again.headers_mut() = parts.headers.clone();
+                    again
+                })
+            })
+            .flatten();
+        let stale = |error: BoxError, retry: Option<Request<RequestBody>>| match retry {
+            Some(request) => SendError::Stale(Box::new(request)),
+            None => SendError::Failed(error),
+        };
+        let written = self.write_request(&parts, body).await;
+        let retry = match written {
+            Ok(()) => retry,
+            Err(error) => return Err(stale(error, retry)),
+        };
+        let (status, version, headers) = match self.read_head().await {
+            Ok(head) => head,
+            Err(HeadError::Nothing(error)) => return Err(stale(error, retry)),
+            Err(error) => return Err(SendError::Failed(error.into_boxed())),
+        };
+        let mut keep_alive = version == Version::HTTP_11 && !has_token(&headers, "close");
+        let framing = if head_only
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            Framing::Length(0)
+        } else if let Some(te) = headers.get(header::TRANSFER_ENCODING) {
+            let chunked = te
+                .to_str()
+                .ok()
+                .and_then(|v| v.rsplit(',').next())
+                .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+            if chunked && !headers.contains_key(header::CONTENT_LENGTH) {
+                Framing::Chunked(Chunk::Size)
+            } else {
+                // RFC 9112 §6.3: a length and a coding together, or a final coding other
+                // than chunked: read to the close, and never reuse the connection.
+                keep_alive = false;
+                Framing::UntilClose
+            }
+        } else if headers.contains_key(header::CONTENT_LENGTH) {
+            Framing::Length(content_length(&headers)?)
+        } else {
+            keep_alive = false;
+            Framing::UntilClose
+        };
+        if keep_alive {
+            self.expires = keep_alive_timeout(&headers).map(|t| Instant::now() + t);
+        }
+        let mut response = Response::new(());
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        let length = match framing {
+            Framing::Length(n) => Some(n),
+            _ => None,
+        };
+        Ok((
+            response,
+            ResponseBody {
+                connection: Some(self),
+                framing,
+                keep_alive,
+                length,
+            },
+        ))
+    }
+
+    /// Writes the request head and body.
+    async fn write_request(
+        &mut self,
+        parts: &http::request::Parts,
+        body: RequestBody,
+    ) -> Result<(), BoxError> {
+        let mut head = Vec::with_capacity(512);
+        head.extend_from_slice(parts.method.as_str().as_bytes());
+        head.push(b' ');
+        head.extend_from_slice(
+            parts
+                .uri
+                .path_and_query()
+                .map_or("/", http::uri::PathAndQuery::as_str)
+                .as_bytes(),
+        );
+        head.extend_from_slice(b" HTTP/1.1\r\n");
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        for (name, value) in &parts.headers {
+            if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+                continue;
+            }
+            head.extend_from_slice(name.as_str().as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(value.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        match body {
+            RequestBody::Empty => {
+                if matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
+                    head.extend_from_slice(b"content-length: 0\r\n");
+                }
+                head.extend_from_slice(b"\r\n");
+                self.io.write_all(&head).await?;
+            }
+            RequestBody::Full(bytes) => {
+                let bytes = bytes.unwrap_or_default();
+                head.extend_from_slice(b"content-length: ");
+                head.extend_from_slice(bytes.len().to_string().as_bytes());
+                head.extend_from_slice(b"\r\n\r\n");
+                write_two(&mut self.io, &head, &bytes).await?;
+            }
+            RequestBody::Stream(mut stream) => {
+                match declared {
+                    Some(length) => {
+                        head.extend_from_slice(b"content-length: ");
+                        head.extend_from_slice(length.to_string().as_bytes());
+                        head.extend_from_slice(b"\r\n\r\n");
+                    }
+                    None => head.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n"),
+                }
+                self.io.write_all(&head).await?;
+                let mut sent = 0u64;
+                while let Some(frame) =
+                    std::future::poll_fn(|cx| Pin::new(&mut stream).poll_frame(cx)).await
+                {
+                    let Ok(data) = frame?.into_data() else {
+                        continue; // trailers are not forwarded
+                    };
+                    if data.is_empty() {
+                        continue;
+                    }
+                    sent += data.len() as u64;
+                    match declared {
+                        Some(length) if sent > length => {
+                            return Err(ProtocolError::RequestLength.into())
+                        }
+                        Some(_) => self.io.write_all(&data).await?,
+                        None => {
+                            let size = format!("{:x}\r\n", data.len());
+                            write_two(&mut self.io, size.as_bytes(), &data).await?;
+                            self.io.write_all(b"\r\n").await?;
+                        }
+                    }
+                }
+                match declared {
+                    Some(length) if sent != length => {
+                        return Err(ProtocolError::RequestLength.into())
+                    }
+                    Some(_) => {}
+                    None => self.io.write_all(b"0\r\n\r\n").await?,
+                }
+            }
+        }
+        self.io.flush().await?;
+        Ok(())
+    }
+
+    /// Reads a final response head (skipping 1xx interim ones).
+    async fn read_head(&mut self) -> Result<(StatusCode, Version, HeaderMap), HeadError> {
+        loop {
+            if !self.buf.is_empty() {
+                match self.parse_head().map_err(HeadError::Other)? {
+                    Some(Parsed::Interim) => continue,
+                    Some(Parsed::Final(status, version, headers)) => {
+                        return Ok((status, version, headers))
+                    }
+                    None if self.buf.len() > MAX_HEAD => {
+                        return Err(HeadError::Other(ProtocolError::HeadTooLarge.into()))
+                    }
+                    None => {}
+                }
+            }
+            self.buf.reserve(8 * 1024);
+            let read = tokio::io::AsyncReadExt::read_buf(&mut self.io, &mut self.buf).await;
+            match read {
+                Ok(0) if self.buf.is_empty() => {
+                    return Err(HeadError::Nothing(ProtocolError::Closed.into()))
+                }
+                Ok(0) => return Err(HeadError::Other(ProtocolError::Closed.into())),
+                Ok(_) => {}
+                Err(error) if self.buf.is_empty() => return Err(HeadError::Nothing(error.into())),
+                Err(error) => return Err(HeadError::Other(error.into())),
+            }
+        }
+    }
+
+    /// A response head from the buffer, if a complete one is there.
+    fn parse_head(&mut self) -> Result<Option<Parsed>, BoxError> {
+        // Uninitialised slots: initialising 100 of them cost more than parsing a short head.
+        let mut slots =
+            [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            &self.buf,
+            &mut slots,
+        );
+        let length = match parsed {
+            Ok(httparse::Status::Complete(length)) => length,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(error) => return Err(ProtocolError::Head(error).into()),
+        };
+        let status = StatusCode::from_u16(response.code.unwrap_or(0))
+            .map_err(|_| ProtocolError::Head(httparse::Error::Status))?;
+        let version = if response.version == Some(1) {
+            Version::HTTP_11
+        } else {
+            Version::HTTP_10
+        };
+        if status.is_informational() {
+            if status == StatusCode::SWITCHING_PROTOCOLS {
+                return Err(ProtocolError::UnexpectedUpgrade.into());
+            }
+            self.buf.advance(length);
+            return Ok(Some(Parsed::Interim));
+        }
+        // Where each name and value lies in the buffer, so that the values can share it.
+        let base = self.buf.as_ptr() as usize;
+        let mut spans = Vec::with_capacity(response.headers.len());
+        for h in response.headers.iter() {
+            let name = h.name.as_ptr() as usize - base;
+            let value = h.value.as_ptr() as usize - base;
+            spans.push((name, h.name.len(), value, h.value.len()));
+        }
+        let head = self.buf.split_to(length).freeze();
+        let mut headers = HeaderMap::with_capacity(spans.len());
+        for (name, name_len, value, value_len) in spans {
+            let name = HeaderName::from_bytes(&head[name..name + name_len])
+                .map_err(|_| ProtocolError::Head(httparse::Error::HeaderName))?;
+            let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
+                .map_err(|_| ProtocolError::Head(httparse::Error::HeaderValue))?;
+            headers.append(name, value);
+        }
+        Ok(Some(Parsed::Final(status, version, headers)))
+    }
+}
+
+enum Parsed {
+    Interim,
+    Final(StatusCode, Version, HeaderMap),
+}
+
+/// A failure reading the head: before any byte of it (`Nothing`), or after.
+enum HeadError {
+    Nothing(BoxError),
+    Other(BoxError),
+}
+
+impl HeadError {
+    fn into_boxed(self) -> BoxError {
+        match self {
+            Self::Nothing(e) | Self::Other(e) => e,
+        }
+    }
+}
+
+/// Writes `a` then `b`, in one system call when the stream takes both.
+async fn write_two(io: &mut Stream, a: &[u8], b: &[u8]) -> std::io::Result<()> {
+    let mut a = a;
+    let mut b = b;
+    while !a.is_empty() {
+        let slices = [std::io::IoSlice::new(a), std::io::IoSlice::new(b)];
+        let n = io.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        if n < a.len() {
+            a = &a[n..];
+        } else {
+            b = &b[n - a.len()..];
+            a = &[];
+        }
+    }
+    io.write_all(b).await
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+    )
+}
+
+/// Whether the `Connection` header lists `token`.
+fn has_token(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// The one `Content-Length` (several values must agree).
+fn content_length(headers: &HeaderMap) -> Result<u64, ProtocolError> {
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        let text = value.to_str().map_err(|_| ProtocolError::ContentLength)?;
+        for part in text.split(',') {
+            let part = part.trim();
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ProtocolError::ContentLength);
+            }
+            let n: u64 = part.parse().map_err(|_| ProtocolError::ContentLength)?;
+            if length.is_some_and(|l| l != n) {
+                return Err(ProtocolError::ContentLength);
+            }
+            length = Some(n);
+        }
+    }
+    length.ok_or(ProtocolError::ContentLength)
+}
+
+/// `Keep-Alive: timeout=N`, a second early.
+fn keep_alive_timeout(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get("keep-alive")?.to_str().ok()?;
+    let secs = value.split(',').find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("timeout")
+            .then(|| v.trim().parse::<u64>().ok())
+            .flatten()
+    })?;
+    Some(Duration::from_secs(secs.saturating_sub(1)))
+}
+
+/// A response body read from its connection, which it gives back through `done` when the
+/// body has ended on a connection that can carry another request.
+pub(crate) struct ResponseBody {
+    connection: Option<Connection>,
+    framing: Framing,
+    keep_alive: bool,
+    length: Option<u64>,
+}
+
+impl ResponseBody {
+    /// Whether the body has ended.
+    pub(crate) fn is_end(&self) -> bool {
+        matches!(self.framing, Framing::Length(0))
+    }
+
+    /// The connection, once the body has ended and it can be reused.
+    pub(crate) fn take_reusable(&mut self) -> Option<Connection> {
+        if self.is_end() && self.keep_alive {
+            self.connection.take().filter(|c| c.buf.is_empty())
+        } else {
+            None
+        }
+    }
+
+    /// Reads more into the connection's buffer: `Ready(Ok(0))` at the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, BoxError>> {
+        let Some(connection) = self.connection.as_mut() else {
+            return Poll::Ready(Ok(0));
+        };
+        connection.buf.reserve(16 * 1024);
+        let n = ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut connection.io),
+            cx,
+            &mut connection.buf
+        ))?;
+        Poll::Ready(Ok(n))
+    }
+
+    fn buffered(&mut self) -> usize {
+        self.connection.as_ref().map_or(0, |c| c.buf.len())
+    }
+
+    fn take(&mut self, n: usize) -> Bytes {
+        match self.connection.as_mut() {
+            Some(c) => c.buf.split_to(n).freeze(),
+            None => Bytes::new(),
+        }
+    }
+
+    /// The next line (without CRLF) from the buffer, if a whole one is there.
+    fn line(&mut self) -> Result<Option<Bytes>, BoxError> {
+        let Some(connection) = self.connection.as_mut() else {
+            return Err(ProtocolError::Chunk.into());
+        };
+        match connection.buf.windows(2).position(|w| w == b"\r\n") {
+            Some(end) => {
+                let line = connection.buf.split_to(end).freeze();
+                connection.buf.advance(2);
+                Ok(Some(line))
+            }
+            None if connection.buf.len() > MAX_LINE => Err(ProtocolError::Chunk.into()),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        loop {
+            match self.framing {
+                Framing::Length(0) => return Poll::Ready(None),
+                Framing::Length(left) => {
+                    let have = self.buffered();
+                    if have > 0 {
+                        let n = (have as u64).min(left) as usize;
+                        self.framing = Framing::Length(left - n as u64);
+                        return Poll::Ready(Some(Ok(Frame::data(self.take(n)))));
+                    }
+                    if ready!(self.poll_fill(cx))? == 0 {
+                        self.connection = None;
+                        return Poll::Ready(Some(Err(ProtocolError::BodyCut.into())));
+                    }
+                }
+                Framing::UntilClose => {
+                    let have = self.buffered();
+                    if have > 0 {
+                        return Poll::Ready(Some(Ok(Frame::data(self.take(have)))));
+                    }
+                    if ready!(self.poll_fill(cx))? == 0 {
+                        self.connection = None;
+                        self.framing = Framing::Length(0);
+                        return Poll::Ready(None);
+                    }
+                }
+                Framing::Chunked(state) => {
+                    match state {
+                        Chunk::Size => {
+                            if let Some(line) = self.line()? {
+                                let size = line.split(|b| *b == b';').next().unwrap_or_default();
+                                let size = std::str::from_utf8(size)
+                                    .ok()
+                                    .map(str::trim)
+                                    .filter(|s| !s.is_empty() && s.len() <= 16)
+                                    .and_then(|s| u64::from_str_radix(s, 16).ok())
+                                    .ok_or(ProtocolError::Chunk)?;
+                                self.framing = Framing::Chunked(if size == 0 {
+                                    Chunk::Trailers
+                                } else {
+                                    Chunk::Data(size)
+                                });
+                                continue;
+                            }
+                        }
+                        Chunk::Data(left) => {
+                            let have = self.buffered();
+                            if have > 0 {
+                                let n = (have as u64).min(left) as usize;
+                                self.framing = Framing::Chunked(if left == n as u64 {
+                                    Chunk::DataEnd
+                                } else {
+                                    Chunk::Data(left - n as u64)
+                                });
+                                return Poll::Ready(Some(Ok(Frame::data(self.take(n)))));
+                            }
+                        }
+                        Chunk::DataEnd => match self.line()? {
+                            Some(line) if line.is_empty() => {
+                                self.framing = Framing::Chunked(Chunk::Size);
+                                continue;
+                            }
+                            Some(_) => {
+                                self.connection = None;
+                                return Poll::Ready(Some(Err(ProtocolError::Chunk.into())));
+                            }
+                            None => {}
+                        },
+                        Chunk::Trailers => match self.line()? {
+                            Some(line) if line.is_empty() => {
+                                self.framing = Framing::Length(0);
+                                continue;
+                            }
+                            // Trailers are not forwarded.
+                            Some(_) => continue,
+                            None => {}
+                        },
+                    }
+                    if ready!(self.poll_fill(cx))? == 0 {
+                        self.connection = None;
+                        return Poll::Ready(Some(Err(ProtocolError::BodyCut.into())));
+                    }
+                }
+            }
+        }
+    }
+
+    pub(crate) fn size_hint(&self) -> SizeHint {
+        match (self.length, &self.framing) {
+            (Some(_), Framing::Length(left)) => SizeHint::with_exact(*left),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// A request body that can be copied for a retry.
+trait TryReplay: Sized {
+    fn try_replay_body(&self) -> Option<Self>;
+}
+
+impl TryReplay for RequestBody {
+    fn try_replay_body(&self) -> Option<Self> {
+        tokenkeeper::tower::ReplayBody::try_replay(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn content_lengths_must_agree() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        assert_eq!(content_length(&headers).unwrap(), 5);
+        headers.append(header::CONTENT_LENGTH, HeaderValue::from_static("5, 5"));
+        assert_eq!(content_length(&headers).unwrap(), 5);
+        headers.append(header::CONTENT_LENGTH, HeaderValue::from_static("6"));
+        assert!(content_length(&headers).is_err());
+        for bad in ["-1", "+5", "", "5x", "99999999999999999999999"] {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from_str(bad).unwrap());
+            assert!(content_length(&headers).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn keep_alive_timeouts_are_read() {
+        let mut headers = HeaderMap::new();
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5, max=100"));
+        assert_eq!(keep_alive_timeout(&headers), Some(Duration::from_secs(4)));
+        headers.insert("keep-alive", HeaderValue::from_static("max=100"));
+        assert_eq!(keep_alive_timeout(&headers), None);
+    }
+}
