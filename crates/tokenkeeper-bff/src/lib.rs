@@ -12,6 +12,29 @@
 //! - Server-side sessions ([`BffSessionStore`]): the cookie (`__Host-bff`, HttpOnly, Secure,
 //!   `SameSite=Strict`) holds a random id only; sliding expiry with an absolute maximum.
 //!
+//! - Proxying goes through [`tokenkeeper_proxy`]'s engine, the one `tokenkeeper sidecar` uses
+//!   too: the BFF is its [`tokenkeeper_proxy::Policy`]. Serve the BFF with [`Bff::router`] (in an
+//!   axum app) or [`Bff::handler`] (the per-core server `tokenkeeper bff` runs, at nginx's speed).
+//!
+//! # Layout
+//!
+//! Each module uses only those below it (a test, `en_01_layout`, fails on any import circle):
+//!
+//! ```text
+//! host                   config file → a Bff            (feature `config`)
+//! router                 axum router; BffHandler for the per-core server
+//!   ├── management       login, callback, logout, user, back-channel, diagnostics
+//!   ├── proxy            the engine's Policy: anti-forgery, session, token, upgrades
+//!   │     └── websocket  the WebSocket relay
+//!   │           └── access   which token a request gets (none, client, user)
+//!   └── local            local API routes and BffUser
+//! bff                    options, state, sessions, cookies, ending sessions
+//!   ├── relays           open WebSocket relays per session
+//!   ├── routes           ApiRoute, RouteToken, AntiForgery
+//!   ├── session, redis_store   session stores
+//!   └── responses, metrics     short answers, counters
+//! ```
+//!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use tokenkeeper_axum::{Oidc, OidcConfig};

@@ -385,7 +385,8 @@ impl Connection {
             &mut slots,
         );
         let length = match parsed {
-            Ok(httparse::Status::Complete(length)) => length,
+            Ok(httparse::Status::Complete(length)) if length <= MAX_HEAD => length,
+            Ok(httparse::Status::Complete(_)) => return Err(ProtocolError::HeadTooLarge.into()),
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(error) => return Err(ProtocolError::Head(error).into()),
         };
