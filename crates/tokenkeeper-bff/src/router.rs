@@ -104,13 +104,16 @@ impl tokenkeeper_proxy::server::Handler for BffHandler {
     async fn handle(
         &self,
         mut request: http::Request<hyper::body::Incoming>,
-        peer: SocketAddr,
+        peer: tokenkeeper_proxy::server::Peer,
     ) -> http::Response<ProxyBody> {
         let engine = &self.bff.inner.engine;
+        let peer = peer.socket_addr();
         if let Some(index) = engine.route_for(request.uri().path()) {
-            return engine.forward(&self.bff, index, request, Some(peer)).await;
+            return engine.forward(&self.bff, index, request, peer).await;
         }
-        request.extensions_mut().insert(ConnectInfo(peer));
+        if let Some(peer) = peer {
+            request.extensions_mut().insert(ConnectInfo(peer));
+        }
         match self.router.clone().call(request).await {
             Ok(response) => response.map(ProxyBody::boxed),
             Err(never) => match never {},

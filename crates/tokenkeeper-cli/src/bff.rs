@@ -321,7 +321,7 @@ pub(crate) async fn run(args: BffArgs) -> anyhow::Result<()> {
 }
 
 /// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         let mut term =
@@ -347,7 +347,7 @@ fn eprintln_notice(text: &str) {
 }
 
 #[allow(clippy::print_stdout)]
-fn print(text: &str) {
+pub(crate) fn print(text: &str) {
     println!("{text}");
     use std::io::Write as _;
     let _ = std::io::stdout().flush();

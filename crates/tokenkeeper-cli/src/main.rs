@@ -1,6 +1,7 @@
 //! `tokenkeeper`: the command-line front door.
 //!
 //! - `tokenkeeper bff` — the backend-for-frontend host (`--dev`: the whole stack, in one process).
+//! - `tokenkeeper sidecar` — the egress token proxy for services in any language.
 //! - `tokenkeeper demo` — machine-to-machine tokens end to end, in one process.
 //! - `tokenkeeper token` — fetch a client-credentials token and print it.
 //! - `tokenkeeper dev-idp` — a development identity provider (the test server, standalone).
@@ -11,6 +12,7 @@ mod bff;
 mod demo;
 mod dev_idp;
 mod dpop;
+mod sidecar;
 mod token;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +31,9 @@ enum Command {
     /// or `--dev` for the whole development stack on 127.0.0.1 (`--dev --check` runs its
     /// journey headlessly and exits 0 or 1).
     Bff(bff::BffArgs),
+    /// Run the egress token proxy: services call it on loopback (or a Unix socket) and it
+    /// forwards with each route's token — `--config FILE` (TOML; `--check-config` validates it).
+    Sidecar(sidecar::SidecarArgs),
     /// Run the client-credentials demo: a test authorization server, a protected API and
     /// concurrent workers calling it through the token middleware while tokens expire.
     Demo(demo::DemoArgs),
@@ -82,6 +87,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .build()?;
     match cli.command {
         Command::Bff(args) => runtime.block_on(bff::run(args)),
+        Command::Sidecar(args) => runtime.block_on(sidecar::run(args)),
         Command::Demo(args) => runtime.block_on(demo::run(args)).map(|report| {
             println!("{report}");
         }),

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use tokenkeeper_proxy::server::{Bound, Handler, ServerOptions};
+use tokenkeeper_proxy::server::{Bound, Handler, Peer, ServerOptions};
 use tokenkeeper_proxy::{Attach, Engine, Policy, ProxyBody, Route};
 
 struct Open;
@@ -33,10 +33,14 @@ impl Handler for Host {
     async fn handle(
         &self,
         request: http::Request<hyper::body::Incoming>,
-        peer: std::net::SocketAddr,
+        peer: Peer,
     ) -> http::Response<ProxyBody> {
         match self.engine.route_for(request.uri().path()) {
-            Some(route) => self.engine.forward(&Open, route, request, Some(peer)).await,
+            Some(route) => {
+                self.engine
+                    .forward(&Open, route, request, peer.socket_addr())
+                    .await
+            }
             None => tokenkeeper_proxy::plain_text(http::StatusCode::NOT_FOUND, "Not found."),
         }
     }

@@ -31,7 +31,7 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use tokenkeeper_proxy::{Attach, Engine, Policy, Route};
-//! use tokenkeeper_proxy::server::{Bound, Handler, ServerOptions};
+//! use tokenkeeper_proxy::server::{Bound, Handler, Peer, ServerOptions};
 //!
 //! /// Forwards everything under `/orders` with no credentials.
 //! struct Open;
@@ -45,10 +45,10 @@
 //!
 //! struct Host { engine: Engine }
 //! impl Handler for Host {
-//!     async fn handle(&self, request: http::Request<hyper::body::Incoming>, peer: std::net::SocketAddr)
+//!     async fn handle(&self, request: http::Request<hyper::body::Incoming>, peer: Peer)
 //!         -> http::Response<tokenkeeper_proxy::ProxyBody> {
 //!         match self.engine.route_for(request.uri().path()) {
-//!             Some(route) => self.engine.forward(&Open, route, request, Some(peer)).await,
+//!             Some(route) => self.engine.forward(&Open, route, request, peer.socket_addr()).await,
 //!             None => tokenkeeper_proxy::plain_text(http::StatusCode::NOT_FOUND, "Not found."),
 //!         }
 //!     }

@@ -35,13 +35,37 @@ pub fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// A TCP peer.
+    Tcp(SocketAddr),
+    /// A process on a Unix socket, with its credentials (`SO_PEERCRED`) when the OS gave them.
+    Unix {
+        /// The peer process's user id.
+        uid: Option<u32>,
+        /// The peer process's group id.
+        gid: Option<u32>,
+    },
+}
+
+impl Peer {
+    /// The TCP peer's address.
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Self::Tcp(addr) => Some(*addr),
+            Self::Unix { .. } => None,
+        }
+    }
+}
+
 /// What a [`Server`] does with each request.
 pub trait Handler: Send + Sync + 'static {
     /// The answer to `request`, which came from `peer`.
     fn handle(
         &self,
         request: Request<Incoming>,
-        peer: SocketAddr,
+        peer: Peer,
     ) -> impl Future<Output = Response<ProxyBody>> + Send;
 
     /// Called on each worker thread, in its runtime, before it accepts connections (to start
@@ -72,11 +96,37 @@ impl Default for ServerOptions {
     }
 }
 
+/// Where a server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    /// A TCP address.
+    Tcp(SocketAddr),
+    /// A Unix socket's path.
+    Unix(std::path::PathBuf),
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp(addr) => write!(f, "{addr}"),
+            Self::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// One worker's listening socket.
+#[derive(Debug)]
+enum Socket {
+    Tcp(std::net::TcpListener),
+    #[cfg(unix)]
+    Unix(std::os::unix::net::UnixListener),
+}
+
 /// Listening sockets, bound and not yet served: one per worker, on one address.
 #[derive(Debug)]
 pub struct Bound {
-    addr: SocketAddr,
-    sockets: Vec<std::net::TcpListener>,
+    listen: Listen,
+    sockets: Vec<Socket>,
 }
 
 impl Bound {
@@ -84,16 +134,69 @@ impl Bound {
     pub fn bind(addr: SocketAddr, workers: usize) -> std::io::Result<Self> {
         let first = reuse_port_socket(addr)?;
         let addr = first.local_addr()?;
-        let mut sockets = vec![first];
+        let mut sockets = vec![Socket::Tcp(first)];
         for _ in 1..workers.max(1) {
-            sockets.push(reuse_port_socket(addr)?);
+            sockets.push(Socket::Tcp(reuse_port_socket(addr)?));
         }
-        Ok(Self { addr, sockets })
+        Ok(Self {
+            listen: Listen::Tcp(addr),
+            sockets,
+        })
     }
 
-    /// The bound address (with the port the OS chose for port 0).
+    /// Binds a Unix socket at `path` (mode 0660: its owner and group may connect), shared by
+    /// `workers`. A stale socket file (nobody listening) is replaced; a live one is an error.
+    #[cfg(unix)]
+    pub fn bind_unix(path: &std::path::Path, workers: usize) -> std::io::Result<Self> {
+        use std::os::unix::fs::PermissionsExt as _;
+        if path.exists() {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    format!("{} is in use", path.display()),
+                ));
+            }
+            std::fs::remove_file(path)?;
+        }
+        let listener = std::os::unix::net::UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+        listener.set_nonblocking(true)?;
+        let mut sockets = Vec::with_capacity(workers.max(1));
+        for _ in 1..workers.max(1) {
+            sockets.push(Socket::Unix(listener.try_clone()?));
+        }
+        sockets.push(Socket::Unix(listener));
+        Ok(Self {
+            listen: Listen::Unix(path.to_owned()),
+            sockets,
+        })
+    }
+
+    /// Binds to `listen`.
+    pub fn bind_to(listen: &Listen, workers: usize) -> std::io::Result<Self> {
+        match listen {
+            Listen::Tcp(addr) => Self::bind(*addr, workers),
+            #[cfg(unix)]
+            Listen::Unix(path) => Self::bind_unix(path, workers),
+            #[cfg(not(unix))]
+            Listen::Unix(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "Unix sockets need a Unix system",
+            )),
+        }
+    }
+
+    /// The bound TCP address (with the port the OS chose for port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        match &self.listen {
+            Listen::Tcp(addr) => *addr,
+            Listen::Unix(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+        }
+    }
+
+    /// Where it listens.
+    pub fn listen(&self) -> &Listen {
+        &self.listen
     }
 
     /// Serves `handler` on every worker until [`Server::shutdown`].
@@ -121,7 +224,7 @@ impl Bound {
             );
         }
         Ok(Server {
-            addr: self.addr,
+            listen: self.listen,
             stop,
             threads,
         })
@@ -146,15 +249,23 @@ fn reuse_port_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener>
 /// A running server.
 #[derive(Debug)]
 pub struct Server {
-    addr: SocketAddr,
+    listen: Listen,
     stop: watch::Sender<bool>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
-    /// The address it listens on.
+    /// The TCP address it listens on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        match &self.listen {
+            Listen::Tcp(addr) => *addr,
+            Listen::Unix(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+        }
+    }
+
+    /// Where it listens.
+    pub fn listen(&self) -> &Listen {
+        &self.listen
     }
 
     /// Stops accepting connections; in-flight requests finish (up to the drain timeout),
@@ -175,14 +286,58 @@ impl Server {
     }
 }
 
+/// A worker's listener, in its runtime.
+enum Listener {
+    Tcp(tokio::net::TcpListener),
+    #[cfg(unix)]
+    Unix(tokio::net::UnixListener),
+}
+
+impl Listener {
+    fn new(socket: Socket) -> std::io::Result<Self> {
+        Ok(match socket {
+            Socket::Tcp(s) => Self::Tcp(tokio::net::TcpListener::from_std(s)?),
+            #[cfg(unix)]
+            Socket::Unix(s) => Self::Unix(tokio::net::UnixListener::from_std(s)?),
+        })
+    }
+
+    async fn accept(&self) -> std::io::Result<(Connection, Peer)> {
+        match self {
+            Self::Tcp(listener) => {
+                let (stream, peer) = listener.accept().await?;
+                let _ = stream.set_nodelay(true);
+                Ok((Connection::Tcp(stream), Peer::Tcp(peer)))
+            }
+            #[cfg(unix)]
+            Self::Unix(listener) => {
+                let (stream, _) = listener.accept().await?;
+                let cred = stream.peer_cred().ok();
+                let peer = Peer::Unix {
+                    uid: cred.map(|c| c.uid()),
+                    gid: cred.map(|c| c.gid()),
+                };
+                Ok((Connection::Unix(stream), peer))
+            }
+        }
+    }
+}
+
+/// An accepted connection.
+enum Connection {
+    Tcp(tokio::net::TcpStream),
+    #[cfg(unix)]
+    Unix(tokio::net::UnixStream),
+}
+
 async fn worker<H: Handler>(
     index: usize,
-    socket: std::net::TcpListener,
+    socket: Socket,
     handler: Arc<H>,
-    mut stopped: watch::Receiver<bool>,
+    stopped: watch::Receiver<bool>,
     options: ServerOptions,
 ) {
-    let listener = match tokio::net::TcpListener::from_std(socket) {
+    let listener = match Listener::new(socket) {
         Ok(listener) => listener,
         Err(error) => {
             tracing::error!(%error, worker = index, "cannot listen");
@@ -192,6 +347,7 @@ async fn worker<H: Handler>(
     handler.worker_started(index);
     // Each connection holds a sender: when all are gone, the worker has drained.
     let (open, mut drained) = tokio::sync::mpsc::channel::<()>(1);
+    let mut stop = stopped.clone();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -203,33 +359,51 @@ async fn worker<H: Handler>(
                     continue;
                 }
             },
-            _ = stopped.wait_for(|stop| *stop) => break,
+            _ = stop.wait_for(|stop| *stop) => break,
         };
-        let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
-        let service = hyper::service::service_fn(move |request| {
-            let handler = handler.clone();
-            async move { Ok::<_, Infallible>(handler.handle(request, peer).await) }
-        });
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(options.header_read_timeout)
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
-        let mut stopped = stopped.clone();
-        let open = open.clone();
-        tokio::spawn(async move {
-            let _open = open;
-            let mut connection = std::pin::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => return,
-                _ = stopped.wait_for(|stop| *stop) => {}
-            }
-            connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
-        });
+        match stream {
+            Connection::Tcp(stream) => serve(stream, peer, &handler, &stopped, &open, &options),
+            #[cfg(unix)]
+            Connection::Unix(stream) => serve(stream, peer, &handler, &stopped, &open, &options),
+        }
     }
     drop(listener);
     drop(open);
     let _ = tokio::time::timeout(options.drain_timeout, drained.recv()).await;
+}
+
+/// Serves one connection on this worker until it closes, or drains it at shutdown.
+fn serve<H, S>(
+    stream: S,
+    peer: Peer,
+    handler: &Arc<H>,
+    stopped: &watch::Receiver<bool>,
+    open: &tokio::sync::mpsc::Sender<()>,
+    options: &ServerOptions,
+) where
+    H: Handler,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let handler = handler.clone();
+    let service = hyper::service::service_fn(move |request| {
+        let handler = handler.clone();
+        async move { Ok::<_, Infallible>(handler.handle(request, peer).await) }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    let mut stopped = stopped.clone();
+    let open = open.clone();
+    tokio::spawn(async move {
+        let _open = open;
+        let mut connection = std::pin::pin!(connection);
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            _ = stopped.wait_for(|stop| *stop) => {}
+        }
+        connection.as_mut().graceful_shutdown();
+        let _ = connection.await;
+    });
 }

@@ -3,13 +3,12 @@
 //! per-core server, with a policy that attaches a header and refuses what it must.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
-use tokenkeeper_proxy::server::{Bound, Handler, Server, ServerOptions};
+use tokenkeeper_proxy::server::{Bound, Handler, Peer, Server, ServerOptions};
 use tokenkeeper_proxy::{Attach, Engine, Policy, ProxyBody, Route};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
@@ -40,10 +39,14 @@ impl Handler for Host {
     async fn handle(
         &self,
         request: Request<hyper::body::Incoming>,
-        peer: SocketAddr,
+        peer: Peer,
     ) -> Response<ProxyBody> {
         match self.0.route_for(request.uri().path()) {
-            Some(route) => self.0.forward(&Test, route, request, Some(peer)).await,
+            Some(route) => {
+                self.0
+                    .forward(&Test, route, request, peer.socket_addr())
+                    .await
+            }
             None => tokenkeeper_proxy::plain_text(StatusCode::NOT_FOUND, "Not found."),
         }
     }

@@ -1,0 +1,147 @@
+//! The sidecar's policy on the proxy engine: which token each route attaches, and its own
+//! answers as JSON.
+
+use http::{header, Response, StatusCode};
+use tokenkeeper::exchange::TokenExchange;
+use tokenkeeper::{
+    ClientCredentialsTokenManager, ClientTokenSource, TokenLayer, TokenRequestParams,
+};
+use tokenkeeper_proxy::{Attach, Policy, ProxyBody, Refusal};
+
+use crate::json_error;
+
+/// What a route attaches.
+#[derive(Debug)]
+pub enum RoutePlan {
+    /// Nothing.
+    None,
+    /// The caller's `Authorization`, as it came.
+    Forward,
+    /// A client's token (the layer made once).
+    Client(TokenLayer),
+    /// The caller's Bearer token, exchanged with `client`.
+    Exchange {
+        /// The client that exchanges.
+        client: String,
+        /// Scope and resource asked for.
+        params: TokenRequestParams,
+        /// The audience asked for.
+        audience: Option<String>,
+    },
+}
+
+/// The sidecar's [`Policy`].
+#[derive(Debug)]
+pub struct SidecarPolicy {
+    routes: Vec<RoutePlan>,
+    tokens: Option<ClientCredentialsTokenManager>,
+}
+
+impl SidecarPolicy {
+    pub(crate) fn new(
+        routes: Vec<RoutePlan>,
+        tokens: Option<ClientCredentialsTokenManager>,
+    ) -> Self {
+        Self { routes, tokens }
+    }
+}
+
+/// The caller's Bearer token, if its `Authorization` is one (the scheme in any case).
+fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && token.len() <= 16 * 1024)
+        .then_some(token)
+}
+
+impl Policy for SidecarPolicy {
+    type Context = ();
+
+    async fn admit(
+        &self,
+        route: usize,
+        parts: &http::request::Parts,
+    ) -> Result<(Attach, ()), Response<ProxyBody>> {
+        let attach = match &self.routes[route] {
+            RoutePlan::None => Attach::None,
+            RoutePlan::Forward => match parts.headers.get(header::AUTHORIZATION) {
+                Some(value) => Attach::Authorization(value.clone()),
+                None => Attach::None,
+            },
+            RoutePlan::Client(layer) => Attach::Client(layer.clone()),
+            RoutePlan::Exchange {
+                client,
+                params,
+                audience,
+            } => {
+                let Some(subject) = bearer(&parts.headers) else {
+                    return Err(json_error(
+                        StatusCode::UNAUTHORIZED,
+                        "missing_bearer",
+                        "This route exchanges the caller's Bearer token: send one.",
+                    ));
+                };
+                let mut exchange = TokenExchange::access_token(subject);
+                if let Some(audience) = audience {
+                    exchange = exchange.audience(audience.as_str());
+                }
+                let Some(tokens) = &self.tokens else {
+                    return Err(self.refuse(Refusal::TokenUnavailable));
+                };
+                match ClientTokenSource::new(tokens, client, params.clone().exchange(exchange)) {
+                    Ok(source) => Attach::Client(TokenLayer::new(source)),
+                    Err(error) => {
+                        tracing::warn!(%error, "the caller's token cannot be exchanged");
+                        return Err(self.refuse(Refusal::TokenUnavailable));
+                    }
+                }
+            }
+        };
+        Ok((attach, ()))
+    }
+
+    async fn token_failed(
+        &self,
+        _route: usize,
+        _context: (),
+        error: &tokenkeeper::Error,
+    ) -> Response<ProxyBody> {
+        // An exchange the server refused (the caller's token is bad): the caller's fault.
+        if matches!(error, tokenkeeper::Error::ReauthenticationRequired(_)) {
+            return json_error(
+                StatusCode::UNAUTHORIZED,
+                "token_refused",
+                "The token server refused the caller's token.",
+            );
+        }
+        self.refuse(Refusal::TokenUnavailable)
+    }
+
+    fn refuse(&self, refusal: Refusal) -> Response<ProxyBody> {
+        json_error(refusal.status(), refusal.code(), refusal.message())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer;
+
+    #[test]
+    fn bearer_tokens_are_read_strictly() {
+        let headers = |v: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(
+                http::header::AUTHORIZATION,
+                v.parse()
+                    .unwrap_or_else(|_| http::HeaderValue::from_static("x")),
+            );
+            h
+        };
+        assert_eq!(bearer(&headers("Bearer abc")), Some("abc"));
+        assert_eq!(bearer(&headers("bearer abc")), Some("abc"));
+        assert_eq!(bearer(&headers("DPoP abc")), None);
+        assert_eq!(bearer(&headers("Bearer ")), None);
+        assert_eq!(bearer(&headers("Basic YQ==")), None);
+    }
+}
