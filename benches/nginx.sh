@@ -82,9 +82,10 @@ for _ in $(seq 50); do curl -fsS "http://127.0.0.1:$proxy_port/api/x" >/dev/null
 # tokenkeeper's hosts in front of the same upstream, each a process of its own:
 # - bff-user: the BFF, a `token = user` route, a logged-in session (the bff_proxy bench, TK_SERVE);
 # - bff-client: the same with a `token = client` route (a client-credentials token);
-# - engine: the proxy engine with no policy at all (the floor under both).
+# - engine: the proxy engine with no policy at all (the floor under the hosts).
 cargo build --release -q -p tokenkeeper-benches --bench bff_proxy --bench latency 2>/dev/null
 cargo build --release -q -p tokenkeeper-proxy --example forward
+cargo build --release -q -p tokenkeeper-cli
 bench_bin() {
   cargo bench -p tokenkeeper-benches --bench "$1" --no-run 2>&1 \
     | sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -1
@@ -108,8 +109,41 @@ for name in bff-user bff-client; do
   grep -q '^cookie ' "$work/$name.out" || { echo "$name did not start:" >&2; cat "$work/$name.err" >&2; exit 1; }
 done
 for _ in $(seq 100); do grep -q '^listening ' "$work/engine.out" 2>/dev/null && break; sleep 0.1; done
-url_of() { case $1 in engine) echo "$(sed -n 's/^listening //p' "$work/engine.out")/api/items" ;; *) sed -n 's/^bff //p' "$work/$1.out" ;; esac; }
-cookie_of() { case $1 in engine) echo "none=1" ;; *) sed -n 's/^cookie //p' "$work/$1.out" ;; esac; }
+
+# - sidecar: `tokenkeeper sidecar`, a `token = client` route (its token from `tokenkeeper dev-idp`).
+target/release/tokenkeeper dev-idp --bind 127.0.0.1:0 --client worker:worker-secret > "$work/idp.out" 2>"$work/idp.err" &
+pids+=($!)
+for _ in $(seq 100); do grep -q 'http://' "$work/idp.out" 2>/dev/null && break; sleep 0.1; done
+issuer=$(grep -o 'http://127.0.0.1:[0-9]*' "$work/idp.out" | head -1)
+cat > "$work/sidecar.toml" <<TOML
+[sidecar]
+listen = "127.0.0.1:0"
+workers = 2
+
+[[clients]]
+name = "worker"
+issuer = "$issuer"
+client_id = "worker"
+client_secret_env = "WORKER_SECRET"
+
+[[routes]]
+path = "/api"
+upstream = "http://127.0.0.1:$upstream_port/up"
+token = "client"
+client = "worker"
+TOML
+WORKER_SECRET=worker-secret target/release/tokenkeeper sidecar --config "$work/sidecar.toml" > "$work/sidecar.out" 2>"$work/sidecar.err" &
+pids+=($!)
+for _ in $(seq 100); do grep -q '^tokenkeeper sidecar on ' "$work/sidecar.out" 2>/dev/null && break; sleep 0.1; done
+grep -q '^tokenkeeper sidecar on ' "$work/sidecar.out" || { echo "the sidecar did not start:" >&2; cat "$work/sidecar.err" >&2; exit 1; }
+url_of() {
+  case $1 in
+    engine) echo "$(sed -n 's/^listening //p' "$work/engine.out")/api/items" ;;
+    sidecar) echo "http://$(sed -n 's/^tokenkeeper sidecar on \([^ ]*\).*/\1/p' "$work/sidecar.out")/api/items" ;;
+    *) sed -n 's/^bff //p' "$work/$1.out" ;;
+  esac
+}
+cookie_of() { case $1 in engine|sidecar) echo "none=1" ;; *) sed -n 's/^cookie //p' "$work/$1.out" ;; esac; }
 
 rate() { # url [header...] -> requests per second
   local url=$1; shift
@@ -121,7 +155,7 @@ rate() { # url [header...] -> requests per second
 
 nginx_url="http://127.0.0.1:$proxy_port/api/items"
 echo "nginx $("$NGINX" -v 2>&1 | sed 's/.*nginx\///'), wrk -t$THREADS -c$CONNECTIONS, ${SECONDS_PER_ROUND} s rounds, $(nproc) cores"
-for target in ${TARGETS:-bff-user bff-client engine}; do
+for target in ${TARGETS:-bff-user bff-client sidecar engine}; do
   url=$(url_of "$target"); cookie=$(cookie_of "$target")
   echo
   echo "### $target"
@@ -153,7 +187,7 @@ if [ "${LATENCY:-1}" = 1 ]; then
   echo "### latency at ${LATENCY_RATE:-1000} req/s (ms; median of ${LATENCY_ROUNDS:-4} rounds, targets alternating)"
   targets="direct http://127.0.0.1:$upstream_port/up/items
 nginx $nginx_url"
-  for target in ${TARGETS:-bff-user bff-client engine}; do
+  for target in ${TARGETS:-bff-user bff-client sidecar engine}; do
     targets="$targets
 $target $(url_of "$target") cookie: $(cookie_of "$target")|x-csrf: 1"
   done
