@@ -43,8 +43,7 @@ fn sidecar(config: &std::path::Path, key: &str) -> (Killed, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sc_03_four_sidecars_make_one_token_request_through_redis() {
-    let redis_url =
-        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let idp = TestServer::builder()
         .client(TestClient::new("worker", "worker-secret"))
         .start()
@@ -106,7 +105,13 @@ client = "worker"
     );
     // Redis holds the fleet's token, sealed: no access token (a JWT) in the clear.
     let output = Command::new("redis-cli")
-        .args(["-u", &redis_url, "--scan", "--pattern", &format!("{prefix}*")])
+        .args([
+            "-u",
+            &redis_url,
+            "--scan",
+            "--pattern",
+            &format!("{prefix}*"),
+        ])
         .output()
         .unwrap();
     let keys = String::from_utf8(output.stdout).unwrap();

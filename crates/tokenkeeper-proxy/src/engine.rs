@@ -28,6 +28,9 @@ const REPLAYABLE_BODY: usize = 64 * 1024;
 pub struct Engine {
     name: &'static str,
     routes: Vec<Route>,
+    /// Per route, its counters (made once: no label allocation per request).
+    #[cfg(feature = "metrics")]
+    metrics: Vec<RouteMetrics>,
     hygiene: RequestHygiene,
     forwarding: Option<Forwarding>,
     upstreams: Upstreams,
@@ -117,7 +120,12 @@ impl Engine {
             .await;
         let status = response.status();
         span.record("status", status.as_u16());
-        policy.finished(index, status, started.elapsed());
+        let elapsed = started.elapsed();
+        #[cfg(feature = "metrics")]
+        if let Some(metrics) = self.metrics.get(index) {
+            metrics.record(status, elapsed);
+        }
+        policy.finished(index, status, elapsed);
         response
     }
 
@@ -322,11 +330,61 @@ impl EngineBuilder {
     pub fn build(self) -> Result<Engine, UpstreamError> {
         Ok(Engine {
             name: self.name,
+            #[cfg(feature = "metrics")]
+            metrics: self
+                .routes
+                .iter()
+                .map(|route| RouteMetrics::new(self.name, route.prefix()))
+                .collect(),
             upstreams: Upstreams::new(&self.upstream, &self.routes, self.workers)?,
             routes: self.routes,
             hygiene: self.hygiene,
             forwarding: self.forwarding,
             deadlines: Arc::default(),
         })
+    }
+}
+
+/// A route's request counter (by status class) and duration histogram:
+/// `tokenkeeper_proxy_requests_total{host, route, status_class}` and
+/// `tokenkeeper_proxy_request_duration_seconds{host, route}`.
+#[cfg(feature = "metrics")]
+struct RouteMetrics {
+    by_class: [metrics::Counter; 5],
+    duration: metrics::Histogram,
+}
+
+#[cfg(feature = "metrics")]
+impl RouteMetrics {
+    fn new(host: &'static str, route: &str) -> Self {
+        let route = if route.is_empty() { "/" } else { route }.to_owned();
+        let counter = |class: &'static str| {
+            metrics::counter!(
+                "tokenkeeper_proxy_requests_total",
+                "host" => host,
+                "route" => route.clone(),
+                "status_class" => class
+            )
+        };
+        Self {
+            by_class: [
+                counter("1xx"),
+                counter("2xx"),
+                counter("3xx"),
+                counter("4xx"),
+                counter("5xx"),
+            ],
+            duration: metrics::histogram!(
+                "tokenkeeper_proxy_request_duration_seconds",
+                "host" => host,
+                "route" => route
+            ),
+        }
+    }
+
+    fn record(&self, status: http::StatusCode, elapsed: std::time::Duration) {
+        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
+        self.by_class[class].increment(1);
+        self.duration.record(elapsed.as_secs_f64());
     }
 }

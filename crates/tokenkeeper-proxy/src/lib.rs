@@ -16,6 +16,7 @@
 //! Each module may use only those below it (no module imports one above it; no circles):
 //!
 //! ```text
+//! ops       ── /healthz, /readyz, /metrics (a Handler of its own)
 //! server    ── per-core runtimes and listeners; calls a Handler
 //! engine    ── Engine::forward: the pipeline
 //!   ├── policy     ── Policy, Attach, Refusal: the host's decisions
@@ -71,6 +72,7 @@ mod deadlines;
 mod engine;
 mod forwarded;
 mod headers;
+pub mod ops;
 mod policy;
 mod route;
 pub mod server;

@@ -201,9 +201,9 @@ impl Sidecar {
                     let layer = tokens
                         .as_ref()
                         .ok_or_else(|| invalid(key("client"), "no clients"))?
-                        .layer_with(name, params)
+                        .layer_with(name, params.clone())
                         .map_err(token_error)?;
-                    RoutePlan::Client(layer)
+                    RoutePlan::Client(layer, name.to_owned(), params)
                 }
                 TokenKind::Exchange => RoutePlan::Exchange {
                     client: route.client.clone().unwrap_or_default(),
@@ -218,7 +218,7 @@ impl Sidecar {
             listen,
             workers,
             handler: SidecarHandler {
-                inner: Arc::new((engine, policy, callers)),
+                current: Arc::new(std::sync::RwLock::new(Arc::new((engine, policy, callers)))),
             },
         })
     }
@@ -236,6 +236,28 @@ impl Sidecar {
     /// The handler to serve ([`tokenkeeper_proxy::server::Bound::serve`]).
     pub fn handler(&self) -> SidecarHandler {
         self.handler.clone()
+    }
+
+    /// Makes `handler` (of a sidecar being served) use this sidecar's routes, clients and
+    /// callers from its next request on; requests in flight finish with the old ones. The
+    /// listen address and the worker count cannot change without a restart: then nothing
+    /// changes, and the error says so.
+    pub fn replace(&self, handler: &SidecarHandler, running: &Sidecar) -> Result<(), String> {
+        if self.listen != running.listen {
+            return Err(format!(
+                "sidecar.listen changed ({} → {}): restart to apply it",
+                running.listen, self.listen
+            ));
+        }
+        if self.workers != running.workers {
+            return Err("sidecar.workers changed: restart to apply it".into());
+        }
+        let new = self.handler.current().clone();
+        *handler
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = new;
+        Ok(())
     }
 }
 
@@ -437,17 +459,39 @@ fn loopback_http(url: Option<&str>) -> bool {
     })
 }
 
+/// What a request is served with: replaced whole by a reload.
+type Current = Arc<(Engine, SidecarPolicy, Callers)>;
+
 /// The sidecar's request handler: callers first, then the route, then the engine.
 #[derive(Clone)]
 pub struct SidecarHandler {
-    inner: Arc<(Engine, SidecarPolicy, Callers)>,
+    current: Arc<std::sync::RwLock<Current>>,
 }
 
 impl std::fmt::Debug for SidecarHandler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SidecarHandler")
-            .field("engine", &self.inner.0)
+            .field("engine", &self.current().0)
             .finish_non_exhaustive()
+    }
+}
+
+impl SidecarHandler {
+    fn current(&self) -> Current {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The readiness checks of `/readyz`: every `client` route's token can be had (from the
+    /// cache, or the token endpoint).
+    pub fn readiness(&self) -> tokenkeeper_proxy::ops::Readiness {
+        let handler = self.clone();
+        Arc::new(move || {
+            let current = handler.current();
+            Box::pin(async move { current.1.readiness().await })
+        })
     }
 }
 
@@ -457,7 +501,8 @@ impl tokenkeeper_proxy::server::Handler for SidecarHandler {
         request: http::Request<hyper::body::Incoming>,
         peer: Peer,
     ) -> Response<ProxyBody> {
-        let (engine, policy, callers) = &*self.inner;
+        let current = self.current();
+        let (engine, policy, callers) = &*current;
         if !callers.admit(request.headers(), &peer) {
             return json_error(
                 StatusCode::UNAUTHORIZED,

@@ -17,8 +17,8 @@ pub enum RoutePlan {
     None,
     /// The caller's `Authorization`, as it came.
     Forward,
-    /// A client's token (the layer made once).
-    Client(TokenLayer),
+    /// A client's token (the layer made once; the client and parameters for `/readyz`).
+    Client(TokenLayer, String, TokenRequestParams),
     /// The caller's Bearer token, exchanged with `client`.
     Exchange {
         /// The client that exchanges.
@@ -43,6 +43,24 @@ impl SidecarPolicy {
         tokens: Option<ClientCredentialsTokenManager>,
     ) -> Self {
         Self { routes, tokens }
+    }
+
+    /// One check per `client` route: its token can be had.
+    pub(crate) async fn readiness(&self) -> Vec<(String, tokenkeeper_proxy::ops::CheckResult)> {
+        let mut checks = Vec::new();
+        for (i, plan) in self.routes.iter().enumerate() {
+            if let (RoutePlan::Client(_, client, params), Some(tokens)) = (plan, &self.tokens) {
+                let result = match tokens.get_token(client, params).await {
+                    Ok(_) => Ok(()),
+                    Err(error) => {
+                        tracing::warn!(%error, route = i, "readiness: no token");
+                        Err("no token (see the sidecar's log)".to_owned())
+                    }
+                };
+                checks.push((format!("routes[{i}].token"), result));
+            }
+        }
+        checks
     }
 }
 
@@ -69,7 +87,7 @@ impl Policy for SidecarPolicy {
                 Some(value) => Attach::Authorization(value.clone()),
                 None => Attach::None,
             },
-            RoutePlan::Client(layer) => Attach::Client(layer.clone()),
+            RoutePlan::Client(layer, ..) => Attach::Client(layer.clone()),
             RoutePlan::Exchange {
                 client,
                 params,

@@ -23,7 +23,9 @@ async fn run(program: &str, args: &[&str]) -> String {
         .args(args)
         .output()
         .await
-        .unwrap_or_else(|e| panic!("{program} is needed for SC-05 (scripts/test installs it): {e}"));
+        .unwrap_or_else(|e| {
+            panic!("{program} is needed for SC-05 (scripts/test installs it): {e}")
+        });
     assert!(
         output.status.success(),
         "{program} failed: {}",
@@ -89,7 +91,10 @@ client = "bound"
         .serve(Arc::new(sidecar.handler()), &options)
         .unwrap();
     let base = format!("http://{}", server.local_addr());
-    for (route, scheme, sub) in [("orders", "Bearer", "worker"), ("payments", "DPoP", "bound")] {
+    for (route, scheme, sub) in [
+        ("orders", "Bearer", "worker"),
+        ("payments", "DPoP", "bound"),
+    ] {
         let url = format!("{base}/{route}/items?id=7");
         let python = format!(
             "import urllib.request\n\
@@ -118,7 +123,10 @@ client = "bound"
             assert_eq!(seen["body_len"], 7, "{language}: {seen}");
         }
     }
-    assert!(api.proofs_accepted() >= 3, "the DPoP route's proofs were checked");
+    assert!(
+        api.proofs_accepted() >= 3,
+        "the DPoP route's proofs were checked"
+    );
     // One token per client for all nine calls.
     assert_eq!(idp.token_requests("client_credentials"), 2);
     server.shutdown();

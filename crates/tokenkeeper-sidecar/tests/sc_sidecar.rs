@@ -460,3 +460,34 @@ async fn sc_02_unix_socket_callers_are_checked_by_user_id() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn sc_04_readiness_fails_while_a_routes_token_cannot_be_had() {
+    let idp = idp().await;
+    let api = idp.start_api().await;
+    let toml = config(
+        idp.issuer(),
+        "",
+        &format!(
+            "[[routes]]\npath = \"/orders\"\nupstream = \"{}\"\ntoken = \"client\"\nclient = \"worker\"",
+            api.url("/")
+        ),
+    );
+    let ready = Sidecar::build(&SidecarConfig::parse(&toml).unwrap(), &env)
+        .unwrap()
+        .handler()
+        .readiness();
+    assert!(ready().await.iter().all(|(_, r)| r.is_ok()));
+    // The wrong secret: the token endpoint refuses, the sidecar is not ready, and says which
+    // route without the error's detail.
+    let wrong = |name: &str| (name == SECRET_ENV).then(|| "not-the-secret".to_owned());
+    let not_ready = Sidecar::build(&SidecarConfig::parse(&toml).unwrap(), &wrong)
+        .unwrap()
+        .handler()
+        .readiness();
+    let checks = not_ready().await;
+    assert_eq!(checks.len(), 1);
+    assert_eq!(checks[0].0, "routes[0].token");
+    let reason = checks[0].1.as_ref().unwrap_err();
+    assert!(!reason.contains("not-the-secret"), "{reason}");
+}
