@@ -71,11 +71,26 @@ impl RequestHygiene {
     /// policy).
     fn dropped(&self, name: &HeaderName, connection: &[String]) -> bool {
         let text = name.as_str();
-        hop_by_hop(text, connection)
-            || matches!(text, "host" | "authorization" | "dpop")
-            || (self.drop_cookies && text == "cookie")
-            || (self.drop_forwarding && is_forwarding_header(text))
-            || self.drop.contains(name)
+        // The usual headers of a request (accept, content-type, user-agent, …) are none of
+        // these: one `match` on the name, before the lists.
+        let fixed = match text {
+            "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "authorization"
+            | "dpop" => true,
+            "cookie" => self.drop_cookies,
+            _ => self.drop_forwarding && is_forwarding_header(text),
+        };
+        fixed
+            || (!connection.is_empty() && connection.iter().any(|c| c == text))
+            || (!self.drop.is_empty() && self.drop.contains(name))
     }
 
     /// Removes from `headers`, in place, what must not go upstream. A request usually has

@@ -491,3 +491,26 @@ async fn sc_04_readiness_fails_while_a_routes_token_cannot_be_had() {
     let reason = checks[0].1.as_ref().unwrap_err();
     assert!(!reason.contains("not-the-secret"), "{reason}");
 }
+
+/// The README's sidecar quick start is a configuration that checks.
+#[test]
+fn sc_01_the_readme_quick_start_configuration_checks() {
+    let readme = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"),
+    )
+    .unwrap();
+    let section = readme
+        .split("## Quick start: egress sidecar for any language")
+        .nth(1)
+        .unwrap();
+    let toml = section
+        .split("```toml\n")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    let config = SidecarConfig::parse(toml).unwrap();
+    config.check().unwrap();
+    assert_eq!(config.routes.len(), 2);
+}
