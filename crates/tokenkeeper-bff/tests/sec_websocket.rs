@@ -11,45 +11,7 @@ use std::time::Duration;
 use common::*;
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokenkeeper_bff::{ApiRoute, BffSessionStore as _, RouteToken};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::Message;
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// A WebSocket through the BFF at `path`, with the session `cookie`; checked with one echo.
-async fn open(h: &Harness, path: &str, cookie: &str) -> Socket {
-    let url = format!("{}{path}", h.url.replacen("http", "ws", 1));
-    let mut request = url.as_str().into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("cookie", format!("bff={cookie}").parse().unwrap());
-    request
-        .headers_mut()
-        .insert("origin", h.url.parse().unwrap());
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    socket.send(Message::Text("ping".into())).await.unwrap();
-    let echo = socket.next().await.unwrap().unwrap();
-    assert_eq!(echo.into_text().unwrap().as_str(), "echo: ping");
-    socket
-}
-
-/// The close code the socket ends with (waiting for the close frame, at most 10 s).
-async fn close_code(socket: &mut Socket) -> Option<u16> {
-    let wait = async {
-        while let Some(message) = socket.next().await {
-            match message {
-                Ok(Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
-                Ok(_) => continue,
-                Err(_) => return None,
-            }
-        }
-        None
-    };
-    tokio::time::timeout(Duration::from_secs(10), wait)
-        .await
-        .expect("the relay did not close")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sec_18_websocket_relays_end_with_their_session() {

@@ -225,6 +225,9 @@ pub struct Setup {
     pub more_routes: Vec<(&'static str, Shape)>,
     /// `BffOptions::trusted_proxies`.
     pub trusted_proxies: Vec<tokenkeeper_bff::Cidr>,
+    /// Served as `tokenkeeper bff` serves it (the per-core server, `Bff::handler`) instead of
+    /// through `axum::serve`.
+    pub per_core_server: bool,
 }
 
 impl Default for Setup {
@@ -245,13 +248,24 @@ impl Default for Setup {
             timeout: None,
             more_routes: Vec::new(),
             trusted_proxies: Vec::new(),
+            per_core_server: false,
         }
     }
 }
 
 pub async fn harness(setup: Setup) -> Harness {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+    let per_core = setup.per_core_server.then(|| {
+        tokenkeeper_proxy::server::Bound::bind("127.0.0.1:0".parse().unwrap(), 2).unwrap()
+    });
+    let listener = match &per_core {
+        Some(_) => None,
+        None => Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
+    };
+    let url = match (&per_core, &listener) {
+        (Some(bound), _) => format!("http://{}", bound.local_addr()),
+        (None, Some(listener)) => format!("http://{}", listener.local_addr().unwrap()),
+        (None, None) => unreachable!(),
+    };
     let (idp, redirect_uri) = match setup.fleet_of {
         Some(fleet) => fleet,
         None => {
@@ -380,14 +394,31 @@ pub async fn harness(setup: Setup) -> Harness {
                 ),
         )
         .with_state(bff.clone());
-    let app: Router = Router::new()
+    let beside = Router::new()
         .route("/app", axum::routing::get(|| async { "the app" }))
-        .merge(bff.router())
         .merge(local);
-    let served = app
-        .clone()
-        .into_make_service_with_connect_info::<std::net::SocketAddr>();
-    tokio::spawn(async move { axum::serve(listener, served).await });
+    let app: Router = beside.clone().merge(bff.router());
+    match (per_core, listener) {
+        (Some(bound), _) => {
+            let options = tokenkeeper_proxy::server::ServerOptions {
+                workers: 2,
+                ..Default::default()
+            };
+            // Leaked on purpose: it serves until the test process ends.
+            std::mem::forget(
+                bound
+                    .serve(Arc::new(bff.handler(beside)), &options)
+                    .unwrap(),
+            );
+        }
+        (None, Some(listener)) => {
+            let served = app
+                .clone()
+                .into_make_service_with_connect_info::<std::net::SocketAddr>();
+            tokio::spawn(async move { axum::serve(listener, served).await });
+        }
+        (None, None) => unreachable!(),
+    }
     Harness {
         url,
         idp,
@@ -549,4 +580,50 @@ pub async fn api(browser: &reqwest::Client, url: String) -> (u16, serde_json::Va
     let response = browser.get(url).header("x-csrf", "1").send().await.unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or_default())
+}
+
+/// A proxied WebSocket.
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket through the BFF at `path`, with the session `cookie`; checked with one echo.
+pub async fn open(h: &Harness, path: &str, cookie: &str) -> Socket {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let url = format!("{}{path}", h.url.replacen("http", "ws", 1));
+    let mut request = url.as_str().into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("cookie", format!("bff={cookie}").parse().unwrap());
+    request
+        .headers_mut()
+        .insert("origin", h.url.parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::Text("ping".into()))
+        .await
+        .unwrap();
+    let echo = socket.next().await.unwrap().unwrap();
+    assert_eq!(echo.into_text().unwrap().as_str(), "echo: ping");
+    socket
+}
+
+/// The close code the socket ends with (waiting for the close frame, at most 10 s).
+pub async fn close_code(socket: &mut Socket) -> Option<u16> {
+    use futures_util::StreamExt as _;
+    let wait = async {
+        while let Some(message) = socket.next().await {
+            match message {
+                Ok(tokio_tungstenite::tungstenite::Message::Close(frame)) => {
+                    return frame.map(|f| u16::from(f.code))
+                }
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+        None
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .expect("the relay did not close")
 }
