@@ -188,12 +188,22 @@ impl Engine {
         *upstream.uri_mut() = target.clone();
         *upstream.version_mut() = Version::HTTP_11;
         *upstream.headers_mut() = headers;
-        // Until the response headers (a streamed body may then take as long as it takes).
-        let expired = self.deadlines.after(route.timeout);
-        let sent = tokio::select! {
-            biased;
-            sent = self.send(index, attach, upstream) => sent,
-            _ = expired => return policy.refuse(Refusal::UpstreamTimeout),
+        // Until the response headers (a streamed body may then take as long as it takes). On a
+        // per-core worker a tokio timer is cheapest (its runtime is this thread: registering
+        // one never wakes another); on a shared multi-thread runtime, the engine's coarse
+        // deadline list (see `deadlines`).
+        let sent = if crate::server::on_worker() {
+            match tokio::time::timeout(route.timeout, self.send(index, attach, upstream)).await {
+                Ok(sent) => sent,
+                Err(_) => return policy.refuse(Refusal::UpstreamTimeout),
+            }
+        } else {
+            let expired = self.deadlines.after(route.timeout);
+            tokio::select! {
+                biased;
+                sent = self.send(index, attach, upstream) => sent,
+                _ = expired => return policy.refuse(Refusal::UpstreamTimeout),
+            }
         };
         let response = match sent {
             Ok(response) => response,

@@ -23,11 +23,17 @@ use crate::body::ProxyBody;
 
 thread_local! {
     static WORKER: Cell<usize> = const { Cell::new(0) };
+    static ON_WORKER: Cell<bool> = const { Cell::new(false) };
 }
 
 /// The index of the calling worker thread (0 outside a [`Server`]'s workers).
 pub(crate) fn worker_index() -> usize {
     WORKER.with(Cell::get)
+}
+
+/// Whether the calling thread is a [`Server`]'s worker (a current-thread runtime of its own).
+pub(crate) fn on_worker() -> bool {
+    ON_WORKER.with(Cell::get)
 }
 
 /// One worker per core (as the OS reports them), at least 1.
@@ -219,6 +225,7 @@ impl Bound {
                     .name(format!("tokenkeeper-worker-{index}"))
                     .spawn(move || {
                         WORKER.with(|w| w.set(index));
+                        ON_WORKER.with(|w| w.set(true));
                         runtime.block_on(worker(index, socket, handler, stopped, options));
                     })?,
             );

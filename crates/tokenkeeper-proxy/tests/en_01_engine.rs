@@ -414,3 +414,42 @@ async fn en_01_shutdown_lets_in_flight_requests_finish() {
     server.stopped().await;
     assert!(client().get(format!("{base}/api/x")).send().await.is_err());
 }
+
+#[tokio::test]
+async fn en_01_an_upstream_that_never_answers_is_a_504_after_the_routes_timeout() {
+    // Accepts, reads, never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}/up", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            held.push(stream);
+        }
+    });
+    let options = ServerOptions {
+        workers: 1,
+        ..ServerOptions::default()
+    };
+    let engine = Engine::builder("test")
+        .route(
+            Route::new("/api", upstream.parse().unwrap())
+                .unwrap()
+                .timeout(Duration::from_millis(200)),
+        )
+        .workers(1)
+        .build()
+        .unwrap();
+    let server = Bound::bind("127.0.0.1:0".parse().unwrap(), 1)
+        .unwrap()
+        .serve(Arc::new(Host(engine)), &options)
+        .unwrap();
+    let response = client()
+        .get(format!("http://{}/api/x", server.local_addr()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 504);
+    server.shutdown();
+    server.stopped().await;
+}

@@ -6,7 +6,8 @@
 //!   nonces handled), mTLS-bound, with `client_secret` or `private_key_jwt` — cached, renewed
 //!   ahead, and shared by a fleet through Redis (one token request per expiry for N sidecars);
 //! - `exchange`: the caller's Bearer token exchanged (RFC 8693) for the upstream's audience,
-//!   cached per subject;
+//!   cached per subject (never beyond the caller's token: it must be a JWT with `exp`; a token
+//!   the sidecar or the server cannot exchange is a 401 `token_refused`);
 //! - `forward`: the caller's `Authorization` as it came;
 //! - `none`.
 //!

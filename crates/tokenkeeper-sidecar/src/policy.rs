@@ -121,12 +121,21 @@ impl Policy for SidecarPolicy {
 
     async fn token_failed(
         &self,
-        _route: usize,
+        route: usize,
         _context: (),
         error: &tokenkeeper::Error,
     ) -> Response<ProxyBody> {
-        // An exchange the server refused (the caller's token is bad): the caller's fault.
-        if matches!(error, tokenkeeper::Error::ReauthenticationRequired(_)) {
+        // An exchange the server refused because of the caller's token (`invalid_grant`): the
+        // caller's fault, a 401 — not the sidecar's, which a 502 would say.
+        let exchange = matches!(self.routes.get(route), Some(RoutePlan::Exchange { .. }));
+        let refused = match error {
+            tokenkeeper::Error::OAuth(e) => exchange && e.error == "invalid_grant",
+            // Not a token that can be exchanged: opaque without a known expiry, unusable bytes.
+            tokenkeeper::Error::SubjectToken(_) => exchange,
+            tokenkeeper::Error::ReauthenticationRequired(_) => true,
+            _ => false,
+        };
+        if refused {
             return json_error(
                 StatusCode::UNAUTHORIZED,
                 "token_refused",
