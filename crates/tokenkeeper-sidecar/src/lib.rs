@@ -13,7 +13,8 @@
 //!
 //! The caller never sees a token. The sidecar's own answers are JSON with a stable shape:
 //! `{"error": "<code>", "message": "<text>"}` (codes: [`tokenkeeper_proxy::Refusal::code`],
-//! `caller_unauthenticated`, `no_route`, `missing_bearer`).
+//! `caller_unauthenticated`, `no_route`, `missing_bearer`, `token_refused`, `busy`: more than
+//! [`MAX_EXCHANGES_IN_FLIGHT`] exchanges at once on a route).
 //!
 //! **Trust boundary (SC-02).** Any local process that can reach the sidecar can use its
 //! tokens. By default it listens on loopback or a Unix socket (mode 0660); callers can be made
@@ -52,7 +53,7 @@ use tokenkeeper_proxy::server::{Listen, Peer};
 use tokenkeeper_proxy::{Engine, ProxyBody, RequestHygiene, Route, UpstreamOptions};
 
 use crate::config::{ClientSection, SidecarConfig, TokenKind};
-pub use crate::policy::{RoutePlan, SidecarPolicy};
+pub use crate::policy::{RoutePlan, SidecarPolicy, MAX_EXCHANGES_IN_FLIGHT};
 
 /// The header callers send the shared secret in.
 pub const CALLER_KEY_HEADER: &str = "x-tokenkeeper-key";
@@ -207,6 +208,9 @@ impl Sidecar {
                     RoutePlan::Client(layer, name.to_owned(), params)
                 }
                 TokenKind::Exchange => RoutePlan::Exchange {
+                    in_flight: Arc::new(tokio::sync::Semaphore::new(
+                        policy::MAX_EXCHANGES_IN_FLIGHT,
+                    )),
                     client: route.client.clone().unwrap_or_default(),
                     params,
                     audience: route.audience.clone(),

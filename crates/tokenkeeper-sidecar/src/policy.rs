@@ -2,7 +2,10 @@
 //! answers as JSON.
 
 use http::{header, Response, StatusCode};
+use std::sync::Arc;
+
 use tokenkeeper::exchange::TokenExchange;
+use tokenkeeper::TokenSource as _;
 use tokenkeeper::{
     ClientCredentialsTokenManager, ClientTokenSource, TokenLayer, TokenRequestParams,
 };
@@ -21,6 +24,9 @@ pub enum RoutePlan {
     Client(TokenLayer, String, TokenRequestParams),
     /// The caller's Bearer token, exchanged with `client`.
     Exchange {
+        /// Exchanges in flight (cache misses) at most: each distinct caller token is a token
+        /// request, so a caller with many bogus tokens could otherwise flood the token server.
+        in_flight: Arc<tokio::sync::Semaphore>,
         /// The client that exchanges.
         client: String,
         /// Scope and resource asked for.
@@ -73,14 +79,19 @@ fn bearer(headers: &http::HeaderMap) -> Option<&str> {
         .then_some(token)
 }
 
+/// Exchanges in flight per route, at most ([`RoutePlan::Exchange`]); more get 503 `busy`.
+pub const MAX_EXCHANGES_IN_FLIGHT: usize = 64;
+
 impl Policy for SidecarPolicy {
-    type Context = ();
+    /// A permit of an exchange route's in-flight exchanges, held until the request ends.
+    type Context = Option<tokio::sync::OwnedSemaphorePermit>;
 
     async fn admit(
         &self,
         route: usize,
         parts: &http::request::Parts,
-    ) -> Result<(Attach, ()), Response<ProxyBody>> {
+    ) -> Result<(Attach, Self::Context), Response<ProxyBody>> {
+        let mut permit = None;
         let attach = match &self.routes[route] {
             RoutePlan::None => Attach::None,
             RoutePlan::Forward => match parts.headers.get(header::AUTHORIZATION) {
@@ -89,6 +100,7 @@ impl Policy for SidecarPolicy {
             },
             RoutePlan::Client(layer, ..) => Attach::Client(layer.clone()),
             RoutePlan::Exchange {
+                in_flight,
                 client,
                 params,
                 audience,
@@ -108,7 +120,19 @@ impl Policy for SidecarPolicy {
                     return Err(self.refuse(Refusal::TokenUnavailable));
                 };
                 match ClientTokenSource::new(tokens, client, params.clone().exchange(exchange)) {
-                    Ok(source) => Attach::Client(TokenLayer::new(source)),
+                    Ok(source) => {
+                        if source.cached().is_none() {
+                            let Ok(held) = in_flight.clone().try_acquire_owned() else {
+                                return Err(json_error(
+                                    StatusCode::SERVICE_UNAVAILABLE,
+                                    "busy",
+                                    "Too many token exchanges in progress: retry shortly.",
+                                ));
+                            };
+                            permit = Some(held);
+                        }
+                        Attach::Client(TokenLayer::new(source))
+                    }
                     Err(error) => {
                         tracing::warn!(%error, "the caller's token cannot be exchanged");
                         return Err(self.refuse(Refusal::TokenUnavailable));
@@ -116,13 +140,13 @@ impl Policy for SidecarPolicy {
                 }
             }
         };
-        Ok((attach, ()))
+        Ok((attach, permit))
     }
 
     async fn token_failed(
         &self,
         route: usize,
-        _context: (),
+        _context: Self::Context,
         error: &tokenkeeper::Error,
     ) -> Response<ProxyBody> {
         // An exchange the server refused because of the caller's token (`invalid_grant`): the

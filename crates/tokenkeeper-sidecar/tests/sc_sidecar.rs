@@ -517,3 +517,63 @@ fn sc_01_the_readme_quick_start_configuration_checks() {
     config.check().unwrap();
     assert_eq!(config.routes.len(), 2);
 }
+
+/// A caller with many distinct tokens cannot make the sidecar flood the token server: at most
+/// `MAX_EXCHANGES_IN_FLIGHT` exchanges at once per route; the rest get 503 `busy` at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sc_02_a_flood_of_distinct_caller_tokens_is_capped() {
+    let idp = idp().await;
+    let api = idp.start_api().await;
+    let server = start(&config(
+        idp.issuer(),
+        "",
+        &format!(
+            "[[routes]]\npath = \"/billing\"\nupstream = \"{}\"\ntoken = \"exchange\"\nclient = \"worker\"",
+            api.url("/")
+        ),
+    ));
+    // Slow answers: every exchange is still in flight while the flood arrives.
+    idp.set_latency(std::time::Duration::from_millis(1500));
+    let base = format!("http://{}", server.local_addr());
+    let http = reqwest::Client::new();
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let calls: Vec<_> = (0..200)
+        .map(|i| {
+            let mut claims = serde_json::Map::new();
+            claims.insert("sub".into(), format!("mallory-{i}").into());
+            claims.insert("exp".into(), exp.into());
+            let token = idp.sign_jwt(&claims, None);
+            let (http, url) = (http.clone(), format!("{base}/billing/x"));
+            tokio::spawn(async move {
+                let response = http.get(url).bearer_auth(token).send().await.unwrap();
+                let status = response.status().as_u16();
+                let body: Value = response.json().await.unwrap();
+                (status, body["error"].as_str().map(str::to_owned))
+            })
+        })
+        .collect();
+    let mut busy = 0;
+    for call in calls {
+        match call.await.unwrap() {
+            (503, Some(code)) if code == "busy" => busy += 1,
+            (401, Some(code)) if code == "token_refused" => {}
+            (200, _) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    let exchanges = idp.token_requests(EXCHANGE);
+    assert!(
+        exchanges <= tokenkeeper_sidecar::MAX_EXCHANGES_IN_FLIGHT as u64,
+        "{exchanges} exchanges at once"
+    );
+    assert!(
+        busy >= 200 - tokenkeeper_sidecar::MAX_EXCHANGES_IN_FLIGHT,
+        "{busy} busy"
+    );
+    server.shutdown();
+    server.stopped().await;
+}
