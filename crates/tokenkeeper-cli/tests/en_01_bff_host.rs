@@ -3,12 +3,13 @@
 //! sessions and tokens in Redis (reached from the workers' runtimes), and SIGTERM exits cleanly.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod common;
+
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
 
+use common::{redis_delete, redis_keys, signal, BIN};
 use tokenkeeper_testing::{TestClient, TestServer};
-
-const BIN: &str = env!("CARGO_BIN_EXE_tokenkeeper");
 
 /// A free loopback port (the BFF's public URL needs it before it starts).
 fn free_port() -> u16 {
@@ -116,29 +117,11 @@ token = "user"
         .unwrap();
     assert_eq!(refused.status(), 401, "anti-forgery");
     // The session is in Redis (from a worker's runtime).
-    let keys = Command::new("redis-cli")
-        .args([
-            "-u",
-            &redis_url,
-            "--scan",
-            "--pattern",
-            &format!("{prefix}*"),
-        ])
-        .output()
-        .unwrap();
-    let keys = String::from_utf8(keys.stdout).unwrap();
-    assert!(!keys.trim().is_empty(), "nothing in Redis");
-    for key in keys.lines() {
-        let _ = Command::new("redis-cli")
-            .args(["-u", &redis_url, "DEL", key])
-            .output();
-    }
+    let keys = redis_keys(&prefix);
+    assert!(!keys.is_empty(), "nothing in Redis");
+    redis_delete(&keys);
     // SIGTERM: a clean exit.
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    signal(&child, "TERM");
     let status = tokio::task::spawn_blocking(move || child.wait())
         .await
         .unwrap()

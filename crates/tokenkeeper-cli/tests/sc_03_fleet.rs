@@ -3,21 +3,13 @@
 //! concurrent callers cost one token request, and Redis holds no token in the clear.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod common;
+
 use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
+use common::{redis_delete, redis_keys, Killed, BIN};
 use tokenkeeper_testing::{TestClient, TestServer};
-
-const BIN: &str = env!("CARGO_BIN_EXE_tokenkeeper");
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Starts `tokenkeeper sidecar --config FILE` and returns it with its base URL.
 fn sidecar(config: &std::path::Path, key: &str) -> (Killed, String) {
@@ -104,29 +96,17 @@ client = "worker"
         "four sidecars, 200 concurrent callers: one token request"
     );
     // Redis holds the fleet's token, sealed: no access token (a JWT) in the clear.
-    let output = Command::new("redis-cli")
-        .args([
-            "-u",
-            &redis_url,
-            "--scan",
-            "--pattern",
-            &format!("{prefix}*"),
-        ])
-        .output()
-        .unwrap();
-    let keys = String::from_utf8(output.stdout).unwrap();
-    assert!(!keys.trim().is_empty(), "the token is in Redis");
-    for key in keys.lines() {
+    let keys = redis_keys(&prefix);
+    assert!(!keys.is_empty(), "the token is in Redis");
+    for key in &keys {
         let value = Command::new("redis-cli")
             .args(["-u", &redis_url, "--no-raw", "GET", key])
             .output()
             .unwrap();
         let value = String::from_utf8_lossy(&value.stdout);
         assert!(!value.contains("eyJ"), "{key} holds a JWT in the clear");
-        let _ = Command::new("redis-cli")
-            .args(["-u", &redis_url, "DEL", key])
-            .output();
     }
+    redis_delete(&keys);
     drop(fleet);
     let _ = std::fs::remove_dir_all(&dir);
 }

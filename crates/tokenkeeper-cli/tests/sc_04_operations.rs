@@ -4,32 +4,16 @@
 //! requests finish (0 failed).
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod common;
+
 use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use common::{signal, Killed, BIN};
 use tokenkeeper_testing::{TestClient, TestServer};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-
-const BIN: &str = env!("CARGO_BIN_EXE_tokenkeeper");
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
 
 /// An upstream that answers `/slow` only once released, everything else at once.
 async fn upstream(
