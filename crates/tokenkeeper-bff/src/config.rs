@@ -558,14 +558,8 @@ impl BffConfig {
                         ))
                     }
                     Some(var) => {
-                        use base64::Engine as _;
                         let key = env(var.get_ref())
-                            .and_then(|v| {
-                                base64::engine::general_purpose::STANDARD
-                                    .decode(v.trim())
-                                    .ok()
-                            })
-                            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+                            .and_then(|v| tokenkeeper::Encryption::key_from_base64(&v))
                             .ok_or_else(|| {
                                 err(
                                     "redis.encryption_key_env",

@@ -291,13 +291,7 @@ fn build_clients(
     }
     if let Some(redis) = &config.redis {
         let key_bytes = env(&redis.encryption_key_env)
-            .and_then(|v| {
-                use base64::Engine as _;
-                base64::engine::general_purpose::STANDARD
-                    .decode(v.trim())
-                    .ok()
-            })
-            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+            .and_then(|v| tokenkeeper::Encryption::key_from_base64(&v))
             .ok_or_else(|| {
                 invalid(
                     "redis.encryption_key_env",

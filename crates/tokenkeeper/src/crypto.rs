@@ -53,6 +53,22 @@ fn key(id: &str, bytes: &[u8; 32]) -> Result<(String, LessSafeKey), CacheError> 
 }
 
 impl Encryption {
+    /// A 32-byte key from its standard base64 form (how keys travel in environment variables),
+    /// surrounding whitespace ignored; `None` for anything else.
+    ///
+    /// ```
+    /// let key = tokenkeeper::Encryption::key_from_base64("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+    /// assert_eq!(key, Some([0u8; 32]));
+    /// assert_eq!(tokenkeeper::Encryption::key_from_base64("c2hvcnQ="), None);
+    /// ```
+    pub fn key_from_base64(text: &str) -> Option<[u8; 32]> {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .ok()?;
+        <[u8; 32]>::try_from(bytes).ok()
+    }
+
     /// Encrypts with the 32-byte key `bytes`, named `id`.
     pub fn new(id: &str, bytes: &[u8; 32]) -> Result<Self, CacheError> {
         Ok(Self {
