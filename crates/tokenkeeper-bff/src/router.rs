@@ -103,7 +103,7 @@ impl std::fmt::Debug for BffHandler {
 impl tokenkeeper_proxy::server::Handler for BffHandler {
     async fn handle(
         &self,
-        mut request: http::Request<hyper::body::Incoming>,
+        mut request: http::Request<tokenkeeper_proxy::IncomingBody>,
         peer: tokenkeeper_proxy::server::Peer,
     ) -> http::Response<ProxyBody> {
         let engine = &self.bff.inner.engine;

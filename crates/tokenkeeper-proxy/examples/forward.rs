@@ -32,7 +32,7 @@ struct Host {
 impl Handler for Host {
     async fn handle(
         &self,
-        request: http::Request<hyper::body::Incoming>,
+        request: http::Request<tokenkeeper_proxy::IncomingBody>,
         peer: Peer,
     ) -> http::Response<ProxyBody> {
         match self.engine.route_for(request.uri().path()) {

@@ -133,3 +133,49 @@ impl Body for ProxyBody {
         }
     }
 }
+
+/// A request body as the server hands it to a [`crate::server::Handler`]: none, read whole
+/// (the server's own HTTP/1.1 path, bodies up to 64 KiB), or hyper's stream (the connections
+/// the server hands to hyper: chunked or large uploads, upgrades, HTTP/1.0).
+#[derive(Debug, Default)]
+pub enum IncomingBody {
+    /// No body.
+    #[default]
+    Empty,
+    /// The whole body.
+    Full(Option<Bytes>),
+    /// A body streamed by hyper.
+    Hyper(hyper::body::Incoming),
+}
+
+impl Body for IncomingBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::Empty => Poll::Ready(None),
+            Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Self::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Empty => true,
+            Self::Full(bytes) => bytes.is_none(),
+            Self::Hyper(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Empty => SizeHint::with_exact(0),
+            Self::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Self::Hyper(body) => body.size_hint(),
+        }
+    }
+}

@@ -177,47 +177,40 @@ impl Connection {
         let (parts, body) = request.into_parts();
         let head_only = parts.method == Method::HEAD;
         // Kept for a retry on a stale connection: safe methods and those RFC 9110 calls
-        // idempotent, with a body that can be sent again.
-        let retry = (reused && is_idempotent(&parts.method))
-            .then(|| {
-                body.try_replay_body().map(|copy| {
-                    let mut again = Request::new(copy);
-                    *again.method_mut() = parts.method.clone();
-                    *again.uri_mut() = parts.uri.clone();
-                    *again.version_mut() = parts.version;
-                    *again.headers_mut() = parts.headers.clone();
-                    again
-                })
-            })
-            .flatten();
-        let stale = |error: BoxError, retry: Option<Request<RequestBody>>| match retry {
-            Some(request) => SendError::Stale(Box::new(request)),
-            None => SendError::Failed(error),
+        // idempotent, with a body that can be sent again (the head is rebuilt from `parts`,
+        // which outlive the write: no copy of the headers for the retry that rarely comes).
+        let replay = if reused && is_idempotent(&parts.method) {
+            body.try_replay_body()
+        } else {
+            None
         };
         let written = self.write_request(&parts, body).await;
-        let retry = match written {
-            Ok(()) => retry,
-            Err(error) => return Err(stale(error, retry)),
-        };
-        let (status, version, headers) = match self.read_head().await {
+        if let Err(error) = written {
+            return Err(stale(error, parts, replay));
+        }
+        let head = match self.read_head().await {
             Ok(head) => head,
-            Err(HeadError::Nothing(error)) => return Err(stale(error, retry)),
+            Err(HeadError::Nothing(error)) => return Err(stale(error, parts, replay)),
             Err(error) => return Err(SendError::Failed(error.into_boxed())),
         };
-        let mut keep_alive = version == Version::HTTP_11 && !has_token(&headers, "close");
+        let Head {
+            status,
+            version,
+            headers,
+            close,
+            chunked,
+            length,
+            keep_alive_timeout,
+        } = head;
+        let mut keep_alive = version == Version::HTTP_11 && !close;
         let framing = if head_only
             || status.is_informational()
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED
         {
             Framing::Length(0)
-        } else if let Some(te) = headers.get(header::TRANSFER_ENCODING) {
-            let chunked = te
-                .to_str()
-                .ok()
-                .and_then(|v| v.rsplit(',').next())
-                .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
-            if chunked && !headers.contains_key(header::CONTENT_LENGTH) {
+        } else if let Some(chunked) = chunked {
+            if chunked && length.is_none() {
                 Framing::Chunked(Chunk::Size)
             } else {
                 // RFC 9112 §6.3: a length and a coding together, or a final coding other
@@ -225,14 +218,14 @@ impl Connection {
                 keep_alive = false;
                 Framing::UntilClose
             }
-        } else if headers.contains_key(header::CONTENT_LENGTH) {
-            Framing::Length(content_length(&headers)?)
+        } else if let Some(length) = length {
+            Framing::Length(length)
         } else {
             keep_alive = false;
             Framing::UntilClose
         };
         if keep_alive {
-            self.expires = keep_alive_timeout(&headers).map(|t| Instant::now() + t);
+            self.expires = keep_alive_timeout.map(|t| Instant::now() + t);
         }
         let mut response = Response::new(());
         *response.status_mut() = status;
@@ -345,14 +338,12 @@ impl Connection {
     }
 
     /// Reads a final response head (skipping 1xx interim ones).
-    async fn read_head(&mut self) -> Result<(StatusCode, Version, HeaderMap), HeadError> {
+    async fn read_head(&mut self) -> Result<Head, HeadError> {
         loop {
             if !self.buf.is_empty() {
                 match self.parse_head().map_err(HeadError::Other)? {
                     Some(Parsed::Interim) => continue,
-                    Some(Parsed::Final(status, version, headers)) => {
-                        return Ok((status, version, headers))
-                    }
+                    Some(Parsed::Final(head)) => return Ok(head),
                     None if self.buf.len() > MAX_HEAD => {
                         return Err(HeadError::Other(ProtocolError::HeadTooLarge.into()))
                     }
@@ -373,7 +364,10 @@ impl Connection {
         }
     }
 
-    /// A response head from the buffer, if a complete one is there.
+    /// A response head from the buffer, if a complete one is there. What says how the
+    /// message is framed and whether the connection stays open is read from the raw lines in
+    /// one pass; the headers that belong to this connection (hop-by-hop, and those its
+    /// `Connection` names) are left out of the map: they never reach the caller (SEC-23).
     fn parse_head(&mut self) -> Result<Option<Parsed>, BoxError> {
         // Uninitialised slots: initialising 100 of them cost more than parsing a short head.
         let mut slots =
@@ -404,30 +398,100 @@ impl Connection {
             self.buf.advance(length);
             return Ok(Some(Parsed::Interim));
         }
-        // Where each name and value lies in the buffer, so that the values can share it.
+        let mut close = false;
+        let mut chunked = None;
+        let mut content_length: Option<u64> = None;
+        let mut keep_alive_timeout = None;
+        // Names the `Connection` header lists besides `close` and `keep-alive` (rare).
+        let mut listed: Vec<Vec<u8>> = Vec::new();
+        // Where each kept name and value lies in the buffer, so that the values can share it.
         let base = self.buf.as_ptr() as usize;
-        let mut spans = Vec::with_capacity(response.headers.len());
+        let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+        let mut kept = 0;
         for h in response.headers.iter() {
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
-            spans.push((name, h.name.len(), value, h.value.len()));
+            let name = h.name.as_bytes();
+            let value = h.value;
+            if name.eq_ignore_ascii_case(b"content-length") {
+                let n = length_value(value)?;
+                if content_length.is_some_and(|l| l != n) {
+                    return Err(ProtocolError::ContentLength.into());
+                }
+                content_length = Some(n);
+            } else if name.eq_ignore_ascii_case(b"connection") {
+                for token in value.split(|b| *b == b',') {
+                    let token = token.trim_ascii();
+                    if token.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
+                        listed.push(token.to_ascii_lowercase());
+                    }
+                }
+                continue;
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                // The last coding of the last field decides (RFC 9112 §6.3).
+                let last = value.rsplit(|b| *b == b',').next().unwrap_or_default();
+                chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                continue;
+            } else if name.eq_ignore_ascii_case(b"keep-alive") {
+                keep_alive_timeout = keep_alive_value(value);
+                continue;
+            } else if is_hop_by_hop(name) {
+                continue;
+            }
+            spans[kept] = (
+                (name.as_ptr() as usize - base) as u32,
+                name.len() as u32,
+                (value.as_ptr() as usize - base) as u32,
+                value.len() as u32,
+            );
+            kept += 1;
         }
         let head = self.buf.split_to(length).freeze();
-        let mut headers = HeaderMap::with_capacity(spans.len());
-        for (name, name_len, value, value_len) in spans {
-            let name = HeaderName::from_bytes(&head[name..name + name_len])
+        let mut headers = HeaderMap::with_capacity(kept);
+        for &(name, name_len, value, value_len) in &spans[..kept] {
+            let (name, value) = (name as usize, value as usize);
+            let name_bytes = &head[name..name + name_len as usize];
+            if !listed.is_empty() && listed.iter().any(|l| l.eq_ignore_ascii_case(name_bytes)) {
+                continue;
+            }
+            let name = HeaderName::from_bytes(name_bytes)
                 .map_err(|_| ProtocolError::Head(httparse::Error::HeaderName))?;
-            let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
-                .map_err(|_| ProtocolError::Head(httparse::Error::HeaderValue))?;
+            let value =
+                HeaderValue::from_maybe_shared(head.slice(value..value + value_len as usize))
+                    .map_err(|_| ProtocolError::Head(httparse::Error::HeaderValue))?;
             headers.append(name, value);
         }
-        Ok(Some(Parsed::Final(status, version, headers)))
+        Ok(Some(Parsed::Final(Head {
+            status,
+            version,
+            headers,
+            close,
+            chunked,
+            length: content_length,
+            keep_alive_timeout,
+        })))
     }
+}
+
+/// A final response head, and what it says about framing and the connection.
+struct Head {
+    status: StatusCode,
+    version: Version,
+    /// Without the hop-by-hop headers.
+    headers: HeaderMap,
+    /// `Connection: close`.
+    close: bool,
+    /// `Transfer-Encoding` was sent: whether its last coding is `chunked`.
+    chunked: Option<bool>,
+    /// `Content-Length` (several must agree).
+    length: Option<u64>,
+    /// `Keep-Alive: timeout=N`, a second early.
+    keep_alive_timeout: Option<Duration>,
 }
 
 enum Parsed {
     Interim,
-    Final(StatusCode, Version, HeaderMap),
+    Final(Head),
 }
 
 /// A failure reading the head: before any byte of it (`Nothing`), or after.
@@ -441,6 +505,14 @@ impl HeadError {
         match self {
             Self::Nothing(e) | Self::Other(e) => e,
         }
+    }
+}
+
+/// A failure before any byte of the response: the request again, if it can be sent again.
+fn stale(error: BoxError, parts: http::request::Parts, replay: Option<RequestBody>) -> SendError {
+    match replay {
+        Some(body) => SendError::Stale(Box::new(Request::from_parts(parts, body))),
+        None => SendError::Failed(error),
     }
 }
 
@@ -471,39 +543,40 @@ fn is_idempotent(method: &Method) -> bool {
     )
 }
 
-/// Whether the `Connection` header lists `token`.
-fn has_token(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+/// The other hop-by-hop headers (RFC 9110 §7.6.1): never passed to the caller.
+fn is_hop_by_hop(name: &[u8]) -> bool {
+    [
+        &b"proxy-connection"[..],
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"upgrade",
+    ]
+    .iter()
+    .any(|h| h.eq_ignore_ascii_case(name))
 }
 
-/// The one `Content-Length` (several values must agree).
-fn content_length(headers: &HeaderMap) -> Result<u64, ProtocolError> {
+/// A `Content-Length` value: digits, or a list of equal ones.
+fn length_value(value: &[u8]) -> Result<u64, ProtocolError> {
     let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        let text = value.to_str().map_err(|_| ProtocolError::ContentLength)?;
-        for part in text.split(',') {
-            let part = part.trim();
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(ProtocolError::ContentLength);
-            }
-            let n: u64 = part.parse().map_err(|_| ProtocolError::ContentLength)?;
-            if length.is_some_and(|l| l != n) {
-                return Err(ProtocolError::ContentLength);
-            }
-            length = Some(n);
+    for part in value.split(|b| *b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+            return Err(ProtocolError::ContentLength);
         }
+        let n = part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        if length.is_some_and(|l| l != n) {
+            return Err(ProtocolError::ContentLength);
+        }
+        length = Some(n);
     }
     length.ok_or(ProtocolError::ContentLength)
 }
 
 /// `Keep-Alive: timeout=N`, a second early.
-fn keep_alive_timeout(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get("keep-alive")?.to_str().ok()?;
+fn keep_alive_value(value: &[u8]) -> Option<Duration> {
+    let value = std::str::from_utf8(value).ok()?;
     let secs = value.split(',').find_map(|p| {
         let (k, v) = p.split_once('=')?;
         k.trim()
@@ -696,26 +769,20 @@ mod tests {
 
     #[test]
     fn content_lengths_must_agree() {
-        let mut headers = HeaderMap::new();
-        headers.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
-        assert_eq!(content_length(&headers).unwrap(), 5);
-        headers.append(header::CONTENT_LENGTH, HeaderValue::from_static("5, 5"));
-        assert_eq!(content_length(&headers).unwrap(), 5);
-        headers.append(header::CONTENT_LENGTH, HeaderValue::from_static("6"));
-        assert!(content_length(&headers).is_err());
-        for bad in ["-1", "+5", "", "5x", "99999999999999999999999"] {
-            let mut headers = HeaderMap::new();
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from_str(bad).unwrap());
-            assert!(content_length(&headers).is_err(), "{bad}");
+        assert_eq!(length_value(b"5").unwrap(), 5);
+        assert_eq!(length_value(b"5, 5").unwrap(), 5);
+        assert!(length_value(b"5, 6").is_err());
+        for bad in ["-1", "+5", "", "5x", "99999999999999999999999", " , "] {
+            assert!(length_value(bad.as_bytes()).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn keep_alive_timeouts_are_read() {
-        let mut headers = HeaderMap::new();
-        headers.insert("keep-alive", HeaderValue::from_static("timeout=5, max=100"));
-        assert_eq!(keep_alive_timeout(&headers), Some(Duration::from_secs(4)));
-        headers.insert("keep-alive", HeaderValue::from_static("max=100"));
-        assert_eq!(keep_alive_timeout(&headers), None);
+        assert_eq!(
+            keep_alive_value(b"timeout=5, max=100"),
+            Some(Duration::from_secs(4))
+        );
+        assert_eq!(keep_alive_value(b"max=100"), None);
     }
 }

@@ -8,18 +8,6 @@ use http::{header, HeaderMap, HeaderName, HeaderValue};
 use crate::forwarded::is_forwarding_header;
 use crate::route::Route;
 
-/// Headers that belong to one connection (RFC 9110 §7.6.1), never forwarded either way.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
 /// The header names a message's `Connection` header lists (lower case).
 pub(crate) fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
     let mut tokens = Vec::new();
@@ -37,10 +25,6 @@ pub(crate) fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
         }
     }
     tokens
-}
-
-fn hop_by_hop(name: &str, connection: &[String]) -> bool {
-    HOP_BY_HOP.contains(&name) || connection.iter().any(|c| c == name)
 }
 
 /// What the caller's request keeps on its way upstream.
@@ -114,30 +98,33 @@ impl RequestHygiene {
 }
 
 /// Removes from the upstream's response `headers`, in place, what must not reach the caller,
-/// and rewrites its `Location` (SEC-23).
+/// and rewrites its `Location` (SEC-23). The hop-by-hop headers (and those the upstream's
+/// `Connection` names) are already gone: the upstream client leaves them out as it parses.
 pub(crate) fn clean_response(route: &Route, target: &http::Uri, headers: &mut HeaderMap) {
-    let connection = if headers.contains_key(header::CONNECTION) {
-        connection_tokens(headers)
-    } else {
-        Vec::new()
-    };
-    let mut remove: Vec<HeaderName> = Vec::new();
-    for name in headers.keys() {
-        let text = name.as_str();
-        if hop_by_hop(text, &connection)
-            || (route.drop_response_cookies && name == header::SET_COOKIE)
-            || (!route.pass_cors_headers && text.starts_with("access-control-"))
-        {
-            remove.push(name.clone());
+    if route.drop_response_cookies || !route.pass_cors_headers {
+        // Collected first (a map cannot be changed while its keys are read); nothing is
+        // allocated when there is nothing to remove, as on most responses.
+        let mut remove: Vec<HeaderName> = Vec::new();
+        for name in headers.keys() {
+            if (route.drop_response_cookies && name == header::SET_COOKIE)
+                || (!route.pass_cors_headers && name.as_str().starts_with("access-control-"))
+            {
+                remove.push(name.clone());
+            }
+        }
+        for name in &remove {
+            headers.remove(name);
         }
     }
-    for name in &remove {
-        headers.remove(name);
-    }
     if route.rewrite_location {
-        if let Some(value) = headers.remove(header::LOCATION) {
-            if let Some(local) = location(route, target, &value) {
-                headers.insert(header::LOCATION, local);
+        if let Some(value) = headers.get(header::LOCATION) {
+            match location(route, target, value) {
+                Some(local) => {
+                    headers.insert(header::LOCATION, local);
+                }
+                None => {
+                    headers.remove(header::LOCATION);
+                }
             }
         }
     }

@@ -9,7 +9,8 @@
 //! is the host's [`Policy`].
 //!
 //! [`server`] runs a host at the speed of nginx: a current-thread runtime, a `SO_REUSEPORT`
-//! listener and an upstream pool per core.
+//! listener and an upstream pool per core, HTTP/1.1 read and written inline by each
+//! connection's task.
 //!
 //! # Layout
 //!
@@ -18,6 +19,9 @@
 //! ```text
 //! ops       ── /healthz, /readyz, /metrics (a Handler of its own)
 //! server    ── per-core runtimes and listeners; calls a Handler
+//!   └── connection ── HTTP/1.1 from clients, inline; the rest handed to hyper
+//!         ├── idle ── waits for a request head: deadlines and shutdown, swept
+//!         └── date ── the Date header, once a second
 //! engine    ── Engine::forward: the pipeline
 //!   ├── policy     ── Policy, Attach, Refusal: the host's decisions
 //!   ├── headers    ── header hygiene both ways, Location rewriting
@@ -46,7 +50,7 @@
 //!
 //! struct Host { engine: Engine }
 //! impl Handler for Host {
-//!     async fn handle(&self, request: http::Request<hyper::body::Incoming>, peer: Peer)
+//!     async fn handle(&self, request: http::Request<tokenkeeper_proxy::IncomingBody>, peer: Peer)
 //!         -> http::Response<tokenkeeper_proxy::ProxyBody> {
 //!         match self.engine.route_for(request.uri().path()) {
 //!             Some(route) => self.engine.forward(&Open, route, request, peer.socket_addr()).await,
@@ -68,17 +72,20 @@
 
 mod body;
 mod client;
+mod connection;
+mod date;
 mod deadlines;
 mod engine;
 mod forwarded;
 mod headers;
+mod idle;
 pub mod ops;
 mod policy;
 mod route;
 pub mod server;
 mod upstream;
 
-pub use body::{BoxError, ProxyBody, RequestBody};
+pub use body::{BoxError, IncomingBody, ProxyBody, RequestBody};
 pub use engine::{Engine, EngineBuilder};
 pub use forwarded::{is_forwarding_header, Cidr, Claimed, Forwarding};
 pub use headers::{is_websocket_upgrade, RequestHygiene};

@@ -83,7 +83,7 @@ fn json(status: StatusCode, value: serde_json::Value) -> Response<ProxyBody> {
 impl Handler for Ops {
     async fn handle(
         &self,
-        request: Request<hyper::body::Incoming>,
+        request: Request<crate::IncomingBody>,
         _peer: Peer,
     ) -> Response<ProxyBody> {
         if request.method() != Method::GET && request.method() != Method::HEAD {

@@ -2,24 +2,23 @@
 //! own listening socket on the shared address (`SO_REUSEPORT`: the kernel spreads connections
 //! over the workers) and its own upstream pool. A request is read, handled, forwarded and
 //! answered on one thread: no task moves between threads, no wake-up crosses one, no pool lock
-//! is shared (BENCHMARKS.md: the measurements that chose this).
+//! is shared (BENCHMARKS.md: the measurements that chose this). Each connection is served by
+//! [`crate::connection`]'s inline HTTP/1.1, and by hyper from the first request it does not
+//! serve itself (upgrades, streamed uploads).
 //!
 //! `SO_REUSEPORT` lets another process of the same user bind the same address too; run the
 //! host as its own user (as any service should) when that matters.
 
 use std::cell::Cell;
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::watch;
 
-use crate::body::ProxyBody;
+use crate::body::{IncomingBody, ProxyBody};
 
 thread_local! {
     static WORKER: Cell<usize> = const { Cell::new(0) };
@@ -70,7 +69,7 @@ pub trait Handler: Send + Sync + 'static {
     /// The answer to `request`, which came from `peer`.
     fn handle(
         &self,
-        request: Request<Incoming>,
+        request: Request<IncomingBody>,
         peer: Peer,
     ) -> impl Future<Output = Response<ProxyBody>> + Send;
 
@@ -352,6 +351,7 @@ async fn worker<H: Handler>(
         }
     };
     handler.worker_started(index);
+    tokio::spawn(crate::idle::sweep());
     // Each connection holds a sender: when all are gone, the worker has drained.
     let (open, mut drained) = tokio::sync::mpsc::channel::<()>(1);
     let mut stop = stopped.clone();
@@ -375,11 +375,13 @@ async fn worker<H: Handler>(
         }
     }
     drop(listener);
+    crate::idle::stop();
     drop(open);
     let _ = tokio::time::timeout(options.drain_timeout, drained.recv()).await;
 }
 
-/// Serves one connection on this worker until it closes, or drains it at shutdown.
+/// Serves one connection on this worker (its own task) until it closes, or drains it at
+/// shutdown.
 fn serve<H, S>(
     stream: S,
     peer: Peer,
@@ -392,25 +394,11 @@ fn serve<H, S>(
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
     let handler = handler.clone();
-    let service = hyper::service::service_fn(move |request| {
-        let handler = handler.clone();
-        async move { Ok::<_, Infallible>(handler.handle(request, peer).await) }
-    });
-    let connection = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(options.header_read_timeout)
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades();
-    let mut stopped = stopped.clone();
+    let stopped = stopped.clone();
     let open = open.clone();
+    let options = options.clone();
     tokio::spawn(async move {
         let _open = open;
-        let mut connection = std::pin::pin!(connection);
-        tokio::select! {
-            _ = connection.as_mut() => return,
-            _ = stopped.wait_for(|stop| *stop) => {}
-        }
-        connection.as_mut().graceful_shutdown();
-        let _ = connection.await;
+        crate::connection::serve(stream, peer, handler, stopped, options).await;
     });
 }

@@ -38,7 +38,7 @@ struct Host(Engine);
 impl Handler for Host {
     async fn handle(
         &self,
-        request: Request<hyper::body::Incoming>,
+        request: Request<tokenkeeper_proxy::IncomingBody>,
         peer: Peer,
     ) -> Response<ProxyBody> {
         match self.0.route_for(request.uri().path()) {

@@ -497,7 +497,7 @@ impl SidecarHandler {
 impl tokenkeeper_proxy::server::Handler for SidecarHandler {
     async fn handle(
         &self,
-        request: http::Request<hyper::body::Incoming>,
+        request: http::Request<tokenkeeper_proxy::IncomingBody>,
         peer: Peer,
     ) -> Response<ProxyBody> {
         let current = self.current();
