@@ -11,7 +11,9 @@
 
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::{Buf as _, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -225,7 +227,7 @@ impl Connection {
             Framing::UntilClose
         };
         if keep_alive {
-            self.expires = keep_alive_timeout.map(|t| Instant::now() + t);
+            self.expires = keep_alive_timeout.map(|t| crate::timeouts::now() + t);
         }
         let mut response = Response::new(());
         *response.status_mut() = status;
@@ -411,32 +413,37 @@ impl Connection {
         for h in response.headers.iter() {
             let name = h.name.as_bytes();
             let value = h.value;
-            if name.eq_ignore_ascii_case(b"content-length") {
-                let n = length_value(value)?;
-                if content_length.is_some_and(|l| l != n) {
-                    return Err(ProtocolError::ContentLength.into());
-                }
-                content_length = Some(n);
-            } else if name.eq_ignore_ascii_case(b"connection") {
-                for token in value.split(|b| *b == b',') {
-                    let token = token.trim_ascii();
-                    if token.eq_ignore_ascii_case(b"close") {
-                        close = true;
-                    } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
-                        listed.push(token.to_ascii_lowercase());
+            match Special::of(name) {
+                None => {}
+                Some(Special::ContentLength) => {
+                    let n = length_value(value)?;
+                    if content_length.is_some_and(|l| l != n) {
+                        return Err(ProtocolError::ContentLength.into());
                     }
+                    content_length = Some(n);
                 }
-                continue;
-            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                // The last coding of the last field decides (RFC 9112 §6.3).
-                let last = value.rsplit(|b| *b == b',').next().unwrap_or_default();
-                chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-                continue;
-            } else if name.eq_ignore_ascii_case(b"keep-alive") {
-                keep_alive_timeout = keep_alive_value(value);
-                continue;
-            } else if is_hop_by_hop(name) {
-                continue;
+                Some(Special::Connection) => {
+                    for token in value.split(|b| *b == b',') {
+                        let token = token.trim_ascii();
+                        if token.eq_ignore_ascii_case(b"close") {
+                            close = true;
+                        } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
+                            listed.push(token.to_ascii_lowercase());
+                        }
+                    }
+                    continue;
+                }
+                Some(Special::TransferEncoding) => {
+                    // The last coding of the last field decides (RFC 9112 §6.3).
+                    let last = value.rsplit(|b| *b == b',').next().unwrap_or_default();
+                    chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                    continue;
+                }
+                Some(Special::KeepAlive) => {
+                    keep_alive_timeout = keep_alive_value(value);
+                    continue;
+                }
+                Some(Special::HopByHop) => continue,
             }
             spans[kept] = (
                 (name.as_ptr() as usize - base) as u32,
@@ -543,18 +550,34 @@ fn is_idempotent(method: &Method) -> bool {
     )
 }
 
-/// The other hop-by-hop headers (RFC 9110 §7.6.1): never passed to the caller.
-fn is_hop_by_hop(name: &[u8]) -> bool {
-    [
-        &b"proxy-connection"[..],
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"upgrade",
-    ]
-    .iter()
-    .any(|h| h.eq_ignore_ascii_case(name))
+/// The response headers that say how the message is framed or belong to the connection
+/// (RFC 9110 §7.6.1: hop-by-hop, never passed to the caller).
+enum Special {
+    ContentLength,
+    Connection,
+    TransferEncoding,
+    KeepAlive,
+    HopByHop,
+}
+
+impl Special {
+    /// Which one `name` is (any case). Sorted by length first: most names are none of these,
+    /// and one comparison of lengths says so.
+    fn of(name: &[u8]) -> Option<Self> {
+        let is = |other: &[u8]| name.eq_ignore_ascii_case(other);
+        match name.len() {
+            2 if is(b"te") => Some(Self::HopByHop),
+            7 if is(b"trailer") || is(b"upgrade") => Some(Self::HopByHop),
+            10 if is(b"connection") => Some(Self::Connection),
+            10 if is(b"keep-alive") => Some(Self::KeepAlive),
+            14 if is(b"content-length") => Some(Self::ContentLength),
+            16 if is(b"proxy-connection") => Some(Self::HopByHop),
+            17 if is(b"transfer-encoding") => Some(Self::TransferEncoding),
+            18 if is(b"proxy-authenticate") => Some(Self::HopByHop),
+            19 if is(b"proxy-authorization") => Some(Self::HopByHop),
+            _ => None,
+        }
+    }
 }
 
 /// A `Content-Length` value: digits, or a list of equal ones.

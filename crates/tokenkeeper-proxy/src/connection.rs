@@ -31,8 +31,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::sync::watch;
 
 use crate::body::{IncomingBody, ProxyBody};
-use crate::idle::Waiter;
 use crate::server::{Handler, Peer, ServerOptions};
+use crate::timeouts::Waiter;
 
 /// The largest request head served here (larger ones go to hyper, which answers 431).
 const MAX_HEAD: usize = 64 * 1024;
@@ -84,7 +84,7 @@ pub(crate) async fn serve<H, S>(
         let close = connection_close(request.headers());
         let response = handler.handle(request, peer).await;
         // A server that is stopping answers this request, and closes.
-        let close = close || crate::idle::stopping();
+        let close = close || crate::timeouts::stopping();
         match connection.respond(response, head_only, close).await {
             Ok(true) => {}
             Ok(false) | Err(_) => return,
@@ -386,19 +386,20 @@ fn parse(buf: &mut BytesMut) -> Parsed {
     let mut seen_length = false;
     for h in request.headers.iter() {
         let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"content-length") {
-            match (seen_length, decimal(h.value)) {
+        // By length first: most names are none of these, and one comparison says so.
+        let is = |other: &[u8]| name.eq_ignore_ascii_case(other);
+        match name.len() {
+            14 if is(b"content-length") => match (seen_length, decimal(h.value)) {
                 (false, Some(n)) if n <= MAX_BODY => {
                     body_len = n;
                     seen_length = true;
                 }
                 _ => return Parsed::Handoff,
-            }
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
-            || name.eq_ignore_ascii_case(b"expect")
-            || name.eq_ignore_ascii_case(b"upgrade")
-        {
-            return Parsed::Handoff;
+            },
+            17 if is(b"transfer-encoding") => return Parsed::Handoff,
+            6 if is(b"expect") => return Parsed::Handoff,
+            7 if is(b"upgrade") => return Parsed::Handoff,
+            _ => {}
         }
     }
     if buf.len() < head_len + body_len {

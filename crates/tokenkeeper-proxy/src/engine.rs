@@ -1,6 +1,7 @@
 //! The engine: request in → method check → policy → path → header hygiene → token → upstream
 //! (with a deadline to its headers) → response hygiene → response, bodies streamed both ways.
 
+use std::future::Future as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -189,13 +190,21 @@ impl Engine {
         *upstream.version_mut() = Version::HTTP_11;
         *upstream.headers_mut() = headers;
         // Until the response headers (a streamed body may then take as long as it takes). On a
-        // per-core worker a tokio timer is cheapest (its runtime is this thread: registering
-        // one never wakes another); on a shared multi-thread runtime, the engine's coarse
-        // deadline list (see `deadlines`).
+        // per-core worker, the worker's swept waits (no timer per request: `timeouts`); on a
+        // shared multi-thread runtime, the engine's coarse deadline list (see `deadlines`).
         let sent = if crate::server::on_worker() {
-            match tokio::time::timeout(route.timeout, self.send(index, attach, upstream)).await {
-                Ok(sent) => sent,
-                Err(_) => return policy.refuse(Refusal::UpstreamTimeout),
+            let deadline = crate::timeouts::Waiter::request(route.timeout);
+            let mut send = std::pin::pin!(self.send(index, attach, upstream));
+            let sent = std::future::poll_fn(|cx| {
+                if let std::task::Poll::Ready(sent) = send.as_mut().poll(cx) {
+                    return std::task::Poll::Ready(Some(sent));
+                }
+                deadline.poll(cx).map(|_| None)
+            })
+            .await;
+            match sent {
+                Some(sent) => sent,
+                None => return policy.refuse(Refusal::UpstreamTimeout),
             }
         } else {
             let expired = self.deadlines.after(route.timeout);

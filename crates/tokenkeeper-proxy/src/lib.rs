@@ -20,7 +20,6 @@
 //! ops       ── /healthz, /readyz, /metrics (a Handler of its own)
 //! server    ── per-core runtimes and listeners; calls a Handler
 //!   └── connection ── HTTP/1.1 from clients, inline; the rest handed to hyper
-//!         ├── idle ── waits for a request head: deadlines and shutdown, swept
 //!         └── date ── the Date header, once a second
 //! engine    ── Engine::forward: the pipeline
 //!   ├── policy     ── Policy, Attach, Refusal: the host's decisions
@@ -29,8 +28,10 @@
 //!   ├── route      ── prefixes, upstream URLs, traversal checks
 //!   ├── upstream   ── a pool per worker and route, rustls
 //!   │     └── client ── HTTP/1.1 to upstreams, inline (no connection task)
-//!   ├── deadlines  ── time-to-headers deadlines without a timer per request
+//!   ├── deadlines  ── time-to-headers deadlines off the workers (a shared runtime)
 //!   └── body       ── request and response bodies
+//! timeouts  ── on a worker: waits for heads and upstreams, a coarse clock, swept
+//!              (used by server, connection, engine and upstream; uses nothing)
 //! ```
 //!
 //! ```no_run
@@ -78,11 +79,11 @@ mod deadlines;
 mod engine;
 mod forwarded;
 mod headers;
-mod idle;
 pub mod ops;
 mod policy;
 mod route;
 pub mod server;
+mod timeouts;
 mod upstream;
 
 pub use body::{BoxError, IncomingBody, ProxyBody, RequestBody};

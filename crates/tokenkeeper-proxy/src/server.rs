@@ -351,7 +351,7 @@ async fn worker<H: Handler>(
         }
     };
     handler.worker_started(index);
-    tokio::spawn(crate::idle::sweep());
+    tokio::spawn(crate::timeouts::sweep());
     // Each connection holds a sender: when all are gone, the worker has drained.
     let (open, mut drained) = tokio::sync::mpsc::channel::<()>(1);
     let mut stop = stopped.clone();
@@ -375,7 +375,7 @@ async fn worker<H: Handler>(
         }
     }
     drop(listener);
-    crate::idle::stop();
+    crate::timeouts::stop();
     drop(open);
     let _ = tokio::time::timeout(options.drain_timeout, drained.recv()).await;
 }

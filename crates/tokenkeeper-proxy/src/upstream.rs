@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use std::sync::Mutex;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use http::{HeaderValue, Request, Response};
 use rustls_pki_types::pem::PemObject as _;
@@ -175,7 +175,7 @@ impl Shard {
     /// the upstream's own keep-alive timeout).
     fn checkout(&self, route: usize) -> Option<Connection> {
         let mut idle = self.lock(route);
-        let now = Instant::now();
+        let now = crate::timeouts::now();
         // The oldest first: those idle for too long are closed.
         let stale = idle
             .iter()
@@ -196,7 +196,7 @@ impl Shard {
         if idle.len() < self.common.max_idle {
             idle.push(Idle {
                 connection,
-                since: Instant::now(),
+                since: crate::timeouts::now(),
             });
         }
     }

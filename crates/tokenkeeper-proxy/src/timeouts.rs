@@ -1,14 +1,19 @@
-//! Connections waiting for their next request, per worker thread: each has until a deadline to
-//! send a complete head (slow-loris, idle keep-alive), and closes when the server stops.
+//! Timeouts on a worker thread without a timer per request:
+//! - a connection waiting for its next request has until a deadline to send a complete head
+//!   (slow-loris, idle keep-alive), and closes when the server stops;
+//! - a proxied request waits for its upstream's answer until its route's timeout.
 //!
-//! One sweep a second per worker wakes the connections whose time has run out, instead of a
+//! Four sweeps a second per worker wake the waits whose time has run out, instead of a tokio
 //! timer armed and disarmed for every request, and stopping wakes every waiting connection at
 //! once, instead of each connection registering with a shutdown signal for every request
-//! (together about 1 k instructions per request; BENCHMARKS.md). Deadlines are therefore kept
-//! to within about a second, which is all a timeout of many seconds needs.
+//! (together about 1.5 k instructions per request; BENCHMARKS.md). A timeout therefore fires
+//! within a quarter of a second after its deadline. The sweeps also keep a coarse clock (the
+//! time of the last sweep) for what needs no better: idle connections' ages in the pools and
+//! the deadlines of request heads.
 //!
 //! Everything here belongs to the worker's thread: its current-thread runtime never moves a
-//! connection's task elsewhere.
+//! task elsewhere. Off a worker (no sweeps on the thread) the clock is the real one and waits
+//! are not to be used.
 
 use std::cell::RefCell;
 use std::task::{Context, Poll, Waker};
@@ -16,8 +21,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// How often a worker looks for connections whose time has run out.
-const SWEEP: Duration = Duration::from_secs(1);
+/// How often a worker looks for waits whose time has run out.
+const SWEEP: Duration = Duration::from_millis(250);
 
 thread_local! {
     static WAITING: RefCell<Waiting> = RefCell::new(Waiting::default());
@@ -27,7 +32,7 @@ thread_local! {
 struct Waiting {
     slots: Vec<Slot>,
     free: Vec<usize>,
-    /// The time of the last sweep (a coarse clock: deadlines are set from it).
+    /// The time of the last sweep (a coarse clock); `None` on a thread with no sweeps.
     now: Option<Instant>,
     stopping: bool,
 }
@@ -35,8 +40,10 @@ struct Waiting {
 #[derive(Default)]
 struct Slot {
     waker: Option<Waker>,
-    /// While waiting for a head: when the wait ends.
+    /// While waiting: when the wait ends.
     deadline: Option<Instant>,
+    /// A request's wait for its upstream (not ended by stopping: in-flight requests finish).
+    request: bool,
 }
 
 /// Why a waiting connection was woken.
@@ -48,12 +55,27 @@ pub(crate) enum Woken {
     Stopping,
 }
 
-/// A connection's place among the worker's waiting connections (freed on drop).
+/// A place among the worker's waits (freed on drop): a connection's, for each of its request
+/// heads in turn, or one request's.
 pub(crate) struct Waiter {
     slot: usize,
 }
 
 impl Waiter {
+    /// A request's wait for its upstream, of `timeout` from now (the real time). To be polled
+    /// on a worker thread only.
+    pub(crate) fn request(timeout: Duration) -> Self {
+        let waiter = Self::new();
+        let deadline = Instant::now() + timeout;
+        WAITING.with(|waiting| {
+            if let Some(slot) = waiting.borrow_mut().slots.get_mut(waiter.slot) {
+                slot.deadline = Some(deadline);
+                slot.request = true;
+            }
+        });
+        waiter
+    }
+
     /// A place for a new connection on this thread.
     pub(crate) fn new() -> Self {
         let slot = WAITING.with(|waiting| {
@@ -73,7 +95,7 @@ impl Waiter {
     pub(crate) fn start(&self, timeout: Duration) {
         WAITING.with(|waiting| {
             let mut waiting = waiting.borrow_mut();
-            let now = *waiting.now.get_or_insert_with(Instant::now);
+            let now = waiting.now.unwrap_or_else(Instant::now);
             if let Some(slot) = waiting.slots.get_mut(self.slot) {
                 slot.deadline = Some(now + timeout);
             }
@@ -99,7 +121,7 @@ impl Waiter {
             let Some(slot) = waiting.slots.get_mut(self.slot) else {
                 return Poll::Pending;
             };
-            if stopping {
+            if stopping && !slot.request {
                 return Poll::Ready(Woken::Stopping);
             }
             if let (Some(deadline), Some(now)) = (slot.deadline, now) {
@@ -129,6 +151,16 @@ impl Drop for Waiter {
     }
 }
 
+/// The time: as of this worker's last sweep (at most a quarter of a second old), or the real
+/// time on a thread without sweeps.
+pub(crate) fn now() -> Instant {
+    WAITING
+        .try_with(|waiting| waiting.borrow().now)
+        .ok()
+        .flatten()
+        .unwrap_or_else(Instant::now)
+}
+
 /// Whether this worker is stopping.
 pub(crate) fn stopping() -> bool {
     WAITING.with(|waiting| waiting.borrow().stopping)
@@ -142,6 +174,7 @@ pub(crate) fn stop() {
         waiting
             .slots
             .iter_mut()
+            .filter(|slot| !slot.request)
             .filter_map(|slot| slot.waker.take())
             .collect::<Vec<_>>()
     });
