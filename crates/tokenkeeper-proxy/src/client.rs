@@ -21,6 +21,8 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 
+use tokenkeeper::tower::ReturnedRequest;
+
 use crate::body::{BoxError, RequestBody};
 
 /// The largest response head read.
@@ -120,6 +122,8 @@ pub(crate) struct Connection {
     io: Stream,
     /// Bytes read and not yet used.
     buf: BytesMut,
+    /// The request head being written (kept between requests: no allocation per request).
+    out: Vec<u8>,
     /// When the upstream said it closes idle connections (`Keep-Alive: timeout=`).
     pub(crate) expires: Option<Instant>,
 }
@@ -164,6 +168,7 @@ impl Connection {
         Self {
             io,
             buf: BytesMut::with_capacity(8 * 1024),
+            out: Vec::new(),
             expires: None,
         }
     }
@@ -178,21 +183,21 @@ impl Connection {
     ) -> Result<(Response<()>, ResponseBody), SendError> {
         let (parts, body) = request.into_parts();
         let head_only = parts.method == Method::HEAD;
-        // Kept for a retry on a stale connection: safe methods and those RFC 9110 calls
-        // idempotent, with a body that can be sent again (the head is rebuilt from `parts`,
-        // which outlive the write: no copy of the headers for the retry that rarely comes).
-        let replay = if reused && is_idempotent(&parts.method) {
-            body.try_replay_body()
-        } else {
-            None
-        };
+        // Kept to be sent again: on a stale connection (safe methods and those RFC 9110 calls
+        // idempotent), or after a 401 (by the token layer); the head is rebuilt from `parts`,
+        // which outlive the write, so the headers are never copied for a retry that rarely
+        // comes. Only a body that can be replayed (none, or a small one: a reference count).
+        let replay = body.try_replay_body();
+        let stale_retry = reused && is_idempotent(&parts.method);
         let written = self.write_request(&parts, body).await;
         if let Err(error) = written {
-            return Err(stale(error, parts, replay));
+            return Err(stale(error, parts, replay.filter(|_| stale_retry)));
         }
         let head = match self.read_head().await {
             Ok(head) => head,
-            Err(HeadError::Nothing(error)) => return Err(stale(error, parts, replay)),
+            Err(HeadError::Nothing(error)) => {
+                return Err(stale(error, parts, replay.filter(|_| stale_retry)))
+            }
             Err(error) => return Err(SendError::Failed(error.into_boxed())),
         };
         let Head {
@@ -232,6 +237,14 @@ impl Connection {
         let mut response = Response::new(());
         *response.status_mut() = status;
         *response.headers_mut() = headers;
+        if status == StatusCode::UNAUTHORIZED {
+            if let Some(body) = replay {
+                // For the token layer's one retry (a renewed token, a DPoP nonce).
+                response
+                    .extensions_mut()
+                    .insert(ReturnedRequest::new(Request::from_parts(parts, body)));
+            }
+        }
         let length = match framing {
             Framing::Length(n) => Some(n),
             _ => None,
@@ -253,7 +266,8 @@ impl Connection {
         parts: &http::request::Parts,
         body: RequestBody,
     ) -> Result<(), BoxError> {
-        let mut head = Vec::with_capacity(512);
+        let mut head = std::mem::take(&mut self.out);
+        head.clear();
         head.extend_from_slice(parts.method.as_str().as_bytes());
         head.push(b' ');
         head.extend_from_slice(
@@ -336,6 +350,9 @@ impl Connection {
             }
         }
         self.io.flush().await?;
+        if head.capacity() <= 64 * 1024 {
+            self.out = head;
+        }
         Ok(())
     }
 

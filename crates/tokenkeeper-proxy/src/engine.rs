@@ -240,8 +240,16 @@ impl Engine {
                 request.headers_mut().insert(header::AUTHORIZATION, value);
                 service.send(request).await
             }
-            Attach::Client(layer) => layer.layer(service).call(request).await,
-            Attach::User(layer) => layer.layer(service).call(request).await,
+            // The upstream client hands a request back with its 401 for the layer's retry: no
+            // copy of each request up front.
+            Attach::Client(layer) => {
+                let layer = layer.requests_returned_on_401();
+                layer.layer(service).call(request).await
+            }
+            Attach::User(layer) => {
+                let layer = layer.requests_returned_on_401();
+                layer.layer(service).call(request).await
+            }
         }
     }
 }

@@ -14,6 +14,8 @@ use http::{HeaderValue, Request, Response};
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
+use tokenkeeper::tower::ReturnedRequest;
+
 use crate::body::{BoxError, RequestBody};
 use crate::client::{Connection, ResponseBody, SendError, Stream};
 use crate::route::Route;
@@ -260,6 +262,32 @@ impl tower_service::Service<Request<RequestBody>> for UpstreamService {
 }
 
 impl UpstreamService {
+    /// The request handed back with a 401 (for the token layer's retry) gets its absolute URI
+    /// back: the layer saw that one (its destination check, DPoP's `htu`).
+    fn absolute_again(&self, head: &mut Response<()>) {
+        let Some(returned) = head
+            .extensions()
+            .get::<ReturnedRequest<RequestBody>>()
+            .and_then(ReturnedRequest::take)
+        else {
+            return;
+        };
+        let origin = &self.shard.common.origins[self.route];
+        let (mut parts, body) = returned.into_parts();
+        let scheme = if origin.https { "https" } else { "http" };
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", http::uri::PathAndQuery::as_str);
+        if let Ok(host) = origin.host_header.to_str() {
+            if let Ok(uri) = format!("{scheme}://{host}{path}").parse() {
+                parts.uri = uri;
+                head.extensions_mut()
+                    .insert(ReturnedRequest::new(Request::from_parts(parts, body)));
+            }
+        }
+    }
+
     /// Sends `request` on an idle connection of the pool (one that turns out closed before
     /// the request was written is skipped: nothing was sent) or on a new one.
     pub(crate) async fn send(
@@ -286,7 +314,10 @@ impl UpstreamService {
                 None => (Box::pin(self.shard.connect(self.route)).await?, false),
             };
             match connection.send(request, reused).await {
-                Ok((head, body)) => {
+                Ok((mut head, body)) => {
+                    if head.status() == http::StatusCode::UNAUTHORIZED {
+                        self.absolute_again(&mut head);
+                    }
                     let body = UpstreamBody::new(body, self.shard.clone(), self.route);
                     return Ok(head.map(|()| body));
                 }

@@ -577,3 +577,103 @@ async fn sc_02_a_flood_of_distinct_caller_tokens_is_capped() {
     server.shutdown();
     server.stopped().await;
 }
+
+/// An upstream that rejects the first request it gets (401, `invalid_token`) and answers the
+/// others with what they carried: `authorization`, the body, and its request count.
+async fn rejecting_upstream() -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        let mut chunk = [0u8; 4096];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let header = |name: &str| {
+                        head.lines()
+                            .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_owned))
+                    };
+                    let length = header("content-length").map_or(0, |v| v.parse().unwrap());
+                    while buf.len() < end + 4 + length {
+                        let mut chunk = [0u8; 4096];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + length]).to_string();
+                    buf.drain(..end + 4 + length);
+                    let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    let answer = if n == 1 {
+                        "HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Bearer error=\"invalid_token\"\r\ncontent-length: 0\r\n\r\n".to_owned()
+                    } else {
+                        let json = serde_json::json!({
+                            "n": n,
+                            "authorization": header("authorization"),
+                            "body": body,
+                        })
+                        .to_string();
+                        format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{json}",
+                            json.len()
+                        )
+                    };
+                    if stream.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+/// SC-01: a token the upstream rejects (401 `invalid_token`) is renewed once and the request —
+/// its body included — sent again with the new one; the caller sees only the answer to that.
+/// (The engine's upstream client hands the request back with the 401: no copy is made up front.)
+#[tokio::test]
+async fn sc_01_a_rejected_token_is_renewed_once_and_the_request_sent_again() {
+    let idp = idp().await;
+    let upstream = rejecting_upstream().await;
+    let server = start(&config(
+        idp.issuer(),
+        "",
+        &format!(
+            "[[routes]]\npath = \"/orders\"\nupstream = \"{upstream}\"\ntoken = \"client\"\nclient = \"worker\""
+        ),
+    ));
+    let base = format!("http://{}", server.local_addr());
+    let http = reqwest::Client::new();
+    let (status, first) = json(
+        http.post(format!("{base}/orders/1"))
+            .body("{\"n\":1}")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["n"], 2, "one retry");
+    assert_eq!(first["body"], "{\"n\":1}", "the body sent again");
+    assert_eq!(idp.token_requests("client_credentials"), 2, "one renewal");
+    // The renewed token is the one kept: the next call is not rejected, and carries it.
+    let (status, second) = json(http.get(format!("{base}/orders/2")).send().await.unwrap()).await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["n"], 3);
+    assert_eq!(second["authorization"], first["authorization"]);
+    assert_eq!(idp.token_requests("client_credentials"), 2);
+    server.shutdown();
+    server.stopped().await;
+}

@@ -74,3 +74,36 @@ where
         self.0.size_hint()
     }
 }
+
+/// A request an inner service hands back, in its 401 response's extensions, so that the
+/// [`super::Token`] layer can send it again without having copied it up front (see
+/// [`super::TokenLayer::requests_returned_on_401`]). Its URI must be the one the layer saw
+/// (absolute, if it was), and its body a replay of the one sent.
+pub struct ReturnedRequest<B>(std::sync::Arc<std::sync::Mutex<Option<http::Request<B>>>>);
+
+impl<B> ReturnedRequest<B> {
+    /// Wraps `request` for a response's extensions.
+    pub fn new(request: http::Request<B>) -> Self {
+        Self(std::sync::Arc::new(std::sync::Mutex::new(Some(request))))
+    }
+
+    /// The request (once).
+    pub fn take(&self) -> Option<http::Request<B>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+}
+
+impl<B> Clone for ReturnedRequest<B> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<B> std::fmt::Debug for ReturnedRequest<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReturnedRequest").finish_non_exhaustive()
+    }
+}

@@ -24,6 +24,7 @@ use crate::MissingToken;
 pub struct TokenLayer<Src = ClientTokenSource> {
     integration: Integration<Src>,
     origin: Option<Origin>,
+    returned: bool,
 }
 
 /// The scheme and authority that complete origin-relative request URIs.
@@ -35,7 +36,18 @@ impl<Src: TokenSource> TokenLayer<Src> {
         Self {
             integration: Integration::new(source),
             origin: None,
+            returned: false,
         }
+    }
+
+    /// The inner service hands each request back with its 401 answer, as a
+    /// [`super::ReturnedRequest`] in the response's extensions (its body replayed, its URI as
+    /// sent to it), whenever the request can be sent again. The layer then makes no copy of
+    /// each request for a retry that rarely comes; it retries only with what it is handed back.
+    /// tokenkeeper's proxy engine does this.
+    pub fn requests_returned_on_401(mut self) -> Self {
+        self.returned = true;
+        self
     }
 
     /// The origin (`https://host:port`) of requests whose URI is only a path — tonic's
@@ -84,6 +96,7 @@ impl<S, Src: TokenSource> Layer<S> for TokenLayer<Src> {
             inner,
             integration: self.integration.clone(),
             origin: self.origin.clone(),
+            returned: self.returned,
         }
     }
 }
@@ -129,6 +142,7 @@ pub struct Token<S, Src = ClientTokenSource> {
     inner: S,
     integration: Integration<Src>,
     origin: Option<Origin>,
+    returned: bool,
 }
 
 /// `uri` completed with `origin`, when it is only a path and there is an origin (`None`: use
@@ -165,6 +179,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let integration = self.integration.clone();
         let completed = completed(request.uri(), self.origin.as_ref());
+        let returned = self.returned;
         ResponseFuture {
             inner: Box::pin(async move {
                 integration.check_uri(completed.as_ref().unwrap_or(request.uri()))?;
@@ -175,13 +190,13 @@ where
                         None => return inner.call(request).await.map_err(Into::into),
                     },
                 };
-                let retry = replay(&request);
+                let retry = if returned { None } else { replay(&request) };
                 // The request's URL, for a DPoP-bound token (its proof and the API's nonces).
                 let uri = token
                     .is_dpop()
                     .then(|| completed.unwrap_or_else(|| request.uri().clone()));
                 let presented = attach(&integration, &token, uri.as_ref(), &mut request).await?;
-                let response = inner.call(request).await.map_err(Into::into)?;
+                let mut response = inner.call(request).await.map_err(Into::into)?;
                 if response.status() != StatusCode::UNAUTHORIZED {
                     token.accepted();
                     if let Some(uri) = &uri {
@@ -189,6 +204,14 @@ where
                     }
                     return Ok(response);
                 }
+                let retry = match retry {
+                    Some(retry) => Some(retry),
+                    None if returned => response
+                        .extensions_mut()
+                        .remove::<super::ReturnedRequest<B>>()
+                        .and_then(|returned| returned.take()),
+                    None => None,
+                };
                 let Some(mut retry) = retry else {
                     if let Some(uri) = &uri {
                         // Keep the nonce; the body cannot be replayed, so no retry.

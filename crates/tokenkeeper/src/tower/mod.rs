@@ -14,13 +14,15 @@
 //!
 //! Retrying on a 401 needs the request body twice. The layer retries only when the body type
 //! implements [`ReplayBody`] and [`ReplayBody::try_replay`] returns a copy; wrap a body in
-//! [`NonReplayable`] to opt out.
+//! [`NonReplayable`] to opt out. The copy is made before each request is sent; an inner
+//! service that can hand the request back with its 401 answer (as [`ReturnedRequest`]) spares
+//! it: see [`TokenLayer::requests_returned_on_401`].
 
 mod body;
 mod future;
 mod layer;
 
-pub use body::{NonReplayable, ReplayBody};
+pub use body::{NonReplayable, ReplayBody, ReturnedRequest};
 pub use future::ResponseFuture;
 pub use layer::{Token, TokenLayer};
 
