@@ -237,13 +237,14 @@ impl Connection {
         let mut response = Response::new(());
         *response.status_mut() = status;
         *response.headers_mut() = headers;
-        if status == StatusCode::UNAUTHORIZED {
-            if let Some(body) = replay {
+        match replay {
+            Some(body) if status == StatusCode::UNAUTHORIZED => {
                 // For the token layer's one retry (a renewed token, a DPoP nonce).
                 response
                     .extensions_mut()
                     .insert(ReturnedRequest::new(Request::from_parts(parts, body)));
             }
+            _ => crate::maps::give(parts.headers),
         }
         let length = match framing {
             Framing::Length(n) => Some(n),
@@ -471,7 +472,7 @@ impl Connection {
             kept += 1;
         }
         let head = self.buf.split_to(length).freeze();
-        let mut headers = HeaderMap::with_capacity(kept);
+        let mut headers = crate::maps::take(kept);
         for &(name, name_len, value, value_len) in &spans[..kept] {
             let (name, value) = (name as usize, value as usize);
             let name_bytes = &head[name..name + name_len as usize];

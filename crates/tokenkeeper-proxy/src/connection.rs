@@ -190,7 +190,7 @@ where
         head_only: bool,
         close: bool,
     ) -> std::io::Result<bool> {
-        let (parts, body) = response.into_parts();
+        let (mut parts, body) = response.into_parts();
         let status = parts.status;
         // 101 is only ever answered by hyper (upgrades go there): here it ends the connection.
         let close = close || connection_close(&parts.headers) || status.is_informational();
@@ -226,6 +226,7 @@ where
             no_body,
             close,
         );
+        crate::maps::give(std::mem::take(&mut parts.headers));
         if no_body {
             drop(body);
             self.flush(&[]).await?;
@@ -441,7 +442,7 @@ fn build(
     spans: &[(u32, u32, u32, u32)],
 ) -> Option<Request<IncomingBody>> {
     let uri = Uri::from_maybe_shared(raw.slice(target..target + target_len)).ok()?;
-    let mut headers = HeaderMap::with_capacity(spans.len() + 4);
+    let mut headers = crate::maps::take(spans.len() + 4);
     for &(name, name_len, value, value_len) in spans {
         let (name, value) = (name as usize, value as usize);
         let name = HeaderName::from_bytes(&raw[name..name + name_len as usize]).ok()?;

@@ -30,6 +30,7 @@
 //!   │     └── client ── HTTP/1.1 to upstreams, inline (no connection task)
 //!   ├── deadlines  ── time-to-headers deadlines off the workers (a shared runtime)
 //!   └── body       ── request and response bodies
+//! maps      ── header maps recycled per thread (used by connection and client)
 //! timeouts  ── on a worker: waits for heads and upstreams, a coarse clock, swept
 //!              (used by server, connection, engine and upstream; uses nothing)
 //! ```
@@ -79,6 +80,7 @@ mod deadlines;
 mod engine;
 mod forwarded;
 mod headers;
+mod maps;
 pub mod ops;
 mod policy;
 mod route;

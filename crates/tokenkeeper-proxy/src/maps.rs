@@ -1,0 +1,56 @@
+//! Header maps recycled per thread: a request's map, once written upstream, and a response's,
+//! once written to the client, are cleared and kept for the next message parsed on the same
+//! thread. A map keeps its two allocations (and the room it grew to) when cleared: four
+//! allocations and frees fewer per proxied request (BENCHMARKS.md).
+
+use std::cell::RefCell;
+
+use http::HeaderMap;
+
+/// Maps kept per thread (beyond this, they are freed).
+const KEPT: usize = 256;
+/// Maps that grew beyond this many entries are freed, not kept.
+const LARGEST: usize = 128;
+
+thread_local! {
+    static MAPS: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty map with room for at least `capacity` entries.
+pub(crate) fn take(capacity: usize) -> HeaderMap {
+    let kept = MAPS.try_with(|maps| maps.borrow_mut().pop()).ok().flatten();
+    match kept {
+        Some(mut map) => {
+            map.reserve(capacity);
+            map
+        }
+        None => HeaderMap::with_capacity(capacity),
+    }
+}
+
+/// Keeps `map` for a next message (its entries are dropped now).
+pub(crate) fn give(mut map: HeaderMap) {
+    if map.capacity() == 0 || map.capacity() > LARGEST {
+        return;
+    }
+    map.clear();
+    let _ = MAPS.try_with(|maps| {
+        let mut maps = maps.borrow_mut();
+        if maps.len() < KEPT {
+            maps.push(map);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn maps_come_back_empty() {
+        let mut map = super::take(4);
+        map.insert("x-a", http::HeaderValue::from_static("1"));
+        super::give(map);
+        let map = super::take(2);
+        assert!(map.is_empty());
+        assert!(map.capacity() >= 2);
+    }
+}
