@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # tokenkeeper's hosts against nginx as a plain reverse proxy (EN-02, SC-06): all in front of the
-# same upstream (an nginx answering `return 200`), driven by the same load tool (wrk), in
+# same upstream (an nginx of its own answering `return 200`), driven by the same load tool (wrk), in
 # alternating rounds on this machine's cores. Prints each round and the ratio host / nginx
 # (median, range); then the latency each adds over nginx at a fixed rate (benches/latency.rs).
 #
@@ -33,16 +33,38 @@ work=$(mktemp -d)
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  for pidfile in "$work/nginx.pid" "$work/up/nginx.pid"; do
+    [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+  done
   rm -rf "$work"
 }
 trap cleanup EXIT
 
 upstream_port=$(free_port)
 proxy_port=$(free_port)
-mkdir -p "$work/logs" "$work/tmp"
-# One nginx master: the upstream (`return 200`) and the plain reverse proxy with keepalive to it,
-# sending what a reverse proxy is usually configured to send (and what the BFF sends).
+mkdir -p "$work/logs" "$work/tmp" "$work/up/logs" "$work/up/tmp"
+# Two nginx masters: the upstream (`return 200`), a process of its own as any upstream is;
+# and the plain reverse proxy, with keepalive to it, sending what a reverse proxy is usually
+# configured to send (and what the BFF sends). In one master, the proxy's workers would also
+# be the upstream's: a request could cross from proxy to upstream inside one worker, without
+# the wake-up of another process that every other proxy here pays (BENCHMARKS.md).
+temp_paths() {
+  echo "client_body_temp_path $1/tmp/body; proxy_temp_path $1/tmp/proxy; fastcgi_temp_path $1/tmp/fastcgi; uwsgi_temp_path $1/tmp/uwsgi; scgi_temp_path $1/tmp/scgi;"
+}
+cat > "$work/up/nginx.conf" <<CONF
+worker_processes 2;
+pid $work/up/nginx.pid;
+error_log $work/up/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  $(temp_paths "$work/up")
+  server {
+    listen 127.0.0.1:$upstream_port;
+    location / { return 200 "ok"; }
+  }
+}
+CONF
 cat > "$work/nginx.conf" <<CONF
 worker_processes 2;
 pid $work/nginx.pid;
@@ -50,16 +72,8 @@ error_log $work/logs/error.log warn;
 events { worker_connections 4096; }
 http {
   access_log off;
-  client_body_temp_path $work/tmp/body;
-  proxy_temp_path $work/tmp/proxy;
-  fastcgi_temp_path $work/tmp/fastcgi;
-  uwsgi_temp_path $work/tmp/uwsgi;
-  scgi_temp_path $work/tmp/scgi;
+  $(temp_paths "$work")
   upstream api { server 127.0.0.1:$upstream_port; keepalive 64; }
-  server {
-    listen 127.0.0.1:$upstream_port;
-    location / { return 200 "ok"; }
-  }
   server {
     listen 127.0.0.1:$proxy_port;
     location /api/ {
@@ -76,6 +90,7 @@ http {
   }
 }
 CONF
+"$NGINX" -c "$work/up/nginx.conf" -p "$work/up" -g "daemon on;"
 "$NGINX" -c "$work/nginx.conf" -p "$work" -g "daemon on;"
 for _ in $(seq 50); do curl -fsS "http://127.0.0.1:$proxy_port/api/x" >/dev/null 2>&1 && break; sleep 0.1; done
 

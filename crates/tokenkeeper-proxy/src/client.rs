@@ -23,7 +23,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 
 use tokenkeeper::tower::ReturnedRequest;
 
-use crate::body::{BoxError, RequestBody};
+use crate::request_body::RequestBody;
+use crate::BoxError;
 
 /// The largest response head read.
 const MAX_HEAD: usize = 64 * 1024;

@@ -31,7 +31,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::sync::watch;
 
 use crate::body::{IncomingBody, ProxyBody};
-use crate::server::{Handler, Peer, ServerOptions};
+use crate::handler::{Handler, Peer};
 use crate::timeouts::Waiter;
 
 /// The largest request head served here (larger ones go to hyper, which answers 431).
@@ -52,7 +52,7 @@ pub(crate) async fn serve<H, S>(
     peer: Peer,
     handler: Arc<H>,
     stopped: watch::Receiver<bool>,
-    options: ServerOptions,
+    header_read_timeout: Duration,
 ) where
     H: Handler,
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -64,10 +64,7 @@ pub(crate) async fn serve<H, S>(
         write: Vec::with_capacity(4 * 1024),
     };
     loop {
-        let request = match connection
-            .next_request(&waiter, options.header_read_timeout)
-            .await
-        {
+        let request = match connection.next_request(&waiter, header_read_timeout).await {
             Next::Request(request) => request,
             Next::Closed => return,
             Next::Handoff => {
@@ -77,7 +74,7 @@ pub(crate) async fn serve<H, S>(
                     prefix,
                     io: connection.io,
                 };
-                return serve_with_hyper(io, peer, handler, stopped, options).await;
+                return serve_with_hyper(io, peer, handler, stopped, header_read_timeout).await;
             }
         };
         let head_only = request.method() == Method::HEAD;
@@ -99,7 +96,7 @@ pub(crate) async fn serve_with_hyper<H, S>(
     peer: Peer,
     handler: Arc<H>,
     mut stopped: watch::Receiver<bool>,
-    options: ServerOptions,
+    header_read_timeout: Duration,
 ) where
     H: Handler,
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -113,7 +110,7 @@ pub(crate) async fn serve_with_hyper<H, S>(
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(options.header_read_timeout)
+        .header_read_timeout(header_read_timeout)
         .serve_connection(hyper_util::rt::TokioIo::new(io), service)
         .with_upgrades();
     let mut connection = pin!(connection);

@@ -12,13 +12,15 @@ use http_body_util::BodyExt as _;
 use tower_layer::Layer as _;
 use tower_service::Service as _;
 
-use crate::body::{BoxError, ProxyBody, RequestBody};
+use crate::body::ProxyBody;
 use crate::deadlines::Deadlines;
 use crate::forwarded::Forwarding;
 use crate::headers::{clean_response, is_websocket_upgrade, RequestHygiene};
 use crate::policy::{Attach, Policy, Refusal};
+use crate::request_body::RequestBody;
 use crate::route::Route;
 use crate::upstream::{UpstreamBody, UpstreamError, UpstreamOptions, Upstreams};
+use crate::BoxError;
 
 /// Request bodies up to this many bytes (with a `Content-Length`) are read whole, so that the
 /// request can be sent again (a DPoP nonce challenge, a 401); larger ones stream.
@@ -67,7 +69,7 @@ impl Engine {
             hygiene: RequestHygiene::default(),
             forwarding: None,
             upstream: UpstreamOptions::default(),
-            workers: crate::server::default_workers(),
+            workers: crate::worker::default_workers(),
         }
     }
 
@@ -192,7 +194,7 @@ impl Engine {
         // Until the response headers (a streamed body may then take as long as it takes). On a
         // per-core worker, the worker's swept waits (no timer per request: `timeouts`); on a
         // shared multi-thread runtime, the engine's coarse deadline list (see `deadlines`).
-        let sent = if crate::server::on_worker() {
+        let sent = if crate::worker::on_worker() {
             let deadline = crate::timeouts::Waiter::request(route.timeout);
             let mut send = std::pin::pin!(self.send(index, attach, upstream));
             let sent = std::future::poll_fn(|cx| {

@@ -85,13 +85,21 @@ impl RequestHygiene {
         } else {
             Vec::new()
         };
-        let mut remove: Vec<HeaderName> = Vec::new();
+        // The names to remove, on the stack: a request rarely has more than a few (`Host`,
+        // `Cookie`, the anti-forgery header); more go to a vector.
+        let mut few: [Option<HeaderName>; 8] = Default::default();
+        let mut count = 0;
+        let mut more: Vec<HeaderName> = Vec::new();
         for name in headers.keys() {
             if self.dropped(name, &connection) {
-                remove.push(name.clone());
+                match few.get_mut(count) {
+                    Some(slot) => *slot = Some(name.clone()),
+                    None => more.push(name.clone()),
+                }
+                count += 1;
             }
         }
-        for name in &remove {
+        for name in few.iter().flatten().chain(&more) {
             headers.remove(name);
         }
     }

@@ -14,26 +14,31 @@
 //!
 //! # Layout
 //!
-//! Each module may use only those below it (no module imports one above it; no circles):
+//! Each module may use only those below it (no module imports one above it; no circles —
+//! `tests/en_01_layout.rs` reads the `use` lines and fails on one):
 //!
 //! ```text
-//! ops       ── /healthz, /readyz, /metrics (a Handler of its own)
-//! server    ── per-core runtimes and listeners; calls a Handler
+//! ops            ── /healthz, /readyz, /metrics (a Handler of its own)
+//! server         ── per-core runtimes and listeners, graceful drain
 //!   └── connection ── HTTP/1.1 from clients, inline; the rest handed to hyper
-//!         └── date ── the Date header, once a second
-//! engine    ── Engine::forward: the pipeline
+//!         ├── handler ── Handler (what a server does with a request), Peer
+//!         └── date    ── the Date header, once a second
+//! engine         ── Engine::forward: the pipeline
 //!   ├── policy     ── Policy, Attach, Refusal: the host's decisions
 //!   ├── headers    ── header hygiene both ways, Location rewriting
 //!   │     └── forwarded ── X-Forwarded-* and trusted proxies
-//!   ├── route      ── prefixes, upstream URLs, traversal checks
-//!   ├── upstream   ── a pool per worker and route, rustls
-//!   │     └── client ── HTTP/1.1 to upstreams, inline (no connection task)
 //!   ├── deadlines  ── time-to-headers deadlines off the workers (a shared runtime)
-//!   └── body       ── request and response bodies
-//! maps      ── header maps recycled per thread (used by connection and client)
-//! timeouts  ── on a worker: waits for heads and upstreams, a coarse clock, swept
-//!              (used by server, connection, engine and upstream; uses nothing)
+//!   └── body       ── the bodies a handler gets and returns
+//!         └── upstream ── a pool per worker and route, rustls
+//!               ├── route  ── prefixes, upstream URLs, traversal checks
+//!               └── client ── HTTP/1.1 to upstreams, inline (no connection task)
+//!                     └── request_body ── the body sent upstream (replayable when small)
+//! timeouts       ── on a worker: waits for heads and upstreams, a coarse clock, swept
+//! maps           ── header maps recycled per thread
+//! worker         ── which worker thread this is
 //! ```
+//!
+//! `timeouts`, `maps` and `worker` use nothing of the crate: any module may use them.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -79,16 +84,23 @@ mod date;
 mod deadlines;
 mod engine;
 mod forwarded;
+mod handler;
 mod headers;
 mod maps;
 pub mod ops;
 mod policy;
+mod request_body;
 mod route;
 pub mod server;
 mod timeouts;
 mod upstream;
+mod worker;
 
-pub use body::{BoxError, IncomingBody, ProxyBody, RequestBody};
+pub use body::{IncomingBody, ProxyBody};
+pub use request_body::RequestBody;
+
+/// The error type of boxed bodies and of the upstream service.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub use engine::{Engine, EngineBuilder};
 pub use forwarded::{is_forwarding_header, Cidr, Claimed, Forwarding};
 pub use headers::{is_websocket_upgrade, RequestHygiene};

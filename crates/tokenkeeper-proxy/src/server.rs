@@ -3,82 +3,20 @@
 //! over the workers) and its own upstream pool. A request is read, handled, forwarded and
 //! answered on one thread: no task moves between threads, no wake-up crosses one, no pool lock
 //! is shared (BENCHMARKS.md: the measurements that chose this). Each connection is served by
-//! [`crate::connection`]'s inline HTTP/1.1, and by hyper from the first request it does not
+//! the crate's own inline HTTP/1.1 (`connection`), and by hyper from the first request it does not
 //! serve itself (upgrades, streamed uploads).
 //!
 //! `SO_REUSEPORT` lets another process of the same user bind the same address too; run the
 //! host as its own user (as any service should) when that matters.
 
-use std::cell::Cell;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
 use tokio::sync::watch;
 
-use crate::body::{IncomingBody, ProxyBody};
-
-thread_local! {
-    static WORKER: Cell<usize> = const { Cell::new(0) };
-    static ON_WORKER: Cell<bool> = const { Cell::new(false) };
-}
-
-/// The index of the calling worker thread (0 outside a [`Server`]'s workers).
-pub(crate) fn worker_index() -> usize {
-    WORKER.with(Cell::get)
-}
-
-/// Whether the calling thread is a [`Server`]'s worker (a current-thread runtime of its own).
-pub(crate) fn on_worker() -> bool {
-    ON_WORKER.with(Cell::get)
-}
-
-/// One worker per core (as the OS reports them), at least 1.
-pub fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
-}
-
-/// Who is on the other end of a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Peer {
-    /// A TCP peer.
-    Tcp(SocketAddr),
-    /// A process on a Unix socket, with its credentials (`SO_PEERCRED`) when the OS gave them.
-    Unix {
-        /// The peer process's user id.
-        uid: Option<u32>,
-        /// The peer process's group id.
-        gid: Option<u32>,
-    },
-}
-
-impl Peer {
-    /// The TCP peer's address.
-    pub fn socket_addr(&self) -> Option<SocketAddr> {
-        match self {
-            Self::Tcp(addr) => Some(*addr),
-            Self::Unix { .. } => None,
-        }
-    }
-}
-
-/// What a [`Server`] does with each request.
-pub trait Handler: Send + Sync + 'static {
-    /// The answer to `request`, which came from `peer`.
-    fn handle(
-        &self,
-        request: Request<IncomingBody>,
-        peer: Peer,
-    ) -> impl Future<Output = Response<ProxyBody>> + Send;
-
-    /// Called on each worker thread, in its runtime, before it accepts connections (to start
-    /// per-worker tasks). By default nothing.
-    fn worker_started(&self, worker: usize) {
-        let _ = worker;
-    }
-}
+pub use crate::handler::{Handler, Peer};
+pub use crate::worker::default_workers;
 
 /// How a [`Server`] serves.
 #[derive(Debug, Clone)]
@@ -223,8 +161,7 @@ impl Bound {
                 std::thread::Builder::new()
                     .name(format!("tokenkeeper-worker-{index}"))
                     .spawn(move || {
-                        WORKER.with(|w| w.set(index));
-                        ON_WORKER.with(|w| w.set(true));
+                        crate::worker::enter(index);
                         runtime.block_on(worker(index, socket, handler, stopped, options));
                     })?,
             );
@@ -399,6 +336,6 @@ fn serve<H, S>(
     let options = options.clone();
     tokio::spawn(async move {
         let _open = open;
-        crate::connection::serve(stream, peer, handler, stopped, options).await;
+        crate::connection::serve(stream, peer, handler, stopped, options.header_read_timeout).await;
     });
 }

@@ -16,9 +16,10 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use tokenkeeper::tower::ReturnedRequest;
 
-use crate::body::{BoxError, RequestBody};
 use crate::client::{Connection, ResponseBody, SendError, Stream};
+use crate::request_body::RequestBody;
 use crate::route::Route;
+use crate::BoxError;
 
 /// How the engine connects to upstreams.
 #[derive(Clone, Default)]
@@ -162,7 +163,7 @@ impl Upstreams {
     /// The service sending requests of route `route` through the calling worker's pool.
     pub(crate) fn service(&self, route: usize) -> UpstreamService {
         UpstreamService {
-            shard: self.shards[crate::server::worker_index() % self.shards.len()].clone(),
+            shard: self.shards[crate::worker::worker_index() % self.shards.len()].clone(),
             route,
         }
     }
