@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Instructions per proxied request of tokenkeeper's hosts (EN-02, SC-06), counted by callgrind:
+# steadier than time on a shared machine. Each host runs one worker under valgrind in front of
+# an nginx upstream (`return 200`); wrk (-t1 -c4) warms it up, callgrind's counters are zeroed
+# (`callgrind_control -z`), wrk runs again, and the counters are dumped (`-d`): instructions in
+# that window / requests wrk made. User space only.
+#
+#   bash benches/instructions-engine.sh                 # engine sidecar bff-client bff-user
+#   TARGETS="engine" KEEP=1 bash benches/instructions-engine.sh   # keep the callgrind files
+#
+# Then `callgrind_annotate --inclusive=yes <file>` shows where they go. Installs Debian's nginx
+# and wrk when missing; every port is chosen free and every file lives in a temporary directory.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+for tool in nginx wrk valgrind; do
+  if ! command -v "$tool" >/dev/null; then
+    echo "benches/instructions-engine.sh: installing $tool" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$tool" >/dev/null
+  fi
+done
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  if [ "${KEEP:-0}" = 1 ]; then echo "callgrind files kept in $work" >&2; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
+upstream_port=$(free_port)
+mkdir -p "$work/logs" "$work/tmp"
+cat > "$work/nginx.conf" <<CONF
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/logs/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $work/tmp/body; proxy_temp_path $work/tmp/proxy;
+  fastcgi_temp_path $work/tmp/fastcgi; uwsgi_temp_path $work/tmp/uwsgi; scgi_temp_path $work/tmp/scgi;
+  server { listen 127.0.0.1:$upstream_port; location / { return 200 "ok"; } }
+}
+CONF
+nginx -c "$work/nginx.conf" -p "$work" -g "daemon on;"
+
+cargo build --release -q -p tokenkeeper-benches --bench bff_proxy 2>/dev/null
+cargo build --release -q -p tokenkeeper-proxy --example forward
+cargo build --release -q -p tokenkeeper-cli
+bff=$(cargo bench -p tokenkeeper-benches --bench bff_proxy --no-run 2>&1 \
+  | sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -1)
+
+# The token server of the sidecar's client route.
+target/release/tokenkeeper dev-idp --bind 127.0.0.1:0 --client worker:worker-secret > "$work/idp.out" 2>/dev/null &
+pids+=($!)
+for _ in $(seq 100); do grep -q 'http://' "$work/idp.out" 2>/dev/null && break; sleep 0.1; done
+issuer=$(grep -o 'http://127.0.0.1:[0-9]*' "$work/idp.out" | head -1)
+
+# count name url cookie: zero after a warm-up, measure, dump; prints instructions/request.
+count() {
+  local name=$1 url=$2 cookie=$3
+  wrk -t1 -c4 -d3s -H "Cookie: $cookie" -H "X-CSRF: 1" "$url" >/dev/null
+  callgrind_control -z >/dev/null 2>&1
+  local requests
+  requests=$(wrk -t1 -c4 -d5s -H "Cookie: $cookie" -H "X-CSRF: 1" "$url" | awk '/requests in/ {print $1}')
+  callgrind_control -d >/dev/null 2>&1
+  sleep 1
+  local total
+  total=$(awk '/^summary/ {s += $2} END {print s}' "$work/$name.cg".*)
+  echo "$name: $((total / requests)) instructions/request ($requests requests)"
+}
+
+run() { # name: starts the host under callgrind, counts, stops it
+  local name=$1 url cookie="none=1"
+  case $name in
+    engine)
+      local port; port=$(free_port)
+      UPSTREAM="http://127.0.0.1:$upstream_port/up" LISTEN="127.0.0.1:$port" WORKERS=1 \
+        valgrind --tool=callgrind --callgrind-out-file="$work/$name.cg" \
+        target/release/examples/forward > "$work/$name.out" 2>/dev/null &
+      url="http://127.0.0.1:$port/api/items"
+      for _ in $(seq 300); do grep -q '^listening ' "$work/$name.out" 2>/dev/null && break; sleep 0.2; done
+      ;;
+    sidecar)
+      local port; port=$(free_port)
+      cat > "$work/sidecar.toml" <<TOML
+[sidecar]
+listen = "127.0.0.1:$port"
+workers = 1
+
+[[clients]]
+name = "worker"
+issuer = "$issuer"
+client_id = "worker"
+client_secret_env = "WORKER_SECRET"
+
+[[routes]]
+path = "/api"
+upstream = "http://127.0.0.1:$upstream_port/up"
+token = "client"
+client = "worker"
+TOML
+      WORKER_SECRET=worker-secret valgrind --tool=callgrind --callgrind-out-file="$work/$name.cg" \
+        target/release/tokenkeeper sidecar --config "$work/sidecar.toml" > "$work/$name.out" 2>/dev/null &
+      url="http://127.0.0.1:$port/api/items"
+      for _ in $(seq 300); do grep -q '^tokenkeeper sidecar on ' "$work/$name.out" 2>/dev/null && break; sleep 0.2; done
+      ;;
+    bff-user|bff-client)
+      TK_SERVE=1 TK_WORKERS=1 TK_ROUTE_TOKEN=${name#bff-} TK_UPSTREAM="http://127.0.0.1:$upstream_port" \
+        valgrind --tool=callgrind --callgrind-out-file="$work/$name.cg" "$bff" --bench \
+        > "$work/$name.out" 2>/dev/null &
+      for _ in $(seq 600); do grep -q '^cookie ' "$work/$name.out" 2>/dev/null && break; sleep 0.2; done
+      url=$(sed -n 's/^bff //p' "$work/$name.out")
+      cookie=$(sed -n 's/^cookie //p' "$work/$name.out")
+      ;;
+  esac
+  local pid=$!
+  pids+=("$pid")
+  count "$name" "$url" "$cookie"
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+for target in ${TARGETS:-engine sidecar bff-client bff-user}; do
+  run "$target"
+done
