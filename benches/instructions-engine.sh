@@ -20,9 +20,7 @@ for tool in nginx wrk valgrind; do
   fi
 done
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
+. benches/common.sh
 
 work=$(mktemp -d)
 pids=()
@@ -56,10 +54,7 @@ bff=$(cargo bench -p tokenkeeper-benches --bench bff_proxy --no-run 2>&1 \
   | sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -1)
 
 # The token server of the sidecar's client route.
-target/release/tokenkeeper dev-idp --bind 127.0.0.1:0 --client worker:worker-secret > "$work/idp.out" 2>/dev/null &
-pids+=($!)
-for _ in $(seq 100); do grep -q 'http://' "$work/idp.out" 2>/dev/null && break; sleep 0.1; done
-issuer=$(grep -o 'http://127.0.0.1:[0-9]*' "$work/idp.out" | head -1)
+start_idp "$work"
 
 # count name url cookie: zero after a warm-up, measure, dump; prints instructions/request.
 count() {
@@ -88,23 +83,7 @@ run() { # name: starts the host under callgrind, counts, stops it
       ;;
     sidecar)
       local port; port=$(free_port)
-      cat > "$work/sidecar.toml" <<TOML
-[sidecar]
-listen = "127.0.0.1:$port"
-workers = 1
-
-[[clients]]
-name = "worker"
-issuer = "$issuer"
-client_id = "worker"
-client_secret_env = "WORKER_SECRET"
-
-[[routes]]
-path = "/api"
-upstream = "http://127.0.0.1:$upstream_port/up"
-token = "client"
-client = "worker"
-TOML
+      sidecar_toml "127.0.0.1:$port" 1 "http://127.0.0.1:$upstream_port/up" > "$work/sidecar.toml"
       WORKER_SECRET=worker-secret valgrind --tool=callgrind --callgrind-out-file="$work/$name.cg" \
         target/release/tokenkeeper sidecar --config "$work/sidecar.toml" > "$work/$name.out" 2>/dev/null &
       url="http://127.0.0.1:$port/api/items"

@@ -25,9 +25,7 @@ for tool in nginx wrk; do
 done
 NGINX=$(command -v nginx)
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
+. benches/common.sh
 
 work=$(mktemp -d)
 pids=()
@@ -126,27 +124,8 @@ done
 for _ in $(seq 100); do grep -q '^listening ' "$work/engine.out" 2>/dev/null && break; sleep 0.1; done
 
 # - sidecar: `tokenkeeper sidecar`, a `token = client` route (its token from `tokenkeeper dev-idp`).
-target/release/tokenkeeper dev-idp --bind 127.0.0.1:0 --client worker:worker-secret > "$work/idp.out" 2>"$work/idp.err" &
-pids+=($!)
-for _ in $(seq 100); do grep -q 'http://' "$work/idp.out" 2>/dev/null && break; sleep 0.1; done
-issuer=$(grep -o 'http://127.0.0.1:[0-9]*' "$work/idp.out" | head -1)
-cat > "$work/sidecar.toml" <<TOML
-[sidecar]
-listen = "127.0.0.1:0"
-workers = 2
-
-[[clients]]
-name = "worker"
-issuer = "$issuer"
-client_id = "worker"
-client_secret_env = "WORKER_SECRET"
-
-[[routes]]
-path = "/api"
-upstream = "http://127.0.0.1:$upstream_port/up"
-token = "client"
-client = "worker"
-TOML
+start_idp "$work"
+sidecar_toml 127.0.0.1:0 2 "http://127.0.0.1:$upstream_port/up" > "$work/sidecar.toml"
 WORKER_SECRET=worker-secret target/release/tokenkeeper sidecar --config "$work/sidecar.toml" > "$work/sidecar.out" 2>"$work/sidecar.err" &
 pids+=($!)
 for _ in $(seq 100); do grep -q '^tokenkeeper sidecar on ' "$work/sidecar.out" 2>/dev/null && break; sleep 0.1; done

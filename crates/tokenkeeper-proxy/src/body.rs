@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 
+use crate::request_body::{whole_frame, whole_size};
 use crate::BoxError;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
@@ -56,7 +57,7 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Self::Upstream(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
-            Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Self::Full(bytes) => whole_frame(bytes),
             Self::Boxed(body) => Pin::new(body).poll_frame(cx),
         }
     }
@@ -72,7 +73,7 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Upstream(body) => body.size_hint(),
-            Self::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Self::Full(bytes) => whole_size(bytes),
             Self::Boxed(body) => body.size_hint(),
         }
     }
@@ -102,7 +103,7 @@ impl Body for IncomingBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Self::Empty => Poll::Ready(None),
-            Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Self::Full(bytes) => whole_frame(bytes),
             Self::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
         }
     }
@@ -118,7 +119,7 @@ impl Body for IncomingBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Empty => SizeHint::with_exact(0),
-            Self::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Self::Full(bytes) => whole_size(bytes),
             Self::Hyper(body) => body.size_hint(),
         }
     }

@@ -307,7 +307,7 @@ impl Connection {
                 head.extend_from_slice(b"content-length: ");
                 head.extend_from_slice(bytes.len().to_string().as_bytes());
                 head.extend_from_slice(b"\r\n\r\n");
-                write_two(&mut self.io, &head, &bytes).await?;
+                crate::write::write_two(&mut self.io, &head, &bytes).await?;
             }
             RequestBody::Stream(mut stream) => {
                 match declared {
@@ -337,7 +337,7 @@ impl Connection {
                         Some(_) => self.io.write_all(&data).await?,
                         None => {
                             let size = format!("{:x}\r\n", data.len());
-                            write_two(&mut self.io, size.as_bytes(), &data).await?;
+                            crate::write::write_two(&mut self.io, size.as_bytes(), &data).await?;
                             self.io.write_all(b"\r\n").await?;
                         }
                     }
@@ -540,26 +540,6 @@ fn stale(error: BoxError, parts: http::request::Parts, replay: Option<RequestBod
         Some(body) => SendError::Stale(Box::new(Request::from_parts(parts, body))),
         None => SendError::Failed(error),
     }
-}
-
-/// Writes `a` then `b`, in one system call when the stream takes both.
-async fn write_two(io: &mut Stream, a: &[u8], b: &[u8]) -> std::io::Result<()> {
-    let mut a = a;
-    let mut b = b;
-    while !a.is_empty() {
-        let slices = [std::io::IoSlice::new(a), std::io::IoSlice::new(b)];
-        let n = io.write_vectored(&slices).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        if n < a.len() {
-            a = &a[n..];
-        } else {
-            b = &b[n - a.len()..];
-            a = &[];
-        }
-    }
-    io.write_all(b).await
 }
 
 fn is_idempotent(method: &Method) -> bool {

@@ -27,7 +27,7 @@ use bytes::{Buf as _, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
 use crate::body::{IncomingBody, ProxyBody};
@@ -301,28 +301,7 @@ where
 
     /// Writes the gathered bytes, then `more`, in one system call when the socket takes both.
     async fn flush(&mut self, more: &[u8]) -> std::io::Result<()> {
-        let mut a: &[u8] = &self.write;
-        let mut b = more;
-        while !a.is_empty() {
-            let slices = [std::io::IoSlice::new(a), std::io::IoSlice::new(b)];
-            let n = if b.is_empty() {
-                self.io.write(a).await?
-            } else {
-                self.io.write_vectored(&slices).await?
-            };
-            if n == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
-            }
-            if n < a.len() {
-                a = &a[n..];
-            } else {
-                b = &b[n - a.len()..];
-                a = &[];
-            }
-        }
-        if !b.is_empty() {
-            self.io.write_all(b).await?;
-        }
+        crate::write::write_two(&mut self.io, &self.write, more).await?;
         self.write.clear();
         Ok(())
     }

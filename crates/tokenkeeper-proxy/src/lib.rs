@@ -36,9 +36,10 @@
 //! timeouts       ── on a worker: waits for heads and upstreams, a coarse clock, swept
 //! maps           ── header maps recycled per thread
 //! worker         ── which worker thread this is
+//! write          ── a head and a body in one system call
 //! ```
 //!
-//! `timeouts`, `maps` and `worker` use nothing of the crate: any module may use them.
+//! `timeouts`, `maps`, `worker` and `write` use nothing of the crate: any module may use them.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -95,6 +96,7 @@ pub mod server;
 mod timeouts;
 mod upstream;
 mod worker;
+mod write;
 
 pub use body::{IncomingBody, ProxyBody};
 pub use request_body::RequestBody;

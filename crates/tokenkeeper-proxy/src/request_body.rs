@@ -43,7 +43,7 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Self::Empty => Poll::Ready(None),
-            Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Self::Full(bytes) => whole_frame(bytes),
             Self::Stream(body) => Pin::new(body).poll_frame(cx),
         }
     }
@@ -59,8 +59,19 @@ impl Body for RequestBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Empty => SizeHint::with_exact(0),
-            Self::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Self::Full(bytes) => whole_size(bytes),
             Self::Stream(body) => body.size_hint(),
         }
     }
+}
+
+/// The next frame of a body read whole: its bytes, once. (The `Full` variant of each body type
+/// here.)
+pub(crate) fn whole_frame<E>(bytes: &mut Option<Bytes>) -> Poll<Option<Result<Frame<Bytes>, E>>> {
+    Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b))))
+}
+
+/// The size of a body read whole (0 once sent).
+pub(crate) fn whole_size(bytes: &Option<Bytes>) -> SizeHint {
+    SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
 }

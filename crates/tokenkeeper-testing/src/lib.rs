@@ -14,6 +14,7 @@ mod faults;
 pub mod fuzz;
 mod jwt_bearer;
 mod keys;
+pub mod layout;
 mod logs;
 mod metrics;
 pub mod mtls;
