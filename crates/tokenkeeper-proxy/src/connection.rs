@@ -580,3 +580,40 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use tokenkeeper_testing::fuzz::{cases, Mutator};
+
+    use super::{parse, Parsed};
+
+    /// Hostile bytes from a client: every parse takes a whole request off the front, waits for
+    /// more, or hands the connection over with every byte still there — never a panic, never a
+    /// byte lost.
+    #[test]
+    fn en_01_hostile_request_bytes_are_served_waited_for_or_handed_over_whole() {
+        let seeds = [
+            b"GET /a?b=c HTTP/1.1\r\nHost: x\r\nCookie: a=b\r\nX-CSRF: 1\r\n\r\n".to_vec(),
+            b"POST /p HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhelloGET / HTTP/1.1\r\n\r\n"
+                .to_vec(),
+            b"PUT /c HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
+            b"GET / HTTP/1.1\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n".to_vec(),
+        ];
+        let mut mutator = Mutator::from_env();
+        for _ in 0..cases(20_000) {
+            let input = mutator.mutate(&seeds);
+            let mut buf = BytesMut::from(&input[..]);
+            for _ in 0..64 {
+                let before = buf.clone();
+                match parse(&mut buf) {
+                    Parsed::Request(_) => assert!(buf.len() < before.len()),
+                    Parsed::Partial | Parsed::Handoff => {
+                        assert_eq!(buf, before, "seed {}", mutator.seed());
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
