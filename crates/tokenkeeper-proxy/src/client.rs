@@ -190,7 +190,13 @@ impl Connection {
         // comes. Only a body that can be replayed (none, or a small one: a reference count).
         let replay = body.try_replay_body();
         let stale_retry = reused && is_idempotent(&parts.method);
-        let written = self.write_request(&parts, body).await;
+        // A body read whole goes out with the head, most often in one `try_write` that needs no
+        // wait; a streamed body takes the general path (boxed: its state would otherwise be
+        // part of, and copied with, every request's future).
+        let written = match body {
+            RequestBody::Stream(stream) => Box::pin(self.write_streamed(&parts, stream)).await,
+            whole => self.write_whole(&parts, whole).await,
+        };
         if let Err(error) = written {
             return Err(stale(error, parts, replay.filter(|_| stale_retry)));
         }
@@ -262,94 +268,107 @@ impl Connection {
         ))
     }
 
-    /// Writes the request head and body.
-    async fn write_request(
+    /// Writes the request head and a body read whole (`Empty` or `Full`): encoded into the
+    /// connection's buffer and written at once when the socket takes it (no wait, no future
+    /// state), else the rest with a wait.
+    async fn write_whole(
         &mut self,
         parts: &http::request::Parts,
         body: RequestBody,
     ) -> Result<(), BoxError> {
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        encode_head(&mut out, parts);
+        match body {
+            RequestBody::Full(bytes) => {
+                let bytes = bytes.unwrap_or_default();
+                out.extend_from_slice(b"content-length: ");
+                out.extend_from_slice(bytes.len().to_string().as_bytes());
+                out.extend_from_slice(b"\r\n\r\n");
+                out.extend_from_slice(&bytes);
+            }
+            _ => {
+                if matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
+                    out.extend_from_slice(b"content-length: 0\r\n");
+                }
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        let mut done = 0;
+        if let Stream::Plain(tcp) = &self.io {
+            while done < out.len() {
+                match tcp.try_write(&out[done..]) {
+                    Ok(0) => return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into()),
+                    Ok(n) => done += n,
+                    Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(error) => return Err(error.into()),
+                }
+            }
+        }
+        if done < out.len() || matches!(self.io, Stream::Tls(_)) {
+            // Boxed: the wait is rare, and its state would bloat every request's future.
+            let io = &mut self.io;
+            let rest = &out[done..];
+            Box::pin(async move {
+                io.write_all(rest).await?;
+                io.flush().await
+            })
+            .await?;
+        }
+        if out.capacity() <= 64 * 1024 {
+            self.out = out;
+        }
+        Ok(())
+    }
+
+    /// Writes the request head and a streamed body: with its declared length, else chunked.
+    async fn write_streamed(
+        &mut self,
+        parts: &http::request::Parts,
+        mut stream: http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>,
+    ) -> Result<(), BoxError> {
         let mut head = std::mem::take(&mut self.out);
         head.clear();
-        head.extend_from_slice(parts.method.as_str().as_bytes());
-        head.push(b' ');
-        head.extend_from_slice(
-            parts
-                .uri
-                .path_and_query()
-                .map_or("/", http::uri::PathAndQuery::as_str)
-                .as_bytes(),
-        );
-        head.extend_from_slice(b" HTTP/1.1\r\n");
+        encode_head(&mut head, parts);
         let declared = parts
             .headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        for (name, value) in &parts.headers {
-            if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+        match declared {
+            Some(length) => {
+                head.extend_from_slice(b"content-length: ");
+                head.extend_from_slice(length.to_string().as_bytes());
+                head.extend_from_slice(b"\r\n\r\n");
+            }
+            None => head.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n"),
+        }
+        self.io.write_all(&head).await?;
+        let mut sent = 0u64;
+        while let Some(frame) =
+            std::future::poll_fn(|cx| Pin::new(&mut stream).poll_frame(cx)).await
+        {
+            let Ok(data) = frame?.into_data() else {
+                continue; // trailers are not forwarded
+            };
+            if data.is_empty() {
                 continue;
             }
-            head.extend_from_slice(name.as_str().as_bytes());
-            head.extend_from_slice(b": ");
-            head.extend_from_slice(value.as_bytes());
-            head.extend_from_slice(b"\r\n");
+            sent += data.len() as u64;
+            match declared {
+                Some(length) if sent > length => return Err(ProtocolError::RequestLength.into()),
+                Some(_) => self.io.write_all(&data).await?,
+                None => {
+                    let size = format!("{:x}\r\n", data.len());
+                    crate::write::write_two(&mut self.io, size.as_bytes(), &data).await?;
+                    self.io.write_all(b"\r\n").await?;
+                }
+            }
         }
-        match body {
-            RequestBody::Empty => {
-                if matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
-                    head.extend_from_slice(b"content-length: 0\r\n");
-                }
-                head.extend_from_slice(b"\r\n");
-                self.io.write_all(&head).await?;
-            }
-            RequestBody::Full(bytes) => {
-                let bytes = bytes.unwrap_or_default();
-                head.extend_from_slice(b"content-length: ");
-                head.extend_from_slice(bytes.len().to_string().as_bytes());
-                head.extend_from_slice(b"\r\n\r\n");
-                crate::write::write_two(&mut self.io, &head, &bytes).await?;
-            }
-            RequestBody::Stream(mut stream) => {
-                match declared {
-                    Some(length) => {
-                        head.extend_from_slice(b"content-length: ");
-                        head.extend_from_slice(length.to_string().as_bytes());
-                        head.extend_from_slice(b"\r\n\r\n");
-                    }
-                    None => head.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n"),
-                }
-                self.io.write_all(&head).await?;
-                let mut sent = 0u64;
-                while let Some(frame) =
-                    std::future::poll_fn(|cx| Pin::new(&mut stream).poll_frame(cx)).await
-                {
-                    let Ok(data) = frame?.into_data() else {
-                        continue; // trailers are not forwarded
-                    };
-                    if data.is_empty() {
-                        continue;
-                    }
-                    sent += data.len() as u64;
-                    match declared {
-                        Some(length) if sent > length => {
-                            return Err(ProtocolError::RequestLength.into())
-                        }
-                        Some(_) => self.io.write_all(&data).await?,
-                        None => {
-                            let size = format!("{:x}\r\n", data.len());
-                            crate::write::write_two(&mut self.io, size.as_bytes(), &data).await?;
-                            self.io.write_all(b"\r\n").await?;
-                        }
-                    }
-                }
-                match declared {
-                    Some(length) if sent != length => {
-                        return Err(ProtocolError::RequestLength.into())
-                    }
-                    Some(_) => {}
-                    None => self.io.write_all(b"0\r\n\r\n").await?,
-                }
-            }
+        match declared {
+            Some(length) if sent != length => return Err(ProtocolError::RequestLength.into()),
+            Some(_) => {}
+            None => self.io.write_all(b"0\r\n\r\n").await?,
         }
         self.io.flush().await?;
         if head.capacity() <= 64 * 1024 {
@@ -531,6 +550,30 @@ impl HeadError {
         match self {
             Self::Nothing(e) | Self::Other(e) => e,
         }
+    }
+}
+
+/// The request line and the headers (without `Content-Length` and `Transfer-Encoding`: the
+/// body's framing is the writer's to say).
+fn encode_head(out: &mut Vec<u8>, parts: &http::request::Parts) {
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(
+        parts
+            .uri
+            .path_and_query()
+            .map_or("/", http::uri::PathAndQuery::as_str)
+            .as_bytes(),
+    );
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
 }
 
