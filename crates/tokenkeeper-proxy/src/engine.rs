@@ -194,27 +194,23 @@ impl Engine {
         // Until the response headers (a streamed body may then take as long as it takes). On a
         // per-core worker, the worker's swept waits (no timer per request: `timeouts`); on a
         // shared multi-thread runtime, the engine's coarse deadline list (see `deadlines`).
-        let sent = if crate::worker::on_worker() {
-            let deadline = crate::timeouts::Waiter::request(route.timeout);
-            let mut send = std::pin::pin!(self.send(index, attach, upstream));
-            let sent = std::future::poll_fn(|cx| {
-                if let std::task::Poll::Ready(sent) = send.as_mut().poll(cx) {
-                    return std::task::Poll::Ready(Some(sent));
-                }
-                deadline.poll(cx).map(|_| None)
-            })
-            .await;
-            match sent {
-                Some(sent) => sent,
-                None => return policy.refuse(Refusal::UpstreamTimeout),
-            }
+        // One send future, polled beside the deadline (on the stack of this one future: two
+        // paths with a send future each would make every request's future larger).
+        let mut deadline = if crate::worker::on_worker() {
+            Deadline::Worker(crate::timeouts::Waiter::request(route.timeout))
         } else {
-            let expired = self.deadlines.after(route.timeout);
-            tokio::select! {
-                biased;
-                sent = self.send(index, attach, upstream) => sent,
-                _ = expired => return policy.refuse(Refusal::UpstreamTimeout),
+            Deadline::Shared(self.deadlines.after(route.timeout))
+        };
+        let mut send = std::pin::pin!(self.send(index, attach, upstream));
+        let sent = std::future::poll_fn(|cx| {
+            if let std::task::Poll::Ready(sent) = send.as_mut().poll(cx) {
+                return std::task::Poll::Ready(Some(sent));
             }
+            deadline.poll(cx).map(|()| None)
+        })
+        .await;
+        let Some(sent) = sent else {
+            return policy.refuse(Refusal::UpstreamTimeout);
         };
         let response = match sent {
             Ok(response) => response,
@@ -228,30 +224,56 @@ impl Engine {
         out
     }
 
-    /// Sends `request` with `attach`'s credentials through the calling worker's pool.
-    async fn send(
+    /// Sends `request` with `attach`'s credentials through the calling worker's pool. Not an
+    /// `async fn`: the future is the upstream exchange itself (or the token layer's), with no
+    /// wrapper holding the arguments a second time.
+    fn send(
         &self,
         index: usize,
         attach: Attach,
         mut request: Request<RequestBody>,
-    ) -> Result<Response<UpstreamBody>, BoxError> {
+    ) -> impl std::future::Future<Output = Result<Response<UpstreamBody>, BoxError>> + Send + 'static
+    {
+        use futures_util::future::Either;
         let service = self.upstreams.service(index);
         match attach {
-            Attach::None => service.send(request).await,
+            Attach::None => Either::Left(service.send(request)),
             Attach::Authorization(value) => {
                 request.headers_mut().insert(header::AUTHORIZATION, value);
-                service.send(request).await
+                Either::Left(service.send(request))
             }
             // The upstream client hands a request back with its 401 for the layer's retry: no
             // copy of each request up front.
             Attach::Client(layer) => {
                 let layer = layer.requests_returned_on_401();
-                layer.layer(service).call(request).await
+                Either::Right(layer.layer(service).call(request))
             }
             Attach::User(layer) => {
                 let layer = layer.requests_returned_on_401();
-                layer.layer(service).call(request).await
+                Either::Right(layer.layer(service).call(request))
             }
+        }
+    }
+}
+
+/// The deadline of a request's upstream answer.
+enum Deadline {
+    /// On a per-core worker: the worker's swept waits (no timer per request: `timeouts`).
+    Worker(crate::timeouts::Waiter),
+    /// On a shared multi-thread runtime: the engine's coarse deadline list (`deadlines`).
+    Shared(tokio::sync::oneshot::Receiver<()>),
+}
+
+impl Deadline {
+    /// Ready once the deadline has passed.
+    fn poll(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        match self {
+            Self::Worker(waiter) => waiter.poll(cx).map(|_| ()),
+            // A dropped sender (the list went away with its engine) is no deadline.
+            Self::Shared(expired) => match std::pin::Pin::new(expired).poll(cx) {
+                std::task::Poll::Ready(Ok(())) => std::task::Poll::Ready(()),
+                _ => std::task::Poll::Pending,
+            },
         }
     }
 }
