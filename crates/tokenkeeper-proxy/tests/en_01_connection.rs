@@ -166,6 +166,12 @@ async fn response(
     Some((head, body))
 }
 
+/// Sends `request` on `stream` and reads one complete response.
+async fn ask(stream: &mut TcpStream, buf: &mut Vec<u8>, request: &[u8]) -> (String, Vec<u8>) {
+    stream.write_all(request).await.unwrap();
+    response(stream, buf, false).await.unwrap()
+}
+
 /// Whether the server closes `stream` (reads to the end, within 10 s).
 async fn closes(stream: &mut TcpStream) -> bool {
     let mut sink = Vec::new();
@@ -210,11 +216,12 @@ async fn en_01_connection_pipelined_requests_are_answered_in_order_on_one_connec
     assert!(head.contains("x-method: get"), "{head}");
     assert!(body.is_empty());
     // `Connection: close` is answered, and the connection closed.
-    stream
-        .write_all(b"GET /a HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let (head, _) = response(&mut stream, &mut buf, false).await.unwrap();
+    let (head, _) = ask(
+        &mut stream,
+        &mut buf,
+        b"GET /a HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
     assert!(head.contains("connection: close"), "{head}");
     assert!(closes(&mut stream).await);
 }
@@ -224,18 +231,20 @@ async fn en_01_connection_frames_unknown_lengths_and_cuts_a_body_that_breaks_its
     let server = server(Duration::from_secs(30));
     let mut stream = connect(&server).await;
     let mut buf = Vec::new();
-    stream
-        .write_all(b"GET /stream HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let (head, body) = response(&mut stream, &mut buf, false).await.unwrap();
+    let (head, body) = ask(
+        &mut stream,
+        &mut buf,
+        b"GET /stream HTTP/1.1\r\nhost: x\r\n\r\n",
+    )
+    .await;
     assert!(head.contains("transfer-encoding: chunked"), "{head}");
     assert_eq!(body, b"one,two,three");
-    stream
-        .write_all(b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let (_, body) = response(&mut stream, &mut buf, false).await.unwrap();
+    let (_, body) = ask(
+        &mut stream,
+        &mut buf,
+        b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n",
+    )
+    .await;
     assert_eq!(body.len(), 1 << 20);
     // 10 bytes promised, 5 given: the client sees a cut response and a closed connection,
     // never a next response read as the rest of this one.
@@ -360,11 +369,7 @@ async fn en_01_connection_hostile_heads_get_a_4xx_and_the_server_keeps_serving()
     }
     let mut stream = connect(&server).await;
     let mut buf = Vec::new();
-    stream
-        .write_all(b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let (head, _) = response(&mut stream, &mut buf, false).await.unwrap();
+    let (head, _) = ask(&mut stream, &mut buf, b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n").await;
     assert!(head.starts_with("http/1.1 200"), "{head}");
 }
 
@@ -381,11 +386,7 @@ async fn en_01_connection_a_head_sent_too_slowly_is_closed() {
     // An idle keep-alive connection, too.
     let mut stream = connect(&server).await;
     let mut buf = Vec::new();
-    stream
-        .write_all(b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    response(&mut stream, &mut buf, false).await.unwrap();
+    ask(&mut stream, &mut buf, b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n").await;
     assert!(closes(&mut stream).await);
 }
 
@@ -394,10 +395,7 @@ async fn en_01_connection_shutdown_closes_idle_connections_and_finishes_in_fligh
     let server = server(Duration::from_secs(30));
     let mut idle = connect(&server).await;
     let mut buf = Vec::new();
-    idle.write_all(b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    response(&mut idle, &mut buf, false).await.unwrap();
+    ask(&mut idle, &mut buf, b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n").await;
     // Another connection has sent half a body: its request is in flight at the handler.
     let mut busy = connect(&server).await;
     busy.write_all(
