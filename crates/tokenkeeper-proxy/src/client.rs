@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use bytes::{Buf as _, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
@@ -499,7 +499,7 @@ impl Connection {
             if !listed.is_empty() && listed.iter().any(|l| l.eq_ignore_ascii_case(name_bytes)) {
                 continue;
             }
-            let name = HeaderName::from_bytes(name_bytes)
+            let name = crate::names::name(name_bytes)
                 .map_err(|_| ProtocolError::Head(httparse::Error::HeaderName))?;
             let value =
                 HeaderValue::from_maybe_shared(head.slice(value..value + value_len as usize))

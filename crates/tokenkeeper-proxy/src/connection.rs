@@ -24,7 +24,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf as _, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -421,7 +421,7 @@ fn build(
     let mut headers = crate::maps::take(spans.len() + 4);
     for &(name, name_len, value, value_len) in spans {
         let (name, value) = (name as usize, value as usize);
-        let name = HeaderName::from_bytes(&raw[name..name + name_len as usize]).ok()?;
+        let name = crate::names::name(&raw[name..name + name_len as usize]).ok()?;
         let value =
             HeaderValue::from_maybe_shared(raw.slice(value..value + value_len as usize)).ok()?;
         headers.append(name, value);

@@ -35,11 +35,13 @@
 //!                     └── request_body ── the body sent upstream (replayable when small)
 //! timeouts       ── on a worker: waits for heads and upstreams, a coarse clock, swept
 //! maps           ── header maps recycled per thread
+//! names          ── header names remembered per thread
 //! worker         ── which worker thread this is
 //! write          ── a head and a body in one system call
 //! ```
 //!
-//! `timeouts`, `maps`, `worker` and `write` use nothing of the crate: any module may use them.
+//! `timeouts`, `maps`, `names`, `worker` and `write` use nothing of the crate: any module may use
+//! them.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -88,6 +90,7 @@ mod forwarded;
 mod handler;
 mod headers;
 mod maps;
+mod names;
 pub mod ops;
 mod policy;
 mod request_body;
