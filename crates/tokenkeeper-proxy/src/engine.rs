@@ -118,7 +118,9 @@ impl Engine {
         // Boxed once here: the pipeline's state (a few KiB) then stays where it is, instead of
         // being copied at each level of the futures that carry it (callgrind: ~10 % of the
         // instructions per request were those copies).
-        let inner = Box::pin(self.forward_inner(policy, index, route, request, peer));
+        let (parts, body) = request.into_parts();
+        let inner = self.forward_inner(policy, index, route, parts, body, peer);
+        let inner = Box::pin(inner);
         // A span nobody listens to is not entered on every poll.
         let response = if span.is_disabled() {
             inner.await
@@ -141,7 +143,8 @@ impl Engine {
         policy: &P,
         index: usize,
         route: &Route,
-        request: Request<B>,
+        mut parts: http::request::Parts,
+        body: B,
         peer: Option<SocketAddr>,
     ) -> Response<ProxyBody>
     where
@@ -149,7 +152,6 @@ impl Engine {
         B: Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let (mut parts, body) = request.into_parts();
         // TRACE would echo the request (cookies included) back; CONNECT would open a tunnel.
         // Neither is ever forwarded, whatever the route says (SEC-17).
         if matches!(parts.method, Method::TRACE | Method::CONNECT)
@@ -196,18 +198,15 @@ impl Engine {
         // shared multi-thread runtime, the engine's coarse deadline list (see `deadlines`).
         // One send future, polled beside the deadline (on the stack of this one future: two
         // paths with a send future each would make every request's future larger).
-        let mut deadline = if crate::worker::on_worker() {
+        let deadline = if crate::worker::on_worker() {
             Deadline::Worker(crate::timeouts::Waiter::request(route.timeout))
         } else {
             Deadline::Shared(self.deadlines.after(route.timeout))
         };
-        let mut send = std::pin::pin!(self.send(index, attach, upstream));
-        let sent = std::future::poll_fn(|cx| {
-            if let std::task::Poll::Ready(sent) = send.as_mut().poll(cx) {
-                return std::task::Poll::Ready(Some(sent));
-            }
-            deadline.poll(cx).map(|()| None)
-        })
+        let sent = Exchange {
+            send: self.send(index, attach, upstream),
+            deadline,
+        }
         .await;
         let Some(sent) = sent else {
             return policy.refuse(Refusal::UpstreamTimeout);
@@ -253,6 +252,32 @@ impl Engine {
                 Either::Right(layer.layer(service).call(request))
             }
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The upstream exchange beside its deadline: the exchange's answer, or `None` when the
+    /// deadline came first. A future of its own (not an `async` block around the two): the
+    /// pipeline's future then holds the exchange once, not also a pinned copy of it.
+    struct Exchange<F> {
+        #[pin]
+        send: F,
+        deadline: Deadline,
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for Exchange<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        if let std::task::Poll::Ready(sent) = this.send.poll(cx) {
+            return std::task::Poll::Ready(Some(sent));
+        }
+        this.deadline.poll(cx).map(|()| None)
     }
 }
 

@@ -29,14 +29,24 @@ thread_local! {
 }
 
 /// The header name `bytes` (any case), as `HeaderName::from_bytes` would give it.
+#[inline]
 pub(crate) fn name(bytes: &[u8]) -> Result<HeaderName, InvalidHeaderName> {
+    // The test for the two prefixes is all a standard name pays.
+    match bytes {
+        [b'x' | b'X', b'-', _, ..] | [b's' | b'S', b'e' | b'E', b'c' | b'C', b'-', _, ..] => {
+            remembered(bytes)
+        }
+        _ => HeaderName::from_bytes(bytes),
+    }
+}
+
+/// An extension name, from the table or parsed (and then put there).
+#[inline(never)]
+fn remembered(bytes: &[u8]) -> Result<HeaderName, InvalidHeaderName> {
     let (Some(&first), Some(&last)) = (bytes.first(), bytes.last()) else {
         return HeaderName::from_bytes(bytes);
     };
-    let extension = bytes.len() > 2
-        && (bytes[..2].eq_ignore_ascii_case(b"x-")
-            || (bytes.len() > 4 && bytes[..4].eq_ignore_ascii_case(b"sec-")));
-    if !extension || bytes.len() > LONGEST {
+    if bytes.len() > LONGEST {
         return HeaderName::from_bytes(bytes);
     }
     let slot = (bytes
@@ -45,16 +55,11 @@ pub(crate) fn name(bytes: &[u8]) -> Result<HeaderName, InvalidHeaderName> {
         .wrapping_add(usize::from(first.to_ascii_lowercase()).wrapping_mul(3))
         .wrapping_add(usize::from(last.to_ascii_lowercase())))
         % SLOTS;
-    let remembered = NAMES.try_with(|names| {
-        let names = names.borrow();
-        match &names[slot] {
-            Some(known) if known.as_str().as_bytes().eq_ignore_ascii_case(bytes) => {
-                Some(known.clone())
-            }
-            _ => None,
-        }
+    let known = NAMES.try_with(|names| match &names.borrow()[slot] {
+        Some(known) if known.as_str().as_bytes().eq_ignore_ascii_case(bytes) => Some(known.clone()),
+        _ => None,
     });
-    if let Ok(Some(known)) = remembered {
+    if let Ok(Some(known)) = known {
         return Ok(known);
     }
     let parsed = HeaderName::from_bytes(bytes)?;
