@@ -245,11 +245,11 @@ impl Engine {
             // copy of each request up front.
             Attach::Client(layer) => {
                 let layer = layer.requests_returned_on_401();
-                Either::Right(layer.layer(service).call(request))
+                Either::Right(Either::Left(layer.layer(service).call(request)))
             }
             Attach::User(layer) => {
                 let layer = layer.requests_returned_on_401();
-                Either::Right(layer.layer(service).call(request))
+                Either::Right(Either::Right(layer.layer(service).call(request)))
             }
         }
     }

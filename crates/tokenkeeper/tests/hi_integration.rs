@@ -119,6 +119,96 @@ async fn hi_02_401_invalidates_reacquires_and_retries_once() {
     assert_eq!(api.seen().len(), 11);
 }
 
+/// The hyper client, handing each request back with a 401 answer when `hand_back` says so (as
+/// tokenkeeper's proxy engine does), for a layer built with `requests_returned_on_401`.
+#[derive(Clone)]
+struct HandsBack {
+    inner: Hyper,
+    hand_back: bool,
+}
+
+impl Service<http::Request<Full<Bytes>>> for HandsBack {
+    type Response = http::Response<hyper::body::Incoming>;
+    type Error = hyper_util::client::legacy::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Full<Bytes>>) -> Self::Future {
+        let mut copy = http::Request::new(request.body().clone());
+        *copy.method_mut() = request.method().clone();
+        *copy.uri_mut() = request.uri().clone();
+        *copy.headers_mut() = request.headers().clone();
+        let hand_back = self.hand_back;
+        let sent = self.inner.call(request);
+        Box::pin(async move {
+            let mut response = sent.await?;
+            if hand_back && response.status() == 401 {
+                response
+                    .extensions_mut()
+                    .insert(tokenkeeper::tower::ReturnedRequest::new(copy));
+            }
+            Ok(response)
+        })
+    }
+}
+
+#[tokio::test]
+async fn hi_02_b_a_request_handed_back_with_its_401_is_sent_again_with_a_renewed_token() {
+    let server = server().await;
+    let api = Api::start(server.clone()).await;
+    let tokens = networked(&server);
+    let layer = tokens.layer("api").unwrap().requests_returned_on_401();
+    let mut service = ServiceBuilder::new()
+        .layer(layer.clone())
+        .service(HandsBack {
+            inner: hyper_client(),
+            hand_back: true,
+        });
+    let send = async |service: &mut tokenkeeper::Token<HandsBack>| {
+        let request = http::Request::get(&api.url)
+            .header("x-tag", "kept")
+            .body(Full::new(Bytes::from_static(b"")))
+            .unwrap();
+        service.ready().await.unwrap().call(request).await.unwrap()
+    };
+    // The first request fetches the token; the second finds it cached.
+    assert_eq!(send(&mut service).await.status(), 200);
+    assert_eq!(send(&mut service).await.status(), 200);
+    assert_eq!(server.token_requests(CC), 1);
+
+    // A 401 to a request sent with the cached token: the token is renewed once, and the
+    // request the inner service handed back goes again, with the new token and its headers.
+    api.reject_next(1);
+    assert_eq!(send(&mut service).await.status(), 200);
+    let seen = api.seen();
+    assert_eq!(seen.len(), 4);
+    assert_eq!(seen[1], seen[2], "sent with the cached token");
+    assert_ne!(seen[2], seen[3], "sent again with a new one");
+    assert_eq!(api.tags()[3], Some("kept".to_owned()));
+    assert_eq!(server.token_requests(CC), 2);
+
+    // An inner service that does not hand the request back: the 401 reaches the caller, and
+    // nothing is sent again.
+    let mut keeps = ServiceBuilder::new().layer(layer).service(HandsBack {
+        inner: hyper_client(),
+        hand_back: false,
+    });
+    api.reject_next(1);
+    assert_eq!(send(&mut keeps).await.status(), 401);
+    assert_eq!(api.seen().len(), 5, "not sent again");
+    // The next one goes with the cached token, accepted.
+    assert_eq!(send(&mut keeps).await.status(), 200);
+    assert_eq!(api.seen().len(), 6);
+}
+
 #[tokio::test]
 async fn hi_03_non_replayable_bodies_are_not_retried() {
     let server = server().await;

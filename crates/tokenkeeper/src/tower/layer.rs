@@ -7,8 +7,10 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::body::ReplayBody;
-use super::future::ResponseFuture;
+use super::future::{Rejected, ResponseFuture};
 use super::BoxError;
+use std::sync::Arc;
+
 use crate::cache::CachedToken;
 use crate::client_credentials::{ClientCredentialsTokenManager, TokenRequestParams};
 use crate::dpop::NonceChallenge;
@@ -167,7 +169,7 @@ where
 {
     type Response = Response<RB>;
     type Error = BoxError;
-    type Future = ResponseFuture<Response<RB>>;
+    type Future = ResponseFuture<S, Src, B>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -177,85 +179,144 @@ where
         // Take the service that was driven to readiness; leave a clone in its place.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let integration = self.integration.clone();
         let completed = completed(request.uri(), self.origin.as_ref());
-        let returned = self.returned;
-        ResponseFuture {
-            inner: Box::pin(async move {
-                integration.check_uri(completed.as_ref().unwrap_or(request.uri()))?;
-                let token = match integration.source.cached() {
-                    Some(token) => token,
-                    None => match integration.token().await? {
-                        Some(token) => token,
-                        None => return inner.call(request).await.map_err(Into::into),
-                    },
-                };
-                let retry = if returned { None } else { replay(&request) };
-                // The request's URL, for a DPoP-bound token (its proof and the API's nonces).
-                let uri = token
-                    .is_dpop()
-                    .then(|| completed.unwrap_or_else(|| request.uri().clone()));
-                let presented = attach(&integration, &token, uri.as_ref(), &mut request).await?;
-                let mut response = inner.call(request).await.map_err(Into::into)?;
-                if response.status() != StatusCode::UNAUTHORIZED {
-                    token.accepted();
-                    if let Some(uri) = &uri {
-                        integration.observe(&presented, &url_of(uri)?, response.headers());
-                    }
-                    return Ok(response);
+        // The common case, with no state of the layer's to box: the destination is allowed, a
+        // cached Bearer token goes on the request now, and the inner service hands the request
+        // back with a 401 (so no copy is kept). The answer is the inner service's own future.
+        // A DPoP-bound token found here goes on to the general path (a hit is counted once).
+        let mut found = None;
+        if self.returned
+            && self
+                .integration
+                .check_uri(completed.as_ref().unwrap_or(request.uri()))
+                .is_ok()
+        {
+            match self.integration.source.cached() {
+                Some(token) if !token.is_dpop() => {
+                    present(&token, request.headers_mut());
+                    let call = inner.call(request);
+                    return ResponseFuture::sent(
+                        call,
+                        Rejected {
+                            integration: self.integration.clone(),
+                            inner,
+                            token,
+                        },
+                    );
                 }
-                let retry = match retry {
-                    Some(retry) => Some(retry),
-                    None if returned => response
-                        .extensions_mut()
-                        .remove::<super::ReturnedRequest<B>>()
-                        .and_then(|returned| returned.take()),
-                    None => None,
-                };
-                let Some(mut retry) = retry else {
-                    if let Some(uri) = &uri {
-                        // Keep the nonce; the body cannot be replayed, so no retry.
-                        integration.observe(&presented, &url_of(uri)?, response.headers());
-                    }
-                    integration.after_unauthorized(&token, false).await?;
-                    return Ok(response);
-                };
-                let mut token = token;
-                let challenge = integration.nonce_challenge(
-                    &presented,
-                    &url_of(uri.as_ref().unwrap_or(retry.uri()))?,
-                    response.status(),
-                    response.headers(),
-                );
-                if challenge == NonceChallenge::Unchanged {
-                    return Ok(response);
-                }
-                if challenge == NonceChallenge::None {
-                    let Some(renewed) = integration.after_unauthorized(&token, true).await? else {
-                        return Ok(response);
-                    };
-                    token = renewed;
-                }
-                drop(response);
-                let presented = attach(&integration, &token, uri.as_ref(), &mut retry).await?;
-                let url = uri.unwrap_or_else(|| retry.uri().clone());
-                std::future::poll_fn(|cx| inner.poll_ready(cx))
-                    .await
-                    .map_err(Into::into)?;
-                let response = inner.call(retry).await.map_err(Into::into)?;
-                if let Presented::Dpop { .. } = presented {
-                    integration.observe(&presented, &url_of(&url)?, response.headers());
-                }
-                if response.status() != StatusCode::UNAUTHORIZED {
-                    token.accepted();
-                }
-                Ok(response)
-            }),
+                dpop => found = dpop,
+            }
         }
+        let integration = self.integration.clone();
+        let returned = self.returned;
+        ResponseFuture::boxed(Box::pin(async move {
+            integration.check_uri(completed.as_ref().unwrap_or(request.uri()))?;
+            let token = match found.or_else(|| integration.source.cached()) {
+                Some(token) => token,
+                None => match integration.token().await? {
+                    Some(token) => token,
+                    None => return inner.call(request).await.map_err(Into::into),
+                },
+            };
+            let retry = if returned { None } else { replay(&request) };
+            // The request's URL, for a DPoP-bound token (its proof and the API's nonces).
+            let uri = token
+                .is_dpop()
+                .then(|| completed.unwrap_or_else(|| request.uri().clone()));
+            let presented = attach(&integration, &token, uri.as_ref(), &mut request).await?;
+            let response = inner.call(request).await.map_err(Into::into)?;
+            answered(
+                integration,
+                inner,
+                token,
+                uri,
+                presented,
+                retry,
+                returned,
+                response,
+            )
+            .await
+        }))
     }
 }
 
-/// The absolute URL of a request (for a DPoP proof's `htu` and the nonce store).
+/// The rest of a request after the inner service's first answer: the token accepted, or on a
+/// 401 one renewal (or a DPoP nonce) and one retry, with the copy kept in `retry` or the
+/// request the inner service handed back (`returned`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn answered<S, Src, B, RB>(
+    integration: Integration<Src>,
+    mut inner: S,
+    token: Arc<CachedToken>,
+    uri: Option<http::Uri>,
+    presented: Presented,
+    retry: Option<Request<B>>,
+    returned: bool,
+    mut response: Response<RB>,
+) -> Result<Response<RB>, BoxError>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    Src: TokenSource,
+    B: ReplayBody + Send + 'static,
+    RB: Send + 'static,
+{
+    if response.status() != StatusCode::UNAUTHORIZED {
+        token.accepted();
+        if let Some(uri) = &uri {
+            integration.observe(&presented, &url_of(uri)?, response.headers());
+        }
+        return Ok(response);
+    }
+    let retry = match retry {
+        Some(retry) => Some(retry),
+        None if returned => response
+            .extensions_mut()
+            .remove::<super::ReturnedRequest<B>>()
+            .and_then(|returned| returned.take()),
+        None => None,
+    };
+    let Some(mut retry) = retry else {
+        if let Some(uri) = &uri {
+            // Keep the nonce; the body cannot be replayed, so no retry.
+            integration.observe(&presented, &url_of(uri)?, response.headers());
+        }
+        integration.after_unauthorized(&token, false).await?;
+        return Ok(response);
+    };
+    let mut token = token;
+    let challenge = integration.nonce_challenge(
+        &presented,
+        &url_of(uri.as_ref().unwrap_or(retry.uri()))?,
+        response.status(),
+        response.headers(),
+    );
+    if challenge == NonceChallenge::Unchanged {
+        return Ok(response);
+    }
+    if challenge == NonceChallenge::None {
+        let Some(renewed) = integration.after_unauthorized(&token, true).await? else {
+            return Ok(response);
+        };
+        token = renewed;
+    }
+    drop(response);
+    let presented = attach(&integration, &token, uri.as_ref(), &mut retry).await?;
+    let url = uri.unwrap_or_else(|| retry.uri().clone());
+    std::future::poll_fn(|cx| inner.poll_ready(cx))
+        .await
+        .map_err(Into::into)?;
+    let response = inner.call(retry).await.map_err(Into::into)?;
+    if let Presented::Dpop { .. } = presented {
+        integration.observe(&presented, &url_of(&url)?, response.headers());
+    }
+    if response.status() != StatusCode::UNAUTHORIZED {
+        token.accepted();
+    }
+    Ok(response)
+}
+
 fn url_of(uri: &http::Uri) -> Result<url::Url, Error> {
     url::Url::parse(&uri.to_string()).map_err(|_| {
         Error::Internal("a DPoP-bound token needs a request with an absolute URI".into())
