@@ -446,8 +446,7 @@ impl Connection {
         let mut listed: Vec<Vec<u8>> = Vec::new();
         // Where each kept name and value lies in the buffer, so that the values can share it.
         let base = self.buf.as_ptr() as usize;
-        let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
-        let mut kept = 0;
+        let mut spans = crate::maps::spans();
         for h in response.headers.iter() {
             let name = h.name.as_bytes();
             let value = h.value;
@@ -483,17 +482,16 @@ impl Connection {
                 }
                 Some(Special::HopByHop) => continue,
             }
-            spans[kept] = (
+            spans.push((
                 (name.as_ptr() as usize - base) as u32,
                 name.len() as u32,
                 (value.as_ptr() as usize - base) as u32,
                 value.len() as u32,
-            );
-            kept += 1;
+            ));
         }
         let head = self.buf.split_to(length).freeze();
-        let mut headers = crate::maps::take(kept);
-        for &(name, name_len, value, value_len) in &spans[..kept] {
+        let mut headers = crate::maps::take(spans.len());
+        for &(name, name_len, value, value_len) in &spans {
             let (name, value) = (name as usize, value as usize);
             let name_bytes = &head[name..name + name_len as usize];
             if !listed.is_empty() && listed.iter().any(|l| l.eq_ignore_ascii_case(name_bytes)) {
@@ -506,6 +504,7 @@ impl Connection {
                     .map_err(|_| ProtocolError::Head(httparse::Error::HeaderValue))?;
             headers.append(name, value);
         }
+        crate::maps::give_spans(spans);
         Ok(Some(Parsed::Final(Head {
             status,
             version,

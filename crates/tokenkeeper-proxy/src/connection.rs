@@ -385,18 +385,19 @@ fn parse(buf: &mut BytesMut) -> Parsed {
     // Where the target, each name and each value lie, so that the values share the buffer.
     let base = buf.as_ptr() as usize;
     let target = (path.as_ptr() as usize - base, path.len());
-    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
-    let count = request.headers.len();
-    for (span, h) in spans.iter_mut().zip(request.headers.iter()) {
-        *span = (
+    let mut spans = crate::maps::spans();
+    spans.extend(request.headers.iter().map(|h| {
+        (
             (h.name.as_ptr() as usize - base) as u32,
             h.name.len() as u32,
             (h.value.as_ptr() as usize - base) as u32,
             h.value.len() as u32,
-        );
-    }
+        )
+    }));
     let raw = buf.split_to(head_len + body_len).freeze();
-    match build(&raw, head_len, method, target, &spans[..count]) {
+    let built = build(&raw, head_len, method, target, &spans);
+    crate::maps::give_spans(spans);
+    match built {
         Some(request) => Parsed::Request(request),
         None => {
             // Put the bytes back in front, for hyper to answer.
@@ -415,7 +416,7 @@ fn build(
     head_len: usize,
     method: Method,
     (target, target_len): (usize, usize),
-    spans: &[(u32, u32, u32, u32)],
+    spans: &[crate::maps::Span],
 ) -> Option<Request<IncomingBody>> {
     let uri = Uri::from_maybe_shared(raw.slice(target..target + target_len)).ok()?;
     let mut headers = crate::maps::take(spans.len() + 4);
