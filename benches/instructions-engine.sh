@@ -5,8 +5,15 @@
 # (`callgrind_control -z`), wrk runs again, and the counters are dumped (`-d`): instructions in
 # that window / requests wrk made. User space only.
 #
-#   bash benches/instructions-engine.sh                 # engine sidecar bff-client bff-user
+#   bash benches/instructions-engine.sh                 # nginx engine sidecar bff-client bff-user
 #   TARGETS="engine" KEEP=1 bash benches/instructions-engine.sh   # keep the callgrind files
+#   CACHE=1 bash benches/instructions-engine.sh         # also simulated cache misses, branches
+#
+# `nginx` is nginx itself as the plain reverse proxy of benches/nginx.sh (one worker process,
+# `master_process off`), for comparison. With CACHE=1 (`--cache-sim=yes --branch-sim=yes`),
+# each line also has the first-level instruction and data cache misses (I1mr, D1mr, D1mw) and
+# the mispredicted branches (Bcm, Bim) per request; wrk then runs with -c32, as in nginx.sh,
+# so that 32 connections' state competes for the caches.
 #
 # Then `callgrind_annotate --inclusive=yes <file>` shows where they go. Installs Debian's nginx
 # and wrk when missing; every port is chosen free and every file lives in a temporary directory.
@@ -56,27 +63,77 @@ bff=$(cargo bench -p tokenkeeper-benches --bench bff_proxy --no-run 2>&1 \
 # The token server of the sidecar's client route.
 start_idp "$work"
 
-# count name url cookie: zero after a warm-up, measure, dump; prints instructions/request.
+if [ "${CACHE:-0}" = 1 ]; then
+  grind=(valgrind --tool=callgrind --cache-sim=yes --branch-sim=yes)
+  connections=32
+else
+  grind=(valgrind --tool=callgrind)
+  connections=4
+fi
+
+# count name url cookie: zero after a warm-up, measure, dump; prints events/request.
 count() {
   local name=$1 url=$2 cookie=$3
-  wrk -t1 -c4 -d3s -H "Cookie: $cookie" -H "X-CSRF: 1" "$url" >/dev/null
+  wrk -t1 -c"$connections" -d3s -H "Cookie: $cookie" -H "X-CSRF: 1" "$url" >/dev/null
   callgrind_control -z >/dev/null 2>&1
   local requests
-  requests=$(wrk -t1 -c4 -d5s -H "Cookie: $cookie" -H "X-CSRF: 1" "$url" | awk '/requests in/ {print $1}')
+  requests=$(wrk -t1 -c"$connections" -d5s -H "Cookie: $cookie" -H "X-CSRF: 1" "$url" | awk '/requests in/ {print $1}')
   callgrind_control -d >/dev/null 2>&1
-  sleep 1
-  local total
-  total=$(awk '/^summary/ {s += $2} END {print s}' "$work/$name.cg".*)
-  echo "$name: $((total / requests)) instructions/request ($requests requests)"
+  sleep 2
+  awk -v name="$name" -v requests="$requests" '
+    /^events:/ { for (i = 2; i <= NF; i++) event[i] = $i }
+    /^summary:/ { for (i = 2; i <= NF; i++) total[i] += $i; n = NF }
+    END {
+      printf "%s: %d instructions/request", name, total[2] / requests
+      for (i = 3; i <= n; i++)
+        if (event[i] ~ /^(I1mr|D1mr|D1mw|Bcm|Bim)$/) printf ", %s %d", event[i], total[i] / requests
+      printf " (%d requests)\n", requests
+    }' "$work/$name.cg".*
 }
 
 run() { # name: starts the host under callgrind, counts, stops it
   local name=$1 url cookie="none=1"
   case $name in
+    nginx)
+      local port; port=$(free_port)
+      mkdir -p "$work/proxy/logs" "$work/proxy/tmp"
+      cat > "$work/proxy/nginx.conf" <<CONF
+worker_processes 1;
+pid $work/proxy/nginx.pid;
+error_log $work/proxy/logs/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $work/proxy/tmp/body; proxy_temp_path $work/proxy/tmp/proxy;
+  fastcgi_temp_path $work/proxy/tmp/fastcgi; uwsgi_temp_path $work/proxy/tmp/uwsgi;
+  scgi_temp_path $work/proxy/tmp/scgi;
+  upstream api { server 127.0.0.1:$upstream_port; keepalive 64; }
+  server {
+    listen 127.0.0.1:$port;
+    location /api/ {
+      proxy_pass http://api/up/;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host 127.0.0.1:$upstream_port;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Host \$host;
+      proxy_set_header Cookie "";
+      proxy_set_header X-CSRF "";
+    }
+  }
+}
+CONF
+      "${grind[@]}" --callgrind-out-file="$work/$name.cg" "$(command -v nginx)" \
+        -c "$work/proxy/nginx.conf" -p "$work/proxy" -g "daemon off; master_process off;" \
+        > "$work/$name.out" 2>/dev/null &
+      url="http://127.0.0.1:$port/api/items"
+      for _ in $(seq 300); do curl -fsS "$url" >/dev/null 2>&1 && break; sleep 0.2; done
+      ;;
     engine)
       local port; port=$(free_port)
       UPSTREAM="http://127.0.0.1:$upstream_port/up" LISTEN="127.0.0.1:$port" WORKERS=1 \
-        valgrind --tool=callgrind --callgrind-out-file="$work/$name.cg" \
+        "${grind[@]}" --callgrind-out-file="$work/$name.cg" \
         target/release/examples/forward > "$work/$name.out" 2>/dev/null &
       url="http://127.0.0.1:$port/api/items"
       for _ in $(seq 300); do grep -q '^listening ' "$work/$name.out" 2>/dev/null && break; sleep 0.2; done
@@ -84,14 +141,14 @@ run() { # name: starts the host under callgrind, counts, stops it
     sidecar)
       local port; port=$(free_port)
       sidecar_toml "127.0.0.1:$port" 1 "http://127.0.0.1:$upstream_port/up" > "$work/sidecar.toml"
-      WORKER_SECRET=worker-secret valgrind --tool=callgrind --callgrind-out-file="$work/$name.cg" \
+      WORKER_SECRET=worker-secret "${grind[@]}" --callgrind-out-file="$work/$name.cg" \
         target/release/tokenkeeper sidecar --config "$work/sidecar.toml" > "$work/$name.out" 2>/dev/null &
       url="http://127.0.0.1:$port/api/items"
       for _ in $(seq 300); do grep -q '^tokenkeeper sidecar on ' "$work/$name.out" 2>/dev/null && break; sleep 0.2; done
       ;;
     bff-user|bff-client)
       TK_SERVE=1 TK_WORKERS=1 TK_ROUTE_TOKEN=${name#bff-} TK_UPSTREAM="http://127.0.0.1:$upstream_port" \
-        valgrind --tool=callgrind --callgrind-out-file="$work/$name.cg" "$bff" --bench \
+        "${grind[@]}" --callgrind-out-file="$work/$name.cg" "$bff" --bench \
         > "$work/$name.out" 2>/dev/null &
       for _ in $(seq 600); do grep -q '^cookie ' "$work/$name.out" 2>/dev/null && break; sleep 0.2; done
       url=$(sed -n 's/^bff //p' "$work/$name.out")
@@ -105,6 +162,6 @@ run() { # name: starts the host under callgrind, counts, stops it
   wait "$pid" 2>/dev/null || true
 }
 
-for target in ${TARGETS:-engine sidecar bff-client bff-user}; do
+for target in ${TARGETS:-nginx engine sidecar bff-client bff-user}; do
   run "$target"
 done

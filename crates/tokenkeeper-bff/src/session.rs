@@ -152,8 +152,11 @@ pub trait BffSessionStore: Send + Sync + fmt::Debug + 'static {
 /// to expiry goes first.
 pub struct InMemoryBffSessionStore {
     /// The sessions by id: read without a lock on every API call (a read lock's counter would
-    /// bounce between the threads serving one session).
-    by_id: papaya::HashMap<String, Arc<BffSession>>,
+    /// bounce between the threads serving one session). Hashed with foldhash, seeded per map,
+    /// not SipHash: the ids are the BFF's own random values, so a browser's chosen id can only
+    /// look up, never place keys that collide; SipHash was ~450 instructions of every proxied
+    /// request (with the user-token store's, BENCHMARKS.md).
+    by_id: papaya::HashMap<String, Arc<BffSession>, foldhash::fast::RandomState>,
     /// The indexes and the seen keys; write-locked by logins, slides and logouts, which also
     /// change `by_id` under this lock, so that the two agree.
     inner: RwLock<Sessions>,
@@ -240,7 +243,7 @@ impl InMemoryBffSessionStore {
     /// An empty store of at most 100,000 sessions.
     pub fn new() -> Self {
         Self {
-            by_id: papaya::HashMap::new(),
+            by_id: papaya::HashMap::with_hasher(foldhash::fast::RandomState::default()),
             inner: RwLock::new(Sessions::default()),
             capacity: 100_000,
         }

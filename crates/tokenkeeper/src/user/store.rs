@@ -275,7 +275,10 @@ pub trait UserTokenStore: Send + Sync + fmt::Debug + 'static {
 /// assert_eq!(store.len(), 0);
 /// ```
 pub struct InMemoryUserTokenStore {
-    map: papaya::HashMap<SessionKey, Slot>,
+    /// Hashed with foldhash, seeded at random per map, not SipHash (~200 instructions of every
+    /// lookup, BENCHMARKS.md): the keys are the application's session keys, normally its own
+    /// random ids, and a seed nobody outside the process knows leaves no collisions to aim for.
+    map: papaya::HashMap<SessionKey, Slot, foldhash::fast::RandomState>,
     capacity: usize,
     idle: std::time::Duration,
     clock: crate::clock::TokioClock,
@@ -308,7 +311,7 @@ impl InMemoryUserTokenStore {
     /// An empty store (100,000 sessions at most, 24 h idle expiry).
     pub fn new() -> Self {
         Self {
-            map: papaya::HashMap::new(),
+            map: papaya::HashMap::with_hasher(foldhash::fast::RandomState::default()),
             capacity: 100_000,
             idle: std::time::Duration::from_secs(24 * 3600),
             clock: crate::clock::TokioClock::new(),
