@@ -35,3 +35,36 @@ token = "client"
 client = "worker"
 TOML
 }
+
+# nginx_proxy_conf dir workers listen_port upstream_port: prints the nginx.conf of the plain
+# reverse proxy that tokenkeeper's hosts are compared with (files under dir; pid dir/nginx.pid):
+# keepalive to the upstream, sending what a reverse proxy is usually configured to send (and
+# what the BFF sends).
+nginx_proxy_conf() {
+  cat <<CONF
+worker_processes $2;
+pid $1/nginx.pid;
+error_log $1/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $1/tmp/body; proxy_temp_path $1/tmp/proxy;
+  fastcgi_temp_path $1/tmp/fastcgi; uwsgi_temp_path $1/tmp/uwsgi; scgi_temp_path $1/tmp/scgi;
+  upstream api { server 127.0.0.1:$4; keepalive 64; }
+  server {
+    listen 127.0.0.1:$3;
+    location /api/ {
+      proxy_pass http://api/up/;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host 127.0.0.1:$4;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Host \$host;
+      proxy_set_header Cookie "";
+      proxy_set_header X-CSRF "";
+    }
+  }
+}
+CONF
+}

@@ -97,33 +97,7 @@ run() { # name: starts the host under callgrind, counts, stops it
     nginx)
       local port; port=$(free_port)
       mkdir -p "$work/proxy/logs" "$work/proxy/tmp"
-      cat > "$work/proxy/nginx.conf" <<CONF
-worker_processes 1;
-pid $work/proxy/nginx.pid;
-error_log $work/proxy/logs/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $work/proxy/tmp/body; proxy_temp_path $work/proxy/tmp/proxy;
-  fastcgi_temp_path $work/proxy/tmp/fastcgi; uwsgi_temp_path $work/proxy/tmp/uwsgi;
-  scgi_temp_path $work/proxy/tmp/scgi;
-  upstream api { server 127.0.0.1:$upstream_port; keepalive 64; }
-  server {
-    listen 127.0.0.1:$port;
-    location /api/ {
-      proxy_pass http://api/up/;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host 127.0.0.1:$upstream_port;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto \$scheme;
-      proxy_set_header X-Forwarded-Host \$host;
-      proxy_set_header Cookie "";
-      proxy_set_header X-CSRF "";
-    }
-  }
-}
-CONF
+      nginx_proxy_conf "$work/proxy" 1 "$port" "$upstream_port" > "$work/proxy/nginx.conf"
       "${grind[@]}" --callgrind-out-file="$work/$name.cg" "$(command -v nginx)" \
         -c "$work/proxy/nginx.conf" -p "$work/proxy" -g "daemon off; master_process off;" \
         > "$work/$name.out" 2>/dev/null &

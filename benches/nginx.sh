@@ -63,31 +63,7 @@ http {
   }
 }
 CONF
-cat > "$work/nginx.conf" <<CONF
-worker_processes 2;
-pid $work/nginx.pid;
-error_log $work/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  $(temp_paths "$work")
-  upstream api { server 127.0.0.1:$upstream_port; keepalive 64; }
-  server {
-    listen 127.0.0.1:$proxy_port;
-    location /api/ {
-      proxy_pass http://api/up/;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host 127.0.0.1:$upstream_port;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto \$scheme;
-      proxy_set_header X-Forwarded-Host \$host;
-      proxy_set_header Cookie "";
-      proxy_set_header X-CSRF "";
-    }
-  }
-}
-CONF
+nginx_proxy_conf "$work" 2 "$proxy_port" "$upstream_port" > "$work/nginx.conf"
 "$NGINX" -c "$work/up/nginx.conf" -p "$work/up" -g "daemon on;"
 "$NGINX" -c "$work/nginx.conf" -p "$work" -g "daemon on;"
 for _ in $(seq 50); do curl -fsS "http://127.0.0.1:$proxy_port/api/x" >/dev/null 2>&1 && break; sleep 0.1; done
