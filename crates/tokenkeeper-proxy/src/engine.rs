@@ -196,8 +196,8 @@ impl Engine {
         // Until the response headers (a streamed body may then take as long as it takes). On a
         // per-core worker, the worker's swept waits (no timer per request: `timeouts`); on a
         // shared multi-thread runtime, the engine's coarse deadline list (see `deadlines`).
-        // One send future, polled beside the deadline (on the stack of this one future: two
-        // paths with a send future each would make every request's future larger).
+        // One send future, polled beside the deadline by `Exchange` (two paths with a send
+        // future each would make every request's future larger).
         let deadline = if crate::worker::on_worker() {
             Deadline::Worker(crate::timeouts::Waiter::request(route.timeout))
         } else {
