@@ -13,6 +13,11 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
 
 mod support;
+
+/// The allocator `tokenkeeper bff` runs with (the CLI's default feature `mimalloc`): this
+/// bench stands in for it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use support::{env, median_iqr, rss_bytes};
 
 use std::sync::atomic::{AtomicU64, Ordering};

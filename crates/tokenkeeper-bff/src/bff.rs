@@ -88,6 +88,8 @@ pub(crate) struct Inner {
     pub(crate) relays: Arc<crate::relays::Relays>,
     /// Per route, the client-token layer (its client and parameters), made once.
     pub(crate) route_clients: Vec<Option<(String, tokenkeeper::TokenLayer)>>,
+    /// Per route, the proxied-request metrics' handles.
+    pub(crate) proxied: crate::metrics::Proxied,
 }
 
 impl std::fmt::Debug for Bff {
@@ -224,6 +226,8 @@ impl Bff {
             .map_err(|e| config_error("upstream", e.to_string()))?;
         let mut options = options;
         options.base_path = base;
+        let proxied =
+            crate::metrics::Proxied::new(options.routes.iter().map(|route| route.path.as_str()));
         Ok(Self {
             inner: Arc::new(Inner {
                 oidc,
@@ -237,6 +241,7 @@ impl Bff {
                 anti_forgery_name,
                 route_clients,
                 relays: Arc::default(),
+                proxied,
             }),
         })
     }
@@ -307,26 +312,11 @@ impl Bff {
 
     /// The session id in the request's cookies, if any.
     fn session_id<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
-        let name = self.cookie_name();
-        // `find` (memchr) rather than a splitting iterator: this runs on every proxied request.
-        headers.get_all(header::COOKIE).iter().find_map(|value| {
-            let mut rest = value.to_str().ok()?;
-            loop {
-                let (pair, next) = match rest.find(';') {
-                    Some(at) => (&rest[..at], Some(&rest[at + 1..])),
-                    None => (rest, None),
-                };
-                let id = pair
-                    .trim_start()
-                    .strip_prefix(name)
-                    .and_then(|pair| pair.strip_prefix('='))
-                    .map(str::trim_end);
-                if let Some(id) = id.filter(|id| !id.is_empty() && id.len() <= 128) {
-                    return Some(id);
-                }
-                rest = next?;
-            }
-        })
+        let name = self.cookie_name().as_bytes();
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .find_map(|value| cookie_value(value.as_bytes(), name))
     }
 
     /// The request's session, if it has a live one; with `slide`, its expiry moves on (never
@@ -340,7 +330,11 @@ impl Bff {
             return Ok(None);
         };
         let now = self.now();
-        let Some(mut session) = self.inner.sessions.get(id, now).await? else {
+        let found = match self.inner.sessions.get_now(id, now) {
+            Some(found) => found,
+            None => self.inner.sessions.get(id, now).await,
+        };
+        let Some(mut session) = found? else {
             return Ok(None);
         };
         if slide {
@@ -501,5 +495,75 @@ impl Bff {
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "the session's tokens could not be cleared"),
         }
+    }
+}
+
+/// The value of the cookie `name` in one `Cookie` header (`a=1; name=value; b=2`): non-empty,
+/// at most 128 visible ASCII characters, else the next cookie of that name is looked at. Only
+/// that value is checked, as bytes: this runs on every proxied request, and another cookie's
+/// odd bytes do not hide the session's.
+fn cookie_value<'h>(header: &'h [u8], name: &[u8]) -> Option<&'h str> {
+    let mut rest = header;
+    loop {
+        while let [b' ' | b'\t', tail @ ..] = rest {
+            rest = tail;
+        }
+        let end = memchr::memchr(b';', rest).unwrap_or(rest.len());
+        let pair = &rest[..end];
+        if let Some(value) = pair
+            .strip_prefix(name)
+            .and_then(|tail| tail.strip_prefix(b"="))
+        {
+            let value = value.trim_ascii_end();
+            // The fold has no early exit: it runs as a few vector instructions.
+            if !value.is_empty()
+                && value.len() <= 128
+                && value.iter().fold(true, |ok, b| ok & b.is_ascii_graphic())
+            {
+                // Visible ASCII is UTF-8.
+                return std::str::from_utf8(value).ok();
+            }
+        }
+        rest = rest.get(end + 1..)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cookie_value;
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let name = b"__Host-bff";
+        assert_eq!(cookie_value(b"__Host-bff=abc", name), Some("abc"));
+        assert_eq!(
+            cookie_value(b"a=1; __Host-bff=abc ; b=2", name),
+            Some("abc")
+        );
+        assert_eq!(cookie_value(b"a=1;__Host-bff=abc", name), Some("abc"));
+        // A longer name that starts with ours, an empty value: not ours.
+        assert_eq!(cookie_value(b"__Host-bffx=1; __Host-bff=", name), None);
+        assert_eq!(cookie_value(b"x__Host-bff=1", name), None);
+        // An unusable first value, a usable second one.
+        assert_eq!(
+            cookie_value(b"__Host-bff=a\x01b; __Host-bff=ok", name),
+            Some("ok")
+        );
+    }
+
+    #[test]
+    fn control_characters_non_ascii_and_long_values_are_refused() {
+        let name = b"bff";
+        assert_eq!(cookie_value(b"bff=a\x7fb", name), None);
+        assert_eq!(cookie_value("bff=é".as_bytes(), name), None);
+        assert_eq!(cookie_value(b"bff=a b", name), None);
+        let long = format!("bff={}", "a".repeat(129));
+        assert_eq!(cookie_value(long.as_bytes(), name), None);
+        let edge = format!("bff={}", "a".repeat(128));
+        assert_eq!(cookie_value(edge.as_bytes(), name).map(str::len), Some(128));
+        // Another cookie's odd bytes do not hide the session's.
+        assert_eq!(cookie_value("x=é; bff=ok".as_bytes(), name), Some("ok"));
+        let huge = vec![b'x'; 2 * 1024 * 1024];
+        assert_eq!(cookie_value(&huge, name), None);
     }
 }

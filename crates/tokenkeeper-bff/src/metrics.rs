@@ -37,15 +37,78 @@ pub(crate) fn session_ended(reason: &'static str) {
     metrics::counter!(names::SESSIONS_ENDED, "reason" => reason).increment(1);
 }
 
-pub(crate) fn proxied(route: &str, status: u16, upstream: Option<std::time::Duration>) {
+/// Per route, the handles of `tokenkeeper_bff_proxied_requests_total` (one per status seen)
+/// and `tokenkeeper_bff_upstream_duration_seconds`: made on a route's first request with that
+/// status (after the process's recorder is installed, whenever that is) and reused, so that a
+/// proxied request allocates no label.
+pub(crate) struct Proxied {
     #[cfg(feature = "metrics")]
-    {
-        metrics::counter!(names::PROXIED, "route" => route.to_owned(), "status" => status.to_string())
-            .increment(1);
-        if let Some(elapsed) = upstream {
-            metrics::histogram!(names::UPSTREAM_DURATION, "route" => route.to_owned())
-                .record(elapsed.as_secs_f64());
+    routes: Vec<ProxiedRoute>,
+}
+
+#[cfg(feature = "metrics")]
+struct ProxiedRoute {
+    route: String,
+    duration: std::sync::OnceLock<metrics::Histogram>,
+    /// At most one entry per status code (100–999).
+    by_status: std::sync::RwLock<Vec<(u16, metrics::Counter)>>,
+}
+
+impl Proxied {
+    pub(crate) fn new<'a>(routes: impl Iterator<Item = &'a str>) -> Self {
+        Self {
+            #[cfg(feature = "metrics")]
+            routes: routes
+                .map(|route| ProxiedRoute {
+                    route: route.to_owned(),
+                    duration: std::sync::OnceLock::new(),
+                    by_status: std::sync::RwLock::default(),
+                })
+                .collect(),
         }
+    }
+
+    /// Counts a request of route `index` that ended with `status`, `upstream` after it began.
+    pub(crate) fn record(&self, index: usize, status: u16, upstream: Option<std::time::Duration>) {
+        #[cfg(feature = "metrics")]
+        if let Some(route) = self.routes.get(index) {
+            route.counter(status).increment(1);
+            if let Some(elapsed) = upstream {
+                route
+                    .duration
+                    .get_or_init(|| {
+                        metrics::histogram!(names::UPSTREAM_DURATION, "route" => route.route.clone())
+                    })
+                    .record(elapsed.as_secs_f64());
+            }
+        }
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl ProxiedRoute {
+    fn counter(&self, status: u16) -> metrics::Counter {
+        let found = self
+            .by_status
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(s, _)| *s == status)
+            .map(|(_, counter)| counter.clone());
+        if let Some(counter) = found {
+            return counter;
+        }
+        let mut by_status = self.by_status.write().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, counter)) = by_status.iter().find(|(s, _)| *s == status) {
+            return counter.clone();
+        }
+        let counter = metrics::counter!(
+            names::PROXIED,
+            "route" => self.route.clone(),
+            "status" => status.to_string()
+        );
+        by_status.push((status, counter.clone()));
+        counter
     }
 }
 

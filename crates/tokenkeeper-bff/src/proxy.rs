@@ -91,11 +91,9 @@ impl Policy for Bff {
     }
 
     fn finished(&self, route: usize, status: StatusCode, elapsed: Duration) {
-        crate::metrics::proxied(
-            &self.inner.options.routes[route].path,
-            status.as_u16(),
-            Some(elapsed),
-        );
+        self.inner
+            .proxied
+            .record(route, status.as_u16(), Some(elapsed));
     }
 }
 

@@ -114,7 +114,9 @@ impl tokenkeeper_proxy::server::Handler for BffHandler {
         if let Some(peer) = peer {
             request.extensions_mut().insert(ConnectInfo(peer));
         }
-        match self.router.clone().call(request).await {
+        // Boxed: the management endpoints and static files are the rarer requests, and the
+        // router's state would make every API request's future larger.
+        match Box::pin(self.router.clone().call(request)).await {
             Ok(response) => response.map(ProxyBody::boxed),
             Err(never) => match never {},
         }

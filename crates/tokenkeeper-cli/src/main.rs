@@ -17,6 +17,14 @@ mod token;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc (feature `mimalloc`, on by default): glibc's malloc takes its slow path for the
+/// proxied request's boxed upstream exchange (over the 1 KiB of its per-thread cache), about
+/// 650 instructions per request through the BFF; mimalloc's per-thread free lists take ~100
+/// (`benches/instructions-engine.sh`, BENCHMARKS.md).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// OAuth 2.0 / OpenID Connect access-token management.
 #[derive(Debug, Parser)]
 #[command(name = "tokenkeeper", version, about)]

@@ -257,8 +257,9 @@ impl tower_service::Service<Request<RequestBody>> for UpstreamService {
     }
 
     fn call(&mut self, request: Request<RequestBody>) -> Self::Future {
-        let service = self.clone();
-        Box::pin(async move { service.send(request).await })
+        // The exchange's own future, boxed: no wrapper holding the service and the request a
+        // second time.
+        Box::pin(self.clone().send(request))
     }
 }
 
