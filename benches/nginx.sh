@@ -6,6 +6,7 @@
 #
 #   bash benches/nginx.sh            # ROUNDS=10 SECONDS_PER_ROUND=5 CONNECTIONS=32 THREADS=2
 #   TARGETS="bff-user" LATENCY=0 bash benches/nginx.sh    # one target, throughput only
+#   UPSTREAM_WORKERS=1 bash benches/nginx.sh   # the upstream nginx with 1 worker (default 2)
 #
 # Installs Debian's nginx and wrk when missing. Every port is chosen free (bind-tested) and
 # every file lives in a temporary directory, removed at the end.
@@ -50,7 +51,7 @@ temp_paths() {
   echo "client_body_temp_path $1/tmp/body; proxy_temp_path $1/tmp/proxy; fastcgi_temp_path $1/tmp/fastcgi; uwsgi_temp_path $1/tmp/uwsgi; scgi_temp_path $1/tmp/scgi;"
 }
 cat > "$work/up/nginx.conf" <<CONF
-worker_processes 2;
+worker_processes ${UPSTREAM_WORKERS:-2};
 pid $work/up/nginx.pid;
 error_log $work/up/logs/error.log warn;
 events { worker_connections 4096; }
@@ -124,7 +125,7 @@ rate() { # url [header...] -> requests per second
 }
 
 nginx_url="http://127.0.0.1:$proxy_port/api/items"
-echo "nginx $("$NGINX" -v 2>&1 | sed 's/.*nginx\///'), wrk -t$THREADS -c$CONNECTIONS, ${SECONDS_PER_ROUND} s rounds, $(nproc) cores"
+echo "nginx $("$NGINX" -v 2>&1 | sed 's/.*nginx\///'), wrk -t$THREADS -c$CONNECTIONS, ${SECONDS_PER_ROUND} s rounds, $(nproc) cores, upstream ${UPSTREAM_WORKERS:-2} worker(s)"
 for target in ${TARGETS:-bff-user bff-client sidecar engine}; do
   url=$(url_of "$target"); cookie=$(cookie_of "$target")
   echo
