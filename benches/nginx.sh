@@ -7,6 +7,7 @@
 #   bash benches/nginx.sh            # ROUNDS=10 SECONDS_PER_ROUND=5 CONNECTIONS=32 THREADS=2
 #   TARGETS="bff-user" LATENCY=0 bash benches/nginx.sh    # one target, throughput only
 #   UPSTREAM_WORKERS=1 bash benches/nginx.sh   # the upstream nginx with 1 worker (default 2)
+#   TARGETS="engine pingora" bash benches/nginx.sh  # also Pingora (benches/pingora, built on demand)
 #
 # Installs Debian's nginx and wrk when missing. Every port is chosen free (bind-tested) and
 # every file lives in a temporary directory, removed at the end.
@@ -100,6 +101,22 @@ for name in bff-user bff-client; do
 done
 for _ in $(seq 100); do grep -q '^listening ' "$work/engine.out" 2>/dev/null && break; sleep 0.1; done
 
+# - pingora (only when TARGETS names it): a minimal proxy on the Pingora framework
+#   (benches/pingora, 2 threads), built in the temporary directory (cmake from Debian if missing).
+if [[ " ${TARGETS:-} " == *" pingora "* ]]; then
+  command -v cmake >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake >/dev/null; }
+  cp -r benches/pingora "$work/pingora"
+  CARGO_TARGET_DIR=target/pingora cargo build --release -q --locked --manifest-path "$work/pingora/Cargo.toml" \
+    || { echo "benches/nginx.sh: cannot build benches/pingora" >&2; exit 1; }
+  pingora_port=$(free_port)
+  printf -- '---\nversion: 1\nthreads: 2\npid_file: %s\nupgrade_sock: %s\n' \
+    "$work/pingora.pid" "$work/pingora.sock" > "$work/pingora.yaml"
+  UPSTREAM="127.0.0.1:$upstream_port" LISTEN="127.0.0.1:$pingora_port" \
+    target/pingora/release/pingora-bench -c "$work/pingora.yaml" > "$work/pingora.out" 2>"$work/pingora.err" &
+  pids+=($!)
+  for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$pingora_port/api/x" >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+
 # - sidecar: `tokenkeeper sidecar`, a `token = client` route (its token from `tokenkeeper dev-idp`).
 start_idp "$work"
 sidecar_toml 127.0.0.1:0 2 "http://127.0.0.1:$upstream_port/up" > "$work/sidecar.toml"
@@ -110,11 +127,12 @@ grep -q '^tokenkeeper sidecar on ' "$work/sidecar.out" || { echo "the sidecar di
 url_of() {
   case $1 in
     engine) echo "$(sed -n 's/^listening //p' "$work/engine.out")/api/items" ;;
+    pingora) echo "http://127.0.0.1:$pingora_port/api/items" ;;
     sidecar) echo "http://$(sed -n 's/^tokenkeeper sidecar on \([^ ]*\).*/\1/p' "$work/sidecar.out")/api/items" ;;
     *) sed -n 's/^bff //p' "$work/$1.out" ;;
   esac
 }
-cookie_of() { case $1 in engine|sidecar) echo "none=1" ;; *) sed -n 's/^cookie //p' "$work/$1.out" ;; esac; }
+cookie_of() { case $1 in engine|sidecar|pingora) echo "none=1" ;; *) sed -n 's/^cookie //p' "$work/$1.out" ;; esac; }
 
 rate() { # url [header...] -> requests per second
   local url=$1; shift
