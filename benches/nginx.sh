@@ -115,6 +115,8 @@ if [[ " ${TARGETS:-} " == *" pingora "* ]]; then
     target/pingora/release/pingora-bench -c "$work/pingora.yaml" > "$work/pingora.out" 2>"$work/pingora.err" &
   pids+=($!)
   for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$pingora_port/api/x" >/dev/null 2>&1 && break; sleep 0.1; done
+  curl -fsS "http://127.0.0.1:$pingora_port/api/x" >/dev/null 2>&1 \
+    || { echo "pingora did not start:" >&2; cat "$work/pingora.err" >&2; exit 1; }
 fi
 
 # - sidecar: `tokenkeeper sidecar`, a `token = client` route (its token from `tokenkeeper dev-idp`).
