@@ -9,8 +9,6 @@ use std::time::Instant;
 use http::{header, HeaderValue, Method, Request, Response, Version};
 use http_body::Body;
 use http_body_util::BodyExt as _;
-use tower_layer::Layer as _;
-use tower_service::Service as _;
 
 use crate::body::ProxyBody;
 use crate::deadlines::Deadlines;
@@ -245,11 +243,11 @@ impl Engine {
             // copy of each request up front.
             Attach::Client(layer) => {
                 let layer = layer.requests_returned_on_401();
-                Either::Right(Either::Left(layer.layer(service).call(request)))
+                Either::Right(Either::Left(layer.send(service, request)))
             }
             Attach::User(layer) => {
                 let layer = layer.requests_returned_on_401();
-                Either::Right(Either::Right(layer.layer(service).call(request)))
+                Either::Right(Either::Right(layer.send(service, request)))
             }
         }
     }

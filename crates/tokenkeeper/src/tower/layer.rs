@@ -88,6 +88,27 @@ impl<Src: TokenSource> TokenLayer<Src> {
         self.integration.missing = missing;
         self
     }
+
+    /// Sends one `request` through `inner` with this layer's token: what
+    /// `self.layer(inner).call(request)` does, consuming the layer and the service instead of
+    /// keeping copies of them for a next call (a proxy builds a layer per request). `inner` must
+    /// be ready for a call, as after [`Service::poll_ready`].
+    pub fn send<S, B, RB>(self, inner: S, request: Request<B>) -> ResponseFuture<S, Src, B>
+    where
+        S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: ReplayBody + Send + 'static,
+        RB: Send + 'static,
+    {
+        dispatch(
+            self.integration,
+            self.origin.as_ref(),
+            self.returned,
+            inner,
+            request,
+        )
+    }
 }
 
 impl<S, Src: TokenSource> Layer<S> for TokenLayer<Src> {
@@ -175,69 +196,92 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+    fn call(&mut self, request: Request<B>) -> Self::Future {
         // Take the service that was driven to readiness; leave a clone in its place.
         let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let completed = completed(request.uri(), self.origin.as_ref());
-        // The common case, with no state of the layer's to box: the destination is allowed, a
-        // cached Bearer token goes on the request now, and the inner service hands the request
-        // back with a 401 (so no copy is kept). The answer is the inner service's own future.
-        // A DPoP-bound token found here goes on to the general path (a hit is counted once).
-        let mut found = None;
-        if self.returned
-            && self
-                .integration
-                .check_uri(completed.as_ref().unwrap_or(request.uri()))
-                .is_ok()
-        {
-            match self.integration.source.cached() {
-                Some(token) if !token.is_dpop() => {
-                    present(&token, request.headers_mut());
-                    let call = inner.call(request);
-                    return ResponseFuture::sent(
-                        call,
-                        Rejected {
-                            integration: self.integration.clone(),
-                            inner,
-                            token,
-                        },
-                    );
-                }
-                dpop => found = dpop,
-            }
-        }
-        let integration = self.integration.clone();
-        let returned = self.returned;
-        ResponseFuture::boxed(Box::pin(async move {
-            integration.check_uri(completed.as_ref().unwrap_or(request.uri()))?;
-            let token = match found.or_else(|| integration.source.cached()) {
-                Some(token) => token,
-                None => match integration.token().await? {
-                    Some(token) => token,
-                    None => return inner.call(request).await.map_err(Into::into),
-                },
-            };
-            let retry = if returned { None } else { replay(&request) };
-            // The request's URL, for a DPoP-bound token (its proof and the API's nonces).
-            let uri = token
-                .is_dpop()
-                .then(|| completed.unwrap_or_else(|| request.uri().clone()));
-            let presented = attach(&integration, &token, uri.as_ref(), &mut request).await?;
-            let response = inner.call(request).await.map_err(Into::into)?;
-            answered(
-                integration,
-                inner,
-                token,
-                uri,
-                presented,
-                retry,
-                returned,
-                response,
-            )
-            .await
-        }))
+        let inner = std::mem::replace(&mut self.inner, clone);
+        dispatch(
+            self.integration.clone(),
+            self.origin.as_ref(),
+            self.returned,
+            inner,
+            request,
+        )
     }
+}
+
+/// One request through the layer's rules, with `inner` ready for it: what [`Token::call`] and
+/// [`TokenLayer::send`] both do.
+fn dispatch<S, Src, B, RB>(
+    integration: Integration<Src>,
+    origin: Option<&Origin>,
+    returned: bool,
+    mut inner: S,
+    mut request: Request<B>,
+) -> ResponseFuture<S, Src, B>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    Src: TokenSource,
+    B: ReplayBody + Send + 'static,
+    RB: Send + 'static,
+{
+    let completed = completed(request.uri(), origin);
+    // The common case, with no state of the layer's to box: the destination is allowed, a
+    // cached Bearer token goes on the request now, and the inner service hands the request
+    // back with a 401 (so no copy is kept). The answer is the inner service's own future.
+    // A DPoP-bound token found here goes on to the general path (a hit is counted once).
+    let mut found = None;
+    if returned
+        && integration
+            .check_uri(completed.as_ref().unwrap_or(request.uri()))
+            .is_ok()
+    {
+        match integration.source.cached() {
+            Some(token) if !token.is_dpop() => {
+                present(&token, request.headers_mut());
+                let call = inner.call(request);
+                return ResponseFuture::sent(
+                    call,
+                    Rejected {
+                        integration,
+                        inner,
+                        token,
+                    },
+                );
+            }
+            dpop => found = dpop,
+        }
+    }
+    ResponseFuture::boxed(Box::pin(async move {
+        integration.check_uri(completed.as_ref().unwrap_or(request.uri()))?;
+        let token = match found.or_else(|| integration.source.cached()) {
+            Some(token) => token,
+            None => match integration.token().await? {
+                Some(token) => token,
+                None => return inner.call(request).await.map_err(Into::into),
+            },
+        };
+        let retry = if returned { None } else { replay(&request) };
+        // The request's URL, for a DPoP-bound token (its proof and the API's nonces).
+        let uri = token
+            .is_dpop()
+            .then(|| completed.unwrap_or_else(|| request.uri().clone()));
+        let presented = attach(&integration, &token, uri.as_ref(), &mut request).await?;
+        let response = inner.call(request).await.map_err(Into::into)?;
+        answered(
+            integration,
+            inner,
+            token,
+            uri,
+            presented,
+            retry,
+            returned,
+            response,
+        )
+        .await
+    }))
 }
 
 /// The rest of a request after the inner service's first answer: the token accepted, or on a
