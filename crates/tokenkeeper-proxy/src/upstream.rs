@@ -304,6 +304,7 @@ impl UpstreamService {
                 None => http::Uri::from_static("/"),
             };
         }
+        // Every value of the caller's `Host` (left in place by the request hygiene) goes.
         parts
             .headers
             .insert(http::header::HOST, origin.host_header.clone());

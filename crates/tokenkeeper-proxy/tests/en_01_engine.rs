@@ -152,6 +152,7 @@ async fn en_01_forwards_with_the_policys_token_and_hygiene() {
         .header("connection", "x-drop")
         .header("x-drop", "1")
         .header("x-kept", "yes")
+        .header("host", "caller.example")
         .send()
         .await
         .unwrap();
@@ -163,7 +164,21 @@ async fn en_01_forwards_with_the_policys_token_and_hygiene() {
     assert!(seen.starts_with("get /up/items?q=a%20b http/1.1"), "{seen}");
     assert!(seen.contains("authorization: bearer t"), "{seen}");
     assert!(seen.contains("x-kept: yes"), "{seen}");
-    for leaked in ["from-the-caller", "session=secret", "10.0.0.1", "x-drop"] {
+    // The upstream's own `Host`, once: the caller's is replaced.
+    let upstream_host = upstream
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap();
+    let hosts: Vec<&str> = seen.lines().filter(|l| l.starts_with("host:")).collect();
+    assert_eq!(hosts, [format!("host: {upstream_host}").as_str()], "{seen}");
+    for leaked in [
+        "from-the-caller",
+        "session=secret",
+        "10.0.0.1",
+        "x-drop",
+        "caller.example",
+    ] {
         assert!(
             !seen.contains(leaked),
             "{leaked} reached the upstream: {seen}"
