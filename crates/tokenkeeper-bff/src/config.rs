@@ -47,6 +47,10 @@
 //! pass_cors_headers = false               # optional: let the upstream's Access-Control-* through
 //! websocket_max_message_bytes = 1048576   # optional
 //! websocket_idle_secs = 300               # optional
+//!
+//! [ops]                                   # optional: the operations listener
+//! listen = "127.0.0.1:9090"               # /healthz, /readyz, /metrics
+//! admin_token_env = "BFF_ADMIN_TOKEN"     # optional: /admin/sessions, Bearer (>= 32 bytes)
 //! ```
 
 use std::fmt;
@@ -94,6 +98,20 @@ pub struct BffConfig {
     /// `[[routes]]`.
     #[serde(default)]
     pub routes: Vec<RouteSection>,
+    /// `[ops]`.
+    #[serde(default)]
+    pub ops: Option<OpsSection>,
+}
+
+/// `[ops]`: the operations listener (BF-22), off unless this section is there.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpsSection {
+    /// Where `/healthz`, `/readyz`, `/metrics` and the administration API are served.
+    pub listen: Spanned<String>,
+    /// The environment variable holding the administration API's bearer secret (at least 32
+    /// bytes). Without it there is no administration API.
+    pub admin_token_env: Option<Spanned<String>>,
 }
 
 /// `[bff]`.
@@ -349,6 +367,10 @@ pub struct Validated {
     pub require_dpop: bool,
     /// What the configuration allows that weakens security (`--check-config` prints them).
     pub notices: Vec<String>,
+    /// The operations listener's address, with `[ops]`.
+    pub ops_listen: Option<std::net::SocketAddr>,
+    /// The administration API's bearer secret, with `ops.admin_token_env`.
+    pub admin_token: Option<String>,
 }
 
 impl fmt::Debug for Validated {
@@ -361,11 +383,51 @@ impl fmt::Debug for Validated {
             .field("dpop_per_session", &self.dpop_per_session)
             .field("routes", &self.routes)
             .field("options", &self.options)
+            .field("ops_listen", &self.ops_listen)
+            .field("admin_api", &self.admin_token.is_some())
             .finish_non_exhaustive()
     }
 }
 
+/// Makes the error of a key: its name, where it is in the file, and why.
+type KeyError<'a> = dyn Fn(&str, Option<std::ops::Range<usize>>, String) -> ConfigFileError + 'a;
+
 impl BffConfig {
+    /// `[ops]`: its address, and the administration secret from the environment.
+    fn validate_ops(
+        &self,
+        ops: &OpsSection,
+        err: &KeyError<'_>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(std::net::SocketAddr, Option<String>), ConfigFileError> {
+        let listen: std::net::SocketAddr = ops.listen.get_ref().parse().map_err(|_| {
+            err(
+                "ops.listen",
+                Some(ops.listen.span()),
+                "is not an address like 127.0.0.1:9090".into(),
+            )
+        })?;
+        let token = match &ops.admin_token_env {
+            Some(var) => {
+                let value = env(var.get_ref()).unwrap_or_default();
+                if value.len() < tokenkeeper_proxy::ops::ADMIN_SECRET_MIN {
+                    return Err(err(
+                        "ops.admin_token_env",
+                        Some(var.span()),
+                        format!(
+                            "the environment variable {} must hold a secret of at least {} bytes",
+                            var.get_ref(),
+                            tokenkeeper_proxy::ops::ADMIN_SECRET_MIN
+                        ),
+                    ));
+                }
+                Some(value)
+            }
+            None => None,
+        };
+        Ok((listen, token))
+    }
+
     /// Parses `text`; syntax errors name the key and line.
     pub fn parse(text: &str) -> Result<Self, ConfigFileError> {
         toml::from_str(text).map_err(|e| ConfigFileError {
@@ -791,8 +853,22 @@ impl BffConfig {
                 ));
             }
         }
+        let (ops_listen, admin_token) = match &self.ops {
+            Some(ops) => {
+                let (listen, token) = self.validate_ops(ops, &err, env)?;
+                if token.is_some() && !listen.ip().is_loopback() {
+                    notices.push(format!(
+                        "ops.listen: the administration API listens on {listen}, not loopback; its bearer secret crosses that network in the clear"
+                    ));
+                }
+                (Some(listen), token)
+            }
+            None => (None, None),
+        };
         Ok(Validated {
             listen,
+            ops_listen,
+            admin_token,
             redirect_uri: format!("{public_origin}{base_path}/callback"),
             public_origin,
             client_secret,

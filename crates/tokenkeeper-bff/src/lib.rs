@@ -28,6 +28,7 @@
 //!   │     └── websocket  the WebSocket relay
 //!   │           └── access   which token a request gets (none, client, user)
 //!   └── local            local API routes and BffUser
+//! ops                    readiness and the administration API, for the operations listener
 //! bff                    options, state, sessions, cookies, ending sessions
 //!   ├── relays           open WebSocket relays per session
 //!   ├── routes           ApiRoute, RouteToken, AntiForgery
@@ -58,6 +59,7 @@ pub mod host;
 mod local;
 mod management;
 pub mod metrics;
+mod ops;
 mod proxy;
 #[cfg(feature = "redis")]
 mod redis_store;

@@ -205,6 +205,20 @@ impl RedisBffSessionStore {
 }
 
 impl BffSessionStore for RedisBffSessionStore {
+    fn check(&self) -> BoxFuture<'_, Result<(), CacheError>> {
+        Box::pin(async move {
+            let pong: String = self
+                .redis
+                .call(|mut c| async move { redis::cmd("PING").query_async(&mut c).await })
+                .await?;
+            if pong == "PONG" {
+                Ok(())
+            } else {
+                Err(CacheError::new("Redis answered PING with something else"))
+            }
+        })
+    }
+
     fn get<'a>(
         &'a self,
         id: &'a str,

@@ -124,6 +124,12 @@ pub trait BffSessionStore: Send + Sync + fmt::Debug + 'static {
     /// Stores (or replaces) `session`.
     fn put(&self, session: BffSession) -> BoxFuture<'_, Result<(), CacheError>>;
 
+    /// Whether the store answers now (the operations listener's `/readyz`: Redis reachable).
+    /// The default, for a store in this process, is yes.
+    fn check(&self) -> BoxFuture<'_, Result<(), CacheError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     /// Moves the expiry of `session` to `expires_at` (a slide), **only if the session is still
     /// stored**, atomically: a slide racing a logout never brings the session back (SEC-26).
     /// `false` when it was gone.

@@ -124,6 +124,106 @@ fn errors_name_the_key_and_the_line() {
     assert!(e.message.contains("public_url"), "{e}");
 }
 
+#[test]
+fn bf_22_the_ops_section_takes_an_address_and_a_long_admin_secret_from_the_environment() {
+    let with_ops = |ops: &str| format!("{GOOD}\n[ops]\n{ops}\n");
+    let secret = "s".repeat(32);
+    let env = |name: &str| match name {
+        "SPA_SECRET" => Some("from-env".to_owned()),
+        "ADMIN" => Some(secret.clone()),
+        "SHORT" => Some("s".repeat(31)),
+        _ => None,
+    };
+    let text = with_ops("listen = \"127.0.0.1:9090\"\nadmin_token_env = \"ADMIN\"");
+    let validated = BffConfig::parse(&text)
+        .unwrap()
+        .validate(&text, &env)
+        .unwrap();
+    assert_eq!(
+        validated.ops_listen,
+        Some("127.0.0.1:9090".parse().unwrap())
+    );
+    assert_eq!(validated.admin_token.as_deref(), Some(&*secret));
+    assert!(
+        !format!("{validated:?}").contains(&secret),
+        "Debug shows the secret"
+    );
+    assert!(validated.notices.is_empty(), "{:?}", validated.notices);
+    // Off loopback, the administration API is reported.
+    let text = with_ops("listen = \"0.0.0.0:9090\"\nadmin_token_env = \"ADMIN\"");
+    let validated = BffConfig::parse(&text)
+        .unwrap()
+        .validate(&text, &env)
+        .unwrap();
+    assert!(
+        validated
+            .notices
+            .iter()
+            .any(|n| n.starts_with("ops.listen")),
+        "{:?}",
+        validated.notices
+    );
+    // Without `[ops]`, no listener; without the secret, no administration API.
+    let validated = BffConfig::parse(GOOD)
+        .unwrap()
+        .validate(GOOD, &env)
+        .unwrap();
+    assert_eq!(validated.ops_listen, None);
+    let text = with_ops("listen = \"127.0.0.1:9090\"");
+    let validated = BffConfig::parse(&text)
+        .unwrap()
+        .validate(&text, &env)
+        .unwrap();
+    assert_eq!(validated.admin_token, None);
+    for (ops, key) in [
+        ("listen = \"nowhere\"", "ops.listen"),
+        (
+            "listen = \"127.0.0.1:9090\"\nadmin_token_env = \"SHORT\"",
+            "ops.admin_token_env",
+        ),
+        (
+            "listen = \"127.0.0.1:9090\"\nadmin_token_env = \"UNSET\"",
+            "ops.admin_token_env",
+        ),
+        (
+            "listen = \"127.0.0.1:9090\"\nadmin_token = \"inline\"",
+            "ops.admin_token",
+        ),
+    ] {
+        let text = with_ops(ops);
+        let e = match BffConfig::parse(&text) {
+            Err(e) => e,
+            Ok(config) => config.validate(&text, &env).unwrap_err(),
+        };
+        assert_eq!(e.key, key, "{ops}: {e}");
+        assert!(e.line.is_some(), "{ops}: {e}");
+    }
+}
+
+/// The README's `bff.toml` is a file that validates, with its secrets in the environment.
+#[test]
+fn the_readmes_bff_toml_validates() {
+    let readme = include_str!("../../../README.md");
+    let start = readme.find("# bff.toml").expect("the README's bff.toml");
+    let text = &readme[start..];
+    let text = &text[..text.find("```").unwrap()];
+    let env = |name: &str| match name {
+        "BFF_CLIENT_SECRET" => Some("secret".to_owned()),
+        "BFF_REDIS_KEY" => Some("YmZmLWhvc3QtdGVzdC1rZXktMzItYnl0ZXMtbG9uZyE=".to_owned()),
+        "BFF_ADMIN_TOKEN" => Some("a".repeat(40)),
+        _ => None,
+    };
+    // Its SPA's directory, here a temporary one.
+    let dist = std::env::temp_dir().join(format!("tk-readme-dist-{}", std::process::id()));
+    std::fs::create_dir_all(&dist).unwrap();
+    let text = text.replace("\"dist\"", &format!("{:?}", dist.display().to_string()));
+    let config = BffConfig::parse(&text).unwrap();
+    let validated = config.validate(&text, &env).unwrap();
+    let _ = std::fs::remove_dir(&dist);
+    assert!(validated.ops_listen.is_some());
+    assert!(validated.admin_token.is_some());
+}
+
 #[tokio::test]
 async fn static_files_with_the_spa_fallback_and_no_traversal() {
     let dir = std::env::temp_dir().join(format!("tk-spa-{}", std::process::id()));

@@ -296,9 +296,17 @@ pub(crate) async fn run(args: BffArgs) -> anyhow::Result<()> {
         print(&format!("{}: configuration OK", path.display()));
         return Ok(());
     }
+    if validated.ops_listen.is_some() {
+        // Before the BFF and its engine are built, so that their counters record here.
+        tokenkeeper_proxy::ops::install_prometheus().map_err(anyhow::Error::msg)?;
+    }
     let (bff, files) = tokenkeeper_bff::host::build(&config, &validated)?;
     bff.spawn_cleanup(Duration::from_secs(600));
     bff.spawn_discovery();
+    let ops = match validated.ops_listen {
+        Some(listen) => Some(serve_ops(&bff, listen, validated.admin_token.as_deref())?),
+        None => None,
+    };
     // The per-core server: a runtime, a listener (SO_REUSEPORT) and upstream pools per worker.
     let options = tokenkeeper_proxy::server::ServerOptions {
         workers: validated.options.workers,
@@ -307,17 +315,47 @@ pub(crate) async fn run(args: BffArgs) -> anyhow::Result<()> {
     let bound = tokenkeeper_proxy::server::Bound::bind(validated.listen, options.workers)
         .with_context(|| format!("cannot listen on {}", validated.listen))?;
     print(&format!(
-        "tokenkeeper BFF on {} (public URL {}, {} workers)",
+        "tokenkeeper BFF on {} (public URL {}, {} workers{})",
         bound.local_addr(),
         validated.public_origin,
-        options.workers
+        options.workers,
+        ops.as_ref()
+            .map(|(_, addr)| format!(", operations on {addr}"))
+            .unwrap_or_default()
     ));
     let server = bound.serve(Arc::new(bff.handler(files)), &options)?;
     shutdown_signal().await;
     tracing::info!("shutting down: in-flight requests finish");
     server.shutdown();
     server.stopped().await;
+    if let Some((ops, _)) = ops {
+        ops.shutdown();
+        ops.stopped().await;
+    }
     Ok(())
+}
+
+/// The operations listener (BF-22): `/healthz`, `/readyz`, `/metrics`, and the administration
+/// API when it has a secret. One worker: it is not on the request path.
+fn serve_ops(
+    bff: &tokenkeeper_bff::Bff,
+    listen: SocketAddr,
+    admin_token: Option<&str>,
+) -> anyhow::Result<(tokenkeeper_proxy::server::Server, SocketAddr)> {
+    let bound = tokenkeeper_proxy::server::Bound::bind(listen, 1)
+        .with_context(|| format!("cannot listen on {listen} (ops.listen)"))?;
+    let addr = bound.local_addr();
+    let mut ops = tokenkeeper_proxy::ops::Ops::new(bff.readiness());
+    if let Some(token) = admin_token {
+        ops = ops
+            .admin(token, bff.admin_api())
+            .map_err(|e| anyhow::anyhow!("ops.admin_token_env: {e}"))?;
+    }
+    let options = tokenkeeper_proxy::server::ServerOptions {
+        workers: 1,
+        ..Default::default()
+    };
+    Ok((bound.serve(Arc::new(ops), &options)?, addr))
 }
 
 /// Ctrl-C or SIGTERM.

@@ -1,7 +1,8 @@
 //! The operations listener of a host (its own address, off unless configured): `GET /healthz`
 //! (the process answers), `GET /readyz` (the host's readiness checks, run on each call with a
-//! deadline) and `GET /metrics` (Prometheus text format, with the `metrics` feature). Built once
-//! here for every host: the sidecar now, the BFF next.
+//! deadline), `GET /metrics` (Prometheus text format, with the `metrics` feature) and, when the
+//! host has one, its administration API under `/admin/`, reached only with a bearer secret
+//! ([`Ops::admin`]). Built once here for every host: the sidecar and the BFF.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,12 +21,28 @@ pub type CheckResult = Result<(), String>;
 pub type Readiness =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Vec<(String, CheckResult)>> + Send>> + Send + Sync>;
 
+/// A host's administration API: given a request under `/admin/` (its method, path and query,
+/// the bearer secret already checked), the answer.
+pub type AdminApi = Arc<
+    dyn Fn(
+            Method,
+            String,
+            Option<String>,
+        ) -> Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// How long `/readyz` waits for the checks.
 const READY_DEADLINE: Duration = Duration::from_secs(3);
+
+/// The shortest administration secret accepted (bytes): guessing one is then out of reach.
+pub const ADMIN_SECRET_MIN: usize = 32;
 
 /// The operations endpoints.
 pub struct Ops {
     readiness: Readiness,
+    admin: Option<(Vec<u8>, AdminApi)>,
     #[cfg(feature = "metrics")]
     prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
@@ -42,10 +59,70 @@ impl Ops {
     pub fn new(readiness: Readiness) -> Self {
         Self {
             readiness,
+            admin: None,
             #[cfg(feature = "metrics")]
             prometheus: PROMETHEUS.get().cloned(),
         }
     }
+
+    /// Serves `api` under `/admin/`, for requests with `Authorization: Bearer <secret>`
+    /// (compared in constant time; anything else is 401). Without it, `/admin/` is 404. Fails
+    /// when the secret is shorter than [`ADMIN_SECRET_MIN`] bytes.
+    pub fn admin(mut self, secret: &str, api: AdminApi) -> Result<Self, String> {
+        if secret.len() < ADMIN_SECRET_MIN {
+            return Err(format!(
+                "the administration secret must be at least {ADMIN_SECRET_MIN} bytes"
+            ));
+        }
+        self.admin = Some((secret.as_bytes().to_vec(), api));
+        Ok(self)
+    }
+
+    /// A request under `/admin/`: 404 without an administration API, 401 without its secret.
+    async fn admin_request(&self, request: Request<crate::IncomingBody>) -> Response<ProxyBody> {
+        let Some((secret, api)) = &self.admin else {
+            return json(
+                StatusCode::NOT_FOUND,
+                serde_json::json!({"error": "not_found"}),
+            );
+        };
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .unwrap_or_default();
+        if !same_secret(given, secret) {
+            let mut refused = json(
+                StatusCode::UNAUTHORIZED,
+                serde_json::json!({"error": "unauthorized"}),
+            );
+            refused
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return refused;
+        }
+        let (parts, _body) = request.into_parts();
+        api(
+            parts.method,
+            parts.uri.path().to_owned(),
+            parts.uri.query().map(str::to_owned),
+        )
+        .await
+    }
+}
+
+/// Whether `given` is `secret`, in a time that depends only on the secret's length.
+fn same_secret(given: &[u8], secret: &[u8]) -> bool {
+    let mut diff = u8::from(given.len() != secret.len());
+    for (i, byte) in secret.iter().enumerate() {
+        diff |= given.get(i).copied().unwrap_or(0) ^ byte;
+    }
+    diff == 0
+}
+
+/// A JSON answer of an administration API: `status` and `value`, not cached.
+pub fn admin_json(status: StatusCode, value: serde_json::Value) -> Response<ProxyBody> {
+    json(status, value)
 }
 
 #[cfg(feature = "metrics")]
@@ -86,6 +163,10 @@ impl Handler for Ops {
         request: Request<crate::IncomingBody>,
         _peer: Peer,
     ) -> Response<ProxyBody> {
+        let path = request.uri().path();
+        if path == "/admin" || path.starts_with("/admin/") {
+            return self.admin_request(request).await;
+        }
         if request.method() != Method::GET && request.method() != Method::HEAD {
             return json(
                 StatusCode::METHOD_NOT_ALLOWED,
