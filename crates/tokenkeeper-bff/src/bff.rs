@@ -39,6 +39,9 @@ pub struct BffOptions {
     /// How many upstream pools the proxy keeps: one per worker of the server that runs the
     /// BFF ([`crate::BffHandler`]; default: one per core).
     pub workers: usize,
+    /// What the user endpoint shows of the user's claims (default: all but the protocol
+    /// claims; BF-19).
+    pub claims: crate::claims::UserClaims,
 }
 
 impl Default for BffOptions {
@@ -53,6 +56,7 @@ impl Default for BffOptions {
             dev: false,
             trusted_proxies: Vec::new(),
             workers: tokenkeeper_proxy::server::default_workers(),
+            claims: crate::claims::UserClaims::default(),
         }
     }
 }

@@ -48,6 +48,12 @@
 //! websocket_max_message_bytes = 1048576   # optional
 //! websocket_idle_secs = 300               # optional
 //!
+//! [claims]                                # optional: what {base_path}/user shows
+//! include = ["sub", "name", "groups"]     # optional: only these (default: all)
+//! exclude = ["email"]                     # optional
+//! rename = { preferred_username = "username" }   # optional
+//! keep_protocol_claims = false            # optional: iss, aud, exp, iat, nonce… (dropped)
+//!
 //! [ops]                                   # optional: the operations listener
 //! listen = "127.0.0.1:9090"               # /healthz, /readyz, /metrics
 //! admin_token_env = "BFF_ADMIN_TOKEN"     # optional: /admin/sessions, Bearer (>= 32 bytes)
@@ -101,6 +107,23 @@ pub struct BffConfig {
     /// `[ops]`.
     #[serde(default)]
     pub ops: Option<OpsSection>,
+    /// `[claims]`.
+    #[serde(default)]
+    pub claims: Option<ClaimsSection>,
+}
+
+/// `[claims]`: what `{base}/user` shows of the user's claims (BF-19; see [`crate::UserClaims`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimsSection {
+    /// Only these claims.
+    pub include: Option<Spanned<Vec<String>>>,
+    /// Never these claims.
+    pub exclude: Option<Spanned<Vec<String>>>,
+    /// Claims shown under another name (`claim = "shown as"`).
+    pub rename: Option<Spanned<std::collections::BTreeMap<String, String>>>,
+    /// Shows `iss`, `aud`, `exp`, `iat`, `nbf`, `nonce`, `at_hash`, `c_hash`, `s_hash`, `azp` too.
+    pub keep_protocol_claims: Option<bool>,
 }
 
 /// `[ops]`: the operations listener (BF-22), off unless this section is there.
@@ -387,6 +410,77 @@ impl fmt::Debug for Validated {
             .field("admin_api", &self.admin_token.is_some())
             .finish_non_exhaustive()
     }
+}
+
+/// `[claims]`: every name 1 to 256 bytes without control characters; no claim both included
+/// and excluded; no rename that could never apply (its claim excluded, or not included) or
+/// that takes a `bff:` name or another rename's name.
+fn validate_claims(
+    claims: &ClaimsSection,
+    err: &KeyError<'_>,
+) -> Result<crate::UserClaims, ConfigFileError> {
+    let bad_name =
+        |name: &str| name.is_empty() || name.len() > 256 || name.chars().any(char::is_control);
+    let list =
+        |key: &str, list: &Option<Spanned<Vec<String>>>| -> Result<Vec<String>, ConfigFileError> {
+            let Some(list) = list else {
+                return Ok(Vec::new());
+            };
+            if let Some(name) = list.get_ref().iter().find(|n| bad_name(n)) {
+                return Err(err(
+                    key,
+                    Some(list.span()),
+                    format!(
+                        "{name:?} is not a claim name (1 to 256 characters, no control characters)"
+                    ),
+                ));
+            }
+            Ok(list.get_ref().clone())
+        };
+    let include = list("claims.include", &claims.include)?;
+    let exclude = list("claims.exclude", &claims.exclude)?;
+    if let Some(name) = exclude.iter().find(|n| include.contains(n)) {
+        return Err(err(
+            "claims.exclude",
+            claims.exclude.as_ref().map(Spanned::span),
+            format!("{name:?} is also in claims.include"),
+        ));
+    }
+    let mut rename = Vec::new();
+    if let Some(map) = &claims.rename {
+        let refuse = |message: String| Err(err("claims.rename", Some(map.span()), message));
+        for (from, to) in map.get_ref() {
+            if bad_name(from) || bad_name(to) {
+                return refuse(format!(
+                    "{from:?} = {to:?}: claim names are 1 to 256 characters, no control characters"
+                ));
+            }
+            if to.starts_with("bff:") {
+                return refuse(format!(
+                    "{to:?}: names starting with bff: are the BFF's own"
+                ));
+            }
+            if exclude.contains(from) || (!include.is_empty() && !include.contains(from)) {
+                return refuse(format!(
+                    "{from:?} is renamed but never shown (see claims.include and claims.exclude)"
+                ));
+            }
+            if rename
+                .iter()
+                .any(|(_, other): &(String, String)| other == to)
+            {
+                return refuse(format!("two claims are renamed to {to:?}"));
+            }
+            rename.push((from.clone(), to.clone()));
+        }
+    }
+    Ok(crate::UserClaims {
+        keep_protocol_claims: claims.keep_protocol_claims.unwrap_or(false),
+        include,
+        exclude,
+        rename,
+        hook: None,
+    })
 }
 
 /// Makes the error of a key: its name, where it is in the file, and why.
@@ -852,6 +946,9 @@ impl BffConfig {
                     "is not a directory".into(),
                 ));
             }
+        }
+        if let Some(claims) = &self.claims {
+            options.claims = validate_claims(claims, &err)?;
         }
         let (ops_listen, admin_token) = match &self.ops {
             Some(ops) => {

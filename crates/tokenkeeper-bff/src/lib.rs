@@ -32,6 +32,7 @@
 //! bff                    options, state, sessions, cookies, ending sessions
 //!   ├── relays           open WebSocket relays per session
 //!   ├── routes           ApiRoute, RouteToken, AntiForgery
+//!   ├── claims           what the user endpoint shows of the claims
 //!   ├── session, redis_store   session stores
 //!   └── responses, metrics     short answers, counters
 //! ```
@@ -52,6 +53,7 @@
 
 mod access;
 mod bff;
+mod claims;
 #[cfg(feature = "config")]
 pub mod config;
 #[cfg(feature = "config")]
@@ -71,6 +73,7 @@ mod session;
 mod websocket;
 
 pub use bff::{Bff, BffOptions};
+pub use claims::{ClaimsHook, UserClaims, PROTOCOL_CLAIMS};
 pub use local::BffUser;
 pub use proxy::Admitted;
 #[cfg(feature = "redis")]

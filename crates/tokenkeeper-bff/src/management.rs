@@ -259,7 +259,8 @@ pub(crate) struct UserQuery {
     slide: Option<bool>,
 }
 
-/// `GET {base}/user` (BF-03): the session's claims as `[{type, value}]`, with
+/// `GET {base}/user` (BF-03, BF-19): the session's claims as `[{type, value}]`, shaped by the
+/// options' [`crate::UserClaims`] (the protocol claims dropped by default), with
 /// `bff:logout_url`, `bff:session_expires_in` and `bff:session_state`; needs the anti-forgery
 /// header; `?slide=false` does not extend the session; anonymous callers get 401.
 pub(crate) async fn user(
@@ -279,7 +280,7 @@ pub(crate) async fn user(
         }
     };
     let mut claims: Vec<Value> = Vec::new();
-    for (name, value) in &session.claims {
+    for (name, value) in bff.inner.options.claims.shape(&session) {
         match value {
             Value::Array(values) => {
                 for v in values {

@@ -200,6 +200,68 @@ fn bf_22_the_ops_section_takes_an_address_and_a_long_admin_secret_from_the_envir
     }
 }
 
+#[test]
+fn bf_19_the_claims_section_shapes_the_user_endpoint_and_refuses_what_could_never_apply() {
+    let with = |claims: &str| format!("{GOOD}\n[claims]\n{claims}\n");
+    let text = with(
+        "include = [\"sub\", \"name\", \"preferred_username\"]\nrename = { preferred_username = \"username\" }\nkeep_protocol_claims = true",
+    );
+    let validated = BffConfig::parse(&text)
+        .unwrap()
+        .validate(&text, &env)
+        .unwrap();
+    let claims = &validated.options.claims;
+    assert_eq!(claims.include, ["sub", "name", "preferred_username"]);
+    assert_eq!(
+        claims.rename,
+        [("preferred_username".to_owned(), "username".to_owned())]
+    );
+    assert!(claims.keep_protocol_claims);
+    for (claims, key, says) in [
+        ("include = [\"\"]", "claims.include", "not a claim name"),
+        (
+            "exclude = [\"a\\nb\"]",
+            "claims.exclude",
+            "not a claim name",
+        ),
+        (
+            "include = [\"email\"]\nexclude = [\"email\"]",
+            "claims.exclude",
+            "also in",
+        ),
+        (
+            "rename = { email = \"bff:x\" }",
+            "claims.rename",
+            "BFF's own",
+        ),
+        (
+            "exclude = [\"email\"]\nrename = { email = \"mail\" }",
+            "claims.rename",
+            "never shown",
+        ),
+        (
+            "include = [\"sub\"]\nrename = { email = \"mail\" }",
+            "claims.rename",
+            "never shown",
+        ),
+        (
+            "rename = { a = \"x\", b = \"x\" }",
+            "claims.rename",
+            "two claims",
+        ),
+        ("shown = [\"sub\"]", "claims.shown", "unknown field"),
+    ] {
+        let text = with(claims);
+        let e = match BffConfig::parse(&text) {
+            Err(e) => e,
+            Ok(config) => config.validate(&text, &env).unwrap_err(),
+        };
+        assert_eq!(e.key, key, "{claims}: {e}");
+        assert!(e.line.is_some(), "{claims}: {e}");
+        assert!(e.message.contains(says), "{claims}: {e}");
+    }
+}
+
 /// The README's `bff.toml` is a file that validates, with its secrets in the environment.
 #[test]
 fn the_readmes_bff_toml_validates() {

@@ -1,5 +1,5 @@
 //! The BFF's management endpoints and API semantics against the test identity provider:
-//! BF-01, BF-02, BF-03, BF-04, BF-05, BF-06, BF-09, BF-10, BF-12, BF-14, BF-15.
+//! BF-01, BF-02, BF-03, BF-04, BF-05, BF-06, BF-09, BF-10, BF-12, BF-14, BF-15, BF-19.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -146,6 +146,77 @@ async fn bf_03_user_endpoint_claims_csrf_slide_and_anonymous() {
     h.clock.advance(Duration::from_secs(1801));
     let (status, _) = api(&browser, format!("{}/bff/user", h.url)).await;
     assert_eq!(status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bf_19_the_user_endpoint_drops_protocol_claims_and_shapes_the_rest() {
+    // By default: the user's claims, none of the ID token's protocol claims, the session's.
+    let h = harness(Setup::default()).await;
+    let browser = browser();
+    log_in(&h, &browser).await;
+    let (status, user) = api(&browser, format!("{}/bff/user", h.url)).await;
+    assert_eq!(status, 200);
+    assert_eq!(claim(&user, "sub").unwrap(), "alice");
+    for protocol in tokenkeeper_bff::PROTOCOL_CLAIMS {
+        assert!(claim(&user, protocol).is_none(), "{protocol}: {user}");
+    }
+    for session in ["bff:logout_url", "bff:session_expires_in"] {
+        assert!(claim(&user, session).is_some(), "{session}: {user}");
+    }
+    // The test provider's ID tokens do carry them.
+    let kept = harness(Setup {
+        claims: tokenkeeper_bff::UserClaims {
+            keep_protocol_claims: true,
+            ..Default::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    let browser = self::browser();
+    log_in(&kept, &browser).await;
+    let (_, user) = api(&browser, format!("{}/bff/user", kept.url)).await;
+    for protocol in ["iss", "aud", "exp", "iat", "nonce"] {
+        assert!(claim(&user, protocol).is_some(), "{protocol}: {user}");
+    }
+
+    // Include, rename and a hook (which cannot take the BFF's own claims).
+    let shaped = harness(Setup {
+        claims: tokenkeeper_bff::UserClaims {
+            include: vec!["sub".into(), "sid".into()],
+            rename: vec![("sid".into(), "provider_session".into())],
+            hook: Some(tokenkeeper_bff::ClaimsHook::new(|session, claims| {
+                claims.insert("greeting".into(), format!("hello {}", session.sub).into());
+                claims.insert("bff:logout_url".into(), "https://evil.example/".into());
+            })),
+            ..Default::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    let browser = self::browser();
+    log_in(&shaped, &browser).await;
+    let (_, user) = api(&browser, format!("{}/bff/user", shaped.url)).await;
+    let mut names: Vec<&str> = user
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["type"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "bff:logout_url",
+            "bff:session_expires_in",
+            "greeting",
+            "provider_session",
+            "sub"
+        ],
+        "{user}"
+    );
+    assert_eq!(claim(&user, "greeting").unwrap(), "hello alice");
+    let logout = claim(&user, "bff:logout_url").unwrap().as_str().unwrap();
+    assert!(logout.starts_with("/bff/logout?sid="), "{logout}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

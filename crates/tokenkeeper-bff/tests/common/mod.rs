@@ -228,6 +228,8 @@ pub struct Setup {
     /// Served as `tokenkeeper bff` serves it (the per-core server, `Bff::handler`) instead of
     /// through `axum::serve`.
     pub per_core_server: bool,
+    /// `BffOptions::claims`.
+    pub claims: tokenkeeper_bff::UserClaims,
 }
 
 impl Default for Setup {
@@ -249,6 +251,7 @@ impl Default for Setup {
             more_routes: Vec::new(),
             trusted_proxies: Vec::new(),
             per_core_server: false,
+            claims: tokenkeeper_bff::UserClaims::default(),
         }
     }
 }
@@ -334,6 +337,7 @@ pub async fn harness(setup: Setup) -> Harness {
         insecure_cookies: setup.insecure_cookies,
         dev: setup.dev,
         trusted_proxies: setup.trusted_proxies.clone(),
+        claims: setup.claims.clone(),
         ..BffOptions::default()
     };
     for (path, shape) in &setup.more_routes {
