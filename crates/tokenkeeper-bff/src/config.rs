@@ -14,6 +14,7 @@
 //! insecure_cookies = false                # optional: true only with a loopback public_url
 //! trusted_proxies = ["10.0.0.0/8"]        # optional: whose X-Forwarded-* are passed on
 //! workers = 2                             # optional: server threads (default: one per core)
+//! log_format = "json"                     # optional: text (default) or json, one object a line
 //!
 //! [oidc]
 //! issuer = "https://idp.example.com"      # http only on loopback, or with:
@@ -167,6 +168,18 @@ pub struct HostSection {
     /// per core).
     #[serde(default)]
     pub workers: Option<Spanned<usize>>,
+    /// `text` (default) or `json`: one JSON object per log line (BF-25).
+    #[serde(default)]
+    pub log_format: Option<Spanned<String>>,
+}
+
+impl HostSection {
+    /// Whether the logs are JSON lines (`log_format = "json"`).
+    pub fn json_logs(&self) -> bool {
+        self.log_format
+            .as_ref()
+            .is_some_and(|f| f.get_ref() == "json")
+    }
 }
 
 /// `[oidc]`.
@@ -944,6 +957,15 @@ impl BffConfig {
                     "bff.static_dir",
                     Some(dir.span()),
                     "is not a directory".into(),
+                ));
+            }
+        }
+        if let Some(format) = &self.bff.log_format {
+            if !matches!(format.get_ref().as_str(), "text" | "json") {
+                return Err(err(
+                    "bff.log_format",
+                    Some(format.span()),
+                    "is neither \"text\" nor \"json\"".into(),
                 ));
             }
         }

@@ -108,6 +108,12 @@ fn errors_name_the_key_and_the_line() {
             25,
         ),
         ("path = \"/api\"", "path = \"api\"", "routes[0].path", 17),
+        (
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"127.0.0.1:0\"\nlog_format = \"xml\"",
+            "bff.log_format",
+            4,
+        ),
     ] {
         let text = GOOD.replace(find, replace);
         assert_ne!(text, GOOD, "{find}");

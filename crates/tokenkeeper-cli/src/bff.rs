@@ -260,6 +260,17 @@ async fn start_sample_api(idp: Arc<TestServer>, listen: SocketAddr) -> anyhow::R
 }
 
 /// Runs `tokenkeeper bff`.
+/// Whether `--config`'s file asks for JSON logs (`[bff] log_format = "json"`). Read before
+/// the logs are set up; a file that cannot be read or parsed gets text logs, and `run` then
+/// reports what is wrong with it.
+pub(crate) fn json_logs(args: &BffArgs) -> bool {
+    args.config
+        .as_ref()
+        .and_then(|path| std::fs::read_to_string(path).ok())
+        .and_then(|text| tokenkeeper_bff::config::BffConfig::parse(&text).ok())
+        .is_some_and(|config| config.bff.json_logs())
+}
+
 pub(crate) async fn run(args: BffArgs) -> anyhow::Result<()> {
     if args.dev {
         let default_port = if args.check { 0 } else { 8080 };

@@ -82,14 +82,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(_) => "warn,tokenkeeper::client_credentials::manager=error",
         _ => "warn",
     };
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(colour())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
-        )
-        .init();
+        );
+    let json = matches!(&cli.command, Command::Bff(args) if bff::json_logs(args));
+    if json {
+        // One object per line: `timestamp`, `level`, `target`, `message` and the event's own
+        // fields beside them (BF-25).
+        logs.json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init();
+    } else {
+        logs.with_ansi(colour()).init();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
