@@ -2,6 +2,7 @@
 //!
 //! The session keeps the ID token's claims as the provider sent them; the SPA sees them shaped:
 //!
+//! 0. with [`UserClaims::userinfo`], the provider's userinfo was merged into them at login;
 //! 1. the protocol claims ([`PROTOCOL_CLAIMS`]: `iss`, `aud`, `exp`, `iat`, `nbf`, `nonce`,
 //!    `at_hash`, `c_hash`, `s_hash`, `azp`) are dropped, unless
 //!    [`UserClaims::keep_protocol_claims`] — they describe the token, not the user, and an SPA
@@ -60,6 +61,9 @@ pub struct UserClaims {
     pub rename: Vec<(String, String)>,
     /// The host's own claims, computed on each `/user` call.
     pub hook: Option<ClaimsHook>,
+    /// At login, the provider's userinfo is fetched and merged into the session's claims (its
+    /// `sub` must be the ID token's, or the login is refused).
+    pub userinfo: bool,
 }
 
 /// A function that shapes the claims `/user` shows, given the session: it runs after the
@@ -158,6 +162,7 @@ mod tests {
                 claims.insert("who".into(), Value::String(session.sub.clone()));
                 claims.insert("bff:session_state".into(), Value::Null);
             })),
+            userinfo: false,
         };
         let shown = claims.shape(&s);
         assert_eq!(

@@ -54,6 +54,7 @@
 //! exclude = ["email"]                     # optional
 //! rename = { preferred_username = "username" }   # optional
 //! keep_protocol_claims = false            # optional: iss, aud, exp, iat, nonce… (dropped)
+//! userinfo = true                         # optional: merge the provider's userinfo at login
 //!
 //! [ops]                                   # optional: the operations listener
 //! listen = "127.0.0.1:9090"               # /healthz, /readyz, /metrics
@@ -125,6 +126,8 @@ pub struct ClaimsSection {
     pub rename: Option<Spanned<std::collections::BTreeMap<String, String>>>,
     /// Shows `iss`, `aud`, `exp`, `iat`, `nbf`, `nonce`, `at_hash`, `c_hash`, `s_hash`, `azp` too.
     pub keep_protocol_claims: Option<bool>,
+    /// Fetches the provider's userinfo at login and merges it (its `sub` must match).
+    pub userinfo: Option<bool>,
 }
 
 /// `[ops]`: the operations listener (BF-22), off unless this section is there.
@@ -489,6 +492,7 @@ fn validate_claims(
     }
     Ok(crate::UserClaims {
         keep_protocol_claims: claims.keep_protocol_claims.unwrap_or(false),
+        userinfo: claims.userinfo.unwrap_or(false),
         include,
         exclude,
         rename,

@@ -24,6 +24,7 @@
 //! host                   config file → a Bff            (feature `config`)
 //! router                 axum router; BffHandler for the per-core server
 //!   ├── management       login, callback, logout, user, back-channel, diagnostics
+//!   │     └── userinfo   the provider's userinfo, merged at login
 //!   ├── proxy            the engine's Policy: anti-forgery, session, token, upgrades
 //!   │     └── websocket  the WebSocket relay
 //!   │           └── access   which token a request gets (none, client, user)
@@ -70,6 +71,7 @@ mod responses;
 mod router;
 mod routes;
 mod session;
+mod userinfo;
 mod websocket;
 
 pub use bff::{Bff, BffOptions};

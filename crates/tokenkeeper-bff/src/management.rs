@@ -89,7 +89,7 @@ pub(crate) async fn callback(
         }
     }
     let result = match callback.result {
-        Ok(done) => match bff.new_session(&done) {
+        Ok(done) => match with_userinfo(&bff, bff.new_session(&done)).await {
             Ok(session) => match bff.inner.sessions.put(session.clone()).await {
                 Ok(()) => {
                     crate::metrics::session_started();
@@ -257,6 +257,28 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[derive(Deserialize)]
 pub(crate) struct UserQuery {
     slide: Option<bool>,
+}
+
+/// `session`, with the provider's userinfo merged when the options ask for it (BF-19). When it
+/// cannot be had, or is about someone else, the login fails and its tokens are forgotten
+/// (the refresh token revoked): no session is made of it.
+async fn with_userinfo(
+    bff: &Bff,
+    session: Result<crate::session::BffSession, tokenkeeper::Error>,
+) -> Result<crate::session::BffSession, tokenkeeper::Error> {
+    let mut session = session?;
+    if !bff.inner.options.claims.userinfo {
+        return Ok(session);
+    }
+    match Box::pin(crate::userinfo::merge(bff, &mut session)).await {
+        Ok(()) => Ok(session),
+        Err(error) => {
+            if let Err(cleanup) = bff.oidc().users().logout(&session.key()).await {
+                tracing::warn!(error = %cleanup, "a refused login's tokens could not be cleared");
+            }
+            Err(error)
+        }
+    }
 }
 
 /// `GET {base}/user` (BF-03, BF-19): the session's claims as `[{type, value}]`, shaped by the

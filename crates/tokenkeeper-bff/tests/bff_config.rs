@@ -210,7 +210,7 @@ fn bf_22_the_ops_section_takes_an_address_and_a_long_admin_secret_from_the_envir
 fn bf_19_the_claims_section_shapes_the_user_endpoint_and_refuses_what_could_never_apply() {
     let with = |claims: &str| format!("{GOOD}\n[claims]\n{claims}\n");
     let text = with(
-        "include = [\"sub\", \"name\", \"preferred_username\"]\nrename = { preferred_username = \"username\" }\nkeep_protocol_claims = true",
+        "include = [\"sub\", \"name\", \"preferred_username\"]\nrename = { preferred_username = \"username\" }\nkeep_protocol_claims = true\nuserinfo = true",
     );
     let validated = BffConfig::parse(&text)
         .unwrap()
@@ -223,6 +223,7 @@ fn bf_19_the_claims_section_shapes_the_user_endpoint_and_refuses_what_could_neve
         [("preferred_username".to_owned(), "username".to_owned())]
     );
     assert!(claims.keep_protocol_claims);
+    assert!(claims.userinfo);
     for (claims, key, says) in [
         ("include = [\"\"]", "claims.include", "not a claim name"),
         (

@@ -220,6 +220,49 @@ async fn bf_19_the_user_endpoint_drops_protocol_claims_and_shapes_the_rest() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bf_19_userinfo_is_merged_at_login_and_must_be_about_the_same_user() {
+    for dpop in [false, true] {
+        let h = harness(Setup {
+            dpop,
+            claims: tokenkeeper_bff::UserClaims {
+                userinfo: true,
+                ..Default::default()
+            },
+            ..Setup::default()
+        })
+        .await;
+        let browser = browser();
+        log_in(&h, &browser).await;
+        assert_eq!(h.idp.userinfo_requests(), 1, "dpop {dpop}");
+        let (status, user) = api(&browser, format!("{}/bff/user", h.url)).await;
+        assert_eq!(status, 200, "dpop {dpop}");
+        assert_eq!(claim(&user, "sub").unwrap(), "alice");
+        assert_eq!(
+            claim(&user, "name").unwrap(),
+            "User alice",
+            "dpop {dpop}: {user}"
+        );
+        assert_eq!(claim(&user, "email").unwrap(), "alice@example.com");
+
+        // A userinfo about someone else refuses the login: no session, tokens revoked.
+        let mut other = serde_json::Map::new();
+        other.insert("sub".into(), "mallory".into());
+        h.idp.set_userinfo_claims(other);
+        let revoked = h.idp.revocations();
+        let before = h.sessions.len();
+        let browser = self::browser();
+        let (page, _) = follow(&browser, &format!("{}/bff/login?returnUrl=/app", h.url)).await;
+        assert_eq!(page.status(), 400, "dpop {dpop}");
+        let body = page.text().await.unwrap();
+        assert!(!body.contains("mallory"), "{body}");
+        assert_eq!(h.sessions.len(), before, "dpop {dpop}");
+        assert_eq!(h.idp.revocations(), revoked + 1, "dpop {dpop}");
+        let (status, _) = api(&browser, format!("{}/bff/user", h.url)).await;
+        assert_eq!(status, 401);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bf_04_bf_09_api_calls_need_the_anti_forgery_header_and_never_redirect() {
     let h = harness(Setup::default()).await;
     let browser = browser();

@@ -21,6 +21,7 @@ pub mod mtls;
 mod refresh;
 mod server;
 mod transport;
+mod userinfo;
 mod webdriver;
 
 pub use api::TestApi;

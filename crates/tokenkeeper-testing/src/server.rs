@@ -173,6 +173,8 @@ pub(crate) struct ServerState {
     pub(crate) return_refresh_token: std::sync::atomic::AtomicBool,
     pub(crate) revocations: Mutex<u64>,
     pub(crate) id_token_overrides: Mutex<Map<String, Value>>,
+    /// Claims the userinfo endpoint adds to (or replaces in) its answers.
+    pub(crate) userinfo_overrides: Mutex<Map<String, Value>>,
     /// The `jti`s of client assertions already used (each is accepted once).
     assertion_jtis: Mutex<std::collections::HashSet<String>>,
     jwk_parameters: Mutex<Map<String, Value>>,
@@ -321,6 +323,7 @@ impl TestServerBuilder {
             return_refresh_token: std::sync::atomic::AtomicBool::new(true),
             revocations: Mutex::new(0),
             id_token_overrides: Mutex::new(Map::new()),
+            userinfo_overrides: Mutex::new(Map::new()),
             assertion_jtis: Mutex::new(std::collections::HashSet::new()),
             jwk_parameters: Mutex::new(Map::new()),
             jwks_cache_control: Mutex::new(None),
@@ -598,6 +601,17 @@ impl TestServer {
         *lock(&self.state.id_token_overrides) = overrides;
     }
 
+    /// Claims the userinfo endpoint answers from now on, beside (or instead of) its own `sub`,
+    /// `name` and `email`.
+    pub fn set_userinfo_claims(&self, claims: Map<String, Value>) {
+        *lock(&self.state.userinfo_overrides) = claims;
+    }
+
+    /// Userinfo requests received.
+    pub fn userinfo_requests(&self) -> u64 {
+        self.counter("userinfo")
+    }
+
     /// A back-channel logout token (OpenID Connect Back-Channel Logout 1.0) for `client_id`,
     /// naming `sub` and/or `sid`, signed with the current key: `iss`, `aud`, `iat`, a fresh
     /// `jti`, `events`; `typ` `logout+jwt`.
@@ -794,6 +808,7 @@ fn router(state: Arc<ServerState>) -> Router {
         .route("/authorize", get(crate::authorize::authorize))
         .route("/authorize/login", post(crate::authorize::login_form))
         .route("/end_session", get(crate::authorize::end_session))
+        .route("/userinfo", get(crate::userinfo::userinfo))
         .route("/introspect", post(crate::refresh::introspect))
         .route("/mtls-api/{*rest}", get(crate::mtls::api))
         .with_state(state)
@@ -822,6 +837,7 @@ async fn metadata(State(state): State<Arc<ServerState>>) -> Response {
         "jwks_uri": format!("{base}/jwks"),
         "authorization_endpoint": format!("{base}/authorize"),
         "end_session_endpoint": format!("{base}/end_session"),
+        "userinfo_endpoint": format!("{base}/userinfo"),
         "response_types_supported": ["code"],
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": true,
