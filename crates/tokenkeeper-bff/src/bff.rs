@@ -397,6 +397,13 @@ impl Bff {
             .is_some_and(|v| v.as_bytes() == self.inner.options.anti_forgery_header.1.as_bytes())
     }
 
+    /// Closes every open WebSocket relay with 1001 (going away), for a host that shuts down
+    /// (BF-24): call it when the server stops taking connections. Relays opened after it close
+    /// at once.
+    pub fn close_websockets(&self) {
+        self.inner.relays.shut_down();
+    }
+
     /// Ends every session of `sub` (and, when given, of `sid` only): "log out everywhere", or an
     /// administrator's revocation. Each session's refresh token is revoked. Returns how many
     /// sessions ended.

@@ -9,11 +9,23 @@ use std::sync::{Arc, Mutex};
 /// that tells it the session ended.
 type OpenRelays = HashMap<String, Vec<(u64, tokio::sync::watch::Sender<bool>)>>;
 
-/// The open relays of each session (by id hash), so that ending a session closes them.
-#[derive(Debug, Default)]
+/// The open relays of each session (by id hash), so that ending a session closes them; and
+/// the host's going away, which closes every relay (BF-24).
+#[derive(Debug)]
 pub(crate) struct Relays {
     open: Mutex<OpenRelays>,
     next: std::sync::atomic::AtomicU64,
+    going_away: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Relays {
+    fn default() -> Self {
+        Self {
+            open: Mutex::default(),
+            next: std::sync::atomic::AtomicU64::new(0),
+            going_away: tokio::sync::watch::channel(false).0,
+        }
+    }
 }
 
 impl Relays {
@@ -44,6 +56,16 @@ impl Relays {
                 let _ = tx.send(true);
             }
         }
+    }
+
+    /// Turns `true` when the host shuts down: every relay then closes (1001, going away).
+    pub(crate) fn going_away(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.going_away.subscribe()
+    }
+
+    /// Closes every relay, sessions' or not: the host is shutting down.
+    pub(crate) fn shut_down(&self) {
+        self.going_away.send_replace(true);
     }
 
     /// How many relays are open.

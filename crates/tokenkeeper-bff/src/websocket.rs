@@ -174,12 +174,13 @@ pub(crate) async fn forward(bff: Bff, index: usize, mut parts: Parts) -> Respons
         .as_ref()
         .map(|session| bff.inner.relays.register(&session.id_hash));
     let idle = route.websocket_idle;
+    let going_away = bff.inner.relays.going_away();
     upgrade.on_upgrade(move |socket| async move {
         let watch = match (session, registration) {
             (Some(session), Some(registration)) => Some((bff, session, registration)),
             _ => None,
         };
-        relay(socket, upstream, watch, idle).await;
+        relay(socket, upstream, watch, idle, going_away).await;
     })
 }
 
@@ -193,6 +194,8 @@ enum End {
     TooBig,
     /// The session ended.
     SessionEnded,
+    /// The host is shutting down.
+    GoingAway,
 }
 
 /// Relays messages both ways until either side closes, the relay is idle for `idle`, a message
@@ -204,9 +207,12 @@ async fn relay(
     >,
     mut watch: Option<(Bff, Arc<BffSession>, Registration)>,
     idle: Duration,
+    mut going_away: tokio::sync::watch::Receiver<bool>,
 ) {
     let (mut client_tx, mut client_rx) = client.split();
     let (mut upstream_tx, mut upstream_rx) = upstream.split();
+    // Looked at first: a relay that starts after the shutdown began closes at once.
+    going_away.mark_changed();
     let mut checks = tokio::time::interval(SESSION_CHECK);
     checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     checks.tick().await;
@@ -241,6 +247,17 @@ async fn relay(
                 _ => break End::Closed,
             },
             () = &mut idle_for => break End::Idle,
+            () = async {
+                loop {
+                    if going_away.changed().await.is_err() {
+                        // The host (and its sender) is gone without shutting down.
+                        std::future::pending::<()>().await;
+                    }
+                    if *going_away.borrow_and_update() {
+                        break;
+                    }
+                }
+            } => break End::GoingAway,
             ended = async {
                 match watch.as_mut() {
                     Some((_, _, registration)) => registration.ended.changed().await.is_ok(),
@@ -264,6 +281,7 @@ async fn relay(
     let (code, reason) = match end {
         End::Closed => (1000, ""),
         End::Idle => (1001, "idle"),
+        End::GoingAway => (1001, "server shutting down"),
         End::TooBig => (1009, "message too big"),
         End::SessionEnded => (SESSION_ENDED, "session ended"),
     };

@@ -338,6 +338,7 @@ pub(crate) async fn run(args: BffArgs) -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down: in-flight requests finish");
     server.shutdown();
+    bff.close_websockets();
     server.stopped().await;
     if let Some((ops, _)) = ops {
         ops.shutdown();
