@@ -42,6 +42,9 @@ pub struct BffOptions {
     /// What the user endpoint shows of the user's claims (default: all but the protocol
     /// claims; BF-19).
     pub claims: crate::claims::UserClaims,
+    /// `{base}/auth` for a reverse proxy's forward auth, and its identity headers (BF-21). Off
+    /// (`None`) by default. The identity header names are never forwarded from a browser.
+    pub forward_auth: Option<crate::forward_auth::ForwardAuth>,
 }
 
 impl Default for BffOptions {
@@ -57,6 +60,7 @@ impl Default for BffOptions {
             trusted_proxies: Vec::new(),
             workers: tokenkeeper_proxy::server::default_workers(),
             claims: crate::claims::UserClaims::default(),
+            forward_auth: None,
         }
     }
 }
@@ -214,7 +218,11 @@ impl Bff {
                 options.trusted_proxies.clone(),
             ))
             .hygiene(tokenkeeper_proxy::RequestHygiene {
-                drop: vec![anti_forgery_name.clone()],
+                // The anti-forgery header, and the identity headers of forward auth: a browser
+                // cannot send an upstream who it is.
+                drop: std::iter::once(anti_forgery_name.clone())
+                    .chain(options.forward_auth.iter().flat_map(|f| f.names().cloned()))
+                    .collect(),
                 ..Default::default()
             })
             .workers(options.workers);

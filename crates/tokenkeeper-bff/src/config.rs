@@ -56,6 +56,10 @@
 //! keep_protocol_claims = false            # optional: iss, aud, exp, iat, nonce… (dropped)
 //! userinfo = true                         # optional: merge the provider's userinfo at login
 //!
+//! [forward_auth]                          # optional: {base_path}/auth for nginx auth_request
+//! headers = { sub = "x-auth-request-user", email = "x-auth-request-email" }  # the default: sub
+//! access_token_header = "x-auth-request-access-token"   # optional: for trusted upstreams
+//!
 //! [ops]                                   # optional: the operations listener
 //! listen = "127.0.0.1:9090"               # /healthz, /readyz, /metrics
 //! admin_token_env = "BFF_ADMIN_TOKEN"     # optional: /admin/sessions, Bearer (>= 32 bytes)
@@ -112,6 +116,19 @@ pub struct BffConfig {
     /// `[claims]`.
     #[serde(default)]
     pub claims: Option<ClaimsSection>,
+    /// `[forward_auth]`.
+    #[serde(default)]
+    pub forward_auth: Option<ForwardAuthSection>,
+}
+
+/// `[forward_auth]`: `{base_path}/auth` for a reverse proxy (BF-21; see [`crate::ForwardAuth`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardAuthSection {
+    /// The identity headers: `claim = "header"` (default: `sub = "x-auth-request-user"`).
+    pub headers: Option<Spanned<std::collections::BTreeMap<String, String>>>,
+    /// The header that carries the user's access token to trusted upstreams (default: none).
+    pub access_token_header: Option<Spanned<String>>,
 }
 
 /// `[claims]`: what `{base}/user` shows of the user's claims (BF-19; see [`crate::UserClaims`]).
@@ -498,6 +515,51 @@ fn validate_claims(
         rename,
         hook: None,
     })
+}
+
+/// `[forward_auth]`: header names that are header names, that HTTP and the BFF do not use
+/// themselves, and that are used once; no access token header when the tokens are DPoP-bound
+/// (the BFF keeps their key: an upstream could not use them).
+fn validate_forward_auth(
+    section: &ForwardAuthSection,
+    dpop_per_session: bool,
+    err: &KeyError<'_>,
+) -> Result<crate::ForwardAuth, ConfigFileError> {
+    let mut forward = crate::ForwardAuth::default();
+    if let Some(map) = &section.headers {
+        forward.headers.clear();
+        for (claim, name) in map.get_ref() {
+            let refuse = |message: String| err("forward_auth.headers", Some(map.span()), message);
+            if claim.is_empty() || claim.chars().any(char::is_control) {
+                return Err(refuse(format!("{claim:?} is not a claim name")));
+            }
+            let header = crate::forward_auth::usable_header(name).map_err(refuse)?;
+            if forward.names().any(|n| *n == header) {
+                return Err(refuse(format!("{header} is used twice")));
+            }
+            forward.headers.push((claim.clone(), header));
+        }
+    }
+    if let Some(name) = &section.access_token_header {
+        let refuse = |message: String| {
+            err(
+                "forward_auth.access_token_header",
+                Some(name.span()),
+                message,
+            )
+        };
+        if dpop_per_session {
+            return Err(refuse(
+                "the user tokens are DPoP-bound (oidc.dpop): an upstream could not use them".into(),
+            ));
+        }
+        let header = crate::forward_auth::usable_header(name.get_ref()).map_err(refuse)?;
+        if forward.names().any(|n| *n == header) {
+            return Err(refuse(format!("{header} is used twice")));
+        }
+        forward.access_token = Some(header);
+    }
+    Ok(forward)
 }
 
 /// Makes the error of a key: its name, where it is in the file, and why.
@@ -975,6 +1037,9 @@ impl BffConfig {
         }
         if let Some(claims) = &self.claims {
             options.claims = validate_claims(claims, &err)?;
+        }
+        if let Some(section) = &self.forward_auth {
+            options.forward_auth = Some(validate_forward_auth(section, dpop_per_session, &err)?);
         }
         let (ops_listen, admin_token) = match &self.ops {
             Some(ops) => {

@@ -25,6 +25,7 @@
 //! router                 axum router; BffHandler for the per-core server
 //!   ├── management       login, callback, logout, user, back-channel, diagnostics
 //!   │     └── userinfo   the provider's userinfo, merged at login
+//!   ├── forward_auth     {base}/auth for a reverse proxy's auth_request
 //!   ├── proxy            the engine's Policy: anti-forgery, session, token, upgrades
 //!   │     └── websocket  the WebSocket relay
 //!   │           └── access   which token a request gets (none, client, user)
@@ -57,6 +58,7 @@ mod bff;
 mod claims;
 #[cfg(feature = "config")]
 pub mod config;
+mod forward_auth;
 #[cfg(feature = "config")]
 pub mod host;
 mod local;
@@ -76,6 +78,7 @@ mod websocket;
 
 pub use bff::{Bff, BffOptions};
 pub use claims::{ClaimsHook, UserClaims, PROTOCOL_CLAIMS};
+pub use forward_auth::ForwardAuth;
 pub use local::BffUser;
 pub use proxy::Admitted;
 #[cfg(feature = "redis")]

@@ -53,6 +53,9 @@ impl Bff {
                 &format!("{base}/backchannel"),
                 axum::routing::post(crate::management::backchannel),
             );
+        if self.inner.options.forward_auth.is_some() {
+            router = router.route(&format!("{base}/auth"), get(crate::forward_auth::auth));
+        }
         if self.inner.options.dev {
             router = router.route(
                 &format!("{base}/diagnostics"),

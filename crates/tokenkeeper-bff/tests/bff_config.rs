@@ -269,6 +269,63 @@ fn bf_19_the_claims_section_shapes_the_user_endpoint_and_refuses_what_could_neve
     }
 }
 
+#[test]
+fn bf_21_the_forward_auth_section_takes_header_names_nobody_else_uses() {
+    let with = |section: &str| format!("{GOOD}\n[forward_auth]\n{section}\n");
+    let text = with("");
+    let validated = BffConfig::parse(&text)
+        .unwrap()
+        .validate(&text, &env)
+        .unwrap();
+    let forward = validated.options.forward_auth.unwrap();
+    assert_eq!(forward.headers.len(), 1);
+    assert_eq!(forward.headers[0].0, "sub");
+    assert_eq!(forward.headers[0].1.as_str(), "x-auth-request-user");
+    assert!(forward.access_token.is_none());
+    let no_dpop = |text: String| text.replace("dpop = \"per-session\"\n", "");
+    let text = no_dpop(with(
+        "headers = { sub = \"X-User\", groups = \"X-Groups\" }\naccess_token_header = \"X-Token\"",
+    ));
+    let validated = BffConfig::parse(&text)
+        .unwrap()
+        .validate(&text, &env)
+        .unwrap();
+    let forward = validated.options.forward_auth.unwrap();
+    let names: Vec<&str> = forward.names().map(|n| n.as_str()).collect();
+    assert_eq!(names, ["x-groups", "x-user", "x-token"]);
+    // GOOD's logins are DPoP-bound: no access token for upstreams then.
+    for (section, key) in [
+        ("headers = { sub = \"cookie\" }", "forward_auth.headers"),
+        (
+            "headers = { sub = \"x-forwarded-user\" }",
+            "forward_auth.headers",
+        ),
+        ("headers = { sub = \"bad name\" }", "forward_auth.headers"),
+        (
+            "headers = { sub = \"x-a\", sid = \"X-A\" }",
+            "forward_auth.headers",
+        ),
+        (
+            "access_token_header = \"x-token\"",
+            "forward_auth.access_token_header",
+        ),
+        ("header = { sub = \"x-a\" }", "forward_auth.header"),
+    ] {
+        // Only the access token case keeps GOOD's DPoP-bound logins.
+        let text = if section.starts_with("access") {
+            with(section)
+        } else {
+            no_dpop(with(section))
+        };
+        let e = match BffConfig::parse(&text) {
+            Err(e) => e,
+            Ok(config) => config.validate(&text, &env).unwrap_err(),
+        };
+        assert_eq!(e.key, key, "{section}: {e}");
+        assert!(e.line.is_some(), "{section}: {e}");
+    }
+}
+
 /// The README's `bff.toml` is a file that validates, with its secrets in the environment.
 #[test]
 fn the_readmes_bff_toml_validates() {

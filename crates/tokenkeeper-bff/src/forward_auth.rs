@@ -1,0 +1,215 @@
+//! Forward auth (BF-21): `GET {base}/auth`, for a reverse proxy that asks the BFF whether a
+//! request may pass — nginx's `auth_request`, Traefik's `forwardAuth`, Envoy's `ext_authz` in
+//! HTTP mode. The proxy forwards the browser's headers (its session cookie among them); the BFF
+//! answers **200** with identity headers (the configured claims, and optionally the access
+//! token, for upstreams you trust) when the session is live, **401** when it is not.
+//!
+//! The identity header names are the BFF's: a browser that sends one of them never gets it
+//! through the BFF's own proxy (the engine drops them), and the reverse proxy must set them from
+//! this answer only (`auth_request_set` + `proxy_set_header` in nginx, which replace what the
+//! client sent; see the README's recipe).
+//!
+//! ```
+//! use tokenkeeper_bff::ForwardAuth;
+//! let forward_auth = ForwardAuth::default()
+//!     .header("email", "x-auth-request-email")?
+//!     .header("groups", "x-auth-request-groups")?;
+//! # Ok::<(), tokenkeeper::Error>(())
+//! ```
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use crate::bff::Bff;
+use crate::responses::plain;
+
+/// The longest identity header value sent (bytes); a longer claim is left out, with a warning.
+const MAX_VALUE: usize = 8 * 1024;
+
+/// Which identity headers `{base}/auth` answers with. The default sends the user's `sub` as
+/// `X-Auth-Request-User` (the name oauth2-proxy uses, so recipes carry over).
+#[derive(Debug, Clone)]
+pub struct ForwardAuth {
+    /// `(claim, header)`: each claim the session has goes out in its header (an array as its
+    /// elements joined with `,`; other JSON values as JSON text).
+    pub headers: Vec<(String, HeaderName)>,
+    /// The header that carries the user's access token (Bearer only), when the upstreams behind
+    /// the reverse proxy are trusted with it. `None` (default): never sent.
+    pub access_token: Option<HeaderName>,
+}
+
+impl Default for ForwardAuth {
+    fn default() -> Self {
+        Self {
+            headers: vec![(
+                "sub".to_owned(),
+                HeaderName::from_static("x-auth-request-user"),
+            )],
+            access_token: None,
+        }
+    }
+}
+
+/// Header names that can never carry identity: they mean something to HTTP or to the BFF.
+const RESERVED: &[&str] = &[
+    "host",
+    "cookie",
+    "set-cookie",
+    "authorization",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "www-authenticate",
+    "connection",
+    "keep-alive",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "location",
+    "dpop",
+];
+
+/// Whether `name` can be an identity header (not one of HTTP's or the BFF's own).
+pub(crate) fn usable_header(name: &str) -> Result<HeaderName, String> {
+    let parsed = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("{name:?} is not a header name"))?;
+    if RESERVED.contains(&parsed.as_str()) || parsed.as_str().starts_with("x-forwarded-") {
+        return Err(format!("{name:?} is a header HTTP or the BFF already uses"));
+    }
+    Ok(parsed)
+}
+
+impl ForwardAuth {
+    /// Also sends `claim` in the header `name`. Fails for a name that is not a header name or
+    /// is one HTTP or the BFF uses (`Cookie`, `Authorization`, `X-Forwarded-*`, …), or one
+    /// already in use.
+    pub fn header(mut self, claim: &str, name: &str) -> Result<Self, tokenkeeper::Error> {
+        let invalid = |reason: String| {
+            tokenkeeper::Error::Config(tokenkeeper::ConfigError::new(
+                "forward_auth.headers",
+                reason,
+            ))
+        };
+        let name = usable_header(name).map_err(invalid)?;
+        if self.names().any(|n| *n == name) {
+            return Err(invalid(format!("{name} is used twice")));
+        }
+        self.headers.push((claim.to_owned(), name));
+        Ok(self)
+    }
+
+    /// Every identity header name (the access token's included).
+    pub fn names(&self) -> impl Iterator<Item = &HeaderName> {
+        self.headers
+            .iter()
+            .map(|(_, name)| name)
+            .chain(self.access_token.as_ref())
+    }
+}
+
+/// A claim's value as header text.
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Array(values) => values
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+        other => other.to_string(),
+    }
+}
+
+/// `GET {base}/auth`: 200 with the identity headers for a live session (it slides, as any use
+/// does), 401 without one.
+pub(crate) async fn auth(State(bff): State<Bff>, headers: HeaderMap) -> Response {
+    let Some(config) = &bff.inner.options.forward_auth else {
+        return plain(StatusCode::NOT_FOUND, "Not found.");
+    };
+    let session = match bff.session(&headers, true).await {
+        Ok(Some(session)) => session,
+        Ok(None) => return plain(StatusCode::UNAUTHORIZED, "Not logged in."),
+        Err(error) => {
+            tracing::warn!(%error, "session store unavailable");
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "Unavailable right now.");
+        }
+    };
+    let mut response = StatusCode::OK.into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for (claim, name) in &config.headers {
+        let value = match claim.as_str() {
+            "sub" => Some(session.sub.clone()),
+            _ => session.claims.get(claim).map(text),
+        };
+        let Some(value) = value else { continue };
+        match HeaderValue::from_str(&value) {
+            Ok(value) if value.len() <= MAX_VALUE => {
+                response.headers_mut().insert(name.clone(), value);
+            }
+            _ => tracing::warn!(
+                claim = claim.as_str(),
+                "forward auth: a claim's value cannot be a header (control characters, or over 8 KiB); left out"
+            ),
+        }
+    }
+    if let Some(name) = &config.access_token {
+        let token = bff
+            .oidc()
+            .users()
+            .get_access_token(&session.key(), &Default::default())
+            .await;
+        match token {
+            Ok(token) if !token.is_dpop() => {
+                if let Ok(mut value) = HeaderValue::from_str(token.access_token().secret()) {
+                    value.set_sensitive(true);
+                    response.headers_mut().insert(name.clone(), value);
+                }
+            }
+            Ok(_) => {
+                tracing::warn!("forward auth: the access token is DPoP-bound; not sent");
+            }
+            Err(tokenkeeper::Error::ReauthenticationRequired(_)) => {
+                Box::pin(bff.end_session(&session, "token")).await;
+                return plain(StatusCode::UNAUTHORIZED, "Not logged in.");
+            }
+            Err(error) => {
+                tracing::warn!(%error, "forward auth: no access token");
+                return plain(StatusCode::BAD_GATEWAY, "Upstream token unavailable.");
+            }
+        }
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_headers_are_header_names_nobody_else_uses() {
+        assert!(usable_header("X-Auth-Request-Email").is_ok());
+        for bad in [
+            "cookie",
+            "Authorization",
+            "x-forwarded-user",
+            "bad header",
+            "",
+            "host",
+        ] {
+            assert!(usable_header(bad).is_err(), "{bad}");
+        }
+        assert!(ForwardAuth::default()
+            .header("name", "x-auth-request-user")
+            .is_err());
+        assert_eq!(text(&serde_json::json!(["a", 1, "b"])), "a,1,b");
+    }
+}
