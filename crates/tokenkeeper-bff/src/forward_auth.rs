@@ -17,13 +17,10 @@
 //! # Ok::<(), tokenkeeper::Error>(())
 //! ```
 
-use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
-use crate::bff::Bff;
-use crate::responses::plain;
+use crate::session::BffSession;
 
 /// The longest identity header value sent (bytes); a longer claim is left out, with a warning.
 const MAX_VALUE: usize = 8 * 1024;
@@ -127,24 +124,11 @@ fn text(value: &Value) -> String {
     }
 }
 
-/// `GET {base}/auth`: 200 with the identity headers for a live session (it slides, as any use
-/// does), 401 without one.
-pub(crate) async fn auth(State(bff): State<Bff>, headers: HeaderMap) -> Response {
-    let Some(config) = &bff.inner.options.forward_auth else {
-        return plain(StatusCode::NOT_FOUND, "Not found.");
-    };
-    let session = match bff.session(&headers, true).await {
-        Ok(Some(session)) => session,
-        Ok(None) => return plain(StatusCode::UNAUTHORIZED, "Not logged in."),
-        Err(error) => {
-            tracing::warn!(%error, "session store unavailable");
-            return plain(StatusCode::SERVICE_UNAVAILABLE, "Unavailable right now.");
-        }
-    };
-    let mut response = StatusCode::OK.into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+/// The identity headers of `session` (its claims as configured): a claim the session lacks
+/// is left out, as is one whose value cannot be a header (control characters, over 8 KiB:
+/// logged).
+pub(crate) fn identity_headers(config: &ForwardAuth, session: &BffSession) -> HeaderMap {
+    let mut headers = HeaderMap::new();
     for (claim, name) in &config.headers {
         let value = match claim.as_str() {
             "sub" => Some(session.sub.clone()),
@@ -153,7 +137,7 @@ pub(crate) async fn auth(State(bff): State<Bff>, headers: HeaderMap) -> Response
         let Some(value) = value else { continue };
         match HeaderValue::from_str(&value) {
             Ok(value) if value.len() <= MAX_VALUE => {
-                response.headers_mut().insert(name.clone(), value);
+                headers.insert(name.clone(), value);
             }
             _ => tracing::warn!(
                 claim = claim.as_str(),
@@ -161,33 +145,7 @@ pub(crate) async fn auth(State(bff): State<Bff>, headers: HeaderMap) -> Response
             ),
         }
     }
-    if let Some(name) = &config.access_token {
-        let token = bff
-            .oidc()
-            .users()
-            .get_access_token(&session.key(), &Default::default())
-            .await;
-        match token {
-            Ok(token) if !token.is_dpop() => {
-                if let Ok(mut value) = HeaderValue::from_str(token.access_token().secret()) {
-                    value.set_sensitive(true);
-                    response.headers_mut().insert(name.clone(), value);
-                }
-            }
-            Ok(_) => {
-                tracing::warn!("forward auth: the access token is DPoP-bound; not sent");
-            }
-            Err(tokenkeeper::Error::ReauthenticationRequired(_)) => {
-                Box::pin(bff.end_session(&session, "token")).await;
-                return plain(StatusCode::UNAUTHORIZED, "Not logged in.");
-            }
-            Err(error) => {
-                tracing::warn!(%error, "forward auth: no access token");
-                return plain(StatusCode::BAD_GATEWAY, "Upstream token unavailable.");
-            }
-        }
-    }
-    response
+    headers
 }
 
 #[cfg(test)]

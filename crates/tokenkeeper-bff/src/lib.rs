@@ -23,9 +23,8 @@
 //! ```text
 //! host                   config file → a Bff            (feature `config`)
 //! router                 axum router; BffHandler for the per-core server
-//!   ├── management       login, callback, logout, user, back-channel, diagnostics
+//!   ├── management       login, callback, logout, user, auth, back-channel, diagnostics
 //!   │     └── userinfo   the provider's userinfo, merged at login
-//!   ├── forward_auth     {base}/auth for a reverse proxy's auth_request
 //!   ├── proxy            the engine's Policy: anti-forgery, session, token, upgrades
 //!   │     └── websocket  the WebSocket relay
 //!   │           └── access   which token a request gets (none, client, user)
@@ -35,6 +34,7 @@
 //!   ├── relays           open WebSocket relays per session
 //!   ├── routes           ApiRoute, RouteToken, AntiForgery
 //!   ├── claims           what the user endpoint shows of the claims
+//!   ├── forward_auth     the identity headers of {base}/auth (a reverse proxy's auth_request)
 //!   ├── session, redis_store   session stores
 //!   └── responses, metrics     short answers, counters
 //! ```

@@ -427,3 +427,49 @@ pub(crate) async fn backchannel(State(bff): State<Bff>, body: axum::body::Bytes)
 
 /// How old a back-channel logout token may be.
 const LOGOUT_TOKEN_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// `GET {base}/auth` (BF-21, see [`crate::ForwardAuth`]): 200 with the identity headers for a
+/// live session (it slides, as any use does), 401 without one.
+pub(crate) async fn auth(State(bff): State<Bff>, headers: HeaderMap) -> Response {
+    let Some(config) = &bff.inner.options.forward_auth else {
+        return plain(StatusCode::NOT_FOUND, "Not found.");
+    };
+    let session = match bff.session(&headers, true).await {
+        Ok(Some(session)) => session,
+        Ok(None) => return plain(StatusCode::UNAUTHORIZED, "Not logged in."),
+        Err(error) => {
+            tracing::warn!(%error, "session store unavailable");
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "Unavailable right now.");
+        }
+    };
+    let mut response = StatusCode::OK.into_response();
+    *response.headers_mut() = crate::forward_auth::identity_headers(config, &session);
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(name) = &config.access_token {
+        let token = bff
+            .oidc()
+            .users()
+            .get_access_token(&session.key(), &Default::default())
+            .await;
+        match token {
+            Ok(token) if !token.is_dpop() => {
+                if let Ok(mut value) = HeaderValue::from_str(token.access_token().secret()) {
+                    value.set_sensitive(true);
+                    response.headers_mut().insert(name.clone(), value);
+                }
+            }
+            Ok(_) => tracing::warn!("forward auth: the access token is DPoP-bound; not sent"),
+            Err(tokenkeeper::Error::ReauthenticationRequired(_)) => {
+                Box::pin(bff.end_session(&session, "token")).await;
+                return plain(StatusCode::UNAUTHORIZED, "Not logged in.");
+            }
+            Err(error) => {
+                tracing::warn!(%error, "forward auth: no access token");
+                return plain(StatusCode::BAD_GATEWAY, "Upstream token unavailable.");
+            }
+        }
+    }
+    response
+}

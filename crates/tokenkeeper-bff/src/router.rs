@@ -54,7 +54,7 @@ impl Bff {
                 axum::routing::post(crate::management::backchannel),
             );
         if self.inner.options.forward_auth.is_some() {
-            router = router.route(&format!("{base}/auth"), get(crate::forward_auth::auth));
+            router = router.route(&format!("{base}/auth"), get(crate::management::auth));
         }
         if self.inner.options.dev {
             router = router.route(
