@@ -26,7 +26,8 @@ pub(crate) async fn resolve(
     headers: &HeaderMap,
 ) -> Result<(Option<std::sync::Arc<crate::session::BffSession>>, Source), Response> {
     let route = &bff.inner.options.routes[index];
-    let needs_session = !matches!(route.token, RouteToken::None | RouteToken::Client);
+    let needs_session =
+        !matches!(route.token, RouteToken::None | RouteToken::Client) || !route.policy.is_empty();
     let session = if needs_session {
         match bff.session(headers, true).await {
             Ok(session) => session,
@@ -42,6 +43,10 @@ pub(crate) async fn resolve(
         None
     };
     let users = bff.oidc().users();
+    if !route.policy.is_empty() {
+        // Boxed: only routes with requirements take this path.
+        Box::pin(allowed(bff, route, session.as_deref())).await?;
+    }
     let source = match (route.token, &session) {
         (RouteToken::None, _) => Source::None,
         (RouteToken::Client, _) => Source::Client(index),
@@ -81,4 +86,58 @@ pub(crate) async fn resolve(
     };
 
     Ok((session, source))
+}
+
+/// Whether the route's requirements hold for `session` (BF-20): 401 without a session, 403
+/// when a claim or a scope is missing.
+async fn allowed(
+    bff: &Bff,
+    route: &crate::routes::ApiRoute,
+    session: Option<&crate::session::BffSession>,
+) -> Result<(), Response> {
+    let forbidden = || {
+        tracing::debug!(
+            route = route.path.as_str(),
+            "the route's policy refused a request"
+        );
+        api_error(StatusCode::FORBIDDEN, "Forbidden.")
+    };
+    let Some(session) = session else {
+        return Err(api_error(StatusCode::UNAUTHORIZED, "Not logged in."));
+    };
+    if !route.policy.claims_met(session) {
+        return Err(forbidden());
+    }
+    if route.policy.scopes.is_empty() {
+        return Ok(());
+    }
+    let token = bff
+        .oidc()
+        .users()
+        .get_access_token(&session.key(), &route.user_params)
+        .await;
+    let granted = match token {
+        // A token response without `scope` granted what was asked (RFC 6749 §5.1).
+        Ok(token) => token.scope().map_or_else(
+            || bff.oidc().config().scope.to_string(),
+            ToString::to_string,
+        ),
+        Err(Error::ReauthenticationRequired(_)) => {
+            bff.end_session(session, "token").await;
+            return Err(api_error(StatusCode::UNAUTHORIZED, "Not logged in."));
+        }
+        Err(error) => {
+            crate::metrics::token_failure(&route.path);
+            tracing::warn!(%error, "user token unavailable");
+            return Err(api_error(
+                StatusCode::BAD_GATEWAY,
+                "Upstream token unavailable.",
+            ));
+        }
+    };
+    if route.policy.scopes_met(&granted) {
+        Ok(())
+    } else {
+        Err(forbidden())
+    }
 }

@@ -48,6 +48,8 @@
 //! pass_cors_headers = false               # optional: let the upstream's Access-Control-* through
 //! websocket_max_message_bytes = 1048576   # optional
 //! websocket_idle_secs = 300               # optional
+//! require_claims = { groups = "admin" }   # optional: else 403 (an array claim: a member)
+//! require_scopes = ["orders.read"]        # optional: granted to the user's token, else 403
 //!
 //! [claims]                                # optional: what {base_path}/user shows
 //! include = ["sub", "name", "groups"]     # optional: only these (default: all)
@@ -305,6 +307,13 @@ pub struct RouteSection {
     /// Seconds a WebSocket relay may carry nothing before it is closed (default 300).
     #[serde(default)]
     pub websocket_idle_secs: Option<Spanned<u64>>,
+    /// Claims a session must have to use the route (`claim = "value"`; an array claim must
+    /// have the value in it).
+    #[serde(default)]
+    pub require_claims: Option<Spanned<std::collections::BTreeMap<String, String>>>,
+    /// Scopes the user's access token must have been granted.
+    #[serde(default)]
+    pub require_scopes: Option<Spanned<Vec<String>>>,
 }
 
 impl fmt::Debug for OidcSection {
@@ -977,6 +986,40 @@ impl BffConfig {
                     ));
                 }
                 api = api.websocket_idle_timeout(Duration::from_secs(*secs.get_ref()));
+            }
+            let bad = |text: &str| {
+                text.is_empty() || text.len() > 256 || text.chars().any(char::is_control)
+            };
+            if let Some(claims) = &route.require_claims {
+                for (claim, value) in claims.get_ref() {
+                    if bad(claim) || bad(value) {
+                        return Err(err(
+                            &key("require_claims"),
+                            Some(claims.span()),
+                            format!("{claim:?} = {value:?}: names and values are 1 to 256 characters, no control characters"),
+                        ));
+                    }
+                    api = api.require_claim(claim.clone(), value.clone());
+                }
+            }
+            if let Some(scopes) = &route.require_scopes {
+                if matches!(token, crate::RouteToken::None | crate::RouteToken::Client) {
+                    return Err(err(
+                        &key("require_scopes"),
+                        Some(scopes.span()),
+                        "needs a route with a user token (the scopes are the user's)".into(),
+                    ));
+                }
+                for scope in scopes.get_ref() {
+                    if bad(scope) || scope.contains(' ') {
+                        return Err(err(
+                            &key("require_scopes"),
+                            Some(scopes.span()),
+                            format!("{scope:?} is not one scope"),
+                        ));
+                    }
+                    api = api.require_scope(scope.clone());
+                }
             }
             routes.push(api);
         }

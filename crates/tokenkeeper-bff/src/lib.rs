@@ -33,6 +33,7 @@
 //! bff                    options, state, sessions, cookies, ending sessions
 //!   ├── relays           open WebSocket relays per session
 //!   ├── routes           ApiRoute, RouteToken, AntiForgery
+//!   │     └── route_policy   who may use a route: claims, scopes
 //!   ├── claims           what the user endpoint shows of the claims
 //!   ├── forward_auth     the identity headers of {base}/auth (a reverse proxy's auth_request)
 //!   ├── session, redis_store   session stores
@@ -70,6 +71,7 @@ mod proxy;
 mod redis_store;
 mod relays;
 mod responses;
+mod route_policy;
 mod router;
 mod routes;
 mod session;
@@ -83,6 +85,7 @@ pub use local::BffUser;
 pub use proxy::Admitted;
 #[cfg(feature = "redis")]
 pub use redis_store::RedisBffSessionStore;
+pub use route_policy::RoutePolicy;
 pub use router::BffHandler;
 pub use routes::{AntiForgery, ApiRoute, RouteToken};
 pub use session::{session_id_hash, BffSession, BffSessionStore, InMemoryBffSessionStore};

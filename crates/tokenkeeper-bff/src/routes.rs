@@ -68,6 +68,8 @@ pub struct ApiRoute {
     pub(crate) websocket_max_message: usize,
     /// How long a WebSocket relay may carry nothing before it is closed.
     pub(crate) websocket_idle: Duration,
+    /// Who may use the route (claims, scopes; BF-20).
+    pub(crate) policy: crate::route_policy::RoutePolicy,
 }
 
 impl ApiRoute {
@@ -89,7 +91,23 @@ impl ApiRoute {
             pass_cors_headers: false,
             websocket_max_message: 1024 * 1024,
             websocket_idle: Duration::from_secs(300),
+            policy: crate::route_policy::RoutePolicy::default(),
         }
+    }
+
+    /// Only sessions whose claim `claim` is `value` (or, an array, has `value` in it) may use
+    /// the route: others get 403, and nothing is forwarded (BF-20). Several requirements must
+    /// all hold.
+    pub fn require_claim(mut self, claim: impl Into<String>, value: impl Into<String>) -> Self {
+        self.policy.claims.push((claim.into(), value.into()));
+        self
+    }
+
+    /// Only users whose access token was granted `scope` may use the route (403 otherwise). For
+    /// routes with a user token.
+    pub fn require_scope(mut self, scope: impl Into<String>) -> Self {
+        self.policy.scopes.push(scope.into());
+        self
     }
 
     /// Which token to attach.

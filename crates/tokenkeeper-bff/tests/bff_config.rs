@@ -326,6 +326,43 @@ fn bf_21_the_forward_auth_section_takes_header_names_nobody_else_uses() {
     }
 }
 
+#[test]
+fn bf_20_routes_take_required_claims_and_scopes() {
+    let text = GOOD.replace(
+        "timeout_secs = 5",
+        "timeout_secs = 5\nrequire_claims = { groups = \"admin\" }\nrequire_scopes = [\"orders.read\"]",
+    );
+    assert!(BffConfig::parse(&text)
+        .unwrap()
+        .validate(&text, &env)
+        .is_ok());
+    for (find, replace, key) in [
+        (
+            "timeout_secs = 5",
+            "timeout_secs = 5\nrequire_claims = { groups = \"\" }",
+            "routes[1].require_claims",
+        ),
+        (
+            "timeout_secs = 5",
+            "timeout_secs = 5\nrequire_scopes = [\"a b\"]",
+            "routes[1].require_scopes",
+        ),
+        (
+            "token = \"user_or_client\"",
+            "token = \"client\"\nrequire_scopes = [\"a\"]",
+            "routes[1].require_scopes",
+        ),
+    ] {
+        let text = GOOD.replace(find, replace);
+        let e = match BffConfig::parse(&text) {
+            Err(e) => e,
+            Ok(config) => config.validate(&text, &env).unwrap_err(),
+        };
+        assert_eq!(e.key, key, "{replace}: {e}");
+        assert!(e.line.is_some(), "{replace}: {e}");
+    }
+}
+
 /// The README's `bff.toml` is a file that validates, with its secrets in the environment.
 #[test]
 fn the_readmes_bff_toml_validates() {

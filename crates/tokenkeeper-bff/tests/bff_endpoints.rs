@@ -1,5 +1,5 @@
 //! The BFF's management endpoints and API semantics against the test identity provider:
-//! BF-01, BF-02, BF-03, BF-04, BF-05, BF-06, BF-09, BF-10, BF-12, BF-14, BF-15, BF-19.
+//! BF-01, BF-02, BF-03, BF-04, BF-05, BF-06, BF-09, BF-10, BF-12, BF-14, BF-15, BF-19, BF-20.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -259,6 +259,58 @@ async fn bf_19_userinfo_is_merged_at_login_and_must_be_about_the_same_user() {
         assert_eq!(h.idp.revocations(), revoked + 1, "dpop {dpop}");
         let (status, _) = api(&browser, format!("{}/bff/user", h.url)).await;
         assert_eq!(status, 401);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bf_20_route_policies_refuse_with_403_and_forward_nothing() {
+    for per_core_server in [false, true] {
+        let h = harness(Setup {
+            per_core_server,
+            more_routes: vec![
+                ("/api/admins", |r| r.require_claim("groups", "admin")),
+                ("/api/ops", |r| r.require_claim("groups", "ops")),
+                ("/api/mine", |r| {
+                    r.require_claim("sub", "alice")
+                        .require_claim("groups", "dev")
+                        .require_scope("openid")
+                }),
+                ("/api/write", |r| r.require_scope("orders.write")),
+                ("/api/anyone", |r| {
+                    r.token(tokenkeeper_bff::RouteToken::None)
+                        .require_claim("groups", "admin")
+                }),
+            ],
+            ..Setup::default()
+        })
+        .await;
+        let mut groups = serde_json::Map::new();
+        groups.insert("groups".into(), serde_json::json!(["admin", "dev"]));
+        h.idp.set_id_token_claims(groups);
+        // Anonymous: 401, even on a route without a token.
+        let anonymous = self::browser();
+        for path in ["/api/admins/x", "/api/anyone/x"] {
+            let (status, _) = api(&anonymous, format!("{}{path}", h.url)).await;
+            assert_eq!(status, 401, "{path}");
+        }
+        let browser = browser();
+        log_in(&h, &browser).await;
+        for (path, expected) in [
+            ("/api/admins/x", 200),
+            ("/api/mine/x", 200),
+            ("/api/anyone/x", 200),
+            ("/api/ops/x", 403),
+            ("/api/write/x", 403),
+        ] {
+            let before = h.seen.lock().unwrap().requests;
+            let (status, _) = api(&browser, format!("{}{path}", h.url)).await;
+            assert_eq!(
+                status, expected,
+                "{path} (per-core server: {per_core_server})"
+            );
+            let forwarded = h.seen.lock().unwrap().requests - before;
+            assert_eq!(forwarded, u64::from(expected == 200), "{path}");
+        }
     }
 }
 
