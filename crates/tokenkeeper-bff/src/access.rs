@@ -17,6 +17,8 @@ pub(crate) enum Source {
     User(tokenkeeper::user::SessionKey, UserTokenParams),
     /// The client token of the route with this index.
     Client(usize),
+    /// A token exchanged for the user's (RFC 8693).
+    Exchange(tokenkeeper::ClientTokenSource),
 }
 
 /// The request's session (when the route's token type needs one) and the token source.
@@ -54,6 +56,12 @@ pub(crate) async fn resolve(
             return Err(api_error(StatusCode::UNAUTHORIZED, "Not logged in."));
         }
         (RouteToken::User, Some(session)) => Source::User(session.key(), route.user_params.clone()),
+        (RouteToken::Exchange, None) => {
+            return Err(api_error(StatusCode::UNAUTHORIZED, "Not logged in."));
+        }
+        (RouteToken::Exchange, Some(session)) => {
+            Source::Exchange(Box::pin(exchanged(bff, index, session)).await?)
+        }
         (RouteToken::UserOrClient | RouteToken::UserOrNone, None) => {
             if route.token == RouteToken::UserOrClient {
                 Source::Client(index)
@@ -140,4 +148,55 @@ async fn allowed(
     } else {
         Err(forbidden())
     }
+}
+
+/// The source of a token exchanged by the route's client for `session`'s access token (BF-20):
+/// the subject's expiry bounds the exchanged token's, and the manager caches it per subject
+/// token (one exchange per user token, shared by concurrent calls).
+async fn exchanged(
+    bff: &Bff,
+    index: usize,
+    session: &crate::session::BffSession,
+) -> Result<tokenkeeper::ClientTokenSource, Response> {
+    let route = &bff.inner.options.routes[index];
+    let unavailable = || api_error(StatusCode::BAD_GATEWAY, "Upstream token unavailable.");
+    let subject = match bff
+        .oidc()
+        .users()
+        .get_access_token(
+            &session.key(),
+            &tokenkeeper::user::UserTokenParams::default(),
+        )
+        .await
+    {
+        Ok(token) => token,
+        Err(Error::ReauthenticationRequired(_)) => {
+            bff.end_session(session, "token").await;
+            return Err(api_error(StatusCode::UNAUTHORIZED, "Not logged in."));
+        }
+        Err(error) => {
+            crate::metrics::token_failure(&route.path);
+            tracing::warn!(%error, "user token unavailable for the exchange");
+            return Err(unavailable());
+        }
+    };
+    let mut exchange =
+        tokenkeeper::exchange::TokenExchange::access_token(subject.access_token().secret())
+            .subject_expires_at(subject.expires_at());
+    if let Some(audience) = &route.exchange_audience {
+        exchange = exchange.audience(audience.as_str());
+    }
+    let (Some(clients), Some((name, _))) = (&bff.inner.clients, &bff.inner.route_clients[index])
+    else {
+        return Err(unavailable());
+    };
+    tokenkeeper::ClientTokenSource::new(
+        clients,
+        name,
+        route.client_params.clone().exchange(exchange),
+    )
+    .map_err(|error| {
+        tracing::warn!(%error, "the user's token cannot be exchanged");
+        unavailable()
+    })
 }

@@ -169,7 +169,10 @@ impl Bff {
                     format!("the upstream of {} is not http(s)", route.path),
                 ));
             }
-            if matches!(route.token, RouteToken::Client | RouteToken::UserOrClient) {
+            if matches!(
+                route.token,
+                RouteToken::Client | RouteToken::UserOrClient | RouteToken::Exchange
+            ) {
                 let Some(clients) = &clients else {
                     return Err(config_error(
                         "routes",

@@ -38,7 +38,8 @@
 //! [[routes]]
 //! path = "/api"
 //! upstream = "https://api.internal/v1"
-//! token = "user"                          # none | user | client | user_or_client | user_or_none
+//! token = "user"                          # none | user | client | user_or_client | user_or_none | exchange
+//! audience = "https://orders.internal"    # optional, exchange routes: the exchanged token's
 //! scope = "api.read"                      # optional: for the route's token(s)
 //! resource = "https://api.internal"       # optional: likewise
 //! timeout_secs = 30                       # optional
@@ -314,6 +315,9 @@ pub struct RouteSection {
     /// Scopes the user's access token must have been granted.
     #[serde(default)]
     pub require_scopes: Option<Spanned<Vec<String>>>,
+    /// The audience of a `token = "exchange"` route's exchanged token.
+    #[serde(default)]
+    pub audience: Option<Spanned<String>>,
 }
 
 impl fmt::Debug for OidcSection {
@@ -847,19 +851,22 @@ impl BffConfig {
                 Some("client") => crate::RouteToken::Client,
                 Some("user_or_client") => crate::RouteToken::UserOrClient,
                 Some("user_or_none") => crate::RouteToken::UserOrNone,
+                Some("exchange") => crate::RouteToken::Exchange,
                 Some(other) => {
                     return Err(err(
                         &key("token"),
                         route.token.as_ref().map(Spanned::span),
                         format!(
-                        "{other:?} is not one of none, user, client, user_or_client, user_or_none"
+                        "{other:?} is not one of none, user, client, user_or_client, user_or_none, exchange"
                     ),
                     ))
                 }
             };
             if matches!(
                 token,
-                crate::RouteToken::Client | crate::RouteToken::UserOrClient
+                crate::RouteToken::Client
+                    | crate::RouteToken::UserOrClient
+                    | crate::RouteToken::Exchange
             ) && self.client.is_none()
             {
                 return Err(err(
@@ -986,6 +993,24 @@ impl BffConfig {
                     ));
                 }
                 api = api.websocket_idle_timeout(Duration::from_secs(*secs.get_ref()));
+            }
+            if let Some(audience) = &route.audience {
+                if token != crate::RouteToken::Exchange {
+                    return Err(err(
+                        &key("audience"),
+                        Some(audience.span()),
+                        "applies to token = \"exchange\" routes only".into(),
+                    ));
+                }
+                if audience.get_ref().is_empty() || audience.get_ref().chars().any(char::is_control)
+                {
+                    return Err(err(
+                        &key("audience"),
+                        Some(audience.span()),
+                        "is empty or has control characters".into(),
+                    ));
+                }
+                api = api.exchange_audience(audience.get_ref().clone());
             }
             let bad = |text: &str| {
                 text.is_empty() || text.len() > 256 || text.chars().any(char::is_control)

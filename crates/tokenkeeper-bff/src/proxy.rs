@@ -54,6 +54,9 @@ impl Policy for Bff {
             Source::User(key, params) => {
                 (Attach::User(self.oidc().users().layer(key, params)), true)
             }
+            Source::Exchange(source) => {
+                (Attach::Client(tokenkeeper::TokenLayer::new(source)), false)
+            }
         };
         Ok((
             attach,

@@ -20,6 +20,10 @@ pub enum RouteToken {
     UserOrClient,
     /// The user's token when there is a session with one, else none.
     UserOrNone,
+    /// A token exchanged (RFC 8693) by the BFF's client for the user's token, for the route's
+    /// audience, scope or resource: the upstream gets a token made for it, not the user's
+    /// (BF-20). Cached per user token; an anonymous caller gets 401.
+    Exchange,
 }
 
 /// How a route tells the BFF's own pages from other sites' (BF-04, UX-06).
@@ -70,6 +74,8 @@ pub struct ApiRoute {
     pub(crate) websocket_idle: Duration,
     /// Who may use the route (claims, scopes; BF-20).
     pub(crate) policy: crate::route_policy::RoutePolicy,
+    /// The `audience` of [`RouteToken::Exchange`]'s token exchange.
+    pub(crate) exchange_audience: Option<String>,
 }
 
 impl ApiRoute {
@@ -92,7 +98,14 @@ impl ApiRoute {
             websocket_max_message: 1024 * 1024,
             websocket_idle: Duration::from_secs(300),
             policy: crate::route_policy::RoutePolicy::default(),
+            exchange_audience: None,
         }
+    }
+
+    /// The `audience` a [`RouteToken::Exchange`] route asks its exchanged token for.
+    pub fn exchange_audience(mut self, audience: impl Into<String>) -> Self {
+        self.exchange_audience = Some(audience.into());
+        self
     }
 
     /// Only sessions whose claim `claim` is `value` (or, an array, has `value` in it) may use

@@ -52,6 +52,13 @@ pub(crate) async fn forward(bff: Bff, index: usize, mut parts: Parts) -> Respons
     };
     let token = match &source {
         Source::None => None,
+        Source::Exchange(exchange) => match tokenkeeper::TokenSource::token(exchange).await {
+            Ok(token) => Some(token),
+            Err(error) => {
+                tracing::warn!(%error, "no exchanged token for the WebSocket upstream");
+                return api_error(StatusCode::BAD_GATEWAY, "Upstream token unavailable.");
+            }
+        },
         Source::User(key, params) => match bff.oidc().users().get_access_token(key, params).await {
             Ok(token) => Some(token),
             Err(tokenkeeper::Error::ReauthenticationRequired(_)) => {
@@ -110,6 +117,7 @@ pub(crate) async fn forward(bff: Bff, index: usize, mut parts: Parts) -> Respons
                         _ => Ok(None),
                     }
                 }
+                Source::Exchange(exchange) => tokenkeeper::TokenSource::dpop(exchange).await,
                 Source::None => Ok(None),
             };
             let presented = match presenter {

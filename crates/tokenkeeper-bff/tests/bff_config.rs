@@ -327,7 +327,7 @@ fn bf_21_the_forward_auth_section_takes_header_names_nobody_else_uses() {
 }
 
 #[test]
-fn bf_20_routes_take_required_claims_and_scopes() {
+fn bf_20_routes_take_required_claims_scopes_and_exchange_audiences() {
     let text = GOOD.replace(
         "timeout_secs = 5",
         "timeout_secs = 5\nrequire_claims = { groups = \"admin\" }\nrequire_scopes = [\"orders.read\"]",
@@ -336,6 +336,24 @@ fn bf_20_routes_take_required_claims_and_scopes() {
         .unwrap()
         .validate(&text, &env)
         .is_ok());
+    let text = GOOD.replace(
+        "token = \"user_or_client\"",
+        "token = \"exchange\"\naudience = \"https://orders.internal\"",
+    );
+    assert!(BffConfig::parse(&text)
+        .unwrap()
+        .validate(&text, &env)
+        .is_ok());
+    let no_client = text.replace(
+        "[client]\nclient_id = \"worker\"\nclient_secret = \"inline\"\n",
+        "",
+    );
+    assert_ne!(no_client, text);
+    let e = BffConfig::parse(&no_client)
+        .unwrap()
+        .validate(&no_client, &env)
+        .unwrap_err();
+    assert_eq!(e.key, "routes[1].token", "{e}");
     for (find, replace, key) in [
         (
             "timeout_secs = 5",
@@ -351,6 +369,11 @@ fn bf_20_routes_take_required_claims_and_scopes() {
             "token = \"user_or_client\"",
             "token = \"client\"\nrequire_scopes = [\"a\"]",
             "routes[1].require_scopes",
+        ),
+        (
+            "token = \"user_or_client\"",
+            "token = \"user\"\naudience = \"orders\"",
+            "routes[1].audience",
         ),
     ] {
         let text = GOOD.replace(find, replace);

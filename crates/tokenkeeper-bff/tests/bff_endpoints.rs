@@ -315,6 +315,47 @@ async fn bf_20_route_policies_refuse_with_403_and_forward_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bf_20_an_exchange_route_sends_a_token_exchanged_for_the_users() {
+    let h = harness(Setup {
+        more_routes: vec![("/api/orders", |r| {
+            r.token(tokenkeeper_bff::RouteToken::Exchange)
+                .exchange_audience("orders")
+        })],
+        ..Setup::default()
+    })
+    .await;
+    let anonymous = self::browser();
+    let (status, _) = api(&anonymous, format!("{}/api/orders/1", h.url)).await;
+    assert_eq!(status, 401);
+    let browser = browser();
+    log_in(&h, &browser).await;
+    let token_of = |seen: &serde_json::Value| {
+        seen["authorization"]
+            .as_str()
+            .unwrap()
+            .strip_prefix("Bearer ")
+            .unwrap()
+            .to_owned()
+    };
+    let (status, seen) = api(&browser, format!("{}/api/orders/1", h.url)).await;
+    assert_eq!(status, 200, "{seen}");
+    let exchanged = token_of(&seen);
+    let claims = h.idp.verify_access_token(&exchanged).unwrap();
+    assert_eq!(claims["sub"], "alice");
+    // Issued to the BFF's client, acting for alice (the test server puts `act` under `ext`).
+    assert_eq!(claims["client_id"], "bff-worker", "{claims:?}");
+    assert_eq!(claims["ext"]["act"]["sub"], "bff-worker", "{claims:?}");
+    let audience = serde_json::to_string(&claims["aud"]).unwrap();
+    assert!(audience.contains("orders"), "{audience}");
+    // Not the user's own token (the user-token route sends that one).
+    let (_, own) = api(&browser, format!("{}/api/user/1", h.url)).await;
+    assert_ne!(token_of(&own), exchanged);
+    // Cached per user token: the same exchanged token on the next call.
+    let (_, again) = api(&browser, format!("{}/api/orders/2", h.url)).await;
+    assert_eq!(token_of(&again), exchanged);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bf_04_bf_09_api_calls_need_the_anti_forgery_header_and_never_redirect() {
     let h = harness(Setup::default()).await;
     let browser = browser();
