@@ -192,6 +192,17 @@ impl Bff {
                 }
             }
         }
+        if let Some(forward) = &options.forward_auth {
+            let secret = forward.proxy_secret.as_deref().unwrap_or_default();
+            if forward.access_token.is_some()
+                && secret.len() < tokenkeeper_proxy::ops::ADMIN_SECRET_MIN
+            {
+                return Err(config_error(
+                    "forward_auth",
+                    "an access token header needs a proxy secret of at least 32 bytes",
+                ));
+            }
+        }
         if options.insecure_cookies {
             tracing::warn!("the BFF's session cookies are not Secure (development mode): never expose this instance");
         }
@@ -224,7 +235,13 @@ impl Bff {
                 // The anti-forgery header, and the identity headers of forward auth: a browser
                 // cannot send an upstream who it is.
                 drop: std::iter::once(anti_forgery_name.clone())
-                    .chain(options.forward_auth.iter().flat_map(|f| f.names().cloned()))
+                    .chain(options.forward_auth.iter().flat_map(|f| {
+                        f.names()
+                            .cloned()
+                            .chain(std::iter::once(http::HeaderName::from_static(
+                                crate::forward_auth::PROXY_SECRET_HEADER,
+                            )))
+                    }))
                     .collect(),
                 ..Default::default()
             })

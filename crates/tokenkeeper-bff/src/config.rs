@@ -62,6 +62,7 @@
 //! [forward_auth]                          # optional: {base_path}/auth for nginx auth_request
 //! headers = { sub = "x-auth-request-user", email = "x-auth-request-email" }  # the default: sub
 //! access_token_header = "x-auth-request-access-token"   # optional: for trusted upstreams
+//! proxy_secret_env = "BFF_FORWARD_AUTH_SECRET"  # with it: the proxy's X-Forward-Auth-Secret
 //!
 //! [ops]                                   # optional: the operations listener
 //! listen = "127.0.0.1:9090"               # /healthz, /readyz, /metrics
@@ -131,7 +132,12 @@ pub struct ForwardAuthSection {
     /// The identity headers: `claim = "header"` (default: `sub = "x-auth-request-user"`).
     pub headers: Option<Spanned<std::collections::BTreeMap<String, String>>>,
     /// The header that carries the user's access token to trusted upstreams (default: none).
+    /// Needs `proxy_secret_env`.
     pub access_token_header: Option<Spanned<String>>,
+    /// The environment variable holding the secret (at least 32 bytes) the reverse proxy sends
+    /// in `X-Forward-Auth-Secret` on its subrequests: only then does the answer carry the access
+    /// token.
+    pub proxy_secret_env: Option<Spanned<String>>,
 }
 
 /// `[claims]`: what `{base}/user` shows of the user's claims (BF-19; see [`crate::UserClaims`]).
@@ -537,8 +543,24 @@ fn validate_forward_auth(
     section: &ForwardAuthSection,
     dpop_per_session: bool,
     err: &KeyError<'_>,
+    env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<crate::ForwardAuth, ConfigFileError> {
     let mut forward = crate::ForwardAuth::default();
+    if let Some(var) = &section.proxy_secret_env {
+        let value = env(var.get_ref()).unwrap_or_default();
+        if value.len() < tokenkeeper_proxy::ops::ADMIN_SECRET_MIN {
+            return Err(err(
+                "forward_auth.proxy_secret_env",
+                Some(var.span()),
+                format!(
+                    "the environment variable {} must hold a secret of at least {} bytes",
+                    var.get_ref(),
+                    tokenkeeper_proxy::ops::ADMIN_SECRET_MIN
+                ),
+            ));
+        }
+        forward.proxy_secret = Some(value);
+    }
     if let Some(map) = &section.headers {
         forward.headers.clear();
         for (claim, name) in map.get_ref() {
@@ -564,6 +586,12 @@ fn validate_forward_auth(
         if dpop_per_session {
             return Err(refuse(
                 "the user tokens are DPoP-bound (oidc.dpop): an upstream could not use them".into(),
+            ));
+        }
+        if forward.proxy_secret.is_none() {
+            return Err(refuse(
+                "needs proxy_secret_env: without it a browser could ask for its own access token"
+                    .into(),
             ));
         }
         let header = crate::forward_auth::usable_header(name.get_ref()).map_err(refuse)?;
@@ -1107,7 +1135,8 @@ impl BffConfig {
             options.claims = validate_claims(claims, &err)?;
         }
         if let Some(section) = &self.forward_auth {
-            options.forward_auth = Some(validate_forward_auth(section, dpop_per_session, &err)?);
+            options.forward_auth =
+                Some(validate_forward_auth(section, dpop_per_session, &err, env)?);
         }
         let (ops_listen, admin_token) = match &self.ops {
             Some(ops) => {

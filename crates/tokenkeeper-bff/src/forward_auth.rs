@@ -25,16 +25,38 @@ use crate::session::BffSession;
 /// The longest identity header value sent (bytes); a longer claim is left out, with a warning.
 const MAX_VALUE: usize = 8 * 1024;
 
+/// The header in which the reverse proxy shows [`ForwardAuth::proxy_secret`].
+pub const PROXY_SECRET_HEADER: &str = "x-forward-auth-secret";
+
 /// Which identity headers `{base}/auth` answers with. The default sends the user's `sub` as
 /// `X-Auth-Request-User` (the name oauth2-proxy uses, so recipes carry over).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ForwardAuth {
     /// `(claim, header)`: each claim the session has goes out in its header (an array as its
     /// elements joined with `,`; other JSON values as JSON text).
     pub headers: Vec<(String, HeaderName)>,
     /// The header that carries the user's access token (Bearer only), when the upstreams behind
-    /// the reverse proxy are trusted with it. `None` (default): never sent.
+    /// the reverse proxy are trusted with it. `None` (default): never sent. It needs
+    /// [`ForwardAuth::proxy_secret`]: the token goes only to a caller that shows it.
     pub access_token: Option<HeaderName>,
+    /// A secret the reverse proxy sends in [`PROXY_SECRET_HEADER`] on its `auth_request`
+    /// subrequests (at least 32 bytes). A browser can reach `{base}/auth` too, wherever the
+    /// BFF's paths are proxied: without the secret it gets the identity headers (its own
+    /// claims) and never the access token, which must not reach a browser.
+    pub proxy_secret: Option<String>,
+}
+
+impl std::fmt::Debug for ForwardAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForwardAuth")
+            .field("headers", &self.headers)
+            .field("access_token", &self.access_token)
+            .field(
+                "proxy_secret",
+                &self.proxy_secret.as_ref().map(|_| "[redacted]"),
+            )
+            .finish()
+    }
 }
 
 impl Default for ForwardAuth {
@@ -45,6 +67,7 @@ impl Default for ForwardAuth {
                 HeaderName::from_static("x-auth-request-user"),
             )],
             access_token: None,
+            proxy_secret: None,
         }
     }
 }
@@ -97,6 +120,16 @@ impl ForwardAuth {
         }
         self.headers.push((claim.to_owned(), name));
         Ok(self)
+    }
+
+    /// Whether the request comes from the reverse proxy: it shows the proxy secret.
+    pub(crate) fn shows_proxy_secret(&self, headers: &HeaderMap) -> bool {
+        match (&self.proxy_secret, headers.get(PROXY_SECRET_HEADER)) {
+            (Some(secret), Some(given)) => {
+                tokenkeeper_proxy::ops::same_secret(given.as_bytes(), secret.as_bytes())
+            }
+            _ => false,
+        }
     }
 
     /// Every identity header name (the access token's included).

@@ -80,7 +80,7 @@ mod websocket;
 
 pub use bff::{Bff, BffOptions};
 pub use claims::{ClaimsHook, UserClaims, PROTOCOL_CLAIMS};
-pub use forward_auth::ForwardAuth;
+pub use forward_auth::{ForwardAuth, PROXY_SECRET_HEADER};
 pub use local::BffUser;
 pub use proxy::Admitted;
 #[cfg(feature = "redis")]

@@ -447,7 +447,8 @@ pub(crate) async fn auth(State(bff): State<Bff>, headers: HeaderMap) -> Response
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Some(name) = &config.access_token {
+    // The access token only to the reverse proxy, never to a browser that asks directly.
+    if let (Some(name), true) = (&config.access_token, config.shows_proxy_secret(&headers)) {
         let token = bff
             .oidc()
             .users()

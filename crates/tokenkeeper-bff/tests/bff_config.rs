@@ -284,15 +284,38 @@ fn bf_21_the_forward_auth_section_takes_header_names_nobody_else_uses() {
     assert!(forward.access_token.is_none());
     let no_dpop = |text: String| text.replace("dpop = \"per-session\"\n", "");
     let text = no_dpop(with(
-        "headers = { sub = \"X-User\", groups = \"X-Groups\" }\naccess_token_header = \"X-Token\"",
+        "headers = { sub = \"X-User\", groups = \"X-Groups\" }\naccess_token_header = \"X-Token\"\nproxy_secret_env = \"PROXY\"",
     ));
+    let proxy_secret = "p".repeat(32);
+    let with_secret = |name: &str| match name {
+        "PROXY" => Some(proxy_secret.clone()),
+        other => env(other),
+    };
     let validated = BffConfig::parse(&text)
         .unwrap()
-        .validate(&text, &env)
+        .validate(&text, &with_secret)
         .unwrap();
+    assert!(
+        !format!("{validated:?}").contains(&proxy_secret),
+        "Debug shows the secret"
+    );
     let forward = validated.options.forward_auth.unwrap();
     let names: Vec<&str> = forward.names().map(|n| n.as_str()).collect();
     assert_eq!(names, ["x-groups", "x-user", "x-token"]);
+    assert_eq!(forward.proxy_secret.as_deref(), Some(&*proxy_secret));
+    // The access token needs the proxy's secret, of 32 bytes at least.
+    let e = BffConfig::parse(&no_dpop(with("access_token_header = \"x-token\"")))
+        .unwrap()
+        .validate(&no_dpop(with("access_token_header = \"x-token\"")), &env)
+        .unwrap_err();
+    assert_eq!(e.key, "forward_auth.access_token_header", "{e}");
+    assert!(e.message.contains("proxy_secret_env"), "{e}");
+    let short = no_dpop(with("proxy_secret_env = \"SPA_SECRET\""));
+    let e = BffConfig::parse(&short)
+        .unwrap()
+        .validate(&short, &env)
+        .unwrap_err();
+    assert_eq!(e.key, "forward_auth.proxy_secret_env", "{e}");
     // GOOD's logins are DPoP-bound: no access token for upstreams then.
     for (section, key) in [
         ("headers = { sub = \"cookie\" }", "forward_auth.headers"),

@@ -14,6 +14,8 @@ use common::BIN;
 use tokenkeeper_testing::{TestClient, TestServer};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+const PROXY_SECRET: &str = "bf21-proxy-secret-0123456789abcdef";
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -87,6 +89,7 @@ http {{
     location = /_auth {{
       internal;
       proxy_pass http://127.0.0.1:{bff}/bff/auth;
+      proxy_set_header X-Forward-Auth-Secret "{PROXY_SECRET}";
       proxy_pass_request_body off;
       proxy_set_header Content-Length "";
     }}
@@ -157,6 +160,7 @@ token = "user"
 [forward_auth]
 headers = {{ sub = "x-auth-request-user", sid = "x-auth-request-session" }}
 access_token_header = "x-auth-request-access-token"
+proxy_secret_env = "FORWARD_AUTH_SECRET"
 "#,
             issuer = idp.issuer(),
         ),
@@ -166,6 +170,7 @@ access_token_header = "x-auth-request-access-token"
         .args(["bff", "--config"])
         .arg(&config)
         .env("SPA_SECRET", "spa-secret")
+        .env("FORWARD_AUTH_SECRET", PROXY_SECRET)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -244,12 +249,14 @@ access_token_header = "x-auth-request-access-token"
         .header("x-csrf", "1")
         .header("x-auth-request-user", "mallory")
         .header("x-auth-request-session", "s")
+        .header("x-forward-auth-secret", PROXY_SECRET)
         .send()
         .await
         .unwrap();
     assert_eq!(through_bff.status(), 200);
     let seen = through_bff.text().await.unwrap();
     assert!(!seen.contains("x-auth-request"), "{seen}");
+    assert!(!seen.contains("x-forward-auth-secret"), "{seen}");
 
     // The endpoint itself: 401 without a session, never cached.
     let direct = http.get(format!("{public}/bff/auth")).send().await.unwrap();
@@ -263,5 +270,30 @@ access_token_header = "x-auth-request-access-token"
     assert_eq!(direct.status(), 200);
     assert_eq!(direct.headers()["cache-control"], "no-store");
     assert_eq!(direct.headers()["x-auth-request-user"], "alice");
+    // A browser that asks directly never gets its access token: only the proxy, with its
+    // secret, does.
+    assert!(direct
+        .headers()
+        .get("x-auth-request-access-token")
+        .is_none());
+    let guessed = http
+        .get(format!("{public}/bff/auth"))
+        .header("cookie", &cookie)
+        .header("x-forward-auth-secret", "guess")
+        .send()
+        .await
+        .unwrap();
+    assert!(guessed
+        .headers()
+        .get("x-auth-request-access-token")
+        .is_none());
+    let proxy = http
+        .get(format!("{public}/bff/auth"))
+        .header("cookie", &cookie)
+        .header("x-forward-auth-secret", PROXY_SECRET)
+        .send()
+        .await
+        .unwrap();
+    assert!(proxy.headers().get("x-auth-request-access-token").is_some());
     let _ = std::fs::remove_dir_all(&dir);
 }

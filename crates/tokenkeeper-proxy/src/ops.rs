@@ -111,8 +111,9 @@ impl Ops {
     }
 }
 
-/// Whether `given` is `secret`, in a time that depends only on the secret's length.
-fn same_secret(given: &[u8], secret: &[u8]) -> bool {
+/// Whether `given` is `secret`, in a time that depends only on the secret's length (for
+/// shared secrets a host compares: the administration API's, a forward-auth proxy's).
+pub fn same_secret(given: &[u8], secret: &[u8]) -> bool {
     let mut diff = u8::from(given.len() != secret.len());
     for (i, byte) in secret.iter().enumerate() {
         diff |= given.get(i).copied().unwrap_or(0) ^ byte;
