@@ -6,23 +6,13 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::process::{Command, Stdio};
 
-use common::BIN;
+use common::{free_port, logged_in, start_bff, Killed};
 use tokenkeeper_testing::{TestClient, TestServer};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const PROXY_SECRET: &str = "bf21-proxy-secret-0123456789abcdef";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// An upstream that answers every request with the request's head (lower case).
 async fn echo() -> u16 {
@@ -54,15 +44,6 @@ async fn echo() -> u16 {
         }
     });
     port
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn nginx(dir: &std::path::Path, port: u16, bff: u16, upstream: u16) -> Killed {
@@ -135,12 +116,8 @@ async fn bf_21_nginx_auth_request_passes_identity_headers_and_never_spoofed_ones
     idp.set_login(Some("alice"));
     let upstream = echo().await;
     let dir = std::env::temp_dir().join(format!("tk-bf21-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("bff.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
+    let config = format!(
+        r#"
 [bff]
 listen = "127.0.0.1:{port}"
 public_url = "{public}"
@@ -162,24 +139,17 @@ headers = {{ sub = "x-auth-request-user", sid = "x-auth-request-session" }}
 access_token_header = "x-auth-request-access-token"
 proxy_secret_env = "FORWARD_AUTH_SECRET"
 "#,
-            issuer = idp.issuer(),
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(BIN)
-        .args(["bff", "--config"])
-        .arg(&config)
-        .env("SPA_SECRET", "spa-secret")
-        .env("FORWARD_AUTH_SECRET", PROXY_SECRET)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("tokenkeeper BFF on"), "{line}");
+        issuer = idp.issuer(),
+    );
+    let (child, _) = start_bff(
+        &dir,
+        &config,
+        &[
+            ("SPA_SECRET", "spa-secret"),
+            ("FORWARD_AUTH_SECRET", PROXY_SECRET),
+        ],
+        Stdio::null(),
+    );
     let _bff = Killed(child);
     let _nginx = nginx(&dir.join("nginx"), nginx_port, port, upstream);
     let front = format!("http://127.0.0.1:{nginx_port}");
@@ -202,25 +172,7 @@ proxy_secret_env = "FORWARD_AUTH_SECRET"
 
     // Logged in: the upstream behind nginx sees alice, her session and her token, whatever the
     // client claims.
-    let jar = Arc::new(reqwest::cookie::Jar::default());
-    let browser = reqwest::Client::builder()
-        .cookie_provider(jar.clone())
-        .build()
-        .unwrap();
-    let login = browser
-        .get(format!("{public}/bff/login?returnUrl=/"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(login.status(), 200);
-    let cookie = {
-        use reqwest::cookie::CookieStore as _;
-        jar.cookies(&public.parse().unwrap())
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_owned()
-    };
+    let (browser, cookie) = logged_in(&public).await;
     let seen = http
         .get(format!("{front}/app/x"))
         .header("cookie", &cookie)

@@ -7,22 +7,12 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 
-use common::{redis_delete, redis_keys, signal, BIN};
+use common::{free_port, redis_delete, redis_keys, signal, start_bff};
 use tokenkeeper_testing::{TestClient, TestServer};
 
 const ADMIN: &str = "bf22-admin-secret-0123456789abcdef";
-
-/// A free loopback port (both addresses are written in the file before the BFF starts).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Bff {
     child: Child,
@@ -44,12 +34,8 @@ fn start(port: u16, issuer: &str, redis_url: &str, prefix: &str, api: &str) -> B
     let ops_port = free_port();
     let public = format!("http://127.0.0.1:{port}");
     let dir = std::env::temp_dir().join(format!("tk-bf22-{port}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("bff.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
+    let config = format!(
+        r#"
 [bff]
 listen = "127.0.0.1:{port}"
 public_url = "{public}"
@@ -76,26 +62,20 @@ token = "user"
 listen = "127.0.0.1:{ops_port}"
 admin_token_env = "BFF_ADMIN_TOKEN"
 "#
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(BIN)
-        .args(["bff", "--config"])
-        .arg(&config)
-        .env("SPA_SECRET", "spa-secret")
-        .env(
-            "BFF_REDIS_KEY",
-            "YmZmLWhvc3QtdGVzdC1rZXktMzItYnl0ZXMtbG9uZyE=",
-        )
-        .env("BFF_ADMIN_TOKEN", ADMIN)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    );
+    let (child, line) = start_bff(
+        &dir,
+        &config,
+        &[
+            ("SPA_SECRET", "spa-secret"),
+            (
+                "BFF_REDIS_KEY",
+                "YmZmLWhvc3QtdGVzdC1rZXktMzItYnl0ZXMtbG9uZyE=",
+            ),
+            ("BFF_ADMIN_TOKEN", ADMIN),
+        ],
+        Stdio::null(),
+    );
     assert!(
         line.contains(&format!("operations on 127.0.0.1:{ops_port}")),
         "{line}"
@@ -110,18 +90,7 @@ admin_token_env = "BFF_ADMIN_TOKEN"
 
 /// A browser logged in as the IdP's current user.
 async fn logged_in(public: &str) -> reqwest::Client {
-    let browser = reqwest::Client::builder()
-        .cookie_store(true)
-        .build()
-        .unwrap();
-    let login = browser
-        .get(format!("{public}/bff/login?returnUrl=/"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(login.status(), 200);
-    assert_eq!(login.url().path(), "/bff/callback");
-    browser
+    common::logged_in(public).await.0
 }
 
 async fn api_status(browser: &reqwest::Client, public: &str) -> u16 {

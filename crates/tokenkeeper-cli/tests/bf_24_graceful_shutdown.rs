@@ -5,12 +5,11 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use common::{signal, BIN};
+use common::{free_port, logged_in, signal, start_bff};
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokenkeeper_testing::{TestClient, TestServer};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -77,11 +76,7 @@ async fn upstream(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bf_24_sigterm_answers_every_request_in_flight_and_closes_websockets_with_1001() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let public = format!("http://127.0.0.1:{port}");
     let idp = TestServer::builder()
         .client(
@@ -94,12 +89,8 @@ async fn bf_24_sigterm_answers_every_request_in_flight_and_closes_websockets_wit
     let (release, released) = tokio::sync::watch::channel(false);
     let api = upstream(received.clone(), released).await;
     let dir = std::env::temp_dir().join(format!("tk-bf24-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("bff.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
+    let config = format!(
+        r#"
 [bff]
 listen = "127.0.0.1:{port}"
 public_url = "{public}"
@@ -116,43 +107,15 @@ path = "/api"
 upstream = "{api}"
 token = "user"
 "#,
-            issuer = idp.issuer(),
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(BIN)
-        .args(["bff", "--config"])
-        .arg(&config)
-        .env("SPA_SECRET", "spa-secret")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("tokenkeeper BFF on"), "{line}");
-
-    let jar = Arc::new(reqwest::cookie::Jar::default());
-    let browser = reqwest::Client::builder()
-        .cookie_provider(jar.clone())
-        .build()
-        .unwrap();
-    let login = browser
-        .get(format!("{public}/bff/login?returnUrl=/"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(login.status(), 200);
-    let cookie = {
-        use reqwest::cookie::CookieStore as _;
-        jar.cookies(&public.parse().unwrap())
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_owned()
-    };
+        issuer = idp.issuer(),
+    );
+    let (mut child, _) = start_bff(
+        &dir,
+        &config,
+        &[("SPA_SECRET", "spa-secret")],
+        Stdio::null(),
+    );
+    let (browser, cookie) = logged_in(&public).await;
 
     // A WebSocket through the BFF, echoing.
     let mut request = format!("ws://127.0.0.1:{port}/api/socket")

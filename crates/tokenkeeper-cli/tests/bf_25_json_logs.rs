@@ -6,19 +6,15 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader, Read as _};
-use std::process::{Command, Stdio};
+use std::io::Read as _;
+use std::process::Stdio;
 
-use common::{signal, BIN};
+use common::{free_port, logged_in, signal, start_bff};
 use tokenkeeper_testing::{TestClient, TestServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bf_25_json_log_lines_with_stable_fields_and_no_secrets() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let public = format!("http://127.0.0.1:{port}");
     let idp = TestServer::builder()
         .client(
@@ -30,12 +26,8 @@ async fn bf_25_json_log_lines_with_stable_fields_and_no_secrets() {
     idp.set_login(Some("alice"));
     let api = idp.start_api().await;
     let dir = std::env::temp_dir().join(format!("tk-bf25-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("bff.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
+    let config = format!(
+        r#"
 [bff]
 listen = "127.0.0.1:{port}"
 public_url = "{public}"
@@ -54,39 +46,23 @@ path = "/api"
 upstream = "{api}"
 token = "user"
 "#,
-            issuer = idp.issuer(),
-            api = api.url("/")
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(BIN)
-        .args(["bff", "--config"])
-        .arg(&config)
-        .env("SPA_SECRET", "spa-secret-bf25")
-        .env(
-            "RUST_LOG",
-            "debug,hyper=warn,reqwest=warn,h2=warn,rustls=warn",
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("tokenkeeper BFF on"), "{line}");
-
-    let browser = reqwest::Client::builder()
-        .cookie_store(true)
-        .build()
-        .unwrap();
-    let login = browser
-        .get(format!("{public}/bff/login?returnUrl=/"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(login.status(), 200);
+        issuer = idp.issuer(),
+        api = api.url("/")
+    );
+    // Logs at debug, in JSON, to a pipe read at the end.
+    let (mut child, _) = start_bff(
+        &dir,
+        &config,
+        &[
+            ("SPA_SECRET", "spa-secret-bf25"),
+            (
+                "RUST_LOG",
+                "debug,hyper=warn,reqwest=warn,h2=warn,rustls=warn",
+            ),
+        ],
+        Stdio::piped(),
+    );
+    let (browser, _) = logged_in(&public).await;
     let call = |path: &'static str| {
         browser
             .get(format!("{public}{path}"))

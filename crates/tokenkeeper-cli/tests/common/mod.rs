@@ -57,3 +57,68 @@ pub fn signal(child: &Child, name: &str) {
         .unwrap();
     assert!(status.success());
 }
+
+/// A free loopback port, for addresses written in a configuration file before the process
+/// that listens on them starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `tokenkeeper bff --config <dir>/bff.toml` with `config` as the file and `envs` in its
+/// environment (stdout read up to its first line, which is returned; stderr as `stderr` says).
+pub fn start_bff(
+    dir: &std::path::Path,
+    config: &str,
+    envs: &[(&str, &str)],
+    stderr: std::process::Stdio,
+) -> (Child, String) {
+    use std::io::BufRead as _;
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("bff.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut command = Command::new(BIN);
+    command
+        .args(["bff", "--config"])
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr);
+    for (name, value) in envs {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("tokenkeeper BFF on"), "{line}");
+    (child, line)
+}
+
+/// A browser logged in at the BFF of `public` (as the test provider's current user), and its
+/// `Cookie` header value.
+pub async fn logged_in(public: &str) -> (reqwest::Client, String) {
+    use reqwest::cookie::CookieStore as _;
+    let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+    let browser = reqwest::Client::builder()
+        .cookie_provider(jar.clone())
+        .build()
+        .unwrap();
+    let login = browser
+        .get(format!("{public}/bff/login?returnUrl=/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    assert_eq!(login.url().path(), "/bff/callback");
+    let cookie = jar
+        .cookies(&public.parse().unwrap())
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    (browser, cookie)
+}
