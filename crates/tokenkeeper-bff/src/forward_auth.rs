@@ -203,4 +203,26 @@ mod tests {
             .is_err());
         assert_eq!(text(&serde_json::json!(["a", 1, "b"])), "a,1,b");
     }
+
+    #[test]
+    fn hostile_claim_values_never_become_headers() {
+        let config = ForwardAuth::default()
+            .header("name", "x-name")
+            .and_then(|f| f.header("bio", "x-bio"))
+            .and_then(|f| f.header("groups", "x-groups"))
+            .expect("usable names");
+        let mut session = BffSession::new("id", "alice", "s1");
+        session.claims = serde_json::json!({
+            "name": "Alice\r\nX-Admin: yes",
+            "bio": "x".repeat(2 * 1024 * 1024),
+            "groups": ["dev", "ops"],
+        })
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+        let headers = identity_headers(&config, &session);
+        assert_eq!(headers.len(), 2, "{headers:?}");
+        assert_eq!(headers["x-auth-request-user"], "alice");
+        assert_eq!(headers["x-groups"], "dev,ops");
+    }
 }

@@ -93,6 +93,18 @@ async fn logged_in(public: &str) -> reqwest::Client {
     common::logged_in(public).await.0
 }
 
+/// `/healthz`'s status, and `/readyz`'s status and answer.
+async fn probe(http: &reqwest::Client, ops: &str) -> (u16, u16, serde_json::Value) {
+    let health = http.get(format!("{ops}/healthz")).send().await.unwrap();
+    let ready = http.get(format!("{ops}/readyz")).send().await.unwrap();
+    let status = ready.status().as_u16();
+    (
+        health.status().as_u16(),
+        status,
+        ready.json().await.unwrap(),
+    )
+}
+
 async fn api_status(browser: &reqwest::Client, public: &str) -> u16 {
     browser
         .get(format!("{public}/api/orders/1"))
@@ -121,19 +133,8 @@ async fn bf_22_health_readiness_metrics_and_the_admin_api() {
     let bff = start(port, idp.issuer(), &redis_url, &prefix, &api.url("/"));
     let http = reqwest::Client::new();
 
-    let health = http
-        .get(format!("{}/healthz", bff.ops))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(health.status(), 200);
-    let ready = http
-        .get(format!("{}/readyz", bff.ops))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 200);
-    let ready: serde_json::Value = ready.json().await.unwrap();
+    let (health, status, ready) = probe(&http, &bff.ops).await;
+    assert_eq!((health, status), (200, 200), "{ready}");
     assert_eq!(ready["checks"]["discovery"], "ok", "{ready}");
     assert_eq!(ready["checks"]["session_store"], "ok", "{ready}");
 
@@ -260,19 +261,8 @@ async fn bf_22_a_bff_without_its_provider_and_redis_is_alive_and_not_ready() {
         "http://127.0.0.1:9/",
     );
     let http = reqwest::Client::new();
-    let health = http
-        .get(format!("{}/healthz", bff.ops))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(health.status(), 200);
-    let ready = http
-        .get(format!("{}/readyz", bff.ops))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 503);
-    let ready: serde_json::Value = ready.json().await.unwrap();
+    let (health, status, ready) = probe(&http, &bff.ops).await;
+    assert_eq!((health, status), (200, 503), "{ready}");
     assert_eq!(ready["status"], "not_ready", "{ready}");
     assert_ne!(ready["checks"]["discovery"], "ok", "{ready}");
     assert_ne!(ready["checks"]["session_store"], "ok", "{ready}");

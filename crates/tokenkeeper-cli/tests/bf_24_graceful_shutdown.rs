@@ -9,70 +9,13 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use common::{free_port, logged_in, signal, start_bff};
+use common::{free_port, held_upstream, logged_in, signal, start_bff};
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokenkeeper_testing::{TestClient, TestServer};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::Message;
 
 const IN_FLIGHT: usize = 200;
-
-/// An upstream that echoes WebSocket messages, and answers `GET /slow` only once released.
-async fn upstream(
-    received: Arc<AtomicUsize>,
-    release: tokio::sync::watch::Receiver<bool>,
-) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        loop {
-            let (mut stream, _) = listener.accept().await.unwrap();
-            let (received, mut release) = (received.clone(), release.clone());
-            tokio::spawn(async move {
-                let mut peek = [0u8; 2048];
-                let n = stream.peek(&mut peek).await.unwrap_or(0);
-                let head = String::from_utf8_lossy(&peek[..n]).to_ascii_lowercase();
-                if head.contains("upgrade: websocket") {
-                    let Ok(mut socket) = tokio_tungstenite::accept_async(stream).await else {
-                        return;
-                    };
-                    while let Some(Ok(message)) = socket.next().await {
-                        if let Message::Text(text) = message {
-                            let echo = format!("echo: {}", text.as_str());
-                            if socket.send(Message::Text(echo.into())).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    return;
-                }
-                loop {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    if buf.starts_with(b"GET /slow") {
-                        received.fetch_add(1, Ordering::SeqCst);
-                        let _ = release.wait_for(|r| *r).await;
-                    }
-                    if stream
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    url
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bf_24_sigterm_answers_every_request_in_flight_and_closes_websockets_with_1001() {
@@ -87,7 +30,7 @@ async fn bf_24_sigterm_answers_every_request_in_flight_and_closes_websockets_wit
     idp.set_login(Some("alice"));
     let received = Arc::new(AtomicUsize::new(0));
     let (release, released) = tokio::sync::watch::channel(false);
-    let api = upstream(received.clone(), released).await;
+    let api = held_upstream(received.clone(), released).await;
     let dir = std::env::temp_dir().join(format!("tk-bf24-{}", std::process::id()));
     let config = format!(
         r#"

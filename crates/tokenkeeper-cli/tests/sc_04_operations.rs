@@ -13,46 +13,6 @@ use std::sync::Arc;
 
 use common::{signal, Killed, BIN};
 use tokenkeeper_testing::{TestClient, TestServer};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-
-/// An upstream that answers `/slow` only once released, everything else at once.
-async fn upstream(
-    received: Arc<AtomicUsize>,
-    release: tokio::sync::watch::Receiver<bool>,
-) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        loop {
-            let (mut stream, _) = listener.accept().await.unwrap();
-            let (received, mut release) = (received.clone(), release.clone());
-            tokio::spawn(async move {
-                loop {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    if buf.starts_with(b"GET /slow") {
-                        received.fetch_add(1, Ordering::SeqCst);
-                        let _ = release.wait_for(|r| *r).await;
-                    }
-                    if stream
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    url
-}
 
 fn write_config(path: &std::path::Path, issuer: &str, upstream: &str, extra_route: bool) {
     let mut text = format!(
@@ -93,7 +53,7 @@ async fn sc_04_health_readiness_metrics_reload_and_graceful_shutdown() {
         .await;
     let received = Arc::new(AtomicUsize::new(0));
     let (release, released) = tokio::sync::watch::channel(false);
-    let upstream = upstream(received.clone(), released).await;
+    let upstream = common::held_upstream(received.clone(), released).await;
     let dir = std::env::temp_dir().join(format!("tk-sc04-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("sidecar.toml");

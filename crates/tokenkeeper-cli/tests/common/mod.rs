@@ -3,6 +3,10 @@
 
 use std::process::{Child, Command};
 
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio_tungstenite::tungstenite::Message;
+
 /// The `tokenkeeper` binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_tokenkeeper");
 
@@ -121,4 +125,61 @@ pub async fn logged_in(public: &str) -> (reqwest::Client, String) {
         .unwrap()
         .to_owned();
     (browser, cookie)
+}
+
+/// An upstream that answers `GET /slow` only once `release` turns true (counting them in
+/// `received`), anything else at once with `ok`, and echoes WebSocket messages (`echo: …`).
+pub async fn held_upstream(
+    received: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    release: tokio::sync::watch::Receiver<bool>,
+) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let (received, mut release) = (received.clone(), release.clone());
+            tokio::spawn(async move {
+                let mut peek = [0u8; 2048];
+                let n = stream.peek(&mut peek).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&peek[..n]).to_ascii_lowercase();
+                if head.contains("upgrade: websocket") {
+                    let Ok(mut socket) = tokio_tungstenite::accept_async(stream).await else {
+                        return;
+                    };
+                    while let Some(Ok(message)) = socket.next().await {
+                        if let Message::Text(text) = message {
+                            let echo = format!("echo: {}", text.as_str());
+                            if socket.send(Message::Text(echo.into())).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    return;
+                }
+                loop {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    if buf.starts_with(b"GET /slow") {
+                        received.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let _ = release.wait_for(|r| *r).await;
+                    }
+                    if stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
 }
