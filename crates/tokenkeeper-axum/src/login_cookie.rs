@@ -60,15 +60,15 @@ const CHUNK: usize = 3800;
 /// Seals and opens login cookies.
 #[derive(Clone)]
 pub(crate) struct LoginCookie {
-    name: &'static str,
+    name: String,
     secure: bool,
     encryption: Arc<Encryption>,
 }
 
 impl LoginCookie {
-    pub(crate) fn new(name: &'static str, secure: bool, encryption: Arc<Encryption>) -> Self {
+    pub(crate) fn new(name: &str, secure: bool, encryption: Arc<Encryption>) -> Self {
         Self {
-            name,
+            name: name.to_owned(),
             secure,
             encryption,
         }
@@ -154,7 +154,7 @@ impl LoginCookie {
     /// The pending login sealed in this request's login cookies, if they are there, open with
     /// our key, and have not expired at `now`.
     pub(crate) fn open(&self, headers: &HeaderMap, now: Timestamp) -> Option<PendingLogin> {
-        let first = Self::value(headers, self.name)?;
+        let first = Self::value(headers, &self.name)?;
         let count = first.chars().next()?.to_digit(10)? as usize;
         if count == 0 || count > MAX_CHUNKS {
             return None;

@@ -59,6 +59,11 @@ pub struct OidcConfig {
     ///
     /// [`Encryption::accept`]: tokenkeeper::Encryption::accept
     pub login_cookie_key: Option<Arc<tokenkeeper::Encryption>>,
+    /// The login cookie's name (default `tk.login`; with Secure cookies it always gets the
+    /// `__Host-` prefix). Several logins on one host (a BFF's frontends under path prefixes)
+    /// each need their own: a browser keeps one cookie per name and host. Letters, digits, `-`,
+    /// `_` and `.` only.
+    pub login_cookie_name: Option<String>,
 }
 
 impl OidcConfig {
@@ -83,6 +88,7 @@ impl OidcConfig {
             insecure_cookies: false,
             pending_login_ttl: std::time::Duration::from_secs(600),
             login_cookie_key: None,
+            login_cookie_name: None,
         }
     }
 }
@@ -271,11 +277,23 @@ impl Oidc {
                 }
             },
         };
+        let name = config.login_cookie_name.as_deref().unwrap_or("tk.login");
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return Err(field(
+                "login_cookie_name",
+                "must be 1 to 64 letters, digits, '-', '_' or '.'".into(),
+            ));
+        }
         let login_cookie = LoginCookie::new(
-            if config.insecure_cookies {
-                "tk.login"
+            &if config.insecure_cookies {
+                name.to_owned()
             } else {
-                "__Host-tk.login"
+                format!("__Host-{name}")
             },
             !config.insecure_cookies,
             key,

@@ -82,7 +82,7 @@ pub(crate) async fn resolve(
                     }
                 }
                 Err(error) => {
-                    crate::metrics::token_failure(&route.path);
+                    crate::metrics::token_failure(bff.name(), &route.path);
                     tracing::warn!(%error, "user token unavailable");
                     return Err(api_error(
                         StatusCode::BAD_GATEWAY,
@@ -135,7 +135,7 @@ async fn allowed(
             return Err(api_error(StatusCode::UNAUTHORIZED, "Not logged in."));
         }
         Err(error) => {
-            crate::metrics::token_failure(&route.path);
+            crate::metrics::token_failure(bff.name(), &route.path);
             tracing::warn!(%error, "user token unavailable");
             return Err(api_error(
                 StatusCode::BAD_GATEWAY,
@@ -175,7 +175,7 @@ async fn exchanged(
             return Err(api_error(StatusCode::UNAUTHORIZED, "Not logged in."));
         }
         Err(error) => {
-            crate::metrics::token_failure(&route.path);
+            crate::metrics::token_failure(bff.name(), &route.path);
             tracing::warn!(%error, "user token unavailable for the exchange");
             return Err(unavailable());
         }

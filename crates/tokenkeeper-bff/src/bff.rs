@@ -45,6 +45,12 @@ pub struct BffOptions {
     /// `{base}/auth` for a reverse proxy's forward auth, and its identity headers (BF-21). Off
     /// (`None`) by default. The identity header names are never forwarded from a browser.
     pub forward_auth: Option<crate::forward_auth::ForwardAuth>,
+    /// The frontend's name (BF-17), in metrics (`frontend` label) and logs (default
+    /// `default`). Letters, digits, `-` and `_`, at most 64.
+    pub name: String,
+    /// The session cookie's name, without the `__Host-` prefix that Secure cookies get
+    /// (default `bff`: `__Host-bff`). Frontends sharing a host need different names.
+    pub cookie_name: String,
 }
 
 impl Default for BffOptions {
@@ -61,6 +67,8 @@ impl Default for BffOptions {
             workers: tokenkeeper_proxy::server::default_workers(),
             claims: crate::claims::UserClaims::default(),
             forward_auth: None,
+            name: "default".into(),
+            cookie_name: "bff".into(),
         }
     }
 }
@@ -98,11 +106,14 @@ pub(crate) struct Inner {
     pub(crate) route_clients: Vec<Option<(String, tokenkeeper::TokenLayer)>>,
     /// Per route, the proxied-request metrics' handles.
     pub(crate) proxied: crate::metrics::Proxied,
+    /// The session cookie's full name (`__Host-bff`, or `bff` with insecure cookies).
+    pub(crate) cookie: String,
 }
 
 impl std::fmt::Debug for Bff {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Bff")
+            .field("name", &self.inner.options.name)
             .field("origin", &self.inner.origin)
             .field("base_path", &self.inner.options.base_path)
             .field("routes", &self.inner.options.routes.len())
@@ -150,6 +161,25 @@ impl Bff {
         let origin = redirect.origin().ascii_serialization();
         let anti_forgery_name = http::HeaderName::try_from(options.anti_forgery_header.0.as_str())
             .map_err(|_| config_error("anti_forgery_header", "is not a header name"))?;
+        let plain_name = |name: &str| {
+            !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+        };
+        if !plain_name(&options.name) {
+            return Err(config_error(
+                "name",
+                "must be 1 to 64 letters, digits, '-' or '_'",
+            ));
+        }
+        if !plain_name(&options.cookie_name) {
+            return Err(config_error(
+                "cookie_name",
+                "must be 1 to 64 letters, digits, '-' or '_'",
+            ));
+        }
         if options.session_sliding.is_zero() || options.session_max < options.session_sliding {
             return Err(config_error(
                 "session_sliding",
@@ -245,7 +275,8 @@ impl Bff {
                     .collect(),
                 ..Default::default()
             })
-            .workers(options.workers);
+            .workers(options.workers)
+            .frontend(&options.name);
         for route in &options.routes {
             engine = engine.route(
                 route
@@ -258,8 +289,15 @@ impl Bff {
             .map_err(|e| config_error("upstream", e.to_string()))?;
         let mut options = options;
         options.base_path = base;
-        let proxied =
-            crate::metrics::Proxied::new(options.routes.iter().map(|route| route.path.as_str()));
+        let proxied = crate::metrics::Proxied::new(
+            &options.name,
+            options.routes.iter().map(|route| route.path.as_str()),
+        );
+        let cookie = if options.insecure_cookies {
+            options.cookie_name.clone()
+        } else {
+            format!("__Host-{}", options.cookie_name)
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 oidc,
@@ -274,6 +312,7 @@ impl Bff {
                 route_clients,
                 relays: Arc::default(),
                 proxied,
+                cookie,
             }),
         })
     }
@@ -307,13 +346,15 @@ impl Bff {
         self.inner.clock.now()
     }
 
-    /// The session cookie's name: `__Host-bff`, or `bff` with insecure cookies.
-    pub(crate) fn cookie_name(&self) -> &'static str {
-        if self.inner.options.insecure_cookies {
-            "bff"
-        } else {
-            "__Host-bff"
-        }
+    /// The session cookie's name: `__Host-bff`, or `bff` with insecure cookies (with another
+    /// [`BffOptions::cookie_name`], that name).
+    pub(crate) fn cookie_name(&self) -> &str {
+        &self.inner.cookie
+    }
+
+    /// The frontend's name ([`BffOptions::name`]).
+    pub fn name(&self) -> &str {
+        &self.inner.options.name
     }
 
     /// `Set-Cookie` for the session cookie (`None` deletes it): HttpOnly, `SameSite=Strict`,
@@ -448,7 +489,7 @@ impl Bff {
     pub async fn cleanup_expired(&self) -> Result<usize, Error> {
         let expired = self.inner.sessions.take_expired(self.now()).await?;
         for session in &expired {
-            crate::metrics::session_ended("expired");
+            crate::metrics::session_ended(self.name(), "expired");
             self.inner.relays.close(&session.id_hash);
             match self.inner.oidc.users().logout(&session.key()).await {
                 Ok(outcome) if !outcome.succeeded() => {
@@ -522,7 +563,7 @@ impl Bff {
 
     /// Ends `session`: removes it and logs its tokens out (the refresh token is revoked).
     pub(crate) async fn end_session(&self, session: &BffSession, reason: &'static str) {
-        crate::metrics::session_ended(reason);
+        crate::metrics::session_ended(self.name(), reason);
         self.inner.relays.close(&session.id_hash);
         if let Err(error) = self.inner.sessions.remove(session).await {
             tracing::warn!(%error, "a session could not be removed from the store");

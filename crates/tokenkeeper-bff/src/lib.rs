@@ -21,7 +21,9 @@
 //! Each module uses only those below it (a test, `en_01_layout`, fails on any import circle):
 //!
 //! ```text
-//! host                   config file → a Bff            (feature `config`)
+//! host                   config file → frontends, each a Bff   (feature `config`)
+//! frontends              several BFFs in one host: matched by host and path, replaceable
+//! ops                    readiness and the administration API, for the operations listener
 //! router                 axum router; BffHandler for the per-core server
 //!   ├── management       login, callback, logout, user, auth, back-channel, diagnostics
 //!   │     └── userinfo   the provider's userinfo, merged at login
@@ -29,7 +31,6 @@
 //!   │     └── websocket  the WebSocket relay
 //!   │           └── access   which token a request gets (none, client, user)
 //!   └── local            local API routes and BffUser
-//! ops                    readiness and the administration API, for the operations listener
 //! bff                    options, state, sessions, cookies, ending sessions
 //!   ├── relays           open WebSocket relays per session
 //!   ├── routes           ApiRoute, RouteToken, AntiForgery
@@ -60,6 +61,7 @@ mod claims;
 #[cfg(feature = "config")]
 pub mod config;
 mod forward_auth;
+mod frontends;
 #[cfg(feature = "config")]
 pub mod host;
 mod local;
@@ -81,6 +83,7 @@ mod websocket;
 pub use bff::{Bff, BffOptions};
 pub use claims::{ClaimsHook, UserClaims, PROTOCOL_CLAIMS};
 pub use forward_auth::{ForwardAuth, PROXY_SECRET_HEADER};
+pub use frontends::{Frontend, Frontends, FrontendsHandler};
 pub use local::BffUser;
 pub use proxy::Admitted;
 #[cfg(feature = "redis")]

@@ -92,7 +92,7 @@ pub(crate) async fn callback(
         Ok(done) => match with_userinfo(&bff, bff.new_session(&done)).await {
             Ok(session) => match bff.inner.sessions.put(session.clone()).await {
                 Ok(()) => {
-                    crate::metrics::session_started();
+                    crate::metrics::session_started(bff.name());
                     Ok((session, done.return_url))
                 }
                 Err(error) => Err(LoginError::Session(error.to_string())),

@@ -2,14 +2,15 @@
 //!
 //! | name | kind | labels |
 //! |---|---|---|
-//! | `tokenkeeper_bff_sessions_started_total` | counter | |
-//! | `tokenkeeper_bff_sessions_ended_total` | counter | `reason` (`logout`, `backchannel`, `expired`, `token`, `admin`, `replaced`) |
-//! | `tokenkeeper_bff_proxied_requests_total` | counter | `route`, `status` |
-//! | `tokenkeeper_bff_upstream_duration_seconds` | histogram | `route` (until the response headers) |
-//! | `tokenkeeper_bff_token_failures_total` | counter | `route` |
+//! | `tokenkeeper_bff_sessions_started_total` | counter | `frontend` |
+//! | `tokenkeeper_bff_sessions_ended_total` | counter | `frontend`, `reason` (`logout`, `backchannel`, `expired`, `token`, `admin`, `replaced`) |
+//! | `tokenkeeper_bff_proxied_requests_total` | counter | `frontend`, `route`, `status` |
+//! | `tokenkeeper_bff_upstream_duration_seconds` | histogram | `frontend`, `route` (until the response headers) |
+//! | `tokenkeeper_bff_token_failures_total` | counter | `frontend`, `route` |
 //!
-//! Every proxied request also runs in a `tokenkeeper.bff.proxy` tracing span (route, method,
-//! status).
+//! `frontend` is the frontend's name ([`crate::BffOptions::name`]; `default` for a BFF with
+//! one). Every proxied request also runs in a `tokenkeeper.proxy` tracing span (frontend,
+//! route, method, status).
 
 #![cfg_attr(not(feature = "metrics"), allow(unused_variables))]
 
@@ -27,14 +28,15 @@ pub mod names {
     pub const TOKEN_FAILURES: &str = "tokenkeeper_bff_token_failures_total";
 }
 
-pub(crate) fn session_started() {
+pub(crate) fn session_started(frontend: &str) {
     #[cfg(feature = "metrics")]
-    metrics::counter!(names::SESSIONS_STARTED).increment(1);
+    metrics::counter!(names::SESSIONS_STARTED, "frontend" => frontend.to_owned()).increment(1);
 }
 
-pub(crate) fn session_ended(reason: &'static str) {
+pub(crate) fn session_ended(frontend: &str, reason: &'static str) {
     #[cfg(feature = "metrics")]
-    metrics::counter!(names::SESSIONS_ENDED, "reason" => reason).increment(1);
+    metrics::counter!(names::SESSIONS_ENDED, "frontend" => frontend.to_owned(), "reason" => reason)
+        .increment(1);
 }
 
 /// Per route, the handles of `tokenkeeper_bff_proxied_requests_total` (one per status seen)
@@ -48,6 +50,7 @@ pub(crate) struct Proxied {
 
 #[cfg(feature = "metrics")]
 struct ProxiedRoute {
+    frontend: String,
     route: String,
     duration: std::sync::OnceLock<metrics::Histogram>,
     /// At most one entry per status code (100–999).
@@ -55,11 +58,12 @@ struct ProxiedRoute {
 }
 
 impl Proxied {
-    pub(crate) fn new<'a>(routes: impl Iterator<Item = &'a str>) -> Self {
+    pub(crate) fn new<'a>(frontend: &str, routes: impl Iterator<Item = &'a str>) -> Self {
         Self {
             #[cfg(feature = "metrics")]
             routes: routes
                 .map(|route| ProxiedRoute {
+                    frontend: frontend.to_owned(),
                     route: route.to_owned(),
                     duration: std::sync::OnceLock::new(),
                     by_status: std::sync::RwLock::default(),
@@ -77,7 +81,11 @@ impl Proxied {
                 route
                     .duration
                     .get_or_init(|| {
-                        metrics::histogram!(names::UPSTREAM_DURATION, "route" => route.route.clone())
+                        metrics::histogram!(
+                            names::UPSTREAM_DURATION,
+                            "frontend" => route.frontend.clone(),
+                            "route" => route.route.clone()
+                        )
                     })
                     .record(elapsed.as_secs_f64());
             }
@@ -104,6 +112,7 @@ impl ProxiedRoute {
         }
         let counter = metrics::counter!(
             names::PROXIED,
+            "frontend" => self.frontend.clone(),
             "route" => self.route.clone(),
             "status" => status.to_string()
         );
@@ -112,7 +121,12 @@ impl ProxiedRoute {
     }
 }
 
-pub(crate) fn token_failure(route: &str) {
+pub(crate) fn token_failure(frontend: &str, route: &str) {
     #[cfg(feature = "metrics")]
-    metrics::counter!(names::TOKEN_FAILURES, "route" => route.to_owned()).increment(1);
+    metrics::counter!(
+        names::TOKEN_FAILURES,
+        "frontend" => frontend.to_owned(),
+        "route" => route.to_owned()
+    )
+    .increment(1);
 }

@@ -6,7 +6,8 @@
 //!
 //! - `GET /admin/sessions?sub=…&sid=…` lists the sessions of a user (`sub`), of a provider
 //!   session (`sid`), or of both: `{"sessions": [{"sub", "sid", "created_at", "expires_at"}]}`
-//!   (seconds since the Unix epoch). Never a session's cookie value, never a token.
+//!   (seconds since the Unix epoch) and, for a host with several, `frontend`. Never a
+//!   session's cookie value, never a token.
 //! - `DELETE /admin/sessions?sub=…&sid=…` ends them, as a logout does: each session is removed,
 //!   its refresh token revoked at the provider and its WebSocket relays closed:
 //!   `{"ended": n}`.
@@ -25,22 +26,52 @@ use crate::bff::Bff;
 /// The longest `sub` or `sid` an administrator may ask for (bytes).
 const MAX_VALUE: usize = 1024;
 
+/// The BFFs (frontends) served now: the operations listener asks on each request, so that a
+/// reload's frontends are the ones checked and administered.
+pub(crate) type Current = Arc<dyn Fn() -> Vec<Bff> + Send + Sync>;
+
 impl Bff {
     /// The readiness checks of `/readyz`: `discovery` (the provider's metadata is loaded, or
     /// can be now) and `session_store` (the session store answers: Redis is reachable). A
     /// failing check's reason is generic; the log has the error.
     pub fn readiness(&self) -> Readiness {
         let bff = self.clone();
-        Arc::new(move || {
-            let bff = bff.clone();
-            Box::pin(async move {
+        readiness_of(Arc::new(move || vec![bff.clone()]))
+    }
+
+    /// The administration API (see the module's documentation), for
+    /// [`tokenkeeper_proxy::ops::Ops::admin`].
+    pub fn admin_api(&self) -> AdminApi {
+        let bff = self.clone();
+        admin_of(Arc::new(move || vec![bff.clone()]))
+    }
+}
+
+/// The readiness checks of the current frontends: `discovery` per frontend
+/// (`discovery:<name>` when there are several) and `session_store` once per distinct store.
+pub(crate) fn readiness_of(current: Current) -> Readiness {
+    Arc::new(move || {
+        let bffs = current();
+        Box::pin(async move {
+            let several = bffs.len() > 1;
+            let mut checks = Vec::with_capacity(bffs.len() + 1);
+            for bff in &bffs {
                 let discovery: CheckResult = match bff.oidc().provider_metadata().await {
                     Ok(_) => Ok(()),
                     Err(error) => {
-                        tracing::warn!(%error, "readiness: the provider's metadata cannot be had");
+                        tracing::warn!(frontend = bff.name(), %error, "readiness: the provider's metadata cannot be had");
                         Err("the provider's metadata is not loaded (see the log)".to_owned())
                     }
                 };
+                let name = if several {
+                    format!("discovery:{}", bff.name())
+                } else {
+                    "discovery".to_owned()
+                };
+                checks.push((name, discovery));
+            }
+            // The frontends share one store (each under its own names): one check says it.
+            if let Some(bff) = bffs.first() {
                 let store: CheckResult = match bff.sessions().check().await {
                     Ok(()) => Ok(()),
                     Err(error) => {
@@ -48,28 +79,24 @@ impl Bff {
                         Err("the session store cannot be reached (see the log)".to_owned())
                     }
                 };
-                vec![
-                    ("discovery".to_owned(), discovery),
-                    ("session_store".to_owned(), store),
-                ]
-            })
+                checks.push(("session_store".to_owned(), store));
+            }
+            checks
         })
-    }
+    })
+}
 
-    /// The administration API (see the module's documentation), for
-    /// [`tokenkeeper_proxy::ops::Ops::admin`].
-    pub fn admin_api(&self) -> AdminApi {
-        let bff = self.clone();
-        Arc::new(move |method, path, query| {
-            let bff = bff.clone();
-            Box::pin(async move { admin(&bff, method, &path, query.as_deref()).await })
-        })
-    }
+/// The administration API over the current frontends' sessions.
+pub(crate) fn admin_of(current: Current) -> AdminApi {
+    Arc::new(move |method, path, query| {
+        let bffs = current();
+        Box::pin(async move { admin(&bffs, method, &path, query.as_deref()).await })
+    })
 }
 
 /// One administration request.
 async fn admin(
-    bff: &Bff,
+    bffs: &[Bff],
     method: Method,
     path: &str,
     query: Option<&str>,
@@ -87,30 +114,39 @@ async fn admin(
         }
     };
     match method {
-        Method::GET => match bff.sessions().find(sub.as_deref(), sid.as_deref()).await {
-            Ok(sessions) => {
-                let listed: Vec<_> = sessions
-                    .iter()
-                    .map(|s| {
+        Method::GET => {
+            let mut listed = Vec::new();
+            for bff in bffs {
+                match bff.sessions().find(sub.as_deref(), sid.as_deref()).await {
+                    Ok(sessions) => listed.extend(sessions.iter().map(|s| {
                         json!({
+                            "frontend": bff.name(),
                             "sub": s.sub,
                             "sid": s.sid,
                             "created_at": s.created_at / 1000,
                             "expires_at": s.expires_at / 1000,
                         })
-                    })
-                    .collect();
-                admin_json(StatusCode::OK, json!({ "sessions": listed }))
+                    })),
+                    Err(error) => return unavailable(&error),
+                }
             }
-            Err(error) => unavailable(&error),
-        },
-        Method::DELETE => match bff.end_sessions(sub.as_deref(), sid.as_deref()).await {
-            Ok(ended) => {
-                tracing::info!(ended, "sessions ended by an administrator");
-                admin_json(StatusCode::OK, json!({ "ended": ended }))
+            admin_json(StatusCode::OK, json!({ "sessions": listed }))
+        }
+        Method::DELETE => {
+            let mut ended = 0;
+            for bff in bffs {
+                match bff.end_sessions(sub.as_deref(), sid.as_deref()).await {
+                    Ok(n) => {
+                        if n > 0 {
+                            tracing::info!(frontend = bff.name(), ended = n, "sessions ended by an administrator");
+                        }
+                        ended += n;
+                    }
+                    Err(error) => return unavailable(&error),
+                }
             }
-            Err(error) => unavailable(&error),
-        },
+            admin_json(StatusCode::OK, json!({ "ended": ended }))
+        }
         _ => {
             let mut refused = admin_json(
                 StatusCode::METHOD_NOT_ALLOWED,

@@ -73,7 +73,7 @@ impl Policy for Bff {
         admitted: Admitted,
         error: &tokenkeeper::Error,
     ) -> http::Response<ProxyBody> {
-        crate::metrics::token_failure(&self.inner.options.routes[route].path);
+        crate::metrics::token_failure(self.name(), &self.inner.options.routes[route].path);
         if matches!(error, tokenkeeper::Error::ReauthenticationRequired(_)) {
             // The user token can no longer be had: the session ends, the SPA sees 401 (BF-06).
             if let (true, Some(session)) = (admitted.user_token, &admitted.session) {

@@ -39,12 +39,16 @@ use crate::session::{session_id_hash, BffSession, BffSessionStore};
 #[derive(Clone)]
 pub struct RedisBffSessionStore {
     redis: RedisTokenCache,
+    /// `bff` (the one frontend of a host, and every store made with [`RedisBffSessionStore::new`])
+    /// or `bff@<frontend>`: what every key name starts with.
+    namespace: String,
 }
 
 impl fmt::Debug for RedisBffSessionStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisBffSessionStore")
             .field("redis", &self.redis)
+            .field("namespace", &self.namespace)
             .finish()
     }
 }
@@ -90,20 +94,35 @@ impl RedisBffSessionStore {
     pub fn new(redis: &RedisTokenCache) -> Self {
         Self {
             redis: redis.clone(),
+            namespace: "bff".to_owned(),
+        }
+    }
+
+    /// The same store, for the sessions of one frontend of several in a host (BF-17): its
+    /// sessions, indexes and expiry schedule have names of their own, so a session of one
+    /// frontend is not found by another (its cookie is worth nothing there), and each
+    /// frontend's cleanup and administration see only its sessions. `frontend` is the
+    /// frontend's name (letters, digits, `-` and `_`).
+    pub fn for_frontend(&self, frontend: &str) -> Self {
+        Self {
+            redis: self.redis.clone(),
+            namespace: format!("bff@{frontend}"),
         }
     }
 
     fn session_key(&self, id_hash: &str) -> String {
         self.redis
-            .key_for(&format!("bff-session:{id_hash}"), "bffs")
+            .key_for(&format!("{}-session:{id_hash}", self.namespace), "bffs")
     }
 
     fn index_key(&self, kind: &str, value: &str) -> String {
-        self.redis.key_for(&format!("bff-{kind}:{value}"), "bffi")
+        self.redis
+            .key_for(&format!("{}-{kind}:{value}", self.namespace), "bffi")
     }
 
     fn expiry_key(&self) -> String {
-        self.redis.key_for("bff-expiry", "bffx")
+        self.redis
+            .key_for(&format!("{}-expiry", self.namespace), "bffx")
     }
 
     fn seal(&self, key: &str, session: &BffSession) -> Result<Vec<u8>, CacheError> {
@@ -366,7 +385,9 @@ impl BffSessionStore for RedisBffSessionStore {
         now: Timestamp,
     ) -> BoxFuture<'a, Result<bool, CacheError>> {
         Box::pin(async move {
-            let redis_key = self.redis.key_for(&format!("bff-once:{key}"), "bffo");
+            let redis_key = self
+                .redis
+                .key_for(&format!("{}-once:{key}", self.namespace), "bffo");
             let ttl = until.as_millis().saturating_sub(now.as_millis());
             self.redis
                 .set_once(&redis_key, std::time::Duration::from_millis(ttl))

@@ -28,6 +28,8 @@ const REPLAYABLE_BODY: usize = 64 * 1024;
 /// and call [`Engine::forward`] for each request of one of its routes.
 pub struct Engine {
     name: &'static str,
+    /// The part of the host this engine serves (a BFF's frontend), or empty.
+    frontend: Arc<str>,
     routes: Vec<Route>,
     /// Per route, its counters (made once: no label allocation per request).
     #[cfg(feature = "metrics")]
@@ -51,6 +53,7 @@ impl std::fmt::Debug for Engine {
 #[derive(Debug)]
 pub struct EngineBuilder {
     name: &'static str,
+    frontend: Arc<str>,
     routes: Vec<Route>,
     hygiene: RequestHygiene,
     forwarding: Option<Forwarding>,
@@ -63,6 +66,7 @@ impl Engine {
     pub fn builder(name: &'static str) -> EngineBuilder {
         EngineBuilder {
             name,
+            frontend: Arc::from(""),
             routes: Vec::new(),
             hygiene: RequestHygiene::default(),
             forwarding: None,
@@ -110,6 +114,7 @@ impl Engine {
             host = self.name,
             route = %route.prefix(),
             method = %request.method(),
+            frontend = tracing::field::Empty,
             status = tracing::field::Empty,
         );
         let started = Instant::now();
@@ -123,6 +128,9 @@ impl Engine {
         let response = if span.is_disabled() {
             inner.await
         } else {
+            if !self.frontend.is_empty() {
+                span.record("frontend", &*self.frontend);
+            }
             inner.instrument(span.clone()).await
         };
         let status = response.status();
@@ -398,6 +406,13 @@ impl EngineBuilder {
         self
     }
 
+    /// Names the part of the host this engine serves (a BFF's frontend): its spans get a
+    /// `frontend` field and its metrics a `frontend` label. Unnamed by default.
+    pub fn frontend(mut self, name: &str) -> Self {
+        self.frontend = Arc::from(name);
+        self
+    }
+
     /// How many worker pools (default: one per core, as [`crate::server::Server`] runs).
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = workers.max(1);
@@ -412,8 +427,9 @@ impl EngineBuilder {
             metrics: self
                 .routes
                 .iter()
-                .map(|route| RouteMetrics::new(self.name, route.prefix()))
+                .map(|route| RouteMetrics::new(self.name, &self.frontend, route.prefix()))
                 .collect(),
+            frontend: self.frontend,
             upstreams: Upstreams::new(&self.upstream, &self.routes, self.workers)?,
             routes: self.routes,
             hygiene: self.hygiene,
@@ -425,7 +441,8 @@ impl EngineBuilder {
 
 /// A route's request counter (by status class) and duration histogram:
 /// `tokenkeeper_proxy_requests_total{host, route, status_class}` and
-/// `tokenkeeper_proxy_request_duration_seconds{host, route}`.
+/// `tokenkeeper_proxy_request_duration_seconds{host, route}`, each with `frontend` when the
+/// engine serves a named one.
 #[cfg(feature = "metrics")]
 struct RouteMetrics {
     by_class: [metrics::Counter; 5],
@@ -434,15 +451,19 @@ struct RouteMetrics {
 
 #[cfg(feature = "metrics")]
 impl RouteMetrics {
-    fn new(host: &'static str, route: &str) -> Self {
+    fn new(host: &'static str, frontend: &str, route: &str) -> Self {
         let route = if route.is_empty() { "/" } else { route }.to_owned();
+        let mut labels = vec![
+            metrics::Label::new("host", host),
+            metrics::Label::new("route", route),
+        ];
+        if !frontend.is_empty() {
+            labels.push(metrics::Label::new("frontend", frontend.to_owned()));
+        }
         let counter = |class: &'static str| {
-            metrics::counter!(
-                "tokenkeeper_proxy_requests_total",
-                "host" => host,
-                "route" => route.clone(),
-                "status_class" => class
-            )
+            let mut labels = labels.clone();
+            labels.push(metrics::Label::new("status_class", class));
+            metrics::counter!("tokenkeeper_proxy_requests_total", labels)
         };
         Self {
             by_class: [
@@ -452,11 +473,7 @@ impl RouteMetrics {
                 counter("4xx"),
                 counter("5xx"),
             ],
-            duration: metrics::histogram!(
-                "tokenkeeper_proxy_request_duration_seconds",
-                "host" => host,
-                "route" => route
-            ),
+            duration: metrics::histogram!("tokenkeeper_proxy_request_duration_seconds", labels),
         }
     }
 

@@ -1,0 +1,355 @@
+//! Several frontends in one host (BF-17): each [`Frontend`] is a whole BFF — its own OpenID
+//! Connect client, session cookie, API routes and static files — matched by the request's host
+//! and/or a path prefix. [`FrontendsHandler`] picks the frontend of each request and serves it
+//! with that frontend's [`crate::BffHandler`]; it can be given a new set of frontends while it
+//! serves (a reload, BF-18): requests already in flight finish on the set they started with.
+//!
+//! A session belongs to the frontend that logged it in: each frontend's sessions live under a
+//! name of their own in the shared store ([`crate::RedisBffSessionStore::for_frontend`]), so a
+//! session cookie copied to another frontend is worth nothing there.
+//!
+//! ```no_run
+//! # fn run(shop: tokenkeeper_bff::Bff, admin: tokenkeeper_bff::Bff) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use tokenkeeper_bff::{Frontend, Frontends, FrontendsHandler};
+//! use tokenkeeper_proxy::server::{Bound, ServerOptions};
+//! let frontends = Frontends::new(vec![
+//!     Frontend::new(shop, axum::Router::new()).hosts(["shop.example.com"]),
+//!     Frontend::new(admin, axum::Router::new()).hosts(["admin.example.com"]),
+//! ])?;
+//! let handler = FrontendsHandler::new(frontends);
+//! let options = ServerOptions::default();
+//! let server = Bound::bind("0.0.0.0:8080".parse()?, options.workers)?
+//!     .serve(Arc::new(handler.clone()), &options)?;
+//! # let _ = server; Ok(()) }
+//! ```
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use http::StatusCode;
+use tokenkeeper::{ConfigError, Error};
+use tokenkeeper_proxy::ops::{AdminApi, Readiness};
+use tokenkeeper_proxy::ProxyBody;
+
+use crate::bff::Bff;
+use crate::router::BffHandler;
+
+/// One frontend: a BFF, the static files or app routes behind it, and which requests are its.
+#[derive(Clone)]
+pub struct Frontend {
+    bff: Bff,
+    handler: BffHandler,
+    /// Lower-case host names (no port); empty: any host.
+    hosts: Vec<String>,
+    /// `""`, or a path prefix without a trailing `/` (`/admin`).
+    prefix: String,
+}
+
+impl std::fmt::Debug for Frontend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Frontend")
+            .field("name", &self.bff.name())
+            .field("hosts", &self.hosts)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Frontend {
+    /// The frontend served by `bff`, with `fallback` (its static files, app routes) for what
+    /// is neither an API route nor a management endpoint. It answers every host and path until
+    /// [`Frontend::hosts`] or [`Frontend::path_prefix`] narrow it.
+    pub fn new(bff: Bff, fallback: Router) -> Self {
+        Self {
+            handler: bff.handler(fallback),
+            bff,
+            hosts: Vec::new(),
+            prefix: String::new(),
+        }
+    }
+
+    /// Answers only requests for these host names (`Host`, or the HTTP/2 authority; the port
+    /// is not compared, letter case is not either).
+    pub fn hosts<I, S>(mut self, hosts: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.hosts = hosts
+            .into_iter()
+            .map(|h| h.as_ref().to_ascii_lowercase())
+            .collect();
+        self
+    }
+
+    /// Answers only paths under `prefix` (`/admin`: `/admin` and `/admin/…`). The BFF's base
+    /// path and routes must be under it too (the configuration file does that).
+    pub fn path_prefix(mut self, prefix: &str) -> Self {
+        self.prefix = prefix.trim_end_matches('/').to_owned();
+        self
+    }
+
+    /// The frontend's name.
+    pub fn name(&self) -> &str {
+        self.bff.name()
+    }
+
+    /// Its BFF.
+    pub fn bff(&self) -> &Bff {
+        &self.bff
+    }
+
+    /// The host names it answers (empty: any).
+    pub fn host_names(&self) -> &[String] {
+        &self.hosts
+    }
+
+    /// Its path prefix (`""`: none).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn answers_host(&self, host: Option<&[u8]>) -> bool {
+        self.hosts.is_empty()
+            || host.is_some_and(|host| self.hosts.iter().any(|h| h.as_bytes() == host))
+    }
+
+    fn answers_path(&self, path: &str) -> bool {
+        match path.strip_prefix(self.prefix.as_str()) {
+            Some(rest) => rest.is_empty() || rest.starts_with('/'),
+            None => false,
+        }
+    }
+}
+
+/// A host's frontends, and how a request finds its own.
+#[derive(Debug, Clone)]
+pub struct Frontends {
+    list: Vec<Frontend>,
+    /// One frontend that answers everything: no matching at all.
+    lone: bool,
+}
+
+impl Frontends {
+    /// The frontends, checked: at least one; names unique; no two answer the same host and
+    /// path prefix; no two share a session cookie name on a host they both answer.
+    pub fn new(list: Vec<Frontend>) -> Result<Self, Error> {
+        let error = |reason: String| Error::Config(ConfigError::new("frontends", reason));
+        if list.is_empty() {
+            return Err(error("there must be at least one".into()));
+        }
+        for (i, a) in list.iter().enumerate() {
+            for b in &list[..i] {
+                if a.name() == b.name() {
+                    return Err(error(format!("two are named {:?}", a.name())));
+                }
+                let shared_host = a.hosts.is_empty()
+                    || b.hosts.is_empty()
+                    || a.hosts.iter().any(|h| b.hosts.contains(h));
+                if !shared_host {
+                    continue;
+                }
+                if a.prefix == b.prefix {
+                    return Err(error(format!(
+                        "{:?} and {:?} answer the same host and path prefix {:?}",
+                        b.name(),
+                        a.name(),
+                        if a.prefix.is_empty() { "/" } else { &a.prefix }
+                    )));
+                }
+                if a.bff.cookie_name() == b.bff.cookie_name() {
+                    return Err(error(format!(
+                        "{:?} and {:?} share a host and the session cookie name {:?}: give each its own cookie_name",
+                        b.name(),
+                        a.name(),
+                        a.bff.cookie_name()
+                    )));
+                }
+            }
+        }
+        let lone = list.len() == 1 && list[0].hosts.is_empty() && list[0].prefix.is_empty();
+        Ok(Self { list, lone })
+    }
+
+    /// The frontends, in the order given.
+    pub fn iter(&self) -> impl Iterator<Item = &Frontend> {
+        self.list.iter()
+    }
+
+    /// The frontend named `name`.
+    pub fn get(&self, name: &str) -> Option<&Frontend> {
+        self.list.iter().find(|f| f.name() == name)
+    }
+
+    /// The frontend of a request for `host` (its name, without the port, any case) and
+    /// `path`: among those that answer the host, the one with the longest matching prefix.
+    pub fn select(&self, host: Option<&str>, path: &str) -> Option<&Frontend> {
+        if self.lone {
+            return self.list.first();
+        }
+        let mut lower = [0u8; 256];
+        let host = host.and_then(|host| {
+            let bytes = host.as_bytes();
+            let name = lower.get_mut(..bytes.len())?;
+            for (to, from) in name.iter_mut().zip(bytes) {
+                *to = from.to_ascii_lowercase();
+            }
+            Some(&*name)
+        });
+        let mut best: Option<&Frontend> = None;
+        for frontend in &self.list {
+            if frontend.answers_host(host)
+                && frontend.answers_path(path)
+                && best.is_none_or(|b| frontend.prefix.len() > b.prefix.len())
+            {
+                best = Some(frontend);
+            }
+        }
+        best
+    }
+}
+
+/// The host name of a request: the HTTP/2 authority's, else the `Host` header's, without the
+/// port. `None` when there is none, or it is not a plain host name.
+fn request_host<B>(request: &http::Request<B>) -> Option<&str> {
+    if let Some(host) = request.uri().host() {
+        return Some(host);
+    }
+    let value = request.headers().get(http::header::HOST)?.to_str().ok()?;
+    let authority: http::uri::Authority = value.parse().ok()?;
+    // `Authority::host` borrows from the parsed value; find the same bytes in the header.
+    let len = authority.host().len();
+    value.get(..len)
+}
+
+/// Serves a host's frontends ([`Frontends`]) on [`tokenkeeper_proxy::server`]; cheap to clone
+/// (all clones serve the same, replaceable set).
+#[derive(Clone)]
+pub struct FrontendsHandler {
+    current: Arc<RwLock<Arc<Frontends>>>,
+}
+
+impl std::fmt::Debug for FrontendsHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrontendsHandler")
+            .field("frontends", &self.current().list)
+            .finish()
+    }
+}
+
+impl FrontendsHandler {
+    /// Serves `frontends`.
+    pub fn new(frontends: Frontends) -> Self {
+        Self {
+            current: Arc::new(RwLock::new(Arc::new(frontends))),
+        }
+    }
+
+    /// The frontends served now.
+    pub fn current(&self) -> Arc<Frontends> {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Serves `next` from now on, and returns the set it replaces. Requests in flight finish
+    /// on the set they began with.
+    pub fn replace(&self, next: Frontends) -> Arc<Frontends> {
+        std::mem::replace(
+            &mut *self
+                .current
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            Arc::new(next),
+        )
+    }
+
+    /// The readiness checks of every frontend served at the time of the check (see
+    /// [`Bff::readiness`]): `discovery` per frontend (`discovery:<name>` when there are
+    /// several), and `session_store` once (the store is shared).
+    pub fn readiness(&self) -> Readiness {
+        let handler = self.clone();
+        crate::ops::readiness_of(Arc::new(move || {
+            handler.current().iter().map(|f| f.bff.clone()).collect()
+        }))
+    }
+
+    /// The administration API over every frontend's sessions (see [`Bff::admin_api`]); each
+    /// listed session names its frontend.
+    pub fn admin_api(&self) -> AdminApi {
+        let handler = self.clone();
+        crate::ops::admin_of(Arc::new(move || {
+            handler.current().iter().map(|f| f.bff.clone()).collect()
+        }))
+    }
+
+    /// Closes every open WebSocket relay of every frontend with 1001 (BF-24).
+    pub fn close_websockets(&self) {
+        for frontend in self.current().iter() {
+            frontend.bff.close_websockets();
+        }
+    }
+
+    /// Runs each frontend's [`Bff::cleanup_expired`] every `every`, over the frontends served
+    /// at each round, until the returned task is aborted.
+    pub fn spawn_cleanup(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let handler = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let frontends = handler.current();
+                for frontend in frontends.iter() {
+                    if let Err(error) = frontend.bff.cleanup_expired().await {
+                        tracing::warn!(frontend = frontend.name(), %error, "session cleanup failed; trying again later");
+                    }
+                }
+            }
+        })
+    }
+}
+
+impl tokenkeeper_proxy::server::Handler for FrontendsHandler {
+    async fn handle(
+        &self,
+        request: http::Request<tokenkeeper_proxy::IncomingBody>,
+        peer: tokenkeeper_proxy::server::Peer,
+    ) -> http::Response<ProxyBody> {
+        let frontends = self.current();
+        let selected = frontends.select(request_host(&request), request.uri().path());
+        match selected {
+            Some(frontend) => frontend.handler.handle(request, peer).await,
+            None => tokenkeeper_proxy::plain_text(StatusCode::NOT_FOUND, "Not found."),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request_host;
+
+    #[test]
+    fn the_request_host_is_the_authority_or_the_host_header_without_the_port() {
+        let with = |host: &str| {
+            http::Request::builder()
+                .uri("/x")
+                .header("host", host)
+                .body(())
+                .unwrap_or_default()
+        };
+        assert_eq!(request_host(&with("App.example.com:8443")), Some("App.example.com"));
+        assert_eq!(request_host(&with("127.0.0.2")), Some("127.0.0.2"));
+        assert_eq!(request_host(&with("[::1]:80")), Some("[::1]"));
+        assert_eq!(request_host(&with("a b")), None);
+        assert_eq!(request_host(&with("a\u{7f}")), None);
+        let h2 = http::Request::builder()
+            .uri("https://shop.example.com/x")
+            .body(())
+            .unwrap_or_default();
+        assert_eq!(request_host(&h2), Some("shop.example.com"));
+    }
+}
