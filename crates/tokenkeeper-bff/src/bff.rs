@@ -161,23 +161,23 @@ impl Bff {
         let origin = redirect.origin().ascii_serialization();
         let anti_forgery_name = http::HeaderName::try_from(options.anti_forgery_header.0.as_str())
             .map_err(|_| config_error("anti_forgery_header", "is not a header name"))?;
-        let plain_name = |name: &str| {
+        let plain_name = |name: &str, max: usize| {
             !name.is_empty()
-                && name.len() <= 64
+                && name.len() <= max
                 && name
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
         };
-        if !plain_name(&options.name) {
+        if !plain_name(&options.name, 64) {
             return Err(config_error(
                 "name",
                 "must be 1 to 64 letters, digits, '-' or '_'",
             ));
         }
-        if !plain_name(&options.cookie_name) {
+        if !plain_name(&options.cookie_name, 128) {
             return Err(config_error(
                 "cookie_name",
-                "must be 1 to 64 letters, digits, '-' or '_'",
+                "must be 1 to 128 letters, digits, '-' or '_'",
             ));
         }
         if options.session_sliding.is_zero() || options.session_max < options.session_sliding {

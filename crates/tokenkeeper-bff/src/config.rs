@@ -103,8 +103,9 @@ impl std::error::Error for ConfigFileError {}
 pub struct BffConfig {
     /// `[bff]`.
     pub bff: HostSection,
-    /// `[oidc]`.
-    pub oidc: OidcSection,
+    /// `[oidc]` (the one frontend's; with `[[frontends]]`, each has its own).
+    #[serde(default)]
+    pub oidc: Option<OidcSection>,
     /// `[client]`.
     #[serde(default)]
     pub client: Option<ClientSection>,
@@ -121,6 +122,48 @@ pub struct BffConfig {
     #[serde(default)]
     pub claims: Option<ClaimsSection>,
     /// `[forward_auth]`.
+    #[serde(default)]
+    pub forward_auth: Option<ForwardAuthSection>,
+    /// `[[frontends]]`: several frontends in one host (BF-17). With them, `[oidc]`,
+    /// `[client]`, `[[routes]]`, `[claims]`, `[forward_auth]` and `bff.public_url`,
+    /// `bff.base_path`, `bff.static_dir` belong in each frontend.
+    #[serde(default)]
+    pub frontends: Vec<FrontendSection>,
+}
+
+/// `[[frontends]]`: one frontend of several (BF-17): its own OpenID Connect client, session
+/// cookie, routes and static files, matched by host and path prefix (from `public_url`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrontendSection {
+    /// Its name (letters, digits, `-`, `_`): in metrics, logs and the session store's keys.
+    pub name: Spanned<String>,
+    /// Its public URL: the origin of its callback, and its path prefix (`https://a.example.com/admin`).
+    pub public_url: Spanned<String>,
+    /// The host names it answers (default: `public_url`'s; `["*"]`: any).
+    #[serde(default)]
+    pub hosts: Option<Spanned<Vec<String>>>,
+    /// The management endpoints' base path, under the path prefix (default `/bff`).
+    #[serde(default)]
+    pub base_path: Option<String>,
+    /// Its SPA's files.
+    #[serde(default)]
+    pub static_dir: Option<Spanned<String>>,
+    /// Its session cookie's name (default `bff-<name>`; `__Host-` is put in front of it).
+    #[serde(default)]
+    pub cookie_name: Option<Spanned<String>>,
+    /// `[frontends.oidc]`.
+    pub oidc: OidcSection,
+    /// `[frontends.client]`.
+    #[serde(default)]
+    pub client: Option<ClientSection>,
+    /// `[[frontends.routes]]`: paths under the path prefix.
+    #[serde(default)]
+    pub routes: Vec<RouteSection>,
+    /// `[frontends.claims]`.
+    #[serde(default)]
+    pub claims: Option<ClaimsSection>,
+    /// `[frontends.forward_auth]`.
     #[serde(default)]
     pub forward_auth: Option<ForwardAuthSection>,
 }
@@ -173,8 +216,9 @@ pub struct OpsSection {
 pub struct HostSection {
     /// The address to listen on.
     pub listen: Spanned<String>,
-    /// The public URL (origin) of the BFF.
-    pub public_url: Spanned<String>,
+    /// The public URL (origin) of the BFF (without `[[frontends]]`).
+    #[serde(default)]
+    pub public_url: Option<Spanned<String>>,
     /// The management endpoints' base path.
     #[serde(default)]
     pub base_path: Option<String>,
@@ -237,6 +281,19 @@ pub struct OidcSection {
     /// Allows an `http://` issuer that is not on loopback (SEC-20; `--check-config` reports it).
     #[serde(default)]
     pub allow_insecure_http_provider: Option<Spanned<bool>>,
+    /// `private_key_jwt` instead of a secret: the environment variable holding the client's
+    /// private key (PEM, PKCS#8).
+    #[serde(default)]
+    pub private_key_env: Option<Spanned<String>>,
+    /// `private_key_jwt`: a file holding the client's private key (PEM, PKCS#8).
+    #[serde(default)]
+    pub private_key_file: Option<Spanned<String>>,
+    /// The private key's algorithm: `ES256` (default), `ES384`, `PS256`, `RS256` or `EdDSA`.
+    #[serde(default)]
+    pub private_key_alg: Option<Spanned<String>>,
+    /// The private key's `kid`, as registered at the provider.
+    #[serde(default)]
+    pub private_key_kid: Option<String>,
 }
 
 /// `[client]`.
@@ -414,32 +471,18 @@ fn key_at(text: &str, offset: usize) -> String {
     }
 }
 
-/// What [`BffConfig::validate`] resolves: the parts to build the BFF from. `Debug` leaves the
-/// secrets and the key out.
+/// What [`BffConfig::validate`] resolves: the parts to build the host from. `Debug` leaves the
+/// secrets and the keys out.
 #[derive(Clone)]
 pub struct Validated {
     /// The listen address.
     pub listen: std::net::SocketAddr,
-    /// The public origin (`https://app.example.com`).
-    pub public_origin: String,
-    /// The callback URL.
-    pub redirect_uri: String,
-    /// The client secret.
-    pub client_secret: String,
-    /// The worker client's secret, when there is a `[client]`.
-    pub worker_secret: Option<String>,
-    /// The Redis encryption key.
-    pub redis_key: Option<[u8; 32]>,
-    /// Per-session DPoP.
-    pub dpop_per_session: bool,
-    /// The routes.
-    pub routes: Vec<crate::ApiRoute>,
-    /// The BFF's options (without the routes' token managers).
-    pub options: crate::BffOptions,
-    /// Plain-http provider allowed (loopback, or `allow_insecure_http_provider`).
-    pub insecure_http_provider: bool,
-    /// Refuse Bearer answers to DPoP-bound logins.
-    pub require_dpop: bool,
+    /// Server threads.
+    pub workers: usize,
+    /// The frontends: one (named `default`) for a file without `[[frontends]]`.
+    pub frontends: Vec<ValidatedFrontend>,
+    /// `[redis]`, when there is one.
+    pub redis: Option<ValidatedRedis>,
     /// What the configuration allows that weakens security (`--check-config` prints them).
     pub notices: Vec<String>,
     /// The operations listener's address, with `[ops]`.
@@ -452,16 +495,173 @@ impl fmt::Debug for Validated {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Validated")
             .field("listen", &self.listen)
-            .field("public_origin", &self.public_origin)
-            .field("redirect_uri", &self.redirect_uri)
-            .field("redis_encrypted", &self.redis_key.is_some())
-            .field("dpop_per_session", &self.dpop_per_session)
-            .field("routes", &self.routes)
-            .field("options", &self.options)
+            .field("workers", &self.workers)
+            .field("frontends", &self.frontends)
+            .field("redis", &self.redis)
             .field("ops_listen", &self.ops_listen)
             .field("admin_api", &self.admin_token.is_some())
             .finish_non_exhaustive()
     }
+}
+
+/// `[redis]`, resolved.
+#[derive(Clone)]
+pub struct ValidatedRedis {
+    /// The URL.
+    pub url: String,
+    /// The key prefix.
+    pub prefix: String,
+    /// The encryption key (`None`: `plaintext = true`).
+    pub key: Option<[u8; 32]>,
+}
+
+impl fmt::Debug for ValidatedRedis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ValidatedRedis")
+            .field("prefix", &self.prefix)
+            .field("encrypted", &self.key.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The `private_key_jwt` key of a frontend's client.
+#[derive(Clone)]
+pub struct ClientKey {
+    /// The key (PEM, PKCS#8).
+    pub pem: String,
+    /// Its algorithm.
+    pub alg: tokenkeeper::dpop::DpopAlgorithm,
+    /// Its `kid`.
+    pub kid: Option<String>,
+}
+
+/// One frontend, resolved.
+#[derive(Clone)]
+pub struct ValidatedFrontend {
+    /// Its name (`default` without `[[frontends]]`).
+    pub name: String,
+    /// The host names it answers, lower case (empty: any).
+    pub hosts: Vec<String>,
+    /// Its path prefix (`""`, or `/admin`).
+    pub prefix: String,
+    /// Its public origin (`https://app.example.com`).
+    pub public_origin: String,
+    /// Its callback URL.
+    pub redirect_uri: String,
+    /// The provider.
+    pub issuer: String,
+    /// The OpenID Connect client.
+    pub client_id: String,
+    /// The client secret (empty with a private key).
+    pub client_secret: String,
+    /// The client's `private_key_jwt` key, instead of a secret.
+    pub client_key: Option<ClientKey>,
+    /// The login's scopes.
+    pub scope: Option<String>,
+    /// The worker client (`[client]`): id, secret and scope.
+    pub worker: Option<(String, String, Option<String>)>,
+    /// Per-session DPoP.
+    pub dpop_per_session: bool,
+    /// Refuse Bearer answers to DPoP-bound logins.
+    pub require_dpop: bool,
+    /// Plain-http provider allowed (loopback, or `allow_insecure_http_provider`).
+    pub insecure_http_provider: bool,
+    /// The BFF's options, with its routes (paths under the prefix).
+    pub options: crate::BffOptions,
+    /// Its SPA's files.
+    pub static_dir: Option<std::path::PathBuf>,
+    /// The names its sessions live under in the shared store: `None`, the store's own (the
+    /// file's one frontend, as before frontends existed); `Some(name)`, the frontend's.
+    pub session_namespace: Option<String>,
+    /// A digest of everything above, secrets included: equal digests, same frontend (a
+    /// reload keeps such a frontend as it runs, sessions, pools and all).
+    pub fingerprint: [u8; 32],
+}
+
+impl fmt::Debug for ValidatedFrontend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ValidatedFrontend")
+            .field("name", &self.name)
+            .field("hosts", &self.hosts)
+            .field("prefix", &self.prefix)
+            .field("public_origin", &self.public_origin)
+            .field("redirect_uri", &self.redirect_uri)
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field(
+                "client_key",
+                &self
+                    .client_key
+                    .as_ref()
+                    .map(|k| (k.alg.as_str(), k.kid.clone())),
+            )
+            .field("scope", &self.scope)
+            .field("worker", &self.worker.as_ref().map(|(id, _, scope)| (id, scope)))
+            .field("dpop_per_session", &self.dpop_per_session)
+            .field("require_dpop", &self.require_dpop)
+            .field("insecure_http_provider", &self.insecure_http_provider)
+            .field("options", &self.options)
+            .field("static_dir", &self.static_dir)
+            .field("session_namespace", &self.session_namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ValidatedFrontend {
+    /// The frontend's routes.
+    pub fn routes(&self) -> &[crate::ApiRoute] {
+        &self.options.routes
+    }
+
+    fn digest(&self) -> [u8; 32] {
+        use sha2::Digest as _;
+        let mut hash = sha2::Sha256::new();
+        hash.update(format!("{self:?}").as_bytes());
+        for secret in [
+            Some(self.client_secret.as_str()),
+            self.client_key.as_ref().map(|k| k.pem.as_str()),
+            self.worker.as_ref().map(|(_, secret, _)| secret.as_str()),
+            self.options
+                .forward_auth
+                .as_ref()
+                .and_then(|f| f.proxy_secret.as_deref()),
+        ] {
+            let secret = secret.unwrap_or_default();
+            hash.update((secret.len() as u64).to_le_bytes());
+            hash.update(secret.as_bytes());
+        }
+        hash.finalize().into()
+    }
+}
+
+/// What one frontend's configuration is made of: `[[frontends]]` entry, or the top-level
+/// sections of a file without them.
+struct FrontendView<'a> {
+    /// `None`: the file's one frontend (`default`).
+    name: Option<&'a Spanned<String>>,
+    /// What its keys start with: `""` or `frontends[2].`.
+    key: String,
+    /// What `public_url`, `base_path` and `static_dir` start with: `bff.` or `frontends[2].`.
+    host_key: String,
+    public_url: Option<&'a Spanned<String>>,
+    hosts: Option<&'a Spanned<Vec<String>>>,
+    base_path: Option<&'a String>,
+    static_dir: Option<&'a Spanned<String>>,
+    cookie_name: Option<&'a Spanned<String>>,
+    oidc: Option<&'a OidcSection>,
+    client: Option<&'a ClientSection>,
+    routes: &'a [RouteSection],
+    claims: Option<&'a ClaimsSection>,
+    forward_auth: Option<&'a ForwardAuthSection>,
+}
+
+/// Whether `name` is 1 to 64 letters, digits, `-` or `_`.
+fn plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
 }
 
 /// `[claims]`: every name 1 to 256 bytes without control characters; no claim both included
@@ -674,133 +874,8 @@ impl BffConfig {
                 "is not an address like 127.0.0.1:8080".into(),
             )
         })?;
-        let public = url::Url::parse(self.bff.public_url.get_ref())
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-            .ok_or_else(|| {
-                err(
-                    "bff.public_url",
-                    Some(self.bff.public_url.span()),
-                    "is not an absolute http(s) URL".into(),
-                )
-            })?;
         let mut notices = Vec::new();
-        let insecure = self
-            .bff
-            .insecure_cookies
-            .as_ref()
-            .is_some_and(|i| *i.get_ref());
-        if insecure && !is_loopback(&public) {
-            return Err(err(
-                "bff.insecure_cookies",
-                self.bff.insecure_cookies.as_ref().map(Spanned::span),
-                "is allowed only with a loopback public_url (127.0.0.1, ::1, localhost): session cookies without Secure would cross the network in the clear".into(),
-            ));
-        }
-        if public.scheme() == "http" && !insecure {
-            return Err(err(
-                "bff.public_url",
-                Some(self.bff.public_url.span()),
-                "is plain http: session cookies are Secure (set insecure_cookies = true for loopback development)".into(),
-            ));
-        }
-        let public_origin = public.origin().ascii_serialization();
-        let base_path = format!(
-            "/{}",
-            self.bff
-                .base_path
-                .as_deref()
-                .unwrap_or("/bff")
-                .trim_matches('/')
-        );
-        let issuer = self.oidc.issuer.get_ref();
-        let Some(issuer_url) = url::Url::parse(issuer)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-        else {
-            return Err(err(
-                "oidc.issuer",
-                Some(self.oidc.issuer.span()),
-                "is not an absolute http(s) URL".into(),
-            ));
-        };
-        let allow_http = self
-            .oidc
-            .allow_insecure_http_provider
-            .as_ref()
-            .is_some_and(|a| *a.get_ref());
-        let insecure_http_provider = issuer_url.scheme() == "http";
-        if insecure_http_provider && !is_loopback(&issuer_url) {
-            if !allow_http {
-                return Err(err(
-                    "oidc.issuer",
-                    Some(self.oidc.issuer.span()),
-                    "is plain http on a non-loopback host: tokens and client secrets would cross the network in the clear (use https, or set allow_insecure_http_provider = true knowingly)".into(),
-                ));
-            }
-            notices.push(format!(
-                "oidc.allow_insecure_http_provider: the provider {issuer} is plain http; tokens and the client secret cross the network in the clear"
-            ));
-        }
-        let secret = |section: &str,
-                      inline: &Option<String>,
-                      from_env: &Option<Spanned<String>>|
-         -> Result<String, ConfigFileError> {
-            match (inline, from_env) {
-                (_, Some(var)) => env(var.get_ref()).filter(|s| !s.is_empty()).ok_or_else(|| {
-                    err(
-                        &format!("{section}.client_secret_env"),
-                        Some(var.span()),
-                        format!("the environment variable {} is not set", var.get_ref()),
-                    )
-                }),
-                (Some(secret), None) => Ok(secret.clone()),
-                (None, None) => Err(err(
-                    &format!("{section}.client_secret"),
-                    None,
-                    "is missing (or give client_secret_env)".into(),
-                )),
-            }
-        };
-        let client_secret = secret(
-            "oidc",
-            &self.oidc.client_secret,
-            &self.oidc.client_secret_env,
-        )?;
-        let worker_secret = match &self.client {
-            Some(client) => Some(secret(
-                "client",
-                &client.client_secret,
-                &client.client_secret_env,
-            )?),
-            None => None,
-        };
-        let require_dpop = self
-            .oidc
-            .require_dpop
-            .as_ref()
-            .is_some_and(|r| *r.get_ref());
-        let dpop_per_session = match self.oidc.dpop.as_ref() {
-            None => false,
-            Some(value) => match value.get_ref().as_str() {
-                "none" => false,
-                "per-session" => true,
-                other => {
-                    return Err(err(
-                        "oidc.dpop",
-                        Some(value.span()),
-                        format!("{other:?} is not \"none\" or \"per-session\""),
-                    ))
-                }
-            },
-        };
-        if require_dpop && !dpop_per_session {
-            return Err(err(
-                "oidc.require_dpop",
-                self.oidc.require_dpop.as_ref().map(Spanned::span),
-                "needs dpop = \"per-session\" (there is no DPoP key to require)".into(),
-            ));
-        }
+        let shared = self.shared_options(&err)?;
         let redis_key = match &self.redis {
             Some(redis) => {
                 if url::Url::parse(redis.url.get_ref()).is_err() {
@@ -852,8 +927,426 @@ impl BffConfig {
             }
             None => None,
         };
+        let redis = match (&self.redis, redis_key) {
+            (Some(section), key) => Some(ValidatedRedis {
+                url: section.url.get_ref().clone(),
+                prefix: section
+                    .prefix
+                    .clone()
+                    .unwrap_or_else(|| "tokenkeeper-bff".into()),
+                key,
+            }),
+            (None, _) => None,
+        };
+        let mut frontends = Vec::new();
+        for view in self.frontend_views(&err)? {
+            frontends.push(self.validate_frontend(&view, &shared, &err, env, &mut notices)?);
+        }
+        // Two frontends that answer one host need distinct prefixes and cookie names.
+        for (i, a) in frontends.iter().enumerate() {
+            for b in &frontends[..i] {
+                let key = |name: &str| format!("frontends[{i}].{name}");
+                let span = |f: fn(&FrontendSection) -> Option<std::ops::Range<usize>>| {
+                    self.frontends.get(i).and_then(f)
+                };
+                if a.name == b.name {
+                    return Err(err(
+                        &key("name"),
+                        span(|f| Some(f.name.span())),
+                        format!("{:?} is the name of another frontend", a.name),
+                    ));
+                }
+                let shared_host = a.hosts.is_empty()
+                    || b.hosts.is_empty()
+                    || a.hosts.iter().any(|h| b.hosts.contains(h));
+                if shared_host && a.prefix == b.prefix {
+                    return Err(err(
+                        &key("public_url"),
+                        span(|f| Some(f.public_url.span())),
+                        format!(
+                            "answers the same host and path as frontend {:?}: give it another host or path prefix",
+                            b.name
+                        ),
+                    ));
+                }
+                if shared_host && a.options.cookie_name == b.options.cookie_name {
+                    return Err(err(
+                        &key("cookie_name"),
+                        span(|f| f.cookie_name.as_ref().map(Spanned::span)),
+                        format!(
+                            "{:?} is frontend {:?}'s session cookie too, on a host both answer",
+                            a.options.cookie_name, b.name
+                        ),
+                    ));
+                }
+            }
+        }
+        let (ops_listen, admin_token) = match &self.ops {
+            Some(ops) => {
+                let (listen, token) = self.validate_ops(ops, &err, env)?;
+                if token.is_some() && !listen.ip().is_loopback() {
+                    notices.push(format!(
+                        "ops.listen: the administration API listens on {listen}, not loopback; its bearer secret crosses that network in the clear"
+                    ));
+                }
+                (Some(listen), token)
+            }
+            None => (None, None),
+        };
+        Ok(Validated {
+            listen,
+            workers: shared.workers,
+            frontends,
+            redis,
+            notices,
+            ops_listen,
+            admin_token,
+        })
+    }
+
+    /// `[bff]`'s settings that every frontend shares: sessions' lifetimes, trusted proxies,
+    /// workers, insecure cookies; and the log format.
+    fn shared_options(&self, err: &KeyError<'_>) -> Result<crate::BffOptions, ConfigFileError> {
+        let mut options = crate::BffOptions {
+            insecure_cookies: self
+                .bff
+                .insecure_cookies
+                .as_ref()
+                .is_some_and(|i| *i.get_ref()),
+            ..crate::BffOptions::default()
+        };
+        if let Some(proxies) = &self.bff.trusted_proxies {
+            for cidr in proxies.get_ref() {
+                let parsed = cidr
+                    .parse::<crate::Cidr>()
+                    .map_err(|e| err("bff.trusted_proxies", Some(proxies.span()), e))?;
+                options.trusted_proxies.push(parsed);
+            }
+        }
+        if let Some(workers) = &self.bff.workers {
+            let count = *workers.get_ref();
+            if count == 0 || count > 1024 {
+                return Err(err(
+                    "bff.workers",
+                    Some(workers.span()),
+                    "must be between 1 and 1024".to_owned(),
+                ));
+            }
+            options.workers = count;
+        }
+        if let Some(secs) = &self.bff.session_sliding_secs {
+            options.session_sliding = Duration::from_secs(*secs.get_ref());
+        }
+        if let Some(secs) = &self.bff.session_max_secs {
+            options.session_max = Duration::from_secs(*secs.get_ref());
+        }
+        if options.session_sliding.is_zero() || options.session_max < options.session_sliding {
+            return Err(err(
+                "bff.session_sliding_secs",
+                self.bff.session_sliding_secs.as_ref().map(Spanned::span),
+                "must be greater than zero and at most session_max_secs".into(),
+            ));
+        }
+        if let Some(format) = &self.bff.log_format {
+            if !matches!(format.get_ref().as_str(), "text" | "json") {
+                return Err(err(
+                    "bff.log_format",
+                    Some(format.span()),
+                    "is neither \"text\" nor \"json\"".into(),
+                ));
+            }
+        }
+        Ok(options)
+    }
+
+    /// The frontends: each `[[frontends]]` entry, or — without any — the file's top-level
+    /// sections as the one frontend. Mixing both is refused, naming the top-level key.
+    fn frontend_views(&self, err: &KeyError<'_>) -> Result<Vec<FrontendView<'_>>, ConfigFileError> {
+        if self.frontends.is_empty() {
+            return Ok(vec![FrontendView {
+                name: None,
+                key: String::new(),
+                host_key: "bff.".into(),
+                public_url: self.bff.public_url.as_ref(),
+                hosts: None,
+                base_path: self.bff.base_path.as_ref(),
+                static_dir: self.bff.static_dir.as_ref(),
+                cookie_name: None,
+                oidc: self.oidc.as_ref(),
+                client: self.client.as_ref(),
+                routes: &self.routes,
+                claims: self.claims.as_ref(),
+                forward_auth: self.forward_auth.as_ref(),
+            }]);
+        }
+        let misplaced = [
+            ("bff.public_url", self.bff.public_url.as_ref().map(Spanned::span), self.bff.public_url.is_some()),
+            ("bff.base_path", None, self.bff.base_path.is_some()),
+            ("bff.static_dir", self.bff.static_dir.as_ref().map(Spanned::span), self.bff.static_dir.is_some()),
+            ("oidc", self.oidc.as_ref().map(|o| o.issuer.span()), self.oidc.is_some()),
+            ("client", None, self.client.is_some()),
+            ("routes", self.routes.first().map(|r| r.path.span()), !self.routes.is_empty()),
+            ("claims", None, self.claims.is_some()),
+            ("forward_auth", None, self.forward_auth.is_some()),
+        ];
+        for (key, span, present) in misplaced {
+            if present {
+                return Err(err(
+                    key,
+                    span,
+                    "belongs in each [[frontends]] entry when the file has frontends".into(),
+                ));
+            }
+        }
+        Ok(self
+            .frontends
+            .iter()
+            .enumerate()
+            .map(|(i, f)| FrontendView {
+                name: Some(&f.name),
+                key: format!("frontends[{i}]."),
+                host_key: format!("frontends[{i}]."),
+                public_url: Some(&f.public_url),
+                hosts: f.hosts.as_ref(),
+                base_path: f.base_path.as_ref(),
+                static_dir: f.static_dir.as_ref(),
+                cookie_name: f.cookie_name.as_ref(),
+                oidc: Some(&f.oidc),
+                client: f.client.as_ref(),
+                routes: &f.routes,
+                claims: f.claims.as_ref(),
+                forward_auth: f.forward_auth.as_ref(),
+            })
+            .collect())
+    }
+
+    /// One frontend: its URL, match, client, routes, claims and forward auth.
+    fn validate_frontend(
+        &self,
+        view: &FrontendView<'_>,
+        shared: &crate::BffOptions,
+        outer: &KeyError<'_>,
+        env: &dyn Fn(&str) -> Option<String>,
+        notices: &mut Vec<String>,
+    ) -> Result<ValidatedFrontend, ConfigFileError> {
+        let err = |key: &str, span: Option<std::ops::Range<usize>>, message: String| {
+            outer(&format!("{}{key}", view.key), span, message)
+        };
+        let host_key = |name: &str| format!("{}{name}", view.host_key);
+        let name = match view.name {
+            None => "default".to_owned(),
+            Some(name) => {
+                if !plain_name(name.get_ref()) {
+                    return Err(err(
+                        "name",
+                        Some(name.span()),
+                        "must be 1 to 64 letters, digits, '-' or '_'".into(),
+                    ));
+                }
+                name.get_ref().clone()
+            }
+        };
+        let Some(public_url) = view.public_url else {
+            return Err(outer(
+                &host_key("public_url"),
+                None,
+                "is missing".into(),
+            ));
+        };
+        let public = url::Url::parse(public_url.get_ref())
+            .ok()
+            .filter(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.query().is_none()
+                    && u.fragment().is_none()
+                    && u.username().is_empty()
+                    && u.password().is_none()
+            })
+            .ok_or_else(|| {
+                outer(
+                    &host_key("public_url"),
+                    Some(public_url.span()),
+                    "is not an absolute http(s) URL without query, fragment or credentials".into(),
+                )
+            })?;
+        let insecure = shared.insecure_cookies;
+        if insecure && !is_loopback(&public) {
+            return Err(outer(
+                "bff.insecure_cookies",
+                self.bff.insecure_cookies.as_ref().map(Spanned::span),
+                format!("is allowed only with a loopback public_url (127.0.0.1, ::1, localhost), and {} is not: session cookies without Secure would cross the network in the clear", public_url.get_ref()),
+            ));
+        }
+        if public.scheme() == "http" && !insecure {
+            return Err(outer(
+                &host_key("public_url"),
+                Some(public_url.span()),
+                "is plain http: session cookies are Secure (set insecure_cookies = true for loopback development)".into(),
+            ));
+        }
+        let public_origin = public.origin().ascii_serialization();
+        // The path prefix: only for a frontend of several (the one frontend's public_url is an
+        // origin, as it always was).
+        let prefix = match view.name {
+            Some(_) => public.path().trim_end_matches('/').to_owned(),
+            None => String::new(),
+        };
+        if prefix.contains(['%', '{', '}', '*', ';']) || prefix.contains("//") {
+            return Err(outer(
+                &host_key("public_url"),
+                Some(public_url.span()),
+                "has a path that cannot be a plain path prefix".into(),
+            ));
+        }
+        let hosts = match view.hosts {
+            None if view.name.is_none() => Vec::new(),
+            None => vec![public.host_str().unwrap_or_default().to_ascii_lowercase()],
+            Some(list) if list.get_ref().iter().any(|h| h == "*") => {
+                if list.get_ref().len() > 1 {
+                    return Err(err(
+                        "hosts",
+                        Some(list.span()),
+                        "\"*\" (any host) stands alone".into(),
+                    ));
+                }
+                Vec::new()
+            }
+            Some(list) => {
+                let mut hosts = Vec::new();
+                for host in list.get_ref() {
+                    let lower = host.to_ascii_lowercase();
+                    let plain = !lower.is_empty()
+                        && lower.len() <= 253
+                        && lower.bytes().all(|b| {
+                            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'[' | b']' | b':')
+                        })
+                        && url::Host::parse(&lower).is_ok();
+                    if !plain {
+                        return Err(err(
+                            "hosts",
+                            Some(list.span()),
+                            format!("{host:?} is not a host name (no port, no scheme)"),
+                        ));
+                    }
+                    hosts.push(lower);
+                }
+                if hosts.is_empty() {
+                    return Err(err("hosts", Some(list.span()), "lists no host".into()));
+                }
+                hosts
+            }
+        };
+        let base_path = format!(
+            "{prefix}/{}",
+            view.base_path
+                .map(String::as_str)
+                .unwrap_or("/bff")
+                .trim_matches('/')
+        );
+        let Some(oidc) = view.oidc else {
+            return Err(err("oidc", None, "is missing".into()));
+        };
+        let issuer = oidc.issuer.get_ref();
+        let Some(issuer_url) = url::Url::parse(issuer)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        else {
+            return Err(err(
+                "oidc.issuer",
+                Some(oidc.issuer.span()),
+                "is not an absolute http(s) URL".into(),
+            ));
+        };
+        let allow_http = oidc
+            .allow_insecure_http_provider
+            .as_ref()
+            .is_some_and(|a| *a.get_ref());
+        let insecure_http_provider = issuer_url.scheme() == "http";
+        if insecure_http_provider && !is_loopback(&issuer_url) {
+            if !allow_http {
+                return Err(err(
+                    "oidc.issuer",
+                    Some(oidc.issuer.span()),
+                    "is plain http on a non-loopback host: tokens and client secrets would cross the network in the clear (use https, or set allow_insecure_http_provider = true knowingly)".into(),
+                ));
+            }
+            notices.push(format!(
+                "{}oidc.allow_insecure_http_provider: the provider {issuer} is plain http; tokens and the client secret cross the network in the clear",
+                view.key
+            ));
+        }
+        let secret = |section: &str,
+                      inline: &Option<String>,
+                      from_env: &Option<Spanned<String>>|
+         -> Result<String, ConfigFileError> {
+            match (inline, from_env) {
+                (_, Some(var)) => env(var.get_ref()).filter(|s| !s.is_empty()).ok_or_else(|| {
+                    err(
+                        &format!("{section}.client_secret_env"),
+                        Some(var.span()),
+                        format!("the environment variable {} is not set", var.get_ref()),
+                    )
+                }),
+                (Some(secret), None) => Ok(secret.clone()),
+                (None, None) => Err(err(
+                    &format!("{section}.client_secret"),
+                    None,
+                    "is missing (or give client_secret_env, or a private key)".into(),
+                )),
+            }
+        };
+        let client_key = self.client_key(oidc, &err, env)?;
+        let client_secret = match &client_key {
+            Some(_) => {
+                if let Some(span) = oidc
+                    .client_secret_env
+                    .as_ref()
+                    .map(Spanned::span)
+                    .or(oidc.client_secret.as_ref().map(|_| oidc.issuer.span()))
+                {
+                    return Err(err(
+                        "oidc.client_secret",
+                        Some(span),
+                        "and a private key are both given: choose one way to authenticate".into(),
+                    ));
+                }
+                String::new()
+            }
+            None => secret("oidc", &oidc.client_secret, &oidc.client_secret_env)?,
+        };
+        let worker = match view.client {
+            Some(client) => Some((
+                client.client_id.clone(),
+                secret("client", &client.client_secret, &client.client_secret_env)?,
+                client.scope.clone(),
+            )),
+            None => None,
+        };
+        let require_dpop = oidc.require_dpop.as_ref().is_some_and(|r| *r.get_ref());
+        let dpop_per_session = match oidc.dpop.as_ref() {
+            None => false,
+            Some(value) => match value.get_ref().as_str() {
+                "none" => false,
+                "per-session" => true,
+                other => {
+                    return Err(err(
+                        "oidc.dpop",
+                        Some(value.span()),
+                        format!("{other:?} is not \"none\" or \"per-session\""),
+                    ))
+                }
+            },
+        };
+        if require_dpop && !dpop_per_session {
+            return Err(err(
+                "oidc.require_dpop",
+                oidc.require_dpop.as_ref().map(Spanned::span),
+                "needs dpop = \"per-session\" (there is no DPoP key to require)".into(),
+            ));
+        }
         let mut routes = Vec::new();
-        for (i, route) in self.routes.iter().enumerate() {
+        for (i, route) in view.routes.iter().enumerate() {
             let key = |name: &str| format!("routes[{i}].{name}");
             let path = route.path.get_ref();
             if !path.starts_with('/') || path.contains("..") || path.contains(['{', '}', '*']) {
@@ -895,7 +1388,7 @@ impl BffConfig {
                 crate::RouteToken::Client
                     | crate::RouteToken::UserOrClient
                     | crate::RouteToken::Exchange
-            ) && self.client.is_none()
+            ) && view.client.is_none()
             {
                 return Err(err(
                     &key("token"),
@@ -932,7 +1425,7 @@ impl BffConfig {
                 params = params.resource(parsed.clone());
                 client_params = client_params.resource(parsed);
             }
-            let mut api = crate::ApiRoute::new(path.clone(), upstream)
+            let mut api = crate::ApiRoute::new(join(&prefix, path), upstream)
                 .token(token)
                 .user_params(params)
                 .client_params(client_params);
@@ -1076,95 +1569,169 @@ impl BffConfig {
             }
             routes.push(api);
         }
-        let mut options = crate::BffOptions {
-            base_path: base_path.clone(),
-            insecure_cookies: insecure,
-            ..crate::BffOptions::default()
+        let mut options = shared.clone();
+        options.base_path = base_path.clone();
+        options.routes = routes;
+        options.name = name.clone();
+        options.cookie_name = match (view.cookie_name, view.name) {
+            (Some(cookie), _) => {
+                if !plain_name(cookie.get_ref()) {
+                    return Err(err(
+                        "cookie_name",
+                        Some(cookie.span()),
+                        "must be 1 to 64 letters, digits, '-' or '_' (\"__Host-\" is put in front of it)".into(),
+                    ));
+                }
+                cookie.get_ref().clone()
+            }
+            (None, Some(_)) => format!("bff-{name}"),
+            (None, None) => "bff".to_owned(),
         };
-        if let Some(proxies) = &self.bff.trusted_proxies {
-            for cidr in proxies.get_ref() {
-                let parsed = cidr
-                    .parse::<crate::Cidr>()
-                    .map_err(|e| err("bff.trusted_proxies", Some(proxies.span()), e))?;
-                options.trusted_proxies.push(parsed);
+        let static_dir = match view.static_dir {
+            Some(dir) => {
+                if !std::path::Path::new(dir.get_ref()).is_dir() {
+                    return Err(outer(
+                        &host_key("static_dir"),
+                        Some(dir.span()),
+                        "is not a directory".into(),
+                    ));
+                }
+                Some(std::path::PathBuf::from(dir.get_ref()))
             }
-        }
-        if let Some(workers) = &self.bff.workers {
-            let count = *workers.get_ref();
-            if count == 0 || count > 1024 {
-                return Err(err(
-                    "bff.workers",
-                    Some(workers.span()),
-                    "must be between 1 and 1024".to_owned(),
-                ));
-            }
-            options.workers = count;
-        }
-        if let Some(secs) = &self.bff.session_sliding_secs {
-            options.session_sliding = Duration::from_secs(*secs.get_ref());
-        }
-        if let Some(secs) = &self.bff.session_max_secs {
-            options.session_max = Duration::from_secs(*secs.get_ref());
-        }
-        if options.session_sliding.is_zero() || options.session_max < options.session_sliding {
-            return Err(err(
-                "bff.session_sliding_secs",
-                self.bff.session_sliding_secs.as_ref().map(Spanned::span),
-                "must be greater than zero and at most session_max_secs".into(),
-            ));
-        }
-        if let Some(dir) = &self.bff.static_dir {
-            if !std::path::Path::new(dir.get_ref()).is_dir() {
-                return Err(err(
-                    "bff.static_dir",
-                    Some(dir.span()),
-                    "is not a directory".into(),
-                ));
-            }
-        }
-        if let Some(format) = &self.bff.log_format {
-            if !matches!(format.get_ref().as_str(), "text" | "json") {
-                return Err(err(
-                    "bff.log_format",
-                    Some(format.span()),
-                    "is neither \"text\" nor \"json\"".into(),
-                ));
-            }
-        }
-        if let Some(claims) = &self.claims {
+            None => None,
+        };
+        if let Some(claims) = view.claims {
             options.claims = validate_claims(claims, &err)?;
         }
-        if let Some(section) = &self.forward_auth {
+        if let Some(section) = view.forward_auth {
             options.forward_auth =
                 Some(validate_forward_auth(section, dpop_per_session, &err, env)?);
         }
-        let (ops_listen, admin_token) = match &self.ops {
-            Some(ops) => {
-                let (listen, token) = self.validate_ops(ops, &err, env)?;
-                if token.is_some() && !listen.ip().is_loopback() {
-                    notices.push(format!(
-                        "ops.listen: the administration API listens on {listen}, not loopback; its bearer secret crosses that network in the clear"
-                    ));
-                }
-                (Some(listen), token)
-            }
-            None => (None, None),
-        };
-        Ok(Validated {
-            listen,
-            ops_listen,
-            admin_token,
+        let mut frontend = ValidatedFrontend {
+            name,
+            hosts,
+            prefix,
             redirect_uri: format!("{public_origin}{base_path}/callback"),
             public_origin,
+            issuer: issuer.clone(),
+            client_id: oidc.client_id.clone(),
             client_secret,
-            worker_secret,
-            redis_key,
+            client_key,
+            scope: oidc.scope.clone(),
+            worker,
             dpop_per_session,
-            routes,
-            options,
-            insecure_http_provider,
             require_dpop,
-            notices,
-        })
+            insecure_http_provider,
+            options,
+            static_dir,
+            session_namespace: view.name.map(|n| n.get_ref().clone()),
+            fingerprint: [0; 32],
+        };
+        frontend.fingerprint = frontend.digest();
+        Ok(frontend)
+    }
+
+    /// `private_key_env` or `private_key_file`, with `private_key_alg` and `private_key_kid`:
+    /// read and parsed now, so that a key that cannot sign is an error at start.
+    fn client_key(
+        &self,
+        oidc: &OidcSection,
+        err: &KeyError<'_>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<ClientKey>, ConfigFileError> {
+        let pem = match (&oidc.private_key_env, &oidc.private_key_file) {
+            (None, None) => {
+                for (key, span) in [
+                    ("oidc.private_key_alg", oidc.private_key_alg.as_ref().map(Spanned::span)),
+                    ("oidc.private_key_kid", oidc.private_key_kid.as_ref().map(|_| oidc.issuer.span())),
+                ] {
+                    if let Some(span) = span {
+                        return Err(err(
+                            key,
+                            Some(span),
+                            "applies only with private_key_env or private_key_file".into(),
+                        ));
+                    }
+                }
+                return Ok(None);
+            }
+            (Some(_), Some(file)) => {
+                return Err(err(
+                    "oidc.private_key_file",
+                    Some(file.span()),
+                    "and private_key_env are both given: choose one".into(),
+                ))
+            }
+            (Some(var), None) => env(var.get_ref()).filter(|v| !v.is_empty()).ok_or_else(|| {
+                err(
+                    "oidc.private_key_env",
+                    Some(var.span()),
+                    format!("the environment variable {} is not set", var.get_ref()),
+                )
+            })?,
+            (None, Some(file)) => std::fs::read_to_string(file.get_ref()).map_err(|e| {
+                err(
+                    "oidc.private_key_file",
+                    Some(file.span()),
+                    format!("cannot be read: {}", e.kind()),
+                )
+            })?,
+        };
+        use tokenkeeper::dpop::DpopAlgorithm;
+        let alg = match oidc.private_key_alg.as_ref().map(|a| (a.get_ref().as_str(), a.span())) {
+            None | Some(("ES256", _)) => DpopAlgorithm::ES256,
+            Some(("ES384", _)) => DpopAlgorithm::ES384,
+            Some(("PS256", _)) => DpopAlgorithm::PS256,
+            Some(("RS256", _)) => DpopAlgorithm::RS256,
+            Some(("EdDSA", _)) => DpopAlgorithm::EdDSA,
+            Some((other, span)) => {
+                return Err(err(
+                    "oidc.private_key_alg",
+                    Some(span),
+                    format!("{other:?} is not one of ES256, ES384, PS256, RS256, EdDSA"),
+                ))
+            }
+        };
+        let key_name = if oidc.private_key_env.is_some() {
+            "oidc.private_key_env"
+        } else {
+            "oidc.private_key_file"
+        };
+        let span = oidc
+            .private_key_env
+            .as_ref()
+            .or(oidc.private_key_file.as_ref())
+            .map(Spanned::span);
+        // The error says what is wrong with the key, never the key.
+        tokenkeeper::dpop::DpopKey::from_pem(&pem, alg).map_err(|e| {
+            err(
+                key_name,
+                span,
+                format!("is not a usable {} private key: {e}", alg.as_str()),
+            )
+        })?;
+        if let Some(kid) = &oidc.private_key_kid {
+            if kid.is_empty() || kid.len() > 256 || kid.chars().any(char::is_control) {
+                return Err(err(
+                    "oidc.private_key_kid",
+                    None,
+                    "must be 1 to 256 characters, no control characters".into(),
+                ));
+            }
+        }
+        Ok(Some(ClientKey {
+            pem,
+            alg,
+            kid: oidc.private_key_kid.clone(),
+        }))
+    }
+}
+
+/// `prefix` and a route's `path`: `/admin` + `/api` = `/admin/api`; `/admin` + `/` = `/admin`.
+fn join(prefix: &str, path: &str) -> String {
+    match (prefix.is_empty(), path) {
+        (true, _) => path.to_owned(),
+        (false, "/") => prefix.to_owned(),
+        (false, _) => format!("{prefix}{path}"),
     }
 }

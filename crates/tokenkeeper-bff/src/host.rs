@@ -1,5 +1,6 @@
-//! The `tokenkeeper bff` host: the BFF built from a validated configuration file, with its
-//! static files (the SPA, with a fallback to `index.html`).
+//! The `tokenkeeper bff` host: its frontends built from a validated configuration file, each
+//! with its static files (the SPA, with a fallback to `index.html`), on one session store; and
+//! its reload (BF-18).
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -12,116 +13,351 @@ use tokenkeeper::user::UserTokenManager;
 use tokenkeeper::{ClientConfig, ClientCredentialsTokenManager, Error};
 use tokenkeeper_axum::{Oidc, OidcConfig};
 
-use crate::config::{BffConfig, Validated};
-use crate::{Bff, BffSessionStore, InMemoryBffSessionStore};
+use std::collections::HashMap;
+use std::sync::Mutex;
 
-/// Builds the BFF and its router from `config` (already validated into `validated`).
-pub fn build(config: &BffConfig, validated: &Validated) -> Result<(Bff, Router), Error> {
-    let issuer = config.oidc.issuer.get_ref().clone();
-    let client = ClientConfig::from_issuer(
-        issuer.clone(),
-        config.oidc.client_id.clone(),
-        validated.client_secret.clone(),
-    )
-    .allow_insecure_http(validated.insecure_http_provider)
-    .require_dpop(validated.require_dpop);
-    let mut users = UserTokenManager::builder(client);
-    if validated.dpop_per_session {
-        users = users.per_session_dpop(tokenkeeper::dpop::DpopAlgorithm::ES256);
+use crate::config::{Validated, ValidatedFrontend};
+use crate::{
+    Bff, BffSessionStore, Frontend, Frontends, FrontendsHandler, InMemoryBffSessionStore,
+};
+
+/// The `tokenkeeper bff` host: its frontends (served by [`Host::handler`]) and the session
+/// store they share. [`Host::reload`] replaces what changed in the configuration.
+pub struct Host {
+    handler: FrontendsHandler,
+    stores: Stores,
+    /// What a reload must restart for: listen address, workers, Redis, operations listener.
+    fixed: String,
+    /// Per running frontend, its configuration's fingerprint.
+    running: Mutex<HashMap<String, [u8; 32]>>,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host")
+            .field("handler", &self.handler)
+            .finish_non_exhaustive()
     }
+}
+
+/// The session store the frontends share: one Redis connection, or sessions in this process
+/// (kept per frontend across reloads).
+struct Stores {
     #[cfg(feature = "redis")]
-    let redis = match &config.redis {
-        Some(section) => Some(
-            tokenkeeper_redis::RedisTokenCache::new(
-                section.url.get_ref(),
-                tokenkeeper_redis::RedisOptions {
-                    prefix: section
-                        .prefix
-                        .clone()
-                        .unwrap_or_else(|| "tokenkeeper-bff".into()),
-                    encryption: match validated.redis_key {
-                        Some(key) => Some(tokenkeeper::Encryption::new("k1", &key)?),
-                        None => None,
-                    },
-                    // `validate` allows no key only with `plaintext = true`.
-                    plaintext: validated.redis_key.is_none(),
-                    ..tokenkeeper_redis::RedisOptions::default()
-                },
-            )
-            .map_err(Error::from)?,
+    redis: Option<tokenkeeper_redis::RedisTokenCache>,
+    memory: Mutex<HashMap<String, Arc<InMemoryBffSessionStore>>>,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Frontends new in the configuration.
+    pub added: Vec<String>,
+    /// Frontends whose configuration changed: rebuilt (their sessions stay in the store).
+    pub changed: Vec<String>,
+    /// Frontends no longer configured: their WebSocket relays are closed.
+    pub removed: Vec<String>,
+    /// Frontends that run on as they were.
+    pub unchanged: Vec<String>,
+}
+
+/// The settings a reload cannot apply.
+fn fixed_settings(validated: &Validated) -> String {
+    format!(
+        "{:?} {:?} {:?} {:?}",
+        validated.listen,
+        validated.workers,
+        validated.redis.as_ref().map(|r| (
+            &r.url,
+            &r.prefix,
+            r.key.map(|k| {
+                use sha2::Digest as _;
+                sha2::Sha256::digest(k).to_vec()
+            })
+        )),
+        (
+            validated.ops_listen,
+            validated.admin_token.as_ref().map(|t| {
+                use sha2::Digest as _;
+                sha2::Sha256::digest(t.as_bytes()).to_vec()
+            })
         ),
-        None => None,
-    };
-    #[cfg(not(feature = "redis"))]
-    if config.redis.is_some() {
-        return Err(Error::Config(tokenkeeper::ConfigError::new(
-            "redis",
-            "this build has no Redis support (feature `redis`)",
-        )));
+    )
+}
+
+/// Builds the host from a validated configuration: one [`Bff`] per frontend, on one session
+/// store. Start each frontend's discovery and the cleanup with [`Host::start`].
+pub fn build(validated: &Validated) -> Result<Host, Error> {
+    let stores = Stores::new(validated)?;
+    let mut list = Vec::with_capacity(validated.frontends.len());
+    for frontend in &validated.frontends {
+        list.push(stores.frontend(frontend)?);
     }
-    #[cfg(feature = "redis")]
-    if let Some(redis) = &redis {
-        users = users
-            .store(Arc::new(tokenkeeper_redis::RedisUserTokenStore::new(redis)))
-            .lease(Arc::new(tokenkeeper_redis::RedisLease::new(redis)));
-        if validated.dpop_per_session {
-            users =
-                users.dpop_key_store(Arc::new(tokenkeeper_redis::RedisDpopKeyStore::new(redis)?));
+    Ok(Host {
+        handler: FrontendsHandler::new(Frontends::new(list)?),
+        stores,
+        fixed: fixed_settings(validated),
+        running: Mutex::new(
+            validated
+                .frontends
+                .iter()
+                .map(|f| (f.name.clone(), f.fingerprint))
+                .collect(),
+        ),
+    })
+}
+
+impl Host {
+    /// What serves the requests (give it to [`tokenkeeper_proxy::server::Bound::serve`]), and
+    /// answers the operations listener.
+    pub fn handler(&self) -> &FrontendsHandler {
+        &self.handler
+    }
+
+    /// Starts every frontend's discovery ([`Bff::spawn_discovery`]) and the sessions' cleanup
+    /// (every `cleanup_every`); the cleanup task is returned.
+    pub fn start(&self, cleanup_every: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        for frontend in self.handler.current().iter() {
+            frontend.bff().spawn_discovery();
         }
+        self.handler.spawn_cleanup(cleanup_every)
     }
-    let mut oidc_config = OidcConfig::new(
-        issuer.clone(),
-        config.oidc.client_id.clone(),
-        validated.client_secret.clone(),
-        validated.redirect_uri.clone(),
-    );
-    if let Some(scope) = &config.oidc.scope {
-        oidc_config.scope = tokenkeeper::Scope::parse(scope);
-    }
-    oidc_config.insecure_cookies = validated.options.insecure_cookies;
-    #[allow(unused_mut)]
-    let mut oidc = Oidc::new(oidc_config, users.build()?)?;
-    #[allow(unused_mut)]
-    let mut sessions: Arc<dyn BffSessionStore> = Arc::new(InMemoryBffSessionStore::new());
-    #[cfg(feature = "redis")]
-    if let Some(redis) = &redis {
-        oidc = oidc.with_login_replay_store(Arc::new(
-            tokenkeeper_redis::RedisLoginReplayStore::new(redis),
-        ));
-        sessions = Arc::new(crate::RedisBffSessionStore::new(redis));
-    }
-    let clients = match (&config.client, &validated.worker_secret) {
-        (Some(section), Some(secret)) => {
-            let mut worker =
-                ClientConfig::from_issuer(issuer, section.client_id.clone(), secret.clone())
-                    .allow_insecure_http(validated.insecure_http_provider);
-            if let Some(scope) = &section.scope {
-                worker = worker.scope(scope.as_str());
+
+    /// Applies `next` (validated): frontends added are built, changed ones rebuilt, removed
+    /// ones dropped (their WebSocket relays closed), unchanged ones kept as they run — with
+    /// their sessions, connections and tokens. Requests in flight finish on the frontends they
+    /// began with. A change to what cannot be reloaded (listen address, workers, Redis, the
+    /// operations listener) is refused, and nothing changes.
+    pub fn reload(&self, next: &Validated) -> Result<Reloaded, Error> {
+        if fixed_settings(next) != self.fixed {
+            return Err(Error::Config(tokenkeeper::ConfigError::new(
+                "bff",
+                "bff.listen, bff.workers, [redis] or [ops] changed: restart to apply them",
+            )));
+        }
+        let current = self.handler.current();
+        let mut running = self
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut done = Reloaded::default();
+        let mut list = Vec::with_capacity(next.frontends.len());
+        let mut fresh = Vec::new();
+        for frontend in &next.frontends {
+            let kept = running
+                .get(&frontend.name)
+                .filter(|print| **print == frontend.fingerprint)
+                .and_then(|_| current.get(&frontend.name));
+            match kept {
+                Some(kept) => {
+                    done.unchanged.push(frontend.name.clone());
+                    list.push(kept.clone());
+                }
+                None => {
+                    if running.contains_key(&frontend.name) {
+                        done.changed.push(frontend.name.clone());
+                    } else {
+                        done.added.push(frontend.name.clone());
+                    }
+                    let built = self.stores.frontend(frontend)?;
+                    fresh.push(built.bff().clone());
+                    list.push(built);
+                }
             }
-            Some(
-                ClientCredentialsTokenManager::builder()
-                    .client("bff", worker)
-                    .build()?,
-            )
         }
-        _ => None,
-    };
-    let mut options = validated.options.clone();
-    options.routes = validated.routes.clone();
-    let bff = Bff::with_store(oidc, options, sessions, clients)?;
-    let files = match &config.bff.static_dir {
-        Some(dir) => spa(PathBuf::from(dir.get_ref())),
-        None => Router::new(),
-    };
-    Ok((bff, files))
+        let frontends = Frontends::new(list)?;
+        for old in current.iter() {
+            if frontends.get(old.name()).is_none() {
+                done.removed.push(old.name().to_owned());
+                old.bff().close_websockets();
+            }
+        }
+        self.handler.replace(frontends);
+        for bff in fresh {
+            bff.spawn_discovery();
+        }
+        *running = next
+            .frontends
+            .iter()
+            .map(|f| (f.name.clone(), f.fingerprint))
+            .collect();
+        Ok(done)
+    }
+}
+
+impl Stores {
+    fn new(validated: &Validated) -> Result<Self, Error> {
+        #[cfg(feature = "redis")]
+        let redis = match &validated.redis {
+            Some(section) => Some(
+                tokenkeeper_redis::RedisTokenCache::new(
+                    &section.url,
+                    tokenkeeper_redis::RedisOptions {
+                        prefix: section.prefix.clone(),
+                        encryption: match section.key {
+                            Some(key) => Some(tokenkeeper::Encryption::new("k1", &key)?),
+                            None => None,
+                        },
+                        // `validate` allows no key only with `plaintext = true`.
+                        plaintext: section.key.is_none(),
+                        ..tokenkeeper_redis::RedisOptions::default()
+                    },
+                )
+                .map_err(Error::from)?,
+            ),
+            None => None,
+        };
+        #[cfg(not(feature = "redis"))]
+        if validated.redis.is_some() {
+            return Err(Error::Config(tokenkeeper::ConfigError::new(
+                "redis",
+                "this build has no Redis support (feature `redis`)",
+            )));
+        }
+        Ok(Self {
+            #[cfg(feature = "redis")]
+            redis,
+            memory: Mutex::default(),
+        })
+    }
+
+    /// The BFF of one frontend, and its static files.
+    fn frontend(&self, f: &ValidatedFrontend) -> Result<Frontend, Error> {
+        let issuer = f.issuer.clone();
+        let mut client = ClientConfig::from_issuer(
+            issuer.clone(),
+            f.client_id.clone(),
+            f.client_secret.clone(),
+        )
+        .allow_insecure_http(f.insecure_http_provider)
+        .require_dpop(f.require_dpop);
+        let mut login_cookie_key = None;
+        if let Some(key) = &f.client_key {
+            let mut signer =
+                tokenkeeper::PrivateKeyJwt::new(tokenkeeper::dpop::DpopKey::from_pem(&key.pem, key.alg)?);
+            if let Some(kid) = &key.kid {
+                signer = signer.with_kid(kid.clone());
+            }
+            client = client.private_key_jwt(Arc::new(signer));
+            // Without a client secret, the login cookie's key comes from the private key, so
+            // that every instance of a fleet opens the others' login cookies.
+            use sha2::Digest as _;
+            let mut hash = sha2::Sha256::new();
+            hash.update(b"tokenkeeper-bff login cookie key\0");
+            hash.update(f.client_id.as_bytes());
+            hash.update(b"\0");
+            hash.update(key.pem.as_bytes());
+            let derived: [u8; 32] = hash.finalize().into();
+            login_cookie_key = Some(Arc::new(tokenkeeper::Encryption::new("k1", &derived)?));
+        }
+        let mut users = UserTokenManager::builder(client);
+        if f.dpop_per_session {
+            users = users.per_session_dpop(tokenkeeper::dpop::DpopAlgorithm::ES256);
+        }
+        #[cfg(feature = "redis")]
+        if let Some(redis) = &self.redis {
+            users = users
+                .store(Arc::new(tokenkeeper_redis::RedisUserTokenStore::new(redis)))
+                .lease(Arc::new(tokenkeeper_redis::RedisLease::new(redis)));
+            if f.dpop_per_session {
+                users = users
+                    .dpop_key_store(Arc::new(tokenkeeper_redis::RedisDpopKeyStore::new(redis)?));
+            }
+        }
+        let mut oidc_config = OidcConfig::new(
+            issuer.clone(),
+            f.client_id.clone(),
+            f.client_secret.clone(),
+            f.redirect_uri.clone(),
+        );
+        if let Some(scope) = &f.scope {
+            oidc_config.scope = tokenkeeper::Scope::parse(scope);
+        }
+        oidc_config.insecure_cookies = f.options.insecure_cookies;
+        oidc_config.login_cookie_key = login_cookie_key;
+        if let Some(namespace) = &f.session_namespace {
+            oidc_config.login_cookie_name = Some(format!("tk.login-{namespace}"));
+        }
+        #[allow(unused_mut)]
+        let mut oidc = Oidc::new(oidc_config, users.build()?)?;
+        let sessions: Arc<dyn BffSessionStore> = match self.shared_redis() {
+            #[cfg(feature = "redis")]
+            Some(redis) => {
+                oidc = oidc.with_login_replay_store(Arc::new(
+                    tokenkeeper_redis::RedisLoginReplayStore::new(redis),
+                ));
+                let store = crate::RedisBffSessionStore::new(redis);
+                Arc::new(match &f.session_namespace {
+                    Some(name) => store.for_frontend(name),
+                    None => store,
+                })
+            }
+            _ => self
+                .memory
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .entry(f.name.clone())
+                .or_insert_with(|| Arc::new(InMemoryBffSessionStore::new()))
+                .clone(),
+        };
+        let clients = match &f.worker {
+            Some((client_id, secret, scope)) => {
+                let mut worker =
+                    ClientConfig::from_issuer(issuer, client_id.clone(), secret.clone())
+                        .allow_insecure_http(f.insecure_http_provider);
+                if let Some(scope) = scope {
+                    worker = worker.scope(scope.as_str());
+                }
+                Some(
+                    ClientCredentialsTokenManager::builder()
+                        .client("bff", worker)
+                        .build()?,
+                )
+            }
+            None => None,
+        };
+        let bff = Bff::with_store(oidc, f.options.clone(), sessions, clients)?;
+        let files = match &f.static_dir {
+            Some(dir) => spa_under(&f.prefix, dir.clone()),
+            None => Router::new(),
+        };
+        Ok(Frontend::new(bff, files)
+            .hosts(&f.hosts)
+            .path_prefix(&f.prefix))
+    }
+
+    #[cfg(feature = "redis")]
+    fn shared_redis(&self) -> Option<&tokenkeeper_redis::RedisTokenCache> {
+        self.redis.as_ref()
+    }
+
+    #[cfg(not(feature = "redis"))]
+    fn shared_redis(&self) -> Option<std::convert::Infallible> {
+        None
+    }
 }
 
 /// Serves the files of `dir`; a path that names no file and has no extension gets
 /// `index.html` (the SPA's own routes), anything else 404.
 pub fn spa(dir: PathBuf) -> Router {
+    spa_under("", dir)
+}
+
+/// [`spa`] for a frontend under a path prefix (`/admin`): `/admin/app.js` is `dir/app.js`.
+pub fn spa_under(prefix: &str, dir: PathBuf) -> Router {
+    let prefix = prefix.trim_end_matches('/').to_owned();
     Router::new().fallback(move |uri: Uri| {
         let dir = dir.clone();
-        async move { serve(&dir, uri.path()).await }
+        let path = match uri.path().strip_prefix(prefix.as_str()) {
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => Some(rest.to_owned()),
+            _ => None,
+        };
+        async move {
+            match path {
+                Some(path) => serve(&dir, &path).await,
+                None => StatusCode::NOT_FOUND.into_response(),
+            }
+        }
     })
 }
 

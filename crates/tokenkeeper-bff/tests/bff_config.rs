@@ -46,14 +46,14 @@ fn error(text: &str) -> tokenkeeper_bff::config::ConfigFileError {
 fn a_good_file_validates_and_takes_secrets_from_the_environment() {
     let config = BffConfig::parse(GOOD).unwrap();
     let validated = config.validate(GOOD, &env).unwrap();
-    assert_eq!(validated.client_secret, "from-env");
-    assert_eq!(validated.worker_secret.as_deref(), Some("inline"));
+    assert_eq!(validated.frontends[0].client_secret, "from-env");
+    assert_eq!(validated.frontends[0].worker.as_ref().map(|w| w.1.as_str()), Some("inline"));
     assert_eq!(
-        validated.redirect_uri,
+        validated.frontends[0].redirect_uri,
         "https://app.example.com/bff/callback"
     );
-    assert_eq!(validated.routes.len(), 2);
-    assert!(validated.dpop_per_session);
+    assert_eq!(validated.frontends[0].routes().len(), 2);
+    assert!(validated.frontends[0].dpop_per_session);
 }
 
 #[test]
@@ -127,7 +127,8 @@ fn errors_name_the_key_and_the_line() {
         );
     }
     let e = error("[bff]\nlisten = \"127.0.0.1:0\"\n");
-    assert!(e.message.contains("public_url"), "{e}");
+    assert_eq!(e.key, "bff.public_url", "{e}");
+    assert!(e.message.contains("missing"), "{e}");
 }
 
 #[test]
@@ -216,7 +217,7 @@ fn bf_19_the_claims_section_shapes_the_user_endpoint_and_refuses_what_could_neve
         .unwrap()
         .validate(&text, &env)
         .unwrap();
-    let claims = &validated.options.claims;
+    let claims = &validated.frontends[0].options.claims;
     assert_eq!(claims.include, ["sub", "name", "preferred_username"]);
     assert_eq!(
         claims.rename,
@@ -277,7 +278,7 @@ fn bf_21_the_forward_auth_section_takes_header_names_nobody_else_uses() {
         .unwrap()
         .validate(&text, &env)
         .unwrap();
-    let forward = validated.options.forward_auth.unwrap();
+    let forward = validated.frontends[0].options.forward_auth.clone().unwrap();
     assert_eq!(forward.headers.len(), 1);
     assert_eq!(forward.headers[0].0, "sub");
     assert_eq!(forward.headers[0].1.as_str(), "x-auth-request-user");
@@ -299,7 +300,7 @@ fn bf_21_the_forward_auth_section_takes_header_names_nobody_else_uses() {
         !format!("{validated:?}").contains(&proxy_secret),
         "Debug shows the secret"
     );
-    let forward = validated.options.forward_auth.unwrap();
+    let forward = validated.frontends[0].options.forward_auth.clone().unwrap();
     let names: Vec<&str> = forward.names().map(|n| n.as_str()).collect();
     assert_eq!(names, ["x-groups", "x-user", "x-token"]);
     assert_eq!(forward.proxy_secret.as_deref(), Some(&*proxy_secret));

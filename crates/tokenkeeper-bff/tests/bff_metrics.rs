@@ -18,9 +18,10 @@ async fn bff_metrics_count_sessions_proxied_requests_and_token_failures() {
     })
     .await;
     let browser = browser();
-    let started = recorder.get(names::SESSIONS_STARTED);
+    let started_key = format!("{}{{frontend=default}}", names::SESSIONS_STARTED);
+    let started = recorder.get(&started_key);
     log_in(&h, &browser).await;
-    assert_eq!(recorder.get(names::SESSIONS_STARTED), started + 1);
+    assert_eq!(recorder.get(&started_key), started + 1);
     assert_eq!(
         api(&browser, format!("{}/api/metered/a", h.url)).await.0,
         200
@@ -29,9 +30,9 @@ async fn bff_metrics_count_sessions_proxied_requests_and_token_failures() {
         api(&browser, format!("{}/api/metered/b", h.url)).await.0,
         200
     );
-    let ok = format!("{}{{route=/api/metered,status=200}}", names::PROXIED);
+    let ok = format!("{}{{frontend=default,route=/api/metered,status=200}}", names::PROXIED);
     assert_eq!(recorder.get(&ok), 2);
-    let latency = format!("{}{{route=/api/metered}}", names::UPSTREAM_DURATION);
+    let latency = format!("{}{{frontend=default,route=/api/metered}}", names::UPSTREAM_DURATION);
     assert_eq!(recorder.get(&latency), 2);
 
     // The session's tokens are gone: a token failure, a 401, and the session ends.
@@ -43,20 +44,20 @@ async fn bff_metrics_count_sessions_proxied_requests_and_token_failures() {
         .clear(&session.key())
         .await
         .unwrap();
-    let ended = format!("{}{{reason=token}}", names::SESSIONS_ENDED);
+    let ended = format!("{}{{frontend=default,reason=token}}", names::SESSIONS_ENDED);
     let before = recorder.get(&ended);
     assert_eq!(
         api(&browser, format!("{}/api/metered/c", h.url)).await.0,
         401
     );
     assert_eq!(
-        recorder.get(&format!("{}{{route=/api/metered}}", names::TOKEN_FAILURES)),
+        recorder.get(&format!("{}{{frontend=default,route=/api/metered}}", names::TOKEN_FAILURES)),
         1
     );
     assert_eq!(recorder.get(&ended), before + 1);
     assert_eq!(
         recorder.get(&format!(
-            "{}{{route=/api/metered,status=401}}",
+            "{}{{frontend=default,route=/api/metered,status=401}}",
             names::PROXIED
         )),
         1

@@ -103,7 +103,7 @@ fn sec_20_ux_02_plain_http_only_on_loopback() {
         false,
     ))
     .unwrap();
-    assert!(ok.insecure_http_provider && ok.notices.is_empty());
+    assert!(ok.frontends[0].insecure_http_provider && ok.notices.is_empty());
     assert!(validate(file(
         "http://localhost:8080",
         true,

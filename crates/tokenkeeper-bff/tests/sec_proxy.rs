@@ -377,7 +377,7 @@ async fn ux_01_client_routes_send_their_resource_and_no_key_is_ignored() {
     let validate = |text: String| {
         BffConfig::parse(&text)
             .and_then(|c| c.validate(&text, &|_| None))
-            .map(|v| v.routes)
+            .map(|v| v.frontends[0].options.routes.clone())
     };
     let routes = validate(file(
         "token = \"client\"\nresource = \"https://inventory.example.com\"\n",

@@ -311,34 +311,45 @@ pub(crate) async fn run(args: BffArgs) -> anyhow::Result<()> {
         // Before the BFF and its engine are built, so that their counters record here.
         tokenkeeper_proxy::ops::install_prometheus().map_err(anyhow::Error::msg)?;
     }
-    let (bff, files) = tokenkeeper_bff::host::build(&config, &validated)?;
-    bff.spawn_cleanup(Duration::from_secs(600));
-    bff.spawn_discovery();
+    let host = tokenkeeper_bff::host::build(&validated)?;
+    host.start(Duration::from_secs(600));
+    let handler = host.handler().clone();
     let ops = match validated.ops_listen {
-        Some(listen) => Some(serve_ops(&bff, listen, validated.admin_token.as_deref())?),
+        Some(listen) => Some(serve_ops(&handler, listen, validated.admin_token.as_deref())?),
         None => None,
     };
     // The per-core server: a runtime, a listener (SO_REUSEPORT) and upstream pools per worker.
     let options = tokenkeeper_proxy::server::ServerOptions {
-        workers: validated.options.workers,
+        workers: validated.workers,
         ..Default::default()
     };
     let bound = tokenkeeper_proxy::server::Bound::bind(validated.listen, options.workers)
         .with_context(|| format!("cannot listen on {}", validated.listen))?;
+    let shown: Vec<String> = validated
+        .frontends
+        .iter()
+        .map(|f| {
+            if validated.frontends.len() == 1 {
+                format!("public URL {}{}", f.public_origin, f.prefix)
+            } else {
+                format!("{} at {}{}", f.name, f.public_origin, f.prefix)
+            }
+        })
+        .collect();
     print(&format!(
-        "tokenkeeper BFF on {} (public URL {}, {} workers{})",
+        "tokenkeeper BFF on {} ({}, {} workers{})",
         bound.local_addr(),
-        validated.public_origin,
+        shown.join(", "),
         options.workers,
         ops.as_ref()
             .map(|(_, addr)| format!(", operations on {addr}"))
             .unwrap_or_default()
     ));
-    let server = bound.serve(Arc::new(bff.handler(files)), &options)?;
+    let server = bound.serve(Arc::new(handler.clone()), &options)?;
     shutdown_signal().await;
     tracing::info!("shutting down: in-flight requests finish");
     server.shutdown();
-    bff.close_websockets();
+    handler.close_websockets();
     server.stopped().await;
     if let Some((ops, _)) = ops {
         ops.shutdown();
@@ -350,7 +361,7 @@ pub(crate) async fn run(args: BffArgs) -> anyhow::Result<()> {
 /// The operations listener (BF-22): `/healthz`, `/readyz`, `/metrics`, and the administration
 /// API when it has a secret. One worker: it is not on the request path.
 fn serve_ops(
-    bff: &tokenkeeper_bff::Bff,
+    bff: &tokenkeeper_bff::FrontendsHandler,
     listen: SocketAddr,
     admin_token: Option<&str>,
 ) -> anyhow::Result<(tokenkeeper_proxy::server::Server, SocketAddr)> {
