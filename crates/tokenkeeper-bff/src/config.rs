@@ -450,14 +450,45 @@ fn key_at(text: &str, offset: usize) -> String {
         .map(|(name, _)| name.trim().to_owned())
         .filter(|name| !name.starts_with('['));
     let mut table = String::new();
-    let mut arrays: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    // Per array (as written: `frontends.routes`), its current element; per array under its
+    // resolved parent (`frontends[1].routes`), how many elements so far.
+    let mut current: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut counts: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    // `frontends.oidc` → `frontends[1].oidc`, under the arrays' current elements.
+    let resolve = |name: &str, current: &std::collections::HashMap<String, usize>| {
+        let mut resolved = String::new();
+        let mut raw = String::new();
+        for part in name.split('.').map(str::trim) {
+            if !raw.is_empty() {
+                raw.push('.');
+                resolved.push('.');
+            }
+            raw.push_str(part);
+            resolved.push_str(part);
+            if let Some(i) = current.get(&raw) {
+                resolved.push_str(&format!("[{i}]"));
+            }
+        }
+        resolved
+    };
     for header in text[..line_start].lines().map(str::trim) {
         if let Some(array) = header.strip_prefix("[[").and_then(|h| h.strip_suffix("]]")) {
-            let n = arrays.entry(array.trim().to_owned()).or_insert(0);
-            table = format!("{}[{}]", array.trim(), *n);
+            let array = array.trim();
+            let (parent, last) = match array.rsplit_once('.') {
+                Some((parent, last)) => (resolve(parent, &current), last.trim()),
+                None => (String::new(), array),
+            };
+            let path = if parent.is_empty() {
+                last.to_owned()
+            } else {
+                format!("{parent}.{last}")
+            };
+            let n = counts.entry(path.clone()).or_insert(0);
+            table = format!("{path}[{n}]");
+            current.insert(array.to_owned(), *n);
             *n += 1;
         } else if let Some(plain) = header.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-            table = plain.trim().to_owned();
+            table = resolve(plain.trim(), &current);
         }
     }
     if line.trim_start().starts_with('[') {
