@@ -627,7 +627,10 @@ impl fmt::Debug for ValidatedFrontend {
                     .map(|k| (k.alg.as_str(), k.kid.clone())),
             )
             .field("scope", &self.scope)
-            .field("worker", &self.worker.as_ref().map(|(id, _, scope)| (id, scope)))
+            .field(
+                "worker",
+                &self.worker.as_ref().map(|(id, _, scope)| (id, scope)),
+            )
             .field("dpop_per_session", &self.dpop_per_session)
             .field("require_dpop", &self.require_dpop)
             .field("insecure_http_provider", &self.insecure_http_provider)
@@ -1111,12 +1114,28 @@ impl BffConfig {
             }]);
         }
         let misplaced = [
-            ("bff.public_url", self.bff.public_url.as_ref().map(Spanned::span), self.bff.public_url.is_some()),
+            (
+                "bff.public_url",
+                self.bff.public_url.as_ref().map(Spanned::span),
+                self.bff.public_url.is_some(),
+            ),
             ("bff.base_path", None, self.bff.base_path.is_some()),
-            ("bff.static_dir", self.bff.static_dir.as_ref().map(Spanned::span), self.bff.static_dir.is_some()),
-            ("oidc", self.oidc.as_ref().map(|o| o.issuer.span()), self.oidc.is_some()),
+            (
+                "bff.static_dir",
+                self.bff.static_dir.as_ref().map(Spanned::span),
+                self.bff.static_dir.is_some(),
+            ),
+            (
+                "oidc",
+                self.oidc.as_ref().map(|o| o.issuer.span()),
+                self.oidc.is_some(),
+            ),
             ("client", None, self.client.is_some()),
-            ("routes", self.routes.first().map(|r| r.path.span()), !self.routes.is_empty()),
+            (
+                "routes",
+                self.routes.first().map(|r| r.path.span()),
+                !self.routes.is_empty(),
+            ),
             ("claims", None, self.claims.is_some()),
             ("forward_auth", None, self.forward_auth.is_some()),
         ];
@@ -1178,11 +1197,7 @@ impl BffConfig {
             }
         };
         let Some(public_url) = view.public_url else {
-            return Err(outer(
-                &host_key("public_url"),
-                None,
-                "is missing".into(),
-            ));
+            return Err(outer(&host_key("public_url"), None, "is missing".into()));
         };
         let public = url::Url::parse(public_url.get_ref())
             .ok()
@@ -1250,7 +1265,8 @@ impl BffConfig {
                     let plain = !lower.is_empty()
                         && lower.len() <= 253
                         && lower.bytes().all(|b| {
-                            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'[' | b']' | b':')
+                            b.is_ascii_alphanumeric()
+                                || matches!(b, b'-' | b'.' | b'[' | b']' | b':')
                         })
                         && url::Host::parse(&lower).is_ok();
                     if !plain {
@@ -1673,8 +1689,14 @@ impl BffConfig {
         let pem = match (&oidc.private_key_env, &oidc.private_key_file) {
             (None, None) => {
                 for (key, span) in [
-                    ("oidc.private_key_alg", oidc.private_key_alg.as_ref().map(Spanned::span)),
-                    ("oidc.private_key_kid", oidc.private_key_kid.as_ref().map(|_| oidc.issuer.span())),
+                    (
+                        "oidc.private_key_alg",
+                        oidc.private_key_alg.as_ref().map(Spanned::span),
+                    ),
+                    (
+                        "oidc.private_key_kid",
+                        oidc.private_key_kid.as_ref().map(|_| oidc.issuer.span()),
+                    ),
                 ] {
                     if let Some(span) = span {
                         return Err(err(
@@ -1693,13 +1715,15 @@ impl BffConfig {
                     "and private_key_env are both given: choose one".into(),
                 ))
             }
-            (Some(var), None) => env(var.get_ref()).filter(|v| !v.is_empty()).ok_or_else(|| {
-                err(
-                    "oidc.private_key_env",
-                    Some(var.span()),
-                    format!("the environment variable {} is not set", var.get_ref()),
-                )
-            })?,
+            (Some(var), None) => env(var.get_ref())
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| {
+                    err(
+                        "oidc.private_key_env",
+                        Some(var.span()),
+                        format!("the environment variable {} is not set", var.get_ref()),
+                    )
+                })?,
             (None, Some(file)) => std::fs::read_to_string(file.get_ref()).map_err(|e| {
                 err(
                     "oidc.private_key_file",
@@ -1709,7 +1733,11 @@ impl BffConfig {
             })?,
         };
         use tokenkeeper::dpop::DpopAlgorithm;
-        let alg = match oidc.private_key_alg.as_ref().map(|a| (a.get_ref().as_str(), a.span())) {
+        let alg = match oidc
+            .private_key_alg
+            .as_ref()
+            .map(|a| (a.get_ref().as_str(), a.span()))
+        {
             None | Some(("ES256", _)) => DpopAlgorithm::ES256,
             Some(("ES384", _)) => DpopAlgorithm::ES384,
             Some(("PS256", _)) => DpopAlgorithm::PS256,

@@ -341,7 +341,10 @@ mod tests {
                 .body(())
                 .unwrap_or_default()
         };
-        assert_eq!(request_host(&with("App.example.com:8443")), Some("App.example.com"));
+        assert_eq!(
+            request_host(&with("App.example.com:8443")),
+            Some("App.example.com")
+        );
         assert_eq!(request_host(&with("127.0.0.2")), Some("127.0.0.2"));
         assert_eq!(request_host(&with("[::1]:80")), Some("[::1]"));
         assert_eq!(request_host(&with("a b")), None);

@@ -17,9 +17,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::config::{Validated, ValidatedFrontend};
-use crate::{
-    Bff, BffSessionStore, Frontend, Frontends, FrontendsHandler, InMemoryBffSessionStore,
-};
+use crate::{Bff, BffSessionStore, Frontend, Frontends, FrontendsHandler, InMemoryBffSessionStore};
 
 /// The `tokenkeeper bff` host: its frontends (served by [`Host::handler`]) and the session
 /// store they share. [`Host::reload`] replaces what changed in the configuration.
@@ -224,17 +222,15 @@ impl Stores {
     /// The BFF of one frontend, and its static files.
     fn frontend(&self, f: &ValidatedFrontend) -> Result<Frontend, Error> {
         let issuer = f.issuer.clone();
-        let mut client = ClientConfig::from_issuer(
-            issuer.clone(),
-            f.client_id.clone(),
-            f.client_secret.clone(),
-        )
-        .allow_insecure_http(f.insecure_http_provider)
-        .require_dpop(f.require_dpop);
+        let mut client =
+            ClientConfig::from_issuer(issuer.clone(), f.client_id.clone(), f.client_secret.clone())
+                .allow_insecure_http(f.insecure_http_provider)
+                .require_dpop(f.require_dpop);
         let mut login_cookie_key = None;
         if let Some(key) = &f.client_key {
-            let mut signer =
-                tokenkeeper::PrivateKeyJwt::new(tokenkeeper::dpop::DpopKey::from_pem(&key.pem, key.alg)?);
+            let mut signer = tokenkeeper::PrivateKeyJwt::new(tokenkeeper::dpop::DpopKey::from_pem(
+                &key.pem, key.alg,
+            )?);
             if let Some(kid) = &key.kid {
                 signer = signer.with_kid(kid.clone());
             }

@@ -138,7 +138,11 @@ async fn admin(
                 match bff.end_sessions(sub.as_deref(), sid.as_deref()).await {
                     Ok(n) => {
                         if n > 0 {
-                            tracing::info!(frontend = bff.name(), ended = n, "sessions ended by an administrator");
+                            tracing::info!(
+                                frontend = bff.name(),
+                                ended = n,
+                                "sessions ended by an administrator"
+                            );
                         }
                         ended += n;
                     }

@@ -132,8 +132,11 @@ fn bf_17_a_frontend_can_authenticate_with_a_private_key() {
         "frontends[1].oidc.client_secret"
     );
     let file = std::env::temp_dir().join(format!("bf17-key-{}.pem", std::process::id()));
-    std::fs::write(&file, "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n")
-        .unwrap();
+    std::fs::write(
+        &file,
+        "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
     let bad = text.replace(
         "private_key_env = \"ADMIN_KEY\"",
         &format!("private_key_file = {:?}", file.display().to_string()),
@@ -153,9 +156,8 @@ fn bf_17_a_frontend_can_authenticate_with_a_private_key() {
 
 #[test]
 fn bf_17_what_cannot_work_is_refused_with_the_key_and_line() {
-    let line_of = |text: &str, needle: &str| {
-        text[..text.find(needle).unwrap()].matches('\n').count() + 1
-    };
+    let line_of =
+        |text: &str, needle: &str| text[..text.find(needle).unwrap()].matches('\n').count() + 1;
     for (find, replace, key, needle) in [
         // Top-level sections belong in the frontends.
         (

@@ -47,7 +47,10 @@ fn a_good_file_validates_and_takes_secrets_from_the_environment() {
     let config = BffConfig::parse(GOOD).unwrap();
     let validated = config.validate(GOOD, &env).unwrap();
     assert_eq!(validated.frontends[0].client_secret, "from-env");
-    assert_eq!(validated.frontends[0].worker.as_ref().map(|w| w.1.as_str()), Some("inline"));
+    assert_eq!(
+        validated.frontends[0].worker.as_ref().map(|w| w.1.as_str()),
+        Some("inline")
+    );
     assert_eq!(
         validated.frontends[0].redirect_uri,
         "https://app.example.com/bff/callback"

@@ -30,9 +30,15 @@ async fn bff_metrics_count_sessions_proxied_requests_and_token_failures() {
         api(&browser, format!("{}/api/metered/b", h.url)).await.0,
         200
     );
-    let ok = format!("{}{{frontend=default,route=/api/metered,status=200}}", names::PROXIED);
+    let ok = format!(
+        "{}{{frontend=default,route=/api/metered,status=200}}",
+        names::PROXIED
+    );
     assert_eq!(recorder.get(&ok), 2);
-    let latency = format!("{}{{frontend=default,route=/api/metered}}", names::UPSTREAM_DURATION);
+    let latency = format!(
+        "{}{{frontend=default,route=/api/metered}}",
+        names::UPSTREAM_DURATION
+    );
     assert_eq!(recorder.get(&latency), 2);
 
     // The session's tokens are gone: a token failure, a 401, and the session ends.
@@ -51,7 +57,10 @@ async fn bff_metrics_count_sessions_proxied_requests_and_token_failures() {
         401
     );
     assert_eq!(
-        recorder.get(&format!("{}{{frontend=default,route=/api/metered}}", names::TOKEN_FAILURES)),
+        recorder.get(&format!(
+            "{}{{frontend=default,route=/api/metered}}",
+            names::TOKEN_FAILURES
+        )),
         1
     );
     assert_eq!(recorder.get(&ended), before + 1);

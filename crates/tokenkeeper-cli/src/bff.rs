@@ -315,7 +315,11 @@ pub(crate) async fn run(args: BffArgs) -> anyhow::Result<()> {
     host.start(Duration::from_secs(600));
     let handler = host.handler().clone();
     let ops = match validated.ops_listen {
-        Some(listen) => Some(serve_ops(&handler, listen, validated.admin_token.as_deref())?),
+        Some(listen) => Some(serve_ops(
+            &handler,
+            listen,
+            validated.admin_token.as_deref(),
+        )?),
         None => None,
     };
     // The per-core server: a runtime, a listener (SO_REUSEPORT) and upstream pools per worker.
