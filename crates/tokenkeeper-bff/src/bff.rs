@@ -494,18 +494,23 @@ impl Bff {
             match self.inner.oidc.users().logout(&session.key()).await {
                 Ok(outcome) if !outcome.succeeded() => {
                     tracing::warn!(
+                        frontend = self.name(),
                         ?outcome,
                         "an expired session's refresh token was not revoked"
                     )
                 }
                 Ok(_) => {}
                 Err(error) => {
-                    tracing::warn!(%error, "an expired session's tokens could not be cleared")
+                    tracing::warn!(frontend = self.name(), %error, "an expired session's tokens could not be cleared")
                 }
             }
         }
         if !expired.is_empty() {
-            tracing::info!(sessions = expired.len(), "expired sessions cleaned up");
+            tracing::info!(
+                frontend = self.name(),
+                sessions = expired.len(),
+                "expired sessions cleaned up"
+            );
         }
         Ok(expired.len())
     }
@@ -517,6 +522,7 @@ impl Bff {
     /// it comes up finds the metadata loaded (UX-02). The task ends when the metadata is in.
     pub fn spawn_discovery(&self) -> tokio::task::JoinHandle<()> {
         let oidc = self.inner.oidc.clone();
+        let frontend = self.name().to_owned();
         tokio::spawn(async move {
             let issuer = oidc.config().issuer.clone();
             let url = format!(
@@ -527,11 +533,12 @@ impl Bff {
             loop {
                 match oidc.provider_metadata().await {
                     Ok(_) => {
-                        tracing::info!(%url, "provider metadata loaded");
+                        tracing::info!(%frontend, %url, "provider metadata loaded");
                         return;
                     }
                     Err(error) => {
                         tracing::warn!(
+                            %frontend,
                             %url,
                             %error,
                             retry_in_secs = delay.as_secs(),
@@ -555,7 +562,7 @@ impl Bff {
             loop {
                 ticks.tick().await;
                 if let Err(error) = bff.cleanup_expired().await {
-                    tracing::warn!(%error, "session cleanup failed; trying again later");
+                    tracing::warn!(frontend = bff.name(), %error, "session cleanup failed; trying again later");
                 }
             }
         })
@@ -566,14 +573,20 @@ impl Bff {
         crate::metrics::session_ended(self.name(), reason);
         self.inner.relays.close(&session.id_hash);
         if let Err(error) = self.inner.sessions.remove(session).await {
-            tracing::warn!(%error, "a session could not be removed from the store");
+            tracing::warn!(frontend = self.name(), %error, "a session could not be removed from the store");
         }
         match self.inner.oidc.users().logout(&session.key()).await {
             Ok(outcome) if !outcome.succeeded() => {
-                tracing::warn!(?outcome, "the session's refresh token was not revoked")
+                tracing::warn!(
+                    frontend = self.name(),
+                    ?outcome,
+                    "the session's refresh token was not revoked"
+                )
             }
             Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "the session's tokens could not be cleared"),
+            Err(error) => {
+                tracing::warn!(frontend = self.name(), %error, "the session's tokens could not be cleared")
+            }
         }
     }
 }

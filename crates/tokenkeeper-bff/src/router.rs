@@ -118,8 +118,11 @@ impl tokenkeeper_proxy::server::Handler for BffHandler {
             request.extensions_mut().insert(ConnectInfo(peer));
         }
         // Boxed: the management endpoints and static files are the rarer requests, and the
-        // router's state would make every API request's future larger.
-        match Box::pin(self.router.clone().call(request)).await {
+        // router's state would make every API request's future larger. Their logs carry the
+        // frontend's name (the proxied requests' span has it too).
+        use tracing::Instrument as _;
+        let span = tracing::info_span!("tokenkeeper.bff", frontend = self.bff.name());
+        match Box::pin(self.router.clone().call(request).instrument(span)).await {
             Ok(response) => response.map(ProxyBody::boxed),
             Err(never) => match never {},
         }

@@ -91,10 +91,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let json = matches!(&cli.command, Command::Bff(args) if bff::json_logs(args));
     if json {
         // One object per line: `timestamp`, `level`, `target`, `message` and the event's own
-        // fields beside them (BF-25).
+        // fields beside them (BF-25); inside a request, `span` with its fields (`frontend`,
+        // and for a proxied one `route`, `method`).
         logs.json()
             .flatten_event(true)
-            .with_current_span(false)
+            .with_current_span(true)
             .with_span_list(false)
             .init();
     } else {

@@ -119,6 +119,14 @@ token = "user"
         stderr.contains("shutting down"),
         "the shutdown is logged: {stderr}"
     );
+    // The frontend's name is a field of what the BFF logs (BF-17): here the one frontend's.
+    assert!(
+        lines.iter().any(|line| {
+            let event: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+            event["frontend"] == "default" || event["span"]["frontend"] == "default"
+        }),
+        "no log line names the frontend: {stderr}"
+    );
     for secret in ["spa-secret-bf25", "forged-cookie-value", "eyJ"] {
         assert!(!stderr.contains(secret), "{secret} in the logs: {stderr}");
     }
