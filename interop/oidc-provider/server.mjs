@@ -12,6 +12,8 @@
 //   BFF_ORIGINS            several BFF origins, comma-separated: client `bff` gets a callback
 //                          and a post-logout redirect for each (a fleet on several hosts)
 //   BACKCHANNEL            "1" to enable back-channel logout (ID tokens then carry `sid`)
+//   BFF2_ORIGIN            a second BFF frontend's origin: registers client `bff2` (secret
+//                          `bff2-secret`) with {origin}/bff/callback and {origin}/ (BF-17)
 //
 // Token exchange (RFC 8693) is added through the provider's extension point
 // (`registerGrantType`): client `exchanger` (secret `exchanger-secret`) exchanges an access
@@ -79,6 +81,20 @@ if (bffOrigins.length > 0) {
           backchannel_logout_session_required: true,
         }
       : {}),
+  });
+}
+
+if (process.env.BFF2_ORIGIN) {
+  const origin = process.env.BFF2_ORIGIN;
+  extraClients.push({
+    client_id: 'bff2',
+    client_secret: 'bff2-secret',
+    grant_types: ['authorization_code', 'refresh_token'],
+    response_types: ['code'],
+    redirect_uris: [`${origin}/bff/callback`],
+    post_logout_redirect_uris: [`${origin}/`],
+    token_endpoint_auth_method: 'client_secret_basic',
+    scope: `openid offline_access ${RESOURCE_SCOPES}`,
   });
 }
 
