@@ -8,6 +8,9 @@
 #   bash benches/instructions-engine.sh                 # nginx engine sidecar bff-client bff-user
 #   TARGETS="engine" KEEP=1 bash benches/instructions-engine.sh   # keep the callgrind files
 #   CACHE=1 bash benches/instructions-engine.sh         # also simulated cache misses, branches
+#   TARGETS="bff-user bff-user-frontends1 bff-user-frontends2" bash benches/instructions-engine.sh
+#                                                       # BF-17: through the frontends' handler,
+#                                                       # with one frontend, and two matched by host
 #
 # `nginx` is nginx itself as the plain reverse proxy of benches/nginx.sh (one worker process,
 # `master_process off`), for comparison. With CACHE=1 (`--cache-sim=yes --branch-sim=yes`),
@@ -120,8 +123,10 @@ run() { # name: starts the host under callgrind, counts, stops it
       url="http://127.0.0.1:$port/api/items"
       for _ in $(seq 300); do grep -q '^tokenkeeper sidecar on ' "$work/$name.out" 2>/dev/null && break; sleep 0.2; done
       ;;
-    bff-user|bff-client)
-      TK_SERVE=1 TK_WORKERS=1 TK_ROUTE_TOKEN=${name#bff-} TK_UPSTREAM="http://127.0.0.1:$upstream_port" \
+    bff-user|bff-client|bff-user-frontends1|bff-user-frontends2)
+      local token=${name#bff-}; token=${token%-frontends*}
+      local frontends=""; case "$name" in *-frontends*) frontends=${name##*-frontends};; esac
+      TK_SERVE=1 TK_WORKERS=1 TK_ROUTE_TOKEN=$token TK_FRONTENDS=$frontends TK_UPSTREAM="http://127.0.0.1:$upstream_port" \
         "${grind[@]}" --callgrind-out-file="$work/$name.cg" "$bff" --bench \
         > "$work/$name.out" 2>/dev/null &
       for _ in $(seq 600); do grep -q '^cookie ' "$work/$name.out" 2>/dev/null && break; sleep 0.2; done

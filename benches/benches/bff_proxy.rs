@@ -308,9 +308,35 @@ fn main() {
             clients,
         )
         .unwrap();
-        let _server = bound
-            .serve(Arc::new(bff.handler(Router::new())), &server_options)
-            .unwrap();
+        // TK_FRONTENDS=1: served as `tokenkeeper bff` serves a file with one frontend (through
+        // the frontends' handler, which matches nothing); =2: with a second frontend, each
+        // answering its own host (BF-17's matching on every request).
+        let _server = match std::env::var("TK_FRONTENDS").as_deref() {
+            Ok(count @ ("1" | "2")) => {
+                let mut list = Vec::new();
+                if count == "2" {
+                    let other = Bff::new(
+                        bff.oidc().clone(),
+                        BffOptions {
+                            insecure_cookies: true,
+                            name: "other".into(),
+                            cookie_name: "other".into(),
+                            ..BffOptions::default()
+                        },
+                    )
+                    .unwrap();
+                    list.push(tokenkeeper_bff::Frontend::new(other, Router::new()).hosts(["other.example"]));
+                    list.push(tokenkeeper_bff::Frontend::new(bff.clone(), Router::new()).hosts(["127.0.0.1"]));
+                } else {
+                    list.push(tokenkeeper_bff::Frontend::new(bff.clone(), Router::new()));
+                }
+                let handler = tokenkeeper_bff::FrontendsHandler::new(tokenkeeper_bff::Frontends::new(list).unwrap());
+                bound.serve(Arc::new(handler), &server_options).unwrap()
+            }
+            _ => bound
+                .serve(Arc::new(bff.handler(Router::new())), &server_options)
+                .unwrap(),
+        };
         // Log in once; keep the session cookie.
         let jar = Arc::new(reqwest::cookie::Jar::default());
         let login = reqwest::Client::builder().cookie_provider(jar.clone()).build().unwrap();

@@ -520,6 +520,8 @@ pub struct Validated {
     pub ops_listen: Option<std::net::SocketAddr>,
     /// The administration API's bearer secret, with `ops.admin_token_env`.
     pub admin_token: Option<String>,
+    /// `log_format = "json"`.
+    pub json_logs: bool,
 }
 
 impl fmt::Debug for Validated {
@@ -1035,6 +1037,7 @@ impl BffConfig {
             notices,
             ops_listen,
             admin_token,
+            json_logs: self.bff.json_logs(),
         })
     }
 

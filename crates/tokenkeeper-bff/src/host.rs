@@ -43,7 +43,16 @@ impl std::fmt::Debug for Host {
 struct Stores {
     #[cfg(feature = "redis")]
     redis: Option<tokenkeeper_redis::RedisTokenCache>,
-    memory: Mutex<HashMap<String, Arc<InMemoryBffSessionStore>>>,
+    /// Per frontend name, its sessions and user tokens when there is no Redis: a rebuilt
+    /// frontend (a reload) finds them again.
+    memory: Mutex<HashMap<String, MemoryStores>>,
+}
+
+/// One frontend's stores in this process.
+#[derive(Clone)]
+struct MemoryStores {
+    sessions: Arc<InMemoryBffSessionStore>,
+    tokens: Arc<tokenkeeper::user::InMemoryUserTokenStore>,
 }
 
 /// What a reload did.
@@ -62,9 +71,10 @@ pub struct Reloaded {
 /// The settings a reload cannot apply.
 fn fixed_settings(validated: &Validated) -> String {
     format!(
-        "{:?} {:?} {:?} {:?}",
+        "{:?} {:?} {:?} {:?} {:?}",
         validated.listen,
         validated.workers,
+        validated.json_logs,
         validated.redis.as_ref().map(|r| (
             &r.url,
             &r.prefix,
@@ -124,13 +134,13 @@ impl Host {
     /// Applies `next` (validated): frontends added are built, changed ones rebuilt, removed
     /// ones dropped (their WebSocket relays closed), unchanged ones kept as they run — with
     /// their sessions, connections and tokens. Requests in flight finish on the frontends they
-    /// began with. A change to what cannot be reloaded (listen address, workers, Redis, the
-    /// operations listener) is refused, and nothing changes.
+    /// began with. A change to what cannot be reloaded (listen address, workers, log format,
+    /// Redis, the operations listener) is refused, and nothing changes.
     pub fn reload(&self, next: &Validated) -> Result<Reloaded, Error> {
         if fixed_settings(next) != self.fixed {
             return Err(Error::Config(tokenkeeper::ConfigError::new(
                 "bff",
-                "bff.listen, bff.workers, [redis] or [ops] changed: restart to apply them",
+                "bff.listen, bff.workers, bff.log_format, [redis] or [ops] changed: restart to apply them",
             )));
         }
         let current = self.handler.current();
@@ -180,6 +190,51 @@ impl Host {
             .map(|f| (f.name.clone(), f.fingerprint))
             .collect();
         Ok(done)
+    }
+}
+
+impl Host {
+    /// Reads, checks and applies the configuration file at `path` ([`Host::reload`]), as a
+    /// SIGHUP or a change of the file asks: a file that does not parse or validate is refused
+    /// with its key and line, and the running configuration stays. Each outcome is logged and
+    /// counted (`tokenkeeper_bff_config_reloads_total{outcome="applied"|"refused"}`).
+    pub fn reload_file(
+        &self,
+        path: &std::path::Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Reloaded, String> {
+        let outcome = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot be read: {}", path.display(), e.kind()))
+            .and_then(|text| {
+                let config = crate::config::BffConfig::parse(&text)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                let validated = config
+                    .validate(&text, env)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                for notice in &validated.notices {
+                    tracing::warn!(file = %path.display(), "{notice}");
+                }
+                self.reload(&validated)
+                    .map_err(|e| format!("{}: {e}", path.display()))
+            });
+        match &outcome {
+            Ok(done) => {
+                crate::metrics::config_reload("applied");
+                tracing::warn!(
+                    file = %path.display(),
+                    added = ?done.added,
+                    changed = ?done.changed,
+                    removed = ?done.removed,
+                    unchanged = ?done.unchanged,
+                    "configuration reloaded"
+                );
+            }
+            Err(error) => {
+                crate::metrics::config_reload("refused");
+                tracing::error!(%error, "configuration refused; the running one stays");
+            }
+        }
+        outcome
     }
 }
 
@@ -250,6 +305,19 @@ impl Stores {
         if f.dpop_per_session {
             users = users.per_session_dpop(tokenkeeper::dpop::DpopAlgorithm::ES256);
         }
+        let memory = self
+            .memory
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(f.name.clone())
+            .or_insert_with(|| MemoryStores {
+                sessions: Arc::new(InMemoryBffSessionStore::new()),
+                tokens: Arc::new(tokenkeeper::user::InMemoryUserTokenStore::new()),
+            })
+            .clone();
+        if self.shared_redis().is_none() {
+            users = users.store(memory.tokens.clone());
+        }
         #[cfg(feature = "redis")]
         if let Some(redis) = &self.redis {
             users = users
@@ -288,13 +356,7 @@ impl Stores {
                     None => store,
                 })
             }
-            _ => self
-                .memory
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .entry(f.name.clone())
-                .or_insert_with(|| Arc::new(InMemoryBffSessionStore::new()))
-                .clone(),
+            _ => memory.sessions,
         };
         let clients = match &f.worker {
             Some((client_id, secret, scope)) => {

@@ -7,6 +7,7 @@
 //! | `tokenkeeper_bff_proxied_requests_total` | counter | `frontend`, `route`, `status` |
 //! | `tokenkeeper_bff_upstream_duration_seconds` | histogram | `frontend`, `route` (until the response headers) |
 //! | `tokenkeeper_bff_token_failures_total` | counter | `frontend`, `route` |
+//! | `tokenkeeper_bff_config_reloads_total` | counter | `outcome` (`applied`, `refused`) |
 //!
 //! `frontend` is the frontend's name ([`crate::BffOptions::name`]; `default` for a BFF with
 //! one). Every proxied request also runs in a `tokenkeeper.proxy` tracing span (frontend,
@@ -26,6 +27,14 @@ pub mod names {
     pub const UPSTREAM_DURATION: &str = "tokenkeeper_bff_upstream_duration_seconds";
     /// Requests that could not get their token.
     pub const TOKEN_FAILURES: &str = "tokenkeeper_bff_token_failures_total";
+    /// Configuration reloads (BF-18).
+    pub const CONFIG_RELOADS: &str = "tokenkeeper_bff_config_reloads_total";
+}
+
+#[cfg_attr(not(feature = "config"), allow(dead_code))]
+pub(crate) fn config_reload(outcome: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(names::CONFIG_RELOADS, "outcome" => outcome).increment(1);
 }
 
 pub(crate) fn session_started(frontend: &str) {
