@@ -244,3 +244,49 @@ fn bf_17_what_cannot_work_is_refused_with_the_key_and_line() {
         assert!(validate(&text).is_err());
     }
 }
+
+/// The README's production `bff.toml` (two frontends, Redis, the operations listener) is a file
+/// that validates, with its secrets in the environment.
+#[test]
+fn bf_17_the_readmes_production_bff_toml_validates() {
+    let readme = include_str!("../../../README.md");
+    let start = readme
+        .find("# bff-production.toml")
+        .expect("the README's production bff.toml");
+    let text = &readme[start..];
+    let text = &text[..text.find("```").unwrap()];
+    let dist = std::env::temp_dir().join(format!("tk-readme-prod-{}", std::process::id()));
+    for app in ["shop", "admin"] {
+        std::fs::create_dir_all(dist.join(app).join("dist")).unwrap();
+    }
+    let text = text
+        .replace(
+            "\"shop/dist\"",
+            &format!("{:?}", dist.join("shop/dist").display().to_string()),
+        )
+        .replace(
+            "\"admin/dist\"",
+            &format!("{:?}", dist.join("admin/dist").display().to_string()),
+        );
+    let env = |name: &str| match name {
+        "SHOP_CLIENT_SECRET" => Some("secret".to_owned()),
+        "ADMIN_CLIENT_KEY" => Some(EC_KEY.to_owned()),
+        "BFF_REDIS_KEY" => Some("YmZmLWhvc3QtdGVzdC1rZXktMzItYnl0ZXMtbG9uZyE=".to_owned()),
+        "BFF_ADMIN_TOKEN" => Some("a".repeat(40)),
+        _ => None,
+    };
+    let validated = BffConfig::parse(&text)
+        .unwrap()
+        .validate(&text, &env)
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dist);
+    let names: Vec<_> = validated
+        .frontends
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect();
+    assert_eq!(names, ["shop", "admin"]);
+    assert_eq!(validated.frontends[1].prefix, "/admin");
+    assert_eq!(validated.frontends[1].routes()[0].path(), "/admin/api");
+    assert!(validated.redis.is_some() && validated.admin_token.is_some());
+}
