@@ -48,6 +48,11 @@ pub struct BffOptions {
     /// The frontend's name (BF-17), in metrics (`frontend` label) and logs (default
     /// `default`). Letters, digits, `-` and `_`, at most 64.
     pub name: String,
+    /// W3C trace context on proxied requests (feature `otel`, BF-23): each request's span
+    /// continues the trace of a caller among [`BffOptions::trusted_proxies`] (its
+    /// `traceparent`), and the upstream gets the span's own `traceparent` instead of whatever
+    /// the browser sent. Off by default; `tokenkeeper bff` turns it on with `[telemetry]`.
+    pub trace_context: bool,
     /// The session cookie's name, without the `__Host-` prefix that Secure cookies get
     /// (default `bff`: `__Host-bff`). Frontends sharing a host need different names.
     pub cookie_name: String,
@@ -69,6 +74,7 @@ impl Default for BffOptions {
             forward_auth: None,
             name: "default".into(),
             cookie_name: "bff".into(),
+            trace_context: false,
         }
     }
 }
@@ -276,7 +282,8 @@ impl Bff {
                 ..Default::default()
             })
             .workers(options.workers)
-            .frontend(&options.name);
+            .frontend(&options.name)
+            .trace_context(options.trace_context);
         for route in &options.routes {
             engine = engine.route(
                 route

@@ -64,6 +64,11 @@
 //! access_token_header = "x-auth-request-access-token"   # optional: for trusted upstreams
 //! proxy_secret_env = "BFF_FORWARD_AUTH_SECRET"  # with it: the proxy's X-Forward-Auth-Secret
 //!
+//! [telemetry]                             # optional: OpenTelemetry (feature `otel`)
+//! otlp_traces_endpoint = "http://collector:4318/v1/traces"   # OTLP/HTTP, JSON
+//! service_name = "tokenkeeper-bff"        # optional
+//! sample_ratio = 1.0                      # optional: 0 to 1
+//!
 //! [ops]                                   # optional: the operations listener
 //! listen = "127.0.0.1:9090"               # /healthz, /readyz, /metrics
 //! admin_token_env = "BFF_ADMIN_TOKEN"     # optional: /admin/sessions, Bearer (>= 32 bytes)
@@ -124,11 +129,91 @@ pub struct BffConfig {
     /// `[forward_auth]`.
     #[serde(default)]
     pub forward_auth: Option<ForwardAuthSection>,
+    /// `[telemetry]`: OpenTelemetry traces over OTLP (BF-23).
+    #[serde(default)]
+    pub telemetry: Option<TelemetrySection>,
     /// `[[frontends]]`: several frontends in one host (BF-17). With them, `[oidc]`,
     /// `[client]`, `[[routes]]`, `[claims]`, `[forward_auth]` and `bff.public_url`,
     /// `bff.base_path`, `bff.static_dir` belong in each frontend.
     #[serde(default)]
     pub frontends: Vec<FrontendSection>,
+}
+
+/// `[telemetry]`: a span per proxied request, exported over OTLP/HTTP (JSON) to a collector;
+/// W3C `traceparent` sent upstream, and taken from `bff.trusted_proxies` (BF-23).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySection {
+    /// The collector's OTLP/HTTP traces URL (`http://collector:4318/v1/traces`).
+    pub otlp_traces_endpoint: Spanned<String>,
+    /// `service.name` (default `tokenkeeper-bff`).
+    #[serde(default)]
+    pub service_name: Option<Spanned<String>>,
+    /// The share of traces kept (0 to 1, default 1); a trusted caller's sampling decision wins.
+    #[serde(default)]
+    pub sample_ratio: Option<Spanned<f64>>,
+}
+
+/// `[telemetry]`, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidatedTelemetry {
+    /// The collector's OTLP/HTTP traces URL.
+    pub endpoint: String,
+    /// `service.name`.
+    pub service_name: String,
+    /// The share of traces kept.
+    pub sample_ratio: f64,
+}
+
+impl TelemetrySection {
+    /// Checks the section (without the rest of the file: the `tokenkeeper` binary sets up its
+    /// exporter before anything else).
+    pub fn validate(&self, text: &str) -> Result<ValidatedTelemetry, ConfigFileError> {
+        let err = |key: &str, span: std::ops::Range<usize>, message: &str| ConfigFileError {
+            key: format!("telemetry.{key}"),
+            line: Some(line_of(text, span.start)),
+            message: message.to_owned(),
+        };
+        let endpoint = self.otlp_traces_endpoint.get_ref();
+        if !url::Url::parse(endpoint)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        {
+            return Err(err(
+                "otlp_traces_endpoint",
+                self.otlp_traces_endpoint.span(),
+                "is not an absolute http(s) URL",
+            ));
+        }
+        let service_name = match &self.service_name {
+            Some(name) => {
+                let value = name.get_ref();
+                if value.is_empty() || value.len() > 256 || value.chars().any(char::is_control) {
+                    return Err(err(
+                        "service_name",
+                        name.span(),
+                        "must be 1 to 256 characters, no control characters",
+                    ));
+                }
+                value.clone()
+            }
+            None => "tokenkeeper-bff".to_owned(),
+        };
+        let sample_ratio = match &self.sample_ratio {
+            Some(ratio) => {
+                let value = *ratio.get_ref();
+                if !(0.0..=1.0).contains(&value) {
+                    return Err(err("sample_ratio", ratio.span(), "must be between 0 and 1"));
+                }
+                value
+            }
+            None => 1.0,
+        };
+        Ok(ValidatedTelemetry {
+            endpoint: endpoint.clone(),
+            service_name,
+            sample_ratio,
+        })
+    }
 }
 
 /// `[[frontends]]`: one frontend of several (BF-17): its own OpenID Connect client, session
@@ -522,6 +607,8 @@ pub struct Validated {
     pub admin_token: Option<String>,
     /// `log_format = "json"`.
     pub json_logs: bool,
+    /// `[telemetry]`.
+    pub telemetry: Option<ValidatedTelemetry>,
 }
 
 impl fmt::Debug for Validated {
@@ -911,7 +998,21 @@ impl BffConfig {
             )
         })?;
         let mut notices = Vec::new();
-        let shared = self.shared_options(&err)?;
+        let mut shared = self.shared_options(&err)?;
+        let telemetry = match &self.telemetry {
+            Some(section) => {
+                #[cfg(not(feature = "otel"))]
+                return Err(err(
+                    "telemetry",
+                    Some(section.otlp_traces_endpoint.span()),
+                    "this build has no OpenTelemetry (feature `otel`)".into(),
+                ));
+                #[cfg(feature = "otel")]
+                Some(section.validate(text)?)
+            }
+            None => None,
+        };
+        shared.trace_context = telemetry.is_some();
         let redis_key = match &self.redis {
             Some(redis) => {
                 if url::Url::parse(redis.url.get_ref()).is_err() {
@@ -1038,6 +1139,7 @@ impl BffConfig {
             ops_listen,
             admin_token,
             json_logs: self.bff.json_logs(),
+            telemetry,
         })
     }
 

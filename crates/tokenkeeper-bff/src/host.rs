@@ -71,10 +71,11 @@ pub struct Reloaded {
 /// The settings a reload cannot apply.
 fn fixed_settings(validated: &Validated) -> String {
     format!(
-        "{:?} {:?} {:?} {:?} {:?}",
+        "{:?} {:?} {:?} {:?} {:?} {:?}",
         validated.listen,
         validated.workers,
         validated.json_logs,
+        validated.telemetry,
         validated.redis.as_ref().map(|r| (
             &r.url,
             &r.prefix,
@@ -140,7 +141,7 @@ impl Host {
         if fixed_settings(next) != self.fixed {
             return Err(Error::Config(tokenkeeper::ConfigError::new(
                 "bff",
-                "bff.listen, bff.workers, bff.log_format, [redis] or [ops] changed: restart to apply them",
+                "bff.listen, bff.workers, bff.log_format, [redis], [ops] or [telemetry] changed: restart to apply them",
             )));
         }
         let current = self.handler.current();

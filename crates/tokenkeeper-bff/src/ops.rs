@@ -6,7 +6,7 @@
 //!
 //! - `GET /admin/sessions?sub=…&sid=…` lists the sessions of a user (`sub`), of a provider
 //!   session (`sid`), or of both: `{"sessions": [{"sub", "sid", "created_at", "expires_at"}]}`
-//!   (seconds since the Unix epoch) and, for a host with several, `frontend`. Never a
+//!   (seconds since the Unix epoch) and `frontend` (the frontend's name). Never a
 //!   session's cookie value, never a token.
 //! - `DELETE /admin/sessions?sub=…&sid=…` ends them, as a logout does: each session is removed,
 //!   its refresh token revoked at the provider and its WebSocket relays closed:

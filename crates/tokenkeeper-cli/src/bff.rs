@@ -271,6 +271,31 @@ pub(crate) fn json_logs(args: &BffArgs) -> bool {
         .is_some_and(|config| config.bff.json_logs())
 }
 
+/// `--config`'s `[telemetry]`, checked (BF-23): read before the logs are set up, as the
+/// exporter is part of them. A file that cannot be read or parsed has none here; `run` then
+/// reports what is wrong with it.
+#[cfg(feature = "otel")]
+pub(crate) fn telemetry(
+    args: &BffArgs,
+) -> anyhow::Result<Option<tokenkeeper_bff::config::ValidatedTelemetry>> {
+    let Some(path) = &args.config else {
+        return Ok(None);
+    };
+    let Some(text) = std::fs::read_to_string(path).ok() else {
+        return Ok(None);
+    };
+    let Ok(config) = tokenkeeper_bff::config::BffConfig::parse(&text) else {
+        return Ok(None);
+    };
+    match &config.telemetry {
+        Some(section) => section
+            .validate(&text)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
+        None => Ok(None),
+    }
+}
+
 pub(crate) async fn run(args: BffArgs) -> anyhow::Result<()> {
     if args.dev {
         let default_port = if args.check { 0 } else { 8080 };

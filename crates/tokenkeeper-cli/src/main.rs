@@ -13,6 +13,8 @@ mod demo;
 mod dev_idp;
 mod dpop;
 mod sidecar;
+#[cfg(feature = "otel")]
+mod telemetry;
 mod token;
 
 use clap::{Parser, Subcommand};
@@ -82,25 +84,54 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(_) => "warn,tokenkeeper::client_credentials::manager=error",
         _ => "warn",
     };
-    let logs = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
-        );
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let json = matches!(&cli.command, Command::Bff(args) if bff::json_logs(args));
-    if json {
-        // One object per line: `timestamp`, `level`, `target`, `message` and the event's own
-        // fields beside them (BF-25); inside a request, `span` with its fields (`frontend`,
-        // and for a proxied one `route`, `method`).
-        logs.json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .init();
-    } else {
-        logs.with_ansi(colour()).init();
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs: Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync> =
+        if json {
+            // One object per line: `timestamp`, `level`, `target`, `message` and the event's own
+            // fields beside them (BF-25); inside a request, `span` with its fields (`frontend`,
+            // and for a proxied one `route`, `method`).
+            logs.json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_filter(filter)
+                .boxed()
+        } else {
+            logs.with_ansi(colour()).with_filter(filter).boxed()
+        };
+    // `[telemetry]` (BF-23): the exporter is made here, before the runtime (its HTTP client
+    // blocks, on the exporter's own thread), and flushed when the command returns.
+    #[cfg(feature = "otel")]
+    let telemetry = match &cli.command {
+        Command::Bff(args) => bff::telemetry(args)?,
+        _ => None,
+    };
+    let mut layers = vec![logs];
+    #[cfg(feature = "otel")]
+    let provider = match &telemetry {
+        Some(settings) => {
+            let (layer, provider) = telemetry::layer(settings)?;
+            layers.push(layer);
+            Some(provider)
+        }
+        None => None,
+    };
+    tracing_subscriber::registry().with(layers).init();
+    let outcome = run_command(cli);
+    #[cfg(feature = "otel")]
+    if let Some(provider) = provider {
+        telemetry::flush(provider);
     }
+    outcome
+}
+
+fn run_command(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -131,6 +131,11 @@ impl Forwarding {
         }
     }
 
+    /// Whether `peer` is one of the trusted proxies.
+    pub fn trusts(&self, peer: Option<SocketAddr>) -> bool {
+        peer.is_some_and(|addr| self.trusted.iter().any(|c| c.contains(addr.ip())))
+    }
+
     /// What a trusted proxy (`peer` in `trusted_proxies`) claims in `incoming` — its
     /// well-formed `X-Forwarded-For` chain, `-Proto` and `-Host` — read before the caller's
     /// forwarding headers are dropped. Nothing for anyone else.

@@ -28,6 +28,7 @@
 //!   ├── headers    ── header hygiene both ways, Location rewriting
 //!   │     └── forwarded ── X-Forwarded-* and trusted proxies
 //!   ├── deadlines  ── time-to-headers deadlines off the workers (a shared runtime)
+//!   ├── trace_context ── W3C traceparent in and out (feature `otel`)
 //!   └── body       ── the bodies a handler gets and returns
 //!         └── upstream ── a pool per worker and route, rustls
 //!               ├── route  ── prefixes, upstream URLs, traversal checks
@@ -97,6 +98,8 @@ mod request_body;
 mod route;
 pub mod server;
 mod timeouts;
+#[cfg(feature = "otel")]
+mod trace_context;
 mod upstream;
 mod worker;
 mod write;
