@@ -129,6 +129,7 @@ pub(crate) async fn start_dev(ports: DevPorts) -> anyhow::Result<DevStack> {
     );
     let bff = Bff::new(oidc, options)?;
     bff.spawn_cleanup(Duration::from_secs(600));
+    let toml = production_toml(&idp.issuer(), &api);
     let app: Router = Router::new()
         .route(
             "/",
@@ -137,6 +138,12 @@ pub(crate) async fn start_dev(ports: DevPorts) -> anyhow::Result<DevStack> {
                     [("content-type", "text/html; charset=utf-8")],
                     include_str!("../assets/dev-spa.html"),
                 )
+            }),
+        )
+        .route(
+            "/bff.toml",
+            axum::routing::get(move || async move {
+                ([("content-type", "text/plain; charset=utf-8")], toml)
             }),
         )
         .merge(bff.router());
@@ -152,6 +159,36 @@ pub(crate) async fn start_dev(ports: DevPorts) -> anyhow::Result<DevStack> {
         api,
         _bff: bff,
     })
+}
+
+/// The `bff.toml` that runs what the development stack shows, for real (BF-26): the dev
+/// provider and sample API stand where the user's own go.
+fn production_toml(issuer: &str, api: &str) -> String {
+    format!(
+        r#"# bff.toml: this development stack, for real. Run it with
+#   tokenkeeper bff --config bff.toml        (--check-config validates it)
+
+[bff]
+listen = "0.0.0.0:8080"
+public_url = "https://app.example.com"   # your app's URL; register {{public_url}}/bff/callback
+static_dir = "dist"                      # your SPA's build (index.html for its own routes)
+
+[oidc]
+issuer = "{issuer}"                      # your provider
+client_id = "spa"
+client_secret_env = "BFF_CLIENT_SECRET"  # the secret, from the environment
+scope = "openid offline_access"
+
+[[routes]]
+path = "/api"
+upstream = "{api}"                       # your API
+token = "user"
+anti_forgery = "same-origin"             # the SPA's EventSource cannot send X-CSRF
+
+# More: several frontends, Redis for a fleet, the operations listener, forward auth,
+# OpenTelemetry: see the README's configuration reference.
+"#
+    )
 }
 
 impl DevStack {

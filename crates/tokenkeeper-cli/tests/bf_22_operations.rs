@@ -186,7 +186,11 @@ async fn bf_22_health_readiness_metrics_and_the_admin_api() {
             .map(String::as_str)
             .collect();
         keys.sort_unstable();
-        assert_eq!(keys, ["created_at", "expires_at", "frontend", "sid", "sub"], "{body}");
+        assert_eq!(
+            keys,
+            ["created_at", "expires_at", "frontend", "sid", "sub"],
+            "{body}"
+        );
     }
     for bad in [
         "",

@@ -1,11 +1,41 @@
 //! The BFF in a real browser: headless Debian Chromium driven through ChromeDriver (WebDriver),
 //! against `tokenkeeper bff --dev` (the test identity provider's login page, the sample API, the
 //! SPA). `scripts/test` installs `chromium` and `chromium-driver`.
+//!
+//! It also takes the README's screenshots of the development app (BF-26): into `docs/` with
+//! `TK_UPDATE_SCREENSHOTS=1`, else into a temporary directory (checked, then removed).
 #![allow(clippy::unwrap_used)]
 
 use std::process::Command;
 
 use tokenkeeper_testing::{start_and_wait_for, Browser};
+
+/// Where the screenshots go.
+fn screenshots() -> std::path::PathBuf {
+    if std::env::var_os("TK_UPDATE_SCREENSHOTS").is_some() {
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs")
+    } else {
+        std::env::temp_dir().join(format!("tk-screenshots-{}", std::process::id()))
+    }
+}
+
+/// Takes a screenshot named `name` (a PNG in [`screenshots`]).
+async fn shoot(browser: &Browser, name: &str) {
+    let png = browser.screenshot().await;
+    // A real picture of the window, not an empty one.
+    assert!(png.len() > 10_000, "{name}: {} bytes", png.len());
+    let dir = screenshots();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(name), png).unwrap();
+}
+
+/// The steps the app says happened, one sentence each.
+async fn steps(browser: &Browser) -> Vec<String> {
+    let steps = browser
+        .script("return [...document.querySelectorAll('#steps li')].map(li => li.textContent)")
+        .await;
+    serde_json::from_value(steps).unwrap()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ux_06_bff_in_chromium_login_user_api_event_source_websocket_antiforgery_logout() {
@@ -23,6 +53,10 @@ async fn ux_06_bff_in_chromium_login_user_api_event_source_websocket_antiforgery
             "return !document.getElementById('anonymous').hidden",
         )
         .await;
+    let said = steps(&browser).await;
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(said[0].contains("401"), "{said:?}");
+    shoot(&browser, "bff-dev-anonymous.png").await;
 
     // Log in through the provider's page.
     browser.click("#login").await;
@@ -43,10 +77,17 @@ async fn ux_06_bff_in_chromium_login_user_api_event_source_websocket_antiforgery
         )
         .await;
     assert_eq!(user, "carol");
+    // The session's expiry as a person reads it: "29 min left", not "1799 s".
     let expires = browser
-        .script("return Number(document.getElementById('expires').textContent)")
+        .script("return document.getElementById('expires').textContent")
         .await;
-    assert!(expires.as_u64().unwrap() > 1700, "{expires}");
+    let expires = expires.as_str().unwrap();
+    let minutes: u64 = expires
+        .strip_suffix(" min left")
+        .unwrap_or_else(|| panic!("{expires}"))
+        .parse()
+        .unwrap();
+    assert!((28..=30).contains(&minutes), "{expires}");
 
     // The API through the proxy, server-sent events and a WebSocket echo.
     browser.click("#call").await;
@@ -73,6 +114,45 @@ async fn ux_06_bff_in_chromium_login_user_api_event_source_websocket_antiforgery
         )
         .await;
     assert_eq!(echo, "echo: hello over a websocket");
+    // One sentence per step: the login, the API call, the events, the WebSocket.
+    let said = browser
+        .until(
+            "four steps told",
+            "const s = [...document.querySelectorAll('#steps li')]; return s.length >= 4 ? s.map(li => li.textContent) : null",
+        )
+        .await;
+    let said: Vec<String> = serde_json::from_value(said).unwrap();
+    for (needle, what) in [
+        ("logged in", "the login"),
+        ("/api/hello", "the API call"),
+        ("Server-sent events", "the events"),
+        ("WebSocket", "the WebSocket"),
+    ] {
+        assert_eq!(
+            said.iter().filter(|s| s.contains(needle)).count(),
+            1,
+            "{what}: {said:?}"
+        );
+    }
+    shoot(&browser, "bff-dev-logged-in.png").await;
+
+    // The bff.toml that runs the same for real: linked, and a file that validates.
+    let link = browser
+        .script("return document.getElementById('config').href")
+        .await;
+    let toml = reqwest::get(link.as_str().unwrap())
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let dist = std::env::temp_dir().join(format!("tk-dev-dist-{}", std::process::id()));
+    std::fs::create_dir_all(&dist).unwrap();
+    let toml = toml.replace("\"dist\"", &format!("{:?}", dist.display().to_string()));
+    let config = tokenkeeper_bff::config::BffConfig::parse(&toml).unwrap();
+    let env = |name: &str| (name == "BFF_CLIENT_SECRET").then(|| "secret".to_owned());
+    config.validate(&toml, &env).unwrap();
+    let _ = std::fs::remove_dir_all(&dist);
 
     // Without the anti-forgery header, the API refuses anything but a same-origin read.
     let status = browser
@@ -119,6 +199,8 @@ async fn ux_06_bff_in_chromium_login_user_api_event_source_websocket_antiforgery
             "return location.pathname === '/' && !document.getElementById('anonymous').hidden",
         )
         .await;
+    let said = steps(&browser).await;
+    assert!(said[0].starts_with("You logged out"), "{said:?}");
     let status = browser
         .async_script(
             "const done = arguments[arguments.length - 1]; fetch('/bff/user', {headers: {'X-CSRF': '1'}}).then(r => done(r.status));",
@@ -126,4 +208,7 @@ async fn ux_06_bff_in_chromium_login_user_api_event_source_websocket_antiforgery
         .await;
     assert_eq!(status, 401);
     browser.close().await;
+    if std::env::var_os("TK_UPDATE_SCREENSHOTS").is_none() {
+        let _ = std::fs::remove_dir_all(screenshots());
+    }
 }

@@ -91,6 +91,7 @@ impl Browser {
                 "args": [
                     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
                     "--no-first-run", "--disable-background-networking",
+                    "--window-size=1100,900", "--hide-scrollbars", "--force-device-scale-factor=1",
                     "--disable-component-update", "--disable-sync",
                     format!("--user-data-dir={}", profile.display()),
                 ],
@@ -126,6 +127,28 @@ impl Browser {
         {
             Ok(response) => response.json::<Value>().await.unwrap_or_default()["value"].clone(),
             Err(e) => panic!("WebDriver {path}: {e}"),
+        }
+    }
+
+    /// A screenshot of the window (PNG).
+    ///
+    /// # Panics
+    /// When the browser does not take one.
+    pub async fn screenshot(&self) -> Vec<u8> {
+        use base64::Engine as _;
+        let response: Value = match self
+            .http
+            .get(format!("{}/screenshot", self.session))
+            .send()
+            .await
+        {
+            Ok(response) => response.json().await.unwrap_or_default(),
+            Err(e) => panic!("WebDriver /screenshot: {e}"),
+        };
+        let encoded = response["value"].as_str().unwrap_or_default();
+        match base64::engine::general_purpose::STANDARD.decode(encoded) {
+            Ok(png) if png.starts_with(b"\x89PNG") => png,
+            _ => panic!("no screenshot: {response}"),
         }
     }
 
