@@ -94,9 +94,9 @@ async fn main() {
     };
     let issuer = idp.issuer();
     let configs = [
-        file(port, &issuer, &api, false, 30),
-        file(port, &issuer, &api, true, 30),
-        file(port, &issuer, &api, true, 31),
+        file(port, issuer, &api, false, 30),
+        file(port, issuer, &api, true, 30),
+        file(port, issuer, &api, true, 31),
     ];
     let host = Arc::new(tokenkeeper_bff::host::build(&configs[0]).unwrap());
     let options = tokenkeeper_proxy::server::ServerOptions {
@@ -108,7 +108,10 @@ async fn main() {
         .unwrap();
 
     // Log in once; a few proxied requests, so that the per-route series exist.
-    let browser = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
     let login = browser
         .get(format!("{public}/bff/login?returnUrl=/"))
         .send()
@@ -127,7 +130,14 @@ async fn main() {
 
     // The /metrics scrape, with this many sessions in the store.
     let sessions = env("TK_SESSIONS", 100_000) as usize;
-    let store = host.handler().current().get("a").unwrap().bff().sessions().clone();
+    let store = host
+        .handler()
+        .current()
+        .get("a")
+        .unwrap()
+        .bff()
+        .sessions()
+        .clone();
     let now = tokenkeeper::Timestamp::from_millis(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -162,7 +172,14 @@ async fn main() {
     let mut bytes = 0;
     for _ in 0..env("TK_SCRAPES", 50) {
         let started = Instant::now();
-        let body = scraper.get(&ops_url).send().await.unwrap().text().await.unwrap();
+        let body = scraper
+            .get(&ops_url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         times.push(started.elapsed());
         bytes = body.len();
     }

@@ -129,7 +129,7 @@ pub(crate) async fn start_dev(ports: DevPorts) -> anyhow::Result<DevStack> {
     );
     let bff = Bff::new(oidc, options)?;
     bff.spawn_cleanup(Duration::from_secs(600));
-    let toml = production_toml(&idp.issuer(), &api);
+    let toml = production_toml(idp.issuer(), &api);
     let app: Router = Router::new()
         .route(
             "/",

@@ -112,6 +112,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bff(args) => bff::telemetry(args)?,
         _ => None,
     };
+    #[cfg_attr(not(feature = "otel"), allow(unused_mut))]
     let mut layers = vec![logs];
     #[cfg(feature = "otel")]
     let provider = match &telemetry {

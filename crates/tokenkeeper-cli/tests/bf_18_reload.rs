@@ -85,8 +85,8 @@ async fn bf_18_sighup_and_the_file_watch_reload_frontends_and_refuse_a_bad_file(
     );
     let first = format!(
         "{head}{}{}",
-        frontend("a", &a, &issuer, &api),
-        frontend("b", &b, &issuer, &api)
+        frontend("a", &a, issuer, &api),
+        frontend("b", &b, issuer, &api)
     );
     let dir = std::env::temp_dir().join(format!("tk-bf18-{}", std::process::id()));
     let (mut child, _) = start_bff(&dir, &first, &[], Stdio::piped());
@@ -135,8 +135,8 @@ async fn bf_18_sighup_and_the_file_watch_reload_frontends_and_refuse_a_bad_file(
     // SIGHUP: a unchanged, b removed, c added.
     let second = format!(
         "{head}{}{}",
-        frontend("a", &a, &issuer, &api),
-        frontend("c", &c, &issuer, &api)
+        frontend("a", &a, issuer, &api),
+        frontend("c", &c, issuer, &api)
     );
     replace_file(&path, &second);
     signal(&child, "HUP");
