@@ -12,6 +12,8 @@
 //! - Server-side sessions ([`BffSessionStore`]): the cookie (`__Host-bff`, HttpOnly, Secure,
 //!   `SameSite=Strict`) holds a random id only; sliding expiry with an absolute maximum.
 //!
+//! - Several frontends in one host ([`Frontends`], [`FrontendsHandler`]): each a [`Bff`] of its
+//!   own, matched by host and path prefix, replaceable while serving (a reload).
 //! - Proxying goes through [`tokenkeeper_proxy`]'s engine, the one `tokenkeeper sidecar` uses
 //!   too: the BFF is its [`tokenkeeper_proxy::Policy`]. Serve the BFF with [`Bff::router`] (in an
 //!   axum app) or [`Bff::handler`] (the per-core server `tokenkeeper bff` runs, at nginx's speed).
