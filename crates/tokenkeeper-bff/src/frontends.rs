@@ -189,11 +189,22 @@ impl Frontends {
         if self.lone {
             return self.list.first();
         }
+        self.matching(host.map(str::as_bytes), path)
+    }
+
+    /// The frontend of `request` (host: the HTTP/2 authority's or the `Host` header's).
+    fn select_for<B>(&self, request: &http::Request<B>) -> Option<&Frontend> {
+        if self.lone {
+            return self.list.first();
+        }
+        self.matching(request_host(request), request.uri().path())
+    }
+
+    fn matching(&self, host: Option<&[u8]>, path: &str) -> Option<&Frontend> {
         let mut lower = [0u8; 256];
         let host = host.and_then(|host| {
-            let bytes = host.as_bytes();
-            let name = lower.get_mut(..bytes.len())?;
-            for (to, from) in name.iter_mut().zip(bytes) {
+            let name = lower.get_mut(..host.len())?;
+            for (to, from) in name.iter_mut().zip(host) {
                 *to = from.to_ascii_lowercase();
             }
             Some(&*name)
@@ -212,16 +223,23 @@ impl Frontends {
 }
 
 /// The host name of a request: the HTTP/2 authority's, else the `Host` header's, without the
-/// port. `None` when there is none, or it is not a plain host name.
-fn request_host<B>(request: &http::Request<B>) -> Option<&str> {
-    if let Some(host) = request.uri().host() {
-        return Some(host);
-    }
-    let value = request.headers().get(http::header::HOST)?.to_str().ok()?;
-    let authority: http::uri::Authority = value.parse().ok()?;
-    // `Authority::host` borrows from the parsed value; find the same bytes in the header.
-    let len = authority.host().len();
-    value.get(..len)
+/// port. `None` when there is none, or it is not a plain host name (letters, digits, `-`, `.`,
+/// or an IPv6 literal in brackets).
+fn request_host<B>(request: &http::Request<B>) -> Option<&[u8]> {
+    let value = match request.uri().host() {
+        Some(host) => host.as_bytes(),
+        None => request.headers().get(http::header::HOST)?.as_bytes(),
+    };
+    // Without the port: after the last `:` that follows any `]`.
+    let host = match value.iter().rposition(|&b| b == b':') {
+        Some(colon) if !value[colon..].contains(&b']') => &value[..colon],
+        _ => value,
+    };
+    let plain = !host.is_empty()
+        && host
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'[' | b']' | b':'));
+    plain.then_some(host)
 }
 
 /// Serves a host's frontends ([`Frontends`]) on [`tokenkeeper_proxy::server`]; cheap to clone
@@ -320,11 +338,18 @@ impl tokenkeeper_proxy::server::Handler for FrontendsHandler {
         peer: tokenkeeper_proxy::server::Peer,
     ) -> http::Response<ProxyBody> {
         let frontends = self.current();
-        let selected = frontends.select(request_host(&request), request.uri().path());
-        match selected {
-            Some(frontend) => frontend.handler.handle(request, peer).await,
-            None => tokenkeeper_proxy::plain_text(StatusCode::NOT_FOUND, "Not found."),
+        let Some(frontend) = frontends.select_for(&request) else {
+            return tokenkeeper_proxy::plain_text(StatusCode::NOT_FOUND, "Not found.");
+        };
+        // `BffHandler::handle`'s steps, here rather than called: a future inside a future
+        // costs a copy of the pipeline's state per request.
+        let bff = frontend.handler.bff();
+        let engine = &bff.inner.engine;
+        let peer = peer.socket_addr();
+        if let Some(index) = engine.route_for(request.uri().path()) {
+            return engine.forward(bff, index, request, peer).await;
         }
+        frontend.handler.rest(request, peer).await
     }
 }
 
@@ -341,18 +366,25 @@ mod tests {
                 .body(())
                 .unwrap_or_default()
         };
+        let host = |value: &str| request_host(&with(value)).map(<[u8]>::to_vec);
         assert_eq!(
-            request_host(&with("App.example.com:8443")),
-            Some("App.example.com")
+            host("App.example.com:8443"),
+            Some(b"App.example.com".to_vec())
         );
-        assert_eq!(request_host(&with("127.0.0.2")), Some("127.0.0.2"));
-        assert_eq!(request_host(&with("[::1]:80")), Some("[::1]"));
-        assert_eq!(request_host(&with("a b")), None);
-        assert_eq!(request_host(&with("a\u{7f}")), None);
+        assert_eq!(host("127.0.0.2"), Some(b"127.0.0.2".to_vec()));
+        assert_eq!(host("[::1]:80"), Some(b"[::1]".to_vec()));
+        assert_eq!(host("[::1]"), Some(b"[::1]".to_vec()));
+        assert_eq!(host("a b"), None);
+        assert_eq!(host("a\u{7f}"), None);
+        assert_eq!(host(":80"), None);
+        assert_eq!(
+            host(&"a".repeat(2 * 1024 * 1024)).map(|h| h.len()),
+            Some(2 * 1024 * 1024)
+        );
         let h2 = http::Request::builder()
             .uri("https://shop.example.com/x")
             .body(())
             .unwrap_or_default();
-        assert_eq!(request_host(&h2), Some("shop.example.com"));
+        assert_eq!(request_host(&h2), Some(&b"shop.example.com"[..]));
     }
 }

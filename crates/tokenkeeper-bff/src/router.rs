@@ -103,28 +103,53 @@ impl std::fmt::Debug for BffHandler {
     }
 }
 
+impl BffHandler {
+    /// Its BFF.
+    pub(crate) fn bff(&self) -> &Bff {
+        &self.bff
+    }
+
+    /// What is not an API route: the management endpoints, then the fallback (static files,
+    /// app routes). Boxed: these are the rarer requests, and the router's state would make
+    /// every API request's future larger. Their logs carry the frontend's name (the proxied
+    /// requests' span has it too).
+    pub(crate) fn rest(
+        &self,
+        mut request: http::Request<tokenkeeper_proxy::IncomingBody>,
+        peer: Option<SocketAddr>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = http::Response<ProxyBody>> + Send>>
+    {
+        use tracing::Instrument as _;
+        if let Some(peer) = peer {
+            request.extensions_mut().insert(ConnectInfo(peer));
+        }
+        let span = tracing::info_span!("tokenkeeper.bff", frontend = self.bff.name());
+        let call = self.router.clone().call(request);
+        Box::pin(
+            async move {
+                match call.await {
+                    Ok(response) => response.map(ProxyBody::boxed),
+                    Err(never) => match never {},
+                }
+            }
+            .instrument(span),
+        )
+    }
+}
+
 impl tokenkeeper_proxy::server::Handler for BffHandler {
     async fn handle(
         &self,
-        mut request: http::Request<tokenkeeper_proxy::IncomingBody>,
+        request: http::Request<tokenkeeper_proxy::IncomingBody>,
         peer: tokenkeeper_proxy::server::Peer,
     ) -> http::Response<ProxyBody> {
+        // The same steps as `FrontendsHandler::handle`, which does not call this (a future
+        // inside a future costs a copy of the pipeline's state per request).
         let engine = &self.bff.inner.engine;
         let peer = peer.socket_addr();
         if let Some(index) = engine.route_for(request.uri().path()) {
             return engine.forward(&self.bff, index, request, peer).await;
         }
-        if let Some(peer) = peer {
-            request.extensions_mut().insert(ConnectInfo(peer));
-        }
-        // Boxed: the management endpoints and static files are the rarer requests, and the
-        // router's state would make every API request's future larger. Their logs carry the
-        // frontend's name (the proxied requests' span has it too).
-        use tracing::Instrument as _;
-        let span = tracing::info_span!("tokenkeeper.bff", frontend = self.bff.name());
-        match Box::pin(self.router.clone().call(request).instrument(span)).await {
-            Ok(response) => response.map(ProxyBody::boxed),
-            Err(never) => match never {},
-        }
+        self.rest(request, peer).await
     }
 }

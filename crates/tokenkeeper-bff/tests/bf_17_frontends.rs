@@ -229,6 +229,17 @@ upstream = "{upstream}/admin"
         with_cookie(format!("{app}/bff/user"), String::new()).await,
         404
     );
+    // A host name too long to be one, or with a port only: no frontend.
+    for host in ["a".repeat(300), ":80".to_owned()] {
+        let status = anonymous
+            .get(format!("http://{addr}/bff/user"))
+            .header("host", host)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 404);
+    }
     // The admin app's static files, under its prefix.
     let index = anonymous.get(format!("{app}/admin/")).send().await.unwrap();
     assert_eq!(index.text().await.unwrap(), "the admin app");
