@@ -112,8 +112,13 @@ impl Frontend {
     }
 
     fn answers_host(&self, host: Option<&[u8]>) -> bool {
+        // The configured names are lower case; the request's may be in any case.
         self.hosts.is_empty()
-            || host.is_some_and(|host| self.hosts.iter().any(|h| h.as_bytes() == host))
+            || host.is_some_and(|host| {
+                self.hosts
+                    .iter()
+                    .any(|h| h.as_bytes().eq_ignore_ascii_case(host))
+            })
     }
 
     fn answers_path(&self, path: &str) -> bool {
@@ -201,18 +206,10 @@ impl Frontends {
     }
 
     fn matching(&self, host: Option<&[u8]>, path: &str) -> Option<&Frontend> {
-        let mut lower = [0u8; 256];
-        let host = host.and_then(|host| {
-            let name = lower.get_mut(..host.len())?;
-            for (to, from) in name.iter_mut().zip(host) {
-                *to = from.to_ascii_lowercase();
-            }
-            Some(&*name)
-        });
         let mut best: Option<&Frontend> = None;
         for frontend in &self.list {
-            if frontend.answers_host(host)
-                && frontend.answers_path(path)
+            if frontend.answers_path(path)
+                && frontend.answers_host(host)
                 && best.is_none_or(|b| frontend.prefix.len() > b.prefix.len())
             {
                 best = Some(frontend);
@@ -223,23 +220,19 @@ impl Frontends {
 }
 
 /// The host name of a request: the HTTP/2 authority's, else the `Host` header's, without the
-/// port. `None` when there is none, or it is not a plain host name (letters, digits, `-`, `.`,
-/// or an IPv6 literal in brackets).
+/// port; `None` when there is none. Not checked further: it is only ever compared with the
+/// configured host names (plain names, checked at start), and anything else equals none.
 fn request_host<B>(request: &http::Request<B>) -> Option<&[u8]> {
     let value = match request.uri().host() {
         Some(host) => host.as_bytes(),
         None => request.headers().get(http::header::HOST)?.as_bytes(),
     };
-    // Without the port: after the last `:` that follows any `]`.
-    let host = match value.iter().rposition(|&b| b == b':') {
-        Some(colon) if !value[colon..].contains(&b']') => &value[..colon],
+    // Without the port: before the last `:` that no `]` follows (IPv6 literals keep theirs).
+    let host = match memchr::memrchr(b':', value) {
+        Some(colon) if memchr::memchr(b']', &value[colon..]).is_none() => &value[..colon],
         _ => value,
     };
-    let plain = !host.is_empty()
-        && host
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'[' | b']' | b':'));
-    plain.then_some(host)
+    (!host.is_empty()).then_some(host)
 }
 
 /// Serves a host's frontends ([`Frontends`]) on [`tokenkeeper_proxy::server`]; cheap to clone
@@ -374,8 +367,8 @@ mod tests {
         assert_eq!(host("127.0.0.2"), Some(b"127.0.0.2".to_vec()));
         assert_eq!(host("[::1]:80"), Some(b"[::1]".to_vec()));
         assert_eq!(host("[::1]"), Some(b"[::1]".to_vec()));
-        assert_eq!(host("a b"), None);
-        assert_eq!(host("a\u{7f}"), None);
+        // Odd bytes are kept: they equal no configured (checked) name.
+        assert_eq!(host("a b"), Some(b"a b".to_vec()));
         assert_eq!(host(":80"), None);
         assert_eq!(
             host(&"a".repeat(2 * 1024 * 1024)).map(|h| h.len()),
