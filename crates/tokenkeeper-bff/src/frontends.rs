@@ -227,9 +227,14 @@ fn request_host<B>(request: &http::Request<B>) -> Option<&[u8]> {
         Some(host) => host.as_bytes(),
         None => request.headers().get(http::header::HOST)?.as_bytes(),
     };
-    // Without the port: before the last `:` that no `]` follows (IPv6 literals keep theirs).
-    let host = match memchr::memrchr(b':', value) {
-        Some(colon) if memchr::memchr(b']', &value[colon..]).is_none() => &value[..colon],
+    // Without the port: the digits at the end after a `:` (an IPv6 literal ends in `]`). A
+    // scan from the end: a few bytes, where a vectorised search's setup would cost more.
+    let mut end = value.len();
+    while end > 0 && value[end - 1].is_ascii_digit() {
+        end -= 1;
+    }
+    let host = match end.checked_sub(1) {
+        Some(colon) if value[colon] == b':' => &value[..colon],
         _ => value,
     };
     (!host.is_empty()).then_some(host)
