@@ -73,6 +73,10 @@ else
   grind=(valgrind --tool=callgrind)
   connections=4
 fi
+# GRIND_OPTIONS="--dump-instr=yes": per-instruction costs, for `callgrind_annotate --auto=no`
+# or a disassembly side by side.
+# shellcheck disable=SC2206
+grind+=(${GRIND_OPTIONS:-})
 
 # count name url cookie: zero after a warm-up, measure, dump; prints events/request.
 count() {

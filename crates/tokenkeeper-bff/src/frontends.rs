@@ -110,23 +110,6 @@ impl Frontend {
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
-
-    fn answers_host(&self, host: Option<&[u8]>) -> bool {
-        // The configured names are lower case; the request's may be in any case.
-        self.hosts.is_empty()
-            || host.is_some_and(|host| {
-                self.hosts
-                    .iter()
-                    .any(|h| h.as_bytes().eq_ignore_ascii_case(host))
-            })
-    }
-
-    fn answers_path(&self, path: &str) -> bool {
-        match path.strip_prefix(self.prefix.as_str()) {
-            Some(rest) => rest.is_empty() || rest.starts_with('/'),
-            None => false,
-        }
-    }
 }
 
 /// A host's frontends, and how a request finds its own.
@@ -135,6 +118,17 @@ pub struct Frontends {
     list: Vec<Frontend>,
     /// One frontend that answers everything: no matching at all.
     lone: bool,
+    /// Every (host, prefix) a frontend answers, longest prefix first: the first entry a
+    /// request matches is its frontend.
+    entries: Vec<Entry>,
+}
+
+/// One host name (or any host: `None`) and path prefix of a frontend.
+#[derive(Debug, Clone)]
+struct Entry {
+    host: Option<Box<[u8]>>,
+    prefix: Box<str>,
+    frontend: usize,
 }
 
 impl Frontends {
@@ -175,7 +169,33 @@ impl Frontends {
             }
         }
         let lone = list.len() == 1 && list[0].hosts.is_empty() && list[0].prefix.is_empty();
-        Ok(Self { list, lone })
+        let mut entries = Vec::new();
+        for (index, frontend) in list.iter().enumerate() {
+            let prefix: Box<str> = frontend.prefix.as_str().into();
+            if frontend.hosts.is_empty() {
+                entries.push(Entry {
+                    host: None,
+                    prefix,
+                    frontend: index,
+                });
+            } else {
+                for host in &frontend.hosts {
+                    entries.push(Entry {
+                        host: Some(host.as_bytes().into()),
+                        prefix: prefix.clone(),
+                        frontend: index,
+                    });
+                }
+            }
+        }
+        // Two frontends answering one host never share a prefix (checked above): the longest
+        // matching prefix is the first match.
+        entries.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        Ok(Self {
+            list,
+            lone,
+            entries,
+        })
     }
 
     /// The frontends, in the order given.
@@ -206,16 +226,25 @@ impl Frontends {
     }
 
     fn matching(&self, host: Option<&[u8]>, path: &str) -> Option<&Frontend> {
-        let mut best: Option<&Frontend> = None;
-        for frontend in &self.list {
-            if frontend.answers_path(path)
-                && frontend.answers_host(host)
-                && best.is_none_or(|b| frontend.prefix.len() > b.prefix.len())
-            {
-                best = Some(frontend);
+        for entry in &self.entries {
+            if let Some(name) = &entry.host {
+                // The configured names are lower case; a browser's nearly always are too.
+                let same = host.is_some_and(|host| {
+                    name.len() == host.len() && (**name == *host || name.eq_ignore_ascii_case(host))
+                });
+                if !same {
+                    continue;
+                }
+            }
+            let under = match path.strip_prefix(&*entry.prefix) {
+                Some(rest) => rest.is_empty() || rest.starts_with('/'),
+                None => false,
+            };
+            if under {
+                return self.list.get(entry.frontend);
             }
         }
-        best
+        None
     }
 }
 
