@@ -222,17 +222,14 @@ impl Frontends {
         if self.lone {
             return self.list.first();
         }
-        self.matching(request_host(request), request.uri().path())
+        self.matching(request_authority(request), request.uri().path())
     }
 
-    fn matching(&self, host: Option<&[u8]>, path: &str) -> Option<&Frontend> {
+    /// `authority` is a host name with or without its port.
+    fn matching(&self, authority: Option<&[u8]>, path: &str) -> Option<&Frontend> {
         for entry in &self.entries {
             if let Some(name) = &entry.host {
-                // The configured names are lower case; a browser's nearly always are too.
-                let same = host.is_some_and(|host| {
-                    name.len() == host.len() && (**name == *host || name.eq_ignore_ascii_case(host))
-                });
-                if !same {
+                if !authority.is_some_and(|authority| names_host(authority, name)) {
                     continue;
                 }
             }
@@ -248,25 +245,25 @@ impl Frontends {
     }
 }
 
-/// The host name of a request: the HTTP/2 authority's, else the `Host` header's, without the
-/// port; `None` when there is none. Not checked further: it is only ever compared with the
-/// configured host names (plain names, checked at start), and anything else equals none.
-fn request_host<B>(request: &http::Request<B>) -> Option<&[u8]> {
-    let value = match request.uri().host() {
-        Some(host) => host.as_bytes(),
-        None => request.headers().get(http::header::HOST)?.as_bytes(),
+/// Whether `authority` (`host` or `host:port`, from a request) is for the configured host
+/// `name` (lower case): its host part equals `name`, in any letter case. No scan for the port:
+/// the bytes after the name must be nothing or `:…`.
+fn names_host(authority: &[u8], name: &[u8]) -> bool {
+    let Some(host) = authority.get(..name.len()) else {
+        return false;
     };
-    // Without the port: the digits at the end after a `:` (an IPv6 literal ends in `]`). A
-    // scan from the end: a few bytes, where a vectorised search's setup would cost more.
-    let mut end = value.len();
-    while end > 0 && value[end - 1].is_ascii_digit() {
-        end -= 1;
+    matches!(authority.get(name.len()), None | Some(b':'))
+        && (host == name || host.eq_ignore_ascii_case(name))
+}
+
+/// The authority of a request: the HTTP/2 `:authority`'s host, else the `Host` header (with
+/// its port, if any). Not checked further: it is only ever compared with the configured host
+/// names (plain names, checked at start), and anything else equals none.
+fn request_authority<B>(request: &http::Request<B>) -> Option<&[u8]> {
+    match request.uri().host() {
+        Some(host) => Some(host.as_bytes()),
+        None => Some(request.headers().get(http::header::HOST)?.as_bytes()),
     }
-    let host = match end.checked_sub(1) {
-        Some(colon) if value[colon] == b':' => &value[..colon],
-        _ => value,
-    };
-    (!host.is_empty()).then_some(host)
 }
 
 /// Serves a host's frontends ([`Frontends`]) on [`tokenkeeper_proxy::server`]; cheap to clone
@@ -382,36 +379,40 @@ impl tokenkeeper_proxy::server::Handler for FrontendsHandler {
 
 #[cfg(test)]
 mod tests {
-    use super::request_host;
+    use super::{names_host, request_authority};
 
     #[test]
-    fn the_request_host_is_the_authority_or_the_host_header_without_the_port() {
-        let with = |host: &str| {
-            http::Request::builder()
-                .uri("/x")
-                .header("host", host)
-                .body(())
-                .unwrap_or_default()
-        };
-        let host = |value: &str| request_host(&with(value)).map(<[u8]>::to_vec);
-        assert_eq!(
-            host("App.example.com:8443"),
-            Some(b"App.example.com".to_vec())
-        );
-        assert_eq!(host("127.0.0.2"), Some(b"127.0.0.2".to_vec()));
-        assert_eq!(host("[::1]:80"), Some(b"[::1]".to_vec()));
-        assert_eq!(host("[::1]"), Some(b"[::1]".to_vec()));
-        // Odd bytes are kept: they equal no configured (checked) name.
-        assert_eq!(host("a b"), Some(b"a b".to_vec()));
-        assert_eq!(host(":80"), None);
-        assert_eq!(
-            host(&"a".repeat(2 * 1024 * 1024)).map(|h| h.len()),
-            Some(2 * 1024 * 1024)
-        );
+    fn a_request_names_a_host_with_or_without_its_port_in_any_case() {
+        assert!(names_host(b"app.example.com", b"app.example.com"));
+        assert!(names_host(b"App.Example.com:8443", b"app.example.com"));
+        assert!(names_host(b"127.0.0.2:80", b"127.0.0.2"));
+        assert!(names_host(b"[::1]:80", b"[::1]"));
+        assert!(!names_host(b"127.0.0.20", b"127.0.0.2"));
+        assert!(!names_host(b"app.example.com.evil", b"app.example.com"));
+        assert!(!names_host(b"app", b"app.example.com"));
+        assert!(!names_host(b"", b"app.example.com"));
+        assert!(!names_host(b"a\x7fp:1", b"a\x01p"));
+        let huge = vec![b'a'; 2 * 1024 * 1024];
+        assert!(!names_host(&huge, b"a"));
+    }
+
+    #[test]
+    fn the_authority_is_the_http2_authority_or_the_host_header() {
+        let h1 = http::Request::builder()
+            .uri("/x")
+            .header("host", "Shop.example.com:8443")
+            .body(())
+            .unwrap_or_default();
+        assert_eq!(request_authority(&h1), Some(&b"Shop.example.com:8443"[..]));
         let h2 = http::Request::builder()
             .uri("https://shop.example.com/x")
             .body(())
             .unwrap_or_default();
-        assert_eq!(request_host(&h2), Some(&b"shop.example.com"[..]));
+        assert_eq!(request_authority(&h2), Some(&b"shop.example.com"[..]));
+        let none = http::Request::builder()
+            .uri("/x")
+            .body(())
+            .unwrap_or_default();
+        assert_eq!(request_authority(&none), None);
     }
 }
