@@ -152,25 +152,8 @@ upstream = "{api}"
         )
         .await;
     let user = browser.async_script(USER).await;
-    let logout = user["claims"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "bff:logout_url")
-        .unwrap()["value"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    browser.go(&format!("{one}{logout}")).await;
-    browser
-        .until(
-            "the provider's sign-out confirmation, or home",
-            &format!("return document.querySelector('form') !== null || location.href.startsWith('{one}/')"),
-        )
-        .await;
-    browser
-        .script("const form = document.querySelector('form'); if (form) { const yes = form.querySelector('[name=logout]'); if (yes) { yes.click(); } else { form.submit(); } }")
-        .await;
+    let logout = common::logout_url(&user["claims"]);
+    common::logout_in_browser(&browser, &one, &logout).await;
     browser
         .until(
             "back on one",

@@ -149,25 +149,8 @@ async fn interop_bff_in_chromium_login_refresh_and_revoking_logout() {
             "const done = arguments[arguments.length - 1]; fetch('/bff/user', {headers: {'X-CSRF': '1'}}).then(r => r.json()).then(done);",
         )
         .await;
-    let logout = user
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "bff:logout_url")
-        .unwrap()["value"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    browser.go(&format!("{origin}{logout}")).await;
-    browser
-        .until(
-            "the provider's sign-out confirmation, or home",
-            "return document.querySelector('form') !== null || location.href.startsWith(document.location.origin)",
-        )
-        .await;
-    browser
-        .script("const form = document.querySelector('form'); if (form) { const yes = form.querySelector('[name=logout]') ; if (yes) { yes.click(); } else { form.submit(); } }")
-        .await;
+    let logout = common::logout_url(&user);
+    common::logout_in_browser(&browser, &origin, &logout).await;
     assert_eq!(
         introspect(refresh.secret().to_owned()).await["active"],
         false,

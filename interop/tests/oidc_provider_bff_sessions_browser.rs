@@ -169,15 +169,7 @@ async fn interop_sec_13_sec_14_in_chromium_two_logins_one_sid() {
     // browser to the provider, which asks to confirm): B keeps working.
     browser.go(&format!("{origin_a}/app")).await;
     let user = browser.async_script(USER).await;
-    let logout = user
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "bff:logout_url")
-        .unwrap()["value"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let logout = common::logout_url(&user);
     browser.go(&format!("{origin_a}{logout}")).await;
     browser
         .until(

@@ -190,7 +190,7 @@ impl Frontends {
         }
         // Two frontends answering one host never share a prefix (checked above): the longest
         // matching prefix is the first match.
-        entries.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        entries.sort_by_key(|e| std::cmp::Reverse(e.prefix.len()));
         Ok(Self {
             list,
             lone,

@@ -393,10 +393,7 @@ pub(crate) async fn run(args: BffArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", validated.listen))?;
     // SIGHUP reloads (BF-18): listened for before the banner, so that a SIGHUP sent once the
     // banner is out never meets the default action (exit).
-    #[cfg(unix)]
-    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    #[cfg(not(unix))]
-    let hangup = None::<()>;
+    let hangup = crate::reload::hangup();
     let shown: Vec<String> = validated
         .frontends
         .iter()
@@ -419,7 +416,11 @@ pub(crate) async fn run(args: BffArgs) -> anyhow::Result<()> {
     ));
     let server = bound.serve(Arc::new(handler.clone()), &options)?;
     let host = Arc::new(host);
-    let reloads = tokio::spawn(reload_loop(path.clone(), host.clone(), hangup));
+    // Reloads (BF-18): `reload_file` applies or refuses the file, and logs and counts which.
+    let reloads = tokio::spawn(crate::reload::watch(path.clone(), hangup, move || {
+        let env = |name: &str| std::env::var(name).ok();
+        let _ = host.reload_file(&path, &env);
+    }));
     shutdown_signal().await;
     tracing::info!("shutting down: in-flight requests finish");
     reloads.abort();
@@ -431,51 +432,6 @@ pub(crate) async fn run(args: BffArgs) -> anyhow::Result<()> {
         ops.stopped().await;
     }
     Ok(())
-}
-
-/// Reloads the configuration (BF-18) on SIGHUP, and when the file changes (its modification
-/// time, size or content, looked at every 2 s): [`tokenkeeper_bff::host::Host::reload_file`]
-/// applies it or refuses it, logged and counted.
-async fn reload_loop(
-    path: std::path::PathBuf,
-    host: Arc<tokenkeeper_bff::host::Host>,
-    #[cfg(unix)] mut hangup: Option<tokio::signal::unix::Signal>,
-    #[cfg(not(unix))] _hangup: Option<()>,
-) {
-    let stamp = |path: &std::path::Path| {
-        let meta = std::fs::metadata(path).ok()?;
-        let text = std::fs::read(path).ok()?;
-        use std::hash::{Hash as _, Hasher as _};
-        let mut hash = std::collections::hash_map::DefaultHasher::new();
-        text.hash(&mut hash);
-        Some((meta.modified().ok(), meta.len(), hash.finish()))
-    };
-    let mut seen = stamp(&path);
-    let mut ticks = tokio::time::interval(Duration::from_secs(2));
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        #[cfg(unix)]
-        let signalled = async {
-            match hangup.as_mut() {
-                Some(signal) => signal.recv().await.is_some(),
-                None => std::future::pending().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let signalled = std::future::pending::<bool>();
-        let forced = tokio::select! {
-            _ = signalled => true,
-            _ = ticks.tick() => false,
-        };
-        let now = stamp(&path);
-        if !forced && now == seen {
-            continue;
-        }
-        seen = now;
-        let env = |name: &str| std::env::var(name).ok();
-        // The outcome is logged and counted by `reload_file`.
-        let _ = host.reload_file(&path, &env);
-    }
 }
 
 /// The operations listener (BF-22): `/healthz`, `/readyz`, `/metrics`, and the administration

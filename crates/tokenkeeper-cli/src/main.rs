@@ -12,6 +12,7 @@ mod bff;
 mod demo;
 mod dev_idp;
 mod dpop;
+mod reload;
 mod sidecar;
 #[cfg(feature = "otel")]
 mod telemetry;

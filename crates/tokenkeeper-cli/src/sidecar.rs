@@ -58,6 +58,8 @@ pub(crate) async fn run(args: SidecarArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // SIGHUP before the banner: a SIGHUP sent once it is out never meets the default action.
+    let hangup = crate::reload::hangup();
     crate::bff::print(&format!(
         "tokenkeeper sidecar on {} ({} routes, {} workers{})",
         shown(bound.listen()),
@@ -68,7 +70,10 @@ pub(crate) async fn run(args: SidecarArgs) -> anyhow::Result<()> {
             .unwrap_or_default()
     ));
     let server = bound.serve(Arc::new(handler.clone()), &options)?;
-    let reloads = tokio::spawn(reload_loop(path.clone(), sidecar, handler));
+    let watched = path.clone();
+    let reloads = tokio::spawn(crate::reload::watch(path.clone(), hangup, move || {
+        reload(&watched, &sidecar, &handler)
+    }));
     crate::bff::shutdown_signal().await;
     tracing::info!("shutting down: in-flight requests finish");
     reloads.abort();
@@ -95,60 +100,30 @@ fn load(path: &std::path::Path) -> anyhow::Result<tokenkeeper_sidecar::config::S
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
-/// Reloads the configuration on SIGHUP, and when the file changes (looked at every 2 s): a
-/// configuration that does not build is refused — logged with its key, counted — and the
+/// Reloads the configuration (on SIGHUP and when the file changes: [`crate::reload::watch`]):
+/// a configuration that does not build is refused — logged with its key, counted — and the
 /// running one stays.
-async fn reload_loop(
-    path: PathBuf,
-    running: tokenkeeper_sidecar::Sidecar,
-    handler: tokenkeeper_sidecar::SidecarHandler,
+fn reload(
+    path: &std::path::Path,
+    running: &tokenkeeper_sidecar::Sidecar,
+    handler: &tokenkeeper_sidecar::SidecarHandler,
 ) {
-    let stamp = |path: &std::path::Path| {
-        std::fs::metadata(path)
-            .ok()
-            .map(|m| (m.modified().ok(), m.len()))
-    };
-    let mut seen = stamp(&path);
-    #[cfg(unix)]
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(2));
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        #[cfg(unix)]
-        let signalled = async {
-            match hangup.as_mut() {
-                Some(signal) => signal.recv().await.is_some(),
-                None => std::future::pending().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let signalled = std::future::pending::<bool>();
-        let forced = tokio::select! {
-            _ = signalled => true,
-            _ = ticks.tick() => false,
-        };
-        let now = stamp(&path);
-        if !forced && now == seen {
-            continue;
+    let env = |name: &str| std::env::var(name).ok();
+    let outcome = load(path).and_then(|config| {
+        let next = tokenkeeper_sidecar::Sidecar::build(&config, &env)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        next.replace(handler, running).map_err(anyhow::Error::msg)
+    });
+    match outcome {
+        Ok(()) => {
+            tracing::warn!(file = %path.display(), "configuration reloaded");
+            metrics::counter!("tokenkeeper_sidecar_config_reloads_total", "outcome" => "applied")
+                .increment(1);
         }
-        seen = now;
-        let env = |name: &str| std::env::var(name).ok();
-        let outcome = load(&path).and_then(|config| {
-            let next = tokenkeeper_sidecar::Sidecar::build(&config, &env)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            next.replace(&handler, &running).map_err(anyhow::Error::msg)
-        });
-        match outcome {
-            Ok(()) => {
-                tracing::warn!(file = %path.display(), "configuration reloaded");
-                metrics::counter!("tokenkeeper_sidecar_config_reloads_total", "outcome" => "applied")
-                    .increment(1);
-            }
-            Err(error) => {
-                tracing::error!(%error, "configuration refused; the running one stays");
-                metrics::counter!("tokenkeeper_sidecar_config_reloads_total", "outcome" => "refused")
-                    .increment(1);
-            }
+        Err(error) => {
+            tracing::error!(%error, "configuration refused; the running one stays");
+            metrics::counter!("tokenkeeper_sidecar_config_reloads_total", "outcome" => "refused")
+                .increment(1);
         }
     }
 }

@@ -184,3 +184,30 @@ pub async fn provider_login_in_browser(browser: &tokenkeeper_testing::Browser, u
         )
         .await;
 }
+
+/// The session's logout URL (`bff:logout_url`) among the claims of a BFF's `/bff/user`.
+pub fn logout_url(claims: &serde_json::Value) -> String {
+    claims
+        .as_array()
+        .and_then(|claims| claims.iter().find(|c| c["type"] == "bff:logout_url"))
+        .and_then(|c| c["value"].as_str())
+        .expect("a bff:logout_url claim")
+        .to_owned()
+}
+
+/// Logs out of the BFF at `origin` with its `logout` URL, and confirms the sign-out on the
+/// provider's page (when it shows one).
+pub async fn logout_in_browser(browser: &tokenkeeper_testing::Browser, origin: &str, logout: &str) {
+    browser.go(&format!("{origin}{logout}")).await;
+    browser
+        .until(
+            "the provider's sign-out confirmation, or home",
+            &format!(
+                "return document.querySelector('form') !== null || location.href.startsWith('{origin}/')"
+            ),
+        )
+        .await;
+    browser
+        .script("const form = document.querySelector('form'); if (form) { const yes = form.querySelector('[name=logout]'); if (yes) { yes.click(); } else { form.submit(); } }")
+        .await;
+}
