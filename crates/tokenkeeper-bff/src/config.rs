@@ -1490,6 +1490,17 @@ impl BffConfig {
                 }
             },
         };
+        let plaintext_redis = self
+            .redis
+            .as_ref()
+            .is_some_and(|r| r.plaintext.as_ref().is_some_and(|p| *p.get_ref()));
+        if dpop_per_session && plaintext_redis {
+            return Err(err(
+                "oidc.dpop",
+                oidc.dpop.as_ref().map(Spanned::span),
+                "\"per-session\" keeps each session's DPoP private key in Redis, which needs encryption: give redis.encryption_key_env instead of plaintext = true".into(),
+            ));
+        }
         if require_dpop && !dpop_per_session {
             return Err(err(
                 "oidc.require_dpop",

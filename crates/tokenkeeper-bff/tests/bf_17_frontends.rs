@@ -1,6 +1,7 @@
-//! BF-17: two frontends in one host, built from the configuration file as `tokenkeeper bff`
+//! BF-17: frontends in one host, built from the configuration file as `tokenkeeper bff`
 //! builds them, on one Redis session store: one matched by host, one by host and path prefix,
-//! each with its own client at the provider. A login on one is not a login on the other, a
+//! each with its own client at the provider (a third authenticates with private_key_jwt and
+//! binds its tokens with DPoP). A login on one is not a login on the other, a
 //! session cookie copied from one is worth nothing on the other, a logout of one leaves the
 //! other alone, and the metrics say which frontend counted.
 #![cfg(feature = "config")]
@@ -33,6 +34,12 @@ async fn bf_17_two_frontends_one_host_sessions_apart() {
     let port = addr.port();
     let shop = format!("http://shop.localhost:{port}");
     let app = format!("http://app.localhost:{port}");
+    let kiosk = format!("http://kiosk.localhost:{port}");
+    // The kiosk's client key (private_key_jwt), registered by its public JWK.
+    let kiosk_key =
+        tokenkeeper::dpop::DpopKey::generate(tokenkeeper::dpop::DpopAlgorithm::ES256).unwrap();
+    let kiosk_pem = kiosk_key.to_pkcs8_pem().unwrap();
+    let kiosk_jwk = tokenkeeper::PrivateKeyJwt::new(kiosk_key).public_jwk();
     let idp = Arc::new(
         TestServer::builder()
             .client(
@@ -42,6 +49,11 @@ async fn bf_17_two_frontends_one_host_sessions_apart() {
             .client(
                 TestClient::new("admin", "admin-secret")
                     .redirect_uri(&format!("{app}/admin/bff/callback")),
+            )
+            .client(
+                TestClient::new("kiosk", "")
+                    .private_key_jwt(kiosk_jwk)
+                    .redirect_uri(&format!("{kiosk}/bff/callback")),
             )
             .start()
             .await,
@@ -57,10 +69,13 @@ async fn bf_17_two_frontends_one_host_sessions_apart() {
             move |uri: axum::http::Uri, headers: axum::http::HeaderMap| {
                 let (seen, idp) = (seen.clone(), idp.clone());
                 async move {
-                    let token = headers
+                    let authorization = headers
                         .get("authorization")
                         .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.strip_prefix("Bearer "))
+                        .unwrap_or_default();
+                    let token = authorization
+                        .strip_prefix("Bearer ")
+                        .or_else(|| authorization.strip_prefix("DPoP "))
                         .unwrap_or_default();
                     let client = idp
                         .verify_access_token(token)
@@ -93,7 +108,7 @@ insecure_cookies = true
 [redis]
 url = "{redis}"
 prefix = "{prefix}"
-plaintext = true
+encryption_key_env = "REDIS_KEY"
 
 [[frontends]]
 name = "shop"
@@ -121,13 +136,32 @@ client_secret = "admin-secret"
 [[frontends.routes]]
 path = "/api"
 upstream = "{upstream}/admin"
+
+[[frontends]]
+name = "kiosk"
+public_url = "{kiosk}"
+
+[frontends.oidc]
+issuer = "{issuer}"
+client_id = "kiosk"
+private_key_env = "KIOSK_KEY"
+dpop = "per-session"
+
+[[frontends.routes]]
+path = "/api"
+upstream = "{upstream}/kiosk"
 "#,
         issuer = idp.issuer(),
         static_dir = static_dir.display().to_string(),
     );
+    let env = |name: &str| match name {
+        "KIOSK_KEY" => Some(kiosk_pem.clone()),
+        "REDIS_KEY" => Some("YmZmLWhvc3QtdGVzdC1rZXktMzItYnl0ZXMtbG9uZyE=".to_owned()),
+        _ => None,
+    };
     let validated = BffConfig::parse(&text)
         .unwrap()
-        .validate(&text, &|_| None)
+        .validate(&text, &env)
         .unwrap();
     let host = tokenkeeper_bff::host::build(&validated).unwrap();
     let options = tokenkeeper_proxy::server::ServerOptions {
@@ -142,6 +176,7 @@ upstream = "{upstream}/admin"
         .redirect(reqwest::redirect::Policy::none())
         .resolve("shop.localhost", addr)
         .resolve("app.localhost", addr)
+        .resolve("kiosk.localhost", addr)
         .build()
         .unwrap();
     let started = |frontend: &str| {
@@ -296,5 +331,14 @@ upstream = "{upstream}/admin"
     assert_eq!(api(&browser, format!("{shop}/bff/user")).await.0, 401);
     assert_eq!(api(&browser, format!("{app}/admin/bff/user")).await.0, 200);
     assert_eq!(api(&browser, format!("{app}/admin/api/users")).await.0, 200);
+
+    // The kiosk: its login's code exchange authenticated with its key, its token DPoP-bound.
+    let (page, _) = follow(&browser, &format!("{kiosk}/bff/login?returnUrl=/")).await;
+    assert_eq!(page.status(), 200);
+    assert_eq!(api(&browser, format!("{kiosk}/api/screens")).await.0, 200);
+    assert_eq!(
+        seen.lock().unwrap().last().unwrap(),
+        &("kiosk".to_owned(), "/kiosk/screens".to_owned())
+    );
     let _ = std::fs::remove_dir_all(static_dir);
 }

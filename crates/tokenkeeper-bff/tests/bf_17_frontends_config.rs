@@ -238,6 +238,23 @@ fn bf_17_what_cannot_work_is_refused_with_the_key_and_line() {
         assert_eq!(e.key, key, "{find}: {e}");
         assert_eq!(e.line, Some(line_of(&text, needle)), "{find}: {e}");
     }
+    // Per-session DPoP keys in a Redis that stores in the clear: refused before building.
+    let text = TWO
+        .replace(
+            "listen = \"127.0.0.1:0\"\n",
+            "listen = \"127.0.0.1:0\"\n[redis]\nurl = \"redis://127.0.0.1\"\nplaintext = true\n",
+        )
+        .replace(
+            "client_id = \"admin\"\n",
+            "client_id = \"admin\"\ndpop = \"per-session\"\n",
+        );
+    let e = validate(&text).unwrap_err();
+    assert_eq!(e.key, "frontends[1].oidc.dpop", "{e}");
+    assert_eq!(
+        e.line,
+        Some(line_of(&text, "dpop = \"per-session\"")),
+        "{e}"
+    );
     // Control characters and a 2 MiB name never panic, and are refused.
     for name in ["a\u{1}b".to_owned(), "n".repeat(2 * 1024 * 1024)] {
         let text = TWO.replace("name = \"admin\"", &format!("name = {name:?}"));
