@@ -1,6 +1,9 @@
 //! Helpers shared by the Redis tests.
 #![allow(dead_code, clippy::unwrap_used, unreachable_pub)]
 
+pub mod cluster;
+pub mod sentinel;
+
 use std::time::Duration;
 
 /// A `redis-server` of our own on a free port, so the test can kill and restart it.
