@@ -8,7 +8,8 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+
+use super::{cli, free_port, wait_until};
 
 /// A running cluster.
 pub struct OwnCluster {
@@ -19,23 +20,6 @@ pub struct OwnCluster {
 struct Node {
     port: u16,
     child: Option<Child>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn cli(port: u16, args: &[&str]) -> String {
-    let output = Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(args)
-        .output()
-        .expect("redis-cli must be installed");
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 impl OwnCluster {
@@ -146,14 +130,6 @@ impl OwnCluster {
                 let _ = child.wait();
             }
         }
-    }
-}
-
-async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !check() {
-        assert!(Instant::now() < deadline, "{what}: not within 30 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -6,6 +6,38 @@ pub mod sentinel;
 
 use std::time::Duration;
 
+/// A port the kernel chose (bound to port 0, read back, released): for a server that must be
+/// told its port up front.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `redis-cli -p <port> <args>`'s output.
+pub fn cli(port: u16, args: &[&str]) -> String {
+    let output = std::process::Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli must be installed");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Polls `check` until it holds (30 s at most).
+pub async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A `redis-server` of our own on a free port, so the test can kill and restart it.
 pub struct OwnRedis {
     port: u16,
