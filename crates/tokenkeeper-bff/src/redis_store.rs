@@ -10,19 +10,28 @@ use crate::session::{session_id_hash, BffSession, BffSessionStore};
 
 /// Sessions in Redis, shared by every BFF instance on the same Redis and prefix: a login on
 /// one instance is a session on all; a logout or back-channel logout on any ends it everywhere.
+/// Works on one node, a Redis Cluster and Sentinel alike (FL-01): no command touches keys of
+/// two hash tags at once.
 ///
 /// - A session lives at `<prefix>:{<h>}:bffs`, named by the SHA-256 of its id
 ///   ([`BffSession::id_hash`]): neither the key nor the value holds the id, which is the
 ///   cookie (SEC-15). The value is sealed with the cache's encryption (it holds the ID token);
 ///   the cache refuses to run without it unless plaintext was asked for.
-/// - Indexes of the sessions' id hashes per `sub` and per `sid` (complete: an index lives as
-///   long as its longest-lived session), and the expiries in a sorted set, from which the
-///   periodic cleanup claims every expired session once across the fleet, in batches (to
-///   revoke its refresh token).
-/// - A slide rewrites the session only if it is still there, in one script: a slide racing a
+/// - **Indexes** of the sessions' id hashes per `sub` and per `sid` (`…:bffz`, each a sorted
+///   set under a tag of its own, so a cluster spreads them): each member is scored with the time
+///   its session's entry expires, and members past it are dropped when the index is written.
+///   An index is written *before* its session and cleared *after* it, so it is complete: a
+///   member whose session is missing is skipped, never trusted, and never removed by a reader
+///   (it may belong to a login whose session write has not landed yet).
+/// - **Expiry schedule** in 16 sorted sets (`…:bffx`, by the id hash's first character), so a
+///   frontend's writes do not all land on one cluster slot; the periodic cleanup claims every
+///   expired session once across the fleet, in batches (to revoke its refresh token).
+/// - A slide rewrites the session only if it is still there (`SET … XX`): a slide racing a
 ///   logout cannot bring the session back (SEC-26).
 /// - The entry outlives the session by a day (`expires_at` decides, not Redis), so the cleanup
 ///   still finds what to revoke.
+/// - Sessions written by earlier versions (one `SET` index per `sub`/`sid`, one schedule) are
+///   still found, ended and cleaned up.
 ///
 /// ```no_run
 /// # fn run() -> Result<(), tokenkeeper::CacheError> {
@@ -59,23 +68,18 @@ const GRACE_MS: u64 = 24 * 3600 * 1000;
 /// How many sessions one round trip reads or claims.
 const BATCH: usize = 500;
 
-/// Stores a session: the value, its place in both indexes (whose expiry only ever grows, so an
-/// index outlives every session in it) and in the expiry schedule. With ARGV[5] = `1` (a
-/// slide), only while the session is still stored: a slide racing a logout does not bring the
-/// session back (SEC-26).
-/// KEYS: session, sub index, sid index, schedule. ARGV: value, ttl, id hash, expires_at, slide.
-const WRITE_SCRIPT: &str = r#"
-if ARGV[5] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then
-  return 0
+/// How many sorted sets the expiry schedule is spread over.
+const SCHEDULE_BUCKETS: u8 = 16;
+
+/// Puts ARGV[1] in the index KEYS[1] with the score ARGV[2] (when its entry expires; a score
+/// only grows), drops members expired at ARGV[4], and keeps the index alive for at least
+/// ARGV[3] ms.
+const INDEX_SCRIPT: &str = r#"
+redis.call('ZADD', KEYS[1], 'GT', ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[4])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-for i = 2, 3 do
-  redis.call('SADD', KEYS[i], ARGV[3])
-  if redis.call('PTTL', KEYS[i]) < tonumber(ARGV[2]) then
-    redis.call('PEXPIRE', KEYS[i], ARGV[2])
-  end
-end
-redis.call('ZADD', KEYS[4], ARGV[4], ARGV[3])
 return 1
 "#;
 
@@ -117,10 +121,30 @@ impl RedisBffSessionStore {
 
     fn index_key(&self, kind: &str, value: &str) -> String {
         self.redis
+            .key_for(&format!("{}-{kind}:{value}", self.namespace), "bffz")
+    }
+
+    /// The index of earlier versions (a set), still read.
+    fn legacy_index_key(&self, kind: &str, value: &str) -> String {
+        self.redis
             .key_for(&format!("{}-{kind}:{value}", self.namespace), "bffi")
     }
 
-    fn expiry_key(&self) -> String {
+    fn schedule_key(&self, bucket: u8) -> String {
+        self.redis
+            .key_for(&format!("{}-expiry:{bucket}", self.namespace), "bffx")
+    }
+
+    /// The schedule bucket of a session.
+    fn bucket(id_hash: &str) -> u8 {
+        id_hash
+            .as_bytes()
+            .first()
+            .map_or(0, |b| b % SCHEDULE_BUCKETS)
+    }
+
+    /// The schedule of earlier versions (one sorted set), still claimed from.
+    fn legacy_schedule_key(&self) -> String {
         self.redis
             .key_for(&format!("{}-expiry", self.namespace), "bffx")
     }
@@ -143,7 +167,8 @@ impl RedisBffSessionStore {
         (session.id_hash == id_hash).then_some(session)
     }
 
-    /// The sessions with these id hashes (missing ones left out), a batch per round trip.
+    /// The sessions with these id hashes (missing ones left out), a batch per round trip (on a
+    /// cluster, one per node).
     async fn read_many(&self, hashes: &[String]) -> Result<Vec<BffSession>, CacheError> {
         let mut found = Vec::with_capacity(hashes.len());
         for batch in hashes.chunks(BATCH) {
@@ -162,64 +187,175 @@ impl RedisBffSessionStore {
         Ok(found)
     }
 
-    /// Writes `session` (see [`WRITE_SCRIPT`]); `false` when `slide` and it was gone.
-    async fn write(&self, session: &BffSession, slide: bool) -> Result<bool, CacheError> {
-        let key = self.session_key(&session.id_hash);
-        let value = self.seal(&key, session)?;
-        let ttl = session
-            .expires_at
-            .saturating_sub(Timestamp::system_now().as_millis())
-            .saturating_add(GRACE_MS)
-            .max(1);
-        let sub = self.index_key("sub", &session.sub);
-        let sid = self.index_key("sid", &session.sid);
-        let expiry = self.expiry_key();
-        let (hash, expires_at) = (session.id_hash.clone(), session.expires_at);
-        let done: i64 = self
-            .redis
-            .call(|mut c| async move {
-                redis::Script::new(WRITE_SCRIPT)
-                    .key(&key)
-                    .key(&sub)
-                    .key(&sid)
-                    .key(&expiry)
-                    .arg(value)
-                    .arg(ttl)
-                    .arg(&hash)
-                    .arg(expires_at)
-                    .arg(if slide { "1" } else { "0" })
-                    .invoke_async(&mut c)
-                    .await
-            })
-            .await?;
-        Ok(done == 1)
-    }
-
-    async fn delete(&self, session: &BffSession) -> Result<(), CacheError> {
-        let key = self.session_key(&session.id_hash);
-        let sub = self.index_key("sub", &session.sub);
-        let sid = self.index_key("sid", &session.sid);
-        let expiry = self.expiry_key();
-        let hash = session.id_hash.clone();
+    /// Adds `hash` to the index at `key` (see [`INDEX_SCRIPT`]).
+    async fn index(&self, key: String, hash: &str, until: u64, ttl: u64) -> Result<(), CacheError> {
+        let now = Timestamp::system_now().as_millis();
         self.redis
             .call(|mut c| async move {
-                redis::pipe()
-                    .atomic()
-                    .cmd("DEL")
-                    .arg(&key)
-                    .cmd("SREM")
-                    .arg(&sub)
-                    .arg(&hash)
-                    .cmd("SREM")
-                    .arg(&sid)
-                    .arg(&hash)
-                    .cmd("ZREM")
-                    .arg(&expiry)
-                    .arg(&hash)
-                    .query_async::<()>(&mut c)
+                redis::Script::new(INDEX_SCRIPT)
+                    .key(&key)
+                    .arg(hash)
+                    .arg(until)
+                    .arg(ttl)
+                    .arg(now)
+                    .invoke_async::<i64>(&mut c)
                     .await
             })
             .await
+            .map(|_| ())
+    }
+
+    /// `ZADD`/`ZREM` (`add`: the score) of `hash` in the sorted set at `key`.
+    async fn zset(&self, key: String, hash: &str, add: Option<u64>) -> Result<(), CacheError> {
+        self.redis
+            .call(|mut c| async move {
+                match add {
+                    Some(score) => {
+                        redis::cmd("ZADD")
+                            .arg(&key)
+                            .arg(score)
+                            .arg(hash)
+                            .query_async::<i64>(&mut c)
+                            .await
+                    }
+                    None => {
+                        redis::cmd("ZREM")
+                            .arg(&key)
+                            .arg(hash)
+                            .query_async::<i64>(&mut c)
+                            .await
+                    }
+                }
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Writes `session`: first its place in both indexes and the schedule, then the entry
+    /// (with `slide`, only if it is still there: `SET … XX`). `false` when `slide` and it was
+    /// gone.
+    async fn write(&self, session: &BffSession, slide: bool) -> Result<bool, CacheError> {
+        let key = self.session_key(&session.id_hash);
+        let value = self.seal(&key, session)?;
+        let now = Timestamp::system_now().as_millis();
+        let ttl = session
+            .expires_at
+            .saturating_sub(now)
+            .saturating_add(GRACE_MS)
+            .max(1);
+        let until = now.saturating_add(ttl);
+        let hash = session.id_hash.as_str();
+        let (sub, sid, schedule) = tokio::join!(
+            self.index(self.index_key("sub", &session.sub), hash, until, ttl),
+            self.index(self.index_key("sid", &session.sid), hash, until, ttl),
+            self.zset(
+                self.schedule_key(Self::bucket(hash)),
+                hash,
+                Some(session.expires_at)
+            ),
+        );
+        sub?;
+        sid?;
+        schedule?;
+        let set: Option<String> = self
+            .redis
+            .call(|mut c| async move {
+                let mut set = redis::cmd("SET");
+                set.arg(&key).arg(value).arg("PX").arg(ttl);
+                if slide {
+                    set.arg("XX");
+                }
+                set.query_async(&mut c).await
+            })
+            .await?;
+        Ok(set.is_some())
+    }
+
+    /// Removes `session`: first the entry, then its place in the indexes and the schedule.
+    async fn delete(&self, session: &BffSession) -> Result<(), CacheError> {
+        let key = self.session_key(&session.id_hash);
+        self.redis
+            .call(
+                |mut c| async move { redis::cmd("DEL").arg(&key).query_async::<i64>(&mut c).await },
+            )
+            .await?;
+        let hash = session.id_hash.as_str();
+        let (sub, sid, schedule) = tokio::join!(
+            self.zset(self.index_key("sub", &session.sub), hash, None),
+            self.zset(self.index_key("sid", &session.sid), hash, None),
+            self.zset(self.schedule_key(Self::bucket(hash)), hash, None),
+        );
+        sub.and(sid).and(schedule)
+    }
+
+    /// The id hashes in the index of `kind` = `value`, and in the index of earlier versions.
+    async fn members(&self, kind: &str, value: &str) -> Result<Vec<String>, CacheError> {
+        let index = self.index_key(kind, value);
+        let now = Timestamp::system_now().as_millis();
+        let mut hashes: Vec<String> = self
+            .redis
+            .call(|mut c| async move {
+                redis::cmd("ZRANGE")
+                    .arg(&index)
+                    .arg(now)
+                    .arg("+inf")
+                    .arg("BYSCORE")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        let legacy = self.legacy_index_key(kind, value);
+        let older: Vec<String> = self
+            .redis
+            .call(|mut c| async move {
+                redis::cmd("SMEMBERS")
+                    .arg(&legacy)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        for hash in older {
+            if !hashes.contains(&hash) {
+                hashes.push(hash);
+            }
+        }
+        Ok(hashes)
+    }
+
+    /// Claims what is due at `now` from the schedule at `key`, batch after batch.
+    async fn claim(
+        &self,
+        key: String,
+        now: Timestamp,
+        taken: &mut Vec<BffSession>,
+    ) -> Result<(), CacheError> {
+        loop {
+            let k = key.clone();
+            let due: Vec<String> = self
+                .redis
+                .call(|mut c| async move {
+                    redis::Script::new(CLAIM_SCRIPT)
+                        .key(&k)
+                        .arg(now.as_millis())
+                        .arg(BATCH)
+                        .invoke_async(&mut c)
+                        .await
+                })
+                .await?;
+            let claimed = due.len();
+            for session in self.read_many(&due).await? {
+                if session.expires_at <= now.as_millis() {
+                    self.delete(&session).await?;
+                    taken.push(session);
+                } else {
+                    // Extended meanwhile: back in the schedule (only if still stored).
+                    self.write(&session, true).await?;
+                }
+            }
+            if claimed < BATCH {
+                return Ok(());
+            }
+        }
     }
 }
 
@@ -300,40 +436,14 @@ impl BffSessionStore for RedisBffSessionStore {
         sid: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Vec<BffSession>, CacheError>> {
         Box::pin(async move {
-            let index = match (sub, sid) {
-                (Some(sub), _) => self.index_key("sub", sub),
-                (None, Some(sid)) => self.index_key("sid", sid),
+            let hashes = match (sub, sid) {
+                (Some(sub), _) => self.members("sub", sub).await?,
+                (None, Some(sid)) => self.members("sid", sid).await?,
                 (None, None) => return Ok(Vec::new()),
             };
-            let i = index.clone();
-            let hashes: Vec<String> = self
-                .redis
-                .call(
-                    |mut c| async move { redis::cmd("SMEMBERS").arg(&i).query_async(&mut c).await },
-                )
-                .await?;
+            // A member whose session is missing stays: it may be a login whose entry is being
+            // written. Expired members leave when the index is next written.
             let found = self.read_many(&hashes).await?;
-            // Entries gone from Redis (expired) leave their index.
-            if found.len() < hashes.len() {
-                let live: std::collections::HashSet<&str> =
-                    found.iter().map(|s| s.id_hash.as_str()).collect();
-                let gone: Vec<&String> = hashes
-                    .iter()
-                    .filter(|h| !live.contains(h.as_str()))
-                    .collect();
-                if !gone.is_empty() {
-                    let _ = self
-                        .redis
-                        .call(|mut c| async move {
-                            redis::cmd("SREM")
-                                .arg(&index)
-                                .arg(&gone)
-                                .query_async::<()>(&mut c)
-                                .await
-                        })
-                        .await;
-                }
-            }
             Ok(found
                 .into_iter()
                 .filter(|s| {
@@ -345,36 +455,15 @@ impl BffSessionStore for RedisBffSessionStore {
 
     fn take_expired(&self, now: Timestamp) -> BoxFuture<'_, Result<Vec<BffSession>, CacheError>> {
         Box::pin(async move {
-            let expiry = self.expiry_key();
             let mut taken = Vec::new();
-            // Batch after batch until nothing is due: every expired session, not a fixed few.
-            loop {
-                let e = expiry.clone();
-                let due: Vec<String> = self
-                    .redis
-                    .call(|mut c| async move {
-                        redis::Script::new(CLAIM_SCRIPT)
-                            .key(&e)
-                            .arg(now.as_millis())
-                            .arg(BATCH)
-                            .invoke_async(&mut c)
-                            .await
-                    })
+            // Every bucket, batch after batch until nothing is due: every expired session,
+            // not a fixed few. Then the schedule of earlier versions.
+            for bucket in 0..SCHEDULE_BUCKETS {
+                self.claim(self.schedule_key(bucket), now, &mut taken)
                     .await?;
-                let claimed = due.len();
-                for session in self.read_many(&due).await? {
-                    if session.expires_at <= now.as_millis() {
-                        self.delete(&session).await?;
-                        taken.push(session);
-                    } else {
-                        // Extended meanwhile: back in the schedule (only if still stored).
-                        self.write(&session, true).await?;
-                    }
-                }
-                if claimed < BATCH {
-                    break;
-                }
             }
+            self.claim(self.legacy_schedule_key(), now, &mut taken)
+                .await?;
             Ok(taken)
         })
     }

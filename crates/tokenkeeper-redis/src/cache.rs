@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use futures_util::future::BoxFuture;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sha2::{Digest, Sha256};
 use tokenkeeper::{AccessToken, CacheError, CacheKey, CachedToken, Clock, TokenCache, TokioClock};
 
 use crate::codec::{self, Unreadable};
 use crate::outage::Outage;
+use crate::topology::{Connector, RedisConnection, RedisTopology};
 use tokenkeeper::Encryption;
 
 /// Settings of the Redis backends.
@@ -45,6 +45,35 @@ pub struct RedisOptions {
     /// then logs a warning and sets the gauge `tokenkeeper_redis_plaintext` to 1 (feature
     /// `metrics`). Default `false`.
     pub plaintext: bool,
+    /// After writing a session's rotated tokens, wait until this many replicas have them
+    /// (`WAIT`) before they are used (FL-03): a failover right after a rotation then cannot
+    /// bring back a spent refresh token. Default `None` (do not wait); a Cluster or Sentinel
+    /// deployment with replicas should set it (see [`ReplicaAck`]).
+    pub replica_ack: Option<ReplicaAck>,
+}
+
+/// How many replicas must have a rotated session before its tokens are used, and how long to
+/// wait for them (FL-03).
+///
+/// If fewer acknowledge within `timeout`, the tokens are used all the same (they are the only
+/// valid ones: the provider has spent the old refresh token), a warning is logged and
+/// `tokenkeeper_redis_replica_ack_missed_total` counts it (feature `metrics`): the session is
+/// then lost only if the master fails before it replicates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaAck {
+    /// Replicas that must acknowledge (`WAIT <replicas> <timeout>`). Default 1.
+    pub replicas: u32,
+    /// How long to wait for them. Default 100 ms.
+    pub timeout: Duration,
+}
+
+impl Default for ReplicaAck {
+    fn default() -> Self {
+        Self {
+            replicas: 1,
+            timeout: Duration::from_millis(100),
+        }
+    }
 }
 
 impl RedisOptions {
@@ -70,6 +99,12 @@ impl RedisOptions {
         self.prefix = prefix.into();
         self
     }
+
+    /// The same options, waiting for `ack` after each rotation (FL-03).
+    pub fn replica_ack(mut self, ack: ReplicaAck) -> Self {
+        self.replica_ack = Some(ack);
+        self
+    }
 }
 
 impl Default for RedisOptions {
@@ -80,6 +115,7 @@ impl Default for RedisOptions {
             retry_pause: Duration::from_secs(1),
             encryption: None,
             plaintext: false,
+            replica_ack: None,
         }
     }
 }
@@ -97,8 +133,8 @@ impl Default for RedisOptions {
 /// - **No rollback (SEC-11)**: the cache remembers the newest token (by when it was issued,
 ///   which is sealed with it) seen under each key; an older one found there — put back by
 ///   someone who can write to Redis — is a miss and is deleted.
-/// - **Connection**: made on first use and re-made automatically (redis `ConnectionManager`).
-///   Every call has a timeout. While Redis is down, calls fail fast for
+/// - **Connection**: to one node, a Redis Cluster or a master known to Sentinel
+///   ([`RedisTopology`]); made on first use and re-made automatically. Every call has a timeout. While Redis is down, calls fail fast for
 ///   [`RedisOptions::retry_pause`] after each failure, and each outage logs one warning.
 ///
 /// Alone it is a shared cache with no in-process tier, so every hit is a round trip and, while
@@ -110,10 +146,10 @@ pub struct RedisTokenCache {
 }
 
 pub(crate) struct RedisInner {
-    pub(crate) client: redis::Client,
-    conn: tokio::sync::OnceCell<ConnectionManager>,
+    pub(crate) connector: Connector,
     pub(crate) prefix: String,
     pub(crate) timeout: Duration,
+    pub(crate) replica_ack: Option<ReplicaAck>,
     encryption: Option<Encryption>,
     pub(crate) outage: Outage,
     clock: TokioClock,
@@ -126,6 +162,7 @@ impl fmt::Debug for RedisTokenCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisTokenCache")
             .field("prefix", &self.inner.prefix)
+            .field("topology", &self.inner.connector.kind())
             .field("encrypted", &self.inner.encryption.is_some())
             .field("down", &self.inner.outage.is_down())
             .finish_non_exhaustive()
@@ -160,11 +197,28 @@ pub(crate) fn fingerprint(token: &AccessToken) -> String {
 }
 
 impl RedisTokenCache {
-    /// A cache on the Redis at `url` (`redis://host:port/db`). Nothing is connected until first
-    /// use, so an application starts even while Redis is down.
+    /// A cache on the Redis node at `url` (`redis://host:port/db`). Nothing is connected until
+    /// first use, so an application starts even while Redis is down.
     pub fn new(url: &str, options: RedisOptions) -> Result<Self, CacheError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| CacheError::new(format!("invalid Redis URL: {}", e.category())))?;
+        Self::connect(RedisTopology::node(url), options)
+    }
+
+    /// A cache on a Redis node, a Redis Cluster or a master known to Sentinel
+    /// ([`RedisTopology`]). Nothing is connected until first use.
+    ///
+    /// ```
+    /// use tokenkeeper_redis::{Encryption, RedisOptions, RedisTokenCache, RedisTopology, ReplicaAck};
+    /// let cluster = RedisTopology::cluster(["redis://10.0.0.1:6379", "redis://10.0.0.2:6379"]);
+    /// let options = RedisOptions::encrypted(Encryption::new("k1", &[7; 32])?)
+    ///     .replica_ack(ReplicaAck::default());
+    /// let redis = RedisTokenCache::connect(cluster, options)?;
+    /// # let _ = redis; Ok::<(), tokenkeeper::CacheError>(())
+    /// ```
+    pub fn connect(
+        topology: impl Into<RedisTopology>,
+        options: RedisOptions,
+    ) -> Result<Self, CacheError> {
+        let connector = Connector::new(topology.into(), options.timeout)?;
         if options.prefix.is_empty() || options.prefix.contains(['{', '}']) {
             return Err(CacheError::new(
                 "the prefix must be non-empty and without braces",
@@ -189,10 +243,10 @@ impl RedisTokenCache {
         }
         Ok(Self {
             inner: Arc::new(RedisInner {
-                client,
-                conn: tokio::sync::OnceCell::new(),
+                connector,
                 prefix: options.prefix,
                 timeout: options.timeout,
+                replica_ack: options.replica_ack,
                 encryption: options.encryption,
                 outage: Outage::new(options.retry_pause),
                 clock: TokioClock::new(),
@@ -216,11 +270,18 @@ impl RedisTokenCache {
         self.inner.redis_key(key, "tok")
     }
 
+    /// The kind of Redis this cache is on: `node`, `cluster` or `sentinel`.
+    pub fn topology(&self) -> &'static str {
+        self.inner.connector.kind()
+    }
+
     /// Runs `f` on this cache's connection, with its timeout and outage tracking: for stores
-    /// of sibling crates that share the connection (the BFF's sessions).
+    /// of sibling crates that share the connection (the BFF's sessions). On a cluster, each
+    /// command goes to the node of its keys: the keys of one script or transaction must share
+    /// a hash tag (see [`RedisTokenCache::key_for`]).
     pub async fn call<T, F, Fut>(&self, f: F) -> Result<T, CacheError>
     where
-        F: FnOnce(redis::aio::ConnectionManager) -> Fut,
+        F: FnOnce(RedisConnection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         self.inner.call(f).await
@@ -416,20 +477,6 @@ impl RedisInner {
         format!("{}:invalidate", self.prefix)
     }
 
-    async fn connection(&self) -> Result<ConnectionManager, redis::RedisError> {
-        self.conn
-            .get_or_try_init(|| async {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(self.timeout))
-                    .set_response_timeout(Some(self.timeout))
-                    .set_number_of_retries(1)
-                    .set_max_delay(Duration::from_secs(1));
-                ConnectionManager::new_with_config(self.client.clone(), config).await
-            })
-            .await
-            .cloned()
-    }
-
     /// `SET key value PX ttl` (at least 1 ms).
     pub(crate) async fn set_px(
         &self,
@@ -453,7 +500,54 @@ impl RedisInner {
     /// Runs one Redis call with the timeout and outage tracking.
     pub(crate) async fn call<T, F, Fut>(&self, f: F) -> Result<T, CacheError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(RedisConnection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        self.call_on(false, f).await
+    }
+
+    /// Runs `f` on the connection of durable writes, then, when [`RedisOptions::replica_ack`]
+    /// asks, waits until that many replicas have what it wrote to `key` (FL-03). Too few in
+    /// time: a warning and a count, and the value all the same.
+    pub(crate) async fn call_durable<T, F, Fut>(&self, key: &str, f: F) -> Result<T, CacheError>
+    where
+        F: FnOnce(RedisConnection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let Some(ack) = self.replica_ack else {
+            return self.call(f).await;
+        };
+        let (value, acknowledged) = self
+            .call_on(true, |mut c| async move {
+                let value = f(c.clone()).await?;
+                // Not bounded by the call's timeout alone: `WAIT` is given its own.
+                let acknowledged = c.wait_for_replicas(key, ack.replicas, ack.timeout).await;
+                Ok((value, acknowledged))
+            })
+            .await?;
+        match acknowledged {
+            Ok(n) if n >= i64::from(ack.replicas) => {}
+            Ok(n) => {
+                #[cfg(feature = "metrics")]
+                metrics::counter!("tokenkeeper_redis_replica_ack_missed_total").increment(1);
+                tracing::warn!(
+                    acknowledged = n,
+                    wanted = ack.replicas,
+                    "a rotated session reached fewer replicas than asked within the replica_ack timeout; a failover now could bring back its spent refresh token"
+                );
+            }
+            Err(e) => {
+                #[cfg(feature = "metrics")]
+                metrics::counter!("tokenkeeper_redis_replica_ack_missed_total").increment(1);
+                tracing::warn!(error = %e.category(), "WAIT for replicas failed after a rotation");
+            }
+        }
+        Ok(value)
+    }
+
+    async fn call_on<T, F, Fut>(&self, durable: bool, f: F) -> Result<T, CacheError>
+    where
+        F: FnOnce(RedisConnection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         if !self.outage.should_try() {
@@ -461,8 +555,16 @@ impl RedisInner {
                 "Redis is down (pausing before the next attempt)",
             ));
         }
-        let result = tokio::time::timeout(self.timeout, async {
-            let conn = self.connection().await?;
+        let limit = match (durable, self.replica_ack) {
+            (true, Some(ack)) => self.timeout + ack.timeout,
+            _ => self.timeout,
+        };
+        let result = tokio::time::timeout(limit, async {
+            let conn = if durable {
+                self.connector.durable().await?
+            } else {
+                self.connector.main().await?
+            };
             f(conn).await
         })
         .await;
@@ -473,11 +575,13 @@ impl RedisInner {
             }
             // The connection's own timeouts fire as errors: they are timeouts all the same.
             Ok(Err(e)) if !e.is_timeout() => {
+                self.connector.failed(Some(&e));
                 let message = format!("Redis error: {}", e.category());
                 self.outage.failed(&message);
                 Err(CacheError::new(message))
             }
             Ok(Err(_)) | Err(_) => {
+                self.connector.failed(None);
                 let message = format!("Redis did not answer within {:?} (timeout)", self.timeout);
                 self.outage.failed(&message);
                 Err(CacheError::new(message))

@@ -7,6 +7,9 @@
 //! - [`RedisLoginReplayStore`]: taken login callbacks, each login completed once across the fleet.
 //! - [`RedisDpopKeyStore`]: per-session DPoP keys, always sealed.
 //!
+//! Each works on one Redis node, a Redis Cluster or a master found through Sentinel
+//! ([`RedisTopology`], [`RedisTokenCache::connect`]).
+//!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
@@ -39,13 +42,15 @@ mod lease;
 mod login_replay;
 mod outage;
 mod subscription;
+mod topology;
 mod two_tier;
 mod user_store;
 
-pub use cache::{RedisOptions, RedisTokenCache};
+pub use cache::{RedisOptions, RedisTokenCache, ReplicaAck};
 pub use dpop_keys::RedisDpopKeyStore;
 pub use lease::RedisLease;
 pub use login_replay::RedisLoginReplayStore;
 pub use tokenkeeper::Encryption;
+pub use topology::{RedisConnection, RedisTopology};
 pub use two_tier::TwoTierTokenCache;
 pub use user_store::RedisUserTokenStore;

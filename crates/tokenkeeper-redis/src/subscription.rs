@@ -24,7 +24,7 @@ pub(crate) async fn follow(
             return;
         }
         let connected = async {
-            let mut pubsub = cache.inner.client.get_async_pubsub().await?;
+            let mut pubsub = cache.inner.connector.pubsub().await?;
             pubsub.subscribe(&channel).await?;
             Ok::<_, redis::RedisError>(pubsub)
         };

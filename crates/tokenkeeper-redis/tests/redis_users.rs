@@ -170,6 +170,7 @@ fn cache_on(url: &str, prefix: &str) -> RedisTokenCache {
             timeout: Duration::from_millis(300),
             retry_pause: Duration::ZERO,
             plaintext: false,
+            replica_ack: None,
         },
     )
     .unwrap()
