@@ -68,6 +68,9 @@ return 1
 ///   by someone who can write to Redis is refused while this instance remembers a newer
 ///   version. An entry that does not open is deleted, so that the next login for that session
 ///   works.
+/// - **Failover (FL-03)**: with [`crate::RedisOptions::replica_ack`], each write waits until that
+///   many replicas have it (`WAIT`) before the tokens it holds are used, so a failover right
+///   after a rotation does not bring back the spent refresh token.
 /// - Sessions expire `session_ttl` after their last write (default 14 days), or when their
 ///   refresh token and access tokens have all expired, if the server said when.
 #[derive(Clone)]
@@ -434,10 +437,12 @@ impl UserTokenStore for RedisUserTokenStore {
                 })
                 .max(1);
             let channel = self.channel();
+            // On the connection of durable writes: with `RedisOptions::replica_ack`, the new
+            // tokens are on a replica before anyone uses them (FL-03).
             let version: i64 = self
                 .cache
                 .inner
-                .call(|mut c| {
+                .call_durable(&key, |mut c| {
                     let (key, value, expected_arg, channel) = (
                         key.clone(),
                         value.clone(),
