@@ -214,6 +214,8 @@ pub struct Setup {
     /// Sessions, user tokens (with the refresh lease) and taken login callbacks in Redis, under this
     /// prefix.
     pub redis: Option<String>,
+    /// Where that Redis is (default: the node at `REDIS_URL`).
+    pub redis_topology: Option<tokenkeeper_redis::RedisTopology>,
     /// Another instance's identity provider and callback URL: a fleet behind one public URL.
     pub fleet_of: Option<(Arc<TestServer>, String)>,
     /// The routes' timeout (default 30 s).
@@ -245,6 +247,7 @@ impl Default for Setup {
                 ("/api/open", RouteToken::None),
             ],
             redis: None,
+            redis_topology: None,
             fleet_of: None,
             dpop: false,
             timeout: None,
@@ -295,10 +298,13 @@ pub async fn harness(setup: Setup) -> Harness {
         "spa-secret",
     ));
     let redis = setup.redis.as_ref().map(|prefix| {
-        let url =
-            std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-        tokenkeeper_redis::RedisTokenCache::new(
-            &url,
+        let topology = setup.redis_topology.clone().unwrap_or_else(|| {
+            tokenkeeper_redis::RedisTopology::node(
+                std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned()),
+            )
+        });
+        tokenkeeper_redis::RedisTokenCache::connect(
+            topology,
             tokenkeeper_redis::RedisOptions {
                 prefix: prefix.clone(),
                 encryption: Some(tokenkeeper_redis::Encryption::new("k1", &[5; 32]).unwrap()),
