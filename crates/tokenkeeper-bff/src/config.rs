@@ -31,7 +31,11 @@
 //! scope = "api"
 //!
 //! [redis]                                 # optional: sessions and tokens shared by a fleet
-//! url = "redis://127.0.0.1:6379"
+//! url = "redis://127.0.0.1:6379"          # one node; or cluster = ["redis://…", …];
+//!                                         # or sentinels = ["redis://…:26379", …] and
+//!                                         # sentinel_master = "mymaster"
+//! replica_ack = 1                         # optional: WAIT for replicas after a rotation
+//!                                         # (default 1 with cluster/sentinels, 0 with url)
 //! prefix = "bff"
 //! encryption_key_env = "BFF_REDIS_KEY"    # 32 bytes, base64; or plaintext = true, knowingly
 //!
@@ -402,8 +406,28 @@ pub struct ClientSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSection {
-    /// The Redis URL.
-    pub url: Spanned<String>,
+    /// The URL of one Redis node.
+    #[serde(default)]
+    pub url: Option<Spanned<String>>,
+    /// The URLs of some nodes of a Redis Cluster (instead of `url`).
+    #[serde(default)]
+    pub cluster: Option<Spanned<Vec<String>>>,
+    /// The URLs of the sentinels that know the master (instead of `url`).
+    #[serde(default)]
+    pub sentinels: Option<Spanned<Vec<String>>>,
+    /// The master's name known to the sentinels.
+    #[serde(default)]
+    pub sentinel_master: Option<Spanned<String>>,
+    /// The environment variable holding the master's password, with sentinels.
+    #[serde(default)]
+    pub sentinel_master_password_env: Option<Spanned<String>>,
+    /// Replicas that must have a rotated session before its tokens are used (`WAIT`). Default
+    /// 1 with `cluster` or `sentinels`, 0 with `url`.
+    #[serde(default)]
+    pub replica_ack: Option<Spanned<u32>>,
+    /// How long to wait for them (ms). Default 100.
+    #[serde(default)]
+    pub replica_ack_timeout_ms: Option<Spanned<u64>>,
     /// The key prefix.
     #[serde(default)]
     pub prefix: Option<String>,
@@ -624,11 +648,172 @@ impl fmt::Debug for Validated {
     }
 }
 
+/// Where `[redis]` says Redis is.
+#[derive(Clone, PartialEq, Eq)]
+pub enum RedisAddress {
+    /// One node.
+    Node(String),
+    /// Some nodes of a Redis Cluster.
+    Cluster(Vec<String>),
+    /// A master known to sentinels.
+    Sentinel {
+        /// The sentinels' URLs.
+        sentinels: Vec<String>,
+        /// The master's name.
+        master: String,
+        /// The master's password.
+        password: Option<String>,
+    },
+}
+
+impl fmt::Debug for RedisAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // URLs may hold passwords: only their number.
+        match self {
+            Self::Node(_) => f.write_str("Node"),
+            Self::Cluster(nodes) => write!(f, "Cluster({} nodes)", nodes.len()),
+            Self::Sentinel {
+                sentinels, master, ..
+            } => write!(f, "Sentinel({} sentinels, {master:?})", sentinels.len()),
+        }
+    }
+}
+
+impl RedisSection {
+    /// Where Redis is: exactly one of `url`, `cluster` or `sentinels` (with `sentinel_master`),
+    /// each URL a `redis://` or `rediss://` URL.
+    fn address(
+        &self,
+        err: &dyn Fn(&str, Option<std::ops::Range<usize>>, String) -> ConfigFileError,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<RedisAddress, ConfigFileError> {
+        let urls = |key: &str, list: &Spanned<Vec<String>>| {
+            if list.get_ref().is_empty() {
+                return Err(err(
+                    key,
+                    Some(list.span()),
+                    "is empty: name at least one URL".into(),
+                ));
+            }
+            if let Some(bad) = list.get_ref().iter().position(|u| !is_redis_url(u)) {
+                return Err(err(
+                    &format!("{key}[{bad}]"),
+                    Some(list.span()),
+                    "is not a redis:// or rediss:// URL".into(),
+                ));
+            }
+            Ok(list.get_ref().clone())
+        };
+        let address = match (&self.url, &self.cluster, &self.sentinels) {
+            (Some(url), None, None) => {
+                if !is_redis_url(url.get_ref()) {
+                    return Err(err(
+                        "redis.url",
+                        Some(url.span()),
+                        "is not a redis:// or rediss:// URL".into(),
+                    ));
+                }
+                RedisAddress::Node(url.get_ref().clone())
+            }
+            (None, Some(cluster), None) => RedisAddress::Cluster(urls("redis.cluster", cluster)?),
+            (None, None, Some(sentinels)) => {
+                let sentinels = urls("redis.sentinels", sentinels)?;
+                let master = self
+                    .sentinel_master
+                    .as_ref()
+                    .filter(|m| !m.get_ref().is_empty())
+                    .ok_or_else(|| {
+                        err(
+                            "redis.sentinel_master",
+                            None,
+                            "is missing: name the master the sentinels watch".into(),
+                        )
+                    })?;
+                let password = match &self.sentinel_master_password_env {
+                    Some(var) => Some(env(var.get_ref()).ok_or_else(|| {
+                        err(
+                            "redis.sentinel_master_password_env",
+                            Some(var.span()),
+                            format!("the environment variable {} is not set", var.get_ref()),
+                        )
+                    })?),
+                    None => None,
+                };
+                RedisAddress::Sentinel {
+                    sentinels,
+                    master: master.get_ref().clone(),
+                    password,
+                }
+            }
+            (None, None, None) => {
+                return Err(err(
+                    "redis.url",
+                    None,
+                    "is missing: give url (one node), cluster or sentinels".into(),
+                ))
+            }
+            _ => {
+                return Err(err(
+                    "redis",
+                    None,
+                    "give one of url, cluster and sentinels".into(),
+                ))
+            }
+        };
+        let sentinel_only = [
+            (
+                "redis.sentinel_master",
+                self.sentinel_master.as_ref().map(Spanned::span),
+            ),
+            (
+                "redis.sentinel_master_password_env",
+                self.sentinel_master_password_env
+                    .as_ref()
+                    .map(Spanned::span),
+            ),
+        ];
+        if !matches!(address, RedisAddress::Sentinel { .. }) {
+            if let Some((key, span)) = sentinel_only.into_iter().find(|(_, s)| s.is_some()) {
+                return Err(err(key, span, "is for sentinels only".into()));
+            }
+        }
+        Ok(address)
+    }
+
+    /// `replica_ack` and its timeout: `None` for 0.
+    fn replica_ack(
+        &self,
+        address: &RedisAddress,
+        err: &dyn Fn(&str, Option<std::ops::Range<usize>>, String) -> ConfigFileError,
+    ) -> Result<Option<(u32, std::time::Duration)>, ConfigFileError> {
+        let default = u32::from(!matches!(address, RedisAddress::Node(_)));
+        let replicas = self.replica_ack.as_ref().map_or(default, |r| *r.get_ref());
+        let timeout = match &self.replica_ack_timeout_ms {
+            Some(ms) if *ms.get_ref() == 0 || *ms.get_ref() > 10_000 => {
+                return Err(err(
+                    "redis.replica_ack_timeout_ms",
+                    Some(ms.span()),
+                    "must be between 1 and 10000".into(),
+                ))
+            }
+            Some(ms) => std::time::Duration::from_millis(*ms.get_ref()),
+            None => std::time::Duration::from_millis(100),
+        };
+        Ok((replicas > 0).then_some((replicas, timeout)))
+    }
+}
+
+fn is_redis_url(url: &str) -> bool {
+    url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "redis" | "rediss"))
+}
+
 /// `[redis]`, resolved.
 #[derive(Clone)]
 pub struct ValidatedRedis {
-    /// The URL.
-    pub url: String,
+    /// Where Redis is.
+    pub address: RedisAddress,
+    /// Replicas that must have a rotated session, and how long to wait for them.
+    pub replica_ack: Option<(u32, std::time::Duration)>,
     /// The key prefix.
     pub prefix: String,
     /// The encryption key (`None`: `plaintext = true`).
@@ -638,6 +823,8 @@ pub struct ValidatedRedis {
 impl fmt::Debug for ValidatedRedis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ValidatedRedis")
+            .field("address", &self.address)
+            .field("replica_ack", &self.replica_ack)
             .field("prefix", &self.prefix)
             .field("encrypted", &self.key.is_some())
             .finish_non_exhaustive()
@@ -1015,13 +1202,6 @@ impl BffConfig {
         shared.trace_context = telemetry.is_some();
         let redis_key = match &self.redis {
             Some(redis) => {
-                if url::Url::parse(redis.url.get_ref()).is_err() {
-                    return Err(err(
-                        "redis.url",
-                        Some(redis.url.span()),
-                        "is not a URL".into(),
-                    ));
-                }
                 let plaintext = redis.plaintext.as_ref().is_some_and(|p| *p.get_ref());
                 match &redis.encryption_key_env {
                     None if plaintext => {
@@ -1065,14 +1245,18 @@ impl BffConfig {
             None => None,
         };
         let redis = match (&self.redis, redis_key) {
-            (Some(section), key) => Some(ValidatedRedis {
-                url: section.url.get_ref().clone(),
-                prefix: section
-                    .prefix
-                    .clone()
-                    .unwrap_or_else(|| "tokenkeeper-bff".into()),
-                key,
-            }),
+            (Some(section), key) => {
+                let address = section.address(&err, env)?;
+                Some(ValidatedRedis {
+                    replica_ack: section.replica_ack(&address, &err)?,
+                    address,
+                    prefix: section
+                        .prefix
+                        .clone()
+                        .unwrap_or_else(|| "tokenkeeper-bff".into()),
+                    key,
+                })
+            }
             (None, _) => None,
         };
         let mut frontends = Vec::new();

@@ -77,7 +77,26 @@ fn fixed_settings(validated: &Validated) -> String {
         validated.json_logs,
         validated.telemetry,
         validated.redis.as_ref().map(|r| (
-            &r.url,
+            {
+                // URLs may hold passwords: compared by digest.
+                use sha2::Digest as _;
+                let urls = match &r.address {
+                    crate::config::RedisAddress::Node(url) => vec![url.clone()],
+                    crate::config::RedisAddress::Cluster(urls) => urls.clone(),
+                    crate::config::RedisAddress::Sentinel {
+                        sentinels,
+                        master,
+                        password,
+                    } => {
+                        let mut all = sentinels.clone();
+                        all.push(master.clone());
+                        all.extend(password.clone());
+                        all
+                    }
+                };
+                sha2::Sha256::digest(format!("{:?} {urls:?}", r.address)).to_vec()
+            },
+            r.replica_ack,
             &r.prefix,
             r.key.map(|k| {
                 use sha2::Digest as _;
@@ -244,9 +263,33 @@ impl Stores {
         #[cfg(feature = "redis")]
         let redis = match &validated.redis {
             Some(section) => Some(
-                tokenkeeper_redis::RedisTokenCache::new(
-                    &section.url,
+                tokenkeeper_redis::RedisTokenCache::connect(
+                    match &section.address {
+                        crate::config::RedisAddress::Node(url) => {
+                            tokenkeeper_redis::RedisTopology::node(url)
+                        }
+                        crate::config::RedisAddress::Cluster(urls) => {
+                            tokenkeeper_redis::RedisTopology::cluster(urls.clone())
+                        }
+                        crate::config::RedisAddress::Sentinel {
+                            sentinels,
+                            master,
+                            password,
+                        } => {
+                            let topology = tokenkeeper_redis::RedisTopology::sentinel(
+                                sentinels.clone(),
+                                master,
+                            );
+                            match password {
+                                Some(password) => topology.master_password(password),
+                                None => topology,
+                            }
+                        }
+                    },
                     tokenkeeper_redis::RedisOptions {
+                        replica_ack: section.replica_ack.map(|(replicas, timeout)| {
+                            tokenkeeper_redis::ReplicaAck { replicas, timeout }
+                        }),
                         prefix: section.prefix.clone(),
                         encryption: match section.key {
                             Some(key) => Some(tokenkeeper::Encryption::new("k1", &key)?),

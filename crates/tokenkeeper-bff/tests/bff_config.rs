@@ -483,3 +483,108 @@ async fn static_files_with_the_spa_fallback_and_no_traversal() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn fl_01_fl_02_the_redis_section_takes_one_node_a_cluster_or_sentinels() {
+    use tokenkeeper_bff::config::RedisAddress;
+    let file = |redis: &str| {
+        format!(
+            r#"
+[bff]
+listen = "127.0.0.1:0"
+public_url = "https://app.example.com"
+
+[oidc]
+issuer = "https://idp.example.com"
+client_id = "spa"
+client_secret_env = "SPA_SECRET"
+
+[redis]
+plaintext = true
+{redis}
+
+[[routes]]
+path = "/api"
+upstream = "https://api.internal/v1"
+"#
+        )
+    };
+    let env = |name: &str| match name {
+        "SPA_SECRET" => Some("from-env".to_owned()),
+        "MASTER_PASSWORD" => Some("s3cret".to_owned()),
+        _ => None,
+    };
+    let validate = |redis: &str| {
+        let text = file(redis);
+        BffConfig::parse(&text)
+            .unwrap()
+            .validate(&text, &env)
+            .map(|v| v.redis.unwrap())
+    };
+    // One node: no replica to wait for by default.
+    let node = validate(r#"url = "redis://127.0.0.1:6379""#).unwrap();
+    assert!(matches!(node.address, RedisAddress::Node(_)));
+    assert_eq!(node.replica_ack, None);
+    // A cluster: one replica acknowledges each rotation, 100 ms at most, by default.
+    let cluster =
+        validate(r#"cluster = ["redis://10.0.0.1:6379", "redis://10.0.0.2:6379"]"#).unwrap();
+    assert!(matches!(&cluster.address, RedisAddress::Cluster(n) if n.len() == 2));
+    assert_eq!(
+        cluster.replica_ack,
+        Some((1, std::time::Duration::from_millis(100)))
+    );
+    // Sentinels, the master's password from the environment (never in Debug output).
+    let sentinel = validate(
+        r#"sentinels = ["redis://10.0.0.1:26379"]
+sentinel_master = "mymaster"
+sentinel_master_password_env = "MASTER_PASSWORD"
+replica_ack = 2
+replica_ack_timeout_ms = 250"#,
+    )
+    .unwrap();
+    assert!(matches!(
+        &sentinel.address,
+        RedisAddress::Sentinel { master, password: Some(p), .. } if master == "mymaster" && p == "s3cret"
+    ));
+    assert_eq!(
+        sentinel.replica_ack,
+        Some((2, std::time::Duration::from_millis(250)))
+    );
+    assert!(!format!("{sentinel:?}").contains("s3cret"));
+    assert!(!format!("{sentinel:?}").contains("10.0.0.1"));
+    // Mistakes name their key.
+    for (redis, key, says) in [
+        ("", "redis.url", "give url (one node), cluster or sentinels"),
+        (
+            "url = \"redis://a:1\"\ncluster = [\"redis://b:1\"]",
+            "redis",
+            "one of",
+        ),
+        ("cluster = []", "redis.cluster", "empty"),
+        (
+            "cluster = [\"redis://a:1\", \"http://b:1\"]",
+            "redis.cluster[1]",
+            "redis://",
+        ),
+        ("sentinels = [\"redis://a:1\"]", "redis.sentinel_master", "missing"),
+        (
+            "url = \"redis://a:1\"\nsentinel_master = \"m\"",
+            "redis.sentinel_master",
+            "sentinels only",
+        ),
+        (
+            "sentinels = [\"redis://a:1\"]\nsentinel_master = \"m\"\nsentinel_master_password_env = \"NOPE\"",
+            "redis.sentinel_master_password_env",
+            "not set",
+        ),
+        (
+            "url = \"redis://a:1\"\nreplica_ack_timeout_ms = 0",
+            "redis.replica_ack_timeout_ms",
+            "between",
+        ),
+    ] {
+        let e = validate(redis).unwrap_err();
+        assert_eq!(e.key, key, "{redis}");
+        assert!(e.message.contains(says), "{redis}: {}", e.message);
+    }
+}

@@ -64,6 +64,7 @@ enum Kind {
         sentinels: Vec<String>,
         master: String,
         master_url: Option<String>,
+        master_password: Option<String>,
     },
 }
 
@@ -112,6 +113,7 @@ impl RedisTopology {
                 sentinels: sentinels.into_iter().map(Into::into).collect(),
                 master: master.into(),
                 master_url: None,
+                master_password: None,
             },
         }
     }
@@ -122,6 +124,18 @@ impl RedisTopology {
     pub fn master_url(mut self, url: impl Into<String>) -> Self {
         if let Kind::Sentinel { master_url, .. } = &mut self.kind {
             *master_url = Some(url.into());
+        }
+        self
+    }
+
+    /// For [`RedisTopology::sentinel`]: the master's password (over one given by
+    /// [`RedisTopology::master_url`]).
+    pub fn master_password(mut self, password: impl Into<String>) -> Self {
+        if let Kind::Sentinel {
+            master_password, ..
+        } = &mut self.kind
+        {
+            *master_password = Some(password.into());
         }
         self
     }
@@ -328,6 +342,7 @@ impl Connector {
                 sentinels,
                 master,
                 master_url,
+                master_password,
             } => {
                 if sentinels.is_empty() {
                     return Err(CacheError::new("Sentinel needs at least one sentinel URL"));
@@ -335,19 +350,23 @@ impl Connector {
                 if master.is_empty() {
                     return Err(CacheError::new("Sentinel needs the master's name"));
                 }
-                let node = match master_url {
-                    Some(url) => {
-                        let info = url
-                            .as_str()
+                let mut settings = match master_url {
+                    Some(url) => Some(
+                        url.as_str()
                             .into_connection_info()
-                            .map_err(|e| invalid("master URL", &e))?;
-                        Some(
-                            redis::sentinel::SentinelNodeConnectionInfo::default()
-                                .set_redis_connection_info(info.redis_settings().clone()),
-                        )
-                    }
+                            .map_err(|e| invalid("master URL", &e))?
+                            .redis_settings()
+                            .clone(),
+                    ),
                     None => None,
                 };
+                if let Some(password) = master_password {
+                    settings = Some(settings.unwrap_or_default().set_password(password));
+                }
+                let node = settings.map(|settings| {
+                    redis::sentinel::SentinelNodeConnectionInfo::default()
+                        .set_redis_connection_info(settings)
+                });
                 let sentinel = redis::sentinel::SentinelClient::build(
                     sentinels.iter().map(String::as_str).collect::<Vec<_>>(),
                     master,

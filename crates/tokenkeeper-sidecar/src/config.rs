@@ -13,7 +13,8 @@
 //! listen = "127.0.0.1:15090"
 //!
 //! [redis]                           # optional: share client tokens across a fleet
-//! url = "redis://127.0.0.1:6379"
+//! url = "redis://127.0.0.1:6379"    # one node; or cluster = ["redis://…", …]; or
+//!                                   # sentinels = ["redis://…:26379", …] + sentinel_master
 //! encryption_key_env = "SIDECAR_REDIS_KEY"  # 32 bytes, base64 (required)
 //! prefix = "tokenkeeper-sidecar"    # optional
 //!
@@ -93,17 +94,44 @@ pub struct OpsSection {
     pub listen: String,
 }
 
-/// `[redis]`.
-#[derive(Debug, Clone, Deserialize)]
+/// `[redis]`: one of `url`, `cluster` and `sentinels`.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSection {
-    /// `redis://…` or `rediss://…`.
-    pub url: String,
+    /// One node: `redis://…` or `rediss://…`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Some nodes of a Redis Cluster.
+    #[serde(default)]
+    pub cluster: Option<Vec<String>>,
+    /// The sentinels that know the master.
+    #[serde(default)]
+    pub sentinels: Option<Vec<String>>,
+    /// The master's name, with `sentinels`.
+    #[serde(default)]
+    pub sentinel_master: Option<String>,
+    /// The environment variable holding the master's password, with `sentinels`.
+    #[serde(default)]
+    pub sentinel_master_password_env: Option<String>,
     /// The environment variable holding the encryption key (32 bytes, base64).
     pub encryption_key_env: String,
     /// Key prefix (default `tokenkeeper-sidecar`).
     #[serde(default)]
     pub prefix: Option<String>,
+}
+
+impl std::fmt::Debug for RedisSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // URLs may hold passwords.
+        f.debug_struct("RedisSection")
+            .field("url", &self.url.as_ref().map(|_| "…"))
+            .field("cluster", &self.cluster.as_ref().map(Vec::len))
+            .field("sentinels", &self.sentinels.as_ref().map(Vec::len))
+            .field("sentinel_master", &self.sentinel_master)
+            .field("encryption_key_env", &self.encryption_key_env)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `[[clients]]`.

@@ -77,6 +77,67 @@ pub enum BuildError {
     Upstream(#[from] tokenkeeper_proxy::UpstreamError),
 }
 
+/// Where `[redis]` says Redis is: exactly one of `url`, `cluster` and `sentinels`.
+fn redis_topology(
+    redis: &config::RedisSection,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<tokenkeeper_redis::RedisTopology, BuildError> {
+    use tokenkeeper_redis::RedisTopology;
+    let check = |key: &str, urls: &[String]| {
+        if urls.is_empty() {
+            return Err(invalid(key, "is empty: name at least one URL"));
+        }
+        match urls
+            .iter()
+            .position(|u| !(u.starts_with("redis://") || u.starts_with("rediss://")))
+        {
+            Some(i) => Err(invalid(
+                format!("{key}[{i}]"),
+                "is not a redis:// or rediss:// URL",
+            )),
+            None => Ok(urls.to_vec()),
+        }
+    };
+    let sentinel_keys =
+        redis.sentinel_master.is_some() || redis.sentinel_master_password_env.is_some();
+    match (&redis.url, &redis.cluster, &redis.sentinels) {
+        (Some(_), _, _) | (_, Some(_), _) if sentinel_keys => {
+            Err(invalid("redis.sentinel_master", "is for sentinels only"))
+        }
+        (Some(url), None, None) => Ok(RedisTopology::node(
+            check("redis.url", std::slice::from_ref(url))?.remove(0),
+        )),
+        (None, Some(nodes), None) => Ok(RedisTopology::cluster(check("redis.cluster", nodes)?)),
+        (None, None, Some(sentinels)) => {
+            let master = redis
+                .sentinel_master
+                .as_deref()
+                .filter(|m| !m.is_empty())
+                .ok_or_else(|| {
+                    invalid(
+                        "redis.sentinel_master",
+                        "is missing: name the master the sentinels watch",
+                    )
+                })?;
+            let topology = RedisTopology::sentinel(check("redis.sentinels", sentinels)?, master);
+            match &redis.sentinel_master_password_env {
+                Some(var) => Ok(topology.master_password(env(var).ok_or_else(|| {
+                    invalid(
+                        "redis.sentinel_master_password_env",
+                        format!("the environment variable {var} is not set"),
+                    )
+                })?)),
+                None => Ok(topology),
+            }
+        }
+        (None, None, None) => Err(invalid(
+            "redis.url",
+            "is missing: give url (one node), cluster or sentinels",
+        )),
+        _ => Err(invalid("redis", "give one of url, cluster and sentinels")),
+    }
+}
+
 fn invalid(key: impl Into<String>, reason: impl Into<String>) -> BuildError {
     BuildError::Config(config::ConfigError::Invalid {
         key: key.into(),
@@ -306,8 +367,8 @@ fn build_clients(
             source: source.into(),
         };
         let encryption = tokenkeeper::Encryption::new("k1", &key_bytes).map_err(token_error)?;
-        let cache = tokenkeeper_redis::RedisTokenCache::new(
-            &redis.url,
+        let cache = tokenkeeper_redis::RedisTokenCache::connect(
+            redis_topology(redis, env)?,
             tokenkeeper_redis::RedisOptions {
                 prefix: redis
                     .prefix
