@@ -376,6 +376,49 @@ impl OwnSentinel {
             .unwrap_or_default()
     }
 
+    /// The port of the server that is not the master now.
+    pub fn replica_port(&self) -> u16 {
+        let master = self.master_port();
+        self.servers
+            .iter()
+            .map(|(port, _)| *port)
+            .find(|port| *port != master)
+            .unwrap_or_default()
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to the replica's process.
+    pub fn signal_replica(&self, signal: &str) {
+        let port = self.replica_port();
+        if let Some((_, Some(child))) = self.servers.iter().find(|(p, _)| *p == port) {
+            let status = Command::new("kill")
+                .arg(format!("-{signal}"))
+                .arg(child.id().to_string())
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+    }
+
+    /// Closes the master's link to its replica (`CLIENT KILL TYPE replica`): until the replica
+    /// connects again (within about a second, unless it is stopped), writes stay on the master.
+    pub fn cut_replication(&self) {
+        let answer = cli(self.master_port(), &["CLIENT", "KILL", "TYPE", "replica"]);
+        assert!(
+            answer.trim().parse::<u32>().is_ok_and(|n| n > 0),
+            "{answer}"
+        );
+    }
+
+    /// Waits until the sentinels name a master other than `old` and it answers as a master.
+    pub async fn wait_for_new_master(&self, old: u16) -> u16 {
+        wait_until("the sentinels promote the replica", || {
+            let port = self.master_port();
+            port != old && port != 0 && cli(port, &["ROLE"]).starts_with("master")
+        })
+        .await;
+        self.master_port()
+    }
+
     /// Kills the master now (`kill -9`); the sentinels promote the replica after about 1 s.
     pub fn kill_master(&mut self) -> u16 {
         let port = self.master_port();
