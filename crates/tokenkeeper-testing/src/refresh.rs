@@ -93,29 +93,33 @@ pub(crate) fn refresh_token_grant(
         ));
     };
     let rotate = state.rotate_refresh_tokens.load(Ordering::Relaxed);
+    let refused = |response: Response| {
+        state.count("refresh_refused");
+        response
+    };
     let mut store = lock(&state.refresh);
     let Some(record) = store.tokens.get(presented).cloned() else {
-        return Err(invalid_grant("unknown refresh token"));
+        return Err(refused(invalid_grant("unknown refresh token")));
     };
     if record.client_id != client.client_id {
-        return Err(invalid_grant(
+        return Err(refused(invalid_grant(
             "the refresh token was issued to another client",
-        ));
+        )));
     }
     if record.revoked || store.revoked_families.contains(&record.family) {
-        return Err(invalid_grant("the refresh token is revoked"));
+        return Err(refused(invalid_grant("the refresh token is revoked")));
     }
     if record.jkt.is_some() && record.jkt.as_deref() != jkt {
-        return Err(invalid_grant(
+        return Err(refused(invalid_grant(
             "the refresh token is bound to another DPoP key",
-        ));
+        )));
     }
     if record.consumed {
         // Reuse of a rotated token: revoke the whole family, newest tokens included.
         store.revoked_families.insert(record.family);
-        return Err(invalid_grant(
+        return Err(refused(invalid_grant(
             "refresh token reuse detected; the grant is revoked",
-        ));
+        )));
     }
     let scope = match (value("scope"), record.scope.as_deref()) {
         (Some(requested), Some(granted)) => {

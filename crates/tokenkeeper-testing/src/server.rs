@@ -545,6 +545,12 @@ impl TestServer {
         self.counter(&format!("grant:{grant_type}"))
     }
 
+    /// Refresh requests refused with `invalid_grant` (an unknown, spent, revoked or misbound
+    /// refresh token): a fleet that refreshes each token once sees none.
+    pub fn refused_refreshes(&self) -> u64 {
+        self.counter("refresh_refused")
+    }
+
     /// All token requests received.
     pub fn total_token_requests(&self) -> u64 {
         self.counter("token")

@@ -1,6 +1,8 @@
 //! What the CLI's process tests share: the binary, a child killed with the test, Redis keys.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+pub mod fleet;
+
 use std::process::{Child, Command};
 
 use futures_util::{SinkExt as _, StreamExt as _};
