@@ -297,6 +297,14 @@ impl Stores {
                         },
                         // `validate` allows no key only with `plaintext = true`.
                         plaintext: section.key.is_none(),
+                        // A failover takes a second or two and one dead shard is not a dead
+                        // Redis: fail fast for less time there (FL-06).
+                        retry_pause: match section.address {
+                            crate::config::RedisAddress::Node(_) => {
+                                std::time::Duration::from_secs(1)
+                            }
+                            _ => std::time::Duration::from_millis(100),
+                        },
                         ..tokenkeeper_redis::RedisOptions::default()
                     },
                 )

@@ -37,6 +37,9 @@ pub struct RedisOptions {
     /// Time allowed for each Redis call. Default 250 ms.
     pub timeout: Duration,
     /// After a failed call, how long Redis is left alone before the next attempt. Default 1 s.
+    /// On a Cluster or Sentinel, where a failover takes a second or two and one dead shard is
+    /// not a dead Redis, 100 ms keeps failed calls inside the failover window (what the BFF
+    /// uses there; FL-06).
     pub retry_pause: Duration,
     /// Encryption at rest (AES-256-GCM). Without it, `plaintext` must be `true`.
     pub encryption: Option<Encryption>,

@@ -367,9 +367,18 @@ fn build_clients(
             source: source.into(),
         };
         let encryption = tokenkeeper::Encryption::new("k1", &key_bytes).map_err(token_error)?;
+        let topology = redis_topology(redis, env)?;
+        // A failover takes a second or two and one dead shard is not a dead Redis: fail fast
+        // for less time there (FL-06).
+        let retry_pause = if topology.kind() == "node" {
+            std::time::Duration::from_secs(1)
+        } else {
+            std::time::Duration::from_millis(100)
+        };
         let cache = tokenkeeper_redis::RedisTokenCache::connect(
-            redis_topology(redis, env)?,
+            topology,
             tokenkeeper_redis::RedisOptions {
+                retry_pause,
                 prefix: redis
                     .prefix
                     .clone()
