@@ -63,9 +63,11 @@ async fn fl_02_a_fleet_follows_a_sentinel_failover_under_load() {
         0,
         "no refresh token presented twice or lost"
     );
+    let live = fleet.live_sessions(&browsers).await;
     assert_eq!(
-        fleet.live_sessions(&browsers).await,
+        live,
         6,
-        "every session survived the failover"
+        "every session survived the failover; the processes logged:\n{}",
+        fleet.logs()
     );
 }

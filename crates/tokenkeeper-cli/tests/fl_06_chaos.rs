@@ -55,15 +55,20 @@ async fn fl_06_a_master_killed_under_load_on_a_cluster_fleet() {
         fleet.idp.refused_refreshes()
     );
     assert_eq!(report.failed_before, 0, "no failure before the kill");
-    assert!(refreshes >= 6, "sessions rotated their refresh tokens during the run");
+    assert!(
+        refreshes >= 6,
+        "sessions rotated their refresh tokens during the run"
+    );
     assert_eq!(
         fleet.idp.refused_refreshes(),
         0,
         "one refresh per cycle: no refresh token presented twice or lost"
     );
+    let live = fleet.live_sessions(&browsers).await;
     assert_eq!(
-        fleet.live_sessions(&browsers).await,
+        live,
         6,
-        "every session survived the failover"
+        "every session survived the failover; the processes logged:\n{}",
+        fleet.logs()
     );
 }

@@ -59,9 +59,12 @@ pub struct RedisOptions {
 /// wait for them (FL-03).
 ///
 /// If fewer acknowledge within `timeout`, the tokens are used all the same (they are the only
-/// valid ones: the provider has spent the old refresh token), a warning is logged and
-/// `tokenkeeper_redis_replica_ack_missed_total` counts it (feature `metrics`): the session is
-/// then lost only if the master fails before it replicates.
+/// valid ones: the provider has spent the old refresh token), a warning is logged (at most one
+/// per 10 s) and `tokenkeeper_redis_replica_ack_missed_total` counts it (feature `metrics`):
+/// the session is then lost only if the master fails before it replicates. For the next 5 s,
+/// writes are not waited for: with no replica connected (the new master right after a
+/// failover, before the old one comes back as its replica) every write would otherwise wait
+/// the whole `timeout`, one after the other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplicaAck {
     /// Replicas that must acknowledge (`WAIT <replicas> <timeout>`). Default 1.
@@ -153,6 +156,10 @@ pub(crate) struct RedisInner {
     pub(crate) prefix: String,
     pub(crate) timeout: Duration,
     pub(crate) replica_ack: Option<ReplicaAck>,
+    /// When the last warning about missing replica acknowledgements was logged (ms).
+    ack_warned: std::sync::atomic::AtomicU64,
+    /// Until when writes are not waited for (ms): the replicas did not acknowledge the last one.
+    ack_skipped_until: std::sync::atomic::AtomicU64,
     encryption: Option<Encryption>,
     pub(crate) outage: Outage,
     clock: TokioClock,
@@ -171,6 +178,9 @@ impl fmt::Debug for RedisTokenCache {
             .finish_non_exhaustive()
     }
 }
+
+/// After the replicas failed to acknowledge a write, how long writes are not waited for (ms).
+const ACK_PAUSE_MS: u64 = 5_000;
 
 const PUT_SCRIPT: &str = r#"
 redis.call('HSET', KEYS[1], 'v', ARGV[1], 'fp', ARGV[2])
@@ -221,7 +231,9 @@ impl RedisTokenCache {
         topology: impl Into<RedisTopology>,
         options: RedisOptions,
     ) -> Result<Self, CacheError> {
-        let connector = Connector::new(topology.into(), options.timeout)?;
+        let durable_timeout =
+            options.timeout + options.replica_ack.map_or(Duration::ZERO, |a| a.timeout);
+        let connector = Connector::new(topology.into(), options.timeout, durable_timeout)?;
         if options.prefix.is_empty() || options.prefix.contains(['{', '}']) {
             return Err(CacheError::new(
                 "the prefix must be non-empty and without braces",
@@ -250,6 +262,8 @@ impl RedisTokenCache {
                 prefix: options.prefix,
                 timeout: options.timeout,
                 replica_ack: options.replica_ack,
+                ack_warned: std::sync::atomic::AtomicU64::new(0),
+                ack_skipped_until: std::sync::atomic::AtomicU64::new(0),
                 encryption: options.encryption,
                 outage: Outage::new(options.retry_pause),
                 clock: TokioClock::new(),
@@ -510,16 +524,31 @@ impl RedisInner {
     }
 
     /// Runs `f` on the connection of durable writes, then, when [`RedisOptions::replica_ack`]
-    /// asks, waits until that many replicas have what it wrote to `key` (FL-03). Too few in
-    /// time: a warning and a count, and the value all the same.
-    pub(crate) async fn call_durable<T, F, Fut>(&self, key: &str, f: F) -> Result<T, CacheError>
+    /// asks, waits until that many replicas have what it wrote to `key` (FL-03). The value and
+    /// whether the replicas acknowledged it (`true` when none were asked for); too few in time
+    /// is also logged and counted.
+    pub(crate) async fn call_durable<T, F, Fut>(
+        &self,
+        key: &str,
+        f: F,
+    ) -> Result<(T, bool), CacheError>
     where
         F: FnOnce(RedisConnection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let Some(ack) = self.replica_ack else {
-            return self.call(f).await;
+            return self.call(f).await.map(|value| (value, true));
         };
+        let now = self.clock.now().as_millis();
+        if now
+            < self
+                .ack_skipped_until
+                .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            // The replicas did not answer a moment ago (none connected, after a failover, say):
+            // waiting for them again would only hold every write up.
+            return self.call(f).await.map(|value| (value, false));
+        }
         let (value, acknowledged) = self
             .call_on(true, |mut c| async move {
                 let value = f(c.clone()).await?;
@@ -528,24 +557,50 @@ impl RedisInner {
                 Ok((value, acknowledged))
             })
             .await?;
-        match acknowledged {
-            Ok(n) if n >= i64::from(ack.replicas) => {}
+        // One warning per 10 s at most: replicas away for long would flood the log.
+        let warn = || {
+            let now = self.clock.now().as_millis();
+            let last = self.ack_warned.load(std::sync::atomic::Ordering::Relaxed);
+            now.saturating_sub(last) >= 10_000
+                && self
+                    .ack_warned
+                    .compare_exchange(
+                        last,
+                        now,
+                        std::sync::atomic::Ordering::Relaxed,
+                        std::sync::atomic::Ordering::Relaxed,
+                    )
+                    .is_ok()
+        };
+        let acknowledged = match acknowledged {
+            Ok(n) if n >= i64::from(ack.replicas) => true,
+            Ok(n) if !warn() => {
+                let _ = n;
+                false
+            }
+            Err(_) if !warn() => false,
             Ok(n) => {
-                #[cfg(feature = "metrics")]
-                metrics::counter!("tokenkeeper_redis_replica_ack_missed_total").increment(1);
                 tracing::warn!(
                     acknowledged = n,
                     wanted = ack.replicas,
-                    "a rotated session reached fewer replicas than asked within the replica_ack timeout; a failover now could bring back its spent refresh token"
+                    "a session write reached fewer replicas than asked within the replica_ack timeout; writes are not waited for during the next 5 s"
                 );
+                false
             }
             Err(e) => {
-                #[cfg(feature = "metrics")]
-                metrics::counter!("tokenkeeper_redis_replica_ack_missed_total").increment(1);
-                tracing::warn!(error = %e.category(), "WAIT for replicas failed after a rotation");
+                tracing::warn!(error = %e.category(), "WAIT for replicas failed after a session write; writes are not waited for during the next 5 s");
+                false
             }
+        };
+        if !acknowledged {
+            #[cfg(feature = "metrics")]
+            metrics::counter!("tokenkeeper_redis_replica_ack_missed_total").increment(1);
+            self.ack_skipped_until.store(
+                self.clock.now().as_millis() + ACK_PAUSE_MS,
+                std::sync::atomic::Ordering::Relaxed,
+            );
         }
-        Ok(value)
+        Ok((value, acknowledged))
     }
 
     async fn call_on<T, F, Fut>(&self, durable: bool, f: F) -> Result<T, CacheError>

@@ -255,6 +255,9 @@ impl RedisConnection {
 pub(crate) struct Connector {
     target: Target,
     timeout: Duration,
+    /// The response timeout of the connection of durable writes: `WAIT` answers only when the
+    /// replicas have, or after its own timeout.
+    durable_timeout: Duration,
     /// The connection of every call.
     main: Held,
     /// The connection of writes followed by `WAIT`.
@@ -267,6 +270,8 @@ enum Target {
     Node(redis::Client),
     Cluster {
         client: redis::cluster::ClusterClient,
+        /// The same, with the response timeout of durable writes.
+        durable_client: redis::cluster::ClusterClient,
         /// The seed nodes, for subscriptions.
         nodes: Vec<redis::Client>,
     },
@@ -310,7 +315,11 @@ fn invalid(what: &str, e: &redis::RedisError) -> CacheError {
 }
 
 impl Connector {
-    pub(crate) fn new(topology: RedisTopology, timeout: Duration) -> Result<Self, CacheError> {
+    pub(crate) fn new(
+        topology: RedisTopology,
+        timeout: Duration,
+        durable_timeout: Duration,
+    ) -> Result<Self, CacheError> {
         let target = match topology.kind {
             Kind::Node(url) => {
                 Target::Node(redis::Client::open(url.as_str()).map_err(|e| invalid("URL", &e))?)
@@ -326,17 +335,23 @@ impl Connector {
                     .map(|u| redis::Client::open(u.as_str()))
                     .collect::<RedisResult<Vec<_>>>()
                     .map_err(|e| invalid("cluster node URL", &e))?;
-                let client = redis::cluster::ClusterClientBuilder::new(
-                    urls.iter().map(String::as_str).collect::<Vec<_>>(),
-                )
-                .connection_timeout(timeout)
-                .response_timeout(timeout)
-                .retries(3)
-                .min_retry_wait(20)
-                .max_retry_wait(200)
-                .build()
-                .map_err(|e| invalid("cluster settings", &e))?;
-                Target::Cluster { client, nodes }
+                let client = |response_timeout| {
+                    redis::cluster::ClusterClientBuilder::new(
+                        urls.iter().map(String::as_str).collect::<Vec<_>>(),
+                    )
+                    .connection_timeout(timeout)
+                    .response_timeout(response_timeout)
+                    .retries(3)
+                    .min_retry_wait(20)
+                    .max_retry_wait(200)
+                    .build()
+                    .map_err(|e| invalid("cluster settings", &e))
+                };
+                Target::Cluster {
+                    client: client(timeout)?,
+                    durable_client: client(durable_timeout)?,
+                    nodes,
+                }
             }
             Kind::Sentinel {
                 sentinels,
@@ -382,6 +397,7 @@ impl Connector {
         Ok(Self {
             target,
             timeout,
+            durable_timeout,
             main: Held::new(),
             durable: Held::new(),
             next_subscriber: std::sync::atomic::AtomicUsize::new(0),
@@ -399,15 +415,15 @@ impl Connector {
 
     /// The connection of every call.
     pub(crate) async fn main(&self) -> RedisResult<RedisConnection> {
-        self.get(&self.main).await
+        self.get(&self.main, false).await
     }
 
     /// The connection of writes followed by `WAIT`.
     pub(crate) async fn durable(&self) -> RedisResult<RedisConnection> {
-        self.get(&self.durable).await
+        self.get(&self.durable, true).await
     }
 
-    async fn get(&self, held: &Held) -> RedisResult<RedisConnection> {
+    async fn get(&self, held: &Held, durable: bool) -> RedisResult<RedisConnection> {
         if let Some(connection) = held.current() {
             return Ok(connection);
         }
@@ -415,24 +431,33 @@ impl Connector {
         if let Some(connection) = held.current() {
             return Ok(connection);
         }
-        let connection = self.connect().await?;
+        let connection = self.connect(durable).await?;
         held.set(Some(connection.clone()));
         Ok(connection)
     }
 
-    async fn connect(&self) -> RedisResult<RedisConnection> {
+    async fn connect(&self, durable: bool) -> RedisResult<RedisConnection> {
+        let response_timeout = if durable {
+            self.durable_timeout
+        } else {
+            self.timeout
+        };
         match &self.target {
             Target::Node(client) => {
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(self.timeout))
-                    .set_response_timeout(Some(self.timeout))
+                    .set_response_timeout(Some(response_timeout))
                     .set_number_of_retries(1)
                     .set_max_delay(Duration::from_secs(1));
                 ConnectionManager::new_with_config(client.clone(), config)
                     .await
                     .map(|c| RedisConnection(Conn::Manager(c)))
             }
-            Target::Cluster { client, .. } => client
+            Target::Cluster {
+                client,
+                durable_client,
+                ..
+            } => if durable { durable_client } else { client }
                 .get_async_connection()
                 .await
                 .map(|c| RedisConnection(Conn::Cluster(c))),
@@ -440,7 +465,7 @@ impl Connector {
                 let master = sentinel.lock().await.async_get_client().await?;
                 let config = redis::AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(self.timeout))
-                    .set_response_timeout(Some(self.timeout));
+                    .set_response_timeout(Some(response_timeout));
                 master
                     .get_multiplexed_async_connection_with_config(&config)
                     .await

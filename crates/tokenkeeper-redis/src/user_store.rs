@@ -28,6 +28,35 @@ end
 return 0
 "#;
 
+/// Writes again a session write whose outcome is not known (the call failed) or that no
+/// replica acknowledged (FL-03): ARGV as [`STORE_SCRIPT`]'s. Returns 1 when the entry is that
+/// write already (written once more, so that `WAIT` covers it), 2 when it still held the
+/// version the write expected (the write was lost: applied now), 3 when a newer write is
+/// there, 0 when the session was cleared or replaced meanwhile (nothing is written).
+const REPAIR_SCRIPT: &str = r#"
+local held = redis.call('HMGET', KEYS[1], 'ver', 'v')
+local current, value = held[1], held[2]
+local next = tonumber(ARGV[4])
+if current and tonumber(current) > next then
+  return 3
+end
+if current and tonumber(current) == next then
+  if value ~= ARGV[2] then
+    return 3
+  end
+  redis.call('HSET', KEYS[1], 'ver', ARGV[4], 'v', ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return 1
+end
+if (current == false and ARGV[1] == '') or current == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'ver', ARGV[4], 'v', ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  redis.call('PUBLISH', ARGV[5], KEYS[1] .. ' ' .. ARGV[4])
+  return 2
+end
+return 0
+"#;
+
 /// Deletes the session only if it still holds the unreadable value, and tells every instance.
 const DELETE_IF_SCRIPT: &str = r#"
 if redis.call('HGET', KEYS[1], 'v') == ARGV[1] then
@@ -93,7 +122,27 @@ struct Local {
     subscriber: OnceLock<SubscriberHandle>,
     /// Whether the invalidation subscriber has connected (at least once).
     listening: std::sync::atomic::AtomicBool,
+    /// Writes whose outcome is not known yet, by Redis key: written again until Redis says
+    /// where they stand (FL-03). They may hold the only copy of a rotated refresh token.
+    pending: std::sync::Mutex<std::collections::HashMap<String, Pending>>,
 }
+
+/// A session write to make again.
+#[derive(Clone)]
+struct Pending {
+    session: SessionKey,
+    tokens: Arc<UserTokens>,
+    /// The version the write expected (`""`: none).
+    expected: String,
+    /// Its version.
+    next: u64,
+    /// The sealed value.
+    value: Vec<u8>,
+    ttl_ms: u64,
+}
+
+/// How long a pending write is tried again before it is given up (and logged).
+const PENDING_FOR: Duration = Duration::from_secs(600);
 
 struct SubscriberHandle(tokio::task::JoinHandle<()>);
 
@@ -104,6 +153,12 @@ impl Drop for SubscriberHandle {
 }
 
 impl Local {
+    fn pending(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Pending>> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn new(capacity: usize) -> Self {
         Self {
             sessions: papaya::HashMap::new(),
@@ -112,6 +167,7 @@ impl Local {
             capacity,
             subscriber: OnceLock::new(),
             listening: std::sync::atomic::AtomicBool::new(false),
+            pending: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -276,6 +332,18 @@ impl RedisUserTokenStore {
     ) -> Result<Option<Versioned<Arc<UserTokens>>>, CacheError> {
         self.subscribe();
         let key = self.key(session);
+        if self.local.pending().contains_key(&key) {
+            // A write of ours is not settled: settle it first; while Redis cannot say, it is
+            // the newest state this instance knows.
+            if !self.repair(&key).await.unwrap_or(false) {
+                if let Some(pending) = self.local.pending().get(&key) {
+                    return Ok(Some(Versioned {
+                        value: pending.tokens.clone(),
+                        version: pending.next,
+                    }));
+                }
+            }
+        }
         let mut read = self.read_raw(&key).await?;
         if let (Some(version), Some(seen)) = (read.0, self.local.seen(&key)) {
             if version < seen {
@@ -342,6 +410,115 @@ impl RedisUserTokenStore {
 }
 
 impl RedisUserTokenStore {
+    /// Runs `script` (`STORE_SCRIPT` or `REPAIR_SCRIPT`) for `write` at `key`, on the
+    /// connection of durable writes: its answer, and whether the replicas asked for have it.
+    async fn write(
+        &self,
+        key: &str,
+        write: &Pending,
+        script: &'static str,
+    ) -> Result<(i64, bool), CacheError> {
+        let channel = self.channel();
+        self.cache
+            .inner
+            .call_durable(key, |mut c| {
+                let (key, write, channel) = (key.to_owned(), write.clone(), channel.clone());
+                async move {
+                    redis::Script::new(script)
+                        .key(&key)
+                        .arg(&write.expected)
+                        .arg(&write.value)
+                        .arg(write.ttl_ms)
+                        .arg(write.next)
+                        .arg(channel)
+                        .invoke_async(&mut c)
+                        .await
+                }
+            })
+            .await
+    }
+
+    /// Whether writes wait for replicas (`RedisOptions::replica_ack`).
+    fn waits_for_replicas(&self) -> bool {
+        self.cache.inner.replica_ack.is_some()
+    }
+
+    /// Keeps `tokens` at `version` in the in-memory tier.
+    fn keep(&self, session: &SessionKey, key: &str, tokens: Arc<UserTokens>, version: u64) {
+        if self.local.capacity > 0 {
+            let redis_key: Arc<str> = Arc::from(key);
+            self.local.put(
+                session,
+                &redis_key,
+                Versioned {
+                    value: tokens,
+                    version,
+                },
+            );
+        }
+    }
+
+    /// Remembers `write` and writes it again in the background until it is settled
+    /// ([`RedisUserTokenStore::repair`]), for at most [`PENDING_FOR`].
+    fn settle_later(&self, key: String, write: Pending) {
+        {
+            let mut pending = self.local.pending();
+            if pending.get(&key).is_some_and(|p| p.next >= write.next) {
+                return;
+            }
+            pending.insert(key.clone(), write);
+        }
+        let store = self.clone();
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let mut delay = Duration::from_millis(50);
+            loop {
+                tokio::time::sleep(delay).await;
+                if !store.local.pending().contains_key(&key) {
+                    return;
+                }
+                if store.repair(&key).await.unwrap_or(false) {
+                    return;
+                }
+                if started.elapsed() > PENDING_FOR {
+                    if let Some(lost) = store.local.pending().remove(&key) {
+                        tracing::error!(session = %lost.session.log_id(), "a session write could not be settled in Redis for 10 minutes; given up (the session's newest tokens may be lost)");
+                    }
+                    return;
+                }
+                // Soon after a failover; less often while replicas stay away.
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        });
+    }
+
+    /// Settles the pending write at `key` (see [`REPAIR_SCRIPT`]): `true` once Redis holds it
+    /// (acknowledged by the replicas asked for), a newer write, or no session.
+    async fn repair(&self, key: &str) -> Result<bool, CacheError> {
+        let Some(write) = self.local.pending().get(key).cloned() else {
+            return Ok(true);
+        };
+        let (outcome, acknowledged) = self.write(key, &write, REPAIR_SCRIPT).await?;
+        // Written, but on no replica yet: once more later (a failover now would lose it).
+        let settled = !matches!(outcome, 1 | 2) || acknowledged || !self.waits_for_replicas();
+        match outcome {
+            2 => {
+                tracing::info!(session = %write.session.log_id(), "a session write lost by Redis (a failover) was written again")
+            }
+            0 => {
+                tracing::warn!(session = %write.session.log_id(), "a session write could not be written again: the session was cleared or replaced meanwhile")
+            }
+            _ => {}
+        }
+        if settled {
+            let mut pending = self.local.pending();
+            if pending.get(key).is_some_and(|p| p.next == write.next) {
+                pending.remove(key);
+            }
+        }
+        Ok(settled)
+    }
+
     /// `ver` and `v` of the session at `key`.
     async fn read_raw(&self, key: &str) -> Result<(Option<u64>, Option<Vec<u8>>), CacheError> {
         self.cache
@@ -426,7 +603,6 @@ impl UserTokenStore for RedisUserTokenStore {
                 &Self::aad(&key, next),
                 self.cache.inner.encryption(),
             )?;
-            let expected_arg = expected.map(|v| v.to_string()).unwrap_or_default();
             // A session outlives neither its TTL nor, when known, its refresh token (and its
             // last access token).
             let session_ttl_ms = u64::try_from(self.session_ttl.as_millis()).unwrap_or(u64::MAX);
@@ -436,48 +612,34 @@ impl UserTokenStore for RedisUserTokenStore {
                     at.as_millis().saturating_sub(now_ms).min(session_ttl_ms)
                 })
                 .max(1);
-            let channel = self.channel();
+            let write = Pending {
+                session: session.clone(),
+                tokens: tokens.clone(),
+                expected: expected.map(|v| v.to_string()).unwrap_or_default(),
+                next,
+                value,
+                ttl_ms,
+            };
             // On the connection of durable writes: with `RedisOptions::replica_ack`, the new
             // tokens are on a replica before anyone uses them (FL-03).
-            let version: i64 = self
-                .cache
-                .inner
-                .call_durable(&key, |mut c| {
-                    let (key, value, expected_arg, channel) = (
-                        key.clone(),
-                        value.clone(),
-                        expected_arg.clone(),
-                        channel.clone(),
-                    );
-                    async move {
-                        redis::Script::new(STORE_SCRIPT)
-                            .key(&key)
-                            .arg(expected_arg)
-                            .arg(value)
-                            .arg(ttl_ms)
-                            .arg(next)
-                            .arg(channel)
-                            .invoke_async(&mut c)
-                            .await
+            let attempt = self.write(&key, &write, STORE_SCRIPT).await;
+            match attempt {
+                Ok((version, _)) => match u64::try_from(version) {
+                    Ok(stored) if stored > 0 => {
+                        self.keep(session, &key, tokens, stored);
+                        Ok(StoreOutcome::Stored(stored))
                     }
-                })
-                .await?;
-            match u64::try_from(version) {
-                Ok(stored) if stored > 0 => {
-                    if self.local.capacity > 0 {
-                        let redis_key: Arc<str> = Arc::from(key.as_str());
-                        self.local.put(
-                            session,
-                            &redis_key,
-                            Versioned {
-                                value: tokens,
-                                version: stored,
-                            },
-                        );
-                    }
-                    Ok(StoreOutcome::Stored(stored))
+                    _ => Ok(StoreOutcome::Conflict),
+                },
+                Err(error) => {
+                    // Applied or not, nobody can say now (a failover, a timeout): the tokens
+                    // may hold the only copy of a rotated refresh token. Kept here and written
+                    // again until Redis says where the session stands.
+                    tracing::warn!(session = %session.log_id(), %error, "a session write failed; it is kept and written again when Redis answers");
+                    self.keep(session, &key, tokens, next);
+                    self.settle_later(key, write);
+                    Ok(StoreOutcome::Stored(next))
                 }
-                _ => Ok(StoreOutcome::Conflict),
             }
         })
     }
@@ -486,6 +648,8 @@ impl UserTokenStore for RedisUserTokenStore {
         Box::pin(async move {
             let key = self.key(session);
             self.local.forget(session, &key);
+            // A write not settled yet must not bring the session back.
+            self.local.pending().remove(&key);
             let channel = self.channel();
             self.cache
                 .inner

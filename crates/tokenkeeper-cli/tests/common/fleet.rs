@@ -96,12 +96,10 @@ token = "client"
                 issuer = idp.issuer(),
                 upstream = api.url("/"),
             );
-            let (child, _) = start_bff(
-                &dir.join(i.to_string()),
-                &config,
-                &ENV,
-                std::process::Stdio::null(),
-            );
+            let own = dir.join(i.to_string());
+            std::fs::create_dir_all(&own).unwrap();
+            let stderr = std::fs::File::create(own.join("stderr")).unwrap();
+            let (child, _) = start_bff(&own, &config, &ENV, std::process::Stdio::from(stderr));
             processes.push(Killed(child));
             urls.push(format!("http://127.0.0.1:{port}"));
         }
@@ -121,6 +119,19 @@ token = "client"
             browsers.push(super::logged_in(&self.urls[0]).await.0);
         }
         browsers
+    }
+
+    /// What the processes logged (warnings and above), each line with the process's number.
+    pub fn logs(&self) -> String {
+        let mut all = String::new();
+        for i in 0..self.urls.len() {
+            let text = std::fs::read_to_string(self.dir.join(i.to_string()).join("stderr"))
+                .unwrap_or_default();
+            for line in text.lines() {
+                all.push_str(&format!("[{i}] {line}\n"));
+            }
+        }
+        all
     }
 
     /// How many of `browsers` have a working session on every process (`/api` answers 200).

@@ -886,6 +886,31 @@ impl UserTokenManager {
         started: Timestamp,
         rejected: Option<&CachedToken>,
     ) -> Result<Arc<CachedToken>, Error> {
+        if let Some(token) = self
+            .refresh_attempt(session, params, mode, started, rejected, true)
+            .await?
+        {
+            return Ok(token);
+        }
+        // The refresh token was refused, but the stored one had changed meanwhile: once more,
+        // with the stored one.
+        self.refresh_attempt(session, params, mode, started, rejected, false)
+            .await?
+            .ok_or_else(|| Error::ReauthenticationRequired("the refresh token was refused".into()))
+    }
+
+    /// One refresh from the stored session; `Ok(None)` when `retry` and the refresh token was
+    /// refused but is no longer the stored one (another instance rotated it, or a write lost
+    /// in a failover was written again: FL-03), so that the session is not ended for it.
+    async fn refresh_attempt(
+        &self,
+        session: &SessionKey,
+        params: &UserTokenParams,
+        mode: FlightMode,
+        started: Timestamp,
+        rejected: Option<&CachedToken>,
+        retry: bool,
+    ) -> Result<Option<Arc<CachedToken>>, Error> {
         let inner = &self.inner;
         let slot = inner.defaults.slot(params);
         // Re-read: the previous holder may have refreshed (and rotated the refresh token).
@@ -898,12 +923,12 @@ impl UserTokenManager {
         let existing = current.value.access_tokens.get(&slot).cloned();
         if let Some(token) = &existing {
             if mode.settles(token, now, started, rejected) {
-                return Ok(token.clone());
+                return Ok(Some(token.clone()));
             }
         }
         let Some(refresh_token) = current.value.refresh_token.clone() else {
             return match existing {
-                Some(token) if token.is_valid_at(now) => Ok(token),
+                Some(token) if token.is_valid_at(now) => Ok(Some(token)),
                 _ => Err(Error::ReauthenticationRequired(
                     "the access token expired and the session has no refresh token".into(),
                 )),
@@ -930,6 +955,17 @@ impl UserTokenManager {
         let response = match response {
             Ok(response) => response,
             Err(error) if error.oauth_error() == Some("invalid_grant") => {
+                if retry {
+                    let latest = inner.store.get(session).await?;
+                    let stored_now = latest
+                        .as_ref()
+                        .and_then(|l| l.value.refresh_token.as_ref())
+                        .map(|t| t.secret().to_owned());
+                    if stored_now.is_some_and(|now| now != refresh_token.secret()) {
+                        tracing::info!(session = %session.log_id(), "refresh token refused, but the stored one changed meanwhile; refreshing with it");
+                        return Ok(None);
+                    }
+                }
                 tracing::info!(session = %session.log_id(), "refresh token refused (invalid_grant); the session must log in again");
                 inner.store.clear(session).await?;
                 self.drop_dpop_key(current.value.dpop_jkt.as_deref()).await;
@@ -966,7 +1002,7 @@ impl UserTokenManager {
                 .store(session, Arc::new(next), Some(version))
                 .await?
             {
-                StoreOutcome::Stored(_) => return Ok(token),
+                StoreOutcome::Stored(_) => return Ok(Some(token)),
                 StoreOutcome::Conflict => {
                     // Someone wrote the session meanwhile (a new login, say): apply ours on top.
                     let Some(latest) = inner.store.get(session).await? else {
