@@ -155,3 +155,95 @@ async fn fl_03_a_failover_right_after_rotations_loses_no_session_with_replica_ac
     let with = sessions_lost_in_a_failover(true).await;
     assert_eq!(with, 0, "with WAIT, every rotation survives the failover");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fl_03_a_rotation_whose_write_failed_is_kept_and_written_again() {
+    let redis = common::OwnRedis::start().await;
+    let port: u16 = redis.url().rsplit(':').next().unwrap().parse().unwrap();
+    let server = Arc::new(
+        TestServer::builder()
+            .client(TestClient::new("web", "web-secret"))
+            .start()
+            .await,
+    );
+    server.set_rotate_refresh_tokens(true);
+    let instance = || {
+        let cache = RedisTokenCache::new(
+            &redis.url(),
+            RedisOptions {
+                retry_pause: Duration::ZERO,
+                ..RedisOptions::encrypted(Encryption::new("k1", &[4; 32]).unwrap()).prefix("fl03w")
+            },
+        )
+        .unwrap();
+        let store = RedisUserTokenStore::new(&cache);
+        let users = UserTokenManager::builder(ClientConfig::from_issuer(
+            server.issuer(),
+            "web",
+            "web-secret",
+        ))
+        .store(Arc::new(store.clone()))
+        .lease(Arc::new(RedisLease::new(&cache)))
+        .build()
+        .unwrap();
+        (users, store)
+    };
+    let (users, store) = instance();
+    let session = SessionKey::from_sub_sid("alice", "s");
+    let first = server.issue_refresh_token("web", "alice", Some("openid"));
+    users
+        .replace(
+            &session,
+            UserTokens {
+                refresh_token: Some(first.as_str().into()),
+                ..UserTokens::default()
+            },
+        )
+        .await
+        .unwrap();
+
+    // Redis refuses every write now: the rotation happens at the provider, its write fails.
+    assert_eq!(
+        cli(port, &["CONFIG", "SET", "min-replicas-to-write", "1"]).trim(),
+        "OK"
+    );
+    let token = users
+        .get_access_token(&session, &UserTokenParams::default().force_renewal(true))
+        .await
+        .expect("the new access token is handed out");
+    assert!(!server.is_refresh_token_active(&first), "rotated");
+    // This instance keeps the new tokens; Redis still holds the spent refresh token.
+    let held = store.get(&session).await.unwrap().unwrap().value;
+    let second = held.refresh_token.clone().unwrap();
+    assert!(server.is_refresh_token_active(second.secret()));
+    let (_, fresh) = instance();
+    let in_redis = fresh.get(&session).await.unwrap().unwrap().value;
+    assert_eq!(in_redis.refresh_token.as_ref().unwrap().secret(), first);
+
+    // Redis takes writes again: the kept write lands, and another instance finds it.
+    assert_eq!(
+        cli(port, &["CONFIG", "SET", "min-replicas-to-write", "0"]).trim(),
+        "OK"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, fresh) = instance();
+        let now_in_redis = fresh.get(&session).await.unwrap().unwrap().value;
+        if now_in_redis.refresh_token.as_ref().unwrap().secret() == second.secret() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the kept write never landed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (others, _) = instance();
+    let renewed = others
+        .get_access_token(&session, &UserTokenParams::default().force_renewal(true))
+        .await
+        .unwrap();
+    assert!(!renewed.same_token(&token));
+    assert_eq!(
+        server.refused_refreshes(),
+        0,
+        "no spent refresh token presented"
+    );
+}
