@@ -67,9 +67,25 @@ end
 return 0
 "#;
 
+/// Deletes the session and tells every instance; returns the version it held (0: none) and
+/// how long it had left (ms), for its tombstone.
 const CLEAR_SCRIPT: &str = r#"
+local version = tonumber(redis.call('HGET', KEYS[1], 'ver') or '0')
+local left = redis.call('PTTL', KEYS[1])
 redis.call('DEL', KEYS[1])
 redis.call('PUBLISH', ARGV[1], KEYS[1] .. ' 0')
+return {version, left}
+"#;
+
+/// Raises the high-water mark at KEYS[1] to ARGV[1] (it never goes down) and keeps it for at
+/// least ARGV[2] ms (FL-04).
+const HIGH_WATER_SCRIPT: &str = r#"
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > current then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+elseif redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
 return 1
 "#;
 
@@ -100,6 +116,18 @@ return 1
 /// - **Failover (FL-03)**: with [`crate::RedisOptions::replica_ack`], each write waits until that
 ///   many replicas have it (`WAIT`) before the tokens it holds are used, so a failover right
 ///   after a rotation does not bring back the spent refresh token.
+/// - **High-water mark (FL-04)**: the highest version written for each session is also kept
+///   under a key of its own hash tag (`<prefix>:{<h'>}:uthwm`: on a Cluster, usually another
+///   shard), raised after each write and left behind as a tombstone when the session is cleared.
+///   An instance that reads a session from Redis reads the mark too, so even a fresh one
+///   refuses (and deletes) an entry older than the fleet wrote — an entry rolled back by a
+///   stale replica promoted on a Cluster while the mark's shard kept it, by restoring some keys
+///   from a backup, or by someone who put an old entry back — instead of handing out an access
+///   token already replaced and presenting a spent refresh token. **Limits**: on one node or
+///   with Sentinel, the mark shares the entry's failure domain, so a failover that loses a
+///   write loses its mark too (there [`crate::RedisOptions::replica_ack`] keeps the write), and
+///   restoring a whole backup restores the marks with the entries; and whoever can write to
+///   Redis can lower a mark as easily as roll back an entry.
 /// - Sessions expire `session_ttl` after their last write (default 14 days), or when their
 ///   refresh token and access tokens have all expired, if the server said when.
 #[derive(Clone)]
@@ -307,6 +335,51 @@ impl RedisUserTokenStore {
         format!("{}:ut-invalidate", self.cache.inner.prefix)
     }
 
+    /// The key of the session's high-water mark: a hash tag of its own (FL-04).
+    fn high_water_key(&self, session: &SessionKey) -> String {
+        self.cache.inner.redis_key(
+            &CacheKey::from_canonical(format!("ut-hwm&session={}", session.as_str())),
+            "uthwm",
+        )
+    }
+
+    /// The session's high-water mark (`None`: none, or Redis did not say).
+    async fn high_water(&self, session: &SessionKey) -> Option<u64> {
+        let key = self.high_water_key(session);
+        self.cache
+            .inner
+            .call(|mut c| async move {
+                redis::cmd("GET")
+                    .arg(&key)
+                    .query_async::<Option<u64>>(&mut c)
+                    .await
+            })
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Raises the session's high-water mark to `version`, kept for at least `ttl_ms`. A failure
+    /// only weakens the check: logged, not returned.
+    async fn raise_high_water(&self, session: &SessionKey, version: u64, ttl_ms: u64) {
+        let key = self.high_water_key(session);
+        let raised = self
+            .cache
+            .inner
+            .call(|mut c| async move {
+                redis::Script::new(HIGH_WATER_SCRIPT)
+                    .key(&key)
+                    .arg(version)
+                    .arg(ttl_ms.max(1))
+                    .invoke_async::<i64>(&mut c)
+                    .await
+            })
+            .await;
+        if let Err(error) = raised {
+            tracing::debug!(%error, "a session's high-water mark was not raised");
+        }
+    }
+
     /// What the encryption binds to a sealed session: its Redis key and version (SEC-11).
     fn aad(key: &str, version: u64) -> Vec<u8> {
         format!("{key}#{version}").into_bytes()
@@ -344,7 +417,13 @@ impl RedisUserTokenStore {
                 }
             }
         }
-        let mut read = self.read_raw(&key).await?;
+        let (read, high_water) =
+            futures_util::future::join(self.read_raw(&key), self.high_water(session)).await;
+        let mut read = read?;
+        if let Some(mark) = high_water {
+            // What the fleet wrote last, even if this instance never saw it (FL-04).
+            self.local.saw(&Arc::from(key.as_str()), mark);
+        }
         if let (Some(version), Some(seen)) = (read.0, self.local.seen(&key)) {
             if version < seen {
                 // Older than a version announced here: either this read crossed a write whose
@@ -388,7 +467,7 @@ impl RedisUserTokenStore {
                 }))
             }
             Err(Unreadable::Damaged) => {
-                tracing::warn!(key = %key, "a stored session does not open, or is older than one seen here; deleting it");
+                tracing::warn!(key = %key, "a stored session does not open, or is older than the newest version written (rolled back); deleting it");
                 self.local.forget(session, &key);
                 let channel = self.channel();
                 let _ = self
@@ -501,6 +580,10 @@ impl RedisUserTokenStore {
         let (outcome, acknowledged) = self.write(key, &write, REPAIR_SCRIPT).await?;
         // Written, but on no replica yet: once more later (a failover now would lose it).
         let settled = !matches!(outcome, 1 | 2) || acknowledged || !self.waits_for_replicas();
+        if matches!(outcome, 1 | 2) {
+            self.raise_high_water(&write.session, write.next, write.ttl_ms)
+                .await;
+        }
         match outcome {
             2 => {
                 tracing::info!(session = %write.session.log_id(), "a session write lost by Redis (a failover) was written again")
@@ -597,7 +680,13 @@ impl UserTokenStore for RedisUserTokenStore {
                     .as_millis(),
             )
             .unwrap_or(u64::MAX);
-            let next = expected.map_or(now_ms, |v| (v + 1).max(now_ms));
+            let mut next = expected.map_or(now_ms, |v| (v + 1).max(now_ms));
+            if expected.is_none() {
+                // A new session goes above any mark (a tombstone) its key left behind.
+                if let Some(mark) = self.high_water(session).await {
+                    next = next.max(mark + 1);
+                }
+            }
             let value = codec::encode_session(
                 &tokens,
                 &Self::aad(&key, next),
@@ -627,6 +716,7 @@ impl UserTokenStore for RedisUserTokenStore {
                 Ok((version, _)) => match u64::try_from(version) {
                     Ok(stored) if stored > 0 => {
                         self.keep(session, &key, tokens, stored);
+                        self.raise_high_water(session, stored, ttl_ms).await;
                         Ok(StoreOutcome::Stored(stored))
                     }
                     _ => Ok(StoreOutcome::Conflict),
@@ -651,17 +741,23 @@ impl UserTokenStore for RedisUserTokenStore {
             // A write not settled yet must not bring the session back.
             self.local.pending().remove(&key);
             let channel = self.channel();
-            self.cache
+            let (version, left): (u64, i64) = self
+                .cache
                 .inner
                 .call(|mut c| async move {
                     redis::Script::new(CLEAR_SCRIPT)
                         .key(&key)
                         .arg(channel)
-                        .invoke_async::<i64>(&mut c)
+                        .invoke_async(&mut c)
                         .await
                 })
-                .await
-                .map(|_| ())
+                .await?;
+            if version > 0 {
+                // A tombstone: the entry, put back from a stale copy, is refused (FL-04).
+                let ttl = u64::try_from(left).unwrap_or(0).max(60_000);
+                self.raise_high_water(session, version + 1, ttl).await;
+            }
+            Ok(())
         })
     }
 }
