@@ -684,7 +684,7 @@ impl RedisSection {
     /// each URL a `redis://` or `rediss://` URL.
     fn address(
         &self,
-        err: &dyn Fn(&str, Option<std::ops::Range<usize>>, String) -> ConfigFileError,
+        err: &KeyError<'_>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<RedisAddress, ConfigFileError> {
         let urls = |key: &str, list: &Spanned<Vec<String>>| {
@@ -784,7 +784,7 @@ impl RedisSection {
     fn replica_ack(
         &self,
         address: &RedisAddress,
-        err: &dyn Fn(&str, Option<std::ops::Range<usize>>, String) -> ConfigFileError,
+        err: &KeyError<'_>,
     ) -> Result<Option<(u32, std::time::Duration)>, ConfigFileError> {
         let default = u32::from(!matches!(address, RedisAddress::Node(_)));
         let replicas = self.replica_ack.as_ref().map_or(default, |r| *r.get_ref());

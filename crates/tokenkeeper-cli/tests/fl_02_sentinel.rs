@@ -44,7 +44,7 @@ async fn fl_02_a_fleet_follows_a_sentinel_failover_under_load() {
     )
     .await;
     let refreshes = fleet.idp.token_requests("refresh_token");
-    println!(
+    eprintln!(
         "FL-02 sentinel failover: {} calls, {} failed, failures from {:?} to {:?} after the kill; {refreshes} refreshes, {} refused",
         report.calls,
         report.failed,

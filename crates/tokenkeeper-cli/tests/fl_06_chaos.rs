@@ -46,7 +46,7 @@ async fn fl_06_a_master_killed_under_load_on_a_cluster_fleet() {
     )
     .await;
     let refreshes = fleet.idp.token_requests("refresh_token");
-    println!(
+    eprintln!(
         "FL-06 cluster master killed (node timeout {node_timeout} ms, {seconds} s): {} calls, {} failed, failures from {:?} to {:?} after the kill; {refreshes} refreshes, {} refused",
         report.calls,
         report.failed,

@@ -33,20 +33,12 @@ pub(crate) enum Unreadable {
     Damaged,
 }
 
-const PLAIN_SESSION: &[u8] = b"ut1:";
-const SEALED_SESSION: &[u8] = b"ut1e:";
-
 pub(crate) fn encode_session(
     tokens: &tokenkeeper::user::UserTokens,
     aad: &[u8],
     encryption: Option<&Encryption>,
 ) -> Result<Vec<u8>, CacheError> {
-    let json = serde_json::to_vec(&tokens.to_json())
-        .map_err(|e| CacheError::new(format!("encode: {e}")))?;
-    Ok(match encryption {
-        Some(encryption) => [SEALED_SESSION, &encryption.seal(aad, &json)?].concat(),
-        None => [PLAIN_SESSION, &json].concat(),
-    })
+    tokens.seal_stored(aad, encryption)
 }
 
 pub(crate) fn decode_session(
@@ -54,22 +46,10 @@ pub(crate) fn decode_session(
     aad: &[u8],
     encryption: Option<&Encryption>,
 ) -> Result<tokenkeeper::user::UserTokens, Unreadable> {
-    let json = if let Some(sealed) = bytes.strip_prefix(SEALED_SESSION) {
-        encryption
-            .ok_or(Unreadable::Damaged)?
-            .open(aad, sealed)
-            .ok_or(Unreadable::Damaged)?
-    } else if let Some(plain) = bytes.strip_prefix(PLAIN_SESSION) {
-        if encryption.is_some() {
-            return Err(Unreadable::Damaged);
-        }
-        plain.to_vec()
-    } else {
-        return Err(Unreadable::OtherVersion);
-    };
-    let value: serde_json::Value =
-        serde_json::from_slice(&json).map_err(|_| Unreadable::Damaged)?;
-    tokenkeeper::user::UserTokens::from_json(&value).ok_or(Unreadable::Damaged)
+    tokenkeeper::user::UserTokens::open_stored(bytes, aad, encryption).map_err(|e| match e {
+        tokenkeeper::user::StoredSessionError::OtherFormat => Unreadable::OtherVersion,
+        tokenkeeper::user::StoredSessionError::Damaged => Unreadable::Damaged,
+    })
 }
 
 pub(crate) fn encode(

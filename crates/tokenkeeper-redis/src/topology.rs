@@ -266,6 +266,8 @@ pub(crate) struct Connector {
     next_subscriber: std::sync::atomic::AtomicUsize,
 }
 
+// One per connector, made once: the size of its variants does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Target {
     Node(redis::Client),
     Cluster {

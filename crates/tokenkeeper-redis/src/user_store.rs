@@ -139,14 +139,8 @@ pub struct RedisUserTokenStore {
 
 /// The in-memory tier.
 struct Local {
-    /// Sessions by key, with their Redis key (for invalidations by Redis key).
-    sessions: papaya::HashMap<SessionKey, (Versioned<Arc<UserTokens>>, Arc<str>)>,
-    /// Redis key → session key, for invalidation messages.
-    by_redis_key: papaya::HashMap<Arc<str>, SessionKey>,
-    /// The highest version seen per Redis key (kept when the tokens are dropped), to refuse a
-    /// rolled-back entry.
-    seen: papaya::HashMap<Arc<str>, u64>,
-    capacity: usize,
+    /// The sessions held here, by Redis key.
+    tier: tokenkeeper::user::SessionTier,
     subscriber: OnceLock<SubscriberHandle>,
     /// Whether the invalidation subscriber has connected (at least once).
     listening: std::sync::atomic::AtomicBool,
@@ -189,93 +183,16 @@ impl Local {
 
     fn new(capacity: usize) -> Self {
         Self {
-            sessions: papaya::HashMap::new(),
-            by_redis_key: papaya::HashMap::new(),
-            seen: papaya::HashMap::new(),
-            capacity,
+            tier: tokenkeeper::user::SessionTier::new(capacity),
             subscriber: OnceLock::new(),
             listening: std::sync::atomic::AtomicBool::new(false),
             pending: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
 
-    /// Keeps `value` unless a newer version is held or was announced.
-    fn put(&self, session: &SessionKey, redis_key: &Arc<str>, value: Versioned<Arc<UserTokens>>) {
-        if self
-            .seen(redis_key)
-            .is_some_and(|seen| seen > value.version)
-        {
-            // Another instance wrote a newer version meanwhile: its message got here first.
-            return;
-        }
-        if self.sessions.len() >= self.capacity {
-            // A cache: when full, start over rather than track use.
-            self.sessions.pin().clear();
-            self.by_redis_key.pin().clear();
-        }
-        if self.seen.len() >= self.capacity.saturating_mul(4) {
-            self.seen.pin().clear();
-        }
-        let version = value.version;
-        let sessions = self.sessions.pin();
-        sessions.update_or_insert_with(
-            session.clone(),
-            |(current, key)| {
-                if current.version >= version {
-                    (current.clone(), key.clone())
-                } else {
-                    (value.clone(), key.clone())
-                }
-            },
-            || (value.clone(), redis_key.clone()),
-        );
-        self.by_redis_key
-            .pin()
-            .insert(redis_key.clone(), session.clone());
-        self.saw(redis_key, version);
-    }
-
-    fn saw(&self, redis_key: &Arc<str>, version: u64) {
-        self.seen
-            .pin()
-            .update_or_insert(redis_key.clone(), |v| (*v).max(version), version);
-    }
-
-    fn seen(&self, redis_key: &str) -> Option<u64> {
-        self.seen.pin().get(redis_key).copied()
-    }
-
-    /// An instance changed the session at `redis_key` to `version` (or deleted it: 0). The copy
-    /// here goes unless it is that version already (this instance's own write).
-    fn invalidate(&self, redis_key: &str, version: u64) {
-        let by_key = self.by_redis_key.pin();
-        if let Some(session) = by_key.get(redis_key) {
-            let sessions = self.sessions.pin();
-            let current = sessions.get(session).map(|(v, _)| v.version);
-            if version == 0 || current.is_none_or(|held| held < version) {
-                sessions.remove(session);
-                by_key.remove(redis_key);
-            }
-        }
-        if version > 0 {
-            let key: Arc<str> = Arc::from(redis_key);
-            self.saw(&key, version);
-        }
-    }
-
-    fn forget(&self, session: &SessionKey, redis_key: &str) {
-        self.sessions.pin().remove(session);
-        self.by_redis_key.pin().remove(redis_key);
-    }
-
-    fn clear(&self) {
-        self.sessions.pin().clear();
-        self.by_redis_key.pin().clear();
-    }
-
     /// The subscriber (re)connected: what is held may have missed messages.
     fn subscribed(&self) {
-        self.clear();
+        self.tier.clear();
         self.listening
             .store(true, std::sync::atomic::Ordering::Release);
     }
@@ -286,7 +203,7 @@ impl fmt::Debug for RedisUserTokenStore {
         f.debug_struct("RedisUserTokenStore")
             .field("cache", &self.cache)
             .field("session_ttl", &self.session_ttl)
-            .field("local_sessions", &self.local.sessions.len())
+            .field("local_sessions", &self.local.tier.len())
             .finish()
     }
 }
@@ -387,7 +304,7 @@ impl RedisUserTokenStore {
 
     /// Starts the invalidation subscriber (once, inside a runtime).
     fn subscribe(&self) {
-        if self.local.capacity == 0 {
+        if self.local.tier.capacity() == 0 {
             return;
         }
         self.local.subscriber.get_or_init(|| {
@@ -422,9 +339,9 @@ impl RedisUserTokenStore {
         let mut read = read?;
         if let Some(mark) = high_water {
             // What the fleet wrote last, even if this instance never saw it (FL-04).
-            self.local.saw(&Arc::from(key.as_str()), mark);
+            self.local.tier.saw(&Arc::from(key.as_str()), mark);
         }
-        if let (Some(version), Some(seen)) = (read.0, self.local.seen(&key)) {
+        if let (Some(version), Some(seen)) = (read.0, self.local.tier.seen(&key)) {
             if version < seen {
                 // Older than a version announced here: either this read crossed a write whose
                 // message came first, or someone put an older entry back. A read issued now
@@ -435,10 +352,10 @@ impl RedisUserTokenStore {
         let (version, value) = read;
         let redis_key: Arc<str> = Arc::from(key.as_str());
         let (Some(version), Some(value)) = (version, value) else {
-            self.local.forget(session, &key);
+            self.local.tier.forget(session, &key);
             return Ok(None);
         };
-        let decoded = match self.local.seen(&key) {
+        let decoded = match self.local.tier.seen(&key) {
             // A version older than one already seen here: put back by someone else.
             Some(seen) if version < seen => Err(Unreadable::Damaged),
             _ => codec::decode_session(
@@ -453,8 +370,8 @@ impl RedisUserTokenStore {
                     value: Arc::new(tokens),
                     version,
                 };
-                if self.local.capacity > 0 {
-                    self.local.put(session, &redis_key, versioned.clone());
+                if self.local.tier.capacity() > 0 {
+                    self.local.tier.put(session, &redis_key, versioned.clone());
                 }
                 Ok(Some(versioned))
             }
@@ -468,7 +385,7 @@ impl RedisUserTokenStore {
             }
             Err(Unreadable::Damaged) => {
                 tracing::warn!(key = %key, "a stored session does not open, or is older than the newest version written (rolled back); deleting it");
-                self.local.forget(session, &key);
+                self.local.tier.forget(session, &key);
                 let channel = self.channel();
                 let _ = self
                     .cache
@@ -524,9 +441,9 @@ impl RedisUserTokenStore {
 
     /// Keeps `tokens` at `version` in the in-memory tier.
     fn keep(&self, session: &SessionKey, key: &str, tokens: Arc<UserTokens>, version: u64) {
-        if self.local.capacity > 0 {
+        if self.local.tier.capacity() > 0 {
             let redis_key: Arc<str> = Arc::from(key);
-            self.local.put(
+            self.local.tier.put(
                 session,
                 &redis_key,
                 Versioned {
@@ -637,7 +554,7 @@ async fn subscribe(local: Weak<Local>, cache: RedisTokenCache, channel: String) 
                 return false;
             };
             if let Some((key, version)) = payload.rsplit_once(' ') {
-                local.invalidate(key, version.parse().unwrap_or(0));
+                local.tier.invalidate(key, version.parse().unwrap_or(0));
             }
             true
         },
@@ -648,11 +565,7 @@ async fn subscribe(local: Weak<Local>, cache: RedisTokenCache, channel: String) 
 impl UserTokenStore for RedisUserTokenStore {
     #[inline]
     fn get_local(&self, session: &SessionKey) -> Option<Versioned<Arc<UserTokens>>> {
-        self.local
-            .sessions
-            .pin()
-            .get(session)
-            .map(|(value, _)| value.clone())
+        self.local.tier.get(session)
     }
 
     fn get<'a>(
@@ -737,7 +650,7 @@ impl UserTokenStore for RedisUserTokenStore {
     fn clear<'a>(&'a self, session: &'a SessionKey) -> BoxFuture<'a, Result<(), CacheError>> {
         Box::pin(async move {
             let key = self.key(session);
-            self.local.forget(session, &key);
+            self.local.tier.forget(session, &key);
             // A write not settled yet must not bring the session back.
             self.local.pending().remove(&key);
             let channel = self.channel();

@@ -137,7 +137,7 @@ async fn sessions_lost_in_a_failover(ack: bool) -> usize {
             lost += 1;
         }
     }
-    println!(
+    eprintln!(
         "FL-03 replica_ack {}: {lost} of {SESSIONS} sessions lost; readable again {:?} after the kill",
         if ack { "on" } else { "off" },
         recovered.unwrap_or_default()

@@ -18,6 +18,7 @@ pub mod layout;
 mod logs;
 mod metrics;
 pub mod mtls;
+pub mod postgres_server;
 pub mod redis_servers;
 mod refresh;
 mod server;

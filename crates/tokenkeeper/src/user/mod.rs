@@ -3,8 +3,11 @@
 mod login;
 mod login_replay;
 mod manager;
+mod session_tier;
 mod store;
 mod stored;
+pub use session_tier::SessionTier;
+pub use stored::StoredSessionError;
 
 #[cfg(feature = "reqwest-middleware")]
 pub use crate::middleware::UserTokenMiddleware;

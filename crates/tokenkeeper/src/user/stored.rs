@@ -91,3 +91,60 @@ impl UserTokens {
         Some(tokens)
     }
 }
+
+/// Plain stored sessions start with this; a change of format changes the tag, and entries of
+/// another tag are read as "another format", never as errors.
+const PLAIN_SESSION: &[u8] = b"ut1:";
+/// Sealed stored sessions start with this.
+const SEALED_SESSION: &[u8] = b"ut1e:";
+
+/// Why a stored session was not used ([`UserTokens::open_stored`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredSessionError {
+    /// Another format version (or not a session): left alone.
+    OtherFormat,
+    /// Does not decrypt or does not parse: its store should delete it.
+    Damaged,
+}
+
+impl UserTokens {
+    /// The tokens as a store keeps them: tagged, versioned JSON, sealed with `encryption`
+    /// (AES-256-GCM, bound to `aad`: the store's key and the entry's version) when given.
+    pub fn seal_stored(
+        &self,
+        aad: &[u8],
+        encryption: Option<&crate::Encryption>,
+    ) -> Result<Vec<u8>, crate::CacheError> {
+        let json = serde_json::to_vec(&self.to_json())
+            .map_err(|e| crate::CacheError::new(format!("encode: {e}")))?;
+        Ok(match encryption {
+            Some(encryption) => [SEALED_SESSION, &encryption.seal(aad, &json)?].concat(),
+            None => [PLAIN_SESSION, &json].concat(),
+        })
+    }
+
+    /// Tokens from [`UserTokens::seal_stored`]'s bytes. With `encryption`, a plain entry is
+    /// [`StoredSessionError::Damaged`] (someone wrote it who should not have).
+    pub fn open_stored(
+        bytes: &[u8],
+        aad: &[u8],
+        encryption: Option<&crate::Encryption>,
+    ) -> Result<Self, StoredSessionError> {
+        let json = if let Some(sealed) = bytes.strip_prefix(SEALED_SESSION) {
+            encryption
+                .ok_or(StoredSessionError::Damaged)?
+                .open(aad, sealed)
+                .ok_or(StoredSessionError::Damaged)?
+        } else if let Some(plain) = bytes.strip_prefix(PLAIN_SESSION) {
+            if encryption.is_some() {
+                return Err(StoredSessionError::Damaged);
+            }
+            plain.to_vec()
+        } else {
+            return Err(StoredSessionError::OtherFormat);
+        };
+        let value: serde_json::Value =
+            serde_json::from_slice(&json).map_err(|_| StoredSessionError::Damaged)?;
+        Self::from_json(&value).ok_or(StoredSessionError::Damaged)
+    }
+}
