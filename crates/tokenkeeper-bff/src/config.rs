@@ -39,6 +39,10 @@
 //! prefix = "bff"
 //! encryption_key_env = "BFF_REDIS_KEY"    # 32 bytes, base64; or plaintext = true, knowingly
 //!
+//! [postgres]                              # optional, instead of [redis]: the same in PostgreSQL
+//! url_env = "BFF_DATABASE_URL"            # the URL, from the environment (it holds a password)
+//! encryption_key_env = "BFF_DB_KEY"       # 32 bytes, base64; or plaintext = true, knowingly
+//!
 //! [[routes]]
 //! path = "/api"
 //! upstream = "https://api.internal/v1"
@@ -121,6 +125,9 @@ pub struct BffConfig {
     /// `[redis]`.
     #[serde(default)]
     pub redis: Option<RedisSection>,
+    /// `[postgres]`.
+    #[serde(default)]
+    pub postgres: Option<PostgresSection>,
     /// `[[routes]]`.
     #[serde(default)]
     pub routes: Vec<RouteSection>,
@@ -440,6 +447,85 @@ pub struct RedisSection {
     pub plaintext: Option<Spanned<bool>>,
 }
 
+/// `[postgres]`: sessions and tokens in PostgreSQL (instead of `[redis]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSection {
+    /// The environment variable holding the URL (it holds a password).
+    pub url_env: Spanned<String>,
+    /// The environment variable holding the 32-byte encryption key (base64).
+    #[serde(default)]
+    pub encryption_key_env: Option<Spanned<String>>,
+    /// Stores sessions and tokens in the clear: only when said so.
+    #[serde(default)]
+    pub plaintext: Option<Spanned<bool>>,
+}
+
+/// `[postgres]`, resolved.
+#[derive(Clone)]
+pub struct ValidatedPostgres {
+    /// The URL (a secret: it may hold a password).
+    pub url: String,
+    /// The encryption key (`None`: `plaintext = true`).
+    pub key: Option<[u8; 32]>,
+}
+
+impl fmt::Debug for ValidatedPostgres {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ValidatedPostgres")
+            .field("encrypted", &self.key.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The encryption key of a shared store's section (`redis`, `postgres`): from the variable
+/// `encryption_key_env` names, or none with `plaintext = true` (a notice), never both, never
+/// neither.
+fn store_key(
+    section: &str,
+    encryption_key_env: Option<&Spanned<String>>,
+    plaintext: Option<&Spanned<bool>>,
+    err: &KeyError<'_>,
+    env: &dyn Fn(&str) -> Option<String>,
+    notices: &mut Vec<String>,
+) -> Result<Option<[u8; 32]>, ConfigFileError> {
+    let is_plaintext = plaintext.is_some_and(|p| *p.get_ref());
+    match encryption_key_env {
+        None if is_plaintext => {
+            notices.push(format!(
+                "{section}.plaintext: sessions, tokens and refresh tokens are stored in the clear"
+            ));
+            Ok(None)
+        }
+        None => Err(err(
+            &format!("{section}.encryption_key_env"),
+            None,
+            "is missing: the store would hold refresh tokens, ID tokens and sessions in the clear; name the environment variable holding a 32-byte key (base64), or set plaintext = true to store them in plaintext knowingly".into(),
+        )),
+        Some(var) if is_plaintext => Err(err(
+            &format!("{section}.plaintext"),
+            plaintext.map(Spanned::span),
+            format!(
+                "is true, but encryption_key_env names {}: choose one",
+                var.get_ref()
+            ),
+        )),
+        Some(var) => env(var.get_ref())
+            .and_then(|v| tokenkeeper::Encryption::key_from_base64(&v))
+            .map(Some)
+            .ok_or_else(|| {
+                err(
+                    &format!("{section}.encryption_key_env"),
+                    Some(var.span()),
+                    format!(
+                        "the environment variable {} must hold 32 bytes in base64",
+                        var.get_ref()
+                    ),
+                )
+            }),
+    }
+}
+
 /// `[[routes]]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -623,6 +709,8 @@ pub struct Validated {
     pub frontends: Vec<ValidatedFrontend>,
     /// `[redis]`, when there is one.
     pub redis: Option<ValidatedRedis>,
+    /// `[postgres]`, when there is one.
+    pub postgres: Option<ValidatedPostgres>,
     /// What the configuration allows that weakens security (`--check-config` prints them).
     pub notices: Vec<String>,
     /// The operations listener's address, with `[ops]`.
@@ -642,6 +730,7 @@ impl fmt::Debug for Validated {
             .field("workers", &self.workers)
             .field("frontends", &self.frontends)
             .field("redis", &self.redis)
+            .field("postgres", &self.postgres)
             .field("ops_listen", &self.ops_listen)
             .field("admin_api", &self.admin_token.is_some())
             .finish_non_exhaustive()
@@ -1200,48 +1289,45 @@ impl BffConfig {
             None => None,
         };
         shared.trace_context = telemetry.is_some();
+        if let (Some(_), Some(postgres)) = (&self.redis, &self.postgres) {
+            return Err(err(
+                "postgres",
+                Some(postgres.url_env.span()),
+                "and [redis] are both given: the fleet's sessions live in one of them".into(),
+            ));
+        }
         let redis_key = match &self.redis {
-            Some(redis) => {
-                let plaintext = redis.plaintext.as_ref().is_some_and(|p| *p.get_ref());
-                match &redis.encryption_key_env {
-                    None if plaintext => {
-                        notices.push("redis.plaintext: sessions, tokens and refresh tokens are stored in Redis in the clear".into());
-                        None
-                    }
-                    None => {
-                        return Err(err(
-                            "redis.encryption_key_env",
-                            None,
-                            "is missing: Redis would hold refresh tokens, ID tokens and sessions in the clear; name the environment variable holding a 32-byte key (base64), or set plaintext = true to store them in plaintext knowingly".into(),
-                        ))
-                    }
-                    Some(var) if plaintext => {
-                        return Err(err(
-                            "redis.plaintext",
-                            redis.plaintext.as_ref().map(Spanned::span),
-                            format!(
-                                "is true, but encryption_key_env names {}: choose one",
-                                var.get_ref()
-                            ),
-                        ))
-                    }
-                    Some(var) => {
-                        let key = env(var.get_ref())
-                            .and_then(|v| tokenkeeper::Encryption::key_from_base64(&v))
-                            .ok_or_else(|| {
-                                err(
-                                    "redis.encryption_key_env",
-                                    Some(var.span()),
-                                    format!(
-                                        "the environment variable {} must hold 32 bytes in base64",
-                                        var.get_ref()
-                                    ),
-                                )
-                            })?;
-                        Some(key)
-                    }
-                }
-            }
+            Some(redis) => store_key(
+                "redis",
+                redis.encryption_key_env.as_ref(),
+                redis.plaintext.as_ref(),
+                &err,
+                env,
+                &mut notices,
+            )?,
+            None => None,
+        };
+        let postgres = match &self.postgres {
+            Some(section) => Some(ValidatedPostgres {
+                url: env(section.url_env.get_ref()).ok_or_else(|| {
+                    err(
+                        "postgres.url_env",
+                        Some(section.url_env.span()),
+                        format!(
+                            "the environment variable {} is not set",
+                            section.url_env.get_ref()
+                        ),
+                    )
+                })?,
+                key: store_key(
+                    "postgres",
+                    section.encryption_key_env.as_ref(),
+                    section.plaintext.as_ref(),
+                    &err,
+                    env,
+                    &mut notices,
+                )?,
+            }),
             None => None,
         };
         let redis = match (&self.redis, redis_key) {
@@ -1319,6 +1405,7 @@ impl BffConfig {
             workers: shared.workers,
             frontends,
             redis,
+            postgres,
             notices,
             ops_listen,
             admin_token,
@@ -1678,11 +1765,16 @@ impl BffConfig {
             .redis
             .as_ref()
             .is_some_and(|r| r.plaintext.as_ref().is_some_and(|p| *p.get_ref()));
-        if dpop_per_session && plaintext_redis {
+        let plaintext_postgres = self
+            .postgres
+            .as_ref()
+            .is_some_and(|r| r.plaintext.as_ref().is_some_and(|p| *p.get_ref()));
+        if dpop_per_session && (plaintext_redis || plaintext_postgres) {
+            let section = if plaintext_redis { "redis" } else { "postgres" };
             return Err(err(
                 "oidc.dpop",
                 oidc.dpop.as_ref().map(Spanned::span),
-                "\"per-session\" keeps each session's DPoP private key in Redis, which needs encryption: give redis.encryption_key_env instead of plaintext = true".into(),
+                format!("\"per-session\" keeps each session's DPoP private key in the shared store, which needs encryption: give {section}.encryption_key_env instead of plaintext = true"),
             ));
         }
         if require_dpop && !dpop_per_session {

@@ -38,11 +38,13 @@ impl std::fmt::Debug for Host {
     }
 }
 
-/// The session store the frontends share: one Redis connection, or sessions in this process
+/// The session store the frontends share: Redis, PostgreSQL, or sessions in this process
 /// (kept per frontend across reloads).
 struct Stores {
     #[cfg(feature = "redis")]
     redis: Option<tokenkeeper_redis::RedisTokenCache>,
+    #[cfg(feature = "postgres")]
+    postgres: Option<tokenkeeper_postgres::PostgresDatabase>,
     /// Per frontend name, its sessions and user tokens when there is no Redis: a rebuilt
     /// frontend (a reload) finds them again.
     memory: Mutex<HashMap<String, MemoryStores>>,
@@ -71,7 +73,7 @@ pub struct Reloaded {
 /// The settings a reload cannot apply.
 fn fixed_settings(validated: &Validated) -> String {
     format!(
-        "{:?} {:?} {:?} {:?} {:?} {:?}",
+        "{:?} {:?} {:?} {:?} {:?} {:?} {:?}",
         validated.listen,
         validated.workers,
         validated.json_logs,
@@ -103,6 +105,10 @@ fn fixed_settings(validated: &Validated) -> String {
                 sha2::Sha256::digest(k).to_vec()
             })
         )),
+        validated.postgres.as_ref().map(|p| {
+            use sha2::Digest as _;
+            sha2::Sha256::digest(format!("{} {:?}", p.url, p.key)).to_vec()
+        }),
         (
             validated.ops_listen,
             validated.admin_token.as_ref().map(|t| {
@@ -148,7 +154,34 @@ impl Host {
         for frontend in self.handler.current().iter() {
             frontend.bff().spawn_discovery();
         }
-        self.handler.spawn_cleanup(cleanup_every)
+        let sessions = self.handler.spawn_cleanup(cleanup_every);
+        #[cfg(feature = "postgres")]
+        if let Some(db) = self.stores.postgres.clone() {
+            // Users' tokens, leases, one-use markers and DPoP keys past their expiry, in
+            // batches (sessions are claimed by the frontends' own cleanup, which revokes).
+            struct AbortOnDrop(tokio::task::JoinHandle<()>);
+            impl Drop for AbortOnDrop {
+                fn drop(&mut self) {
+                    self.0.abort();
+                }
+            }
+            let rows = tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(cleanup_every);
+                loop {
+                    ticks.tick().await;
+                    if let Err(error) = db.cleanup_expired(1000).await {
+                        tracing::warn!(%error, "PostgreSQL cleanup failed; trying again later");
+                    }
+                }
+            });
+            // Both stop when the returned task is aborted.
+            let (rows, sessions) = (AbortOnDrop(rows), AbortOnDrop(sessions));
+            return tokio::spawn(async move {
+                let _both = (rows, sessions);
+                std::future::pending::<()>().await;
+            });
+        }
+        sessions
     }
 
     /// Applies `next` (validated): frontends added are built, changed ones rebuilt, removed
@@ -160,7 +193,7 @@ impl Host {
         if fixed_settings(next) != self.fixed {
             return Err(Error::Config(tokenkeeper::ConfigError::new(
                 "bff",
-                "bff.listen, bff.workers, bff.log_format, [redis], [ops] or [telemetry] changed: restart to apply them",
+                "bff.listen, bff.workers, bff.log_format, [redis], [postgres], [ops] or [telemetry] changed: restart to apply them",
             )));
         }
         let current = self.handler.current();
@@ -319,9 +352,37 @@ impl Stores {
                 "this build has no Redis support (feature `redis`)",
             )));
         }
+        #[cfg(feature = "postgres")]
+        let postgres = match &validated.postgres {
+            Some(section) => Some(
+                tokenkeeper_postgres::PostgresDatabase::new(
+                    &section.url,
+                    tokenkeeper_postgres::PostgresOptions {
+                        encryption: match section.key {
+                            Some(key) => Some(tokenkeeper::Encryption::new("k1", &key)?),
+                            None => None,
+                        },
+                        // `validate` allows no key only with `plaintext = true`.
+                        plaintext: section.key.is_none(),
+                        ..tokenkeeper_postgres::PostgresOptions::default()
+                    },
+                )
+                .map_err(Error::from)?,
+            ),
+            None => None,
+        };
+        #[cfg(not(feature = "postgres"))]
+        if validated.postgres.is_some() {
+            return Err(Error::Config(tokenkeeper::ConfigError::new(
+                "postgres",
+                "this build has no PostgreSQL support (feature `postgres`)",
+            )));
+        }
         Ok(Self {
             #[cfg(feature = "redis")]
             redis,
+            #[cfg(feature = "postgres")]
+            postgres,
             memory: Mutex::default(),
         })
     }
@@ -367,8 +428,21 @@ impl Stores {
                 tokens: Arc::new(tokenkeeper::user::InMemoryUserTokenStore::new()),
             })
             .clone();
-        if self.shared_redis().is_none() {
+        if !self.shared() {
             users = users.store(memory.tokens.clone());
+        }
+        #[cfg(feature = "postgres")]
+        if let Some(db) = &self.postgres {
+            users = users
+                .store(Arc::new(tokenkeeper_postgres::PostgresUserTokenStore::new(
+                    db,
+                )))
+                .lease(Arc::new(tokenkeeper_postgres::PostgresLease::new(db)));
+            if f.dpop_per_session {
+                users = users.dpop_key_store(Arc::new(
+                    tokenkeeper_postgres::PostgresDpopKeyStore::new(db)?,
+                ));
+            }
         }
         #[cfg(feature = "redis")]
         if let Some(redis) = &self.redis {
@@ -408,7 +482,9 @@ impl Stores {
                     None => store,
                 })
             }
-            _ => memory.sessions,
+            _ => self
+                .shared_postgres(&mut oidc, f)
+                .unwrap_or(memory.sessions),
         };
         let clients = match &f.worker {
             Some((client_id, secret, scope)) => {
@@ -434,6 +510,42 @@ impl Stores {
         Ok(Frontend::new(bff, files)
             .hosts(&f.hosts)
             .path_prefix(&f.prefix))
+    }
+
+    /// Whether the frontends share a store with other instances (Redis or PostgreSQL).
+    fn shared(&self) -> bool {
+        #[cfg(feature = "postgres")]
+        if self.postgres.is_some() {
+            return true;
+        }
+        self.shared_redis().is_some()
+    }
+
+    /// The PostgreSQL session store of frontend `f` (and its login replay store on `oidc`).
+    #[cfg(feature = "postgres")]
+    fn shared_postgres(
+        &self,
+        oidc: &mut Oidc,
+        f: &ValidatedFrontend,
+    ) -> Option<Arc<dyn BffSessionStore>> {
+        let db = self.postgres.as_ref()?;
+        *oidc = oidc.clone().with_login_replay_store(Arc::new(
+            tokenkeeper_postgres::PostgresLoginReplayStore::new(db),
+        ));
+        let store = crate::PostgresBffSessionStore::new(db);
+        Some(Arc::new(match &f.session_namespace {
+            Some(name) => store.for_frontend(name),
+            None => store,
+        }))
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    fn shared_postgres(
+        &self,
+        _oidc: &mut Oidc,
+        _f: &ValidatedFrontend,
+    ) -> Option<Arc<dyn BffSessionStore>> {
+        None
     }
 
     #[cfg(feature = "redis")]

@@ -39,7 +39,7 @@
 //!   │     └── route_policy   who may use a route: claims, scopes
 //!   ├── claims           what the user endpoint shows of the claims
 //!   ├── forward_auth     the identity headers of {base}/auth (a reverse proxy's auth_request)
-//!   ├── session, redis_store   session stores
+//!   ├── session, redis_store, postgres_store   session stores
 //!   └── responses, metrics     short answers, counters
 //! ```
 //!
@@ -70,6 +70,8 @@ mod local;
 mod management;
 pub mod metrics;
 mod ops;
+#[cfg(feature = "postgres")]
+mod postgres_store;
 mod proxy;
 #[cfg(feature = "redis")]
 mod redis_store;
@@ -87,6 +89,8 @@ pub use claims::{ClaimsHook, UserClaims, PROTOCOL_CLAIMS};
 pub use forward_auth::{ForwardAuth, PROXY_SECRET_HEADER};
 pub use frontends::{Frontend, Frontends, FrontendsHandler};
 pub use local::BffUser;
+#[cfg(feature = "postgres")]
+pub use postgres_store::PostgresBffSessionStore;
 pub use proxy::Admitted;
 #[cfg(feature = "redis")]
 pub use redis_store::RedisBffSessionStore;

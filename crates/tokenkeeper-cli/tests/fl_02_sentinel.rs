@@ -26,6 +26,7 @@ async fn fl_02_a_fleet_follows_a_sentinel_failover_under_load() {
     let fleet = Fleet::start(
         3,
         &format!("sentinels = [{sentinels}]\nsentinel_master = \"{MASTER_NAME}\""),
+        &[],
     )
     .await;
     let browsers = fleet.log_in(6).await;
@@ -38,7 +39,7 @@ async fn fl_02_a_fleet_follows_a_sentinel_failover_under_load() {
         6,
         Duration::from_secs(12),
         Duration::from_secs(4),
-        || {
+        async {
             sentinel.kill_master();
         },
     )

@@ -31,7 +31,7 @@ async fn fl_06_a_master_killed_under_load_on_a_cluster_fleet() {
         .map(|u| format!("\"{u}\""))
         .collect::<Vec<_>>()
         .join(", ");
-    let fleet = Fleet::start(3, &format!("cluster = [{nodes}]")).await;
+    let fleet = Fleet::start(3, &format!("cluster = [{nodes}]"), &[]).await;
     let browsers = fleet.log_in(6).await;
     assert_eq!(fleet.live_sessions(&browsers).await, 6);
 
@@ -42,7 +42,7 @@ async fn fl_06_a_master_killed_under_load_on_a_cluster_fleet() {
         6,
         Duration::from_secs(seconds),
         Duration::from_secs(seconds / 3),
-        || cluster.kill(victim),
+        async { cluster.kill(victim) },
     )
     .await;
     let refreshes = fleet.idp.token_requests("refresh_token");

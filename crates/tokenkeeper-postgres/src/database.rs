@@ -115,6 +115,27 @@ const STATEMENTS: [(Sql, &str); 8] = [
     ),
 ];
 
+/// The database's connection, lent to a [`PostgresDatabase::call`].
+#[derive(Clone)]
+pub struct PostgresConnection(Arc<Connection>);
+
+impl fmt::Debug for PostgresConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PostgresConnection")
+    }
+}
+
+impl PostgresConnection {
+    /// The client (queries are pipelined on the one connection).
+    pub fn client(&self) -> &Client {
+        &self.0.client
+    }
+
+    pub(crate) fn statement(&self, sql: Sql) -> &Statement {
+        self.0.statement(sql)
+    }
+}
+
 /// One connection and its prepared statements.
 pub(crate) struct Connection {
     pub(crate) client: Client,
@@ -263,7 +284,8 @@ impl PostgresDatabase {
         Ok(())
     }
 
-    /// Deletes expired rows (sessions, leases, one-use markers), `batch` rows per statement,
+    /// Deletes expired rows (users' tokens, leases, one-use markers, DPoP keys; a BFF's sessions
+    /// are claimed by its own cleanup, which revokes them), `batch` rows per statement,
     /// until none is left: how many. Run it periodically from one place or from every instance
     /// (batches do not block each other: `FOR UPDATE SKIP LOCKED`).
     pub async fn cleanup_expired(&self, batch: u32) -> Result<u64, CacheError> {
@@ -284,7 +306,7 @@ impl PostgresDatabase {
             loop {
                 let sql = sql.clone();
                 let n = self
-                    .call(|c| async move { c.client.execute(&sql, &[&i64::from(batch)]).await })
+                    .call(|c| async move { c.client().execute(&sql, &[&i64::from(batch)]).await })
                     .await?;
                 deleted += n;
                 if n < u64::from(batch) {
@@ -295,10 +317,12 @@ impl PostgresDatabase {
         Ok(deleted)
     }
 
-    /// Runs `f` on the connection, with the timeout and outage tracking.
-    pub(crate) async fn call<T, F, Fut>(&self, f: F) -> Result<T, CacheError>
+    /// Runs `f` on the connection, with the timeout and outage tracking: for stores of
+    /// sibling crates that share it (the BFF's sessions). Queries go through
+    /// [`PostgresConnection::client`]; their parameters never reach an error message.
+    pub async fn call<T, F, Fut>(&self, f: F) -> Result<T, CacheError>
     where
-        F: FnOnce(Arc<Connection>) -> Fut,
+        F: FnOnce(PostgresConnection) -> Fut,
         Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
     {
         let inner = &self.inner;
@@ -311,7 +335,9 @@ impl PostgresDatabase {
         }
         let result = tokio::time::timeout(inner.timeout, async {
             let connection = self.connection().await?;
-            f(connection).await.map_err(|e| describe(&e))
+            f(PostgresConnection(connection))
+                .await
+                .map_err(|e| describe(&e))
         })
         .await;
         match result {

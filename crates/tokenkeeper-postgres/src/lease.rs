@@ -55,7 +55,7 @@ impl Lease for PostgresLease {
             let taken = self
                 .db
                 .call(|c| async move {
-                    c.client
+                    c.client()
                         .execute(c.statement(Sql::AcquireLease), &[&n, &o, &ttl_ms])
                         .await
                 })
@@ -72,7 +72,7 @@ impl Lease for PostgresLease {
                         let (n, o) = (name.clone(), owner.clone());
                         let renewed = db
                             .call(|c| async move {
-                                c.client
+                                c.client()
                                     .execute(c.statement(Sql::RenewLease), &[&n, &o, &ttl_ms])
                                     .await
                             })
@@ -89,7 +89,7 @@ impl Lease for PostgresLease {
                 renewer.abort();
                 let _ = db
                     .call(|c| async move {
-                        c.client
+                        c.client()
                             .execute(c.statement(Sql::ReleaseLease), &[&name, &owner])
                             .await
                     })

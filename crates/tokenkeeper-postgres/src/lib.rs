@@ -6,6 +6,7 @@
 //!   in-process tier invalidated by `LISTEN`/`NOTIFY`.
 //! - [`PostgresLease`]: one refresh per session across instances.
 //! - [`PostgresLoginReplayStore`]: taken login callbacks, each login completed once.
+//! - [`PostgresDpopKeyStore`]: per-session DPoP keys, always sealed.
 //!
 //! Every store seals what it writes (AES-256-GCM) unless [`PostgresOptions::plaintext`] asks
 //! for plaintext explicitly. The schema ships with the crate ([`MIGRATIONS`]) and is applied on
@@ -33,14 +34,18 @@
 //! ```
 
 mod database;
+mod dpop_keys;
 mod lease;
 mod login_replay;
 mod migrations;
 mod user_store;
 
-pub use database::{PostgresDatabase, PostgresOptions};
+pub use database::{PostgresConnection, PostgresDatabase, PostgresOptions};
+pub use dpop_keys::PostgresDpopKeyStore;
 pub use lease::PostgresLease;
 pub use login_replay::PostgresLoginReplayStore;
 pub use migrations::MIGRATIONS;
 pub use tokenkeeper::Encryption;
+/// The driver, for stores of sibling crates that run their own queries.
+pub use tokio_postgres;
 pub use user_store::PostgresUserTokenStore;

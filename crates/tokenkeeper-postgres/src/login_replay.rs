@@ -47,7 +47,7 @@ impl PostgresDatabase {
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
         let rows = self
             .call(|c| async move {
-                c.client
+                c.client()
                     .execute(c.statement(Sql::ClaimOnce), &[&name, &ttl_ms])
                     .await
             })

@@ -8,7 +8,10 @@ use tokenkeeper::CacheError;
 /// The migrations, in order: `(version, SQL)`. [`crate::PostgresDatabase`] applies them on
 /// first use; an administrator who applies them by hand records each version in
 /// `tokenkeeper_migrations (version integer PRIMARY KEY, applied_at bigint)`.
-pub const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/0001_tokenkeeper.sql"))];
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../migrations/0001_tokenkeeper.sql")),
+    (2, include_str!("../migrations/0002_bff_and_dpop.sql")),
+];
 
 /// The advisory lock that serialises migrations across instances.
 const LOCK: i64 = 0x746b_6d69_6772_6174; // "tkmigrat"

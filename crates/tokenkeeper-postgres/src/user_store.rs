@@ -244,7 +244,7 @@ impl PostgresUserTokenStore {
                 let _ = self
                     .db
                     .call(|c| async move {
-                        c.client
+                        c.client()
                             .execute(
                                 "DELETE FROM tokenkeeper_user_tokens WHERE key = $1 AND version = $2",
                                 &[&key, &version],
@@ -262,7 +262,7 @@ impl PostgresUserTokenStore {
         self.db
             .call(|c| async move {
                 let row = c
-                    .client
+                    .client()
                     .query_opt(c.statement(Sql::GetTokens), &[&key])
                     .await?;
                 Ok(row.map(|row| (row.get(0), row.get(1))))
@@ -277,7 +277,7 @@ impl PostgresUserTokenStore {
             .call(|c| async move {
                 let rows = match write.expected {
                     Some(expected) => {
-                        c.client
+                        c.client()
                             .execute(
                                 c.statement(Sql::UpdateTokens),
                                 &[&key, &expected, &write.next, &write.value, &write.ttl_ms],
@@ -285,7 +285,7 @@ impl PostgresUserTokenStore {
                             .await?
                     }
                     None => {
-                        c.client
+                        c.client()
                             .execute(
                                 c.statement(Sql::InsertTokens),
                                 &[&key, &write.next, &write.value, &write.ttl_ms],
@@ -505,7 +505,7 @@ impl UserTokenStore for PostgresUserTokenStore {
             self.local.pending().remove(&key);
             self.db
                 .call(|c| async move {
-                    c.client
+                    c.client()
                         .execute(c.statement(Sql::DeleteTokens), &[&key])
                         .await
                 })

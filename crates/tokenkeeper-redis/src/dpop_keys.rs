@@ -5,8 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use serde::{Deserialize, Serialize};
-use tokenkeeper::dpop::{DpopAlgorithm, DpopKey, DpopKeyStore};
+use tokenkeeper::dpop::{DpopKey, DpopKeyStore};
 use tokenkeeper::{CacheError, CacheKey};
 
 use crate::cache::RedisTokenCache;
@@ -54,12 +53,6 @@ impl fmt::Debug for RedisDpopKeyStore {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct StoredKey {
-    alg: String,
-    pem: String,
-}
-
 impl RedisDpopKeyStore {
     /// A store on the same Redis, prefix, connection and encryption as `cache`. Fails when
     /// `cache` has no [`crate::Encryption`].
@@ -88,30 +81,19 @@ impl RedisDpopKeyStore {
     }
 
     fn seal(&self, redis_key: &str, key: &DpopKey) -> Result<Vec<u8>, CacheError> {
-        let pem = key
-            .to_pkcs8_pem()
-            .map_err(|e| CacheError::new(format!("the DPoP key cannot be encoded: {e}")))?;
-        let plain = serde_json::to_vec(&StoredKey {
-            alg: key.algorithm().as_str().to_owned(),
-            pem,
-        })
-        .map_err(|e| CacheError::new(e.to_string()))?;
         match self.cache.inner.encryption() {
-            Some(encryption) => encryption.seal(redis_key.as_bytes(), &plain),
+            Some(encryption) => key.seal_stored(redis_key.as_bytes(), encryption),
             None => Err(CacheError::new("no encryption")),
         }
     }
 
     fn open(&self, redis_key: &str, jkt: &str, sealed: &[u8]) -> Option<Arc<DpopKey>> {
-        let plain = self
-            .cache
-            .inner
-            .encryption()?
-            .open(redis_key.as_bytes(), sealed)?;
-        let stored: StoredKey = serde_json::from_slice(&plain).ok()?;
-        let alg = DpopAlgorithm::parse(&stored.alg).ok()?;
-        let key = DpopKey::from_pem(&stored.pem, alg).ok()?;
-        (key.thumbprint() == jkt).then(|| Arc::new(key))
+        DpopKey::open_stored(
+            sealed,
+            redis_key.as_bytes(),
+            jkt,
+            self.cache.inner.encryption()?,
+        )
     }
 }
 

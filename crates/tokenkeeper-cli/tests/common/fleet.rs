@@ -22,20 +22,19 @@ pub struct Fleet {
     dir: std::path::PathBuf,
 }
 
-/// The secrets the processes read from their environment.
+/// The secrets the processes read from their environment (the shared store's key: `STORE_KEY`).
 const ENV: [(&str, &str); 3] = [
     ("SPA_SECRET", "spa-secret"),
     ("WORKER_SECRET", "worker-secret"),
-    (
-        "BFF_REDIS_KEY",
-        "ZmxlZXQtdGVzdC1rZXktMzItYnl0ZXMtbG9uZy4uLiE=",
-    ),
+    ("STORE_KEY", "ZmxlZXQtdGVzdC1rZXktMzItYnl0ZXMtbG9uZy4uLiE="),
 ];
 
 impl Fleet {
-    /// Starts `n` processes whose `[redis]` section is `redis` (everything but the prefix and
-    /// the key). Routes: `/api` with the user's token, `/svc` with the BFF's client token.
-    pub async fn start(n: usize, redis: &str) -> Self {
+    /// Starts `n` processes sharing the store of `store`: a `[redis]` section's lines (all but
+    /// the prefix and the key), or a whole `[postgres]` section (its key: `STORE_KEY`), with
+    /// `env` in the processes' environment. Routes: `/api` with the user's token, `/svc` with the
+    /// BFF's client token.
+    pub async fn start(n: usize, store: &str, env: &[(&str, &str)]) -> Self {
         let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let public = format!("http://127.0.0.1:{}", ports[0]);
         let idp = Arc::new(
@@ -78,10 +77,7 @@ client_secret_env = "SPA_SECRET"
 client_id = "worker"
 client_secret_env = "WORKER_SECRET"
 
-[redis]
-prefix = "{prefix}"
-encryption_key_env = "BFF_REDIS_KEY"
-{redis}
+@STORE@
 
 [[routes]]
 path = "/api"
@@ -96,10 +92,19 @@ token = "client"
                 issuer = idp.issuer(),
                 upstream = api.url("/"),
             );
+            let store = if store.starts_with('[') {
+                store.to_owned()
+            } else {
+                format!(
+                    "[redis]\nprefix = \"{prefix}\"\nencryption_key_env = \"STORE_KEY\"\n{store}"
+                )
+            };
+            let config = config.replace("@STORE@", &store);
             let own = dir.join(i.to_string());
             std::fs::create_dir_all(&own).unwrap();
             let stderr = std::fs::File::create(own.join("stderr")).unwrap();
-            let (child, _) = start_bff(&own, &config, &ENV, std::process::Stdio::from(stderr));
+            let all: Vec<(&str, &str)> = ENV.iter().chain(env).copied().collect();
+            let (child, _) = start_bff(&own, &config, &all, std::process::Stdio::from(stderr));
             processes.push(Killed(child));
             urls.push(format!("http://127.0.0.1:{port}"));
         }
@@ -187,7 +192,7 @@ pub async fn load(
     callers: usize,
     duration: Duration,
     at: Duration,
-    event: impl FnOnce() + Send,
+    event: impl std::future::Future<Output = ()>,
 ) -> Report {
     let start = Instant::now();
     let event_at = Arc::new(Mutex::new(None::<Instant>));
@@ -229,7 +234,7 @@ pub async fn load(
     }
     tokio::time::sleep(at).await;
     *event_at.lock().unwrap() = Some(Instant::now());
-    event();
+    event.await;
     for task in tasks {
         task.await.unwrap();
     }

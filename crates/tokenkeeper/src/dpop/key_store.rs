@@ -200,3 +200,39 @@ impl DpopKeyStore for InMemoryDpopKeyStore {
         Box::pin(std::future::ready(Ok(())))
     }
 }
+
+impl DpopKey {
+    /// The key as a shared store keeps it: its algorithm and PKCS#8 PEM, sealed with
+    /// `encryption` and bound to `aad` (the store's key for it). A private key is never stored
+    /// in the clear (PK-07).
+    pub fn seal_stored(
+        &self,
+        aad: &[u8],
+        encryption: &crate::Encryption,
+    ) -> Result<Vec<u8>, CacheError> {
+        let pem = self
+            .to_pkcs8_pem()
+            .map_err(|e| CacheError::new(format!("the DPoP key cannot be encoded: {e}")))?;
+        let plain = serde_json::to_vec(&serde_json::json!({
+            "alg": self.algorithm().as_str(),
+            "pem": pem,
+        }))
+        .map_err(|e| CacheError::new(e.to_string()))?;
+        encryption.seal(aad, &plain)
+    }
+
+    /// A key from [`DpopKey::seal_stored`]'s bytes, if they open and it has the thumbprint
+    /// `jkt`.
+    pub fn open_stored(
+        sealed: &[u8],
+        aad: &[u8],
+        jkt: &str,
+        encryption: &crate::Encryption,
+    ) -> Option<Arc<Self>> {
+        let plain = encryption.open(aad, sealed)?;
+        let stored: serde_json::Value = serde_json::from_slice(&plain).ok()?;
+        let alg = super::DpopAlgorithm::parse(stored.get("alg")?.as_str()?).ok()?;
+        let key = Self::from_pem(stored.get("pem")?.as_str()?, alg).ok()?;
+        (key.thumbprint() == jkt).then(|| Arc::new(key))
+    }
+}
