@@ -1,9 +1,12 @@
-//! User tokens: the `get_access_token` hit path — with the in-memory store and with the Redis
-//! store (served from its in-memory tier), in the same run — and memory per stored session.
+//! User tokens: the `get_access_token` hit path — with the in-memory store, the Redis store on
+//! one node and on a Redis Cluster, and the PostgreSQL store (the shared stores served from
+//! their in-memory tiers), in the same run — and memory per stored session.
 //!
 //! Run: `cargo bench -p tokenkeeper-benches --bench user_tokens`
 //! (`TK_SESSIONS` sets the number of sessions of the memory figure; default 1,000,000;
-//! `REDIS_URL` the Redis of the Redis-store figure, default `redis://127.0.0.1:6379`).
+//! `REDIS_URL` the Redis of the Redis-store figure, default `redis://127.0.0.1:6379`; the
+//! cluster (3 masters, 3 replicas) and PostgreSQL are started by the bench, from Debian's
+//! `redis-server` and `postgresql`).
 #![allow(missing_docs, clippy::unwrap_used, clippy::print_stdout)]
 
 mod support;
@@ -90,16 +93,29 @@ fn memory_per_session() {
 struct Fixture {
     users: UserTokenManager,
     session: SessionKey,
-    /// Keeps the Redis store's connection and subscriber alive.
+    /// Keeps the shared store's connection and listener alive.
     _runtime: Option<tokio::runtime::Runtime>,
+    /// The servers the bench started (a cluster, a database), stopped when dropped.
+    _servers: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
-fn fixture(store: Option<Arc<dyn tokenkeeper::user::UserTokenStore>>) -> Fixture {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+fn fixture(store: Option<Arc<dyn tokenkeeper::user::UserTokenStore>>) -> Fixture {
+    fixture_on(runtime(), store, None)
+}
+
+fn fixture_on(
+    runtime: tokio::runtime::Runtime,
+    store: Option<Arc<dyn tokenkeeper::user::UserTokenStore>>,
+    servers: Option<Box<dyn std::any::Any + Send + Sync>>,
+) -> Fixture {
     let (users, session) = runtime.block_on(async {
         let builder = UserTokenManager::builder(ClientConfig::new(
             "http://127.0.0.1:9/token",
@@ -127,6 +143,7 @@ fn fixture(store: Option<Arc<dyn tokenkeeper::user::UserTokenStore>>) -> Fixture
         users,
         session,
         _runtime: Some(runtime),
+        _servers: servers,
     }
 }
 
@@ -147,6 +164,34 @@ static REDIS: LazyLock<Fixture> = LazyLock::new(|| {
     ))))
 });
 
+static REDIS_CLUSTER: LazyLock<Fixture> = LazyLock::new(|| {
+    let runtime = runtime();
+    let cluster = runtime.block_on(tokenkeeper_testing::redis_servers::OwnCluster::start());
+    let redis = tokenkeeper_redis::RedisTokenCache::connect(
+        tokenkeeper_redis::RedisTopology::cluster(cluster.urls()),
+        tokenkeeper_redis::RedisOptions {
+            prefix: format!("tk-bench-{}", std::process::id()),
+            ..tokenkeeper_redis::RedisOptions::plaintext()
+        },
+    )
+    .unwrap();
+    let store = Arc::new(tokenkeeper_redis::RedisUserTokenStore::new(&redis));
+    fixture_on(runtime, Some(store), Some(Box::new(cluster)))
+});
+
+static POSTGRES: LazyLock<Fixture> = LazyLock::new(|| {
+    let runtime = runtime();
+    let postgres =
+        runtime.block_on(tokenkeeper_testing::postgres_server::OwnPostgres::start());
+    let db = tokenkeeper_postgres::PostgresDatabase::new(
+        &postgres.url(),
+        tokenkeeper_postgres::PostgresOptions::plaintext(),
+    )
+    .unwrap();
+    let store = Arc::new(tokenkeeper_postgres::PostgresUserTokenStore::new(&db));
+    fixture_on(runtime, Some(store), Some(Box::new(postgres)))
+});
+
 /// A hit with the in-memory store.
 #[divan::bench(sample_count = 200, sample_size = 2000)]
 fn user_hit(bencher: Bencher<'_, '_>) {
@@ -159,6 +204,23 @@ fn user_hit(bencher: Bencher<'_, '_>) {
 #[divan::bench(sample_count = 200, sample_size = 2000)]
 fn user_hit_redis_store(bencher: Bencher<'_, '_>) {
     let f = &*REDIS;
+    let params = UserTokenParams::default();
+    bencher.bench_local(|| ready(f.users.get_access_token(&f.session, &params)).unwrap());
+}
+
+/// A hit with the Redis store on a Redis Cluster: served from its in-memory tier (FL-01).
+#[divan::bench(sample_count = 200, sample_size = 2000)]
+fn user_hit_redis_cluster_store(bencher: Bencher<'_, '_>) {
+    let f = &*REDIS_CLUSTER;
+    let params = UserTokenParams::default();
+    bencher.bench_local(|| ready(f.users.get_access_token(&f.session, &params)).unwrap());
+}
+
+/// A hit with the PostgreSQL store: served from its in-memory tier, kept fresh by
+/// LISTEN/NOTIFY (FL-05).
+#[divan::bench(sample_count = 200, sample_size = 2000)]
+fn user_hit_postgres_store(bencher: Bencher<'_, '_>) {
+    let f = &*POSTGRES;
     let params = UserTokenParams::default();
     bencher.bench_local(|| ready(f.users.get_access_token(&f.session, &params)).unwrap());
 }
