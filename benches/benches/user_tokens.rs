@@ -181,8 +181,7 @@ static REDIS_CLUSTER: LazyLock<Fixture> = LazyLock::new(|| {
 
 static POSTGRES: LazyLock<Fixture> = LazyLock::new(|| {
     let runtime = runtime();
-    let postgres =
-        runtime.block_on(tokenkeeper_testing::postgres_server::OwnPostgres::start());
+    let postgres = runtime.block_on(tokenkeeper_testing::postgres_server::OwnPostgres::start());
     let db = tokenkeeper_postgres::PostgresDatabase::new(
         &postgres.url(),
         tokenkeeper_postgres::PostgresOptions::plaintext(),

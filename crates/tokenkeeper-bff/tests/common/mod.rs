@@ -216,6 +216,9 @@ pub struct Setup {
     pub redis: Option<String>,
     /// Where that Redis is (default: the node at `REDIS_URL`).
     pub redis_topology: Option<tokenkeeper_redis::RedisTopology>,
+    /// Sessions, user tokens (with the lease), DPoP keys and login callbacks in the PostgreSQL
+    /// at this URL instead.
+    pub postgres: Option<String>,
     /// Another instance's identity provider and callback URL: a fleet behind one public URL.
     pub fleet_of: Option<(Arc<TestServer>, String)>,
     /// The routes' timeout (default 30 s).
@@ -248,6 +251,7 @@ impl Default for Setup {
             ],
             redis: None,
             redis_topology: None,
+            postgres: None,
             fleet_of: None,
             dpop: false,
             timeout: None,
@@ -326,7 +330,33 @@ pub async fn harness(setup: Setup) -> Harness {
             ));
         }
     }
+    let postgres = setup.postgres.as_ref().map(|url| {
+        tokenkeeper_postgres::PostgresDatabase::new(
+            url,
+            tokenkeeper_postgres::PostgresOptions::encrypted(
+                tokenkeeper::Encryption::new("k1", &[5; 32]).unwrap(),
+            ),
+        )
+        .unwrap()
+    });
+    if let Some(db) = &postgres {
+        users = users
+            .store(Arc::new(tokenkeeper_postgres::PostgresUserTokenStore::new(
+                db,
+            )))
+            .lease(Arc::new(tokenkeeper_postgres::PostgresLease::new(db)));
+        if setup.dpop {
+            users = users.dpop_key_store(Arc::new(
+                tokenkeeper_postgres::PostgresDpopKeyStore::new(db).unwrap(),
+            ));
+        }
+    }
     let mut oidc = Oidc::new(config, users.build().unwrap()).unwrap();
+    if let Some(db) = &postgres {
+        oidc = oidc.with_login_replay_store(Arc::new(
+            tokenkeeper_postgres::PostgresLoginReplayStore::new(db),
+        ));
+    }
     if let Some(redis) = &redis {
         oidc = oidc.with_login_replay_store(Arc::new(
             tokenkeeper_redis::RedisLoginReplayStore::new(redis),
@@ -370,9 +400,10 @@ pub async fn harness(setup: Setup) -> Harness {
         None
     };
     let sessions = Arc::new(InMemoryBffSessionStore::new());
-    let store: Arc<dyn tokenkeeper_bff::BffSessionStore> = match &redis {
-        Some(redis) => Arc::new(tokenkeeper_bff::RedisBffSessionStore::new(redis)),
-        None => sessions.clone(),
+    let store: Arc<dyn tokenkeeper_bff::BffSessionStore> = match (&redis, &postgres) {
+        (Some(redis), _) => Arc::new(tokenkeeper_bff::RedisBffSessionStore::new(redis)),
+        (None, Some(db)) => Arc::new(tokenkeeper_bff::PostgresBffSessionStore::new(db)),
+        (None, None) => sessions.clone(),
     };
     let clock = ManualClock::new();
     let bff = Bff::with_store(oidc, options, store.clone(), Some(clients))

@@ -1,7 +1,8 @@
-//! FL-01 for the BFF: three instances on a real Redis Cluster (3 masters, 3 replicas, started
-//! by the test) share sessions and user tokens — a login on one is a session on all, an expired
-//! token is refreshed once across the three, a back-channel logout on one ends the user's
-//! sessions on all, and the cleanup claims expired sessions from every schedule bucket.
+//! The BFF's fleet stores: three instances on a real Redis Cluster (3 masters, 3 replicas;
+//! FL-01) or on a real PostgreSQL (FL-05), each started by the test, share sessions and user
+//! tokens — a login on one is a session on all, an expired token is refreshed once across the
+//! three, a back-channel logout on one ends the user's sessions on all, and the cleanup claims
+//! expired sessions (from every schedule bucket, in batches) once across the fleet.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -10,31 +11,44 @@ use std::sync::Arc;
 
 use common::*;
 use tokenkeeper::Timestamp;
+use tokenkeeper_testing::postgres_server::OwnPostgres;
 use tokenkeeper_testing::redis_servers::OwnCluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fl_01_three_bff_instances_on_a_redis_cluster() {
     let cluster = OwnCluster::start().await;
     let prefix = format!("tk-fl01-{}", tokenkeeper::random_token(6).unwrap());
-    let on_cluster = |i: usize| {
+    three_instances_share_sessions(|i| {
         let mut urls = cluster.urls();
         urls.rotate_left(i);
-        Some(tokenkeeper_redis::RedisTopology::cluster(urls))
-    };
-    let a = harness(Setup {
-        redis: Some(prefix.clone()),
-        redis_topology: on_cluster(0),
+        Setup {
+            redis: Some(prefix.clone()),
+            redis_topology: Some(tokenkeeper_redis::RedisTopology::cluster(urls)),
+            ..Setup::default()
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fl_05_three_bff_instances_on_postgresql() {
+    let postgres = OwnPostgres::start().await;
+    three_instances_share_sessions(|_| Setup {
+        postgres: Some(postgres.url()),
         ..Setup::default()
     })
     .await;
+}
+
+/// Three instances, each set up by `setup(i)`, sharing one store.
+async fn three_instances_share_sessions(setup: impl Fn(usize) -> Setup) {
+    let a = harness(setup(0)).await;
     let mut fleet = vec![];
     for i in 1..3 {
         fleet.push(
             harness(Setup {
-                redis: Some(prefix.clone()),
-                redis_topology: on_cluster(i),
                 fleet_of: Some((a.idp.clone(), a.redirect_uri.clone())),
-                ..Setup::default()
+                ..setup(i)
             })
             .await,
         );
