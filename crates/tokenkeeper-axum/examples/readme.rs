@@ -179,6 +179,39 @@ async fn fleet(issuer: &str, key_bytes: [u8; 32]) -> Result {
     Ok(())
 }
 
+/// Fleets: Redis Cluster, Sentinel, PostgreSQL.
+#[rustfmt::skip]
+async fn fleet_stores(issuer: &str, key_bytes: [u8; 32], database_url: String) -> Result {
+    use std::sync::Arc;
+    use tokenkeeper::user::UserTokenManager;
+    use tokenkeeper_redis::{Encryption, RedisOptions, RedisTokenCache};
+
+    use tokenkeeper_redis::{RedisTopology, ReplicaAck};
+    use tokenkeeper_postgres::{PostgresDatabase, PostgresLease, PostgresOptions, PostgresUserTokenStore};
+
+    // Redis Cluster: keys carry hash tags (each script stays in one slot); invalidations are
+    // published to every node.
+    let cluster = RedisTokenCache::connect(
+        RedisTopology::cluster(["redis://10.0.0.1:6379", "redis://10.0.0.2:6379", "redis://10.0.0.3:6379"]),
+        RedisOptions::encrypted(Encryption::new("k1", &key_bytes)?)
+            .replica_ack(ReplicaAck::default()), // a rotated session is on a replica before use
+    )?;
+    // Sentinel: the master the sentinels name, asked again after a failover.
+    let sentinel = RedisTokenCache::connect(
+        RedisTopology::sentinel(["redis://10.0.0.1:26379", "redis://10.0.0.2:26379"], "mymaster")
+            .master_password("from-a-secret-store"),
+        RedisOptions::encrypted(Encryption::new("k1", &key_bytes)?).replica_ack(ReplicaAck::default()),
+    )?;
+    // PostgreSQL: the migrations ship with the crate and apply on first use.
+    let db = PostgresDatabase::new(&database_url, PostgresOptions::encrypted(Encryption::new("k1", &key_bytes)?))?;
+    let users = UserTokenManager::builder(ClientConfig::from_issuer(issuer, "web", "web-secret"))
+        .store(Arc::new(PostgresUserTokenStore::new(&db))) // in-process tier, LISTEN/NOTIFY
+        .lease(Arc::new(PostgresLease::new(&db)))          // one refresh per session, fleet-wide
+        .build()?;
+    let _ = (cluster, sentinel, users);
+    Ok(())
+}
+
 /// Quick start: tokens on behalf of a user.
 #[rustfmt::skip]
 async fn user_tokens(

@@ -16,6 +16,10 @@ use tokenkeeper_testing::redis_servers::{OwnSentinel, MASTER_NAME};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fl_02_a_fleet_follows_a_sentinel_failover_under_load() {
+    let seconds = std::env::var("TK_CHAOS_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
     let mut sentinel = OwnSentinel::start().await;
     let sentinels = sentinel
         .sentinel_urls()
@@ -37,8 +41,8 @@ async fn fl_02_a_fleet_follows_a_sentinel_failover_under_load() {
         &fleet,
         &browsers,
         6,
-        Duration::from_secs(12),
-        Duration::from_secs(4),
+        Duration::from_secs(seconds),
+        Duration::from_secs(seconds / 3),
         async {
             sentinel.kill_master();
         },
@@ -46,7 +50,7 @@ async fn fl_02_a_fleet_follows_a_sentinel_failover_under_load() {
     .await;
     let refreshes = fleet.idp.token_requests("refresh_token");
     eprintln!(
-        "FL-02 sentinel failover: {} calls, {} failed, failures from {:?} to {:?} after the kill; {refreshes} refreshes, {} refused",
+        "FL-02 sentinel failover ({seconds} s): {} calls, {} failed, failures from {:?} to {:?} after the kill; {refreshes} refreshes, {} refused",
         report.calls,
         report.failed,
         report.failures.map(|f| f.0),
