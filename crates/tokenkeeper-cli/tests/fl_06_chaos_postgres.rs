@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::fleet::{load, Fleet};
+use common::fleet::{assert_came_through, load, Fleet};
 use tokenkeeper_testing::postgres_server::OwnPostgres;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -39,30 +39,11 @@ async fn fl_06_postgresql_restarted_under_load_on_a_fleet() {
         async { postgres.restart().await },
     )
     .await;
-    let refreshes = fleet.idp.token_requests("refresh_token");
-    eprintln!(
-        "FL-06 PostgreSQL restarted ({seconds} s): {} calls, {} failed, failures from {:?} to {:?} after the stop; {refreshes} refreshes, {} refused",
-        report.calls,
-        report.failed,
-        report.failures.map(|f| f.0),
-        report.failures.map(|f| f.1),
-        fleet.idp.refused_refreshes()
-    );
-    assert_eq!(report.failed_before, 0, "no failure before the stop");
-    assert!(
-        refreshes >= 6,
-        "sessions rotated their refresh tokens during the run"
-    );
-    assert_eq!(
-        fleet.idp.refused_refreshes(),
-        0,
-        "one refresh per cycle: no refresh token presented twice or lost"
-    );
-    let live = fleet.live_sessions(&browsers).await;
-    assert_eq!(
-        live,
-        6,
-        "every session survived the restart; the processes logged:\n{}",
-        fleet.logs()
-    );
+    assert_came_through(
+        &fleet,
+        &browsers,
+        &format!("FL-06 PostgreSQL restarted ({seconds} s)"),
+        &report,
+    )
+    .await;
 }

@@ -451,16 +451,9 @@ impl UserTokenStore for PostgresUserTokenStore {
             self.listen();
             let key = Self::key(session);
             let now_ms = tokenkeeper::Timestamp::system_now().as_millis();
-            // Versions grow with time, not only by one (as in the Redis store).
-            let next = expected.map_or(now_ms, |v| (v + 1).max(now_ms));
-            let next = i64::try_from(next).map_err(|_| CacheError::new("version out of range"))?;
-            let session_ttl_ms = u64::try_from(self.session_ttl.as_millis()).unwrap_or(u64::MAX);
-            let ttl_ms = tokens
-                .spent_at()
-                .map_or(session_ttl_ms, |at| {
-                    at.as_millis().saturating_sub(now_ms).min(session_ttl_ms)
-                })
-                .max(1);
+            let next = i64::try_from(Versioned::next_after(expected, now_ms))
+                .map_err(|_| CacheError::new("version out of range"))?;
+            let ttl_ms = tokens.store_ttl_ms(self.session_ttl, now_ms);
             let write = Pending {
                 session: session.clone(),
                 tokens: tokens.clone(),

@@ -584,16 +584,8 @@ impl UserTokenStore for RedisUserTokenStore {
         Box::pin(async move {
             self.subscribe();
             let key = self.key(session);
-            // Versions grow with time, not only by one: a session deleted and written again
-            // gets a version above any it had, so an older entry can always be told apart.
-            let now_ms = u64::try_from(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_millis(),
-            )
-            .unwrap_or(u64::MAX);
-            let mut next = expected.map_or(now_ms, |v| (v + 1).max(now_ms));
+            let now_ms = tokenkeeper::Timestamp::system_now().as_millis();
+            let mut next = Versioned::next_after(expected, now_ms);
             if expected.is_none() {
                 // A new session goes above any mark (a tombstone) its key left behind.
                 if let Some(mark) = self.high_water(session).await {
@@ -607,13 +599,7 @@ impl UserTokenStore for RedisUserTokenStore {
             )?;
             // A session outlives neither its TTL nor, when known, its refresh token (and its
             // last access token).
-            let session_ttl_ms = u64::try_from(self.session_ttl.as_millis()).unwrap_or(u64::MAX);
-            let ttl_ms = tokens
-                .spent_at()
-                .map_or(session_ttl_ms, |at| {
-                    at.as_millis().saturating_sub(now_ms).min(session_ttl_ms)
-                })
-                .max(1);
+            let ttl_ms = tokens.store_ttl_ms(self.session_ttl, now_ms);
             let write = Pending {
                 session: session.clone(),
                 tokens: tokens.clone(),

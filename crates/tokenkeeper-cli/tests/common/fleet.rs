@@ -240,3 +240,39 @@ pub async fn load(
     }
     Arc::try_unwrap(report).unwrap().into_inner().unwrap()
 }
+
+/// Prints what `report` saw of `failure` (`what` happened) and asserts that the fleet came
+/// through: no failure before it, sessions rotated during the run, no refresh token presented
+/// twice or lost (one refresh per cycle), and every session still working on every process.
+pub async fn assert_came_through(
+    fleet: &Fleet,
+    browsers: &[reqwest::Client],
+    failure: &str,
+    report: &Report,
+) {
+    let refreshes = fleet.idp.token_requests("refresh_token");
+    let refused = fleet.idp.refused_refreshes();
+    eprintln!(
+        "{failure}: {} calls, {} failed, failures from {:?} to {:?} after it; {refreshes} refreshes, {refused} refused",
+        report.calls,
+        report.failed,
+        report.failures.map(|f| f.0),
+        report.failures.map(|f| f.1),
+    );
+    assert_eq!(report.failed_before, 0, "no failure before it");
+    assert!(
+        refreshes >= browsers.len() as u64,
+        "sessions rotated their refresh tokens during the run"
+    );
+    assert_eq!(
+        refused, 0,
+        "one refresh per cycle: no refresh token presented twice or lost"
+    );
+    let live = fleet.live_sessions(browsers).await;
+    assert_eq!(
+        live,
+        browsers.len(),
+        "every session came through; the processes logged:\n{}",
+        fleet.logs()
+    );
+}

@@ -198,6 +198,29 @@ pub struct Versioned<T> {
     pub version: u64,
 }
 
+impl Versioned<()> {
+    /// The version a shared store gives a write that expects `expected` (`None`: a new
+    /// session), at `now_ms` (ms since the epoch): above `expected`, and never below the time,
+    /// so that a session deleted and written again gets a version above any it had and an
+    /// older entry can always be told apart.
+    pub fn next_after(expected: Option<u64>, now_ms: u64) -> u64 {
+        expected.map_or(now_ms, |v| v.saturating_add(1).max(now_ms))
+    }
+}
+
+impl UserTokens {
+    /// How long a shared store keeps these tokens when written at `now_ms`: `session_ttl`, or
+    /// less when the refresh token (and the last access token) end sooner; at least 1 ms.
+    pub fn store_ttl_ms(&self, session_ttl: std::time::Duration, now_ms: u64) -> u64 {
+        let session_ttl_ms = u64::try_from(session_ttl.as_millis()).unwrap_or(u64::MAX);
+        self.spent_at()
+            .map_or(session_ttl_ms, |at| {
+                at.as_millis().saturating_sub(now_ms).min(session_ttl_ms)
+            })
+            .max(1)
+    }
+}
+
 /// The result of [`UserTokenStore::store`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StoreOutcome {
