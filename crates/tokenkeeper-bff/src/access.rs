@@ -34,7 +34,7 @@ pub(crate) async fn resolve(
         match bff.session(headers, true).await {
             Ok(session) => session,
             Err(error) => {
-                tracing::warn!(%error, "session store unavailable");
+                crate::store_outage::warn(&error, "api call");
                 return Err(api_error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "Unavailable right now.",

@@ -40,7 +40,7 @@
 //!   ├── claims           what the user endpoint shows of the claims
 //!   ├── forward_auth     the identity headers of {base}/auth (a reverse proxy's auth_request)
 //!   ├── session, redis_store, postgres_store   session stores
-//!   └── responses, metrics     short answers, counters
+//!   └── responses, metrics, store_outage   short answers, counters, outage warnings
 //! ```
 //!
 //! ```no_run
@@ -81,6 +81,7 @@ mod route_policy;
 mod router;
 mod routes;
 mod session;
+mod store_outage;
 mod userinfo;
 mod websocket;
 

@@ -118,7 +118,7 @@ where
             Ok(Some(session)) => Ok(Self { session, bff }),
             Ok(None) => Err(plain(StatusCode::UNAUTHORIZED, "Not logged in.")),
             Err(error) => {
-                tracing::warn!(%error, "session store unavailable");
+                crate::store_outage::warn(&error, "local api call");
                 Err(plain(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "Unavailable right now.",

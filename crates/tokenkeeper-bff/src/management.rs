@@ -211,7 +211,7 @@ pub(crate) async fn logout(
     let session = match bff.session(&headers, false).await {
         Ok(session) => session,
         Err(error) => {
-            tracing::warn!(%error, "session store unavailable at logout");
+            crate::store_outage::warn(&error, "logout");
             return plain(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Logout is unavailable right now.",
@@ -297,7 +297,7 @@ pub(crate) async fn user(
         Ok(Some(session)) => session,
         Ok(None) => return plain(StatusCode::UNAUTHORIZED, "Not logged in."),
         Err(error) => {
-            tracing::warn!(%error, "session store unavailable");
+            crate::store_outage::warn(&error, "management endpoint");
             return plain(StatusCode::SERVICE_UNAVAILABLE, "Unavailable right now.");
         }
     };
@@ -402,7 +402,7 @@ pub(crate) async fn backchannel(State(bff): State<Bff>, body: axum::body::Bytes)
             return refused();
         }
         Err(error) => {
-            tracing::warn!(%error, "back-channel logout: store unavailable");
+            crate::store_outage::warn(&error, "back-channel logout");
             return plain(StatusCode::SERVICE_UNAVAILABLE, "Unavailable right now.");
         }
     }
@@ -414,7 +414,7 @@ pub(crate) async fn backchannel(State(bff): State<Bff>, body: axum::body::Bytes)
     {
         Ok(sessions) => sessions,
         Err(error) => {
-            tracing::warn!(%error, "back-channel logout: store unavailable");
+            crate::store_outage::warn(&error, "back-channel logout");
             return plain(StatusCode::SERVICE_UNAVAILABLE, "Unavailable right now.");
         }
     };
@@ -438,7 +438,7 @@ pub(crate) async fn auth(State(bff): State<Bff>, headers: HeaderMap) -> Response
         Ok(Some(session)) => session,
         Ok(None) => return plain(StatusCode::UNAUTHORIZED, "Not logged in."),
         Err(error) => {
-            tracing::warn!(%error, "session store unavailable");
+            crate::store_outage::warn(&error, "management endpoint");
             return plain(StatusCode::SERVICE_UNAVAILABLE, "Unavailable right now.");
         }
     };
