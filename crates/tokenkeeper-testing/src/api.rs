@@ -13,8 +13,9 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokenkeeper::Clock as _;
 
+use crate::access_tokens::verify;
 use crate::dpop::{DpopState, ProofError};
-use crate::server::{verify, ServerState};
+use crate::state::ServerState;
 
 struct ApiState {
     server: Arc<ServerState>,

@@ -18,7 +18,10 @@ use base64::Engine as _;
 use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 
-use crate::server::lock;
+/// The guarded value, also after a panic elsewhere (the test server keeps serving).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// How far `iat` may be from the server's clock, in seconds.
 const IAT_WINDOW: u64 = 60;

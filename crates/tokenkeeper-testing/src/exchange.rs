@@ -17,9 +17,9 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
 use serde_json::{json, Map, Value};
 
-use crate::server::{
-    issue_access_token, lock, oauth_error, token_type, verify, ServerState, TestClient,
-};
+use crate::access_tokens::{issue_access_token, token_type, verify};
+use crate::responses::oauth_error;
+use crate::state::{lock, ServerState, TestClient};
 
 /// The grant type.
 pub(crate) const GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";

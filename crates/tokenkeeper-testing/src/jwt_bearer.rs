@@ -12,7 +12,9 @@ use axum::response::{IntoResponse, Json, Response};
 use serde_json::{json, Map, Value};
 use tokenkeeper::Clock as _;
 
-use crate::server::{issue_access_token, lock, oauth_error, token_type, ServerState, TestClient};
+use crate::access_tokens::{issue_access_token, token_type, unverified_claims};
+use crate::responses::oauth_error;
+use crate::state::{lock, ServerState, TestClient};
 
 /// The grant type.
 pub(crate) const GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
@@ -25,8 +27,8 @@ fn invalid_grant(why: &str) -> Response {
 fn verify_assertion(state: &ServerState, assertion: &str) -> Result<Map<String, Value>, Response> {
     let header =
         jsonwebtoken::decode_header(assertion).map_err(|_| invalid_grant("malformed assertion"))?;
-    let unverified = crate::server::unverified_claims(assertion)
-        .ok_or_else(|| invalid_grant("malformed assertion"))?;
+    let unverified =
+        unverified_claims(assertion).ok_or_else(|| invalid_grant("malformed assertion"))?;
     let iss = unverified
         .get("iss")
         .and_then(Value::as_str)

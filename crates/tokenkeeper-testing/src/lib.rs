@@ -6,22 +6,35 @@
 //! ([`TestServer::token_requests`], [`TestServer::last_token_request`]) or make it misbehave
 //! ([`TestServer::inject_fault`]). See [`TestServer`] for an example.
 
+mod access_tokens;
 mod api;
+mod authorization_code;
 mod authorize;
+mod client_auth;
+mod client_credentials;
+mod discovery;
 mod dpop;
+mod end_session;
 mod exchange;
 mod faults;
 pub mod fuzz;
+mod introspection;
 mod jwt_bearer;
 mod keys;
 pub mod layout;
 mod logs;
 mod metrics;
 pub mod mtls;
+mod mtls_api;
 pub mod postgres_server;
 pub mod redis_servers;
 mod refresh;
+mod refresh_tokens;
+mod responses;
+mod revocation;
 mod server;
+mod state;
+mod token;
 mod transport;
 mod userinfo;
 mod webdriver;
@@ -30,6 +43,7 @@ pub use api::TestApi;
 pub use faults::{Fault, Times};
 pub use logs::LogBuffer;
 pub use metrics::TestRecorder;
-pub use server::{ClientAuthMethod, RecordedRequest, TestClient, TestServer, TestServerBuilder};
+pub use server::{TestServer, TestServerBuilder};
+pub use state::{ClientAuthMethod, RecordedRequest, TestClient};
 pub use transport::InProcessTransport;
 pub use webdriver::{start_and_wait_for, Browser, ChildProcess};

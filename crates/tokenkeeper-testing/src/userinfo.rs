@@ -13,7 +13,8 @@ use axum::Json;
 use serde_json::{json, Value};
 use tokenkeeper::Clock as _;
 
-use crate::server::{lock, verify, ServerState};
+use crate::access_tokens::verify;
+use crate::state::{lock, ServerState};
 
 fn refuse(scheme: &str, error: &str) -> Response {
     let mut response = StatusCode::UNAUTHORIZED.into_response();

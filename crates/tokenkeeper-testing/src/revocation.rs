@@ -1,0 +1,36 @@
+//! RFC 7009 revocation.
+#![allow(clippy::result_large_err)] // handlers answer early with a ready `Response`
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::client_auth::authenticate;
+use crate::responses::form_of;
+use crate::state::{lock, ServerState};
+
+/// RFC 7009 revocation: 200 for any token, known or not; a refresh token is revoked.
+pub(crate) async fn revoke(
+    State(state): State<Arc<ServerState>>,
+    peer: Option<axum::Extension<crate::mtls::PeerCertificate>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form = form_of(&body);
+    let peer = peer.and_then(|p| p.0 .0);
+    if let Err(response) = authenticate(&state, &headers, &form, peer.as_deref().map(Vec::as_slice))
+    {
+        return response;
+    }
+    if let Some((_, token)) = form.iter().find(|(k, _)| k == "token") {
+        let mut store = lock(&state.refresh);
+        if let Some(record) = store.tokens.get_mut(token) {
+            record.revoked = true;
+        }
+        *lock(&state.revocations) += 1;
+    }
+    StatusCode::OK.into_response()
+}
