@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::routing::get;
 use axum::Router;
-use tokenkeeper::{AuthorizationRequestBuilder, ClientConfig, ClientCredentialsTokenManager};
+use tokenkeeper::{ClientConfig, ClientCredentialsTokenManager};
 use tokenkeeper_redis::{RedisLease, RedisLoginReplayStore, RedisUserTokenStore};
 use tower_sessions::MemoryStore;
 
@@ -220,32 +220,33 @@ async fn user_tokens(
     redirect_uri: &str,
     callback_state: String,
     callback_code: String,
+    callback_iss: Option<String>,
 ) -> Result {
-    use tokenkeeper::user::{LoginRequest, SessionKey, UserTokenManager, UserTokenParams};
+    use tokenkeeper::user::{LoginOptions, LoginRequest, SessionKey, UserTokenManager, UserTokenParams};
 
     let users = UserTokenManager::builder(ClientConfig::from_issuer(issuer, "web", "web-secret"))
         .store(Arc::new(RedisUserTokenStore::new(&redis))) // default: in memory
         .lease(Arc::new(RedisLease::new(&redis)))          // refreshes serialised across instances
         .build()?;
 
-    // Login: send the browser to `request.url`; keep state, nonce and verifier until the callback.
-    let metadata = users.endpoint().discovery().ok_or("built from an issuer")?.metadata().await?;
-    let authorize = metadata.authorization_endpoint.clone().ok_or("no authorization endpoint")?;
-    let request = AuthorizationRequestBuilder::new(authorize, "web", redirect_uri)
-    .scope("openid offline_access")
-    .prompt("consent") // some providers issue a refresh token only with consent
-    .build()?;
+    // Login: send the browser to `started.url`; keep `started` (sealed) until the callback.
+    // PKCE, state, nonce, DPoP's `dpop_jkt`, pushed and signed requests: all decided here.
+    let started = users
+        .start_login(&LoginOptions::new(redirect_uri).prompt("consent")) // consent: a refresh token
+        .await?;
 
-    // Callback: check `state` against the one kept, then complete the login.
-    assert_eq!(callback_state, request.state);
+    // Callback: check `state` and `iss` (RFC 9207), then complete the login.
+    assert_eq!(callback_state, started.state);
+    users.check_callback_issuer(callback_iss.as_deref()).await?;
     let login = users
         .complete_login(&LoginRequest {
             code: &callback_code,
-            code_verifier: request.pkce.verifier(),
+            code_verifier: &started.code_verifier,
             redirect_uri,
-            nonce: &request.nonce,
+            nonce: &started.nonce,
             resource: None,
-            dpop: None, // or users.new_login_dpop()?, kept (sealed) until the callback
+            dpop: started.dpop.as_ref(),
+            requirements: Some(&started.requirements), // acr_values / max_age, when asked
         })
         .await?;
     let session: SessionKey = login.session; // this login's own record; keep it in your web session

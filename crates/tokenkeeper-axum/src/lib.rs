@@ -26,7 +26,7 @@ mod store;
 
 pub use delegation::{BearerToken, DelegatedClient};
 pub use extract::{CurrentUser, UserAccessToken, UserHttpClient};
-pub use oidc::{Callback, CallbackQuery, CompletedLogin, LoginError, Oidc, OidcConfig};
+pub use oidc::{Callback, CallbackQuery, CompletedLogin, LoginError, LoginStart, Oidc, OidcConfig};
 pub use return_url::{local_return_url, MAX_RETURN_URL};
 pub use store::SessionStoreUserTokenStore;
 pub use tokenkeeper::user::UserTokenManager;

@@ -39,6 +39,29 @@ pub(crate) struct PendingLogin {
     /// What the caller asked to get back at the callback ([`crate::Oidc::start_login_replacing`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) replaces: Option<String>,
+    /// The `acr_values` the login asked for (PR-04).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) acr_values: Option<String>,
+    /// The `max_age` the login asked for, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) max_age: Option<u64>,
+}
+
+impl PendingLogin {
+    /// What the login asked of the user's authentication.
+    pub(crate) fn requirements(
+        &self,
+    ) -> Result<tokenkeeper::protocol::step_up::AuthenticationRequirements, tokenkeeper::Error>
+    {
+        let mut requirements = tokenkeeper::protocol::step_up::AuthenticationRequirements::new();
+        if let Some(values) = &self.acr_values {
+            requirements = requirements.with_acr_values(values)?;
+        }
+        if let Some(max_age) = self.max_age {
+            requirements = requirements.with_max_age(std::time::Duration::from_secs(max_age));
+        }
+        Ok(requirements)
+    }
 }
 
 impl std::fmt::Debug for PendingLogin {

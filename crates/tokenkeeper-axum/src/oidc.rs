@@ -8,11 +8,13 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
 use serde::{Deserialize, Serialize};
+use tokenkeeper::protocol::step_up::AuthenticationRequirements;
+use tokenkeeper::user::LoginOptions;
 use tokenkeeper::user::{
     InMemoryLoginReplayStore, LoginDpop, LoginReplayStore, LoginRequest, SessionKey,
     UserTokenManager,
 };
-use tokenkeeper::{AuthorizationRequestBuilder, ClientConfig, Error, Resource, Scope};
+use tokenkeeper::{ClientConfig, Error, Resource, Scope};
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Session, SessionManagerLayer, SessionStore};
 
@@ -42,6 +44,9 @@ pub struct OidcConfig {
     pub resource: Option<Resource>,
     /// Extra authorization parameters.
     pub extra: Vec<(String, String)>,
+    /// What every login asks of the user's authentication (`acr_values`, `max_age`); a login
+    /// may ask for more ([`LoginStart::requirements`]). The ID token must meet it (PR-04).
+    pub requirements: AuthenticationRequirements,
     /// Where the provider sends the user after RP-initiated logout.
     pub post_logout_redirect_uri: Option<String>,
     /// Path prefix of the routes (default `/auth`).
@@ -83,6 +88,7 @@ impl OidcConfig {
             prompt: None,
             resource: None,
             extra: Vec::new(),
+            requirements: AuthenticationRequirements::new(),
             post_logout_redirect_uri: None,
             prefix: "/auth".into(),
             insecure_cookies: false,
@@ -463,6 +469,50 @@ impl std::fmt::Debug for CompletedLogin {
     }
 }
 
+/// How to start a login ([`Oidc::begin_login`]).
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct LoginStart<'a> {
+    /// Where to send the browser afterwards: a local path (SEC-01; default `/`).
+    pub return_url: Option<&'a str>,
+    /// `prompt`, passed as it is.
+    pub prompt: Option<&'a str>,
+    /// The caller's handle of the session this login replaces (see
+    /// [`Oidc::start_login_replacing`]).
+    pub replaces: Option<&'a str>,
+    /// What this login asks of the user's authentication — a step-up (PR-04) — instead of
+    /// the configuration's [`OidcConfig::requirements`].
+    pub requirements: Option<AuthenticationRequirements>,
+}
+
+impl<'a> LoginStart<'a> {
+    /// A login coming back to `return_url`.
+    pub fn new(return_url: Option<&'a str>) -> Self {
+        Self {
+            return_url,
+            ..Self::default()
+        }
+    }
+
+    /// With `prompt`.
+    pub fn prompt(mut self, prompt: Option<&'a str>) -> Self {
+        self.prompt = prompt;
+        self
+    }
+
+    /// Replacing the caller's session `replaces`.
+    pub fn replaces(mut self, replaces: Option<&'a str>) -> Self {
+        self.replaces = replaces;
+        self
+    }
+
+    /// Asking for `requirements` (a step-up).
+    pub fn requirements(mut self, requirements: AuthenticationRequirements) -> Self {
+        self.requirements = Some(requirements);
+        self
+    }
+}
+
 /// What a login callback came to ([`Oidc::finish_login`]).
 #[derive(Debug)]
 #[non_exhaustive]
@@ -568,7 +618,21 @@ impl Oidc {
         prompt: Option<&str>,
         replaces: Option<&str>,
     ) -> Result<Response, LoginError> {
-        let return_url = match return_url {
+        self.begin_login(&LoginStart {
+            return_url,
+            prompt,
+            replaces,
+            requirements: None,
+        })
+        .await
+    }
+
+    /// Starts a login as `start` says ([`LoginStart`]): the user token manager builds the
+    /// request — pushed and signed as its protocol says, with the login's `acr_values` and
+    /// `max_age` (the configuration's, or `start`'s when it asks) — and the login cookie keeps
+    /// what the callback checks.
+    pub async fn begin_login(&self, start: &LoginStart<'_>) -> Result<Response, LoginError> {
+        let return_url = match start.return_url {
             None => "/".to_owned(),
             Some(raw) => {
                 let origin = url::Url::parse(&self.inner.config.redirect_uri)
@@ -578,35 +642,29 @@ impl Oidc {
             }
         };
         let config = &self.inner.config;
-        let metadata = self.metadata().await.map_err(LoginError::Token)?;
-        let Some(endpoint) = metadata.authorization_endpoint.clone() else {
-            return Err(LoginError::Provider("no authorization_endpoint".into()));
-        };
-        let mut builder = AuthorizationRequestBuilder::new(
-            endpoint,
-            config.client_id.clone(),
-            config.redirect_uri.clone(),
-        )
-        .scope(config.scope.clone());
-        if let Some(prompt) = prompt {
-            builder = builder.prompt(prompt.to_owned());
+        let requirements = start
+            .requirements
+            .clone()
+            .unwrap_or_else(|| config.requirements.clone());
+        let mut options = LoginOptions::new(config.redirect_uri.clone())
+            .scope(config.scope.clone())
+            .requirements(requirements.clone());
+        if let Some(prompt) = start.prompt {
+            options = options.prompt(prompt.to_owned());
         }
         if let Some(resource) = &config.resource {
-            builder = builder.resource(resource.clone());
+            options = options.resource(resource.clone());
         }
         for (k, v) in &config.extra {
-            builder = builder.extra(k.clone(), v.clone());
+            options = options.extra(k.clone(), v.clone());
         }
-        let dpop = self
+        let started = self
             .inner
             .users
-            .new_login_dpop()
+            .start_login(&options)
+            .await
             .map_err(LoginError::Token)?;
-        if let Some(dpop) = &dpop {
-            builder = builder.extra("dpop_jkt", dpop.jkt().to_owned());
-        }
-        let request = builder.build().map_err(LoginError::Token)?;
-        let dpop = match &dpop {
+        let dpop = match &started.dpop {
             Some(dpop) => {
                 use base64::Engine as _;
                 let bytes = dpop.to_bytes().map_err(LoginError::Token)?;
@@ -616,11 +674,11 @@ impl Oidc {
         };
         let ttl = config.pending_login_ttl;
         let pending = PendingLogin {
-            state: request.state.clone(),
-            nonce: request.nonce.clone(),
-            verifier: request.pkce.verifier().to_owned(),
+            state: started.state.clone(),
+            nonce: started.nonce.clone(),
+            verifier: started.code_verifier.clone(),
             return_url,
-            prompt: prompt.map(str::to_owned),
+            prompt: start.prompt.map(str::to_owned),
             dpop,
             expires_at: self
                 .inner
@@ -629,14 +687,17 @@ impl Oidc {
                 .now()
                 .saturating_add(ttl)
                 .as_millis(),
-            replaces: replaces.map(str::to_owned),
+            replaces: start.replaces.map(str::to_owned),
+            acr_values: (!requirements.acr_values().is_empty())
+                .then(|| requirements.acr_values().join(" ")),
+            max_age: requirements.max_age().map(|d| d.as_secs()),
         };
         let cookies = self
             .inner
             .login_cookie
             .seal(&pending, ttl.as_secs().max(1))
             .map_err(LoginError::Session)?;
-        let mut response = Redirect::to(request.url.as_str()).into_response();
+        let mut response = Redirect::to(started.url.as_str()).into_response();
         for cookie in cookies {
             response
                 .headers_mut()
@@ -684,16 +745,16 @@ impl Oidc {
             return Err(LoginError::StateMismatch);
         }
         prompt.clone_from(&pending.prompt);
-        let metadata = self.metadata().await.map_err(LoginError::Token)?;
-        let iss_supported = metadata
-            .extra
-            .get("authorization_response_iss_parameter_supported")
-            .and_then(serde_json::Value::as_bool)
-            .unwrap_or(false);
-        match query.iss.as_deref() {
-            Some(iss) if iss != config.issuer => return Err(LoginError::IssuerMismatch),
-            None if iss_supported => return Err(LoginError::IssuerMismatch),
-            _ => {}
+        // RFC 9207: checked by the user token manager (always under FAPI 2.0).
+        match self
+            .inner
+            .users
+            .check_callback_issuer(query.iss.as_deref())
+            .await
+        {
+            Ok(()) => {}
+            Err(Error::AuthorizationResponse(_)) => return Err(LoginError::IssuerMismatch),
+            Err(e) => return Err(LoginError::Token(e)),
         }
         if let Some(error) = query.error {
             // Reflected from the query string: keep it short and printable.
@@ -731,6 +792,9 @@ impl Oidc {
             }
             None => None,
         };
+        let requirements = pending
+            .requirements()
+            .map_err(|_| LoginError::NoPendingLogin)?;
         // The code exchange, the ID token check (the tokens of a refused login are revoked)
         // and the session's tokens stored: one implementation, in the user token manager.
         let login = self
@@ -743,6 +807,7 @@ impl Oidc {
                 nonce: &pending.nonce,
                 resource: config.resource.as_ref(),
                 dpop: dpop.as_ref(),
+                requirements: Some(&requirements),
             })
             .await
             .map_err(LoginError::Token)?;

@@ -40,6 +40,15 @@ pub enum Error {
     /// An ID token was refused (signature, issuer, audience, expiry or nonce).
     #[error("invalid ID token: {0}")]
     InvalidIdToken(String),
+    /// The user's authentication does not meet what the login asked (PR-04): the ID token's
+    /// `acr` is missing or not one of the `acr_values`, or its `auth_time` is missing or older
+    /// than `max_age`.
+    #[error("insufficient user authentication: {0}")]
+    InsufficientAuthentication(String),
+    /// The authorization response (the login's callback) was refused: its `iss` is missing or
+    /// not the issuer (RFC 9207).
+    #[error("authorization response refused: {0}")]
+    AuthorizationResponse(String),
     /// The user must log in again: the session has no tokens, its refresh token was refused
     /// (`invalid_grant`, and the session's tokens were cleared), or it has no refresh token and
     /// its access token expired.

@@ -111,6 +111,14 @@ impl ClientConfig {
         config
     }
 
+    /// The issuer, for a client built with [`ClientConfig::from_issuer`].
+    pub(crate) fn issuer(&self) -> Option<&str> {
+        match &self.endpoint {
+            EndpointConfig::Issuer(issuer) => Some(issuer),
+            EndpointConfig::TokenEndpoint(_) => None,
+        }
+    }
+
     /// How the client authenticates (default `client_secret_basic`). For `private_key_jwt` use
     /// [`ClientConfig::private_key_jwt`]; `client_secret_jwt` signs with the client secret.
     pub fn auth_method(mut self, method: AuthMethod) -> Self {

@@ -77,6 +77,9 @@ pub struct AuthorizationRequest {
     pub nonce: String,
     /// The PKCE verifier to send with the code.
     pub pkce: Pkce,
+    /// Every parameter of the request, in order (what [`AuthorizationRequest::url`] carries):
+    /// to push them (RFC 9126) or sign them (RFC 9101) instead.
+    pub params: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for AuthorizationRequest {
@@ -115,6 +118,7 @@ pub struct AuthorizationRequestBuilder {
     scope: Scope,
     prompt: Option<String>,
     resources: Vec<Resource>,
+    requirements: crate::protocol::step_up::AuthenticationRequirements,
     extra: Vec<(String, String)>,
 }
 
@@ -132,8 +136,18 @@ impl AuthorizationRequestBuilder {
             scope: Scope::parse("openid"),
             prompt: None,
             resources: Vec::new(),
+            requirements: Default::default(),
             extra: Vec::new(),
         }
+    }
+
+    /// What the login asks of the user's authentication: `acr_values` and `max_age` (PR-04).
+    pub fn requirements(
+        mut self,
+        requirements: crate::protocol::step_up::AuthenticationRequirements,
+    ) -> Self {
+        self.requirements = requirements;
+        self
     }
 
     /// The scope (default `openid`).
@@ -165,33 +179,35 @@ impl AuthorizationRequestBuilder {
         let state = random_token(24)?;
         let nonce = random_token(24)?;
         let pkce = Pkce::new()?;
-        let mut url = self.endpoint;
-        {
-            let mut query = url.query_pairs_mut();
-            query
-                .append_pair("response_type", "code")
-                .append_pair("client_id", &self.client_id)
-                .append_pair("redirect_uri", &self.redirect_uri)
-                .append_pair("scope", &self.scope.to_string())
-                .append_pair("state", &state)
-                .append_pair("nonce", &nonce)
-                .append_pair("code_challenge", pkce.challenge())
-                .append_pair("code_challenge_method", "S256");
-            if let Some(prompt) = &self.prompt {
-                query.append_pair("prompt", prompt);
-            }
-            for resource in &self.resources {
-                query.append_pair("resource", resource.as_str());
-            }
-            for (name, value) in &self.extra {
-                query.append_pair(name, value);
-            }
+        let mut params: Vec<(String, String)> = [
+            ("response_type", "code"),
+            ("client_id", self.client_id.as_str()),
+            ("redirect_uri", self.redirect_uri.as_str()),
+            ("scope", &self.scope.to_string()),
+            ("state", state.as_str()),
+            ("nonce", nonce.as_str()),
+            ("code_challenge", pkce.challenge()),
+            ("code_challenge_method", "S256"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        if let Some(prompt) = &self.prompt {
+            params.push(("prompt".into(), prompt.clone()));
         }
+        for resource in &self.resources {
+            params.push(("resource".into(), resource.as_str().to_owned()));
+        }
+        params.extend(self.requirements.params());
+        params.extend(self.extra.iter().cloned());
+        let mut url = self.endpoint;
+        url.query_pairs_mut().extend_pairs(params.iter());
         Ok(AuthorizationRequest {
             url,
             state,
             nonce,
             pkce,
+            params,
         })
     }
 }

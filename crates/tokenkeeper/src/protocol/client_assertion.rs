@@ -38,6 +38,35 @@ pub trait ClientAssertionProvider: Send + Sync + fmt::Debug + 'static {
         &'a self,
         context: &'a AssertionContext<'a>,
     ) -> BoxFuture<'a, Result<String, Error>>;
+
+    /// The JWS algorithm of the key (`ES256`, `PS256`, ...), when known: the FAPI 2.0 profile
+    /// refuses a key of another algorithm than PS256, ES256 or EdDSA. Default: unknown.
+    fn algorithm(&self) -> Option<&str> {
+        None
+    }
+
+    /// Signs `claims` as a JWT of type `typ` (a compact JWS): a signed request object
+    /// (RFC 9101, `typ` `oauth-authz-req+jwt`). Default: not supported — a provider that only
+    /// makes assertions cannot sign request objects, and a client configured for them is
+    /// refused when its manager is built.
+    fn sign_jwt<'a>(
+        &'a self,
+        typ: &'a str,
+        claims: &'a Value,
+    ) -> BoxFuture<'a, Result<String, Error>> {
+        let _ = (typ, claims);
+        Box::pin(async {
+            Err(Error::Config(crate::error::ConfigError::new(
+                "private_key_jwt",
+                "this client assertion provider cannot sign request objects",
+            )))
+        })
+    }
+
+    /// Whether [`ClientAssertionProvider::sign_jwt`] is implemented.
+    fn signs_jwts(&self) -> bool {
+        false
+    }
 }
 
 /// The claims of an assertion: `iss` = `sub` = the client, `aud`, `iat`, a short `exp` and a
@@ -123,25 +152,48 @@ impl PrivateKeyJwt {
     }
 }
 
+impl PrivateKeyJwt {
+    /// A compact JWS of `claims` with `typ`, signed with the key.
+    fn sign(&self, typ: &str, claims: &Value) -> Result<String, Error> {
+        let mut header = json!({"alg": self.key.algorithm().as_str(), "typ": typ});
+        if let Some(kid) = &self.kid {
+            header["kid"] = kid.clone().into();
+        }
+        let mut jws = segment(&header)?;
+        jws.push('.');
+        jws.push_str(&segment(claims)?);
+        let signature = self.key.sign(jws.as_bytes())?;
+        jws.push('.');
+        jws.push_str(&URL_SAFE_NO_PAD.encode(signature));
+        Ok(jws)
+    }
+}
+
 impl ClientAssertionProvider for PrivateKeyJwt {
     fn assertion<'a>(
         &'a self,
         context: &'a AssertionContext<'a>,
     ) -> BoxFuture<'a, Result<String, Error>> {
         Box::pin(async move {
-            let mut header = json!({"alg": self.key.algorithm().as_str(), "typ": "JWT"});
-            if let Some(kid) = &self.kid {
-                header["kid"] = kid.clone().into();
-            }
             let now = self.clock.now().as_millis() / 1000;
-            let mut jws = segment(&header)?;
-            jws.push('.');
-            jws.push_str(&segment(&claims(context, now, self.lifetime)?)?);
-            let signature = self.key.sign(jws.as_bytes())?;
-            jws.push('.');
-            jws.push_str(&URL_SAFE_NO_PAD.encode(signature));
-            Ok(jws)
+            self.sign("JWT", &claims(context, now, self.lifetime)?)
         })
+    }
+
+    fn algorithm(&self) -> Option<&str> {
+        Some(self.key.algorithm().as_str())
+    }
+
+    fn sign_jwt<'a>(
+        &'a self,
+        typ: &'a str,
+        claims: &'a Value,
+    ) -> BoxFuture<'a, Result<String, Error>> {
+        Box::pin(async move { self.sign(typ, claims) })
+    }
+
+    fn signs_jwts(&self) -> bool {
+        true
     }
 }
 

@@ -47,6 +47,16 @@ pub struct ProviderMetadata {
     /// `mtls_endpoint_aliases` (RFC 8705 §5): the endpoints to use with a client certificate.
     #[serde(default)]
     pub mtls_endpoint_aliases: Option<MtlsEndpointAliases>,
+    /// `pushed_authorization_request_endpoint` (RFC 9126).
+    #[serde(default)]
+    pub pushed_authorization_request_endpoint: Option<Url>,
+    /// `require_pushed_authorization_requests` (RFC 9126 §5): every authorization request must
+    /// be pushed.
+    #[serde(default)]
+    pub require_pushed_authorization_requests: bool,
+    /// `device_authorization_endpoint` (RFC 8628).
+    #[serde(default)]
+    pub device_authorization_endpoint: Option<Url>,
     /// Every other member.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
@@ -66,6 +76,15 @@ pub struct MtlsEndpointAliases {
     /// `introspection_endpoint`.
     #[serde(default)]
     pub introspection_endpoint: Option<Url>,
+    /// `pushed_authorization_request_endpoint`.
+    #[serde(default)]
+    pub pushed_authorization_request_endpoint: Option<Url>,
+    /// `device_authorization_endpoint`.
+    #[serde(default)]
+    pub device_authorization_endpoint: Option<Url>,
+    /// `userinfo_endpoint`.
+    #[serde(default)]
+    pub userinfo_endpoint: Option<Url>,
 }
 
 /// Fetches and caches an issuer's metadata.
@@ -267,12 +286,29 @@ impl Source {
                 "end_session_endpoint",
                 metadata.end_session_endpoint.as_ref(),
             ),
+            (
+                "pushed_authorization_request_endpoint",
+                metadata.pushed_authorization_request_endpoint.as_ref(),
+            ),
+            (
+                "device_authorization_endpoint",
+                metadata.device_authorization_endpoint.as_ref(),
+            ),
         ];
         if let Some(aliases) = &metadata.mtls_endpoint_aliases {
             for (name, url) in [
                 ("token_endpoint", &aliases.token_endpoint),
                 ("revocation_endpoint", &aliases.revocation_endpoint),
                 ("introspection_endpoint", &aliases.introspection_endpoint),
+                (
+                    "pushed_authorization_request_endpoint",
+                    &aliases.pushed_authorization_request_endpoint,
+                ),
+                (
+                    "device_authorization_endpoint",
+                    &aliases.device_authorization_endpoint,
+                ),
+                ("userinfo_endpoint", &aliases.userinfo_endpoint),
             ] {
                 if url.as_ref().is_some_and(|u| u.scheme() != "https") {
                     return Err(self.error(format!(

@@ -43,6 +43,8 @@ pub struct IdTokenValidator {
     leeway: Duration,
     clock: Arc<dyn Clock>,
     keys: Refreshing<JwkSet>,
+    /// Only these algorithms (a profile's), when set.
+    algorithms: Option<Vec<Algorithm>>,
 }
 
 /// Where the keys are fetched from (owned, so that a shared fetch can outlive a caller).
@@ -238,7 +240,19 @@ impl IdTokenValidator {
             leeway: Duration::from_secs(60),
             keys: Refreshing::new(clock.clone(), FETCH_BACKOFF, "JWKS"),
             clock,
+            algorithms: None,
         }
+    }
+
+    /// Accepts only tokens signed with one of `algorithms` (FAPI 2.0: PS256, ES256, EdDSA).
+    pub fn with_algorithms(mut self, algorithms: &[Algorithm]) -> Self {
+        self.algorithms = Some(algorithms.to_vec());
+        self
+    }
+
+    /// The clock skew tolerated.
+    pub fn leeway(&self) -> Duration {
+        self.leeway
     }
 
     /// The clock skew tolerated on `exp` and `iat`.
@@ -290,6 +304,16 @@ impl IdTokenValidator {
         ) {
             return Err(Self::invalid(format!(
                 "algorithm {:?} is not accepted",
+                header.alg
+            )));
+        }
+        if self
+            .algorithms
+            .as_ref()
+            .is_some_and(|allowed| !allowed.contains(&header.alg))
+        {
+            return Err(Self::invalid(format!(
+                "algorithm {:?} is not accepted by the profile",
                 header.alg
             )));
         }

@@ -92,6 +92,9 @@ pub struct TokenEndpoint {
     clock: Arc<dyn Clock>,
     /// Use the provider's `mtls_endpoint_aliases` (a client with a TLS certificate).
     mtls_aliases: bool,
+    /// The `aud` of client assertions: the issuer (FAPI 2.0), or by default the URL of the
+    /// token endpoint.
+    assertion_audience: Option<String>,
 }
 
 impl fmt::Debug for TokenEndpoint {
@@ -121,7 +124,23 @@ impl TokenEndpoint {
             nonces: Arc::new(NonceStore::new(AS_NONCE_ORIGINS)),
             clock: Arc::new(TokioClock::new()),
             mtls_aliases: false,
+            assertion_audience: None,
         }
+    }
+
+    /// The `aud` of every client assertion (`private_key_jwt`, `client_secret_jwt`), whatever
+    /// endpoint is called: the issuer, as FAPI 2.0 asks. By default it is the token endpoint's
+    /// URL.
+    pub fn assertion_audience(mut self, audience: impl Into<String>) -> Self {
+        self.assertion_audience = Some(audience.into());
+        self
+    }
+
+    /// The audience of a client assertion sent to `url`.
+    fn audience_for(&self, url: &Url) -> String {
+        self.assertion_audience
+            .clone()
+            .unwrap_or_else(|| url.to_string())
     }
 
     /// Sends a DPoP proof made with `key` on every request (unless [`TokenEndpoint::request_with`]
@@ -359,14 +378,88 @@ impl TokenEndpoint {
         }
     }
 
+    /// POSTs `form` to `url` — another endpoint of the authorization server (pushed
+    /// authorization, device authorization) — with this client's authentication (a fresh
+    /// assertion each time) and, with `dpop`, a DPoP proof of that key: a `use_dpop_nonce`
+    /// answer that brings a new nonce is retried once, like a token request. The response is
+    /// the caller's to read.
+    pub async fn post_authenticated(
+        &self,
+        url: Url,
+        form: Vec<(String, String)>,
+        dpop: Option<&DpopKey>,
+    ) -> Result<HttpResponse, Error> {
+        let Some(key) = dpop else {
+            return self.authenticated_post(url, form).await;
+        };
+        let mut retried = false;
+        loop {
+            let mut request = self
+                .authenticated_request(url.clone(), form.clone())
+                .await?;
+            let sent = self.add_proof(key, &mut request)?;
+            let response = self.transport.send(request).await?;
+            self.nonces.update(&url, &response.headers);
+            if !retried && !response.status.is_success() {
+                let error = crate::protocol::token_response::parse_error_response(&response);
+                if asks_for_new_nonce(&Err(error), &response, sent.as_deref()) {
+                    retried = true;
+                    continue;
+                }
+            }
+            return Ok(response);
+        }
+    }
+
+    /// The URL of the metadata's endpoint `name` (`pushed_authorization_request_endpoint`,
+    /// `device_authorization_endpoint`, `userinfo_endpoint`), its `mtls_endpoint_aliases`
+    /// entry for a client with a certificate; `None` when the provider publishes none (or the
+    /// endpoint is not found by discovery).
+    pub async fn metadata_endpoint(&self, name: &str) -> Result<Option<Url>, Error> {
+        let Some(discovery) = self.discovery() else {
+            return Ok(None);
+        };
+        let metadata = discovery.metadata().await?;
+        let aliases = metadata.mtls_endpoint_aliases.as_ref();
+        let (plain, alias) = match name {
+            "pushed_authorization_request_endpoint" => (
+                metadata.pushed_authorization_request_endpoint.clone(),
+                aliases.and_then(|a| a.pushed_authorization_request_endpoint.clone()),
+            ),
+            "device_authorization_endpoint" => (
+                metadata.device_authorization_endpoint.clone(),
+                aliases.and_then(|a| a.device_authorization_endpoint.clone()),
+            ),
+            "userinfo_endpoint" => (
+                metadata.userinfo_endpoint.clone(),
+                aliases.and_then(|a| a.userinfo_endpoint.clone()),
+            ),
+            _ => (None, None),
+        };
+        Ok(alias.filter(|_| self.mtls_aliases).or(plain))
+    }
+
     /// POSTs `form` to `url` with this client's authentication (a fresh assertion each time).
     async fn authenticated_post(
         &self,
         url: Url,
-        mut form: Vec<(String, String)>,
+        form: Vec<(String, String)>,
     ) -> Result<HttpResponse, Error> {
-        let audience = self.url().await?;
-        let authorization = self.auth.authenticate(&mut form, audience.as_str()).await?;
+        let request = self.authenticated_request(url, form).await?;
+        Ok(self.transport.send(request).await?)
+    }
+
+    /// The authenticated form request to `url`.
+    async fn authenticated_request(
+        &self,
+        url: Url,
+        mut form: Vec<(String, String)>,
+    ) -> Result<HttpRequest, Error> {
+        let audience = match &self.assertion_audience {
+            Some(audience) => audience.clone(),
+            None => self.url().await?.to_string(),
+        };
+        let authorization = self.auth.authenticate(&mut form, &audience).await?;
         let body: String = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form.iter())
             .finish();
@@ -379,15 +472,12 @@ impl TokenEndpoint {
         if let Some(authorization) = authorization {
             headers.insert(header::AUTHORIZATION, authorization);
         }
-        Ok(self
-            .transport
-            .send(HttpRequest {
-                method: Method::POST,
-                url,
-                headers,
-                body: Bytes::from(body),
-            })
-            .await?)
+        Ok(HttpRequest {
+            method: Method::POST,
+            url,
+            headers,
+            body: Bytes::from(body),
+        })
     }
 
     /// The discovery in use, if the endpoint is found by discovery.
@@ -406,7 +496,8 @@ impl TokenEndpoint {
         request: &TokenRequest,
     ) -> Result<HttpRequest, Error> {
         let mut form = request.form();
-        let authorization = self.auth.authenticate(&mut form, url.as_str()).await?;
+        let audience = self.audience_for(&url);
+        let authorization = self.auth.authenticate(&mut form, &audience).await?;
         let body: String = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form.iter())
             .finish();

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::dpop::DpopKey;
 use crate::error::{ConfigError, Error};
 use crate::protocol::id_token::{IdTokenClaims, IdTokenValidator};
+use crate::protocol::step_up::AuthenticationRequirements;
 use crate::protocol::token_request::{Grant, TokenRequest};
 use crate::protocol::token_response::TokenResponse;
 use crate::protocol::types::Resource;
@@ -33,6 +34,9 @@ pub struct LoginRequest<'a> {
     /// authorization request's `dpop_jkt`: the code exchange proves that key, and the
     /// session's tokens are bound to it. `None` without DPoP.
     pub dpop: Option<&'a LoginDpop>,
+    /// What the login asked of the user's authentication (`acr_values`, `max_age`): the ID
+    /// token's `acr` and `auth_time` must meet it (PR-04). `None`: nothing asked.
+    pub requirements: Option<&'a AuthenticationRequirements>,
 }
 
 impl std::fmt::Debug for LoginRequest<'_> {
@@ -180,7 +184,10 @@ impl UserTokenManager {
             .await?;
         // The key the session's tokens are bound to (none when the server issued Bearer tokens).
         let bound = key.filter(|_| response.token_type == crate::protocol::types::TokenType::DPoP);
-        let checked = match self.check_id_token(&response, request.nonce).await {
+        let checked = match self
+            .check_id_token(&response, request.nonce, request.requirements)
+            .await
+        {
             Ok(checked) => checked,
             Err(refused) => {
                 let revocation = self.revoke_response(&response).await;
@@ -218,6 +225,7 @@ impl UserTokenManager {
         &self,
         response: &TokenResponse,
         nonce: &str,
+        requirements: Option<&AuthenticationRequirements>,
     ) -> Result<(IdTokenClaims, IdToken), Error> {
         let id_token = response
             .id_token
@@ -225,6 +233,10 @@ impl UserTokenManager {
             .ok_or_else(|| Error::InvalidIdToken("no id_token in the token response".into()))?;
         let validator = self.id_token_validator().await?;
         let claims = validator.validate(id_token.secret(), Some(nonce)).await?;
+        if let Some(requirements) = requirements {
+            let now = self.clock().now().as_millis() / 1000;
+            requirements.check(&claims.all, now, validator.leeway())?;
+        }
         Ok((claims, id_token))
     }
 
@@ -243,13 +255,24 @@ impl UserTokenManager {
                     issuer: discovery.issuer().to_owned(),
                     reason: "no jwks_uri".into(),
                 })?;
-                Ok::<_, Error>(Arc::new(IdTokenValidator::new(
+                let validator = IdTokenValidator::new(
                     discovery.issuer(),
                     self.endpoint().authentication().client_id().as_str(),
                     jwks_uri,
                     self.transport().clone(),
                     self.clock().clone(),
-                )))
+                );
+                let validator = if self.profile() == crate::protocol::profile::Profile::Fapi2 {
+                    use jsonwebtoken::Algorithm;
+                    validator.with_algorithms(&[
+                        Algorithm::PS256,
+                        Algorithm::ES256,
+                        Algorithm::EdDSA,
+                    ])
+                } else {
+                    validator
+                };
+                Ok::<_, Error>(Arc::new(validator))
             })
             .await
     }

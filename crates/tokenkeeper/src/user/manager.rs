@@ -18,7 +18,9 @@ use crate::destinations::Destinations;
 use crate::dpop::{DpopAlgorithm, DpopKey, DpopKeyStore, NonceStore, Presenter};
 use crate::error::{ConfigError, Error};
 use crate::metrics::ClientMetrics;
+use crate::protocol::client_assertion::ClientAssertionProvider;
 use crate::protocol::discovery::DEFAULT_METADATA_LIFETIME;
+use crate::protocol::profile::{Profile, PushedAuthorization};
 use crate::protocol::token_endpoint::TokenEndpoint;
 use crate::protocol::token_request::{Grant, TokenRequest};
 use crate::protocol::token_response::TokenResponse;
@@ -134,6 +136,15 @@ struct Inner {
     transport: crate::http::SharedTransport,
     validator: tokio::sync::OnceCell<Arc<crate::protocol::id_token::IdTokenValidator>>,
     dpop: Option<UserDpop>,
+    login: LoginProtocol,
+}
+
+/// How logins are started: the profile, pushed authorization, request objects.
+pub(crate) struct LoginProtocol {
+    pub(crate) profile: Profile,
+    pub(crate) pushed: PushedAuthorization,
+    /// Signs request objects (RFC 9101), when they are on.
+    pub(crate) request_signer: Option<Arc<dyn ClientAssertionProvider>>,
 }
 
 /// How the sessions' tokens are bound to DPoP keys.
@@ -174,6 +185,10 @@ pub struct UserTokenManagerBuilder {
     revocation_endpoint: Option<String>,
     settings: Settings,
     per_session_dpop: Option<(DpopAlgorithm, Option<Arc<dyn DpopKeyStore>>)>,
+    profile: Profile,
+    pushed: Option<PushedAuthorization>,
+    request_objects: bool,
+    request_signer: Option<Arc<dyn ClientAssertionProvider>>,
 }
 
 impl fmt::Debug for UserTokenManagerBuilder {
@@ -229,8 +244,119 @@ impl UserTokenManagerBuilder {
         self
     }
 
+    /// Logs in under `profile` (PR-03): [`Profile::Fapi2`] turns on pushed authorization,
+    /// the issuer as client assertions' audience, the `iss` check on every callback,
+    /// PS256/ES256/EdDSA only and no Bearer fallback, and [`UserTokenManagerBuilder::build`]
+    /// refuses — naming the setting — a client that contradicts it: client authentication
+    /// other than `private_key_jwt` or mTLS, no DPoP and no TLS certificate, another algorithm,
+    /// pushed authorization set to [`PushedAuthorization::WhenRequired`].
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tokenkeeper::dpop::{DpopAlgorithm, DpopKey};
+    /// use tokenkeeper::protocol::profile::Profile;
+    /// use tokenkeeper::user::UserTokenManager;
+    /// use tokenkeeper::{ClientConfig, PrivateKeyJwt};
+    ///
+    /// let key = PrivateKeyJwt::new(DpopKey::generate(DpopAlgorithm::ES256)?);
+    /// let client = ClientConfig::from_issuer("https://idp.example.com", "bank-web", "")
+    ///     .private_key_jwt(Arc::new(key));
+    /// let users = UserTokenManager::builder(client.clone())
+    ///     .per_session_dpop(DpopAlgorithm::ES256)
+    ///     .profile(Profile::Fapi2)
+    ///     .build()?;
+    /// # let _ = users;
+    /// // Without sender-constrained tokens the profile refuses the client, naming the setting.
+    /// let refused = UserTokenManager::builder(client).profile(Profile::Fapi2).build();
+    /// assert!(refused.unwrap_err().to_string().contains("dpop"));
+    /// # Ok::<(), tokenkeeper::Error>(())
+    /// ```
+    pub fn profile(mut self, profile: Profile) -> Self {
+        self.profile = profile;
+        self
+    }
+
+    /// When authorization requests are pushed (RFC 9126, PR-01): by default when the provider
+    /// requires it; [`PushedAuthorization::Always`] pushes every one.
+    pub fn pushed_authorization(mut self, pushed: PushedAuthorization) -> Self {
+        self.pushed = Some(pushed);
+        self
+    }
+
+    /// Sends the authorization request as a signed request object (RFC 9101, PR-02), pushed
+    /// or in the URL, signed with the client's `private_key_jwt` key (see
+    /// [`UserTokenManagerBuilder::request_object_signer`] for another key).
+    pub fn signed_request_objects(mut self, on: bool) -> Self {
+        self.request_objects = on;
+        self
+    }
+
+    /// Signs request objects with `signer` (implies
+    /// [`UserTokenManagerBuilder::signed_request_objects`]): for a client that authenticates
+    /// otherwise (mTLS), or keeps its signing key in a KMS.
+    pub fn request_object_signer(mut self, signer: Arc<dyn ClientAssertionProvider>) -> Self {
+        self.request_objects = true;
+        self.request_signer = Some(signer);
+        self
+    }
+
     /// Checks the configuration and builds the manager.
     pub fn build(mut self) -> Result<UserTokenManager, Error> {
+        let request_signer = if self.request_objects {
+            let signer = self
+                .request_signer
+                .clone()
+                .or_else(|| self.client.assertions.clone().filter(|a| a.signs_jwts()));
+            match signer {
+                Some(signer) if signer.signs_jwts() => Some(signer),
+                _ => {
+                    return Err(ConfigError::new(
+                        "request_object",
+                        "signed request objects need a signing key: private_key_jwt with a PrivateKeyJwt key, or a request_object_signer",
+                    )
+                    .for_client("user")
+                    .into())
+                }
+            }
+        } else {
+            None
+        };
+        let fapi2 = self.profile == Profile::Fapi2;
+        if fapi2 {
+            let dpop_algorithm = match (&self.client.dpop, &self.per_session_dpop) {
+                (Some(key), _) => Some(key.algorithm().as_str()),
+                (None, Some((algorithm, _))) => Some(algorithm.as_str()),
+                (None, None) => None,
+            };
+            let facts = crate::protocol::profile::ClientFacts {
+                auth_method: self.client.auth_method,
+                assertion_algorithm: self.client.assertions.as_ref().and_then(|a| a.algorithm()),
+                dpop_algorithm,
+                mtls: self.client.mtls.is_some(),
+                pushed: self.pushed,
+                request_object_algorithm: request_signer.as_ref().and_then(|s| s.algorithm()),
+            };
+            crate::protocol::profile::check_fapi2(&facts).map_err(|e| e.for_client("user"))?;
+            if self.client.issuer().is_none() {
+                return Err(ConfigError::new(
+                    "issuer",
+                    "profile fapi2 needs a client built from the issuer (ClientConfig::from_issuer)",
+                )
+                .for_client("user")
+                .into());
+            }
+            // No Bearer fallback: a DPoP request answered with a Bearer token is refused.
+            self.client.require_dpop = true;
+        }
+        let login = LoginProtocol {
+            profile: self.profile,
+            pushed: if fapi2 {
+                PushedAuthorization::Always
+            } else {
+                self.pushed.unwrap_or_default()
+            },
+            request_signer,
+        };
         // `require_dpop` with per-session keys: the client config has no key of its own (each
         // session has one), so the endpoint is told directly (SEC-27).
         let require_per_session_dpop = self.client.require_dpop && self.per_session_dpop.is_some();
@@ -269,6 +395,11 @@ impl UserTokenManagerBuilder {
             endpoint.require_dpop(true)
         } else {
             endpoint
+        };
+        // FAPI 2.0: client assertions name the issuer, whatever endpoint they go to.
+        let endpoint = match self.client.issuer().filter(|_| fapi2) {
+            Some(issuer) => endpoint.assertion_audience(issuer),
+            None => endpoint,
         };
         if validated.resources.len() > 1 {
             return Err(ConfigError::new(
@@ -311,6 +442,7 @@ impl UserTokenManagerBuilder {
                 transport: transport.clone(),
                 validator: tokio::sync::OnceCell::new(),
                 dpop,
+                login,
             }),
         })
     }
@@ -362,7 +494,20 @@ impl UserTokenManager {
             revocation_endpoint: None,
             settings: Settings::default(),
             per_session_dpop: None,
+            profile: Profile::Default,
+            pushed: None,
+            request_objects: false,
+            request_signer: None,
         }
+    }
+
+    /// The login profile ([`UserTokenManagerBuilder::profile`]).
+    pub fn profile(&self) -> Profile {
+        self.inner.login.profile
+    }
+
+    pub(crate) fn login_protocol(&self) -> &LoginProtocol {
+        &self.inner.login
     }
 
     /// The store.

@@ -2,6 +2,7 @@
 
 mod login;
 mod login_replay;
+mod login_start;
 mod manager;
 mod session_tier;
 mod store;
@@ -13,6 +14,7 @@ pub use stored::StoredSessionError;
 pub use crate::middleware::UserTokenMiddleware;
 pub use login::{Login, LoginDpop, LoginRequest};
 pub use login_replay::{InMemoryLoginReplayStore, LoginReplayStore};
+pub use login_start::{LoginOptions, StartedLogin};
 pub use manager::{Revocation, UserTokenManager, UserTokenManagerBuilder, UserTokenParams};
 pub use store::{
     AccessTokens, InMemoryUserTokenStore, SessionKey, StoreOutcome, UserTokenStore, UserTokens,
