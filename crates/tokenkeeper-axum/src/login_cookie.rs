@@ -250,6 +250,8 @@ mod tests {
             dpop: None,
             expires_at: 2_000,
             replaces: None,
+            acr_values: None,
+            max_age: None,
         }
     }
 

@@ -100,6 +100,7 @@ async fn sec_25_secrets_and_claims_never_in_debug() {
         nonce: "nonce-value-789",
         resource: None,
         dpop: Some(&dpop),
+        requirements: None,
     };
     let key_bytes = String::from_utf8(dpop.to_bytes().unwrap()).unwrap();
     let private = key_bytes.split("\"key\":\"").nth(1).unwrap()[..24].to_owned();

@@ -106,9 +106,12 @@ fn id_token(state: &ServerState, record: &CodeRecord, client_id: &str) -> Result
         "aud": client_id,
         "iat": now,
         "exp": now + 300,
-        "auth_time": now,
+        "auth_time": record.auth_time,
         "sid": record.sid,
     });
+    if let Some(acr) = &record.acr {
+        claims["acr"] = json!(acr);
+    }
     if let Some(nonce) = &record.nonce {
         claims["nonce"] = json!(nonce);
     }

@@ -100,6 +100,21 @@ pub(crate) fn authenticate(
             (ClientAuthMethod::Basic, id, secret)
         }
         (None, Some(id), Some(secret)) => (ClientAuthMethod::Post, id, secret),
+        (None, Some(id), None) => {
+            // A public client (`none`) sends its `client_id` only.
+            let public = lock(&state.clients)
+                .get(&id)
+                .filter(|c| c.auth_method == ClientAuthMethod::None)
+                .cloned();
+            return match public {
+                Some(client) => Ok(Authenticated { client }),
+                None => Err(oauth_error(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_client",
+                    "no client authentication",
+                )),
+            };
+        }
         _ => {
             return Err(oauth_error(
                 StatusCode::UNAUTHORIZED,
@@ -194,7 +209,16 @@ fn authenticate_assertion(
     validation.validate_exp = false; // checked below, on the server's clock
     validation.required_spec_claims.clear();
     let token_endpoint = format!("{}/token", state.issuer);
-    validation.set_audience(&[token_endpoint.as_str(), state.issuer.as_str()]);
+    // The token endpoint, the issuer (FAPI 2.0), or the endpoint called (pushed and device
+    // authorization).
+    let par_endpoint = format!("{}/par", state.issuer);
+    let device_endpoint = format!("{}/device_authorization", state.issuer);
+    validation.set_audience(&[
+        token_endpoint.as_str(),
+        state.issuer.as_str(),
+        par_endpoint.as_str(),
+        device_endpoint.as_str(),
+    ]);
     let claims = jsonwebtoken::decode::<Map<String, Value>>(assertion, &key, &validation)
         .map_err(|_| refuse("client assertion refused"))?
         .claims;

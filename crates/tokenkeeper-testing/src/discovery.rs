@@ -40,8 +40,14 @@ pub(crate) async fn metadata(State(state): State<Arc<ServerState>>) -> Response 
         "subject_types_supported": ["public"],
         "revocation_endpoint": format!("{base}/revoke"),
         "introspection_endpoint": format!("{base}/introspect"),
-        "grant_types_supported": ["client_credentials", "refresh_token", "authorization_code", crate::exchange::GRANT, crate::jwt_bearer::GRANT],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "grant_types_supported": ["client_credentials", "refresh_token", "authorization_code", crate::exchange::GRANT, crate::jwt_bearer::GRANT, crate::device::GRANT],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "client_secret_jwt", "none"],
+        "pushed_authorization_request_endpoint": format!("{base}/par"),
+        "require_pushed_authorization_requests": state.require_pushed.load(std::sync::atomic::Ordering::Relaxed),
+        "request_parameter_supported": true,
+        "request_object_signing_alg_values_supported": ["ES256", "PS256", "EdDSA", "RS256"],
+        "device_authorization_endpoint": format!("{base}/device_authorization"),
+        "claims_parameter_supported": false,
         "id_token_signing_alg_values_supported": ["ES256"],
         "prompt_values_supported": ["none", "login", "consent"],
         "dpop_signing_alg_values_supported": ["ES256", "ES384", "EdDSA", "PS256", "RS256"],
@@ -51,11 +57,15 @@ pub(crate) async fn metadata(State(state): State<Arc<ServerState>>) -> Response 
             "token_endpoint": format!("{mtls}/token"),
             "revocation_endpoint": format!("{mtls}/revoke"),
             "introspection_endpoint": format!("{mtls}/introspect"),
+            "pushed_authorization_request_endpoint": format!("{mtls}/par"),
+            "device_authorization_endpoint": format!("{mtls}/device_authorization"),
         });
         metadata["tls_client_certificate_bound_access_tokens"] = json!(true);
         metadata["token_endpoint_auth_methods_supported"] = json!([
             "client_secret_basic",
             "client_secret_post",
+            "private_key_jwt",
+            "none",
             "tls_client_auth",
             "self_signed_tls_client_auth"
         ]);

@@ -124,6 +124,13 @@ impl TestServerBuilder {
             login_page: std::sync::atomic::AtomicBool::new(false),
             exchange_issued_type: Mutex::new(None),
             mtls_base: Mutex::new(None),
+            pushed: Mutex::new(HashMap::new()),
+            require_pushed: std::sync::atomic::AtomicBool::new(false),
+            request_jtis: Mutex::new(std::collections::HashSet::new()),
+            devices: Mutex::new(HashMap::new()),
+            device_timing: Mutex::new((5, 600)),
+            authentication: Mutex::new(crate::state::Authentication::default()),
+            last_authorization: Mutex::new(None),
         });
         let router = router(state.clone());
         let mtls_task = if self.mtls {
@@ -568,6 +575,70 @@ impl TestServer {
         crate::api::TestApi::start(self.state.clone()).await
     }
 
+    /// Demands that every authorization request be pushed (RFC 9126): the metadata says
+    /// `require_pushed_authorization_requests`, and `/authorize` refuses any request without a
+    /// `request_uri`.
+    pub fn set_require_pushed_authorization(&self, required: bool) {
+        self.state.require_pushed.store(required, Ordering::Relaxed);
+    }
+
+    /// Pushed authorization requests accepted (`/par`).
+    pub fn pushed_requests(&self) -> u64 {
+        self.counter("par")
+    }
+
+    /// The last authorization request `/authorize` acted on — its parameters after a pushed
+    /// request or a request object was read — and how it came: `"pushed"`, `"signed"` (a
+    /// request object in the URL) or `"plain"`.
+    pub fn last_authorization_request(&self) -> Option<(String, HashMap<String, String>)> {
+        lock(&self.state.last_authorization).clone()
+    }
+
+    /// Request objects accepted (pushed or in the URL).
+    pub fn request_objects(&self) -> u64 {
+        self.counter("request_objects")
+    }
+
+    /// The `acr` of a login (`None`: no `acr` claim), and the stronger one a login that asks
+    /// for it in `acr_values` steps up to (with a fresh `auth_time`).
+    pub fn set_login_acr(&self, acr: Option<&str>, step_up: Option<&str>) {
+        let mut auth = lock(&self.state.authentication);
+        auth.acr = acr.map(str::to_owned);
+        auth.step_up_acr = step_up.map(str::to_owned);
+    }
+
+    /// Makes the user's last authentication `ago` old: a login with a smaller `max_age` (or
+    /// `prompt=login`) authenticates again.
+    pub fn set_authenticated_ago(&self, ago: std::time::Duration) {
+        let now = self.state.clock.now().as_millis() / 1000;
+        lock(&self.state.authentication).auth_time = Some(now.saturating_sub(ago.as_secs()));
+    }
+
+    /// The `interval` and `expires_in` (seconds) of device authorizations from now on (default
+    /// 5 and 600).
+    pub fn set_device_timing(&self, interval: u64, expires_in: u64) {
+        *lock(&self.state.device_timing) = (interval, expires_in);
+    }
+
+    /// The user with `user_code` approves the device as `sub`; false when no pending device
+    /// authorization has that code.
+    pub fn approve_device(&self, user_code: &str, sub: &str) -> bool {
+        crate::device::decide(&self.state, user_code, Some(sub))
+    }
+
+    /// The user with `user_code` refuses the device.
+    pub fn deny_device(&self, user_code: &str) -> bool {
+        crate::device::decide(&self.state, user_code, None)
+    }
+
+    /// Device-code token requests received, and how many were answered `slow_down`.
+    pub fn device_polls(&self) -> (u64, u64) {
+        (
+            self.counter("device_poll"),
+            self.counter("device_slow_down"),
+        )
+    }
+
     /// Verifies an access token this server issued (signature, issuer, expiry) and returns its
     /// claims.
     pub fn verify_access_token(&self, token: &str) -> Result<Map<String, Value>, String> {
@@ -593,6 +664,15 @@ fn router(state: Arc<ServerState>) -> Router {
         .route("/end_session", get(crate::end_session::end_session))
         .route("/userinfo", get(crate::userinfo::userinfo))
         .route("/introspect", post(crate::introspection::introspect))
+        .route("/par", post(crate::par::par))
+        .route(
+            "/device_authorization",
+            post(crate::device::device_authorization),
+        )
+        .route(
+            "/device",
+            get(crate::device::verification_page).post(crate::device::verification_form),
+        )
         .route("/mtls-api/{*rest}", get(crate::mtls_api::mtls_api))
         .with_state(state)
 }

@@ -34,6 +34,8 @@ pub enum ClientAuthMethod {
     /// `self_signed_tls_client_auth` (RFC 8705 §2.2): the client's registered certificate
     /// ([`TestClient::self_signed_tls_client_auth`]), over the mTLS listener.
     SelfSignedTlsClientAuth,
+    /// `none`: a public client (a CLI, a device) that sends only its `client_id`.
+    None,
 }
 
 /// A client registered at the test server.
@@ -57,6 +59,13 @@ pub struct TestClient {
     pub tls_dns: Option<String>,
     /// `self_signed_tls_client_auth`: the `x5t#S256` of the client's certificate.
     pub tls_thumbprint: Option<String>,
+    /// Authorization requests must be pushed (RFC 9126).
+    pub require_pushed: bool,
+    /// Authorization requests must be signed request objects (RFC 9101).
+    pub require_signed_request: bool,
+    /// The public JWK that verifies this client's request objects (default: the assertion
+    /// key).
+    pub request_object_key: Option<Value>,
 }
 
 impl TestClient {
@@ -72,7 +81,36 @@ impl TestClient {
             dpop_required: false,
             tls_dns: None,
             tls_thumbprint: None,
+            require_pushed: false,
+            require_signed_request: false,
+            request_object_key: None,
         }
+    }
+
+    /// A public client: no secret, only `client_id` (`token_endpoint_auth_method=none`).
+    pub fn public(mut self) -> Self {
+        self.auth_method = ClientAuthMethod::None;
+        self
+    }
+
+    /// Accepts only pushed authorization requests (RFC 9126,
+    /// `require_pushed_authorization_requests` of the client).
+    pub fn require_pushed_authorization(mut self) -> Self {
+        self.require_pushed = true;
+        self
+    }
+
+    /// Accepts only signed request objects (RFC 9101), verified with the assertion key or
+    /// [`TestClient::request_object_key`].
+    pub fn require_signed_request_object(mut self) -> Self {
+        self.require_signed_request = true;
+        self
+    }
+
+    /// Verifies this client's request objects with `public_jwk`.
+    pub fn request_object_key(mut self, public_jwk: Value) -> Self {
+        self.request_object_key = Some(public_jwk);
+        self
     }
 
     /// Authenticates only with `tls_client_auth`: a certificate from the test CA
@@ -184,6 +222,20 @@ pub(crate) struct ServerState {
     pub(crate) exchange_issued_type: Mutex<Option<Option<String>>>,
     /// The mTLS listener's base URL (`https://localhost:PORT`), when there is one.
     pub(crate) mtls_base: Mutex<Option<String>>,
+    /// Pushed authorization requests, by `request_uri`.
+    pub(crate) pushed: Mutex<HashMap<String, PushedRecord>>,
+    /// Every authorization request must be pushed (the server's metadata says so).
+    pub(crate) require_pushed: std::sync::atomic::AtomicBool,
+    /// The `jti`s of request objects already used.
+    pub(crate) request_jtis: Mutex<std::collections::HashSet<String>>,
+    /// Device authorizations, by `device_code`.
+    pub(crate) devices: Mutex<HashMap<String, DeviceRecord>>,
+    /// `interval` and `expires_in` of new device authorizations (seconds).
+    pub(crate) device_timing: Mutex<(u64, u64)>,
+    /// The user's authentication (step-up).
+    pub(crate) authentication: Mutex<Authentication>,
+    /// The last authorization request acted on, and how it came.
+    pub(crate) last_authorization: Mutex<Option<(String, HashMap<String, String>)>>,
 }
 
 impl ServerState {
@@ -222,6 +274,50 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// An authorization request pushed to `/par` (RFC 9126), until `/authorize` takes it.
+#[derive(Debug, Clone)]
+pub(crate) struct PushedRecord {
+    pub(crate) client_id: String,
+    pub(crate) params: HashMap<String, String>,
+    /// Seconds since the epoch.
+    pub(crate) expires_at: u64,
+}
+
+/// Where a device authorization stands (RFC 8628).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DeviceStatus {
+    Pending,
+    Approved(String),
+    Denied,
+    /// Its tokens were issued.
+    Done,
+}
+
+/// A device authorization, until its tokens are issued.
+#[derive(Debug, Clone)]
+pub(crate) struct DeviceRecord {
+    pub(crate) client_id: String,
+    pub(crate) scope: String,
+    pub(crate) user_code: String,
+    pub(crate) status: DeviceStatus,
+    /// Seconds since the epoch.
+    pub(crate) expires_at: u64,
+    /// The interval the client must keep between polls (raised by `slow_down`).
+    pub(crate) interval: u64,
+    /// When the client last polled (ms since the epoch).
+    pub(crate) last_poll_ms: Option<u64>,
+}
+
+/// The user's authentication at the provider, for step-up (PR-04): the `acr` a login gets,
+/// the one a login asking for it steps up to, and when the user last authenticated.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Authentication {
+    pub(crate) acr: Option<String>,
+    pub(crate) step_up_acr: Option<String>,
+    /// Seconds since the epoch.
+    pub(crate) auth_time: Option<u64>,
+}
+
 /// A code the authorization endpoint issued, until its exchange.
 #[derive(Debug, Clone)]
 pub(crate) struct CodeRecord {
@@ -237,4 +333,8 @@ pub(crate) struct CodeRecord {
     pub(crate) refresh_token: Option<String>,
     /// `dpop_jkt` of the authorization request: the code exchange must prove this key.
     pub(crate) dpop_jkt: Option<String>,
+    /// The `acr` of the login.
+    pub(crate) acr: Option<String>,
+    /// When the user authenticated (seconds since the epoch).
+    pub(crate) auth_time: u64,
 }

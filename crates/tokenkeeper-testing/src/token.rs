@@ -187,6 +187,9 @@ fn handle_token(
         Some("refresh_token") => {
             crate::refresh::refresh_token_grant(state, &auth.client, form, jkt, x5t)
         }
+        Some(crate::device::GRANT) => {
+            crate::device::device_code_grant(state, &auth.client, form, jkt)
+        }
         Some("authorization_code") => {
             crate::authorization_code::authorization_code_grant(state, &auth.client, form, jkt)
         }

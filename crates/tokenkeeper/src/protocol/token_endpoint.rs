@@ -460,6 +460,10 @@ impl TokenEndpoint {
             None => self.url().await?.to_string(),
         };
         let authorization = self.auth.authenticate(&mut form, &audience).await?;
+        // A form that names the client itself (a pushed authorization request) and an
+        // authentication that adds `client_id` too: once is enough (servers refuse repeats).
+        let mut seen_client_id = false;
+        form.retain(|(name, _)| name != "client_id" || !std::mem::replace(&mut seen_client_id, true));
         let body: String = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form.iter())
             .finish();
