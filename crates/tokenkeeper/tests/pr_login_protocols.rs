@@ -98,10 +98,14 @@ async fn pr_01_par_when_required_with_client_auth_and_dpop_browser_sees_only_ref
     // ...so it is configured; and a provider that says it requires PAR gets it unasked.
     server.set_require_pushed_authorization(true);
     for users in [
-        UserTokenManager::builder(ClientConfig::from_issuer(server.issuer(), "web", "web-secret"))
-            .per_session_dpop(DpopAlgorithm::ES256)
-            .build()
-            .unwrap(),
+        UserTokenManager::builder(ClientConfig::from_issuer(
+            server.issuer(),
+            "web",
+            "web-secret",
+        ))
+        .per_session_dpop(DpopAlgorithm::ES256)
+        .build()
+        .unwrap(),
         UserTokenManager::builder(ClientConfig::from_issuer(
             server.issuer(),
             "web",
@@ -462,4 +466,40 @@ async fn pr_04_step_up_acr_and_max_age_are_checked_against_the_id_token() {
     server.set_id_token_claims(old);
     let e = login_with(recent).await.unwrap_err();
     assert!(matches!(e, Error::InsufficientAuthentication(_)), "{e}");
+}
+
+#[tokio::test]
+async fn pr_06_userinfo_with_the_right_token_type_and_sub_must_match() {
+    let server = server(TestClient::new("web", "web-secret")).await;
+    for dpop in [false, true] {
+        let mut builder = UserTokenManager::builder(ClientConfig::from_issuer(
+            server.issuer(),
+            "web",
+            "web-secret",
+        ));
+        if dpop {
+            builder = builder.per_session_dpop(DpopAlgorithm::ES256);
+        }
+        let users = builder.build().unwrap();
+        let started = users.start_login(&LoginOptions::new(REDIRECT)).await.unwrap();
+        let callback = browse(&started.url).await.unwrap();
+        let login = complete(&users, &started, &callback).await.unwrap();
+        server.set_userinfo_claims(serde_json::Map::new());
+        let before = server.userinfo_requests();
+        let claims = users.userinfo(&login.session, &login.sub).await.unwrap();
+        assert_eq!(claims["sub"], "alice");
+        assert_eq!(claims["email"], "alice@example.com", "{claims:?}");
+        assert_eq!(server.userinfo_requests(), before + 1, "one request (dpop: {dpop})");
+        // An answer about someone else is refused.
+        let mut other = serde_json::Map::new();
+        other.insert("sub".into(), "mallory".into());
+        server.set_userinfo_claims(other);
+        let e = users.userinfo(&login.session, &login.sub).await.unwrap_err();
+        assert!(e.to_string().contains("someone else"), "{e}");
+        // The caller's sub must be the session's: asked about another user, it is refused too.
+        server.set_userinfo_claims(serde_json::Map::new());
+        let e = users.userinfo(&login.session, "bob").await.unwrap_err();
+        assert!(matches!(e, Error::InvalidResponse(_)), "{e}");
+    }
+    assert!(server.dpop_proofs_accepted() >= 1);
 }

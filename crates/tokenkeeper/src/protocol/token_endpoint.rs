@@ -463,7 +463,9 @@ impl TokenEndpoint {
         // A form that names the client itself (a pushed authorization request) and an
         // authentication that adds `client_id` too: once is enough (servers refuse repeats).
         let mut seen_client_id = false;
-        form.retain(|(name, _)| name != "client_id" || !std::mem::replace(&mut seen_client_id, true));
+        form.retain(|(name, _)| {
+            name != "client_id" || !std::mem::replace(&mut seen_client_id, true)
+        });
         let body: String = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form.iter())
             .finish();

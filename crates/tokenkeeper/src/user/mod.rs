@@ -7,6 +7,7 @@ mod manager;
 mod session_tier;
 mod store;
 mod stored;
+mod userinfo;
 pub use session_tier::SessionTier;
 pub use stored::StoredSessionError;
 
