@@ -49,6 +49,9 @@ pub enum Error {
     /// not the issuer (RFC 9207).
     #[error("authorization response refused: {0}")]
     AuthorizationResponse(String),
+    /// A device authorization (RFC 8628) expired before the user answered.
+    #[error("the device code expired before the user answered")]
+    DeviceCodeExpired,
     /// The user must log in again: the session has no tokens, its refresh token was refused
     /// (`invalid_grant`, and the session's tokens were cleared), or it has no refresh token and
     /// its access token expired.

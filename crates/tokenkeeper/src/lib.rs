@@ -48,6 +48,7 @@ pub use protocol::client_assertion::{
     AssertionContext, ClientAssertionProvider, FileAssertion, PrivateKeyJwt,
 };
 pub use protocol::client_auth::{AuthMethod, ClientAuthentication};
+pub use protocol::device_authorization::DeviceAuthorization;
 pub use protocol::discovery::{Discovery, MtlsEndpointAliases, ProviderMetadata};
 pub use protocol::id_token::{
     IdTokenClaims, IdTokenValidator, JwksLifetime, LogoutToken, BACKCHANNEL_LOGOUT_EVENT,

@@ -481,7 +481,10 @@ async fn pr_06_userinfo_with_the_right_token_type_and_sub_must_match() {
             builder = builder.per_session_dpop(DpopAlgorithm::ES256);
         }
         let users = builder.build().unwrap();
-        let started = users.start_login(&LoginOptions::new(REDIRECT)).await.unwrap();
+        let started = users
+            .start_login(&LoginOptions::new(REDIRECT))
+            .await
+            .unwrap();
         let callback = browse(&started.url).await.unwrap();
         let login = complete(&users, &started, &callback).await.unwrap();
         server.set_userinfo_claims(serde_json::Map::new());
@@ -489,12 +492,19 @@ async fn pr_06_userinfo_with_the_right_token_type_and_sub_must_match() {
         let claims = users.userinfo(&login.session, &login.sub).await.unwrap();
         assert_eq!(claims["sub"], "alice");
         assert_eq!(claims["email"], "alice@example.com", "{claims:?}");
-        assert_eq!(server.userinfo_requests(), before + 1, "one request (dpop: {dpop})");
+        assert_eq!(
+            server.userinfo_requests(),
+            before + 1,
+            "one request (dpop: {dpop})"
+        );
         // An answer about someone else is refused.
         let mut other = serde_json::Map::new();
         other.insert("sub".into(), "mallory".into());
         server.set_userinfo_claims(other);
-        let e = users.userinfo(&login.session, &login.sub).await.unwrap_err();
+        let e = users
+            .userinfo(&login.session, &login.sub)
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("someone else"), "{e}");
         // The caller's sub must be the session's: asked about another user, it is refused too.
         server.set_userinfo_claims(serde_json::Map::new());

@@ -3,6 +3,7 @@
 pub mod authorization;
 pub mod client_assertion;
 pub mod client_auth;
+pub mod device_authorization;
 pub mod discovery;
 pub mod id_token;
 pub mod par;

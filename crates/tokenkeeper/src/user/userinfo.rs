@@ -27,7 +27,11 @@ impl UserTokenManager {
     /// provider's and hostile until checked: `200`, `application/json` (a signed userinfo JWT
     /// is refused, not guessed at), a JSON object, and its `sub` must be `sub` (Core §5.3.2):
     /// an answer about someone else is an error.
-    pub async fn userinfo(&self, session: &SessionKey, sub: &str) -> Result<Map<String, Value>, Error> {
+    pub async fn userinfo(
+        &self,
+        session: &SessionKey,
+        sub: &str,
+    ) -> Result<Map<String, Value>, Error> {
         let url = self
             .endpoint()
             .metadata_endpoint("userinfo_endpoint")
@@ -61,7 +65,8 @@ impl UserTokenManager {
             if response.status != StatusCode::UNAUTHORIZED {
                 break response;
             }
-            match integration.nonce_challenge(&presented, &url, response.status, &response.headers) {
+            match integration.nonce_challenge(&presented, &url, response.status, &response.headers)
+            {
                 NonceChallenge::Retry if !nonce_retried => {
                     nonce_retried = true;
                     continue;
