@@ -93,6 +93,7 @@ async fn interop_login_with_dpop_refresh_rotation_and_userinfo() {
             nonce: &request.nonce,
             resource: None,
             dpop: Some(&login_key),
+            requirements: None,
         })
         .await
         .unwrap();

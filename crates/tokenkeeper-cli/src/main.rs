@@ -12,11 +12,13 @@ mod bff;
 mod demo;
 mod dev_idp;
 mod dpop;
+mod login;
 mod reload;
 mod sidecar;
 #[cfg(feature = "otel")]
 mod telemetry;
 mod token;
+mod tokens_file;
 
 use clap::{Parser, Subcommand};
 
@@ -49,8 +51,13 @@ enum Command {
     /// concurrent workers calling it through the token middleware while tokens expire.
     Demo(demo::DemoArgs),
     /// Fetch a client-credentials token and print it (e.g. for
-    /// `curl -H "Authorization: Bearer $(tokenkeeper token ...)"`).
+    /// `curl -H "Authorization: Bearer $(tokenkeeper token ...)"`), or — with
+    /// `--tokens-file` — the access token of a `login`, refreshed when it is about to expire.
     Token(token::TokenArgs),
+    /// Log a user in from the command line with the device flow (`--device`, RFC 8628): prints
+    /// where to go and the code to enter, waits, and writes the tokens to `--tokens-file`
+    /// (readable by its owner only).
+    Login(login::LoginArgs),
     /// Run a development identity provider: discovery, JWKS, client credentials, authorization
     /// code with PKCE (logging in a fixed user), refresh, revocation, introspection.
     DevIdp(dev_idp::DevIdpArgs),
@@ -146,6 +153,7 @@ fn run_command(cli: Cli) -> anyhow::Result<()> {
         Command::Token(args) => runtime.block_on(token::run(args)).map(|out| {
             println!("{out}");
         }),
+        Command::Login(args) => runtime.block_on(login::run(args)),
         Command::Dpop(command) => dpop::run(command).map(|out| {
             println!("{out}");
         }),

@@ -18,7 +18,7 @@ pub(crate) struct TokenArgs {
     /// The issuer: the token endpoint is found by discovery.
     #[arg(
         long,
-        required_unless_present = "token_endpoint",
+        required_unless_present_any = ["token_endpoint", "tokens_file"],
         conflicts_with = "token_endpoint"
     )]
     pub(crate) issuer: Option<String>,
@@ -26,8 +26,12 @@ pub(crate) struct TokenArgs {
     #[arg(long)]
     pub(crate) token_endpoint: Option<String>,
     /// The client id.
-    #[arg(long)]
-    pub(crate) client_id: String,
+    #[arg(long, required_unless_present = "tokens_file")]
+    pub(crate) client_id: Option<String>,
+    /// Print the access token of a user's login (`tokenkeeper login --device`) from this file
+    /// instead, refreshing it first (and rewriting the file) when it expires within a minute.
+    #[arg(long, conflicts_with_all = ["issuer", "token_endpoint", "client_id", "scope", "resources", "client_key", "dpop_key"])]
+    pub(crate) tokens_file: Option<std::path::PathBuf>,
     /// The environment variable that holds the client secret. The secret is not taken on the
     /// command line, where shell history and `ps` would keep it.
     #[arg(long, default_value = "TOKENKEEPER_CLIENT_SECRET")]
@@ -68,6 +72,20 @@ pub(crate) struct TokenArgs {
 
 /// Fetches the token; returns what to print.
 pub(crate) async fn run(args: TokenArgs) -> anyhow::Result<String> {
+    if let Some(path) = &args.tokens_file {
+        let tokens = crate::login::token_from_file(path, &args.client_secret_env).await?;
+        return print(
+            &args,
+            &tokens.access_token,
+            &tokens.token_type,
+            tokens.scope.clone(),
+            tokens.expires_at.map(|at| {
+                at.saturating_sub(tokenkeeper::Timestamp::system_now().as_millis() / 1000)
+            }),
+            tokens.expires_at,
+        );
+    }
+    let client_id = args.client_id.clone().unwrap_or_default();
     let secret = match &args.client_key {
         Some(_) => String::new(),
         None => std::env::var(&args.client_secret_env).with_context(|| {
@@ -78,8 +96,8 @@ pub(crate) async fn run(args: TokenArgs) -> anyhow::Result<String> {
         })?,
     };
     let mut config = match (&args.issuer, &args.token_endpoint) {
-        (Some(issuer), _) => ClientConfig::from_issuer(issuer.as_str(), &args.client_id, secret),
-        (None, Some(endpoint)) => ClientConfig::new(endpoint.as_str(), &args.client_id, secret),
+        (Some(issuer), _) => ClientConfig::from_issuer(issuer.as_str(), &client_id, secret),
+        (None, Some(endpoint)) => ClientConfig::new(endpoint.as_str(), &client_id, secret),
         (None, None) => anyhow::bail!("give --issuer or --token-endpoint"),
     };
     config = match &args.client_key {
@@ -111,7 +129,27 @@ pub(crate) async fn run(args: TokenArgs) -> anyhow::Result<String> {
     let response = tokens
         .request_token("cli", &TokenRequestParams::default())
         .await?;
-    let access_token = response.access_token.secret();
+    print(
+        &args,
+        response.access_token.secret(),
+        &response.token_type.to_string(),
+        response.scope.as_ref().map(ToString::to_string),
+        response.expires_in.map(|d| d.as_secs()),
+        response
+            .expires_in
+            .map(|d| issued.saturating_add(d).as_millis() / 1000),
+    )
+}
+
+/// What `token` prints: the bare token, its claims (`--decode`) or JSON (`--json`).
+fn print(
+    args: &TokenArgs,
+    access_token: &str,
+    token_type: &str,
+    scope: Option<String>,
+    expires_in: Option<u64>,
+    expires_at: Option<u64>,
+) -> anyhow::Result<String> {
     if args.decode {
         let payload = access_token
             .split('.')
@@ -130,10 +168,10 @@ pub(crate) async fn run(args: TokenArgs) -> anyhow::Result<String> {
     }
     let json = serde_json::json!({
         "access_token": access_token,
-        "token_type": response.token_type.to_string(),
-        "scope": response.scope.as_ref().map(ToString::to_string),
-        "expires_in": response.expires_in.map(|d| d.as_secs()),
-        "expires_at": response.expires_in.map(|d| issued.saturating_add(d).as_millis() / 1000),
+        "token_type": token_type,
+        "scope": scope,
+        "expires_in": expires_in,
+        "expires_at": expires_at,
     });
     Ok(serde_json::to_string_pretty(&json)?)
 }

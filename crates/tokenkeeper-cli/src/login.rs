@@ -1,0 +1,136 @@
+//! `tokenkeeper login --device` (PR-05): a user logs a command line in with the device
+//! authorization grant (RFC 8628) — the command prints where to go and the code to enter, polls
+//! as the provider says, and writes the tokens to a file only its owner can read, which
+//! `tokenkeeper token --tokens-file` refreshes.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use tokenkeeper::user::UserTokenManager;
+use tokenkeeper::{AuthMethod, ClientConfig, Grant, Scope, TokenRequest};
+
+use crate::tokens_file::{self, Tokens};
+
+/// Options of `tokenkeeper login`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct LoginArgs {
+    /// Log in with the device authorization grant (RFC 8628): the only login of the command
+    /// line (it needs no browser on this machine).
+    #[arg(long, required = true)]
+    pub(crate) device: bool,
+    /// The issuer (its endpoints are found by discovery).
+    #[arg(long)]
+    pub(crate) issuer: String,
+    /// The client id (a public client, unless the secret's environment variable is set).
+    #[arg(long)]
+    pub(crate) client_id: String,
+    /// The environment variable that holds the client secret of a confidential client; when
+    /// it is not set, the client is public (`none`).
+    #[arg(long, default_value = "TOKENKEEPER_CLIENT_SECRET")]
+    pub(crate) client_secret_env: String,
+    /// The scope to ask for.
+    #[arg(long, default_value = "openid offline_access")]
+    pub(crate) scope: String,
+    /// Where to write the tokens (created `0600`; replaced whole).
+    #[arg(long)]
+    pub(crate) tokens_file: PathBuf,
+}
+
+/// A user token manager for `client_id` at `issuer`: confidential when `secret` is given.
+pub(crate) fn client(
+    issuer: &str,
+    client_id: &str,
+    secret: Option<String>,
+) -> anyhow::Result<UserTokenManager> {
+    let config = match secret {
+        Some(secret) => ClientConfig::from_issuer(issuer, client_id, secret),
+        None => ClientConfig::from_issuer(issuer, client_id, "").auth_method(AuthMethod::None),
+    };
+    Ok(UserTokenManager::builder(config).build()?)
+}
+
+/// The secret from `env`, when set and not empty.
+pub(crate) fn secret(env: &str) -> Option<String> {
+    std::env::var(env).ok().filter(|s| !s.is_empty())
+}
+
+fn now() -> u64 {
+    tokenkeeper::Timestamp::system_now().as_millis() / 1000
+}
+
+/// Runs the device login; what it prints goes to stderr (stdout stays empty).
+pub(crate) async fn run(args: LoginArgs) -> anyhow::Result<()> {
+    let users = client(
+        &args.issuer,
+        &args.client_id,
+        secret(&args.client_secret_env),
+    )?;
+    let endpoint = users.endpoint();
+    let device = endpoint
+        .start_device_authorization(&Scope::parse(&args.scope), &[])
+        .await
+        .context("the provider refused the device authorization")?;
+    eprintln!(
+        "To sign in, open {} and enter the code {}",
+        device.verification_uri, device.user_code
+    );
+    if let Some(complete) = &device.verification_uri_complete {
+        eprintln!("(or open {complete})");
+    }
+    eprintln!(
+        "Waiting for you to sign in (the code is valid for {} s)...",
+        device.expires_in.as_secs()
+    );
+    let response = endpoint
+        .poll_device_authorization(&device)
+        .await
+        .context("the sign-in did not complete")?;
+    let tokens = Tokens::from_response(&args.issuer, &args.client_id, &response, now(), None);
+    tokens_file::write(&args.tokens_file, &tokens)?;
+    eprintln!(
+        "Signed in. Tokens written to {}{}",
+        args.tokens_file.display(),
+        if tokens.refresh_token.is_some() {
+            " (`tokenkeeper token --tokens-file` refreshes them)."
+        } else {
+            " (no refresh token: log in again when the access token expires)."
+        }
+    );
+    Ok(())
+}
+
+/// The access token of the tokens file at `path`, refreshed first (and the file rewritten)
+/// when it expires within a minute. One refresh at a time per file.
+pub(crate) async fn token_from_file(
+    path: &std::path::Path,
+    secret_env: &str,
+) -> anyhow::Result<Tokens> {
+    let _lock = tokens_file::lock(path)?;
+    let tokens = tokens_file::read(path)?;
+    if tokens.fresh(now(), 60) {
+        return Ok(tokens);
+    }
+    let Some(refresh_token) = tokens.refresh_token.clone() else {
+        anyhow::bail!(
+            "the access token in {} has expired and there is no refresh token: run `tokenkeeper login --device` again",
+            path.display()
+        );
+    };
+    let users = client(&tokens.issuer, &tokens.client_id, secret(secret_env))?;
+    let response = users
+        .endpoint()
+        .request(&TokenRequest::new(Grant::RefreshToken {
+            refresh_token: refresh_token.into(),
+        }))
+        .await
+        .context("refreshing the tokens failed (`tokenkeeper login --device` logs in again)")?;
+    let fresh = Tokens::from_response(
+        &tokens.issuer,
+        &tokens.client_id,
+        &response,
+        now(),
+        Some(&tokens),
+    );
+    tokens_file::write(path, &fresh)?;
+    Ok(fresh)
+}
