@@ -24,6 +24,14 @@
 //! scope = "openid offline_access api"     # optional
 //! dpop = "per-session"                    # optional: "none" (default) or "per-session"
 //! require_dpop = true                     # optional: refuse Bearer answers to DPoP logins
+//! # private_key_env = "BFF_CLIENT_KEY"     # private_key_jwt instead of a secret (PEM, PKCS#8),
+//! # private_key_alg = "ES256"              # or private_key_file; private_key_kid optional
+//! # profile = "fapi2"                      # optional: FAPI 2.0 (needs a private key and
+//! #                                        # dpop = "per-session"; refuses what contradicts it)
+//! # pushed_authorization = "always"        # optional: when_required (default) | always
+//! # request_object = true                  # optional: signed request objects (RFC 9101)
+//! # acr_values = "urn:example:mfa"         # optional: every login asks for one of these
+//! # max_age_secs = 3600                    # optional: and an authentication this recent
 //!
 //! [client]                                # optional: for `client` and `user_or_client` routes
 //! client_id = "bff-worker"
@@ -390,6 +398,25 @@ pub struct OidcSection {
     /// The private key's `kid`, as registered at the provider.
     #[serde(default)]
     pub private_key_kid: Option<String>,
+    /// The login profile: `default` or `fapi2` (PR-03: pushed, sender-constrained,
+    /// `private_key_jwt`, `iss` checked, PS256/ES256/EdDSA only, no Bearer fallback; every
+    /// contradicting key is refused).
+    #[serde(default)]
+    pub profile: Option<Spanned<String>>,
+    /// When authorization requests are pushed (RFC 9126): `when_required` (the default: when
+    /// the provider says so) or `always`.
+    #[serde(default)]
+    pub pushed_authorization: Option<Spanned<String>>,
+    /// Sends the authorization request as a request object signed with the private key
+    /// (RFC 9101).
+    #[serde(default)]
+    pub request_object: Option<Spanned<bool>>,
+    /// `acr_values` every login asks for (space-separated); the ID token's `acr` must be one.
+    #[serde(default)]
+    pub acr_values: Option<Spanned<String>>,
+    /// `max_age` every login asks for, in seconds; the ID token's `auth_time` must be within.
+    #[serde(default)]
+    pub max_age_secs: Option<Spanned<u64>>,
 }
 
 /// `[client]`.
@@ -960,6 +987,14 @@ pub struct ValidatedFrontend {
     pub dpop_per_session: bool,
     /// Refuse Bearer answers to DPoP-bound logins.
     pub require_dpop: bool,
+    /// The login profile (PR-03).
+    pub profile: tokenkeeper::protocol::profile::Profile,
+    /// When logins are pushed (RFC 9126), when set.
+    pub pushed_authorization: Option<tokenkeeper::protocol::profile::PushedAuthorization>,
+    /// Signed request objects (RFC 9101).
+    pub request_object: bool,
+    /// What every login asks of the user's authentication (PR-04).
+    pub requirements: tokenkeeper::protocol::step_up::AuthenticationRequirements,
     /// Plain-http provider allowed (loopback, or `allow_insecure_http_provider`).
     pub insecure_http_provider: bool,
     /// The BFF's options, with its routes (paths under the prefix).
@@ -998,6 +1033,10 @@ impl fmt::Debug for ValidatedFrontend {
             )
             .field("dpop_per_session", &self.dpop_per_session)
             .field("require_dpop", &self.require_dpop)
+            .field("profile", &self.profile)
+            .field("pushed_authorization", &self.pushed_authorization)
+            .field("request_object", &self.request_object)
+            .field("requirements", &self.requirements)
             .field("insecure_http_provider", &self.insecure_http_provider)
             .field("options", &self.options)
             .field("static_dir", &self.static_dir)
@@ -1031,6 +1070,126 @@ impl ValidatedFrontend {
         }
         hash.finalize().into()
     }
+}
+
+/// The login protocol of `[oidc]`, checked.
+struct LoginProtocol {
+    profile: tokenkeeper::protocol::profile::Profile,
+    pushed: Option<tokenkeeper::protocol::profile::PushedAuthorization>,
+    request_object: bool,
+    requirements: tokenkeeper::protocol::step_up::AuthenticationRequirements,
+}
+
+/// Reads `profile`, `pushed_authorization`, `request_object`, `acr_values` and
+/// `max_age_secs`; under `profile = "fapi2"`, refuses every key that contradicts it, naming it.
+fn validate_login_protocol(
+    oidc: &OidcSection,
+    client_key: Option<&ClientKey>,
+    dpop_per_session: bool,
+    err: &dyn Fn(&str, Option<std::ops::Range<usize>>, String) -> ConfigFileError,
+) -> Result<LoginProtocol, ConfigFileError> {
+    use tokenkeeper::protocol::profile::{Profile, PushedAuthorization, FAPI2_ALGORITHMS};
+    let profile = match &oidc.profile {
+        None => Profile::Default,
+        Some(value) => Profile::parse(value.get_ref())
+            .map_err(|e| err("oidc.profile", Some(value.span()), e.reason.clone()))?,
+    };
+    let pushed = match &oidc.pushed_authorization {
+        None => None,
+        Some(value) => Some(PushedAuthorization::parse(value.get_ref()).map_err(|e| {
+            err(
+                "oidc.pushed_authorization",
+                Some(value.span()),
+                e.reason.clone(),
+            )
+        })?),
+    };
+    let request_object = oidc.request_object.as_ref().is_some_and(|r| *r.get_ref());
+    if request_object && client_key.is_none() {
+        return Err(err(
+            "oidc.request_object",
+            oidc.request_object.as_ref().map(Spanned::span),
+            "signs with the client's private key: give private_key_env or private_key_file".into(),
+        ));
+    }
+    let mut requirements = tokenkeeper::protocol::step_up::AuthenticationRequirements::new();
+    if let Some(values) = &oidc.acr_values {
+        requirements = requirements
+            .with_acr_values(values.get_ref())
+            .map_err(|e| {
+                let reason = match &e {
+                    tokenkeeper::Error::Config(c) => c.reason.clone(),
+                    other => other.to_string(),
+                };
+                err("oidc.acr_values", Some(values.span()), reason)
+            })?;
+    }
+    if let Some(max_age) = &oidc.max_age_secs {
+        requirements =
+            requirements.with_max_age(std::time::Duration::from_secs(*max_age.get_ref()));
+    }
+    if profile == Profile::Fapi2 {
+        let contradiction = |key: &str, span: Option<std::ops::Range<usize>>, why: &str| {
+            Err(err(
+                key,
+                span,
+                format!("contradicts profile = \"fapi2\": {why}"),
+            ))
+        };
+        let Some(key) = client_key else {
+            let span = oidc.client_secret_env.as_ref().map(Spanned::span);
+            return contradiction(
+                if span.is_some() { "oidc.client_secret_env" } else { "oidc.client_secret" },
+                span,
+                "FAPI 2.0 authenticates with private_key_jwt (give private_key_env or private_key_file)",
+            );
+        };
+        if !FAPI2_ALGORITHMS.contains(&key.alg.as_str()) {
+            return contradiction(
+                "oidc.private_key_alg",
+                oidc.private_key_alg.as_ref().map(Spanned::span),
+                "FAPI 2.0 allows PS256, ES256 or EdDSA only",
+            );
+        }
+        if !dpop_per_session {
+            return contradiction(
+                "oidc.dpop",
+                oidc.dpop.as_ref().map(Spanned::span),
+                "FAPI 2.0 needs sender-constrained tokens: dpop = \"per-session\"",
+            );
+        }
+        if let Some(require) = oidc.require_dpop.as_ref().filter(|r| !*r.get_ref()) {
+            return contradiction(
+                "oidc.require_dpop",
+                Some(require.span()),
+                "FAPI 2.0 has no Bearer fallback",
+            );
+        }
+        if pushed == Some(PushedAuthorization::WhenRequired) {
+            return contradiction(
+                "oidc.pushed_authorization",
+                oidc.pushed_authorization.as_ref().map(Spanned::span),
+                "FAPI 2.0 pushes every authorization request",
+            );
+        }
+        if let Some(insecure) = oidc
+            .allow_insecure_http_provider
+            .as_ref()
+            .filter(|a| *a.get_ref())
+        {
+            return contradiction(
+                "oidc.allow_insecure_http_provider",
+                Some(insecure.span()),
+                "FAPI 2.0 talks to its provider over TLS (plain http stays allowed on loopback only, for development)",
+            );
+        }
+    }
+    Ok(LoginProtocol {
+        profile,
+        pushed,
+        request_object,
+        requirements,
+    })
 }
 
 /// What one frontend's configuration is made of: `[[frontends]]` entry, or the top-level
@@ -1784,6 +1943,7 @@ impl BffConfig {
                 "needs dpop = \"per-session\" (there is no DPoP key to require)".into(),
             ));
         }
+        let login = validate_login_protocol(oidc, client_key.as_ref(), dpop_per_session, &err)?;
         let mut routes = Vec::new();
         for (i, route) in view.routes.iter().enumerate() {
             let key = |name: &str| format!("routes[{i}].{name}");
@@ -2059,7 +2219,12 @@ impl BffConfig {
             scope: oidc.scope.clone(),
             worker,
             dpop_per_session,
-            require_dpop,
+            require_dpop: require_dpop
+                || login.profile == tokenkeeper::protocol::profile::Profile::Fapi2,
+            profile: login.profile,
+            pushed_authorization: login.pushed,
+            request_object: login.request_object,
+            requirements: login.requirements,
             insecure_http_provider,
             options,
             static_dir,

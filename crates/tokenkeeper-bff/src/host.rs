@@ -414,7 +414,12 @@ impl Stores {
             let derived: [u8; 32] = hash.finalize().into();
             login_cookie_key = Some(Arc::new(tokenkeeper::Encryption::new("k1", &derived)?));
         }
-        let mut users = UserTokenManager::builder(client);
+        let mut users = UserTokenManager::builder(client)
+            .profile(f.profile)
+            .signed_request_objects(f.request_object);
+        if let Some(pushed) = f.pushed_authorization {
+            users = users.pushed_authorization(pushed);
+        }
         if f.dpop_per_session {
             users = users.per_session_dpop(tokenkeeper::dpop::DpopAlgorithm::ES256);
         }
@@ -464,6 +469,7 @@ impl Stores {
             oidc_config.scope = tokenkeeper::Scope::parse(scope);
         }
         oidc_config.insecure_cookies = f.options.insecure_cookies;
+        oidc_config.requirements = f.requirements.clone();
         oidc_config.login_cookie_key = login_cookie_key;
         if let Some(namespace) = &f.session_namespace {
             oidc_config.login_cookie_name = Some(format!("tk.login-{namespace}"));

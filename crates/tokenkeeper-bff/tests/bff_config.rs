@@ -588,3 +588,83 @@ replica_ack_timeout_ms = 250"#,
         assert!(e.message.contains(says), "{redis}: {}", e.message);
     }
 }
+
+/// PR-03 and PR-04 in the file: `profile = "fapi2"` takes a private key and per-session DPoP,
+/// and every key that contradicts it is refused, named, with its line; `acr_values` and
+/// `max_age_secs` are read and checked.
+#[test]
+fn pr_03_fapi2_profile_refuses_every_contradicting_key() {
+    let pem_of = |alg| {
+        use base64::Engine as _;
+        let der = tokenkeeper::dpop::DpopKey::generate(alg)
+            .unwrap()
+            .to_pkcs8_der()
+            .unwrap();
+        let body = base64::engine::general_purpose::STANDARD.encode(der);
+        let lines: Vec<&str> = body
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            lines.join("\n")
+        )
+    };
+    let pem = pem_of(tokenkeeper::dpop::DpopAlgorithm::ES256);
+    let rsa = pem_of(tokenkeeper::dpop::DpopAlgorithm::RS256);
+    let env = |name: &str| match name {
+        "KEY" => Some(pem.clone()),
+        "RSA" => Some(rsa.clone()),
+        "SPA_SECRET" => Some("from-env".to_owned()),
+        _ => None,
+    };
+    let file = |oidc_extra: &str| {
+        format!(
+            "[bff]\nlisten = \"127.0.0.1:0\"\npublic_url = \"https://app.example.com\"\n\n[oidc]\nissuer = \"https://idp.example.com\"\nclient_id = \"bank\"\n{oidc_extra}\n"
+        )
+    };
+    let good = file(
+        "private_key_env = \"KEY\"\ndpop = \"per-session\"\nprofile = \"fapi2\"\nrequest_object = true\nacr_values = \"urn:mfa urn:hwk\"\nmax_age_secs = 600",
+    );
+    let validated = BffConfig::parse(&good)
+        .unwrap()
+        .validate(&good, &env)
+        .unwrap();
+    let frontend = &validated.frontends[0];
+    assert_eq!(
+        frontend.profile,
+        tokenkeeper::protocol::profile::Profile::Fapi2
+    );
+    assert!(frontend.require_dpop, "no Bearer fallback under fapi2");
+    assert!(frontend.request_object);
+    assert_eq!(frontend.requirements.acr_values(), ["urn:mfa", "urn:hwk"]);
+    assert_eq!(
+        frontend.requirements.max_age(),
+        Some(std::time::Duration::from_secs(600))
+    );
+    let cases = [
+        ("client_secret_env = \"SPA_SECRET\"\ndpop = \"per-session\"\nprofile = \"fapi2\"", "oidc.client_secret_env", 8),
+        ("private_key_env = \"KEY\"\nprofile = \"fapi2\"", "oidc.dpop", 0),
+        ("private_key_env = \"KEY\"\ndpop = \"none\"\nprofile = \"fapi2\"", "oidc.dpop", 9),
+        ("private_key_env = \"RSA\"\nprivate_key_alg = \"RS256\"\ndpop = \"per-session\"\nprofile = \"fapi2\"", "oidc.private_key_alg", 9),
+        ("private_key_env = \"KEY\"\ndpop = \"per-session\"\nrequire_dpop = false\nprofile = \"fapi2\"", "oidc.require_dpop", 10),
+        ("private_key_env = \"KEY\"\ndpop = \"per-session\"\npushed_authorization = \"when_required\"\nprofile = \"fapi2\"", "oidc.pushed_authorization", 10),
+        ("private_key_env = \"KEY\"\ndpop = \"per-session\"\nallow_insecure_http_provider = true\nprofile = \"fapi2\"", "oidc.allow_insecure_http_provider", 10),
+        ("private_key_env = \"KEY\"\nprofile = \"fapi3\"", "oidc.profile", 9),
+        ("client_secret_env = \"SPA_SECRET\"\nrequest_object = true", "oidc.request_object", 9),
+        ("client_secret_env = \"SPA_SECRET\"\nacr_values = \"urn:\\\"quoted\"", "oidc.acr_values", 9),
+        ("client_secret_env = \"SPA_SECRET\"\npushed_authorization = \"sometimes\"", "oidc.pushed_authorization", 9),
+    ];
+    for (extra, key, line) in cases {
+        let text = file(extra);
+        let e = match BffConfig::parse(&text) {
+            Err(e) => e,
+            Ok(config) => config.validate(&text, &env).unwrap_err(),
+        };
+        assert_eq!(e.key, key, "{extra}: {e}");
+        if line > 0 {
+            assert_eq!(e.line, Some(line), "{extra}: {e}");
+        }
+    }
+}
