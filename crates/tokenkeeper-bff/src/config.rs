@@ -1086,7 +1086,7 @@ fn validate_login_protocol(
     oidc: &OidcSection,
     client_key: Option<&ClientKey>,
     dpop_per_session: bool,
-    err: &dyn Fn(&str, Option<std::ops::Range<usize>>, String) -> ConfigFileError,
+    err: &KeyError<'_>,
 ) -> Result<LoginProtocol, ConfigFileError> {
     use tokenkeeper::protocol::profile::{Profile, PushedAuthorization, FAPI2_ALGORITHMS};
     let profile = match &oidc.profile {
