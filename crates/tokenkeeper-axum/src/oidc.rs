@@ -151,6 +151,8 @@ pub enum LoginError {
     IssuerMismatch,
     /// The `returnUrl` is not a local path (SEC-01).
     InvalidReturnUrl,
+    /// A step-up login's `acr_values` or `max_age` cannot be sent.
+    InvalidStepUp,
     /// The provider answered with an error.
     Provider(String),
     /// The code exchange or the ID token failed.
@@ -166,6 +168,7 @@ impl std::fmt::Display for LoginError {
             Self::StateMismatch => f.write_str("the state does not match the login's"),
             Self::IssuerMismatch => f.write_str("the response's iss is not the issuer (RFC 9207)"),
             Self::InvalidReturnUrl => f.write_str("the returnUrl is not a local path"),
+            Self::InvalidStepUp => f.write_str("the step-up's acr_values or max_age is not usable"),
             Self::Provider(e) => write!(f, "the provider refused the login: {e}"),
             Self::Token(e) => write!(f, "{e}"),
             Self::Session(e) => write!(f, "session store: {e}"),
@@ -186,6 +189,7 @@ impl IntoResponse for LoginError {
                 (StatusCode::BAD_GATEWAY, "Login is unavailable right now.")
             }
             Self::InvalidReturnUrl => (StatusCode::BAD_REQUEST, "Invalid returnUrl."),
+            Self::InvalidStepUp => (StatusCode::BAD_REQUEST, "Invalid step-up request."),
             _ => (StatusCode::BAD_REQUEST, "Login failed. Please try again."),
         };
         tracing::warn!(error = %self, status = status.as_u16(), "login refused");
@@ -344,6 +348,36 @@ impl Oidc {
         )
     }
 
+    /// The link of a step-up login (PR-04): `{prefix}/login?acr_values=…&max_age=…&returnUrl=…`,
+    /// for an API's RFC 9470 challenge
+    /// ([`tokenkeeper::protocol::step_up::step_up_challenge`] reads it from the API's
+    /// response). The login replaces the session's tokens with ones from the stronger
+    /// authentication, and brings the user back to `return_url`.
+    ///
+    /// ```
+    /// # fn run(oidc: &tokenkeeper_axum::Oidc) -> Result<(), tokenkeeper::Error> {
+    /// use tokenkeeper::protocol::step_up::AuthenticationRequirements;
+    /// let needs = AuthenticationRequirements::new().with_acr_values("urn:example:mfa")?;
+    /// let link = oidc.step_up_url(&needs, "/orders/42");
+    /// assert_eq!(link, "/auth/login?acr_values=urn%3Aexample%3Amfa&returnUrl=%2Forders%2F42");
+    /// # Ok(()) }
+    /// ```
+    pub fn step_up_url(&self, needs: &AuthenticationRequirements, return_url: &str) -> String {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        if !needs.acr_values().is_empty() {
+            query.append_pair("acr_values", &needs.acr_values().join(" "));
+        }
+        if let Some(max_age) = needs.max_age() {
+            query.append_pair("max_age", &max_age.as_secs().to_string());
+        }
+        query.append_pair("returnUrl", return_url);
+        format!(
+            "{}/login?{}",
+            self.inner.config.prefix.trim_end_matches('/'),
+            query.finish()
+        )
+    }
+
     /// A user token manager (in-memory store) for `config`'s client.
     pub fn user_manager_for(config: &OidcConfig) -> Result<UserTokenManager, Error> {
         UserTokenManager::builder(ClientConfig::from_issuer(
@@ -407,15 +441,36 @@ impl Oidc {
 struct LoginQuery {
     #[serde(rename = "returnUrl")]
     return_url: Option<String>,
+    acr_values: Option<String>,
+    max_age: Option<String>,
 }
 
+/// `GET {prefix}/login?returnUrl=&acr_values=&max_age=`: a login, or a step-up login (PR-04)
+/// when `acr_values` or `max_age` is given ([`Oidc::step_up_url`] makes such a link).
 async fn login(
     State(oidc): State<Oidc>,
     Query(query): Query<LoginQuery>,
 ) -> Result<Response, LoginError> {
     let prompt = oidc.inner.config.prompt.clone();
-    oidc.start_login(query.return_url.as_deref(), prompt.as_deref())
-        .await
+    let mut start = LoginStart::new(query.return_url.as_deref()).prompt(prompt.as_deref());
+    if query.acr_values.is_some() || query.max_age.is_some() {
+        let mut requirements = AuthenticationRequirements::new();
+        if let Some(values) = &query.acr_values {
+            requirements = requirements
+                .with_acr_values(values)
+                .map_err(|_| LoginError::InvalidStepUp)?;
+        }
+        if let Some(max_age) = &query.max_age {
+            let secs: u64 = max_age
+                .parse()
+                .ok()
+                .filter(|s| *s <= 10 * 365 * 86_400)
+                .ok_or(LoginError::InvalidStepUp)?;
+            requirements = requirements.with_max_age(std::time::Duration::from_secs(secs));
+        }
+        start = start.requirements(requirements);
+    }
+    oidc.begin_login(&start).await
 }
 
 /// The query of a login callback. `Debug` shows which parameters are there, not the code or

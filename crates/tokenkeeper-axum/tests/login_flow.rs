@@ -380,3 +380,92 @@ async fn rs_03_callback_survives_any_query_and_cookie() {
     }
     assert!(logged_in > 0, "genuine callbacks still log in");
 }
+
+/// PR-04 in the axum integration: an API's RFC 9470 challenge reaches the handler as it is
+/// (the middleware does not renew the token for it), `step_up_challenge` reads it,
+/// `Oidc::step_up_url` makes the step-up login, whose ID token must meet it, and the user comes
+/// back with a token the API accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pr_04_step_up_through_the_axum_integration() {
+    use tokenkeeper::protocol::step_up::step_up_challenge;
+    let app = app(true).await;
+    app.idp.set_login_acr(Some("urn:pwd"), Some("urn:mfa"));
+    // An API that wants acr urn:mfa.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_url = format!("http://{}/orders", listener.local_addr().unwrap());
+    let idp = app.idp.clone();
+    let api = axum::Router::new().route(
+        "/orders",
+        axum::routing::get(move |headers: axum::http::HeaderMap| {
+            let idp = idp.clone();
+            async move {
+                let token = headers["authorization"].to_str().unwrap()[7..].to_owned();
+                let claims = idp.verify_access_token(&token).unwrap();
+                if claims.get("acr").and_then(|a| a.as_str()) == Some("urn:mfa") {
+                    (axum::http::StatusCode::OK, [("www-authenticate", "")], "strong")
+                } else {
+                    (
+                        axum::http::StatusCode::UNAUTHORIZED,
+                        [(
+                            "www-authenticate",
+                            r#"Bearer error="insufficient_user_authentication", acr_values="urn:mfa""#,
+                        )],
+                        "weak",
+                    )
+                }
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, api).await });
+    let browser = browser(true);
+    let page = browser
+        .get(format!("{}/auth/login?returnUrl=/me", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.text().await.unwrap(), "alice");
+    let refreshes = app.idp.token_requests("refresh_token");
+    let call = |browser: reqwest::Client| {
+        let url = format!(
+            "{}/call?url={}",
+            app.url,
+            url::form_urlencoded::byte_serialize(api_url.as_bytes()).collect::<String>()
+        );
+        async move { get_text(&browser, url).await }
+    };
+    assert_eq!(call(browser.clone()).await, "401 weak");
+    assert_eq!(
+        app.idp.token_requests("refresh_token"),
+        refreshes,
+        "not renewed"
+    );
+    // What the handler reads from the API's answer, and the link it sends the user to.
+    let mut headers = axum::http::HeaderMap::new();
+    headers.insert(
+        "www-authenticate",
+        r#"Bearer error="insufficient_user_authentication", acr_values="urn:mfa""#
+            .parse()
+            .unwrap(),
+    );
+    let needs = step_up_challenge(&headers).unwrap();
+    let link = app.oidc.step_up_url(&needs, "/me");
+    let page = browser
+        .get(format!("{}{link}", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        page.text().await.unwrap(),
+        "alice",
+        "back where the user was"
+    );
+    assert_eq!(call(browser.clone()).await, "200 strong");
+    // A provider that does not meet the step-up: the login is refused.
+    app.idp.set_login_acr(Some("urn:pwd"), None);
+    let page = browser
+        .get(format!("{}{link}", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 400);
+}

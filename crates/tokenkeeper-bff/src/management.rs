@@ -16,10 +16,37 @@ pub(crate) struct LoginQuery {
     #[serde(rename = "returnUrl")]
     return_url: Option<String>,
     prompt: Option<String>,
+    /// A step-up (PR-04): what this login asks of the user's authentication.
+    acr_values: Option<String>,
+    max_age: Option<String>,
 }
 
-/// `GET {base}/login?returnUrl=&prompt=` (BF-01). The browser's current session, if any,
-/// travels sealed with the login, so that the callback ends it (SEC-14).
+/// The requirements of a step-up login (`acr_values`, `max_age`), when the query asks for
+/// any; `Err` for values that cannot be sent.
+fn step_up(
+    query: &LoginQuery,
+) -> Result<Option<tokenkeeper::protocol::step_up::AuthenticationRequirements>, ()> {
+    if query.acr_values.is_none() && query.max_age.is_none() {
+        return Ok(None);
+    }
+    let mut requirements = tokenkeeper::protocol::step_up::AuthenticationRequirements::new();
+    if let Some(values) = &query.acr_values {
+        requirements = requirements.with_acr_values(values).map_err(|_| ())?;
+    }
+    if let Some(max_age) = &query.max_age {
+        let secs: u64 = max_age
+            .parse()
+            .ok()
+            .filter(|s| *s <= 10 * 365 * 86_400)
+            .ok_or(())?;
+        requirements = requirements.with_max_age(std::time::Duration::from_secs(secs));
+    }
+    Ok(Some(requirements))
+}
+
+/// `GET {base}/login?returnUrl=&prompt=&acr_values=&max_age=` (BF-01; a step-up, PR-04, with
+/// `acr_values` and/or `max_age`). The browser's current session, if any, travels sealed with
+/// the login, so that the callback ends it (SEC-14).
 pub(crate) async fn login(
     State(bff): State<Bff>,
     headers: HeaderMap,
@@ -49,19 +76,20 @@ pub(crate) async fn login(
             return plain(StatusCode::BAD_REQUEST, "Unsupported prompt.");
         }
     }
+    let Ok(requirements) = step_up(&query) else {
+        return plain(StatusCode::BAD_REQUEST, "Invalid step-up request.");
+    };
     let replaces = match bff.session(&headers, false).await {
         Ok(Some(session)) => Some(session.id.clone()),
         _ => None,
     };
-    match bff
-        .oidc()
-        .start_login_replacing(
-            query.return_url.as_deref(),
-            query.prompt.as_deref(),
-            replaces.as_deref(),
-        )
-        .await
-    {
+    let mut start = tokenkeeper_axum::LoginStart::new(query.return_url.as_deref())
+        .prompt(query.prompt.as_deref())
+        .replaces(replaces.as_deref());
+    if let Some(requirements) = requirements {
+        start = start.requirements(requirements);
+    }
+    match bff.oidc().begin_login(&start).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }

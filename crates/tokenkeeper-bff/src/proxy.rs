@@ -93,6 +93,19 @@ impl Policy for Bff {
         from_axum(crate::websocket::forward(self.clone(), route, parts).await)
     }
 
+    /// RFC 9470 (PR-04): an upstream that answers `401 insufficient_user_authentication`
+    /// makes a structured 401 for the SPA — what the API asks (`acr_values`, `max_age`) and
+    /// the `login_url` of the step-up login (the SPA adds its `returnUrl`). Any other 401
+    /// passes as it is.
+    fn upstream_unauthorized(
+        &self,
+        _route: usize,
+        headers: &http::HeaderMap,
+    ) -> Option<http::Response<ProxyBody>> {
+        let needs = tokenkeeper::protocol::step_up::step_up_challenge(headers)?;
+        Some(step_up_answer(&self.inner.options.base_path, &needs))
+    }
+
     fn finished(&self, route: usize, status: StatusCode, elapsed: Duration) {
         self.inner
             .proxied
@@ -118,4 +131,41 @@ fn anti_forgery_ok(
                         .is_some_and(|v| v.as_bytes() == b"same-origin"))
         }
     }
+}
+
+/// The SPA's answer to an API's step-up challenge: `401`, JSON
+/// `{"error": "insufficient_user_authentication", "acr_values": …, "max_age": …,
+/// "login_url": "{base}/login?acr_values=…&max_age=…"}`.
+pub(crate) fn step_up_answer(
+    base_path: &str,
+    needs: &tokenkeeper::protocol::step_up::AuthenticationRequirements,
+) -> http::Response<ProxyBody> {
+    let mut login_url = format!("{base_path}/login?");
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    let mut body = serde_json::json!({
+        "error": tokenkeeper::protocol::step_up::INSUFFICIENT_USER_AUTHENTICATION,
+    });
+    if !needs.acr_values().is_empty() {
+        let values = needs.acr_values().join(" ");
+        query.append_pair("acr_values", &values);
+        body["acr_values"] = values.into();
+    }
+    if let Some(max_age) = needs.max_age() {
+        query.append_pair("max_age", &max_age.as_secs().to_string());
+        body["max_age"] = max_age.as_secs().into();
+    }
+    login_url.push_str(&query.finish());
+    body["login_url"] = login_url.into();
+    let mut response = http::Response::new(ProxyBody::full(body.to_string()));
+    *response.status_mut() = StatusCode::UNAUTHORIZED;
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    response
 }

@@ -1030,3 +1030,69 @@ async fn bf_11_websockets_with_dpop_bound_tokens() {
     assert_eq!(claims["htu"], format!("{}/up/ws", h.upstream));
     assert_eq!(claims["ath"], tokenkeeper::dpop::ath(&token));
 }
+
+/// PR-04 (RFC 9470): an API's `401 insufficient_user_authentication` becomes a structured 401
+/// for the SPA (no token renewal: a new token of the same login would not help); the step-up
+/// login it names replaces the session with a stronger one and brings the user back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pr_04_step_up_challenge_becomes_a_structured_401_and_a_step_up_login() {
+    let h = harness(Setup {
+        more_routes: vec![("/api/step", |r| r)],
+        ..Setup::default()
+    })
+    .await;
+    h.idp.set_login_acr(Some("urn:pwd"), Some("urn:mfa"));
+    let browser = browser();
+    log_in(&h, &browser).await;
+    let refreshes = h.idp.token_requests("refresh_token");
+    let (status, body) = api(&browser, format!("{}/api/step/step-up", h.url)).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"], "insufficient_user_authentication");
+    assert_eq!(body["acr_values"], "urn:mfa");
+    assert_eq!(body["max_age"], 300);
+    let login_url = body["login_url"].as_str().unwrap().to_owned();
+    assert_eq!(login_url, "/bff/login?acr_values=urn%3Amfa&max_age=300");
+    assert_eq!(
+        h.idp.token_requests("refresh_token"),
+        refreshes,
+        "no renewal for a step-up challenge"
+    );
+    // The SPA sends the user to the step-up login, with where to come back to.
+    let (page, steps) = follow(
+        &browser,
+        &format!("{}{login_url}&returnUrl=/app/orders", h.url),
+    )
+    .await;
+    assert_eq!(page.status(), 200, "{steps:?}");
+    let (how, params) = h.idp.last_authorization_request().unwrap();
+    assert_eq!(how, "plain");
+    assert_eq!(
+        params.get("acr_values").map(String::as_str),
+        Some("urn:mfa")
+    );
+    assert_eq!(params.get("max_age").map(String::as_str), Some("300"));
+    assert!(
+        page.text().await.unwrap().contains("/app/orders"),
+        "back where the user was"
+    );
+    let (status, _) = api(&browser, format!("{}/api/step/step-up", h.url)).await;
+    assert_eq!(status, 200, "the stronger login's token is accepted");
+    // A step-up the provider does not meet is refused at the callback (acr checked).
+    h.idp.set_login_acr(Some("urn:pwd"), None);
+    let (page, _) = follow(&browser, &format!("{}{login_url}", h.url)).await;
+    assert_eq!(page.status(), 400);
+    // Hostile step-up parameters are refused before anything is sent.
+    for bad in [
+        "acr_values=%22x",
+        "max_age=-1",
+        "max_age=99999999999",
+        "acr_values=a%07b",
+    ] {
+        let response = browser
+            .get(format!("{}/bff/login?{bad}", h.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{bad}");
+    }
+}

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{header, HeaderValue, Method, Request, Response, Version};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::Body;
 use http_body_util::BodyExt as _;
 
@@ -242,6 +242,12 @@ impl Engine {
             Err(error) => return Box::pin(failed(policy, index, context, error)).await,
         };
         let (mut head, body) = response.into_parts();
+        if head.status == StatusCode::UNAUTHORIZED {
+            // Rare: the policy may answer an upstream's 401 its own way (a step-up, RFC 9470).
+            if let Some(answer) = policy.upstream_unauthorized(index, &head.headers) {
+                return answer;
+            }
+        }
         clean_response(route, &target, &mut head.headers);
         let mut out = Response::new(ProxyBody::Upstream(body));
         *out.status_mut() = head.status;

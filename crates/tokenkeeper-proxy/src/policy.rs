@@ -157,6 +157,18 @@ pub trait Policy: Send + Sync + 'static {
         std::future::ready(self.refuse(Refusal::UpgradeNotSupported))
     }
 
+    /// The upstream of route `route` answered 401 with `headers` (after the token layer's
+    /// retry, if any): the answer to send instead, or `None` (the default) to pass the 401 on.
+    /// The BFF turns an RFC 9470 `insufficient_user_authentication` into a step-up answer.
+    fn upstream_unauthorized(
+        &self,
+        route: usize,
+        headers: &http::HeaderMap,
+    ) -> Option<Response<ProxyBody>> {
+        let _ = (route, headers);
+        None
+    }
+
     /// The engine's own answer for `refusal`. By default short plain text.
     fn refuse(&self, refusal: Refusal) -> Response<ProxyBody> {
         plain_text(refusal.status(), refusal.message())

@@ -88,6 +88,30 @@ pub(crate) fn issue_bound_access_token(
     extras: Map<String, Value>,
     cnf: Option<Value>,
 ) -> Result<(String, Option<u64>), Response> {
+    issue_access_token_with(
+        state,
+        sub,
+        client_id,
+        scope,
+        resources,
+        extras,
+        cnf,
+        Map::new(),
+    )
+}
+
+/// [`issue_bound_access_token`] with more top-level claims (`acr`, `auth_time` of a login).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn issue_access_token_with(
+    state: &ServerState,
+    sub: &str,
+    client_id: &str,
+    scope: Option<&str>,
+    resources: &[&str],
+    extras: Map<String, Value>,
+    cnf: Option<Value>,
+    top: Map<String, Value>,
+) -> Result<(String, Option<u64>), Response> {
     let expires_in = *lock(&state.expires_in);
     let now = state.clock.now().as_millis() / 1000;
     let lifetime = expires_in.unwrap_or(3600);
@@ -114,6 +138,9 @@ pub(crate) fn issue_bound_access_token(
     }
     if let Some(cnf) = cnf {
         claims["cnf"] = cnf;
+    }
+    for (name, value) in top {
+        claims[name.as_str()] = value;
     }
     let key = state.current_key();
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);

@@ -9,7 +9,7 @@ use base64::Engine as _;
 use serde_json::{json, Map};
 use tokenkeeper::Clock as _;
 
-use crate::access_tokens::{issue_access_token, token_type};
+use crate::access_tokens::{issue_access_token_with, token_type};
 use crate::responses::oauth_error;
 use crate::state::{lock, CodeRecord, ServerState, TestClient};
 
@@ -69,14 +69,22 @@ pub(crate) fn authorization_code_grant(
         }
     }
     let resources: Vec<&str> = record.resource.iter().map(String::as_str).collect();
-    let (access_token, expires_in) = issue_access_token(
+    // The login's authentication goes into its access token too (an API may ask for more:
+    // RFC 9470).
+    let mut top = Map::new();
+    top.insert("auth_time".into(), json!(record.auth_time));
+    if let Some(acr) = &record.acr {
+        top.insert("acr".into(), json!(acr));
+    }
+    let (access_token, expires_in) = issue_access_token_with(
         state,
         &record.sub,
         &client.client_id,
         Some(&record.scope),
         &resources,
         Map::new(),
-        jkt,
+        jkt.map(|jkt| json!({ "jkt": jkt })),
+        top,
     )?;
     let id_token = id_token(state, &record, &client.client_id)?;
     let mut body = json!({

@@ -341,6 +341,11 @@ impl<S: TokenSource> TokenMiddleware<S> {
             // A 401 from where a redirect led says nothing about our token there.
             return Ok(response);
         }
+        if crate::protocol::step_up::is_step_up_challenge(response.headers()) {
+            // RFC 9470: the token is fine, the authentication is not; a new token would not
+            // help. The caller reads the requirements with `step_up_challenge`.
+            return Ok(response);
+        }
         let Some(mut again) = retry.into_request(response.url()) else {
             // The body cannot be replayed: the caller gets the 401, and the next request will
             // carry a new token.

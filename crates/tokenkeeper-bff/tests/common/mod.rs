@@ -126,6 +126,35 @@ async fn upstream(seen: Arc<Mutex<Seen>>, release: Arc<tokio::sync::Notify>) -> 
             ),
         )
         .route(
+            "/up/step-up",
+            // An API that wants an `acr` of urn:mfa (RFC 9470): a weaker token gets the
+            // challenge.
+            axum::routing::get(|headers: axum::http::HeaderMap| async move {
+                use base64::Engine as _;
+                let acr = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.split_once(' '))
+                    .and_then(|(_, token)| token.split('.').nth(1))
+                    .and_then(|p| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok())
+                    .and_then(|p| serde_json::from_slice::<serde_json::Value>(&p).ok())
+                    .and_then(|claims| claims["acr"].as_str().map(str::to_owned));
+                if acr.as_deref() == Some("urn:mfa") {
+                    (axum::http::StatusCode::OK, [("www-authenticate", "")], "strong enough").into_response()
+                } else {
+                    (
+                        axum::http::StatusCode::UNAUTHORIZED,
+                        [(
+                            "www-authenticate",
+                            r#"Bearer error="insufficient_user_authentication", error_description="stronger, please", acr_values="urn:mfa", max_age=300"#,
+                        )],
+                        "weak",
+                    )
+                        .into_response()
+                }
+            }),
+        )
+        .route(
             "/up/hang",
             axum::routing::get(std::future::pending::<&'static str>),
         )

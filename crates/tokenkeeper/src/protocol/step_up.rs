@@ -173,6 +173,26 @@ impl AuthenticationRequirements {
     }
 }
 
+/// Whether a response's `WWW-Authenticate` headers carry an RFC 9470 challenge: the token was
+/// accepted, but the user's authentication is not enough — renewing the token would not help
+/// (the HTTP integrations then hand the 401 over as it is).
+pub fn is_step_up_challenge(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| AuthenticationRequirements::parse_challenge(v).is_some())
+}
+
+/// The requirements of a response's RFC 9470 challenge, if it has one.
+pub fn step_up_challenge(headers: &http::HeaderMap) -> Option<AuthenticationRequirements> {
+    headers
+        .get_all(http::header::WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(AuthenticationRequirements::parse_challenge)
+}
+
 fn valid_value(value: &str) -> bool {
     !value.is_empty()
         && value.len() <= MAX_VALUE_LEN

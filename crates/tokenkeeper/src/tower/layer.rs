@@ -313,6 +313,10 @@ where
         }
         return Ok(response);
     }
+    if crate::protocol::step_up::is_step_up_challenge(response.headers()) {
+        // RFC 9470: the token is fine, the authentication is not; a new token would not help.
+        return Ok(response);
+    }
     let retry = match retry {
         Some(retry) => Some(retry),
         None if returned => response
