@@ -20,9 +20,22 @@
 // token this provider issued (a JWT for the resource) for one for the same resource, with the
 // subject's `sub`, `act` for an actor token, and an expiry never past the subject's. GET
 // /test/exchanges answers how many exchanges were made.
+// Login profiles (PR-01..PR-07): with LOGIN_JWKS (a JWKS, JSON) the provider registers, for the
+// redirect URIs in LOGIN_REDIRECTS (comma-separated; default http://127.0.0.1:1/callback):
+//   `par-web`     (secret `par-web-secret`)  must push its authorization requests (RFC 9126)
+//   `jar-web`     (private_key_jwt)          must sign its request objects (RFC 9101)
+//   `fapi-dpop`   (private_key_jwt)          the FAPI 2.0 profile: PAR, DPoP-bound tokens
+// and, with MTLS=1 (the provider then serves https with the test CA's localhost certificate
+// from TLS_CERT/TLS_KEY and asks for client certificates, trusting TLS_CA):
+//   `fapi-mtls`   (tls_client_auth, DNS `worker.clients.test`)  FAPI 2.0 with mTLS
+// A login's `acr` is `urn:pwd`, or `urn:mfa` when the request's acr_values asks for it (a
+// login prompt is forced when the session's acr is not among the acr_values: a step-up).
+// DEVICE=1 registers `cli`, a public client of the device flow (RFC 8628).
 // When ready it prints one line: READY <issuer>
 import crypto from 'node:crypto';
-import Provider, { errors } from 'oidc-provider';
+import fs from 'node:fs';
+import https from 'node:https';
+import Provider, { errors, interactionPolicy } from 'oidc-provider';
 import * as jose from 'jose';
 
 const port = Number(process.env.PORT);
@@ -30,7 +43,8 @@ if (!Number.isInteger(port) || port <= 0) {
   console.error('PORT must be set');
   process.exit(2);
 }
-const issuer = `http://127.0.0.1:${port}`;
+const mtls = process.env.MTLS === '1';
+const issuer = mtls ? `https://localhost:${port}` : `http://127.0.0.1:${port}`;
 const tokenTtl = Number(process.env.TOKEN_TTL || 300);
 const rotate = process.env.ROTATE_REFRESH_TOKENS === '1';
 const requireNonce = process.env.DPOP_REQUIRE_NONCE === '1';
@@ -98,6 +112,83 @@ if (process.env.BFF2_ORIGIN) {
   });
 }
 
+if (process.env.LOGIN_JWKS) {
+  const jwks = JSON.parse(process.env.LOGIN_JWKS);
+  const redirectUris = (process.env.LOGIN_REDIRECTS || 'http://127.0.0.1:1/callback').split(',');
+  const web = {
+    grant_types: ['authorization_code', 'refresh_token'],
+    response_types: ['code'],
+    redirect_uris: redirectUris,
+    post_logout_redirect_uris: redirectUris.map((u) => new URL(u).origin + '/'),
+    scope: `openid offline_access ${RESOURCE_SCOPES}`,
+  };
+  extraClients.push(
+    {
+      ...web,
+      client_id: 'par-web',
+      client_secret: 'par-web-secret',
+      token_endpoint_auth_method: 'client_secret_basic',
+      require_pushed_authorization_requests: true,
+    },
+    {
+      ...web,
+      client_id: 'jar-web',
+      token_endpoint_auth_method: 'private_key_jwt',
+      token_endpoint_auth_signing_alg: 'ES256',
+      jwks,
+      require_signed_request_object: true,
+      request_object_signing_alg: 'ES256',
+    },
+    {
+      ...web,
+      client_id: 'fapi-dpop',
+      token_endpoint_auth_method: 'private_key_jwt',
+      token_endpoint_auth_signing_alg: 'ES256',
+      jwks,
+      require_pushed_authorization_requests: true,
+      dpop_bound_access_tokens: true,
+      id_token_signed_response_alg: 'ES256',
+    },
+  );
+  if (mtls) {
+    extraClients.push({
+      ...web,
+      client_id: 'fapi-mtls',
+      token_endpoint_auth_method: 'tls_client_auth',
+      tls_client_auth_san_dns: 'worker.clients.test',
+      tls_client_certificate_bound_access_tokens: true,
+      require_pushed_authorization_requests: true,
+      id_token_signed_response_alg: 'ES256',
+    });
+  }
+}
+const device = process.env.DEVICE === '1';
+if (device) {
+  extraClients.push({
+    client_id: 'cli',
+    grant_types: ['urn:ietf:params:oauth:grant-type:device_code', 'refresh_token'],
+    response_types: [],
+    redirect_uris: [],
+    token_endpoint_auth_method: 'none',
+    scope: `openid offline_access ${RESOURCE_SCOPES}`,
+  });
+}
+
+// A step-up: a login whose acr_values the session's acr is not among prompts for a login.
+const policy = interactionPolicy.base();
+policy.get('login').checks.add(new interactionPolicy.Check(
+  'acr_step_up',
+  'a stronger authentication is requested',
+  'login_required',
+  (ctx) => {
+    const wanted = String(ctx.oidc.params.acr_values || '').split(' ').filter(Boolean);
+    if (wanted.length && !ctx.oidc.result?.login && !wanted.includes(ctx.oidc.session.acr)) {
+      return interactionPolicy.Check.REQUEST_PROMPT;
+    }
+    return interactionPolicy.Check.NO_NEED_TO_PROMPT;
+  },
+));
+
 const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
 extraClients.push({
@@ -164,11 +255,43 @@ const configuration = {
   ],
   jwks: { keys: signingKeys },
   scopes: ['openid', 'offline_access', 'api:read', 'api:write'],
+  acrValues: ['urn:pwd', 'urn:mfa'],
+  interactions: { policy },
   enabledJWA: {
     dPoPSigningAlgValues: ['ES256', 'ES384', 'Ed25519', 'EdDSA', 'PS256', 'RS256'],
+    requestObjectSigningAlgValues: ['ES256', 'PS256', 'EdDSA', 'Ed25519', 'RS256'],
+    clientAuthSigningAlgValues: ['ES256', 'PS256', 'EdDSA', 'Ed25519', 'RS256', 'HS256'],
   },
   features: {
     clientCredentials: { enabled: true },
+    // The FAPI 2.0 profile for the `fapi-*` clients.
+    fapi: {
+      enabled: true,
+      profile: (ctx, client) => (client && client.clientId.startsWith('fapi-') ? '2.0' : undefined),
+    },
+    pushedAuthorizationRequests: { enabled: true },
+    requestObjects: { enabled: true },
+    deviceFlow: { enabled: device },
+    mTLS: mtls
+      ? {
+        enabled: true,
+        certificateBoundAccessTokens: true,
+        tlsClientAuth: true,
+        getCertificate(ctx) {
+          const peer = ctx.socket.getPeerCertificate && ctx.socket.getPeerCertificate();
+          if (!peer || !peer.raw) return undefined;
+          return new crypto.X509Certificate(peer.raw).toString();
+        },
+        certificateAuthorized(ctx) {
+          return ctx.socket.authorized === true;
+        },
+        certificateSubjectMatches(ctx, property, expected) {
+          if (property !== 'tls_client_auth_san_dns') return false;
+          const peer = ctx.socket.getPeerCertificate();
+          return String(peer.subjectaltname || '').split(', ').includes(`DNS:${expected}`);
+        },
+      }
+      : { enabled: false },
     introspection: { enabled: true },
     revocation: { enabled: true },
     devInteractions: { enabled: true },
@@ -214,6 +337,23 @@ const configuration = {
 };
 
 const provider = new Provider(issuer, configuration);
+
+// The dev interactions log users in without an `acr`: a login gets `urn:mfa` when its
+// request asks for it, `urn:pwd` otherwise. GET /test/login-age?seconds=N dates the next
+// logins N seconds back (a provider that ignores max_age, for the clients' auth_time check).
+let loginAge = 0;
+const interactionFinished = provider.interactionFinished.bind(provider);
+provider.interactionFinished = async (req, res, result, options) => {
+  if (result && result.login) {
+    const details = await provider.interactionDetails(req, res);
+    const wanted = String(details.params.acr_values || '').split(' ');
+    result.login.acr = wanted.includes('urn:mfa') ? 'urn:mfa' : 'urn:pwd';
+    if (loginAge > 0) {
+      result.login.ts = Math.floor(Date.now() / 1000) - loginAge;
+    }
+  }
+  return interactionFinished(req, res, result, options);
+};
 
 // RFC 8693 through the extension point. Client authentication has been done by the token
 // endpoint already; this checks the grant's own parameters and the subject (and actor) token.
@@ -293,6 +433,11 @@ provider.use(async (ctx, next) => {
     ctx.body = { exchanges };
     return;
   }
+  if (ctx.path === '/test/login-age') {
+    loginAge = Number(ctx.query.seconds || 0);
+    ctx.body = { loginAge };
+    return;
+  }
   await next();
 });
 if (process.env.DEBUG_EVENTS === '1') {
@@ -300,6 +445,19 @@ if (process.env.DEBUG_EVENTS === '1') {
     provider.on(event, (...args) => { const err = args.find((a) => a instanceof Error); console.error(event, err && (err.error_detail || err.message), err && err.cause && (err.cause.code || err.cause.message)); });
   }
 }
-provider.listen(port, '127.0.0.1', () => {
-  console.log(`READY ${issuer}`);
-});
+if (mtls) {
+  const server = https.createServer({
+    cert: fs.readFileSync(process.env.TLS_CERT),
+    key: fs.readFileSync(process.env.TLS_KEY),
+    ca: fs.readFileSync(process.env.TLS_CA),
+    requestCert: true,
+    rejectUnauthorized: false,
+  }, provider.callback());
+  server.listen(port, '127.0.0.1', () => {
+    console.log(`READY ${issuer}`);
+  });
+} else {
+  provider.listen(port, '127.0.0.1', () => {
+    console.log(`READY ${issuer}`);
+  });
+}
