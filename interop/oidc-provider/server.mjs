@@ -256,6 +256,14 @@ const configuration = {
   jwks: { keys: signingKeys },
   scopes: ['openid', 'offline_access', 'api:read', 'api:write'],
   acrValues: ['urn:pwd', 'urn:mfa'],
+  clientAuthMethods: [
+    'client_secret_basic',
+    'client_secret_jwt',
+    'client_secret_post',
+    'private_key_jwt',
+    'none',
+    ...(mtls ? ['tls_client_auth'] : []),
+  ],
   interactions: { policy },
   enabledJWA: {
     dPoPSigningAlgValues: ['ES256', 'ES384', 'Ed25519', 'EdDSA', 'PS256', 'RS256'],

@@ -85,11 +85,25 @@ pub async fn scripted_login(
     redirect_uri: &str,
     user: &str,
 ) -> url::Url {
-    let browser = reqwest::Client::builder()
+    scripted_login_trusting(authorization_url, redirect_uri, user, None).await
+}
+
+/// [`scripted_login`] with a browser that also trusts `ca` (PEM): a provider on https with the
+/// test CA's certificate.
+pub async fn scripted_login_trusting(
+    authorization_url: &url::Url,
+    redirect_uri: &str,
+    user: &str,
+    ca: Option<&str>,
+) -> url::Url {
+    let mut builder = reqwest::Client::builder()
         .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(ca) = ca {
+        builder =
+            builder.add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap());
+    }
+    let browser = builder.build().unwrap();
     let mut next = authorization_url.clone();
     for _ in 0..20 {
         if next.as_str().starts_with(redirect_uri) {

@@ -203,6 +203,12 @@ impl TokenEndpoint {
         self.mtls_aliases
     }
 
+    /// The transport of this client's requests to the authorization server (over its TLS
+    /// certificate, for a client with one).
+    pub fn transport(&self) -> &SharedTransport {
+        &self.transport
+    }
+
     /// The client authentication in use.
     pub fn authentication(&self) -> &ClientAuthentication {
         &self.auth

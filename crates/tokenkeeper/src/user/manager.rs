@@ -337,6 +337,7 @@ impl UserTokenManagerBuilder {
                 request_object_algorithm: request_signer.as_ref().and_then(|s| s.algorithm()),
             };
             crate::protocol::profile::check_fapi2(&facts).map_err(|e| e.for_client("user"))?;
+            let dpop_on = facts.dpop_algorithm.is_some();
             if self.client.issuer().is_none() {
                 return Err(ConfigError::new(
                     "issuer",
@@ -345,8 +346,11 @@ impl UserTokenManagerBuilder {
                 .for_client("user")
                 .into());
             }
-            // No Bearer fallback: a DPoP request answered with a Bearer token is refused.
-            self.client.require_dpop = true;
+            // No Bearer fallback: a DPoP request answered with a Bearer token is refused (with
+            // mTLS only, the tokens are bound to the certificate instead).
+            if dpop_on {
+                self.client.require_dpop = true;
+            }
         }
         let login = LoginProtocol {
             profile: self.profile,

@@ -52,7 +52,9 @@ impl UserTokenManager {
             let presented = integration
                 .attach(&token, &Method::GET, &url, &mut headers)
                 .await?;
+            // The endpoint's transport: a certificate-bound token goes over its certificate.
             let response = self
+                .endpoint()
                 .transport()
                 .send(HttpRequest {
                     method: Method::GET,
