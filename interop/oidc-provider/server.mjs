@@ -1,7 +1,8 @@
 // A real, third-party OpenID Provider (node oidc-provider) for tokenkeeper's interop tests.
 //
 // Settings come from the environment so each test starts the provider it needs:
-//   PORT                   port on 127.0.0.1 (required)
+//   PORT                   port on 127.0.0.1 (0 or unset: the kernel picks one; the READY line
+//                          names it)
 //   TOKEN_TTL              access-token lifetime in seconds (default 300)
 //   ROTATE_REFRESH_TOKENS  "1" to rotate refresh tokens on every use (default off)
 //   DPOP_REQUIRE_NONCE     "1" to require DPoP nonces (default off)
@@ -34,16 +35,28 @@
 // When ready it prints one line: READY <issuer>
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import http from 'node:http';
 import https from 'node:https';
 import Provider, { errors, interactionPolicy } from 'oidc-provider';
 import * as jose from 'jose';
 
-const port = Number(process.env.PORT);
-if (!Number.isInteger(port) || port <= 0) {
-  console.error('PORT must be set');
-  process.exit(2);
-}
+// Listen first (on the port asked for, or one the kernel picks), then build the provider for
+// the issuer that names the port: no port is chosen ahead and lost to another process.
 const mtls = process.env.MTLS === '1';
+const server = mtls
+  ? https.createServer({
+    cert: fs.readFileSync(process.env.TLS_CERT),
+    key: fs.readFileSync(process.env.TLS_KEY),
+    ca: fs.readFileSync(process.env.TLS_CA),
+    requestCert: true,
+    rejectUnauthorized: false,
+  })
+  : http.createServer();
+await new Promise((resolve, reject) => {
+  server.once('error', reject);
+  server.listen(Number(process.env.PORT || 0), '127.0.0.1', resolve);
+});
+const port = server.address().port;
 const issuer = mtls ? `https://localhost:${port}` : `http://127.0.0.1:${port}`;
 const tokenTtl = Number(process.env.TOKEN_TTL || 300);
 const rotate = process.env.ROTATE_REFRESH_TOKENS === '1';
@@ -333,6 +346,11 @@ const configuration = {
     ClientCredentials: tokenTtl,
   },
   rotateRefreshToken: rotate,
+  // A JWT access token carries the acr of the login it comes from (an API's step-up check).
+  extraTokenClaims: async (ctx) => {
+    const source = ctx.oidc.entities.AuthorizationCode || ctx.oidc.entities.RefreshToken;
+    return source && source.acr ? { acr: source.acr } : undefined;
+  },
   // Refresh tokens for our test client whenever offline_access was granted.
   issueRefreshToken: async (ctx, client, code) => client.grantTypeAllowed('refresh_token') && code.scopes.has('offline_access'),
   pkce: { required: () => true },
@@ -453,19 +471,5 @@ if (process.env.DEBUG_EVENTS === '1') {
     provider.on(event, (...args) => { const err = args.find((a) => a instanceof Error); console.error(event, err && (err.error_detail || err.message), err && err.cause && (err.cause.code || err.cause.message)); });
   }
 }
-if (mtls) {
-  const server = https.createServer({
-    cert: fs.readFileSync(process.env.TLS_CERT),
-    key: fs.readFileSync(process.env.TLS_KEY),
-    ca: fs.readFileSync(process.env.TLS_CA),
-    requestCert: true,
-    rejectUnauthorized: false,
-  }, provider.callback());
-  server.listen(port, '127.0.0.1', () => {
-    console.log(`READY ${issuer}`);
-  });
-} else {
-  provider.listen(port, '127.0.0.1', () => {
-    console.log(`READY ${issuer}`);
-  });
-}
+server.on('request', provider.callback());
+console.log(`READY ${issuer}`);

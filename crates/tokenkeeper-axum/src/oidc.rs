@@ -615,16 +615,24 @@ async fn start_session(
     let login = done.login;
     let replaced: Option<SessionUser> = session.get(USER).await.ok().flatten();
     if let Some(replaced) = replaced.filter(|r| r.key() != login.session) {
-        match oidc.inner.users.logout(&replaced.key()).await {
-            Ok(revocation) if !revocation.succeeded() => {
-                tracing::warn!(
-                    ?revocation,
-                    "the replaced login's refresh token was not revoked"
-                );
-            }
-            Ok(_) => {}
-            Err(error) => {
+        if replaced.sub == login.sub && replaced.sid == login.sid {
+            // The same provider session (a step-up): the new login shares its grant, which
+            // revoking the replaced login's refresh token would end at many providers.
+            if let Err(error) = oidc.inner.users.forget(&replaced.key()).await {
                 tracing::warn!(%error, "the replaced login's tokens could not be cleared");
+            }
+        } else {
+            match oidc.inner.users.logout(&replaced.key()).await {
+                Ok(revocation) if !revocation.succeeded() => {
+                    tracing::warn!(
+                        ?revocation,
+                        "the replaced login's refresh token was not revoked"
+                    );
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "the replaced login's tokens could not be cleared");
+                }
             }
         }
     }

@@ -582,6 +582,14 @@ impl Bff {
         if let Err(error) = self.inner.sessions.remove(session).await {
             tracing::warn!(frontend = self.name(), %error, "a session could not be removed from the store");
         }
+        if reason == "stepped-up" {
+            // Replaced by a login of the same provider session: its grant lives on in the new
+            // session, so nothing is revoked (see `UserTokenManager::forget`).
+            if let Err(error) = self.inner.oidc.users().forget(&session.key()).await {
+                tracing::warn!(frontend = self.name(), %error, "the session's tokens could not be cleared");
+            }
+            return;
+        }
         match self.inner.oidc.users().logout(&session.key()).await {
             Ok(outcome) if !outcome.succeeded() => {
                 tracing::warn!(

@@ -32,6 +32,7 @@
 //! # request_object = true                  # optional: signed request objects (RFC 9101)
 //! # acr_values = "urn:example:mfa"         # optional: every login asks for one of these
 //! # max_age_secs = 3600                    # optional: and an authentication this recent
+//! # resource = "https://api.example.com"   # optional: the login's resource indicator
 //!
 //! [client]                                # optional: for `client` and `user_or_client` routes
 //! client_id = "bff-worker"
@@ -417,6 +418,9 @@ pub struct OidcSection {
     /// `max_age` every login asks for, in seconds; the ID token's `auth_time` must be within.
     #[serde(default)]
     pub max_age_secs: Option<Spanned<u64>>,
+    /// A resource indicator (RFC 8707) the login asks for: the session's tokens are for it.
+    #[serde(default)]
+    pub resource: Option<Spanned<String>>,
 }
 
 /// `[client]`.
@@ -995,6 +999,8 @@ pub struct ValidatedFrontend {
     pub request_object: bool,
     /// What every login asks of the user's authentication (PR-04).
     pub requirements: tokenkeeper::protocol::step_up::AuthenticationRequirements,
+    /// The resource indicator the login asks for.
+    pub resource: Option<tokenkeeper::Resource>,
     /// Plain-http provider allowed (loopback, or `allow_insecure_http_provider`).
     pub insecure_http_provider: bool,
     /// The BFF's options, with its routes (paths under the prefix).
@@ -1037,6 +1043,7 @@ impl fmt::Debug for ValidatedFrontend {
             .field("pushed_authorization", &self.pushed_authorization)
             .field("request_object", &self.request_object)
             .field("requirements", &self.requirements)
+            .field("resource", &self.resource)
             .field("insecure_http_provider", &self.insecure_http_provider)
             .field("options", &self.options)
             .field("static_dir", &self.static_dir)
@@ -2225,6 +2232,13 @@ impl BffConfig {
             pushed_authorization: login.pushed,
             request_object: login.request_object,
             requirements: login.requirements,
+            resource: match &oidc.resource {
+                None => None,
+                Some(value) => Some(
+                    tokenkeeper::Resource::parse(value.get_ref())
+                        .map_err(|e| err("oidc.resource", Some(value.span()), e.to_string()))?,
+                ),
+            },
             insecure_http_provider,
             options,
             static_dir,

@@ -394,6 +394,10 @@ impl Stores {
             ClientConfig::from_issuer(issuer.clone(), f.client_id.clone(), f.client_secret.clone())
                 .allow_insecure_http(f.insecure_http_provider)
                 .require_dpop(f.require_dpop);
+        if let Some(resource) = &f.resource {
+            // The session's default token is the login's resource's.
+            client = client.resource(resource.as_str());
+        }
         let mut login_cookie_key = None;
         if let Some(key) = &f.client_key {
             let mut signer = tokenkeeper::PrivateKeyJwt::new(tokenkeeper::dpop::DpopKey::from_pem(
@@ -470,6 +474,7 @@ impl Stores {
         }
         oidc_config.insecure_cookies = f.options.insecure_cookies;
         oidc_config.requirements = f.requirements.clone();
+        oidc_config.resource = f.resource.clone();
         oidc_config.login_cookie_key = login_cookie_key;
         if let Some(namespace) = &f.session_namespace {
             oidc_config.login_cookie_name = Some(format!("tk.login-{namespace}"));

@@ -112,7 +112,11 @@ pub(crate) async fn callback(
         // one login, one token record (SEC-14).
         if let Some(id) = &done.replaces {
             if let Ok(Some(replaced)) = bff.inner.sessions.get(id, bff.now()).await {
-                bff.end_session(&replaced, "replaced").await;
+                // A login of the same provider session (a step-up) shares its grant with the
+                // session it replaces: that one's tokens are forgotten, not revoked.
+                let same = replaced.sub == done.login.sub && replaced.sid == done.login.sid;
+                let reason = if same { "stepped-up" } else { "replaced" };
+                bff.end_session(&replaced, reason).await;
             }
         }
     }

@@ -3,7 +3,7 @@
 //! | name | kind | labels |
 //! |---|---|---|
 //! | `tokenkeeper_bff_sessions_started_total` | counter | `frontend` |
-//! | `tokenkeeper_bff_sessions_ended_total` | counter | `frontend`, `reason` (`logout`, `backchannel`, `expired`, `token`, `admin`, `replaced`) |
+//! | `tokenkeeper_bff_sessions_ended_total` | counter | `frontend`, `reason` (`logout`, `backchannel`, `expired`, `token`, `admin`, `replaced`, `stepped-up`: replaced by a login of the same provider session) |
 //! | `tokenkeeper_bff_proxied_requests_total` | counter | `frontend`, `route`, `status` |
 //! | `tokenkeeper_bff_upstream_duration_seconds` | histogram | `frontend`, `route` (until the response headers) |
 //! | `tokenkeeper_bff_token_failures_total` | counter | `frontend`, `route` |

@@ -24,15 +24,12 @@ impl Provider {
             "oidc-provider is not installed: run `npm ci --prefix interop/oidc-provider` \
              (the README's test command does this)"
         );
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            listener.local_addr().unwrap().port()
-        };
         let mut command = tokio::process::Command::new("node");
         command
             .arg("server.mjs")
             .current_dir(&dir)
-            .env("PORT", port.to_string())
+            // The provider binds port 0 and names the port in its READY line.
+            .env("PORT", "0")
             .env("DEBUG_EVENTS", "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -1204,6 +1204,20 @@ impl UserTokenManager {
         Ok(outcome)
     }
 
+    /// Forgets `session`'s tokens (and its DPoP key) without revoking anything at the provider:
+    /// for a session replaced by a newer login **of the same provider session** (a step-up, a
+    /// second login with the same `sid`). The newer login shares the provider's grant, and many
+    /// providers revoke a whole grant with any of its refresh tokens — revoking the replaced
+    /// session's token would end the new one too. A session replaced by a login of another
+    /// provider session is logged out with [`UserTokenManager::logout`] (SEC-14).
+    pub async fn forget(&self, session: &SessionKey) -> Result<(), Error> {
+        let stored = self.inner.store.get(session).await?;
+        let jkt = stored.as_ref().and_then(|s| s.value.dpop_jkt.clone());
+        self.inner.store.clear(session).await?;
+        self.drop_dpop_key(jkt.as_deref()).await;
+        Ok(())
+    }
+
     /// Revokes the refresh and access tokens of a token response that will not be used (a login
     /// refused after the code exchange: SEC-03). Failures are logged and counted.
     pub async fn revoke_response(&self, response: &TokenResponse) -> Revocation {
