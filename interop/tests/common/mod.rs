@@ -222,3 +222,57 @@ pub async fn logout_in_browser(browser: &tokenkeeper_testing::Browser, origin: &
         .script("const form = document.querySelector('form'); if (form) { const yes = form.querySelector('[name=logout]'); if (yes) { yes.click(); } else { form.submit(); } }")
         .await;
 }
+
+/// Logs `user` in through a web app and the provider's own pages with `browser` (a cookie jar,
+/// redirects not followed): from `start` (the app's login URL), following redirects, posting
+/// the provider's login and consent forms, until a page that is not the provider's. Returns
+/// that page's URL and text.
+pub async fn scripted_web_login(
+    browser: &reqwest::Client,
+    start: &str,
+    provider: &str,
+    user: &str,
+) -> (url::Url, String) {
+    let mut next = url::Url::parse(start).unwrap();
+    for _ in 0..30 {
+        let response = browser.get(next.clone()).send().await.unwrap();
+        if response.status().is_redirection() {
+            next = location(&next, &response);
+            continue;
+        }
+        let page = response.text().await.unwrap();
+        if !next.as_str().starts_with(provider) {
+            return (next, page);
+        }
+        let attribute = |after: &str, name: &str| -> Option<String> {
+            let rest = &page[page.find(after)?..];
+            let value = rest
+                .split(&format!("{name}=\""))
+                .nth(1)?
+                .split('"')
+                .next()?;
+            Some(value.replace("&amp;", "&"))
+        };
+        let action = attribute("<form", "action")
+            .unwrap_or_else(|| panic!("a form on the provider's page {next}: {page}"));
+        let prompt = attribute("name=\"prompt\"", "value").unwrap_or_else(|| "consent".into());
+        let form = if prompt == "login" {
+            vec![
+                ("prompt", "login".to_owned()),
+                ("login", user.to_owned()),
+                ("password", "any".to_owned()),
+            ]
+        } else {
+            vec![("prompt", prompt)]
+        };
+        let post = next.join(&action).unwrap();
+        let response = browser.post(post.clone()).form(&form).send().await.unwrap();
+        assert!(
+            response.status().is_redirection(),
+            "{} after posting to {post}",
+            response.status()
+        );
+        next = location(&post, &response);
+    }
+    panic!("the login did not come back to the app");
+}
