@@ -276,3 +276,61 @@ pub async fn scripted_web_login(
     }
     panic!("the login did not come back to the app");
 }
+
+/// The `name`/`value` pairs of a page's `<input>`s (hidden and filled ones alike).
+fn inputs(page: &str) -> Vec<(String, String)> {
+    let attribute = |tag: &str, name: &str| -> Option<String> {
+        let value = tag.split(&format!("{name}=\"")).nth(1)?.split('"').next()?;
+        Some(value.replace("&amp;", "&"))
+    };
+    page.split("<input")
+        .skip(1)
+        .filter_map(|rest| {
+            let tag = rest.split('>').next()?;
+            Some((attribute(tag, "name")?, attribute(tag, "value").unwrap_or_default()))
+        })
+        .collect()
+}
+
+/// The user approves a device (RFC 8628) at the provider: opens `verification_uri_complete`,
+/// confirms the code, logs in and consents as `user`. Returns the provider's last page.
+pub async fn scripted_device_approval(verification: &url::Url, user: &str) -> String {
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut next = verification.clone();
+    let mut post: Option<Vec<(String, String)>> = None;
+    for _ in 0..20 {
+        let response = match post.take() {
+            Some(form) => browser.post(next.clone()).form(&form).send().await.unwrap(),
+            None => browser.get(next.clone()).send().await.unwrap(),
+        };
+        if response.status().is_redirection() {
+            next = location(&next, &response);
+            continue;
+        }
+        let page = response.text().await.unwrap();
+        let Some(at) = page.find("<form") else {
+            return page;
+        };
+        let action = page[at..]
+            .split("action=\"")
+            .nth(1)
+            .and_then(|a| a.split('"').next())
+            .unwrap()
+            .replace("&amp;", "&");
+        let mut form = inputs(&page[at..]);
+        if let Some(prompt) = form.iter().find(|(k, _)| k == "prompt").map(|(_, v)| v.clone()) {
+            if prompt == "login" {
+                form.retain(|(k, _)| k != "login" && k != "password");
+                form.push(("login".into(), user.to_owned()));
+                form.push(("password".into(), "any".into()));
+            }
+        }
+        next = next.join(&action).unwrap();
+        post = Some(form);
+    }
+    panic!("the device approval did not end");
+}
