@@ -27,7 +27,10 @@ async fn pr_05_device_flow_against_oidc_provider() {
         .start_device_authorization(&Scope::parse("openid offline_access"), &[])
         .await
         .unwrap();
-    assert!(device.verification_uri.as_str().starts_with(&provider.issuer));
+    assert!(device
+        .verification_uri
+        .as_str()
+        .starts_with(&provider.issuer));
     let complete = device.verification_uri_complete.clone().unwrap();
     let poll = {
         let users = users.clone();
@@ -47,7 +50,10 @@ async fn pr_05_device_flow_against_oidc_provider() {
         }))
         .await
         .unwrap();
-    assert_ne!(refreshed.access_token.secret(), tokens.access_token.secret());
+    assert_ne!(
+        refreshed.access_token.secret(),
+        tokens.access_token.secret()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,7 +72,14 @@ async fn pr_05_an_aborted_device_login_is_access_denied() {
         .build()
         .unwrap();
     let complete = device.verification_uri_complete.clone().unwrap();
-    let page = browser.get(complete.clone()).send().await.unwrap().text().await.unwrap();
+    let page = browser
+        .get(complete.clone())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let xsrf = page
         .split("name=\"xsrf\" value=\"")
         .nth(1)

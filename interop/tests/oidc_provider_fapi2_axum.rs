@@ -88,7 +88,11 @@ async fn pr_03_axum_fapi2_with_dpop() {
         .send()
         .await
         .unwrap();
-    let to: url::Url = first.headers()["location"].to_str().unwrap().parse().unwrap();
+    let to: url::Url = first.headers()["location"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let names: Vec<String> = to.query_pairs().map(|(k, _)| k.into_owned()).collect();
     assert_eq!(names, ["client_id", "request_uri"]);
     let (at, page) = scripted_web_login(&browser, to.as_str(), &provider.issuer, "grace").await;
@@ -139,7 +143,9 @@ async fn pr_03_axum_fapi2_with_mtls() {
     .unwrap();
     let mut config = config(&provider.issuer, "fapi-mtls", &origin);
     // No client secret to derive the login cookie's key from: one for this app.
-    config.login_cookie_key = Some(Arc::new(tokenkeeper::Encryption::new("k1", &[7; 32]).unwrap()));
+    config.login_cookie_key = Some(Arc::new(
+        tokenkeeper::Encryption::new("k1", &[7; 32]).unwrap(),
+    ));
     let oidc = Oidc::new(config, users).unwrap();
     serve(listener, oidc);
     let browser = reqwest::Client::builder()
@@ -156,6 +162,9 @@ async fn pr_03_axum_fapi2_with_mtls() {
     )
     .await;
     assert_eq!(at.path(), "/me");
-    assert_eq!(page, "heidi Bearer heidi", "certificate-bound, userinfo over the certificate");
+    assert_eq!(
+        page, "heidi Bearer heidi",
+        "certificate-bound, userinfo over the certificate"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

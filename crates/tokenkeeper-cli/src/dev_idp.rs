@@ -12,9 +12,10 @@ pub(crate) struct DevIdpArgs {
     /// The address to listen on (port 0: any free port; the issuer line says which).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub(crate) bind: SocketAddr,
-    /// A client, as `ID:SECRET`, `ID:SECRET:REDIRECT_URI`, or `ID:jwk=FILE` for a client that
+    /// A client, as `ID:SECRET`, `ID:SECRET:REDIRECT_URI`, `ID:jwk=FILE` for a client that
     /// authenticates with private_key_jwt, verified with the key in FILE (a public JWK, or a key
-    /// file from `dpop keygen`, whose public half is used); repeatable (default: `client:secret`).
+    /// file from `dpop keygen`, whose public half is used), or `ID:public` for a public client
+    /// (no secret: a command line's device login); repeatable (default: `client:secret`).
     #[arg(long = "client")]
     pub(crate) clients: Vec<String>,
     /// The user every authorization request logs in as (there is no login page).
@@ -29,13 +30,20 @@ fn parse_client(spec: &str) -> anyhow::Result<TestClient> {
     let mut parts = spec.splitn(3, ':');
     let (Some(id), Some(secret)) = (parts.next(), parts.next()) else {
         anyhow::bail!(
-            "--client {spec:?}: expected ID:SECRET, ID:SECRET:REDIRECT_URI or ID:jwk=FILE"
+            "--client {spec:?}: expected ID:SECRET, ID:SECRET:REDIRECT_URI, ID:jwk=FILE or ID:public"
         );
     };
     anyhow::ensure!(
         !id.is_empty() && !secret.is_empty(),
         "--client: the id and the secret must not be empty"
     );
+    if secret == "public" {
+        anyhow::ensure!(
+            parts.next().is_none(),
+            "--client {id}:public takes no redirect URI"
+        );
+        return Ok(TestClient::new(id, "").public());
+    }
     if let Some(file) = secret.strip_prefix("jwk=") {
         anyhow::ensure!(
             parts.next().is_none(),
@@ -107,6 +115,8 @@ pub(crate) async fn start(args: &DevIdpArgs) -> anyhow::Result<(TestServer, Stri
     }
     let server = builder.try_start().await?;
     server.set_login(Some(&args.user));
+    // Device logins poll every second (a development loop; providers usually say 5 s).
+    server.set_device_timing(1, 600);
     let issuer = server.issuer().to_owned();
     let banner = format!(
         "issuer: {issuer}\n\

@@ -24,10 +24,10 @@ pub(crate) struct LoginArgs {
     /// The client id (a public client, unless the secret's environment variable is set).
     #[arg(long)]
     pub(crate) client_id: String,
-    /// The environment variable that holds the client secret of a confidential client; when
-    /// it is not set, the client is public (`none`).
-    #[arg(long, default_value = "TOKENKEEPER_CLIENT_SECRET")]
-    pub(crate) client_secret_env: String,
+    /// For a confidential client: the environment variable that holds its secret (which must
+    /// then be set). Without it the client is public (`none`).
+    #[arg(long)]
+    pub(crate) client_secret_env: Option<String>,
     /// The scope to ask for.
     #[arg(long, default_value = "openid offline_access")]
     pub(crate) scope: String,
@@ -60,11 +60,16 @@ fn now() -> u64 {
 
 /// Runs the device login; what it prints goes to stderr (stdout stays empty).
 pub(crate) async fn run(args: LoginArgs) -> anyhow::Result<()> {
-    let users = client(
-        &args.issuer,
-        &args.client_id,
-        secret(&args.client_secret_env),
-    )?;
+    let secret = match &args.client_secret_env {
+        Some(env) => Some(secret(env).with_context(|| {
+            format!(
+                "the client secret is read from the environment variable {env}, which is not set"
+            )
+        })?),
+        None => None,
+    };
+    let public = secret.is_none();
+    let users = client(&args.issuer, &args.client_id, secret)?;
     let endpoint = users.endpoint();
     let device = endpoint
         .start_device_authorization(&Scope::parse(&args.scope), &[])
@@ -85,7 +90,8 @@ pub(crate) async fn run(args: LoginArgs) -> anyhow::Result<()> {
         .poll_device_authorization(&device)
         .await
         .context("the sign-in did not complete")?;
-    let tokens = Tokens::from_response(&args.issuer, &args.client_id, &response, now(), None);
+    let mut tokens = Tokens::from_response(&args.issuer, &args.client_id, &response, now(), None);
+    tokens.public = public;
     tokens_file::write(&args.tokens_file, &tokens)?;
     eprintln!(
         "Signed in. Tokens written to {}{}",
@@ -116,7 +122,14 @@ pub(crate) async fn token_from_file(
             path.display()
         );
     };
-    let users = client(&tokens.issuer, &tokens.client_id, secret(secret_env))?;
+    let secret = if tokens.public {
+        None
+    } else {
+        Some(secret(secret_env).with_context(|| {
+            format!("refreshing needs the client secret, from the environment variable {secret_env} (see --client-secret-env)")
+        })?)
+    };
+    let users = client(&tokens.issuer, &tokens.client_id, secret)?;
     let response = users
         .endpoint()
         .request(&TokenRequest::new(Grant::RefreshToken {
@@ -124,13 +137,14 @@ pub(crate) async fn token_from_file(
         }))
         .await
         .context("refreshing the tokens failed (`tokenkeeper login --device` logs in again)")?;
-    let fresh = Tokens::from_response(
+    let mut fresh = Tokens::from_response(
         &tokens.issuer,
         &tokens.client_id,
         &response,
         now(),
         Some(&tokens),
     );
+    fresh.public = tokens.public;
     tokens_file::write(path, &fresh)?;
     Ok(fresh)
 }

@@ -28,6 +28,8 @@ pub(crate) struct Tokens {
     pub(crate) expires_at: Option<u64>,
     pub(crate) refresh_token: Option<String>,
     pub(crate) scope: Option<String>,
+    /// A public client (refreshed without a secret).
+    pub(crate) public: bool,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -66,6 +68,7 @@ impl Tokens {
                 .as_ref()
                 .map(ToString::to_string)
                 .or_else(|| previous.and_then(|p| p.scope.clone())),
+            public: previous.is_none_or(|p| p.public),
         }
     }
 
@@ -84,6 +87,7 @@ impl Tokens {
             "expires_at": self.expires_at,
             "refresh_token": self.refresh_token,
             "scope": self.scope,
+            "public": self.public,
         })
     }
 
@@ -109,6 +113,7 @@ impl Tokens {
             expires_at: value.get("expires_at").and_then(Value::as_u64),
             refresh_token: optional("refresh_token"),
             scope: optional("scope"),
+            public: value.get("public").and_then(Value::as_bool).unwrap_or(true),
         })
     }
 }
@@ -225,6 +230,7 @@ mod tests {
             expires_at: Some(100),
             refresh_token: Some("rt".into()),
             scope: None,
+            public: true,
         }
     }
 

@@ -518,6 +518,10 @@ fn ux_05_the_readme_command_lines_run_as_written() {
     assert!(printed.contains("\"active\":true"), "{printed}");
     assert!(printed.contains("\"client_id\": \"keyed\""), "{printed}");
     assert!(printed.contains("\"token_type\": \"Bearer\""), "{printed}");
+    assert!(
+        printed.contains("\"sub\": \"alice\""),
+        "the device login's token: {printed}"
+    );
     let proof = printed
         .lines()
         .find_map(|l| l.strip_prefix("PROOF="))

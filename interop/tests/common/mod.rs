@@ -287,7 +287,10 @@ fn inputs(page: &str) -> Vec<(String, String)> {
         .skip(1)
         .filter_map(|rest| {
             let tag = rest.split('>').next()?;
-            Some((attribute(tag, "name")?, attribute(tag, "value").unwrap_or_default()))
+            Some((
+                attribute(tag, "name")?,
+                attribute(tag, "value").unwrap_or_default(),
+            ))
         })
         .collect()
 }
@@ -322,7 +325,11 @@ pub async fn scripted_device_approval(verification: &url::Url, user: &str) -> St
             .unwrap()
             .replace("&amp;", "&");
         let mut form = inputs(&page[at..]);
-        if let Some(prompt) = form.iter().find(|(k, _)| k == "prompt").map(|(_, v)| v.clone()) {
+        if let Some(prompt) = form
+            .iter()
+            .find(|(k, _)| k == "prompt")
+            .map(|(_, v)| v.clone())
+        {
             if prompt == "login" {
                 form.retain(|(k, _)| k != "login" && k != "password");
                 form.push(("login".into(), user.to_owned()));
