@@ -212,6 +212,37 @@ async fn fleet_stores(issuer: &str, key_bytes: [u8; 32], database_url: String) -
     Ok(())
 }
 
+/// Quick start: FAPI 2.0, step-up and signed, pushed logins.
+#[rustfmt::skip]
+async fn fapi2(issuer: &str, client_key_pem: String, redirect_uri: &str) -> Result {
+    use tokenkeeper::dpop::{DpopAlgorithm, DpopKey};
+    use tokenkeeper::protocol::profile::Profile;
+    use tokenkeeper::protocol::step_up::AuthenticationRequirements;
+    use tokenkeeper::user::{LoginOptions, UserTokenManager};
+    use tokenkeeper::PrivateKeyJwt;
+
+    let key = PrivateKeyJwt::new(DpopKey::from_pem(&client_key_pem, DpopAlgorithm::ES256)?);
+    let users = UserTokenManager::builder(
+        ClientConfig::from_issuer(issuer, "bank-web", "").private_key_jwt(Arc::new(key)),
+    )
+    .per_session_dpop(DpopAlgorithm::ES256) // or ClientConfig::mtls(identity, AuthMethod::TlsClientAuth)
+    .profile(Profile::Fapi2)
+    .signed_request_objects(true) // optional: RFC 9101, signed with the same key
+    .build()?;
+
+    // A login that asks for a strong, recent authentication (PR-04); the ID token's `acr` and
+    // `auth_time` are checked against it at the callback, as in the user-token quick start.
+    let started = users
+        .start_login(&LoginOptions::new(redirect_uri).requirements(
+            AuthenticationRequirements::new()
+                .with_acr_values("urn:example:mfa")?
+                .with_max_age(std::time::Duration::from_secs(600)),
+        ))
+        .await?;
+    assert!(started.pushed); // the URL carries client_id and request_uri only
+    Ok(())
+}
+
 /// Quick start: tokens on behalf of a user.
 #[rustfmt::skip]
 async fn user_tokens(
