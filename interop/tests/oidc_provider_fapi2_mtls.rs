@@ -14,7 +14,7 @@ use common::{jwt_claims, scripted_login_trusting, Provider};
 use tokenkeeper::mtls::MtlsIdentity;
 use tokenkeeper::protocol::profile::Profile;
 use tokenkeeper::protocol::step_up::AuthenticationRequirements;
-use tokenkeeper::user::{LoginOptions, LoginRequest, UserTokenManager};
+use tokenkeeper::user::{LoginOptions, UserTokenManager};
 use tokenkeeper::{AuthMethod, ClientConfig, Error, PrivateKeyJwt, ReqwestTransport};
 use tokenkeeper_testing::mtls::certs;
 
@@ -91,20 +91,10 @@ async fn pr_07_fapi2_mtls_profile_and_its_refusals() {
         if tamper {
             query.insert("iss".into(), "https://localhost:1".into());
         }
-        users
-            .check_callback_issuer(query.get("iss").map(String::as_str))
-            .await?;
-        users
-            .complete_login(&LoginRequest {
-                code: &query["code"],
-                code_verifier: &started.code_verifier,
-                redirect_uri: REDIRECT,
-                nonce: &started.nonce,
-                resource: None,
-                dpop: started.dpop.as_ref(),
-                requirements: Some(&started.requirements),
-            })
-            .await
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(query.iter())
+            .finish();
+        users.finish_login(&started, &query).await
     };
 
     let done = login(users.clone(), AuthenticationRequirements::new(), false)

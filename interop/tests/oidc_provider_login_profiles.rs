@@ -24,7 +24,7 @@ use common::{scripted_login, Provider};
 use tokenkeeper::dpop::{DpopAlgorithm, DpopKey};
 use tokenkeeper::protocol::profile::{Profile, PushedAuthorization};
 use tokenkeeper::protocol::step_up::AuthenticationRequirements;
-use tokenkeeper::user::{Login, LoginOptions, LoginRequest, StartedLogin, UserTokenManager};
+use tokenkeeper::user::{Login, LoginOptions, StartedLogin, UserTokenManager};
 use tokenkeeper::{ClientConfig, Error, PrivateKeyJwt};
 
 const REDIRECT: &str = "http://127.0.0.1:1/callback";
@@ -103,24 +103,10 @@ async fn complete(
     started: &StartedLogin,
     query: &HashMap<String, String>,
 ) -> Result<Login, Error> {
-    assert_eq!(query.get("state"), Some(&started.state), "{query:?}");
-    users
-        .check_callback_issuer(query.get("iss").map(String::as_str))
-        .await?;
-    let code = query
-        .get("code")
-        .ok_or_else(|| Error::AuthorizationResponse(format!("{:?}", query.get("error"))))?;
-    users
-        .complete_login(&LoginRequest {
-            code,
-            code_verifier: &started.code_verifier,
-            redirect_uri: REDIRECT,
-            nonce: &started.nonce,
-            resource: None,
-            dpop: started.dpop.as_ref(),
-            requirements: Some(&started.requirements),
-        })
-        .await
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(query.iter())
+        .finish();
+    users.finish_login(started, &query).await
 }
 
 /// The profile's login, and then its negative cases.

@@ -249,11 +249,9 @@ async fn user_tokens(
     issuer: &str,
     redis: tokenkeeper_redis::RedisTokenCache,
     redirect_uri: &str,
-    callback_state: String,
-    callback_code: String,
-    callback_iss: Option<String>,
+    callback_query: &str,
 ) -> Result {
-    use tokenkeeper::user::{LoginOptions, LoginRequest, SessionKey, UserTokenManager, UserTokenParams};
+    use tokenkeeper::user::{LoginOptions, SessionKey, UserTokenManager, UserTokenParams};
 
     let users = UserTokenManager::builder(ClientConfig::from_issuer(issuer, "web", "web-secret"))
         .store(Arc::new(RedisUserTokenStore::new(&redis))) // default: in memory
@@ -266,20 +264,9 @@ async fn user_tokens(
         .start_login(&LoginOptions::new(redirect_uri).prompt("consent")) // consent: a refresh token
         .await?;
 
-    // Callback: check `state` and `iss` (RFC 9207), then complete the login.
-    assert_eq!(callback_state, started.state);
-    users.check_callback_issuer(callback_iss.as_deref()).await?;
-    let login = users
-        .complete_login(&LoginRequest {
-            code: &callback_code,
-            code_verifier: &started.code_verifier,
-            redirect_uri,
-            nonce: &started.nonce,
-            resource: None,
-            dpop: started.dpop.as_ref(),
-            requirements: Some(&started.requirements), // acr_values / max_age, when asked
-        })
-        .await?;
+    // Callback: `state` and `iss` (RFC 9207) are checked, the code exchanged, the ID token checked
+    // against everything the login asked (nonce, acr_values, max_age), the tokens stored.
+    let login = users.finish_login(&started, callback_query).await?;
     let session: SessionKey = login.session; // this login's own record; keep it in your web session
 
     // Anywhere, with only the session key (handlers, websocket tasks, background jobs):

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokenkeeper::dpop::{DpopAlgorithm, DpopKey};
 use tokenkeeper::protocol::profile::{Profile, PushedAuthorization};
 use tokenkeeper::protocol::step_up::AuthenticationRequirements;
-use tokenkeeper::user::{LoginOptions, LoginRequest, StartedLogin, UserTokenManager};
+use tokenkeeper::user::{Login, LoginOptions, StartedLogin, UserTokenManager};
 use tokenkeeper::{AuthMethod, ClientConfig, Error, PrivateKeyJwt};
 use tokenkeeper_testing::{TestClient, TestServer};
 
@@ -55,25 +55,11 @@ async fn complete(
     users: &UserTokenManager,
     started: &StartedLogin,
     query: &HashMap<String, String>,
-) -> Result<tokenkeeper::user::Login, Error> {
-    assert_eq!(query.get("state"), Some(&started.state));
-    users
-        .check_callback_issuer(query.get("iss").map(String::as_str))
-        .await?;
-    let code = query.get("code").ok_or_else(|| {
-        Error::AuthorizationResponse(format!("no code: {:?}", query.get("error")))
-    })?;
-    users
-        .complete_login(&LoginRequest {
-            code,
-            code_verifier: &started.code_verifier,
-            redirect_uri: REDIRECT,
-            nonce: &started.nonce,
-            resource: None,
-            dpop: started.dpop.as_ref(),
-            requirements: Some(&started.requirements),
-        })
-        .await
+) -> Result<Login, Error> {
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(query.iter())
+        .finish();
+    users.finish_login(started, &query).await
 }
 
 #[tokio::test]

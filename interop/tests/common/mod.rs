@@ -117,28 +117,7 @@ pub async fn scripted_login_trusting(
             response.status()
         );
         let page = response.text().await.unwrap();
-        // The page's own form: its action and its hidden `prompt`.
-        let attribute = |after: &str, name: &str| -> Option<String> {
-            let rest = &page[page.find(after)?..];
-            let value = rest
-                .split(&format!("{name}=\""))
-                .nth(1)?
-                .split('"')
-                .next()?;
-            Some(value.replace("&amp;", "&"))
-        };
-        let action = attribute("<form", "action").expect("a form on the interaction page");
-        let prompt = attribute("name=\"prompt\"", "value").unwrap_or_else(|| "consent".into());
-        let form = if prompt == "login" {
-            vec![
-                ("prompt", "login".to_owned()),
-                ("login", user.to_owned()),
-                ("password", "any".to_owned()),
-            ]
-        } else {
-            vec![("prompt", prompt)]
-        };
-        let post = next.join(&action).unwrap();
+        let (post, form) = provider_form(&page, &next, user);
         let response = browser.post(post.clone()).form(&form).send().await.unwrap();
         assert!(
             response.status().is_redirection(),
@@ -148,6 +127,33 @@ pub async fn scripted_login_trusting(
         next = location(&post, &response);
     }
     panic!("the login did not come back to the redirect URI");
+}
+
+/// The provider's interaction page `page` (at `at`) answered: where its form posts, and the
+/// fields — `user`'s login (any password) on a login page, the consent otherwise.
+fn provider_form(page: &str, at: &url::Url, user: &str) -> (url::Url, Vec<(&'static str, String)>) {
+    let attribute = |after: &str, name: &str| -> Option<String> {
+        let rest = &page[page.find(after)?..];
+        let value = rest
+            .split(&format!("{name}=\""))
+            .nth(1)?
+            .split('"')
+            .next()?;
+        Some(value.replace("&amp;", "&"))
+    };
+    let action = attribute("<form", "action")
+        .unwrap_or_else(|| panic!("a form on the provider's page {at}: {page}"));
+    let prompt = attribute("name=\"prompt\"", "value").unwrap_or_else(|| "consent".into());
+    let form = if prompt == "login" {
+        vec![
+            ("prompt", "login".to_owned()),
+            ("login", user.to_owned()),
+            ("password", "any".to_owned()),
+        ]
+    } else {
+        vec![("prompt", prompt)]
+    };
+    (at.join(&action).unwrap(), form)
 }
 
 fn location(base: &url::Url, response: &reqwest::Response) -> url::Url {
@@ -244,28 +250,7 @@ pub async fn scripted_web_login(
         if !next.as_str().starts_with(provider) {
             return (next, page);
         }
-        let attribute = |after: &str, name: &str| -> Option<String> {
-            let rest = &page[page.find(after)?..];
-            let value = rest
-                .split(&format!("{name}=\""))
-                .nth(1)?
-                .split('"')
-                .next()?;
-            Some(value.replace("&amp;", "&"))
-        };
-        let action = attribute("<form", "action")
-            .unwrap_or_else(|| panic!("a form on the provider's page {next}: {page}"));
-        let prompt = attribute("name=\"prompt\"", "value").unwrap_or_else(|| "consent".into());
-        let form = if prompt == "login" {
-            vec![
-                ("prompt", "login".to_owned()),
-                ("login", user.to_owned()),
-                ("password", "any".to_owned()),
-            ]
-        } else {
-            vec![("prompt", prompt)]
-        };
-        let post = next.join(&action).unwrap();
+        let (post, form) = provider_form(&page, &next, user);
         let response = browser.post(post.clone()).form(&form).send().await.unwrap();
         assert!(
             response.status().is_redirection(),

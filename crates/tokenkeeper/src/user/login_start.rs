@@ -110,6 +110,10 @@ pub struct StartedLogin {
     pub requirements: AuthenticationRequirements,
     /// Whether the request was pushed (RFC 9126).
     pub pushed: bool,
+    /// The callback URL the request named (repeated at the code exchange).
+    pub redirect_uri: String,
+    /// The resource the request asked for, if any (repeated at the code exchange).
+    pub resource: Option<Resource>,
 }
 
 impl std::fmt::Debug for StartedLogin {
@@ -233,7 +237,69 @@ impl UserTokenManager {
             dpop,
             requirements: options.requirements.clone(),
             pushed: push,
+            redirect_uri: options.redirect_uri.clone(),
+            resource: options.resource.clone(),
         })
+    }
+
+    /// Completes a login started with [`UserTokenManager::start_login`] from its callback's
+    /// query (`code`, `state`, `iss`, or `error`): checks `state` against the started login's
+    /// (in constant time), the provider's `error`, the RFC 9207 `iss`
+    /// ([`UserTokenManager::check_callback_issuer`]), then exchanges the code and checks the ID
+    /// token against everything the login asked ([`UserTokenManager::complete_login`]). A
+    /// refused callback is [`Error::AuthorizationResponse`]. The caller keeps `started` sealed
+    /// until the callback, and uses it once (a replayed callback is the caller's to refuse:
+    /// `tokenkeeper-axum` claims each login once in a replay store).
+    ///
+    /// ```no_run
+    /// # async fn run(users: tokenkeeper::user::UserTokenManager, callback: url::Url) -> Result<(), tokenkeeper::Error> {
+    /// use tokenkeeper::user::LoginOptions;
+    /// let started = users.start_login(&LoginOptions::new("https://app.example.com/cb")).await?;
+    /// // ... the browser goes to `started.url` and comes back to the callback ...
+    /// let login = users.finish_login(&started, callback.query().unwrap_or("")).await?;
+    /// # let _ = login; Ok(()) }
+    /// ```
+    pub async fn finish_login(
+        &self,
+        started: &StartedLogin,
+        callback_query: &str,
+    ) -> Result<super::Login, Error> {
+        let refuse = |why: &str| Error::AuthorizationResponse(why.to_owned());
+        let mut params = std::collections::HashMap::new();
+        for (name, value) in url::form_urlencoded::parse(callback_query.as_bytes()) {
+            if params.insert(name.clone(), value).is_some() {
+                return Err(refuse(&format!(
+                    "its {} is repeated",
+                    crate::error::sanitize(&name, 32)
+                )));
+            }
+        }
+        let state_ok = params.get("state").is_some_and(|state| {
+            let (a, b) = (state.as_bytes(), started.state.as_bytes());
+            a.len() == b.len() && a.iter().zip(b).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
+        });
+        if !state_ok {
+            return Err(refuse("its state is not the login's"));
+        }
+        self.check_callback_issuer(params.get("iss").map(|v| v.as_ref()))
+            .await?;
+        if let Some(error) = params.get("error") {
+            return Err(refuse(&format!(
+                "the provider refused the login: {}",
+                crate::error::sanitize(error, 64)
+            )));
+        }
+        let code = params.get("code").ok_or_else(|| refuse("it has no code"))?;
+        self.complete_login(&super::LoginRequest {
+            code,
+            code_verifier: &started.code_verifier,
+            redirect_uri: &started.redirect_uri,
+            nonce: &started.nonce,
+            resource: started.resource.as_ref(),
+            dpop: started.dpop.as_ref(),
+            requirements: Some(&started.requirements),
+        })
+        .await
     }
 
     /// Checks a callback's RFC 9207 `iss`: when present it must be the issuer; when absent the
