@@ -499,3 +499,73 @@ async fn pr_06_userinfo_with_the_right_token_type_and_sub_must_match() {
     }
     assert!(server.dpop_proofs_accepted() >= 1);
 }
+
+/// `finish_login` takes a callback's query as hostile: a wrong or missing `state`, repeated
+/// parameters, a wrong `iss`, a provider error with control characters, 2 MiB of query — each
+/// refused with a typed error, nothing exchanged; the real callback then still completes.
+#[tokio::test]
+async fn pr_03_finish_login_refuses_forged_callbacks() {
+    let server = server(TestClient::new("web", "web-secret")).await;
+    let users = UserTokenManager::builder(ClientConfig::from_issuer(
+        server.issuer(),
+        "web",
+        "web-secret",
+    ))
+    .build()
+    .unwrap();
+    let started = users
+        .start_login(&LoginOptions::new(REDIRECT))
+        .await
+        .unwrap();
+    let callback = browse(&started.url).await.unwrap();
+    let (state, code, iss) = (&callback["state"], &callback["code"], &callback["iss"]);
+    let enc = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+    let before = server.token_requests("authorization_code");
+    for forged in [
+        format!("code={}&iss={}", enc(code), enc(iss)),
+        format!("code={}&state=other&iss={}", enc(code), enc(iss)),
+        format!(
+            "code={}&state={}&state={}&iss={}",
+            enc(code),
+            enc(state),
+            enc(state),
+            enc(iss)
+        ),
+        format!(
+            "code={}&state={}&iss=https%3A%2F%2Fevil.example",
+            enc(code),
+            enc(state)
+        ),
+        format!("code={}&state={}", enc(code), enc(state)),
+        format!(
+            "error=access_denied%07%1b[31m&state={}&iss={}",
+            enc(state),
+            enc(iss)
+        ),
+        format!("state={}&iss={}", enc(state), enc(iss)),
+        format!(
+            "code={}&state={}&iss={}&pad={}",
+            enc(code),
+            enc(state),
+            enc(iss),
+            "a".repeat(2 << 20)
+        )
+        .replace("&state=", "&state=x"),
+    ] {
+        let e = users.finish_login(&started, &forged).await.unwrap_err();
+        assert!(matches!(e, Error::AuthorizationResponse(_)), "{e}");
+        assert!(
+            !e.to_string().contains('\u{7}') && !e.to_string().contains('\u{1b}'),
+            "{e:?}"
+        );
+    }
+    assert_eq!(
+        server.token_requests("authorization_code"),
+        before,
+        "nothing exchanged"
+    );
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(callback.iter())
+        .finish();
+    users.finish_login(&started, &query).await.unwrap();
+}
