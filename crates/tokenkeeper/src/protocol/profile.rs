@@ -62,9 +62,10 @@ impl fmt::Display for Profile {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PushedAuthorization {
-    /// When the provider requires it (`require_pushed_authorization_requests` in its
-    /// metadata), or when the provider refuses an unpushed request for this client — the
-    /// default.
+    /// When the provider requires it of every client (`require_pushed_authorization_requests`
+    /// in its metadata) — the default. A provider that requires it of this client only (client
+    /// metadata the client cannot read) refuses the unpushed request in the browser: set
+    /// [`PushedAuthorization::Always`] for such a client.
     #[default]
     WhenRequired,
     /// Always (the provider must publish a `pushed_authorization_request_endpoint`).
