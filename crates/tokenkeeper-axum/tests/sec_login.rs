@@ -483,7 +483,7 @@ async fn sec_13_anonymous_logins_store_nothing() {
 
 /// SEC-14 in `tokenkeeper-axum`: two logins in one provider session (same `sid`) get token
 /// records of their own, and logging one out leaves the other's tokens alone; a new login in
-/// the same web session revokes the one it replaces.
+/// the same web session forgets the one it replaces (same `sid`) or revokes it (another).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sec_14_one_login_one_token_record_in_axum() {
     let app = app(true).await;
@@ -508,16 +508,22 @@ async fn sec_14_one_login_one_token_record_in_axum() {
     let refreshed = get_text(&b, format!("{}/refresh", app.url)).await;
     assert!(!refreshed.starts_with("error"), "{refreshed}");
 
-    // B logs in again in the same web session: B's first login is revoked and forgotten.
+    // B logs in again in the same web session and the same provider session (same sid): B's
+    // first login is forgotten, not revoked (the two share the provider's grant).
+    let me = get_text(&b, format!("{}/auth/login?returnUrl=/me", app.url)).await;
+    assert_eq!(me, "alice");
+    assert_eq!(app.idp.revocations(), 1);
+    let old = tokenkeeper::user::SessionKey::new(&key_b);
+    assert!(app.oidc.users().store().get(&old).await.unwrap().is_none());
+    let key_b2 = get_text(&b, format!("{}/session-key", app.url)).await;
+    assert_ne!(key_b2, key_b);
+    // A login of another provider session in the same web session revokes what it replaces.
+    app.idp.set_id_token_claims(serde_json::Map::new());
     let me = get_text(&b, format!("{}/auth/login?returnUrl=/me", app.url)).await;
     assert_eq!(me, "alice");
     assert_eq!(app.idp.revocations(), 2);
-    let old = tokenkeeper::user::SessionKey::new(&key_b);
+    let old = tokenkeeper::user::SessionKey::new(&key_b2);
     assert!(app.oidc.users().store().get(&old).await.unwrap().is_none());
-    assert_ne!(
-        get_text(&b, format!("{}/session-key", app.url)).await,
-        key_b
-    );
 }
 
 /// SEC-24: logout in `tokenkeeper-axum` needs, besides the session's `sid`, a request from the

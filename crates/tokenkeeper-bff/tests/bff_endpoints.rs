@@ -1057,7 +1057,9 @@ async fn pr_04_step_up_challenge_becomes_a_structured_401_and_a_step_up_login() 
         refreshes,
         "no renewal for a step-up challenge"
     );
-    // The SPA sends the user to the step-up login, with where to come back to.
+    // The SPA sends the user to the step-up login, with where to come back to. (This provider
+    // gives every login a provider session of its own: the replaced session is revoked.)
+    let revoked = h.idp.revocations();
     let (page, steps) = follow(
         &browser,
         &format!("{}{login_url}&returnUrl=/app/orders", h.url),
@@ -1077,6 +1079,11 @@ async fn pr_04_step_up_challenge_becomes_a_structured_401_and_a_step_up_login() 
     );
     let (status, _) = api(&browser, format!("{}/api/step/step-up", h.url)).await;
     assert_eq!(status, 200, "the stronger login's token is accepted");
+    assert_eq!(
+        h.idp.revocations(),
+        revoked + 1,
+        "another provider session: revoked"
+    );
     // A step-up the provider does not meet is refused at the callback (acr checked).
     h.idp.set_login_acr(Some("urn:pwd"), None);
     let (page, _) = follow(&browser, &format!("{}{login_url}", h.url)).await;
