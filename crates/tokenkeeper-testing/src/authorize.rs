@@ -107,7 +107,7 @@ fn login_page(state: &ServerState, params: HashMap<String, String>) -> Response 
         },
     );
     let hidden = format!(
-        "<input type=hidden name=interaction value=\"{}\">",
+        "<input type=hidden name=\"interaction\" value=\"{}\">",
         html_escape(&interaction)
     );
     let body = format!(
