@@ -160,3 +160,138 @@ async fn pr_07_fapi2_mtls_profile_and_its_refusals() {
     assert_eq!(e.oauth_error(), Some("invalid_client"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// PR-03: a FAPI 2.0 BFF from its configuration file with a client certificate
+/// (`tls_client_auth`, no secret, no DPoP) logs a user in at the mTLS provider, and its API
+/// calls carry the certificate-bound token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pr_03_bff_fapi2_with_mtls() {
+    let dir = std::env::temp_dir().join(format!("tk-bff-mtls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bound = tokenkeeper_proxy::server::Bound::bind("127.0.0.1:0".parse().unwrap(), 1).unwrap();
+    let origin = format!("http://{}", bound.local_addr());
+    let redirect = format!("{origin}/bff/callback");
+    let provider = Provider::start(&[
+        ("MTLS", "1"),
+        ("LOGIN_JWKS", r#"{"keys":[]}"#),
+        ("LOGIN_REDIRECTS", redirect.as_str()),
+        (
+            "TLS_CERT",
+            write(&dir, "server.pem", certs::SERVER_CERT).as_str(),
+        ),
+        (
+            "TLS_KEY",
+            write(&dir, "server.key", certs::SERVER_KEY).as_str(),
+        ),
+        ("TLS_CA", write(&dir, "ca.pem", certs::CA).as_str()),
+    ])
+    .await;
+    // The API: answers with the token it got.
+    let api = {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = axum::Router::new().fallback(|headers: axum::http::HeaderMap| async move {
+            headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    };
+    let text = format!(
+        r#"
+[bff]
+listen = "{listen}"
+public_url = "{origin}"
+insecure_cookies = true
+workers = 1
+
+[oidc]
+issuer = "{issuer}"
+client_id = "fapi-mtls"
+profile = "fapi2"
+scope = "openid offline_access"
+tls_client_cert_file = {cert:?}
+tls_client_key_file = {key:?}
+tls_ca_file = {ca:?}
+
+[[routes]]
+path = "/api"
+upstream = "{api}"
+"#,
+        listen = bound.local_addr(),
+        issuer = provider.issuer,
+        cert = write(&dir, "worker.pem", certs::WORKER_CERT),
+        key = write(&dir, "worker.key", certs::WORKER_KEY),
+        ca = write(&dir, "ca.pem", certs::CA),
+    );
+    let config = tokenkeeper_bff::config::BffConfig::parse(&text).unwrap();
+    let validated = config.validate(&text, &|_| None).unwrap();
+    let host = tokenkeeper_bff::host::build(&validated).unwrap();
+    let options = tokenkeeper_proxy::server::ServerOptions {
+        workers: 1,
+        ..Default::default()
+    };
+    let _server = bound
+        .serve(Arc::new(host.handler().clone()), &options)
+        .unwrap();
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .add_root_certificate(reqwest::Certificate::from_pem(certs::CA.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let (at, _) = common::scripted_web_login(
+        &browser,
+        &format!("{origin}/bff/login?prompt=consent&returnUrl=/"),
+        &provider.issuer,
+        "judy",
+    )
+    .await;
+    assert_eq!(
+        at.path(),
+        "/bff/callback",
+        "the BFF's own page sends the browser on"
+    );
+    let user: serde_json::Value = browser
+        .get(format!("{origin}/bff/user"))
+        .header("x-csrf", "1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        user.as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "sub" && c["value"] == "judy"),
+        "{user}"
+    );
+    let sent = browser
+        .get(format!("{origin}/api/x"))
+        .header("x-csrf", "1")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let token = sent.strip_prefix("Bearer ").unwrap();
+    // Bound to the certificate: the provider's userinfo refuses it without the certificate.
+    let no_cert = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(certs::CA.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let refused = no_cert
+        .get(format!("{}/me", provider.issuer))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let _ = std::fs::remove_dir_all(&dir);
+}

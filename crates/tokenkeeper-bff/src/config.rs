@@ -33,6 +33,9 @@
 //! # acr_values = "urn:example:mfa"         # optional: every login asks for one of these
 //! # max_age_secs = 3600                    # optional: and an authentication this recent
 //! # resource = "https://api.example.com"   # optional: the login's resource indicator
+//! # tls_client_cert_file = "client.pem"    # optional: mutual TLS with the provider (with
+//! # tls_client_key_file = "client.key"     # no secret or key: tls_client_auth), tokens bound
+//! # tls_ca_file = "provider-ca.pem"         # to the certificate; a private CA for the provider
 //!
 //! [client]                                # optional: for `client` and `user_or_client` routes
 //! client_id = "bff-worker"
@@ -421,6 +424,17 @@ pub struct OidcSection {
     /// A resource indicator (RFC 8707) the login asks for: the session's tokens are for it.
     #[serde(default)]
     pub resource: Option<Spanned<String>>,
+    /// Mutual TLS with the provider (RFC 8705): the client's certificate (PEM). With
+    /// `tls_client_key_file` and no secret or private key, the client authenticates with
+    /// `tls_client_auth`; in every case its tokens are bound to the certificate.
+    #[serde(default)]
+    pub tls_client_cert_file: Option<Spanned<String>>,
+    /// The certificate's private key (PEM).
+    #[serde(default)]
+    pub tls_client_key_file: Option<Spanned<String>>,
+    /// More roots to trust for the provider's TLS certificate (PEM): a private CA.
+    #[serde(default)]
+    pub tls_ca_file: Option<Spanned<String>>,
 }
 
 /// `[client]`.
@@ -1001,6 +1015,8 @@ pub struct ValidatedFrontend {
     pub requirements: tokenkeeper::protocol::step_up::AuthenticationRequirements,
     /// The resource indicator the login asks for.
     pub resource: Option<tokenkeeper::Resource>,
+    /// Mutual TLS with the provider: certificate, key and extra roots (files, read at start).
+    pub client_tls: Option<ClientTls>,
     /// Plain-http provider allowed (loopback, or `allow_insecure_http_provider`).
     pub insecure_http_provider: bool,
     /// The BFF's options, with its routes (paths under the prefix).
@@ -1044,6 +1060,7 @@ impl fmt::Debug for ValidatedFrontend {
             .field("request_object", &self.request_object)
             .field("requirements", &self.requirements)
             .field("resource", &self.resource)
+            .field("client_tls", &self.client_tls)
             .field("insecure_http_provider", &self.insecure_http_provider)
             .field("options", &self.options)
             .field("static_dir", &self.static_dir)
@@ -1079,6 +1096,79 @@ impl ValidatedFrontend {
     }
 }
 
+/// `[oidc]`'s mutual TLS with the provider: the files, checked at start (they are read again
+/// when the frontend is built, so a renewed certificate is picked up by a reload).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientTls {
+    /// The client certificate (PEM).
+    pub cert_file: std::path::PathBuf,
+    /// Its private key (PEM).
+    pub key_file: std::path::PathBuf,
+    /// More roots for the provider's certificate (PEM).
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// Reads `tls_client_cert_file`, `tls_client_key_file` and `tls_ca_file`: both of the first two
+/// or neither, each a file that makes a TLS identity.
+fn validate_client_tls(
+    oidc: &OidcSection,
+    err: &KeyError<'_>,
+) -> Result<Option<ClientTls>, ConfigFileError> {
+    let (cert, key) = match (&oidc.tls_client_cert_file, &oidc.tls_client_key_file) {
+        (None, None) => {
+            if let Some(ca) = &oidc.tls_ca_file {
+                return Err(err(
+                    "oidc.tls_ca_file",
+                    Some(ca.span()),
+                    "applies only with tls_client_cert_file and tls_client_key_file".into(),
+                ));
+            }
+            return Ok(None);
+        }
+        (Some(cert), Some(key)) => (cert, key),
+        (Some(cert), None) => {
+            return Err(err(
+                "oidc.tls_client_key_file",
+                Some(cert.span()),
+                "is missing: tls_client_cert_file needs its key".into(),
+            ))
+        }
+        (None, Some(key)) => {
+            return Err(err(
+                "oidc.tls_client_cert_file",
+                Some(key.span()),
+                "is missing: tls_client_key_file needs its certificate".into(),
+            ))
+        }
+    };
+    let tls = ClientTls {
+        cert_file: cert.get_ref().into(),
+        key_file: key.get_ref().into(),
+        ca_file: oidc.tls_ca_file.as_ref().map(|c| c.get_ref().into()),
+    };
+    let identity = tokenkeeper::mtls::MtlsIdentity::from_pem_files(&tls.cert_file, &tls.key_file)
+        .map_err(|e| {
+        err(
+            "oidc.tls_client_cert_file",
+            Some(cert.span()),
+            e.to_string(),
+        )
+    })?;
+    if let (Some(ca), Some(span)) = (&tls.ca_file, oidc.tls_ca_file.as_ref().map(Spanned::span)) {
+        let pem = std::fs::read(ca).map_err(|e| {
+            err(
+                "oidc.tls_ca_file",
+                Some(span.clone()),
+                format!("cannot be read: {}", e.kind()),
+            )
+        })?;
+        identity
+            .add_root_certificates(&pem)
+            .map_err(|e| err("oidc.tls_ca_file", Some(span), e.to_string()))?;
+    }
+    Ok(Some(tls))
+}
+
 /// The login protocol of `[oidc]`, checked.
 struct LoginProtocol {
     profile: tokenkeeper::protocol::profile::Profile,
@@ -1092,6 +1182,7 @@ struct LoginProtocol {
 fn validate_login_protocol(
     oidc: &OidcSection,
     client_key: Option<&ClientKey>,
+    client_tls: bool,
     dpop_per_session: bool,
     err: &KeyError<'_>,
 ) -> Result<LoginProtocol, ConfigFileError> {
@@ -1143,26 +1234,28 @@ fn validate_login_protocol(
                 format!("contradicts profile = \"fapi2\": {why}"),
             ))
         };
-        let Some(key) = client_key else {
+        let secret_given = oidc.client_secret.is_some() || oidc.client_secret_env.is_some();
+        if secret_given || (client_key.is_none() && !client_tls) {
             let span = oidc.client_secret_env.as_ref().map(Spanned::span);
             return contradiction(
                 if span.is_some() { "oidc.client_secret_env" } else { "oidc.client_secret" },
                 span,
-                "FAPI 2.0 authenticates with private_key_jwt (give private_key_env or private_key_file)",
+                "FAPI 2.0 authenticates with private_key_jwt or mutual TLS (give private_key_env or private_key_file, or tls_client_cert_file and tls_client_key_file)",
             );
-        };
-        if !FAPI2_ALGORITHMS.contains(&key.alg.as_str()) {
+        }
+        if let Some(key) = client_key.filter(|k| !FAPI2_ALGORITHMS.contains(&k.alg.as_str())) {
+            let _ = key;
             return contradiction(
                 "oidc.private_key_alg",
                 oidc.private_key_alg.as_ref().map(Spanned::span),
                 "FAPI 2.0 allows PS256, ES256 or EdDSA only",
             );
         }
-        if !dpop_per_session {
+        if !dpop_per_session && !client_tls {
             return contradiction(
                 "oidc.dpop",
                 oidc.dpop.as_ref().map(Spanned::span),
-                "FAPI 2.0 needs sender-constrained tokens: dpop = \"per-session\"",
+                "FAPI 2.0 needs sender-constrained tokens: dpop = \"per-session\", or a client certificate (tls_client_cert_file)",
             );
         }
         if let Some(require) = oidc.require_dpop.as_ref().filter(|r| !*r.get_ref()) {
@@ -1886,6 +1979,7 @@ impl BffConfig {
             }
         };
         let client_key = self.client_key(oidc, &err, env)?;
+        let client_tls = validate_client_tls(oidc, &err)?;
         let client_secret = match &client_key {
             Some(_) => {
                 if let Some(span) = oidc
@@ -1900,6 +1994,13 @@ impl BffConfig {
                         "and a private key are both given: choose one way to authenticate".into(),
                     ));
                 }
+                String::new()
+            }
+            // With a client certificate and no secret: tls_client_auth.
+            None if client_tls.is_some()
+                && oidc.client_secret.is_none()
+                && oidc.client_secret_env.is_none() =>
+            {
                 String::new()
             }
             None => secret("oidc", &oidc.client_secret, &oidc.client_secret_env)?,
@@ -1950,7 +2051,13 @@ impl BffConfig {
                 "needs dpop = \"per-session\" (there is no DPoP key to require)".into(),
             ));
         }
-        let login = validate_login_protocol(oidc, client_key.as_ref(), dpop_per_session, &err)?;
+        let login = validate_login_protocol(
+            oidc,
+            client_key.as_ref(),
+            client_tls.is_some(),
+            dpop_per_session,
+            &err,
+        )?;
         let mut routes = Vec::new();
         for (i, route) in view.routes.iter().enumerate() {
             let key = |name: &str| format!("routes[{i}].{name}");
@@ -2227,11 +2334,13 @@ impl BffConfig {
             worker,
             dpop_per_session,
             require_dpop: require_dpop
-                || login.profile == tokenkeeper::protocol::profile::Profile::Fapi2,
+                || (dpop_per_session
+                    && login.profile == tokenkeeper::protocol::profile::Profile::Fapi2),
             profile: login.profile,
             pushed_authorization: login.pushed,
             request_object: login.request_object,
             requirements: login.requirements,
+            client_tls,
             resource: match &oidc.resource {
                 None => None,
                 Some(value) => Some(

@@ -398,7 +398,47 @@ impl Stores {
             // The session's default token is the login's resource's.
             client = client.resource(resource.as_str());
         }
+        let mut transport = None;
         let mut login_cookie_key = None;
+        if let Some(tls) = &f.client_tls {
+            let mut identity =
+                tokenkeeper::mtls::MtlsIdentity::from_pem_files(&tls.cert_file, &tls.key_file)?;
+            if let Some(ca) = &tls.ca_file {
+                let pem = std::fs::read(ca).map_err(|e| {
+                    Error::Config(tokenkeeper::ConfigError::new(
+                        "tls_ca_file",
+                        format!("cannot be read: {}", e.kind()),
+                    ))
+                })?;
+                identity = identity.add_root_certificates(&pem)?;
+            }
+            let identity = Arc::new(identity);
+            // tls_client_auth without a secret or a key; certificate-bound tokens in any case.
+            let method = if f.client_key.is_some() {
+                tokenkeeper::AuthMethod::PrivateKeyJwt
+            } else if f.client_secret.is_empty() {
+                tokenkeeper::AuthMethod::TlsClientAuth
+            } else {
+                tokenkeeper::AuthMethod::ClientSecretBasic
+            };
+            client = client.mtls(identity.clone(), method);
+            // Discovery and the JWKS trust the provider's CA too.
+            transport = Some(Arc::new(tokenkeeper::ReqwestTransport::from_client(
+                identity.http_client(),
+                tokenkeeper::HttpOptions::default().max_response_bytes,
+            )));
+            // Without a secret, the login cookie's key comes from the certificate's key (the
+            // same on every instance of a fleet).
+            let key = std::fs::read(&tls.key_file).unwrap_or_default();
+            use sha2::Digest as _;
+            let mut hash = sha2::Sha256::new();
+            hash.update(b"tokenkeeper-bff login cookie key (mTLS)\0");
+            hash.update(f.client_id.as_bytes());
+            hash.update(b"\0");
+            hash.update(&key);
+            let derived: [u8; 32] = hash.finalize().into();
+            login_cookie_key = Some(Arc::new(tokenkeeper::Encryption::new("k1", &derived)?));
+        }
         if let Some(key) = &f.client_key {
             let mut signer = tokenkeeper::PrivateKeyJwt::new(tokenkeeper::dpop::DpopKey::from_pem(
                 &key.pem, key.alg,
@@ -423,6 +463,9 @@ impl Stores {
             .signed_request_objects(f.request_object);
         if let Some(pushed) = f.pushed_authorization {
             users = users.pushed_authorization(pushed);
+        }
+        if let Some(transport) = transport {
+            users = users.transport(transport);
         }
         if f.dpop_per_session {
             users = users.per_session_dpop(tokenkeeper::dpop::DpopAlgorithm::ES256);

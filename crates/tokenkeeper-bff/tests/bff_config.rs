@@ -668,3 +668,67 @@ fn pr_03_fapi2_profile_refuses_every_contradicting_key() {
         }
     }
 }
+
+/// PR-03 with mutual TLS: `tls_client_cert_file` and `tls_client_key_file` (and `tls_ca_file`
+/// for a provider on a private CA) make a FAPI 2.0 client without DPoP (`tls_client_auth`,
+/// certificate-bound tokens); a half-given pair, an unreadable file, or a secret beside it under
+/// fapi2 are refused by key.
+#[test]
+fn pr_03_fapi2_with_a_client_certificate() {
+    use tokenkeeper_testing::mtls::certs;
+    let dir = std::env::temp_dir().join(format!("tk-bff-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let (cert, key, ca) = (
+        write("worker.pem", certs::WORKER_CERT),
+        write("worker.key", certs::WORKER_KEY),
+        write("ca.pem", certs::CA),
+    );
+    let env = |name: &str| (name == "SECRET").then(|| "s".to_owned());
+    let file = |extra: &str| {
+        format!(
+            "[bff]\nlisten = \"127.0.0.1:0\"\npublic_url = \"https://app.example.com\"\n\n[oidc]\nissuer = \"https://idp.example.com\"\nclient_id = \"bank\"\nprofile = \"fapi2\"\n{extra}\n"
+        )
+    };
+    let good = file(&format!(
+        "tls_client_cert_file = {cert:?}\ntls_client_key_file = {key:?}\ntls_ca_file = {ca:?}"
+    ));
+    let validated = BffConfig::parse(&good)
+        .unwrap()
+        .validate(&good, &env)
+        .unwrap();
+    let frontend = &validated.frontends[0];
+    assert!(frontend.client_tls.is_some());
+    assert!(!frontend.dpop_per_session && !frontend.require_dpop);
+    assert!(
+        frontend.client_secret.is_empty(),
+        "tls_client_auth: no secret"
+    );
+    tokenkeeper_bff::host::build(&validated).unwrap();
+    let cases = [
+        (format!("tls_client_cert_file = {cert:?}"), "oidc.tls_client_key_file"),
+        (format!("tls_client_key_file = {key:?}"), "oidc.tls_client_cert_file"),
+        (
+            format!("tls_client_cert_file = {cert:?}\ntls_client_key_file = \"/nonexistent\""),
+            "oidc.tls_client_cert_file",
+        ),
+        (
+            format!("tls_client_cert_file = {cert:?}\ntls_client_key_file = {key:?}\nclient_secret_env = \"SECRET\""),
+            "oidc.client_secret_env",
+        ),
+        (format!("client_secret_env = \"SECRET\"\ntls_ca_file = {ca:?}"), "oidc.tls_ca_file"),
+    ];
+    for (extra, expected) in cases {
+        let text = file(&extra);
+        let e = match BffConfig::parse(&text) {
+            Err(e) => e,
+            Ok(config) => config.validate(&text, &env).unwrap_err(),
+        };
+        assert_eq!(e.key, expected, "{extra}: {e}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
