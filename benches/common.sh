@@ -1,8 +1,24 @@
 # Shell functions shared by benches/nginx.sh and benches/instructions-engine.sh (sourced).
 
-# A free TCP port on 127.0.0.1 (bound, read back, released).
+# A free TCP port on 127.0.0.1, below the kernel's ephemeral range (where outgoing
+# connections take their local ports, so a released port there may be taken again before the
+# server binds it) and bind-tested; the same rule as tokenkeeper_testing::free_port.
 free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+  python3 -c '
+import random, socket
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+for _ in range(10000):
+    port = random.randrange(20000, max(low, 21000))
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(port)
+    break
+'
 }
 
 # start_idp dir: starts `tokenkeeper dev-idp` with the client worker:worker-secret, waits for it,

@@ -253,10 +253,7 @@ async fn ux_02_discovery_at_start_names_the_url_and_retries() {
     let logs = tokenkeeper_testing::LogBuffer::default();
     let _guard = logs.install(tracing::Level::INFO);
     // The provider's address, with nothing listening yet.
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], tokenkeeper_testing::free_port()));
     let issuer = format!("http://{addr}");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

@@ -465,11 +465,7 @@ fn ux_05_the_readme_command_lines_run_as_written() {
         .nth(1)
         .and_then(|b| b.split("```").next())
         .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = tokenkeeper_testing::free_port();
     let block = block.replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
     let (before, rest) = block
         .split_once("tokenkeeper dev-idp ")
@@ -534,12 +530,7 @@ fn ux_05_the_readme_command_lines_run_as_written() {
 /// and the sample API — and refuses to listen anywhere but loopback.
 #[test]
 fn ux_07_bff_dev_ports_are_chosen_and_loopback_only() {
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-    };
+    let free = || std::net::SocketAddr::from(([127, 0, 0, 1], tokenkeeper_testing::free_port()));
     // The journey on chosen ports, then the banner naming each of them.
     let (bff, idp, api) = (free(), free(), free());
     let out = Command::new(BIN)

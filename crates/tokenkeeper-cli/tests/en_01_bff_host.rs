@@ -12,13 +12,7 @@ use common::{redis_delete, redis_keys, signal, BIN};
 use tokenkeeper_testing::{TestClient, TestServer};
 
 /// A free loopback port (the BFF's public URL needs it before it starts).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use tokenkeeper_testing::free_port;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn en_01_tokenkeeper_bff_serves_on_the_per_core_server_with_redis() {

@@ -55,11 +55,7 @@ async fn rs_one_outage_one_warning_one_count() {
     logs.install_global(tracing::Level::WARN);
 
     // Nothing listens on this port: Redis is "down" for the whole test.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = tokenkeeper_testing::free_port();
     let cache = RedisTokenCache::new(
         &format!("redis://127.0.0.1:{port}"),
         RedisOptions {

@@ -7,7 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use crate::redis_servers::{free_port, wait_until};
+use crate::ports::free_port;
+use crate::redis_servers::wait_until;
 
 /// A running PostgreSQL.
 pub struct OwnPostgres {

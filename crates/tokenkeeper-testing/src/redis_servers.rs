@@ -1,22 +1,15 @@
 //! Redis servers of a test's own, from Debian's `redis-server` and `redis-cli`: one node it can
 //! kill and restart ([`OwnRedis`]), a Redis Cluster of 3 masters and 3 replicas
-//! ([`OwnCluster`]) and a master, a replica and 3 sentinels ([`OwnSentinel`]). Every port is
-//! chosen by the kernel; each is gone when dropped.
+//! ([`OwnCluster`]) and a master, a replica and 3 sentinels ([`OwnSentinel`]). Every port comes
+//! from [`free_port`] (bind-tested, outside the kernel's ephemeral range); each is gone when
+//! dropped.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// A port the kernel chose (bound to port 0, read back, released): for a server that must be
-/// told its port up front.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use crate::ports::free_port;
 
 /// `redis-cli -p <port> <args>`'s output.
 pub fn cli(port: u16, args: &[&str]) -> String {
@@ -49,10 +42,7 @@ pub struct OwnRedis {
 impl OwnRedis {
     /// Starts a `redis-server` (no persistence, `DEBUG` enabled) on a free port.
     pub async fn start() -> Self {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
+        let port = free_port();
         let mut this = Self { port, child: None };
         this.restart().await;
         this
@@ -127,6 +117,54 @@ struct Node {
     child: Option<Child>,
 }
 
+impl Node {
+    /// Starts a cluster-enabled `redis-server` in `dir` and waits until it answers `PING`. A
+    /// node that exits first (its port taken after all) is started again on other ports.
+    async fn start(dir: &std::path::Path, node_timeout_ms: u32) -> Self {
+        for _ in 0..5 {
+            let (port, bus) = (free_port(), free_port());
+            let mut child = Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--cluster-port",
+                    &bus.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &format!("nodes-{port}.conf"),
+                    "--cluster-node-timeout",
+                    &node_timeout_ms.to_string(),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                ])
+                .arg(dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed");
+            let mut exited = false;
+            wait_until("a node answers PING", || {
+                exited = child.try_wait().ok().flatten().is_some();
+                exited || cli(port, &["PING"]).trim() == "PONG"
+            })
+            .await;
+            if !exited {
+                return Self {
+                    port,
+                    child: Some(child),
+                };
+            }
+        }
+        panic!("redis-server (cluster node) exited at start 5 times");
+    }
+}
+
 impl OwnCluster {
     /// Starts 6 nodes and makes them a cluster (3 masters, a replica each) with a node timeout
     /// of 1 s; returns once every node says `cluster_state:ok` and every replica has synced
@@ -149,42 +187,8 @@ impl OwnCluster {
             nodes: Vec::new(),
         };
         for _ in 0..6 {
-            let (port, bus) = (free_port(), free_port());
-            let child = Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--cluster-port",
-                    &bus.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    &format!("nodes-{port}.conf"),
-                    "--cluster-node-timeout",
-                    &ms.to_string(),
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                ])
-                .arg(&this.dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server must be installed");
-            this.nodes.push(Node {
-                port,
-                child: Some(child),
-            });
-        }
-        for node in &this.nodes {
-            wait_until("a node answers PING", || {
-                cli(node.port, &["PING"]).trim() == "PONG"
-            })
-            .await;
+            let node = Node::start(&this.dir, ms).await;
+            this.nodes.push(node);
         }
         let addresses: Vec<String> = this
             .nodes

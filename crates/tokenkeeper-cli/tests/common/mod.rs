@@ -65,14 +65,8 @@ pub fn signal(child: &Child, name: &str) {
 }
 
 /// A free loopback port, for addresses written in a configuration file before the process
-/// that listens on them starts.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// that listens on them starts (bind-tested, outside the kernel's ephemeral range).
+pub use tokenkeeper_testing::free_port;
 
 /// Starts `tokenkeeper bff --config <dir>/bff.toml` with `config` as the file and `envs` in its
 /// environment (stdout read up to its first line, which is returned; stderr as `stderr` says).
