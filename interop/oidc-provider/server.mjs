@@ -62,9 +62,18 @@ const tokenTtl = Number(process.env.TOKEN_TTL || 300);
 const rotate = process.env.ROTATE_REFRESH_TOKENS === '1';
 const requireNonce = process.env.DPOP_REQUIRE_NONCE === '1';
 
+// The private key comes out of the key generation already as a JWK. Exporting the generated
+// KeyObject afterwards (`privateKey.export({ format: 'jwk' })`) deadlocks now and then on
+// Node 20: a garbage collection during the export destroys the finished key-generation job,
+// whose destructor waits for the key's mutex that the export holds (seen as a provider that
+// never prints READY, about 1 start in 25 with 4 at once).
 function jwk(type, options, alg, kid) {
-  const { privateKey } = crypto.generateKeyPairSync(type, options);
-  return { ...privateKey.export({ format: 'jwk' }), alg, kid, use: 'sig' };
+  const { privateKey } = crypto.generateKeyPairSync(type, {
+    ...options,
+    publicKeyEncoding: { type: 'spki', format: 'jwk' },
+    privateKeyEncoding: { type: 'pkcs8', format: 'jwk' },
+  });
+  return { ...privateKey, alg, kid, use: 'sig' };
 }
 
 const signingKeys = [
