@@ -43,6 +43,24 @@ pub(crate) fn token_type(jkt: Option<&str>) -> &'static str {
     }
 }
 
+/// An access-token answer's fields (RFC 6749 §5.1): `access_token`, `token_type` (`DPoP` when
+/// bound to `jkt`), and `expires_in` and `scope` when there are any; grants add theirs.
+pub(crate) fn token_answer(
+    access_token: &str,
+    jkt: Option<&str>,
+    expires_in: Option<u64>,
+    scope: Option<&str>,
+) -> Value {
+    let mut body = json!({"access_token": access_token, "token_type": token_type(jkt)});
+    if let Some(expires_in) = expires_in {
+        body["expires_in"] = json!(expires_in);
+    }
+    if let Some(scope) = scope {
+        body["scope"] = json!(scope);
+    }
+    body
+}
+
 /// Signs an access token (ES256 JWT) for `sub`; returns it with the `expires_in` to announce.
 pub(crate) fn issue_access_token(
     state: &ServerState,

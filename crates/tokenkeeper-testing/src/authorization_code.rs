@@ -1,16 +1,15 @@
 //! `grant_type=authorization_code` (PKCE S256, `dpop_jkt`) and the ID token it issues.
 #![allow(clippy::result_large_err)] // handlers answer early with a ready `Response`
 
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::http::StatusCode;
+use axum::response::Response;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::{json, Map};
 use tokenkeeper::Clock as _;
 
-use crate::access_tokens::{issue_access_token_with, token_type};
-use crate::responses::oauth_error;
+use crate::access_tokens::{issue_access_token_with, token_answer};
+use crate::responses::{no_store, oauth_error};
 use crate::state::{lock, CodeRecord, ServerState, TestClient};
 
 /// `grant_type=authorization_code`.
@@ -87,23 +86,12 @@ pub(crate) fn authorization_code_grant(
         top,
     )?;
     let id_token = id_token(state, &record, &client.client_id)?;
-    let mut body = json!({
-        "access_token": access_token,
-        "token_type": token_type(jkt),
-        "id_token": id_token,
-        "scope": record.scope,
-    });
-    if let Some(expires_in) = expires_in {
-        body["expires_in"] = json!(expires_in);
-    }
+    let mut body = token_answer(&access_token, jkt, expires_in, Some(&record.scope));
+    body["id_token"] = json!(id_token);
     if let Some(rt) = &record.refresh_token {
         body["refresh_token"] = json!(rt);
     }
-    let mut response = Json(body).into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    Ok(no_store(StatusCode::OK, body))
 }
 
 fn id_token(state: &ServerState, record: &CodeRecord, client_id: &str) -> Result<String, Response> {

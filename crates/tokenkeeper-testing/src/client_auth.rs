@@ -3,6 +3,7 @@
 //! certificate (RFC 8705) — exactly one.
 #![allow(clippy::result_large_err)] // handlers answer early with a ready `Response`
 
+use axum::body::Bytes;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use base64::Engine as _;
@@ -10,13 +11,27 @@ use serde_json::{Map, Value};
 use tokenkeeper::Clock as _;
 
 use crate::access_tokens::unverified_claims;
-use crate::mtls::{thumbprint, verify_ca_issued};
-use crate::responses::oauth_error;
+use crate::mtls::{thumbprint, verify_ca_issued, PeerCertificate};
+use crate::responses::{form_of, oauth_error};
 use crate::state::{lock, ClientAuthMethod, ServerState, TestClient};
 
 /// The client a request authenticated as.
 pub(crate) struct Authenticated {
     pub(crate) client: TestClient,
+}
+
+/// A form-posted request's fields and the client it authenticated as (with the certificate the
+/// mTLS listener saw, if any, for `tls_client_auth`).
+pub(crate) fn authenticated_form(
+    state: &ServerState,
+    peer: Option<axum::Extension<PeerCertificate>>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(Vec<(String, String)>, TestClient), Response> {
+    let form = form_of(body);
+    let peer = peer.and_then(|p| p.0 .0);
+    let client = authenticate(state, headers, &form, peer.as_deref().map(Vec::as_slice))?.client;
+    Ok((form, client))
 }
 
 /// Authenticates the client of a request to any endpoint.

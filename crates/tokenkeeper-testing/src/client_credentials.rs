@@ -1,13 +1,12 @@
 //! `grant_type=client_credentials`.
 #![allow(clippy::result_large_err)] // handlers answer early with a ready `Response`
 
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::http::StatusCode;
+use axum::response::Response;
 use serde_json::{json, Map, Value};
 
-use crate::access_tokens::{cnf, issue_bound_access_token, token_type};
-use crate::responses::oauth_error;
+use crate::access_tokens::{cnf, issue_bound_access_token, token_answer};
+use crate::responses::{no_store, oauth_error};
 use crate::state::{ServerState, TestClient};
 
 pub(crate) fn client_credentials(
@@ -66,16 +65,6 @@ pub(crate) fn client_credentials(
         extras,
         cnf(jkt, x5t),
     )?;
-    let mut body = json!({"access_token": token, "token_type": token_type(jkt)});
-    if let Some(expires_in) = expires_in {
-        body["expires_in"] = json!(expires_in);
-    }
-    if let Some(scope) = scope {
-        body["scope"] = json!(scope);
-    }
-    let mut response = Json(body).into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    let body = token_answer(&token, jkt, expires_in, scope.as_deref());
+    Ok(no_store(StatusCode::OK, body))
 }

@@ -10,15 +10,14 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde_json::{json, Map};
 use tokenkeeper::Clock as _;
 
-use crate::access_tokens::{issue_access_token, token_type};
-use crate::client_auth::authenticate;
-use crate::responses::{form_of, oauth_error};
+use crate::access_tokens::{issue_access_token, token_answer};
+use crate::client_auth::authenticated_form;
+use crate::responses::{no_store, oauth_error};
 use crate::state::{lock, DeviceRecord, DeviceStatus, ServerState, TestClient};
 
 /// The grant type.
@@ -45,10 +44,8 @@ pub(crate) async fn device_authorization(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form = form_of(&body);
-    let peer = peer.and_then(|p| p.0 .0);
-    let client = match authenticate(&state, &headers, &form, peer.as_deref().map(Vec::as_slice)) {
-        Ok(auth) => auth.client,
+    let (form, client) = match authenticated_form(&state, peer, &headers, &body) {
+        Ok(authenticated) => authenticated,
         Err(response) => return response,
     };
     let scope = form
@@ -74,19 +71,17 @@ pub(crate) async fn device_authorization(
     );
     state.count("device_authorization");
     let verification_uri = format!("{}/device", state.issuer);
-    let mut response = Json(json!({
-        "device_code": device_code,
-        "user_code": user_code,
-        "verification_uri": verification_uri,
-        "verification_uri_complete": format!("{verification_uri}?user_code={user_code}"),
-        "expires_in": expires_in,
-        "interval": interval,
-    }))
-    .into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    no_store(
+        StatusCode::OK,
+        json!({
+            "device_code": device_code,
+            "user_code": user_code,
+            "verification_uri": verification_uri,
+            "verification_uri_complete": format!("{verification_uri}?user_code={user_code}"),
+            "expires_in": expires_in,
+            "interval": interval,
+        }),
+    )
 }
 
 /// Approves (`sub`) or denies (`None`) the pending authorization with `user_code`.
@@ -163,14 +158,7 @@ pub(crate) fn device_code_grant(
         Map::new(),
         jkt,
     )?;
-    let mut body = json!({
-        "access_token": access_token,
-        "token_type": token_type(jkt),
-        "scope": scope,
-    });
-    if let Some(expires_in) = expires_in {
-        body["expires_in"] = json!(expires_in);
-    }
+    let mut body = token_answer(&access_token, jkt, expires_in, Some(&scope));
     if scope.split(' ').any(|s| s == "offline_access") {
         let refresh = lock(&state.refresh).issue(&client.client_id, &sub, Some(&scope), None);
         if let (Some(jkt), Some(r)) = (jkt, lock(&state.refresh).tokens.get_mut(&refresh)) {
@@ -178,11 +166,7 @@ pub(crate) fn device_code_grant(
         }
         body["refresh_token"] = json!(refresh);
     }
-    let mut response = Json(body).into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    Ok(no_store(StatusCode::OK, body))
 }
 
 /// `GET /device`: a page asking for the user code and a user name (development only: any

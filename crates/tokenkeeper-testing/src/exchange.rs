@@ -13,12 +13,12 @@
 //!   subject's, so that a test shows the client clamps it.
 #![allow(clippy::result_large_err)] // handlers answer early with a ready `Response`
 
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Json, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use serde_json::{json, Map, Value};
 
-use crate::access_tokens::{issue_access_token, token_type, verify};
-use crate::responses::oauth_error;
+use crate::access_tokens::{issue_access_token, token_answer, verify};
+use crate::responses::{no_store, oauth_error};
 use crate::state::{lock, ServerState, TestClient};
 
 /// The grant type.
@@ -119,19 +119,9 @@ pub(crate) fn token_exchange(
         Some(overridden) => overridden,
         None => Some(requested.unwrap_or(ACCESS_TOKEN).to_owned()),
     };
-    let mut body = json!({"access_token": token, "token_type": token_type(jkt)});
+    let mut body = token_answer(&token, jkt, expires_in, scope);
     if let Some(issued) = issued {
         body["issued_token_type"] = json!(issued);
     }
-    if let Some(expires_in) = expires_in {
-        body["expires_in"] = json!(expires_in);
-    }
-    if let Some(scope) = scope {
-        body["scope"] = json!(scope);
-    }
-    let mut response = Json(body).into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    Ok(no_store(StatusCode::OK, body))
 }

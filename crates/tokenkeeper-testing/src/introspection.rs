@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::client_auth::authenticate;
-use crate::responses::{form_of, oauth_error};
+use crate::client_auth::authenticated_form;
+use crate::responses::oauth_error;
 use crate::state::{lock, ServerState};
 
 /// RFC 7662 introspection of refresh tokens (and of this server's access tokens).
@@ -21,12 +21,10 @@ pub(crate) async fn introspect(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form = form_of(&body);
-    let peer = peer.and_then(|p| p.0 .0);
-    if let Err(response) = authenticate(&state, &headers, &form, peer.as_deref().map(Vec::as_slice))
-    {
-        return response;
-    }
+    let form = match authenticated_form(&state, peer, &headers, &body) {
+        Ok((form, _)) => form,
+        Err(response) => return response,
+    };
     let Some((_, token)) = form.iter().find(|(k, _)| k == "token") else {
         return oauth_error(
             StatusCode::BAD_REQUEST,

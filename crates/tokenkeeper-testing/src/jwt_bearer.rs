@@ -7,13 +7,13 @@
 //!   present and becomes the issued token's `sub`.
 #![allow(clippy::result_large_err)] // handlers answer early with a ready `Response`
 
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Json, Response};
-use serde_json::{json, Map, Value};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::{Map, Value};
 use tokenkeeper::Clock as _;
 
-use crate::access_tokens::{issue_access_token, token_type, unverified_claims};
-use crate::responses::oauth_error;
+use crate::access_tokens::{issue_access_token, token_answer, unverified_claims};
+use crate::responses::{no_store, oauth_error};
 use crate::state::{lock, ServerState, TestClient};
 
 /// The grant type.
@@ -96,13 +96,8 @@ pub(crate) fn jwt_bearer(
         .map(|(_, v)| v.as_str());
     let (token, expires_in) =
         issue_access_token(state, sub, &client.client_id, scope, &[], Map::new(), jkt)?;
-    let mut body = json!({"access_token": token, "token_type": token_type(jkt)});
-    if let Some(expires_in) = expires_in {
-        body["expires_in"] = json!(expires_in);
-    }
-    let mut response = Json(body).into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    Ok(no_store(
+        StatusCode::OK,
+        token_answer(&token, jkt, expires_in, None),
+    ))
 }

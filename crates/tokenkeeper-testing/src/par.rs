@@ -8,14 +8,13 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
 use serde_json::json;
 use tokenkeeper::Clock as _;
 
-use crate::client_auth::authenticate;
-use crate::responses::{form_of, oauth_error};
+use crate::client_auth::authenticated_form;
+use crate::responses::{no_store, oauth_error};
 use crate::state::{lock, PushedRecord, ServerState};
 
 /// How long a `request_uri` is valid (seconds).
@@ -48,9 +47,7 @@ fn push(
     body: &Bytes,
 ) -> Result<Response, Response> {
     let bad = |error: &str, why: &str| oauth_error(StatusCode::BAD_REQUEST, error, why);
-    let form = form_of(body);
-    let peer = peer.and_then(|p| p.0 .0);
-    let client = authenticate(state, headers, &form, peer.as_deref().map(Vec::as_slice))?.client;
+    let (form, client) = authenticated_form(state, peer, headers, body)?;
     let mut params: HashMap<String, String> = HashMap::new();
     for (name, value) in &form {
         if matches!(
@@ -127,15 +124,10 @@ fn push(
         },
     );
     state.count("par");
-    let mut response = (
+    Ok(no_store(
         StatusCode::CREATED,
-        Json(json!({ "request_uri": request_uri, "expires_in": LIFETIME })),
-    )
-        .into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+        json!({ "request_uri": request_uri, "expires_in": LIFETIME }),
+    ))
 }
 
 /// Takes the pushed request `request_uri` for `client_id` (once); `None` when unknown, spent,

@@ -4,13 +4,12 @@
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::http::StatusCode;
+use axum::response::Response;
 use serde_json::{json, Map};
 
-use crate::access_tokens::{cnf, issue_bound_access_token, token_type};
-use crate::responses::oauth_error;
+use crate::access_tokens::{cnf, issue_bound_access_token, token_answer};
+use crate::responses::{no_store, oauth_error};
 use crate::state::{lock, ServerState, TestClient};
 
 fn invalid_grant(description: &str) -> Response {
@@ -115,19 +114,9 @@ pub(crate) fn refresh_token_grant(
         None
     };
     drop(store);
-    let mut body = json!({"access_token": access_token, "token_type": token_type(jkt)});
-    if let Some(expires_in) = expires_in {
-        body["expires_in"] = json!(expires_in);
-    }
-    if let Some(scope) = scope {
-        body["scope"] = json!(scope);
-    }
+    let mut body = token_answer(&access_token, jkt, expires_in, scope.as_deref());
     if let Some(refresh_token) = refresh_token {
         body["refresh_token"] = json!(refresh_token);
     }
-    let mut response = Json(body).into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    Ok(no_store(StatusCode::OK, body))
 }

@@ -1,10 +1,10 @@
-//! The server's error answers (RFC 6749 §5.2).
+//! The server's answers: errors (RFC 6749 §5.2), JSON not to be cached, redirects.
 
 use axum::body::Bytes;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// An OAuth error answer; a 401 carries a `WWW-Authenticate` challenge.
 pub(crate) fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
@@ -19,6 +19,16 @@ pub(crate) fn oauth_error(status: StatusCode, error: &str, description: &str) ->
             HeaderValue::from_static("Basic realm=\"token\""),
         );
     }
+    response
+}
+
+/// A JSON answer that must not be cached (`Cache-Control: no-store`, RFC 6749 §5.1): what the
+/// token, device-authorization and pushed-request endpoints answer.
+pub(crate) fn no_store(status: StatusCode, body: Value) -> Response {
+    let mut response = (status, Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 

@@ -8,8 +8,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::client_auth::authenticate;
-use crate::responses::form_of;
+use crate::client_auth::authenticated_form;
 use crate::state::{lock, ServerState};
 
 /// RFC 7009 revocation: 200 for any token, known or not; a refresh token is revoked.
@@ -19,12 +18,10 @@ pub(crate) async fn revoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form = form_of(&body);
-    let peer = peer.and_then(|p| p.0 .0);
-    if let Err(response) = authenticate(&state, &headers, &form, peer.as_deref().map(Vec::as_slice))
-    {
-        return response;
-    }
+    let form = match authenticated_form(&state, peer, &headers, &body) {
+        Ok((form, _)) => form,
+        Err(response) => return response,
+    };
     if let Some((_, token)) = form.iter().find(|(k, _)| k == "token") {
         let mut store = lock(&state.refresh);
         if let Some(record) = store.tokens.get_mut(token) {

@@ -25,9 +25,7 @@ pub(crate) async fn token(
 ) -> Response {
     let peer = peer.and_then(|p| p.0 .0);
     state.count("token");
-    let form: Vec<(String, String)> = url::form_urlencoded::parse(&body)
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
+    let form = crate::responses::form_of(&body);
     {
         let mut recorded = lock(&state.recorded);
         recorded.push(RecordedRequest {
