@@ -61,20 +61,6 @@ pub(crate) fn token_answer(
     body
 }
 
-/// Signs an access token (ES256 JWT) for `sub`; returns it with the `expires_in` to announce.
-pub(crate) fn issue_access_token(
-    state: &ServerState,
-    sub: &str,
-    client_id: &str,
-    scope: Option<&str>,
-    resources: &[&str],
-    extras: Map<String, Value>,
-    jkt: Option<&str>,
-) -> Result<(String, Option<u64>), Response> {
-    let cnf = jkt.map(|jkt| json!({ "jkt": jkt }));
-    issue_bound_access_token(state, sub, client_id, scope, resources, extras, cnf)
-}
-
 /// The claims of a JWT, read without checking anything (to find out who signed it).
 pub(crate) fn unverified_claims(jwt: &str) -> Option<Map<String, Value>> {
     let payload = jwt.split('.').nth(1)?;
@@ -96,80 +82,75 @@ pub(crate) fn cnf(jkt: Option<&str>, x5t: Option<&str>) -> Option<Value> {
     (!cnf.is_empty()).then_some(Value::Object(cnf))
 }
 
-/// Signs an access token bound by `cnf` (`jkt` for DPoP, `x5t#S256` for mTLS), if given.
-pub(crate) fn issue_bound_access_token(
-    state: &ServerState,
-    sub: &str,
-    client_id: &str,
-    scope: Option<&str>,
-    resources: &[&str],
-    extras: Map<String, Value>,
-    cnf: Option<Value>,
-) -> Result<(String, Option<u64>), Response> {
-    issue_access_token_with(
-        state,
-        sub,
-        client_id,
-        scope,
-        resources,
-        extras,
-        cnf,
-        Map::new(),
-    )
+/// An access token to sign: whom it is for and what it carries.
+#[derive(Default)]
+pub(crate) struct NewAccessToken<'a> {
+    pub(crate) sub: &'a str,
+    pub(crate) client_id: &'a str,
+    pub(crate) scope: Option<&'a str>,
+    /// Its audiences (the request's `resource`s); none: this server's `/api`.
+    pub(crate) resources: &'a [&'a str],
+    /// Claims under `ext` (what a client-credentials request added, an exchange's `act`).
+    pub(crate) extras: Map<String, Value>,
+    /// `cnf`: bound to a DPoP key and/or a certificate (see [`cnf`]).
+    pub(crate) cnf: Option<Value>,
+    /// More top-level claims (a login's `acr` and `auth_time`).
+    pub(crate) top: Map<String, Value>,
 }
 
-/// [`issue_bound_access_token`] with more top-level claims (`acr`, `auth_time` of a login).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn issue_access_token_with(
-    state: &ServerState,
-    sub: &str,
-    client_id: &str,
-    scope: Option<&str>,
-    resources: &[&str],
-    extras: Map<String, Value>,
-    cnf: Option<Value>,
-    top: Map<String, Value>,
-) -> Result<(String, Option<u64>), Response> {
-    let expires_in = *lock(&state.expires_in);
-    let now = state.clock.now().as_millis() / 1000;
-    let lifetime = expires_in.unwrap_or(3600);
-    let seq = state.seq.fetch_add(1, Ordering::Relaxed);
-    let aud = match resources.len() {
-        0 => json!(format!("{}/api", state.issuer)),
-        1 => json!(resources[0]),
-        _ => json!(resources),
-    };
-    let mut claims = json!({
-        "iss": state.issuer,
-        "sub": sub,
-        "client_id": client_id,
-        "aud": aud,
-        "iat": now,
-        "exp": now + lifetime,
-        "jti": format!("at-{seq}-{}", fastrand::u64(..)),
-    });
-    if let Some(scope) = scope {
-        claims["scope"] = json!(scope);
+impl NewAccessToken<'_> {
+    /// Signs it (an ES256 JWT of type `at+jwt`); returns it with the `expires_in` to announce.
+    pub(crate) fn sign(self, state: &ServerState) -> Result<(String, Option<u64>), Response> {
+        let Self {
+            sub,
+            client_id,
+            scope,
+            resources,
+            extras,
+            cnf,
+            top,
+        } = self;
+        let expires_in = *lock(&state.expires_in);
+        let now = state.clock.now().as_millis() / 1000;
+        let lifetime = expires_in.unwrap_or(3600);
+        let seq = state.seq.fetch_add(1, Ordering::Relaxed);
+        let aud = match resources.len() {
+            0 => json!(format!("{}/api", state.issuer)),
+            1 => json!(resources[0]),
+            _ => json!(resources),
+        };
+        let mut claims = json!({
+            "iss": state.issuer,
+            "sub": sub,
+            "client_id": client_id,
+            "aud": aud,
+            "iat": now,
+            "exp": now + lifetime,
+            "jti": format!("at-{seq}-{}", fastrand::u64(..)),
+        });
+        if let Some(scope) = scope {
+            claims["scope"] = json!(scope);
+        }
+        if !extras.is_empty() {
+            claims["ext"] = Value::Object(extras);
+        }
+        if let Some(cnf) = cnf {
+            claims["cnf"] = cnf;
+        }
+        for (name, value) in top {
+            claims[name.as_str()] = value;
+        }
+        let key = state.current_key();
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(key.kid.clone());
+        header.typ = Some("at+jwt".into());
+        let token = jsonwebtoken::encode(&header, &claims, &key.encoding).map_err(|e| {
+            oauth_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                &format!("signing failed: {e}"),
+            )
+        })?;
+        Ok((token, expires_in))
     }
-    if !extras.is_empty() {
-        claims["ext"] = Value::Object(extras);
-    }
-    if let Some(cnf) = cnf {
-        claims["cnf"] = cnf;
-    }
-    for (name, value) in top {
-        claims[name.as_str()] = value;
-    }
-    let key = state.current_key();
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-    header.kid = Some(key.kid.clone());
-    header.typ = Some("at+jwt".into());
-    let token = jsonwebtoken::encode(&header, &claims, &key.encoding).map_err(|e| {
-        oauth_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            &format!("signing failed: {e}"),
-        )
-    })?;
-    Ok((token, expires_in))
 }

@@ -8,7 +8,7 @@ use base64::Engine as _;
 use serde_json::{json, Map};
 use tokenkeeper::Clock as _;
 
-use crate::access_tokens::{issue_access_token_with, token_answer};
+use crate::access_tokens::{cnf, token_answer, NewAccessToken};
 use crate::responses::{no_store, oauth_error};
 use crate::state::{lock, CodeRecord, ServerState, TestClient};
 
@@ -75,16 +75,16 @@ pub(crate) fn authorization_code_grant(
     if let Some(acr) = &record.acr {
         top.insert("acr".into(), json!(acr));
     }
-    let (access_token, expires_in) = issue_access_token_with(
-        state,
-        &record.sub,
-        &client.client_id,
-        Some(&record.scope),
-        &resources,
-        Map::new(),
-        jkt.map(|jkt| json!({ "jkt": jkt })),
+    let (access_token, expires_in) = NewAccessToken {
+        sub: &record.sub,
+        client_id: &client.client_id,
+        scope: Some(&record.scope),
+        resources: &resources,
+        cnf: cnf(jkt, None),
         top,
-    )?;
+        ..NewAccessToken::default()
+    }
+    .sign(state)?;
     let id_token = id_token(state, &record, &client.client_id)?;
     let mut body = token_answer(&access_token, jkt, expires_in, Some(&record.scope));
     body["id_token"] = json!(id_token);

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 
-use crate::access_tokens::{cnf, issue_bound_access_token, token_answer};
+use crate::access_tokens::{cnf, token_answer, NewAccessToken};
 use crate::responses::{no_store, oauth_error};
 use crate::state::{ServerState, TestClient};
 
@@ -56,15 +56,16 @@ pub(crate) fn client_credentials(
         })
         .map(|(k, v)| (k.clone(), json!(v)))
         .collect();
-    let (token, expires_in) = issue_bound_access_token(
-        state,
-        &client.client_id,
-        &client.client_id,
-        scope.as_deref(),
-        &resources,
+    let (token, expires_in) = NewAccessToken {
+        sub: &client.client_id,
+        client_id: &client.client_id,
+        scope: scope.as_deref(),
+        resources: &resources,
         extras,
-        cnf(jkt, x5t),
-    )?;
+        cnf: cnf(jkt, x5t),
+        ..NewAccessToken::default()
+    }
+    .sign(state)?;
     let body = token_answer(&token, jkt, expires_in, scope.as_deref());
     Ok(no_store(StatusCode::OK, body))
 }

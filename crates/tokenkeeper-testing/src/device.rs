@@ -12,10 +12,10 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Map};
+use serde_json::json;
 use tokenkeeper::Clock as _;
 
-use crate::access_tokens::{issue_access_token, token_answer};
+use crate::access_tokens::{cnf, token_answer, NewAccessToken};
 use crate::client_auth::authenticated_form;
 use crate::responses::{no_store, oauth_error};
 use crate::state::{lock, DeviceRecord, DeviceStatus, ServerState, TestClient};
@@ -149,15 +149,14 @@ pub(crate) fn device_code_grant(
             }
         }
     };
-    let (access_token, expires_in) = issue_access_token(
-        state,
-        &sub,
-        &client.client_id,
-        Some(&scope),
-        &[],
-        Map::new(),
-        jkt,
-    )?;
+    let (access_token, expires_in) = NewAccessToken {
+        sub: &sub,
+        client_id: &client.client_id,
+        scope: Some(&scope),
+        cnf: cnf(jkt, None),
+        ..NewAccessToken::default()
+    }
+    .sign(state)?;
     let mut body = token_answer(&access_token, jkt, expires_in, Some(&scope));
     if scope.split(' ').any(|s| s == "offline_access") {
         let refresh = lock(&state.refresh).issue(&client.client_id, &sub, Some(&scope), None);

@@ -17,7 +17,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 
-use crate::access_tokens::{issue_access_token, token_answer, verify};
+use crate::access_tokens::{cnf, token_answer, verify, NewAccessToken};
 use crate::responses::{no_store, oauth_error};
 use crate::state::{lock, ServerState, TestClient};
 
@@ -113,8 +113,16 @@ pub(crate) fn token_exchange(
     let mut extras = Map::new();
     extras.insert("act".into(), json!({ "sub": act }));
     let scope = field(form, "scope");
-    let (token, expires_in) =
-        issue_access_token(state, &sub, &client.client_id, scope, &targets, extras, jkt)?;
+    let (token, expires_in) = NewAccessToken {
+        sub: &sub,
+        client_id: &client.client_id,
+        scope,
+        resources: &targets,
+        extras,
+        cnf: cnf(jkt, None),
+        ..NewAccessToken::default()
+    }
+    .sign(state)?;
     let issued = match lock(&state.exchange_issued_type).clone() {
         Some(overridden) => overridden,
         None => Some(requested.unwrap_or(ACCESS_TOKEN).to_owned()),

@@ -12,7 +12,7 @@ use axum::response::Response;
 use serde_json::{Map, Value};
 use tokenkeeper::Clock as _;
 
-use crate::access_tokens::{issue_access_token, token_answer, unverified_claims};
+use crate::access_tokens::{cnf, token_answer, unverified_claims, NewAccessToken};
 use crate::responses::{no_store, oauth_error};
 use crate::state::{lock, ServerState, TestClient};
 
@@ -94,8 +94,14 @@ pub(crate) fn jwt_bearer(
         .iter()
         .find(|(k, _)| k == "scope")
         .map(|(_, v)| v.as_str());
-    let (token, expires_in) =
-        issue_access_token(state, sub, &client.client_id, scope, &[], Map::new(), jkt)?;
+    let (token, expires_in) = NewAccessToken {
+        sub,
+        client_id: &client.client_id,
+        scope,
+        cnf: cnf(jkt, None),
+        ..NewAccessToken::default()
+    }
+    .sign(state)?;
     Ok(no_store(
         StatusCode::OK,
         token_answer(&token, jkt, expires_in, None),

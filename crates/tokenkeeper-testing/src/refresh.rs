@@ -6,9 +6,9 @@ use std::sync::atomic::Ordering;
 
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde_json::{json, Map};
+use serde_json::json;
 
-use crate::access_tokens::{cnf, issue_bound_access_token, token_answer};
+use crate::access_tokens::{cnf, token_answer, NewAccessToken};
 use crate::responses::{no_store, oauth_error};
 use crate::state::{lock, ServerState, TestClient};
 
@@ -85,15 +85,15 @@ pub(crate) fn refresh_token_grant(
         .filter(|(k, _)| k == "resource")
         .map(|(_, v)| v.as_str())
         .collect();
-    let (access_token, expires_in) = issue_bound_access_token(
-        state,
-        &record.sub,
-        &client.client_id,
-        scope.as_deref(),
-        &resources,
-        Map::new(),
-        cnf(jkt, x5t),
-    )?;
+    let (access_token, expires_in) = NewAccessToken {
+        sub: &record.sub,
+        client_id: &client.client_id,
+        scope: scope.as_deref(),
+        resources: &resources,
+        cnf: cnf(jkt, x5t),
+        ..NewAccessToken::default()
+    }
+    .sign(state)?;
     let refresh_token = if rotate {
         if let Some(r) = store.tokens.get_mut(presented) {
             r.consumed = true;
